@@ -1,0 +1,93 @@
+//! Activations in place over slices; backward works from the output y, which
+//! every layer keeps, so no pre-activation buffer is needed.
+
+use crate::activations::Activation;
+
+/// z: (rows, width) -> y = f(z), in place. `width` is the softmax axis.
+pub fn forward(act: Activation, z: &mut [f32], width: usize) {
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Sigmoid => z.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Activation::Tanh => z.iter_mut().for_each(|v| *v = v.tanh()),
+        Activation::Softmax => z.chunks_exact_mut(width).for_each(softmax_row),
+    }
+}
+
+/// dy -> dz = dy * f'(z), in place, from y = f(z).
+pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
+    match act {
+        Activation::Linear => {}
+        // y = max(z, 0)  =>  dz = dy where y > 0
+        Activation::Relu => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                *d = if y > 0.0 { *d } else { 0.0 };
+            }
+        }
+        // y = 1 / (1 + e^-z)  =>  dz = dy * y * (1 - y)
+        Activation::Sigmoid => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                *d *= y * (1.0 - y);
+            }
+        }
+        // y = tanh(z)  =>  dz = dy * (1 - y^2)
+        Activation::Tanh => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                *d *= 1.0 - y * y;
+            }
+        }
+        // y_i = e^z_i / sum_j e^z_j  =>  dz_i = y_i * (dy_i - sum_j dy_j y_j)
+        Activation::Softmax => {
+            for (d, y) in dy.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
+                let dot: f32 = d.iter().zip(y).map(|(a, b)| a * b).sum();
+                for (di, &yi) in d.iter_mut().zip(y) {
+                    *di = yi * (*di - dot);
+                }
+            }
+        }
+    }
+}
+
+/// Logistic function without overflow for large |x|.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Softmax of one row in place, shifted by the max so exp never overflows.
+pub fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// log(sum(exp(row))), computed stably.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_survives_huge_logits() {
+        let mut row = [1000.0, 0.0, -1000.0];
+        softmax_row(&mut row);
+        assert_eq!(row[0], 1.0);
+        assert!(row.iter().all(|v| v.is_finite()));
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        assert_eq!(sigmoid(-1000.0), 0.0);
+        assert_eq!(sigmoid(1000.0), 1.0);
+    }
+}

@@ -1,0 +1,64 @@
+//! Unfolding image patches into rows (im2col) so a convolution becomes one
+//! matrix product, and folding gradients back (col2im).
+
+use super::Window;
+
+/// x: (H,W,C) -> cols: (OH*OW, KH*KW*C), zeros where the window hangs over padding.
+pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
+    let (c, k) = (g.c, g.patch_len());
+    let span = g.kw * c;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &mut cols[(oy * g.ow + ox) * k..][..k];
+            let iy0 = (oy * g.sh) as isize - g.pt as isize;
+            let ix0 = (ox * g.sw) as isize - g.pl as isize;
+            for (ky, dst) in row.chunks_exact_mut(span).enumerate() {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let line = &x[iy as usize * g.w * c..][..g.w * c];
+                if ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                    dst.copy_from_slice(&line[ix0 as usize * c..][..span]);
+                    continue;
+                }
+                for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        d.fill(0.0);
+                    } else {
+                        d.copy_from_slice(&line[ix as usize * c..][..c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: dx (H,W,C) += fold(dcols (OH*OW, KH*KW*C)).
+pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
+    let (c, k) = (g.c, g.patch_len());
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &dcols[(oy * g.ow + ox) * k..][..k];
+            let iy0 = (oy * g.sh) as isize - g.pt as isize;
+            let ix0 = (ox * g.sw) as isize - g.pl as isize;
+            for ky in 0..g.kh {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let src = &row[(ky * g.kw + kx) * c..][..c];
+                    let dst = &mut dx[(iy as usize * g.w + ix as usize) * c..][..c];
+                    super::add_assign(dst, src);
+                }
+            }
+        }
+    }
+}

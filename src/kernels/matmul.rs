@@ -1,0 +1,121 @@
+//! Matrix products through the `gemm` crate (AVX-512 kernels picked at run time).
+//! Always single-threaded: callers parallelise over the batch themselves, which
+//! is faster for the skinny shapes of small CNNs and keeps results deterministic.
+
+/// A row-major matrix operand: `rows x cols` with a leading dimension (distance
+/// between rows), optionally read transposed.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    transposed: bool,
+}
+
+impl<'a> MatRef<'a> {
+    /// `data` holds a `rows x cols` row-major matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::with_ld(data, rows, cols, cols)
+    }
+
+    /// Like [`MatRef::new`] with rows `ld` values apart (a column block of a wider matrix).
+    pub fn with_ld(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        assert!(cols <= ld && (rows == 0 || (rows - 1) * ld + cols <= data.len()), "matrix out of bounds");
+        MatRef { data, rows, cols, ld, transposed: false }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        MatRef { transposed: !self.transposed, ..self }
+    }
+
+    /// (rows, cols) as used in the product.
+    fn dims(&self) -> (usize, usize) {
+        if self.transposed { (self.cols, self.rows) } else { (self.rows, self.cols) }
+    }
+
+    /// (row stride, column stride) as used in the product.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed { (1, self.ld as isize) } else { (self.ld as isize, 1) }
+    }
+}
+
+/// `c = a * b` (or `c += a * b` when `accumulate`), `c` row-major `m x n`.
+pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
+    let (m, k) = a.dims();
+    let (kb, n) = b.dims();
+    assert_eq!(k, kb, "inner dimensions differ");
+    assert!(c.len() >= m * n, "output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
+    // SAFETY: MatRef::with_ld checked every operand lies inside its slice, `c` was
+    // checked above, and `c` is a unique borrow so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_and_transposes_match_naive() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut c = vec![0.0; m * n];
+        matmul(MatRef::new(&a, m, k), MatRef::new(&b, k, n), &mut c, false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // (a^T)^T b via a stored transposed copy.
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let mut c2 = vec![1.0; m * n];
+        matmul(MatRef::new(&at, k, m).t(), MatRef::new(&b, k, n), &mut c2, true);
+        for (x, y) in c2.iter().zip(&want) {
+            assert!((x - (y + 1.0)).abs() < 1e-5);
+        }
+    }
+}

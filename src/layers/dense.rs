@@ -1,0 +1,160 @@
+use super::{Backward, Layer, Mode};
+use crate::activations::Activation;
+use crate::initializers::glorot_uniform;
+use crate::kernels::matmul::{MatRef, matmul};
+use crate::kernels::{SAMPLES_PER_TASK, activation, add_assign, sum_rows};
+use crate::random::Rng;
+use rayon::prelude::*;
+
+/// Input features per task of the weight gradient (a fixed split keeps it deterministic).
+const FEATURES_PER_TASK: usize = 256;
+
+/// A fully connected layer on the last axis, as `keras.layers.Dense`.
+///
+/// Arguments: `units`; builder methods `activation` (default linear),
+/// `use_bias` (default true), `input_shape` (first layer only). Kernel
+/// (in, units) is glorot-uniform initialised, bias zero.
+///
+/// ```
+/// use keel::prelude::*;
+/// let dense = Dense::new(10).activation(Activation::Softmax);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dense {
+    units: usize,
+    activation: Activation,
+    use_bias: bool,
+    input_shape: Option<Vec<usize>>,
+    deferred: bool,
+    /// Input features (last axis) and rows per sample (product of the other axes).
+    features: usize,
+    rows_per_sample: usize,
+}
+
+impl Dense {
+    /// A layer with `units` outputs.
+    pub fn new(units: usize) -> Self {
+        Dense {
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            input_shape: None,
+            deferred: false,
+            features: 0,
+            rows_per_sample: 0,
+        }
+    }
+
+    /// Activation applied to the output.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Whether to add a bias per unit.
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// Per-sample input shape when this is the first layer.
+    pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Self {
+        self.input_shape = Some(shape.into());
+        self
+    }
+}
+
+impl Layer for Dense {
+    fn class_name(&self) -> &'static str {
+        "Dense"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    // (..., D) -> (..., units)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let Some((&d, rest)) = input.split_last() else {
+            return Err("needs an input with at least one axis".into());
+        };
+        if self.units == 0 || d == 0 {
+            return Err(format!("units ({}) and input features ({d}) must be positive", self.units));
+        }
+        self.features = d;
+        self.rows_per_sample = rest.iter().product();
+        let mut out = rest.to_vec();
+        out.push(self.units);
+        Ok(out)
+    }
+
+    fn param_count(&self) -> usize {
+        self.features * self.units + if self.use_bias { self.units } else { 0 }
+    }
+
+    fn init_params(&self, params: &mut [f32], rng: &mut Rng) {
+        let (kernel, bias) = params.split_at_mut(self.features * self.units);
+        glorot_uniform(kernel, self.features, self.units, rng);
+        bias.fill(0.0);
+    }
+
+    fn output_activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn defer_output_activation(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    // x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let (d, u) = (self.features, self.units);
+        let (w, b) = params.split_at(d * u);
+        let rows = n * self.rows_per_sample;
+        let task_rows = SAMPLES_PER_TASK * self.rows_per_sample;
+        let act = if self.deferred { Activation::Linear } else { self.activation };
+        let use_bias = self.use_bias;
+        y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
+            matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false);
+            if use_bias {
+                yt.chunks_exact_mut(u).for_each(|row| add_assign(row, b));
+            }
+            activation::forward(act, yt, u);
+        });
+    }
+
+    // Differentiates y = act(x . W + b):
+    //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
+    fn backward(&mut self, pass: Backward) {
+        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let (d, u) = (self.features, self.units);
+        let rows = n * self.rows_per_sample;
+        let task_rows = SAMPLES_PER_TASK * self.rows_per_sample;
+        let (x, dz) = (&x[..rows * d], &mut dy[..rows * u]);
+        if !self.deferred {
+            let act = self.activation;
+            dz.par_chunks_mut(task_rows * u)
+                .zip(y[..rows * u].par_chunks(task_rows * u))
+                .for_each(|(dzt, yt)| activation::backward(act, yt, dzt, u));
+        }
+        let dz = &*dz;
+        let (gw, gb) = grads.split_at_mut(d * u);
+        gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
+            let first = t * FEATURES_PER_TASK;
+            let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
+            matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
+        });
+        if self.use_bias {
+            sum_rows(dz, u, gb);
+        }
+        let Some(dx) = dx else { return };
+        let w = &params[..d * u];
+        dx[..rows * d].par_chunks_mut(task_rows * d).zip(dz.par_chunks(task_rows * u)).for_each(|(dxt, dzt)| {
+            matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(w, d, u).t(), dxt, false);
+        });
+    }
+}

@@ -1,0 +1,60 @@
+use super::{Backward, Layer, Mode};
+
+/// Flattens each sample to one dimension, as `keras.layers.Flatten`. Data is
+/// already contiguous, so this is a copy.
+///
+/// ```
+/// use keel::prelude::*;
+/// let flatten = Flatten::new();
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Flatten {
+    len: usize,
+    input_shape: Option<Vec<usize>>,
+}
+
+impl Flatten {
+    /// A flatten layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Per-sample input shape when this is the first layer.
+    pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Self {
+        self.input_shape = Some(shape.into());
+        self
+    }
+}
+
+impl Layer for Flatten {
+    fn class_name(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "flatten"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    // (d1, d2, ...) -> (d1*d2*...)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.len = input.iter().product();
+        Ok(vec![self.len])
+    }
+
+    // x: (N, d1, d2, ...) -> y: (N, d1*d2*...)
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        y[..n * self.len].copy_from_slice(&x[..n * self.len]);
+    }
+
+    // y = x  =>  dx = dy
+    fn backward(&mut self, pass: Backward) {
+        if let Some(dx) = pass.dx {
+            let len = pass.n * self.len;
+            dx[..len].copy_from_slice(&pass.dy[..len]);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+use super::padding::window;
+use super::{Backward, Layer, Mode, Padding};
+use crate::kernels::pool::{max_pool_backward, max_pool_forward};
+use crate::kernels::{SAMPLES_PER_TASK, Window};
+use rayon::prelude::*;
+
+/// 2-D max pooling, as `keras.layers.MaxPooling2D`.
+///
+/// Arguments: `pool_size`; builder methods `strides` (default: `pool_size`) and
+/// `padding` (default valid). No parameters.
+///
+/// ```
+/// use keel::prelude::*;
+/// let pool = MaxPooling2D::new((2, 2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct MaxPooling2D {
+    pool_size: (usize, usize),
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+    input_shape: Option<Vec<usize>>,
+    g: Option<Window>,
+    /// Flat index (within the sample) of each output's winning input.
+    argmax: Vec<u32>,
+}
+
+impl MaxPooling2D {
+    /// Pools over windows of `pool_size` (height, width).
+    pub fn new(pool_size: (usize, usize)) -> Self {
+        MaxPooling2D { pool_size, strides: None, padding: Padding::Valid, input_shape: None, g: None, argmax: Vec::new() }
+    }
+
+    /// Step of the window; defaults to the pool size.
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = Some(strides);
+        self
+    }
+
+    /// Border handling.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Per-sample input shape when this is the first layer.
+    pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Self {
+        self.input_shape = Some(shape.into());
+        self
+    }
+
+    fn geometry(&self) -> Window {
+        self.g.expect("MaxPooling2D used before build")
+    }
+}
+
+impl Layer for MaxPooling2D {
+    fn class_name(&self) -> &'static str {
+        "MaxPooling2D"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "max_pooling2d"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    // (H,W,C) -> (OH,OW,C)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let g = window(input, self.pool_size, self.strides.unwrap_or(self.pool_size), self.padding)?;
+        self.g = Some(g);
+        Ok(vec![g.oh, g.ow, g.c])
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        let g = self.geometry();
+        self.argmax.resize(batch * g.positions() * g.c, 0);
+    }
+
+    // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window, argmax recorded
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let g = self.geometry();
+        let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
+        y[..n * out_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+            .zip(self.argmax[..n * out_len].par_chunks_mut(SAMPLES_PER_TASK * out_len))
+            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+            .for_each(|((yt, at), xt)| {
+                for ((ys, a), xs) in yt.chunks_exact_mut(out_len).zip(at.chunks_exact_mut(out_len)).zip(xt.chunks_exact(in_len)) {
+                    max_pool_forward(&g, xs, ys, a);
+                }
+            });
+    }
+
+    // Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]
+    fn backward(&mut self, pass: Backward) {
+        let Some(dx) = pass.dx else { return };
+        let g = self.geometry();
+        let (in_len, out_len, n) = (g.h * g.w * g.c, g.positions() * g.c, pass.n);
+        dx[..n * in_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
+            .zip(self.argmax[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+            .zip(pass.dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+            .for_each(|((dxt, at), dyt)| {
+                for ((dxs, a), dys) in dxt.chunks_exact_mut(in_len).zip(at.chunks_exact(out_len)).zip(dyt.chunks_exact(out_len)) {
+                    max_pool_backward(dys, a, dxs);
+                }
+            });
+    }
+}

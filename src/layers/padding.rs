@@ -1,0 +1,85 @@
+//! Keras' `padding=` argument and the output sizes it implies.
+
+use crate::error::Error;
+use std::str::FromStr;
+
+/// How a sliding window treats the borders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// No padding: the window stays inside the input; output = floor((in - k) / s) + 1.
+    #[default]
+    Valid,
+    /// Pad so that output = ceil(in / s), the extra row/column going after (as TensorFlow).
+    Same,
+}
+
+impl Padding {
+    /// (output size, padding before) along one axis, or `None` when the window
+    /// does not fit.
+    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+        match self {
+            Padding::Valid => (input >= kernel).then(|| ((input - kernel) / stride + 1, 0)),
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out.saturating_sub(1)) * stride + kernel).saturating_sub(input);
+                (input > 0).then_some((out, total / 2))
+            }
+        }
+    }
+
+    /// Keras' name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+}
+
+impl FromStr for Padding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            _ => Err(Error::InvalidArgument(format!("unknown padding '{s}'; expected 'valid' or 'same'"))),
+        }
+    }
+}
+
+/// The window geometry for an (H,W,C) input, or a message saying why it does not fit.
+pub(crate) fn window(
+    input: &[usize],
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<crate::kernels::Window, String> {
+    let &[h, w, c] = input else {
+        return Err(format!("expects input of shape (height, width, channels), got {input:?}"));
+    };
+    if kernel.0 == 0 || kernel.1 == 0 || strides.0 == 0 || strides.1 == 0 {
+        return Err(format!("window {kernel:?} and strides {strides:?} must be positive"));
+    }
+    let too_small = || format!("window {kernel:?} does not fit input {input:?} with padding '{}'", padding.name());
+    let (oh, pt) = padding.resolve(h, kernel.0, strides.0).ok_or_else(too_small)?;
+    let (ow, pl) = padding.resolve(w, kernel.1, strides.1).ok_or_else(too_small)?;
+    Ok(crate::kernels::Window { h, w, c, kh: kernel.0, kw: kernel.1, sh: strides.0, sw: strides.1, pt, pl, oh, ow })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_sizes_match_tensorflow() {
+        assert_eq!(Padding::Valid.resolve(28, 3, 1), Some((26, 0)));
+        assert_eq!(Padding::Valid.resolve(26, 2, 2), Some((13, 0)));
+        assert_eq!(Padding::Valid.resolve(13, 2, 2), Some((6, 0)));
+        assert_eq!(Padding::Valid.resolve(2, 3, 1), None);
+        assert_eq!(Padding::Same.resolve(28, 3, 1), Some((28, 1)));
+        assert_eq!(Padding::Same.resolve(5, 3, 2), Some((3, 1)));
+        assert_eq!(Padding::Same.resolve(6, 3, 2), Some((3, 0)));
+        assert_eq!(Padding::Same.resolve(13, 2, 2), Some((7, 0)));
+    }
+}

@@ -1,0 +1,98 @@
+//! Cross-entropies. From logits they use log-sum-exp (softmax) and the
+//! log(1 + e^-|z|) form (sigmoid), so no log(0) or overflow can occur; from
+//! probabilities they clip to [EPSILON, 1 - EPSILON] as Keras does.
+
+use super::EPSILON;
+use crate::kernels::activation::{log_sum_exp, sigmoid};
+
+// L = -sum_i t_i log p_i per row; p = softmax(z) from logits, else p = y / sum(y) clipped.
+pub(super) fn categorical(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+    let mut total = 0.0f64;
+    for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {
+        total += if from_logits { softmax_xent_row(o, t, g, scale) } else { prob_xent_row(o, t, g, scale) };
+    }
+    total
+}
+
+// As categorical, with t = one_hot(class index).
+pub(super) fn sparse_categorical(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+    let mut total = 0.0f64;
+    for ((o, &t), g) in out.chunks_exact(width).zip(target).zip(grad.chunks_exact_mut(width)) {
+        let class = t as usize;
+        if from_logits {
+            // L = lse(z) - z_c;  dL/dz = softmax(z) - one_hot(c)
+            let lse = log_sum_exp(o);
+            for (gi, &zi) in g.iter_mut().zip(o) {
+                *gi = (zi - lse).exp() * scale;
+            }
+            g[class] -= scale;
+            total += (lse - o[class]) as f64;
+        } else {
+            // L = -log(clip(y_c / S));  dL/dy_j = (g_j - g_c p_c) / S with g_c = -1/q_c
+            let sum: f32 = o.iter().sum();
+            let p = o[class] / sum;
+            let q = p.clamp(EPSILON, 1.0 - EPSILON);
+            let gc = if q == p { -1.0 / q } else { 0.0 };
+            let dot = gc * p;
+            for (j, gj) in g.iter_mut().enumerate() {
+                let own = if j == class { gc } else { 0.0 };
+                *gj = (own - dot) / sum * scale;
+            }
+            total -= (q as f64).ln();
+        }
+    }
+    total
+}
+
+// L = sum_i t_i lse(z) - t_i z_i;  dL/dz = softmax(z) * sum(t) - t
+fn softmax_xent_row(z: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
+    let lse = log_sum_exp(z);
+    let t_sum: f32 = t.iter().sum();
+    let mut loss = 0.0f64;
+    for ((gi, &zi), &ti) in g.iter_mut().zip(z).zip(t) {
+        loss += (ti * (lse - zi)) as f64;
+        *gi = ((zi - lse).exp() * t_sum - ti) * scale;
+    }
+    loss
+}
+
+// p = y / S, q = clip(p);  L = -sum t_i log q_i;  dL/dy_j = (g_j - sum_i g_i p_i) / S, g_i = -t_i / q_i
+fn prob_xent_row(y: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
+    let sum: f32 = y.iter().sum();
+    let mut loss = 0.0f64;
+    let mut dot = 0.0f32;
+    for ((gi, &yi), &ti) in g.iter_mut().zip(y).zip(t) {
+        let p = yi / sum;
+        let q = p.clamp(EPSILON, 1.0 - EPSILON);
+        loss -= (ti as f64) * (q as f64).ln();
+        *gi = if q == p { -ti / q } else { 0.0 };
+        dot += *gi * p;
+    }
+    for gi in g.iter_mut() {
+        *gi = (*gi - dot) / sum * scale;
+    }
+    loss
+}
+
+// Per element, averaged over the row:
+//   from logits: L = max(z, 0) - z t + log(1 + e^-|z|);  dL/dz = sigmoid(z) - t
+//   from probabilities: L = -(t log q + (1 - t) log(1 - q)), q = clip(p)
+pub(super) fn binary(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+    let scale = scale / width as f32;
+    let mut total = 0.0f64;
+    for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {
+        let mut row = 0.0f64;
+        for ((gi, &v), &ti) in g.iter_mut().zip(o).zip(t) {
+            if from_logits {
+                row += (v.max(0.0) - v * ti + (-v.abs()).exp().ln_1p()) as f64;
+                *gi = (sigmoid(v) - ti) * scale;
+            } else {
+                let q = v.clamp(EPSILON, 1.0 - EPSILON);
+                row -= (ti as f64) * (q as f64).ln() + (1.0 - ti as f64) * (1.0 - q as f64).ln();
+                *gi = if q == v { (-ti / q + (1.0 - ti) / (1.0 - q)) * scale } else { 0.0 };
+            }
+        }
+        total += row / width as f64;
+    }
+    total
+}

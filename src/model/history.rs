@@ -1,0 +1,68 @@
+//! What `fit` returns and `evaluate` reports.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Named values: "loss", "accuracy", "val_loss", "val_accuracy", ... Sorted by
+/// name, which is also the order Keras prints them in.
+pub type Logs = BTreeMap<String, f64>;
+
+/// One epoch of training.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EpochLog {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Training loss and metrics (averaged over the epoch), validation ones prefixed "val_".
+    #[serde(flatten)]
+    pub logs: Logs,
+    /// Wall-clock seconds of the epoch, validation included.
+    pub seconds: f64,
+}
+
+impl EpochLog {
+    /// A logged value by name ("loss", "val_accuracy", ...).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.logs.get(name).copied()
+    }
+}
+
+/// Per-epoch logs of a `fit` call, as Keras' `History`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct History {
+    pub epochs: Vec<EpochLog>,
+}
+
+impl History {
+    /// One value over all epochs, e.g. `history.series("val_loss")`.
+    pub fn series(&self, name: &str) -> Vec<f64> {
+        self.epochs.iter().filter_map(|e| e.get(name)).collect()
+    }
+
+    /// The last epoch's log.
+    pub fn last(&self) -> Option<&EpochLog> {
+        self.epochs.last()
+    }
+}
+
+/// Loss and metrics over a dataset, as returned by `evaluate`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    /// Metric values by name.
+    pub metrics: Logs,
+}
+
+impl Evaluation {
+    /// The accuracy metric, whichever form ("accuracy", "categorical_accuracy", ...) was compiled.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.metrics.iter().find(|(k, _)| k.ends_with("accuracy")).map(|(_, &v)| v)
+    }
+
+    /// Loss and metrics as one log ("loss", "accuracy", ...), with a prefix such as "val_".
+    pub fn to_logs(&self, prefix: &str) -> Logs {
+        let mut logs: Logs = self.metrics.iter().map(|(k, v)| (format!("{prefix}{k}"), *v)).collect();
+        logs.insert(format!("{prefix}loss"), self.loss);
+        logs
+    }
+}

@@ -1,0 +1,14 @@
+//! Models: build (shape inference, parameter layout), compile, fit, evaluate,
+//! predict, and the Keras-style summary and progress output.
+
+mod history;
+mod network;
+mod progress;
+mod sequential;
+mod summary;
+mod training;
+
+pub use history::{EpochLog, Evaluation, History, Logs};
+pub use progress::{Verbosity, format_progress_line};
+pub use sequential::Sequential;
+pub use training::{FitOptions, validation_split_at};

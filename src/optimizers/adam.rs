@@ -1,0 +1,70 @@
+use super::{Optimizer, ensure_len, update_each};
+
+/// Adam, as `keras.optimizers.Adam` (defaults: learning_rate 0.001, beta_1 0.9,
+/// beta_2 0.999, epsilon 1e-7). Update, with t the step number:
+///
+/// ```text
+/// alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+/// m += (g - m) * (1 - beta_1);  v += (g^2 - v) * (1 - beta_2)
+/// p -= alpha * m / (sqrt(v) + epsilon)
+/// ```
+///
+/// ```
+/// use keel::prelude::*;
+/// let adam = Adam { learning_rate: 3e-4, ..Adam::default() };
+/// ```
+#[derive(Clone, Debug)]
+pub struct Adam {
+    pub learning_rate: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    iterations: u64,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam { learning_rate: 1e-3, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, iterations: 0, m: Vec::new(), v: Vec::new() }
+    }
+}
+
+impl Adam {
+    /// Adam with the given learning rate and Keras' other defaults.
+    pub fn new(learning_rate: f32) -> Self {
+        Adam { learning_rate, ..Self::default() }
+    }
+}
+
+impl Optimizer for Adam {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn set_learning_rate(&mut self, learning_rate: f32) {
+        self.learning_rate = learning_rate;
+    }
+
+    fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        ensure_len(&mut self.m, params.len());
+        ensure_len(&mut self.v, params.len());
+        self.iterations += 1;
+        let t = self.iterations as f64;
+        let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
+        let alpha = (self.learning_rate as f64 * (1.0 - (b2 as f64).powf(t)).sqrt() / (1.0 - (b1 as f64).powf(t))) as f32;
+        update_each(params, grads, &mut self.m, &mut self.v, |p, g, m, v| {
+            *m += (g - *m) * (1.0 - b1);
+            *v += (g * g - *v) * (1.0 - b2);
+            *p -= alpha * *m / (v.sqrt() + eps);
+        });
+    }
+}

@@ -1,0 +1,74 @@
+use super::{Optimizer, ensure_len, update_each};
+
+/// RMSprop, as `keras.optimizers.RMSprop` (defaults: learning_rate 0.001,
+/// rho 0.9, momentum 0, epsilon 1e-7). Update:
+///
+/// ```text
+/// v = rho * v + (1 - rho) * g^2
+/// step = lr * g / sqrt(v + epsilon)
+/// momentum == 0:  p -= step
+/// else:           m = momentum * m + step;  p -= m
+/// ```
+///
+/// ```
+/// use keel::prelude::*;
+/// let rms = RMSprop { rho: 0.95, ..RMSprop::default() };
+/// ```
+#[derive(Clone, Debug)]
+pub struct RMSprop {
+    pub learning_rate: f32,
+    pub rho: f32,
+    pub momentum: f32,
+    pub epsilon: f32,
+    iterations: u64,
+    velocity: Vec<f32>,
+    moment: Vec<f32>,
+}
+
+impl Default for RMSprop {
+    fn default() -> Self {
+        RMSprop { learning_rate: 1e-3, rho: 0.9, momentum: 0.0, epsilon: 1e-7, iterations: 0, velocity: Vec::new(), moment: Vec::new() }
+    }
+}
+
+impl RMSprop {
+    /// RMSprop with the given learning rate and Keras' other defaults.
+    pub fn new(learning_rate: f32) -> Self {
+        RMSprop { learning_rate, ..Self::default() }
+    }
+}
+
+impl Optimizer for RMSprop {
+    fn name(&self) -> &'static str {
+        "rmsprop"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn set_learning_rate(&mut self, learning_rate: f32) {
+        self.learning_rate = learning_rate;
+    }
+
+    fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        ensure_len(&mut self.velocity, params.len());
+        ensure_len(&mut self.moment, params.len());
+        self.iterations += 1;
+        let (lr, rho, mu, eps) = (self.learning_rate, self.rho, self.momentum, self.epsilon);
+        update_each(params, grads, &mut self.velocity, &mut self.moment, |p, g, v, m| {
+            *v = rho * *v + (1.0 - rho) * g * g;
+            let step = lr * g / (*v + eps).sqrt();
+            if mu > 0.0 {
+                *m = mu * *m + step;
+                *p -= *m;
+            } else {
+                *p -= step;
+            }
+        });
+    }
+}

@@ -1,0 +1,77 @@
+use super::{CHUNK, Optimizer, ensure_len};
+use rayon::prelude::*;
+
+/// Stochastic gradient descent, as `keras.optimizers.SGD` (defaults:
+/// learning_rate 0.01, momentum 0, nesterov false). Update:
+///
+/// ```text
+/// momentum == 0:  p -= lr * g
+/// else:           m = momentum * m - lr * g
+///                 p += m                          (classic)
+///                 p += momentum * m - lr * g      (nesterov)
+/// ```
+///
+/// ```
+/// use keel::prelude::*;
+/// let sgd = SGD { momentum: 0.9, nesterov: true, ..SGD::default() };
+/// ```
+#[derive(Clone, Debug)]
+pub struct SGD {
+    pub learning_rate: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    iterations: u64,
+    velocity: Vec<f32>,
+}
+
+impl Default for SGD {
+    fn default() -> Self {
+        SGD { learning_rate: 0.01, momentum: 0.0, nesterov: false, iterations: 0, velocity: Vec::new() }
+    }
+}
+
+impl SGD {
+    /// SGD with the given learning rate and no momentum.
+    pub fn new(learning_rate: f32) -> Self {
+        SGD { learning_rate, ..Self::default() }
+    }
+}
+
+impl Optimizer for SGD {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn set_learning_rate(&mut self, learning_rate: f32) {
+        self.learning_rate = learning_rate;
+    }
+
+    fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        self.iterations += 1;
+        let (lr, mu, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
+        if mu == 0.0 {
+            ensure_len(&mut self.velocity, 0);
+            for (p, g) in params.iter_mut().zip(grads) {
+                *p -= lr * g;
+            }
+            return;
+        }
+        ensure_len(&mut self.velocity, params.len());
+        params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(self.velocity.par_chunks_mut(CHUNK)).for_each(
+            |((p, g), m)| {
+                for ((p, &g), m) in p.iter_mut().zip(g).zip(m) {
+                    *m = mu * *m - lr * g;
+                    *p += if nesterov { mu * *m - lr * g } else { *m };
+                }
+            },
+        );
+    }
+}

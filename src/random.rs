@@ -1,0 +1,27 @@
+//! Seeded random streams. One model seed fans out into independent streams
+//! (initialisers, shuffling, dropout) so that adding a layer does not change
+//! the order in which the data is shuffled.
+
+use rand::SeedableRng;
+
+/// The generator used everywhere: small, fast, and the same on every platform.
+pub type Rng = rand_pcg::Pcg64Mcg;
+
+/// A generator for `stream` derived from `seed`.
+pub fn stream(seed: u64, stream: u64) -> Rng {
+    // splitmix64 of (seed, stream): nearby inputs give unrelated states.
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    Rng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Stream numbers, so each use draws from its own stream.
+pub mod streams {
+    /// Layer `i`'s initialiser uses `INIT + i`.
+    pub const INIT: u64 = 1 << 32;
+    /// Layer `i`'s dropout masks use `DROPOUT + i`.
+    pub const DROPOUT: u64 = 2 << 32;
+    /// The per-epoch shuffle.
+    pub const SHUFFLE: u64 = 3 << 32;
+}

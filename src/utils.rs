@@ -1,0 +1,63 @@
+//! Small helpers Keras users know from `keras.utils`.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// One-hot encodes integer class labels: (N,) -> (N, num_classes), as
+/// `keras.utils.to_categorical`. With `None` the number of classes is the
+/// largest label + 1.
+///
+/// ```
+/// use keel::prelude::*;
+/// let labels = Tensor::from_u8(&[3], vec![0, 2, 1]).unwrap();
+/// let one_hot = to_categorical(&labels, None).unwrap();
+/// assert_eq!(one_hot.shape(), &[3, 3]);
+/// assert_eq!(one_hot.as_f32().unwrap()[..3], [1.0, 0.0, 0.0]);
+/// ```
+pub fn to_categorical(labels: &Tensor, num_classes: Option<usize>) -> Result<Tensor> {
+    let values = labels.to_f32_vec();
+    let mut classes = Vec::with_capacity(values.len());
+    for (i, &v) in values.iter().enumerate() {
+        if !(v >= 0.0 && v.fract() == 0.0 && v < u32::MAX as f32) {
+            return Err(Error::InvalidArgument(format!(
+                "to_categorical: label {i} is {v}, but labels must be non-negative integers"
+            )));
+        }
+        classes.push(v as usize);
+    }
+    let needed = classes.iter().max().map_or(0, |m| m + 1);
+    let n_classes = num_classes.unwrap_or(needed);
+    if needed > n_classes {
+        return Err(Error::InvalidArgument(format!(
+            "to_categorical: a label is {}, which needs num_classes > {n_classes}",
+            needed - 1
+        )));
+    }
+    let mut out = vec![0.0; classes.len() * n_classes];
+    for (row, &c) in out.chunks_exact_mut(n_classes.max(1)).zip(&classes) {
+        row[c] = 1.0;
+    }
+    let mut shape: Vec<usize> = labels.shape().to_vec();
+    if shape.last() == Some(&1) && shape.len() > 1 {
+        shape.pop();
+    }
+    shape.push(n_classes);
+    Tensor::from_vec(&shape, out)
+}
+
+/// Index of the largest value of each row of a (N, C) tensor: predicted classes.
+pub fn argmax(probabilities: &Tensor) -> Vec<usize> {
+    let width = probabilities.shape().last().copied().unwrap_or(1).max(1);
+    probabilities.to_f32_vec().chunks_exact(width).map(argmax_row).collect()
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax_row(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
