@@ -1,20 +1,30 @@
 //! Activations in place over slices; backward works from the output y, which
 //! every layer keeps, so no pre-activation buffer is needed.
 
+use multiversion::multiversion;
+
 use crate::activations::Activation;
 
-/// z: (rows, width) -> y = f(z), in place. `width` is the softmax axis.
-pub fn forward(act: Activation, z: &mut [f32], width: usize) {
-    match act {
-        Activation::Linear => {}
-        Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Sigmoid => z.iter_mut().for_each(|v| *v = sigmoid(*v)),
-        Activation::Tanh => z.iter_mut().for_each(|v| *v = v.tanh()),
-        Activation::Softmax => z.chunks_exact_mut(width).for_each(softmax_row),
+/// z: (rows, width) -> y = f(z + bias), in place, row by row so each row is
+/// read and written once. `width` is the softmax axis and the bias length.
+#[multiversion(targets = "simd")]
+pub fn forward(act: Activation, z: &mut [f32], bias: Option<&[f32]>, width: usize) {
+    for row in z.chunks_exact_mut(width) {
+        if let Some(b) = bias {
+            super::add_assign(row, b);
+        }
+        match act {
+            Activation::Linear => {}
+            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
+            Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
+            Activation::Softmax => softmax_row(row),
+        }
     }
 }
 
 /// dy -> dz = dy * f'(z), in place, from y = f(z).
+#[multiversion(targets = "simd")]
 pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
     match act {
         Activation::Linear => {}

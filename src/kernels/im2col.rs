@@ -1,9 +1,12 @@
 //! Unfolding image patches into rows (im2col) so a convolution becomes one
 //! matrix product, and folding gradients back (col2im).
 
+use multiversion::multiversion;
+
 use super::Window;
 
 /// x: (H,W,C) -> cols: (OH*OW, KH*KW*C), zeros where the window hangs over padding.
+#[multiversion(targets = "simd")]
 pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
     let span = g.kw * c;
@@ -20,7 +23,15 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
                 }
                 let line = &x[iy as usize * g.w * c..][..g.w * c];
                 if ix0 >= 0 && ix0 as usize + g.kw <= g.w {
-                    dst.copy_from_slice(&line[ix0 as usize * c..][..span]);
+                    let src = &line[ix0 as usize * c..][..span];
+                    if span <= 16 {
+                        // A call to memcpy costs more than a few scalar moves.
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = *s;
+                        }
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
                     continue;
                 }
                 for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
@@ -37,6 +48,7 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: dx (H,W,C) += fold(dcols (OH*OW, KH*KW*C)).
+#[multiversion(targets = "simd")]
 pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
     for oy in 0..g.oh {

@@ -5,6 +5,8 @@
 //! never by thread count, and partial sums (weight gradients) are added in task
 //! order, so results are bit-identical whatever the number of threads.
 
+use multiversion::multiversion;
+
 pub mod activation;
 pub mod im2col;
 pub mod matmul;
@@ -19,6 +21,7 @@ pub fn task_count(n: usize) -> usize {
 }
 
 /// `acc += part` elementwise: the ordered reduction of per-task partial sums.
+#[inline]
 pub fn add_assign(acc: &mut [f32], part: &[f32]) {
     for (a, p) in acc.iter_mut().zip(part) {
         *a += p;
@@ -26,6 +29,7 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
 }
 
 /// Sums the rows of `m` (rows x cols, row-major) into `out` (cols).
+#[multiversion(targets = "simd")]
 pub fn sum_rows(m: &[f32], cols: usize, out: &mut [f32]) {
     out.fill(0.0);
     for row in m.chunks_exact(cols) {

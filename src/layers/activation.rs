@@ -69,7 +69,7 @@ impl Layer for ActivationLayer {
         let len = n * self.len();
         y[..len].copy_from_slice(&x[..len]);
         if !self.deferred {
-            activation::forward(self.activation, &mut y[..len], self.width());
+            activation::forward(self.activation, &mut y[..len], None, self.width());
         }
     }
 

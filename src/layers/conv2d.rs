@@ -160,10 +160,7 @@ impl Layer for Conv2D {
                     }
                     matmul(MatRef::new(cols, s * p, k), MatRef::new(w, k, f), yt, false);
                 });
-                if use_bias {
-                    yt.chunks_exact_mut(f).for_each(|row| add_assign(row, b));
-                }
-                activation::forward(act, yt, f);
+                activation::forward(act, yt, use_bias.then_some(b), f);
             });
     }
 

@@ -2,7 +2,7 @@ use super::{Backward, Layer, Mode};
 use crate::activations::Activation;
 use crate::initializers::glorot_uniform;
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{SAMPLES_PER_TASK, activation, add_assign, sum_rows};
+use crate::kernels::{SAMPLES_PER_TASK, activation, sum_rows};
 use crate::random::Rng;
 use rayon::prelude::*;
 
@@ -120,10 +120,7 @@ impl Layer for Dense {
         let use_bias = self.use_bias;
         y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
             matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false);
-            if use_bias {
-                yt.chunks_exact_mut(u).for_each(|row| add_assign(row, b));
-            }
-            activation::forward(act, yt, u);
+            activation::forward(act, yt, use_bias.then_some(b), u);
         });
     }
 

@@ -150,7 +150,7 @@ impl Sequential {
             net.forward(&mut self.layers, n, Mode::Infer);
             dst.copy_from_slice(&net.acts[net.acts.len() - 1][..n * out_len]);
             if let Some(head) = head {
-                activation::forward(head, dst, width);
+                activation::forward(head, dst, None, width);
             }
         }
         let mut shape = vec![x.rows()];
@@ -217,7 +217,7 @@ impl Sequential {
             Some(head) => {
                 let probs = &mut scratch.probs[..n * out_len];
                 probs.copy_from_slice(out);
-                activation::forward(head, probs, width);
+                activation::forward(head, probs, None, width);
                 &*probs
             }
             None => out,

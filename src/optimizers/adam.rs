@@ -11,7 +11,7 @@ use super::{Optimizer, ensure_len, update_each};
 ///
 /// ```
 /// use keel::prelude::*;
-/// let adam = Adam { learning_rate: 3e-4, ..Adam::default() };
+/// let adam = Adam::new(3e-4).beta_2(0.99);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Adam {
@@ -31,6 +31,24 @@ impl Default for Adam {
 }
 
 impl Adam {
+    /// Decay of the first-moment average.
+    pub fn beta_1(mut self, beta_1: f32) -> Self {
+        self.beta_1 = beta_1;
+        self
+    }
+
+    /// Decay of the second-moment average.
+    pub fn beta_2(mut self, beta_2: f32) -> Self {
+        self.beta_2 = beta_2;
+        self
+    }
+
+    /// Added to the denominator for stability.
+    pub fn epsilon(mut self, epsilon: f32) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
     /// Adam with the given learning rate and Keras' other defaults.
     pub fn new(learning_rate: f32) -> Self {
         Adam { learning_rate, ..Self::default() }

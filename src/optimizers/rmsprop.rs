@@ -12,7 +12,7 @@ use super::{Optimizer, ensure_len, update_each};
 ///
 /// ```
 /// use keel::prelude::*;
-/// let rms = RMSprop { rho: 0.95, ..RMSprop::default() };
+/// let rms = RMSprop::new(1e-3).rho(0.95);
 /// ```
 #[derive(Clone, Debug)]
 pub struct RMSprop {
@@ -32,6 +32,24 @@ impl Default for RMSprop {
 }
 
 impl RMSprop {
+    /// Decay of the squared-gradient average.
+    pub fn rho(mut self, rho: f32) -> Self {
+        self.rho = rho;
+        self
+    }
+
+    /// Momentum factor (0 disables it).
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Added inside the square root for stability.
+    pub fn epsilon(mut self, epsilon: f32) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
     /// RMSprop with the given learning rate and Keras' other defaults.
     pub fn new(learning_rate: f32) -> Self {
         RMSprop { learning_rate, ..Self::default() }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 ///
 /// ```
 /// use keel::prelude::*;
-/// let sgd = SGD { momentum: 0.9, nesterov: true, ..SGD::default() };
+/// let sgd = SGD::new(0.01).momentum(0.9).nesterov(true);
 /// ```
 #[derive(Clone, Debug)]
 pub struct SGD {
@@ -31,6 +31,18 @@ impl Default for SGD {
 }
 
 impl SGD {
+    /// Momentum factor (0 disables it).
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Use Nesterov momentum.
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+
     /// SGD with the given learning rate and no momentum.
     pub fn new(learning_rate: f32) -> Self {
         SGD { learning_rate, ..Self::default() }

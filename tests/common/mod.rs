@@ -1,0 +1,76 @@
+//! Finite-difference checking shared by the gradient tests.
+#![allow(dead_code)]
+
+use keel::layers::{Backward, Layer, Mode};
+use keel::random::{Rng, stream};
+use rand::Rng as _;
+
+/// Uniform values in [lo, hi).
+pub fn uniform(rng: &mut Rng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Distinct values at least `gap` apart, shuffled: no ties for max-pooling and
+/// no kink of ReLU within a finite-difference step.
+pub fn spaced(rng: &mut Rng, len: usize, gap: f32) -> Vec<f32> {
+    use rand::seq::SliceRandom;
+    let mut v: Vec<f32> = (0..len).map(|i| (i as f32 - len as f32 / 2.0) * gap + gap / 2.0).collect();
+    v.shuffle(rng);
+    v
+}
+
+/// Asserts `analytic` matches `numeric` within a relative tolerance.
+pub fn assert_close(what: &str, analytic: &[f32], numeric: &[f32], tol: f32) {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: lengths differ");
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        let scale = 1.0f32.max(a.abs()).max(n.abs());
+        assert!((a - n).abs() <= tol * scale, "{what}[{i}]: analytic {a} vs numeric {n}");
+    }
+}
+
+/// Checks a layer's backward pass against central differences of
+/// L = sum(r * forward(x)) for random r, for every parameter and input value.
+pub fn check_layer(mut layer: impl Layer, input_shape: &[usize], n: usize, x: Vec<f32>, seed: u64) {
+    let out_shape = layer.build(input_shape).expect("layer builds");
+    layer.allocate(n);
+    let in_len: usize = input_shape.iter().product::<usize>() * n;
+    let out_len: usize = out_shape.iter().product::<usize>() * n;
+    assert_eq!(x.len(), in_len);
+    let mut rng = stream(seed, 7);
+    let params = uniform(&mut rng, layer.param_count(), -0.5, 0.5);
+    let r = uniform(&mut rng, out_len, -1.0, 1.0);
+
+    let objective = |layer: &mut dyn Layer, params: &[f32], x: &[f32]| -> f64 {
+        let mut y = vec![0.0; out_len];
+        layer.forward(params, x, &mut y, n, Mode::Train);
+        y.iter().zip(&r).map(|(y, r)| (*y as f64) * (*r as f64)).sum()
+    };
+
+    let mut y = vec![0.0; out_len];
+    layer.forward(&params, &x, &mut y, n, Mode::Train);
+    let mut dy = r.clone();
+    let mut dx = vec![0.0; in_len];
+    let mut grads = vec![f32::NAN; params.len()];
+    layer.backward(Backward { params: &params, x: &x, y: &y, dy: &mut dy, dx: Some(&mut dx), grads: &mut grads, n });
+
+    let eps = 1e-2f32;
+    let numeric = |f: &mut dyn FnMut(f32) -> f64| ((f(eps) - f(-eps)) / (2.0 * eps as f64)) as f32;
+    let mut num_grads = vec![0.0; params.len()];
+    for i in 0..params.len() {
+        num_grads[i] = numeric(&mut |d| {
+            let mut p = params.clone();
+            p[i] += d;
+            objective(&mut layer, &p, &x)
+        });
+    }
+    let mut num_dx = vec![0.0; in_len];
+    for i in 0..in_len {
+        num_dx[i] = numeric(&mut |d| {
+            let mut xp = x.clone();
+            xp[i] += d;
+            objective(&mut layer, &params, &xp)
+        });
+    }
+    assert_close(&format!("{} params", layer.class_name()), &grads, &num_grads, 2e-3);
+    assert_close(&format!("{} input", layer.class_name()), &dx, &num_dx, 2e-3);
+}

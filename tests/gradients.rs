@@ -1,0 +1,173 @@
+//! Every layer, activation and loss: backward against finite differences.
+
+mod common;
+
+use common::{assert_close, check_layer, spaced, uniform};
+use keel::activations::Activation;
+use keel::layers::*;
+use keel::losses::Loss;
+use keel::random::stream;
+
+const SMOOTH: [Activation; 4] = [Activation::Linear, Activation::Sigmoid, Activation::Tanh, Activation::Softmax];
+
+#[test]
+fn conv2d_valid_with_each_smooth_activation() {
+    for (i, act) in SMOOTH.into_iter().enumerate() {
+        let x = uniform(&mut stream(1, i as u64), 2 * 6 * 5 * 2, -1.0, 1.0);
+        check_layer(Conv2D::new(3, (3, 2)).activation(act), &[6, 5, 2], 2, x, 10 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_same_padding_and_strides() {
+    for (i, (strides, padding)) in
+        [((1, 1), Padding::Same), ((2, 2), Padding::Same), ((2, 1), Padding::Valid), ((3, 2), Padding::Same)].into_iter().enumerate()
+    {
+        let x = uniform(&mut stream(2, i as u64), 3 * 7 * 6 * 2, -1.0, 1.0);
+        let conv = Conv2D::new(4, (3, 3)).strides(strides).padding(padding).activation(Activation::Tanh);
+        check_layer(conv, &[7, 6, 2], 3, x, 20 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_without_bias_and_with_many_samples() {
+    // 37 samples span several parallel tasks, including a partial one.
+    let x = uniform(&mut stream(3, 0), 37 * 5 * 5, -1.0, 1.0);
+    check_layer(Conv2D::new(2, (2, 2)).use_bias(false), &[5, 5, 1], 37, x, 30);
+}
+
+#[test]
+fn conv2d_relu_away_from_the_kink() {
+    // Single-channel 1x1 kernel keeps every pre-activation away from zero.
+    let x = spaced(&mut stream(4, 0), 2 * 4 * 4, 0.1);
+    check_layer(Conv2D::new(1, (1, 1)).activation(Activation::Relu), &[4, 4, 1], 2, x, 40);
+}
+
+#[test]
+fn max_pooling2d_valid_same_and_strided() {
+    let cases = [((2, 2), None, Padding::Valid, [6, 6, 3]), ((2, 2), None, Padding::Same, [5, 7, 2]), ((3, 3), Some((2, 2)), Padding::Valid, [7, 7, 2]), ((3, 2), Some((1, 2)), Padding::Same, [5, 5, 1])];
+    for (i, (pool, strides, padding, shape)) in cases.into_iter().enumerate() {
+        let n = 3;
+        let x = spaced(&mut stream(5, i as u64), n * shape.iter().product::<usize>(), 0.05);
+        let mut layer = MaxPooling2D::new(pool).padding(padding);
+        if let Some(s) = strides {
+            layer = layer.strides(s);
+        }
+        check_layer(layer, &shape, n, x, 50 + i as u64);
+    }
+}
+
+#[test]
+fn dense_on_vectors_and_on_the_last_axis() {
+    for (i, act) in SMOOTH.into_iter().enumerate() {
+        let x = uniform(&mut stream(6, i as u64), 4 * 7, -1.0, 1.0);
+        check_layer(Dense::new(5).activation(act), &[7], 4, x, 60 + i as u64);
+    }
+    // (3, 4) per sample: applied to each of the 3 rows.
+    let x = uniform(&mut stream(6, 9), 2 * 3 * 4, -1.0, 1.0);
+    check_layer(Dense::new(3).activation(Activation::Tanh), &[3, 4], 2, x, 69);
+    // More inputs than one weight-gradient task covers (256 features).
+    let x = uniform(&mut stream(6, 10), 2 * 300, -1.0, 1.0);
+    check_layer(Dense::new(2), &[300], 2, x, 70);
+}
+
+#[test]
+fn activation_layers() {
+    for (i, act) in SMOOTH.into_iter().enumerate() {
+        let x = uniform(&mut stream(7, i as u64), 3 * 6, -2.0, 2.0);
+        check_layer(ActivationLayer::new(act), &[6], 3, x, 80 + i as u64);
+    }
+    let x = spaced(&mut stream(7, 9), 3 * 6, 0.1);
+    check_layer(ActivationLayer::new(Activation::Relu), &[6], 3, x, 89);
+}
+
+#[test]
+fn flatten() {
+    let x = uniform(&mut stream(8, 0), 2 * 3 * 2 * 2, -1.0, 1.0);
+    check_layer(Flatten::new(), &[3, 2, 2], 2, x, 90);
+}
+
+#[test]
+fn dropout_backward_uses_the_forward_mask_and_inference_is_identity() {
+    let (n, len, rate) = (4, 500, 0.3);
+    let mut layer = Dropout::new(rate);
+    layer.build(&[len]).unwrap();
+    layer.allocate(n);
+    layer.set_rng(stream(9, 0));
+    let x = spaced(&mut stream(9, 1), n * len, 0.01);
+    let mut y = vec![0.0; n * len];
+    layer.forward(&[], &x, &mut y, n, Mode::Train);
+    let dropped = y.iter().filter(|v| **v == 0.0).count() as f32 / (n * len) as f32;
+    assert!((dropped - rate).abs() < 0.05, "dropped fraction {dropped}");
+    let mask: Vec<f32> = y.iter().zip(&x).map(|(y, x)| y / x).collect();
+    for m in &mask {
+        assert!(*m == 0.0 || (m - 1.0 / (1.0 - rate)).abs() < 1e-4, "mask value {m}");
+    }
+    let dy = uniform(&mut stream(9, 2), n * len, -1.0, 1.0);
+    let mut dx = vec![0.0; n * len];
+    layer.backward(Backward { params: &[], x: &x, y: &y, dy: &mut dy.clone(), dx: Some(&mut dx), grads: &mut [], n });
+    let want: Vec<f32> = dy.iter().zip(&mask).map(|(d, m)| d * m).collect();
+    assert_close("dropout dx", &dx, &want, 1e-4);
+    layer.forward(&[], &x, &mut y, n, Mode::Infer);
+    assert_eq!(y, x);
+}
+
+/// d(loss/rows)/d(out) of `loss.compute` against central differences.
+fn check_loss(loss: Loss, out: &[f32], target: &[f32], width: usize, from_logits: bool) {
+    let rows = (out.len() / width) as f64;
+    let mut grad = vec![0.0; out.len()];
+    let value = loss.compute(out, target, &mut grad, width, from_logits);
+    assert!(value.is_finite());
+    let eps = 1e-3f32;
+    let mut scratch = vec![0.0; out.len()];
+    let numeric: Vec<f32> = (0..out.len())
+        .map(|i| {
+            let mut o = out.to_vec();
+            o[i] += eps;
+            let up = loss.compute(&o, target, &mut scratch, width, from_logits);
+            o[i] -= 2.0 * eps;
+            let down = loss.compute(&o, target, &mut scratch, width, from_logits);
+            ((up - down) / rows / (2.0 * eps as f64)) as f32
+        })
+        .collect();
+    assert_close(&format!("{loss} from_logits={from_logits}"), &grad, &numeric, 1e-2);
+}
+
+#[test]
+fn losses_from_logits_and_from_probabilities() {
+    let (rows, width) = (5, 4);
+    let mut rng = stream(10, 0);
+    let logits = uniform(&mut rng, rows * width, -2.0, 2.0);
+    let probs = uniform(&mut rng, rows * width, 0.1, 0.9);
+    let classes: Vec<f32> = (0..rows).map(|i| (i % width) as f32).collect();
+    let one_hot: Vec<f32> = (0..rows * width).map(|i| if i % width == i / width % width { 1.0 } else { 0.0 }).collect();
+    let binary: Vec<f32> = (0..rows * width).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    for from_logits in [true, false] {
+        let out = if from_logits { &logits } else { &probs };
+        check_loss(Loss::CategoricalCrossentropy, out, &one_hot, width, from_logits);
+        check_loss(Loss::SparseCategoricalCrossentropy, out, &classes, width, from_logits);
+        check_loss(Loss::BinaryCrossentropy, out, &binary, width, from_logits);
+    }
+    check_loss(Loss::MeanSquaredError, &logits, &probs, width, false);
+}
+
+#[test]
+fn cross_entropy_from_logits_is_stable_and_matches_the_definition() {
+    // Logits that overflow a naive softmax.
+    let logits = [1000.0, -1000.0, 0.0];
+    let mut grad = [0.0; 3];
+    let loss = Loss::CategoricalCrossentropy.compute(&logits, &[0.0, 1.0, 0.0], &mut grad, 3, true);
+    assert!((loss - 2000.0).abs() < 1e-3, "loss {loss}");
+    assert!(grad.iter().all(|g| g.is_finite()));
+    // Moderate logits: equals -log(softmax) computed directly.
+    let z = [0.5f32, -1.0, 2.0];
+    let p: Vec<f64> = z.iter().map(|v| (*v as f64).exp()).collect();
+    let want = -(p[2] / p.iter().sum::<f64>()).ln();
+    let got = Loss::CategoricalCrossentropy.compute(&z, &[0.0, 0.0, 1.0], &mut grad, 3, true);
+    assert!((got - want).abs() < 1e-5);
+    // Probabilities of exactly 0 are clipped, not log(0).
+    let clipped = Loss::CategoricalCrossentropy.compute(&[0.0, 1.0], &[1.0, 0.0], &mut [0.0; 2], 2, false);
+    assert!((clipped - (-(1e-7f64).ln())).abs() < 0.1, "{clipped}");
+    let bce = Loss::BinaryCrossentropy.compute(&[80.0, -80.0], &[0.0, 1.0], &mut [0.0; 2], 2, true);
+    assert!((bce - 80.0).abs() < 1e-3, "{bce}");
+}

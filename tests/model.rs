@@ -1,0 +1,255 @@
+//! Sequential: build, summary, fit semantics, determinism and error messages.
+
+use keel::model::{Verbosity, validation_split_at};
+use keel::prelude::*;
+use keel::random::stream;
+use rand::Rng as _;
+
+fn reference_model(seed: u64) -> Sequential {
+    Sequential::new()
+        .seed(seed)
+        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(10).activation(Activation::Softmax))
+}
+
+/// A small CNN for 8x8 single-channel images.
+fn small_cnn(seed: u64, classes: usize, head: Activation) -> Sequential {
+    Sequential::new()
+        .seed(seed)
+        .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu).input_shape([8, 8, 1]))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(classes).activation(head))
+}
+
+/// `n` 8x8 images of `classes` kinds (a bright row band whose position is the
+/// class) with noise, as bytes scaled by 1/255, and their labels.
+fn stripes(n: usize, classes: usize, seed: u64) -> (Tensor, Tensor) {
+    let mut rng = stream(seed, 0);
+    let mut pixels = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % classes;
+        let band = class * 8 / classes;
+        for r in 0..8 {
+            for _ in 0..8 {
+                let base = if r == band || r == band + 1 { 200 } else { 30 };
+                pixels.push((base + rng.random_range(0..50)) as u8);
+            }
+        }
+        labels.push(class as u8);
+    }
+    (Tensor::from_u8(&[n, 8, 8, 1], pixels).unwrap() / 255.0, Tensor::from_u8(&[n], labels).unwrap())
+}
+
+fn quiet(epochs: usize, batch_size: usize, validation_split: f64) -> FitOptions {
+    FitOptions { epochs, batch_size, validation_split, verbose: Verbosity::Silent, ..FitOptions::default() }
+}
+
+#[test]
+fn reference_model_summary_matches_keras() {
+    let mut model = reference_model(0);
+    model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    assert_eq!(model.count_params().unwrap(), 54_410);
+    let summary = model.summary_string().unwrap();
+    let expected = "\
+Model: \"sequential\"
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┓
+┃ Layer (type)                         ┃ Output Shape                ┃         Param # ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━┩
+│ conv2d (Conv2D)                      │ (None, 26, 26, 32)          │             320 │
+├──────────────────────────────────────┼─────────────────────────────┼─────────────────┤
+│ max_pooling2d (MaxPooling2D)         │ (None, 13, 13, 32)          │               0 │
+├──────────────────────────────────────┼─────────────────────────────┼─────────────────┤
+│ flatten (Flatten)                    │ (None, 5408)                │               0 │
+├──────────────────────────────────────┼─────────────────────────────┼─────────────────┤
+│ dense (Dense)                        │ (None, 10)                  │          54,090 │
+└──────────────────────────────────────┴─────────────────────────────┴─────────────────┘
+ Total params: 54,410 (212.54 KB)
+ Trainable params: 54,410 (212.54 KB)
+ Non-trainable params: 0 (0.00 B)
+";
+    assert_eq!(summary, expected);
+}
+
+#[test]
+fn layer_names_are_numbered_per_type() {
+    let model = Sequential::new().add(Dense::new(3).input_shape([4])).add(Dense::new(2)).add(ActivationLayer::new(Activation::Tanh)).add(Dense::new(1));
+    assert_eq!(model.layer_names(), ["dense", "dense_1", "activation", "dense_2"]);
+}
+
+#[test]
+fn glorot_uniform_kernels_and_zero_biases() {
+    let mut model = reference_model(3);
+    model.build().unwrap();
+    let conv = model.layer_params(0).unwrap();
+    let limit = (6.0f32 / (9.0 + 9.0 * 32.0)).sqrt();
+    assert!(conv[..288].iter().all(|w| w.abs() <= limit));
+    assert!(conv[..288].iter().any(|w| w.abs() > limit * 0.9), "weights should fill the range");
+    assert!(conv[288..].iter().all(|b| *b == 0.0));
+    let dense = model.layer_params(3).unwrap();
+    let limit = (6.0f32 / (5408.0 + 10.0)).sqrt();
+    assert!(dense[..54_080].iter().all(|w| w.abs() <= limit));
+    assert!(dense[54_080..].iter().all(|b| *b == 0.0));
+    // The same seed gives the same weights, another seed others.
+    let mut again = reference_model(3);
+    again.build().unwrap();
+    assert_eq!(model.params().unwrap(), again.params().unwrap());
+    let mut other = reference_model(4);
+    other.build().unwrap();
+    assert_ne!(model.params().unwrap(), other.params().unwrap());
+}
+
+#[test]
+fn impossible_stack_names_the_layer_and_shapes() {
+    let mut model = Sequential::new()
+        .add(Conv2D::new(8, (3, 3)).input_shape([5, 5, 1]))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Conv2D::new(8, (3, 3)));
+    let err = model.build().unwrap_err().to_string();
+    assert!(err.contains("conv2d_1") && err.contains("(None, 1, 1, 8)"), "{err}");
+    let mut no_shape = Sequential::new().add(Dense::new(2));
+    assert!(no_shape.build().unwrap_err().to_string().contains("input_shape"));
+}
+
+#[test]
+fn validation_split_takes_the_last_samples_like_keras() {
+    assert_eq!(validation_split_at(60_000, 0.1), 54_000);
+    assert_eq!(validation_split_at(10, 0.25), 8);
+    assert_eq!(validation_split_at(10, 0.0), 10);
+
+    // With a zero learning rate the weights never change, so val_loss must be
+    // the loss on exactly the last 25% of the rows.
+    let (x, labels) = stripes(40, 4, 1);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = small_cnn(1, 4, Activation::Softmax);
+    model.compile(SGD::new(0.0), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let history = model.fit(&x, &y, &quiet(1, 7, 0.25)).unwrap();
+    let val_loss = history.epochs[0].get("val_loss").unwrap();
+    let last = model.evaluate(&x.slice_rows(30, 40).unwrap(), &y.slice_rows(30, 40).unwrap()).unwrap();
+    let first = model.evaluate(&x.slice_rows(0, 10).unwrap(), &y.slice_rows(0, 10).unwrap()).unwrap();
+    assert!((val_loss - last.loss).abs() < 1e-6 * last.loss.abs().max(1.0), "{val_loss} vs {}", last.loss);
+    assert!((val_loss - first.loss).abs() > 1e-6, "first and last rows should differ");
+}
+
+#[test]
+fn training_drives_the_loss_down_on_synthetic_images() {
+    let (x, labels) = stripes(600, 4, 2);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = small_cnn(2, 4, Activation::Softmax);
+    model.compile(Adam::new(0.01), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let history = model.fit(&x, &y, &quiet(4, 32, 0.2)).unwrap();
+    let losses = history.series("loss");
+    assert_eq!(losses.len(), 4);
+    assert!(losses[3] < losses[0] * 0.5, "loss went {losses:?}");
+    assert!(history.last().unwrap().get("val_accuracy").unwrap() > 0.95);
+    let (x_test, labels_test) = stripes(100, 4, 3);
+    let scores = model.evaluate(&x_test, &to_categorical(&labels_test, None).unwrap()).unwrap();
+    assert!(scores.accuracy().unwrap() > 0.95, "{scores:?}");
+    // predict: probabilities that sum to one and agree with the labels.
+    let probs = model.predict(&x_test).unwrap();
+    assert_eq!(probs.shape(), &[100, 4]);
+    for row in probs.as_f32().unwrap().chunks(4) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    let predicted = argmax(&probs);
+    let correct = predicted.iter().zip(labels_test.to_f32_vec()).filter(|(p, l)| **p == *l as usize).count();
+    assert!(correct >= 95);
+}
+
+#[test]
+fn sparse_labels_and_binary_heads_train_too() {
+    let (x, labels) = stripes(400, 3, 4);
+    let mut model = small_cnn(4, 3, Activation::Softmax);
+    model.compile(RMSprop::new(0.01), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let history = model.fit(&x, &labels, &quiet(4, 16, 0.0)).unwrap();
+    assert!(history.last().unwrap().get("accuracy").unwrap() > 0.9, "{history:?}");
+
+    let (x, labels) = stripes(400, 2, 5);
+    let y = Tensor::from_vec(&[400, 1], labels.to_f32_vec()).unwrap();
+    let mut model = small_cnn(5, 1, Activation::Sigmoid);
+    model.compile(SGD::new(0.1).momentum(0.9), Loss::BinaryCrossentropy, &[Metric::Accuracy]).unwrap();
+    let history = model.fit(&x, &y, &quiet(4, 16, 0.0)).unwrap();
+    assert!(history.last().unwrap().get("accuracy").unwrap() > 0.9, "{history:?}");
+}
+
+#[test]
+fn same_seed_same_weights_whatever_the_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (x, labels) = stripes(300, 4, 6);
+            let y = to_categorical(&labels, None).unwrap();
+            let mut model = small_cnn(6, 4, Activation::Softmax).add(Dropout::new(0.0));
+            model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+            // Batch 50 covers several parallel tasks, one of them partial.
+            let history = model.fit(&x, &y, &quiet(2, 50, 0.1)).unwrap();
+            let logs: Vec<_> = history.epochs.iter().map(|e| e.logs.clone()).collect();
+            (model.params().unwrap().to_vec(), logs)
+        })
+    };
+    let (one, logs_one) = run(1);
+    let (two, logs_two) = run(2);
+    let (three, _) = run(3);
+    assert!(one.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()), "1 vs 2 threads differ");
+    assert!(one.iter().zip(&three).all(|(a, b)| a.to_bits() == b.to_bits()), "1 vs 3 threads differ");
+    assert_eq!(logs_one, logs_two);
+}
+
+#[test]
+fn dropout_changes_training_but_not_inference() {
+    let (x, labels) = stripes(64, 4, 7);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = Sequential::new()
+        .seed(7)
+        .add(Flatten::new().input_shape([8, 8, 1]))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(4).activation(Activation::Softmax));
+    model.compile(SGD::new(0.0), Loss::CategoricalCrossentropy, &[]).unwrap();
+    let a = model.evaluate(&x, &y).unwrap().loss;
+    let b = model.evaluate(&x, &y).unwrap().loss;
+    assert_eq!(a, b, "inference must be deterministic");
+    let train = model.fit(&x, &y, &quiet(1, 64, 0.0)).unwrap().epochs[0].get("loss").unwrap();
+    assert_ne!(train, a, "dropout should be active while training");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let (x, labels) = stripes(20, 4, 8);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = small_cnn(8, 4, Activation::Softmax);
+    let msg = |r: keel::Result<History>| r.unwrap_err().to_string();
+    assert!(msg(model.fit(&x, &y, &quiet(1, 4, 0.0))).contains("compile"));
+    model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+
+    let flat = x.clone().reshape(&[-1, 8, 8]).unwrap();
+    let err = msg(model.fit(&flat, &y, &quiet(1, 4, 0.0)));
+    assert!(err.contains("(None, 8, 8, 1)") && err.contains("reshape"), "{err}");
+
+    let err = msg(model.fit(&x, &labels, &quiet(1, 4, 0.0)));
+    assert!(err.contains("to_categorical"), "{err}");
+
+    let err = msg(model.fit(&x, &y.slice_rows(0, 10).unwrap(), &quiet(1, 4, 0.0)));
+    assert!(err.contains("20 samples") && err.contains("10"), "{err}");
+
+    assert!(msg(model.fit(&x, &y, &quiet(1, 0, 0.0))).contains("batch_size"));
+    assert!(msg(model.fit(&x, &y, &quiet(1, 4, 1.5))).contains("validation_split"));
+
+    let mut bad = x.to_f32_vec();
+    bad[5] = f32::NAN;
+    let nan_x = Tensor::from_vec(x.shape(), bad).unwrap();
+    assert!(msg(model.fit(&nan_x, &y, &quiet(1, 4, 0.0))).contains("not finite"));
+
+    // Finite but huge inputs overflow to an infinite/NaN loss: a clear error, not garbage weights.
+    let huge = Tensor::from_vec(x.shape(), vec![3e38; x.len()]).unwrap();
+    let err = model.fit(&huge, &y, &quiet(1, 4, 0.0)).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { epoch: 1, batch: 1, .. }), "{err}");
+    assert!(model.params().unwrap().iter().all(|p| p.is_finite()), "no step may be taken on a NaN loss");
+
+    let mut sparse = small_cnn(8, 4, Activation::Softmax);
+    sparse.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    let nine = Tensor::from_u8(&[20], vec![9; 20]).unwrap();
+    assert!(msg(sparse.fit(&x, &nine, &quiet(1, 4, 0.0))).contains("0..4"));
+}
