@@ -5,8 +5,10 @@ use keel::prelude::*;
 fn main() -> keel::Result<()> {
     let ((train_images, train_labels), (test_images, test_labels)) = mnist::load_data()?;
     let (train_images, test_images) = (train_images / 255.0, test_images / 255.0);
-    let (train_labels_cat, test_labels_cat) = (to_categorical(&train_labels, None)?, to_categorical(&test_labels, None)?);
+    let (train_labels_cat, test_labels_cat) =
+        (to_categorical(&train_labels, None)?, to_categorical(&test_labels, None)?);
     let mut model = Sequential::new()
+        .seed(42)
         .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
         .add(MaxPooling2D::new((2, 2)))
         .add(Flatten::new())

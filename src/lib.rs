@@ -52,9 +52,7 @@ pub mod prelude {
     pub use crate::activations::Activation;
     pub use crate::datasets::mnist;
     pub use crate::error::{Error, Result};
-    pub use crate::layers::{
-        ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding,
-    };
+    pub use crate::layers::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding};
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;
     pub use crate::model::{Evaluation, FitOptions, History, Sequential};

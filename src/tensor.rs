@@ -1,13 +1,14 @@
 //! A contiguous, row-major, channels-last (N,H,W,C) tensor.
 //!
 //! Image data read from disk stays `u8` (a quarter of the memory of f32) with a
-//! pending scale factor: `images / 255.0` only records the factor, and the
-//! conversion to f32 happens per batch when the model gathers rows.
+//! 256-entry table of the values its bytes stand for: `images / 255.0` only
+//! divides the table (in f64, as numpy does, so the values match Keras bit for
+//! bit), and bytes become f32 per batch, when the model gathers rows.
 
 use crate::error::{Error, Result};
 use std::ops::{Div, Mul};
 
-/// An n-dimensional array of f32, or of u8 with a scale applied on read.
+/// An n-dimensional array of f32, or of bytes read through a value table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
@@ -17,15 +18,13 @@ pub struct Tensor {
 #[derive(Clone, Debug, PartialEq)]
 enum Data {
     F32(Vec<f32>),
-    U8 { bytes: Vec<u8>, scale: f32 },
+    U8 { bytes: Vec<u8>, values: Box<[f64; 256]> },
 }
 
 fn check_len(shape: &[usize], len: usize) -> Result<()> {
     let expected: usize = shape.iter().product();
     if expected != len {
-        return Err(Error::Shape(format!(
-            "shape {shape:?} holds {expected} values but {len} were given"
-        )));
+        return Err(Error::Shape(format!("shape {shape:?} holds {expected} values but {len} were given")));
     }
     Ok(())
 }
@@ -37,10 +36,13 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), data: Data::F32(data) })
     }
 
-    /// A tensor of bytes (images, labels); read as `byte as f32 * 1.0` until scaled.
+    /// A tensor of bytes (images, labels); each byte reads as its value until scaled.
     pub fn from_u8(shape: &[usize], bytes: Vec<u8>) -> Result<Self> {
         check_len(shape, bytes.len())?;
-        Ok(Tensor { shape: shape.to_vec(), data: Data::U8 { bytes, scale: 1.0 } })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: Data::U8 { bytes, values: Box::new(std::array::from_fn(|b| b as f64)) },
+        })
     }
 
     /// A tensor of zeros.
@@ -76,7 +78,7 @@ impl Tensor {
         self.shape.iter().skip(1).product()
     }
 
-    /// True when the values are stored as bytes with a pending scale.
+    /// True when the values are stored as bytes.
     pub fn is_u8(&self) -> bool {
         matches!(self.data, Data::U8 { .. })
     }
@@ -89,11 +91,11 @@ impl Tensor {
         }
     }
 
-    /// All values converted to f32 (scale applied).
+    /// All values as f32.
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match &self.data {
             Data::F32(v) => v.clone(),
-            Data::U8 { bytes, scale } => bytes.iter().map(|&b| b as f32 * scale).collect(),
+            Data::U8 { bytes, values } => bytes.iter().map(|&b| values[b as usize] as f32).collect(),
         }
     }
 
@@ -101,15 +103,14 @@ impl Tensor {
     pub fn get(&self, i: usize) -> Option<f32> {
         match &self.data {
             Data::F32(v) => v.get(i).copied(),
-            Data::U8 { bytes, scale } => bytes.get(i).map(|&b| b as f32 * scale),
+            Data::U8 { bytes, values } => bytes.get(i).map(|&b| values[b as usize] as f32),
         }
     }
 
     /// Same values, new shape; one dimension may be -1 and is then inferred (as numpy).
     pub fn reshape(self, shape: &[isize]) -> Result<Self> {
         let len = self.len();
-        let unknown: Vec<usize> =
-            shape.iter().enumerate().filter(|(_, d)| **d == -1).map(|(i, _)| i).collect();
+        let unknown: Vec<usize> = shape.iter().enumerate().filter(|(_, d)| **d == -1).map(|(i, _)| i).collect();
         if unknown.len() > 1 || shape.iter().any(|&d| d < -1) {
             return Err(Error::Shape(format!(
                 "reshape to {shape:?}: only one dimension may be -1 and none may be below -1"
@@ -118,7 +119,7 @@ impl Tensor {
         let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         if let Some(&i) = unknown.first() {
-            if known == 0 || len % known != 0 {
+            if known == 0 || !len.is_multiple_of(known) {
                 return Err(Error::Shape(format!(
                     "cannot reshape {} values of shape {:?} to {shape:?}",
                     len, self.shape
@@ -126,9 +127,8 @@ impl Tensor {
             }
             dims[i] = len / known;
         }
-        check_len(&dims, len).map_err(|_| {
-            Error::Shape(format!("cannot reshape {len} values of shape {:?} to {shape:?}", self.shape))
-        })?;
+        check_len(&dims, len)
+            .map_err(|_| Error::Shape(format!("cannot reshape {len} values of shape {:?} to {shape:?}", self.shape)))?;
         Ok(Tensor { shape: dims, data: self.data })
     }
 
@@ -145,7 +145,7 @@ impl Tensor {
         shape[0] = end - start;
         let data = match &self.data {
             Data::F32(v) => Data::F32(v[a..b].to_vec()),
-            Data::U8 { bytes, scale } => Data::U8 { bytes: bytes[a..b].to_vec(), scale: *scale },
+            Data::U8 { bytes, values } => Data::U8 { bytes: bytes[a..b].to_vec(), values: values.clone() },
         };
         Ok(Tensor { shape, data })
     }
@@ -155,40 +155,45 @@ impl Tensor {
     pub(crate) fn gather_rows(&self, indices: &[usize], out: &mut [f32]) {
         let row = self.row_len();
         debug_assert_eq!(out.len(), indices.len() * row);
-        for (dst, &i) in out.chunks_exact_mut(row).zip(indices) {
-            match &self.data {
-                Data::F32(v) => dst.copy_from_slice(&v[i * row..(i + 1) * row]),
-                Data::U8 { bytes, scale } => {
+        match &self.data {
+            Data::F32(v) => {
+                for (dst, &i) in out.chunks_exact_mut(row).zip(indices) {
+                    dst.copy_from_slice(&v[i * row..(i + 1) * row]);
+                }
+            }
+            Data::U8 { bytes, values } => {
+                let table: [f32; 256] = values.map(|v| v as f32);
+                for (dst, &i) in out.chunks_exact_mut(row).zip(indices) {
                     for (d, &b) in dst.iter_mut().zip(&bytes[i * row..(i + 1) * row]) {
-                        *d = b as f32 * scale;
+                        *d = table[b as usize];
                     }
                 }
             }
         }
     }
 
-    fn scaled(mut self, factor: f32) -> Self {
+    fn map_values(mut self, f: impl Fn(f64) -> f64) -> Self {
         match &mut self.data {
-            Data::F32(v) => v.iter_mut().for_each(|x| *x *= factor),
-            Data::U8 { scale, .. } => *scale *= factor,
+            Data::F32(v) => v.iter_mut().for_each(|x| *x = f(*x as f64) as f32),
+            Data::U8 { values, .. } => values.iter_mut().for_each(|x| *x = f(*x)),
         }
         self
     }
 }
 
-/// `images / 255.0`: for byte tensors only the scale is recorded.
+/// `images / 255.0`: for byte tensors only the value table changes.
 impl Div<f32> for Tensor {
     type Output = Tensor;
     fn div(self, rhs: f32) -> Tensor {
-        self.scaled(1.0 / rhs)
+        self.map_values(|v| v / rhs as f64)
     }
 }
 
-/// `images * (1.0 / 255.0)`: for byte tensors only the scale is recorded.
+/// `images * 2.0`: for byte tensors only the value table changes.
 impl Mul<f32> for Tensor {
     type Output = Tensor;
     fn mul(self, rhs: f32) -> Tensor {
-        self.scaled(rhs)
+        self.map_values(|v| v * rhs as f64)
     }
 }
 

@@ -48,7 +48,17 @@ fn train_runs_end_to_end_and_writes_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     write_synthetic_mnist(&tmp.path().join("mnist"), 400, 100);
     let metrics = tmp.path().join("m.json");
-    let args = ["train", "--epochs", "2", "--batch-size", "32", "--metrics-out", metrics.to_str().unwrap(), "--data-dir", tmp.path().to_str().unwrap()];
+    let args = [
+        "train",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--metrics-out",
+        metrics.to_str().unwrap(),
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ];
     let out = keel(&args, &[]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));

@@ -21,7 +21,8 @@ fn write_tiny_mnist(dir: &Path) {
     for (prefix, n) in [("train", 12usize), ("t10k", 5)] {
         let pixels: Vec<u8> = (0..n * 784).map(|i| (i % 251) as u8).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), gz(&idx::encode(&[n, 28, 28], &pixels))).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), gz(&idx::encode(&[n, 28, 28], &pixels)))
+            .unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), idx::encode(&[n], &labels)).unwrap();
     }
 }
@@ -54,7 +55,9 @@ fn files_directly_in_the_data_dir_are_found_too() {
 fn missing_files_list_what_was_looked_for_and_where() {
     let tmp = tempfile::tempdir().unwrap();
     let err = mnist::load_data_from(&offline(tmp.path())).unwrap_err().to_string();
-    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+    for name in
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    {
         assert!(err.contains(name), "{err}");
     }
     assert!(err.contains(&tmp.path().join("mnist").display().to_string()), "{err}");

@@ -21,7 +21,9 @@ fn conv2d_valid_with_each_smooth_activation() {
 #[test]
 fn conv2d_same_padding_and_strides() {
     for (i, (strides, padding)) in
-        [((1, 1), Padding::Same), ((2, 2), Padding::Same), ((2, 1), Padding::Valid), ((3, 2), Padding::Same)].into_iter().enumerate()
+        [((1, 1), Padding::Same), ((2, 2), Padding::Same), ((2, 1), Padding::Valid), ((3, 2), Padding::Same)]
+            .into_iter()
+            .enumerate()
     {
         let x = uniform(&mut stream(2, i as u64), 3 * 7 * 6 * 2, -1.0, 1.0);
         let conv = Conv2D::new(4, (3, 3)).strides(strides).padding(padding).activation(Activation::Tanh);
@@ -45,7 +47,12 @@ fn conv2d_relu_away_from_the_kink() {
 
 #[test]
 fn max_pooling2d_valid_same_and_strided() {
-    let cases = [((2, 2), None, Padding::Valid, [6, 6, 3]), ((2, 2), None, Padding::Same, [5, 7, 2]), ((3, 3), Some((2, 2)), Padding::Valid, [7, 7, 2]), ((3, 2), Some((1, 2)), Padding::Same, [5, 5, 1])];
+    let cases = [
+        ((2, 2), None, Padding::Valid, [6, 6, 3]),
+        ((2, 2), None, Padding::Same, [5, 7, 2]),
+        ((3, 3), Some((2, 2)), Padding::Valid, [7, 7, 2]),
+        ((3, 2), Some((1, 2)), Padding::Same, [5, 5, 1]),
+    ];
     for (i, (pool, strides, padding, shape)) in cases.into_iter().enumerate() {
         let n = 3;
         let x = spaced(&mut stream(5, i as u64), n * shape.iter().product::<usize>(), 0.05);

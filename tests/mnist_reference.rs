@@ -25,7 +25,13 @@ fn reference_workflow_reaches_098_test_accuracy() {
         .add(Flatten::new())
         .add(Dense::new(10).activation(Activation::Softmax));
     model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
-    let options = FitOptions { epochs: 5, batch_size: 128, validation_split: 0.1, verbose: Verbosity::OneLinePerEpoch, ..FitOptions::default() };
+    let options = FitOptions {
+        epochs: 5,
+        batch_size: 128,
+        validation_split: 0.1,
+        verbose: Verbosity::OneLinePerEpoch,
+        ..FitOptions::default()
+    };
     let history = model.fit(&train_images, &train_labels, &options).unwrap();
     assert_eq!(history.epochs.len(), 5);
     assert!(history.last().unwrap().get("val_accuracy").unwrap() >= 0.975, "{history:?}");

@@ -76,7 +76,11 @@ Model: \"sequential\"
 
 #[test]
 fn layer_names_are_numbered_per_type() {
-    let model = Sequential::new().add(Dense::new(3).input_shape([4])).add(Dense::new(2)).add(ActivationLayer::new(Activation::Tanh)).add(Dense::new(1));
+    let model = Sequential::new()
+        .add(Dense::new(3).input_shape([4]))
+        .add(Dense::new(2))
+        .add(ActivationLayer::new(Activation::Tanh))
+        .add(Dense::new(1));
     assert_eq!(model.layer_names(), ["dense", "dense_1", "activation", "dense_2"]);
 }
 

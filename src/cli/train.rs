@@ -99,7 +99,10 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     println!("Test accuracy: {test_accuracy:.4}");
     if !args.quiet && !history.epochs.is_empty() {
         let per_epoch = fit_s / history.epochs.len() as f64;
-        println!("Trained {} epochs in {fit_s:.1}s ({per_epoch:.2}s/epoch) on {threads} thread(s)", history.epochs.len());
+        println!(
+            "Trained {} epochs in {fit_s:.1}s ({per_epoch:.2}s/epoch) on {threads} thread(s)",
+            history.epochs.len()
+        );
     }
     if let Some(path) = &args.metrics_out {
         let report = json!({

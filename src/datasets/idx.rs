@@ -22,7 +22,10 @@ pub fn parse(bytes: &[u8], expected_dims: usize, path: &Path) -> Result<(Vec<usi
         )));
     }
     if bytes[2] != UBYTE {
-        return Err(corrupt(format!("IDX type code 0x{:02x} is not supported (expected 0x08, unsigned bytes)", bytes[2])));
+        return Err(corrupt(format!(
+            "IDX type code 0x{:02x} is not supported (expected 0x08, unsigned bytes)",
+            bytes[2]
+        )));
     }
     let ndims = bytes[3] as usize;
     if ndims != expected_dims {
@@ -35,18 +38,18 @@ pub fn parse(bytes: &[u8], expected_dims: usize, path: &Path) -> Result<(Vec<usi
     if bytes.len() < header {
         return Err(corrupt(format!("truncated inside the header ({} of {header} bytes){refetch}", bytes.len())));
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let have = bytes.len() - header;
     match expected {
         Some(n) if n == have => Ok((dims, bytes[header..].to_vec())),
-        Some(n) if n > have => {
-            Err(corrupt(format!("truncated: dimensions {dims:?} need {n} bytes of data but only {have} are present{refetch}")))
+        Some(n) if n > have => Err(corrupt(format!(
+            "truncated: dimensions {dims:?} need {n} bytes of data but only {have} are present{refetch}"
+        ))),
+        Some(n) => {
+            Err(corrupt(format!("{} unexpected bytes after the {n} bytes of data for dimensions {dims:?}", have - n)))
         }
-        Some(n) => Err(corrupt(format!("{} unexpected bytes after the {n} bytes of data for dimensions {dims:?}", have - n))),
         None => Err(corrupt(format!("dimensions {dims:?} are impossibly large"))),
     }
 }

@@ -131,7 +131,13 @@ impl DataSource {
     }
 }
 
-fn not_found_message(spec: &DatasetSpec, missing: &[RemoteFile], dirs: &[PathBuf], failure: Option<String>, allowed: bool) -> String {
+fn not_found_message(
+    spec: &DatasetSpec,
+    missing: &[RemoteFile],
+    dirs: &[PathBuf],
+    failure: Option<String>,
+    allowed: bool,
+) -> String {
     let mut msg = format!("dataset '{}' not found. Missing files:\n", spec.name);
     for f in missing {
         msg += &format!("  {} (or {})\n", f.stem(), f.name);

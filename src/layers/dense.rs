@@ -118,10 +118,12 @@ impl Layer for Dense {
         let task_rows = SAMPLES_PER_TASK * self.rows_per_sample;
         let act = if self.deferred { Activation::Linear } else { self.activation };
         let use_bias = self.use_bias;
-        y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
-            matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false);
-            activation::forward(act, yt, use_bias.then_some(b), u);
-        });
+        y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(
+            |(yt, xt)| {
+                matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false);
+                activation::forward(act, yt, use_bias.then_some(b), u);
+            },
+        );
     }
 
     // Differentiates y = act(x . W + b):

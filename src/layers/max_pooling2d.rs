@@ -27,7 +27,14 @@ pub struct MaxPooling2D {
 impl MaxPooling2D {
     /// Pools over windows of `pool_size` (height, width).
     pub fn new(pool_size: (usize, usize)) -> Self {
-        MaxPooling2D { pool_size, strides: None, padding: Padding::Valid, input_shape: None, g: None, argmax: Vec::new() }
+        MaxPooling2D {
+            pool_size,
+            strides: None,
+            padding: Padding::Valid,
+            input_shape: None,
+            g: None,
+            argmax: Vec::new(),
+        }
     }
 
     /// Step of the window; defaults to the pool size.
@@ -87,7 +94,9 @@ impl Layer for MaxPooling2D {
             .zip(self.argmax[..n * out_len].par_chunks_mut(SAMPLES_PER_TASK * out_len))
             .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
             .for_each(|((yt, at), xt)| {
-                for ((ys, a), xs) in yt.chunks_exact_mut(out_len).zip(at.chunks_exact_mut(out_len)).zip(xt.chunks_exact(in_len)) {
+                for ((ys, a), xs) in
+                    yt.chunks_exact_mut(out_len).zip(at.chunks_exact_mut(out_len)).zip(xt.chunks_exact(in_len))
+                {
                     max_pool_forward(&g, xs, ys, a);
                 }
             });
@@ -103,7 +112,9 @@ impl Layer for MaxPooling2D {
             .zip(self.argmax[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
             .zip(pass.dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
             .for_each(|((dxt, at), dyt)| {
-                for ((dxs, a), dys) in dxt.chunks_exact_mut(in_len).zip(at.chunks_exact(out_len)).zip(dyt.chunks_exact(out_len)) {
+                for ((dxs, a), dys) in
+                    dxt.chunks_exact_mut(in_len).zip(at.chunks_exact(out_len)).zip(dyt.chunks_exact(out_len))
+                {
                     max_pool_backward(dys, a, dxs);
                 }
             });

@@ -6,7 +6,14 @@ use super::EPSILON;
 use crate::kernels::activation::{log_sum_exp, sigmoid};
 
 // L = -sum_i t_i log p_i per row; p = softmax(z) from logits, else p = y / sum(y) clipped.
-pub(super) fn categorical(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+pub(super) fn categorical(
+    out: &[f32],
+    target: &[f32],
+    grad: &mut [f32],
+    width: usize,
+    scale: f32,
+    from_logits: bool,
+) -> f64 {
     let mut total = 0.0f64;
     for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {
         total += if from_logits { softmax_xent_row(o, t, g, scale) } else { prob_xent_row(o, t, g, scale) };
@@ -15,7 +22,14 @@ pub(super) fn categorical(out: &[f32], target: &[f32], grad: &mut [f32], width: 
 }
 
 // As categorical, with t = one_hot(class index).
-pub(super) fn sparse_categorical(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+pub(super) fn sparse_categorical(
+    out: &[f32],
+    target: &[f32],
+    grad: &mut [f32],
+    width: usize,
+    scale: f32,
+    from_logits: bool,
+) -> f64 {
     let mut total = 0.0f64;
     for ((o, &t), g) in out.chunks_exact(width).zip(target).zip(grad.chunks_exact_mut(width)) {
         let class = t as usize;
@@ -77,7 +91,14 @@ fn prob_xent_row(y: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
 // Per element, averaged over the row:
 //   from logits: L = max(z, 0) - z t + log(1 + e^-|z|);  dL/dz = sigmoid(z) - t
 //   from probabilities: L = -(t log q + (1 - t) log(1 - q)), q = clip(p)
-pub(super) fn binary(out: &[f32], target: &[f32], grad: &mut [f32], width: usize, scale: f32, from_logits: bool) -> f64 {
+pub(super) fn binary(
+    out: &[f32],
+    target: &[f32],
+    grad: &mut [f32],
+    width: usize,
+    scale: f32,
+    from_logits: bool,
+) -> f64 {
     let scale = scale / width as f32;
     let mut total = 0.0f64;
     for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {

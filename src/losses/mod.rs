@@ -62,9 +62,7 @@ impl Loss {
         let rows = out.len() / width;
         let scale = 1.0 / rows as f32;
         match self {
-            Loss::CategoricalCrossentropy => {
-                crossentropy::categorical(out, target, grad, width, scale, from_logits)
-            }
+            Loss::CategoricalCrossentropy => crossentropy::categorical(out, target, grad, width, scale, from_logits),
             Loss::SparseCategoricalCrossentropy => {
                 crossentropy::sparse_categorical(out, target, grad, width, scale, from_logits)
             }

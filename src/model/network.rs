@@ -23,7 +23,15 @@ impl Network {
     pub fn new(shapes: Vec<Vec<usize>>, ranges: Vec<Range<usize>>, params: Vec<f32>) -> Self {
         let depth = shapes.len();
         let grads = vec![0.0; params.len()];
-        Network { shapes, ranges, params, grads, capacity: 0, acts: vec![Vec::new(); depth], deltas: vec![Vec::new(); depth] }
+        Network {
+            shapes,
+            ranges,
+            params,
+            grads,
+            capacity: 0,
+            acts: vec![Vec::new(); depth],
+            deltas: vec![Vec::new(); depth],
+        }
     }
 
     /// Values per sample at depth i.

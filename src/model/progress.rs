@@ -24,10 +24,18 @@ const REDRAW_EVERY: Duration = Duration::from_millis(100);
 /// The progress line for `step` of `total` steps after `elapsed`. While running
 /// it shows the remaining time, when `finished` the total; with `color`, ANSI
 /// colors as Keras uses on a terminal.
-pub fn format_progress_line(step: usize, total: usize, elapsed: Duration, logs: &Logs, finished: bool, color: bool) -> String {
+pub fn format_progress_line(
+    step: usize,
+    total: usize,
+    elapsed: Duration,
+    logs: &Logs,
+    finished: bool,
+    color: bool,
+) -> String {
     let width = total.to_string().len();
     let done = (BAR_WIDTH * step).checked_div(total).unwrap_or(BAR_WIDTH).min(BAR_WIDTH);
-    let (bold, green, grey, reset) = if color { ("\x1b[1m", "\x1b[32m", "\x1b[37m", "\x1b[0m") } else { ("", "", "", "") };
+    let (bold, green, grey, reset) =
+        if color { ("\x1b[1m", "\x1b[32m", "\x1b[37m", "\x1b[0m") } else { ("", "", "", "") };
     let mut line = format!("{bold}{step:>width$}/{total}{reset} ");
     if done > 0 {
         line += &format!("{green}{}{reset}", "━".repeat(done));

@@ -65,6 +65,7 @@ impl Sequential {
 
     /// Appends a layer; its name is its type's base name, numbered from the
     /// second one on ("dense", "dense_1", ...).
+    #[allow(clippy::should_implement_trait)] // named after Keras' `model.add`, not `+`
     pub fn add(mut self, layer: impl Layer + 'static) -> Self {
         self.push(Box::new(layer));
         self
@@ -112,7 +113,8 @@ impl Sequential {
     /// Builds for a known input shape: checks every layer's shapes, lays out
     /// and initialises parameters. Called by `compile`/`fit` as needed.
     pub fn build(&mut self) -> Result<()> {
-        let declared = self.input_shape.clone().or_else(|| self.layers.first()?.declared_input_shape().map(<[usize]>::to_vec));
+        let declared =
+            self.input_shape.clone().or_else(|| self.layers.first()?.declared_input_shape().map(<[usize]>::to_vec));
         let Some(shape) = declared else {
             return Err(Error::State(
                 "the model's input shape is unknown: give `input_shape` on the first layer (e.g. Conv2D::new(32, (3, 3)).input_shape([28, 28, 1])) or on the model, or call fit first".into(),
@@ -126,7 +128,10 @@ impl Sequential {
             return Err(Error::Build("the model has no layers; add some with `.add(...)`".into()));
         }
         if input.is_empty() || input.contains(&0) {
-            return Err(Error::Build(format!("input shape {} must have positive dimensions", summary::shape_str(input))));
+            return Err(Error::Build(format!(
+                "input shape {} must have positive dimensions",
+                summary::shape_str(input)
+            )));
         }
         let mut shapes = vec![input.to_vec()];
         let mut ranges = Vec::with_capacity(self.layers.len());
@@ -134,7 +139,11 @@ impl Sequential {
         for (layer, name) in self.layers.iter_mut().zip(&self.names) {
             let x = shapes.last().expect("input shape pushed first");
             let y = layer.build(x).map_err(|why| {
-                Error::Build(format!("layer '{name}' ({}) with input shape {}: {why}", layer.class_name(), summary::shape_str(x)))
+                Error::Build(format!(
+                    "layer '{name}' ({}) with input shape {}: {why}",
+                    layer.class_name(),
+                    summary::shape_str(x)
+                ))
             })?;
             let count = layer.param_count();
             ranges.push(offset..offset + count);
@@ -156,7 +165,9 @@ impl Sequential {
     /// Builds the model if its input shape is known.
     pub fn compile(&mut self, optimizer: impl Into<Box<dyn Optimizer>>, loss: Loss, metrics: &[Metric]) -> Result<()> {
         self.compiled = Some(Compiled { optimizer: optimizer.into(), loss, metrics: metrics.to_vec(), head: None });
-        if self.net.is_none() && (self.input_shape.is_some() || self.layers.first().and_then(|l| l.declared_input_shape()).is_some()) {
+        if self.net.is_none()
+            && (self.input_shape.is_some() || self.layers.first().and_then(|l| l.declared_input_shape()).is_some())
+        {
             self.build()?;
         }
         self.fuse_head();
@@ -168,7 +179,9 @@ impl Sequential {
     /// logits and the loss works from them with log-sum-exp: stable, and the
     /// gradient is simply p - t.
     fn fuse_head(&mut self) {
-        let (Some(compiled), Some(last)) = (self.compiled.as_mut(), self.layers.last_mut()) else { return };
+        let (Some(compiled), Some(last)) = (self.compiled.as_mut(), self.layers.last_mut()) else {
+            return;
+        };
         let act = last.output_activation();
         let fused = compiled.loss.fuses(act);
         last.defer_output_activation(fused);
@@ -199,7 +212,9 @@ impl Sequential {
     /// Layer `i`'s slice of the flat parameters.
     pub fn layer_params(&self, i: usize) -> Result<&[f32]> {
         let net = self.network()?;
-        let range = net.ranges.get(i).ok_or_else(|| Error::InvalidArgument(format!("layer index {i} out of range ({} layers)", self.layers.len())))?;
+        let range = net.ranges.get(i).ok_or_else(|| {
+            Error::InvalidArgument(format!("layer index {i} out of range ({} layers)", self.layers.len()))
+        })?;
         Ok(&net.params[range.clone()])
     }
 
@@ -242,5 +257,7 @@ impl Sequential {
 }
 
 fn not_built() -> Error {
-    Error::State("the model is not built yet: give an input shape (on the first layer or the model) or call fit first".into())
+    Error::State(
+        "the model is not built yet: give an input shape (on the first layer or the model) or call fit first".into(),
+    )
 }

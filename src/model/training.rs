@@ -39,7 +39,14 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 1, batch_size: 32, validation_split: 0.0, shuffle: true, verbose: Verbosity::ProgressBar, seed: None }
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            shuffle: true,
+            verbose: Verbosity::ProgressBar,
+            seed: None,
+        }
     }
 }
 
@@ -166,11 +173,22 @@ impl Sequential {
         let net = self.net.as_mut().expect("prepared models are built");
         net.ensure_capacity(&mut self.layers, batch);
         let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.len());
-        BatchScratch { targets: vec![0.0; batch * target_len], probs: vec![0.0; batch * net.output_len()], metric_sums: vec![0.0; metrics] }
+        BatchScratch {
+            targets: vec![0.0; batch * target_len],
+            probs: vec![0.0; batch * net.output_len()],
+            metric_sums: vec![0.0; metrics],
+        }
     }
 
     /// Mean loss and metrics over `indices`, in batches of `batch`.
-    fn evaluate_indices(&mut self, x: &Tensor, y: &Tensor, indices: &[usize], batch: usize, scratch: &mut BatchScratch) -> Evaluation {
+    fn evaluate_indices(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[usize],
+        batch: usize,
+        scratch: &mut BatchScratch,
+    ) -> Evaluation {
         let mut loss_sum = 0.0;
         let mut metric_sums = vec![0.0; scratch.metric_sums.len()];
         for chunk in indices.chunks(batch) {
@@ -212,7 +230,8 @@ impl Sequential {
         let last = net.acts.len() - 1;
         let out = &net.acts[last][..n * out_len];
         let targets = &scratch.targets[..n * target_len];
-        let loss = compiled.loss.compute(out, targets, &mut net.deltas[last][..n * out_len], width, compiled.head.is_some());
+        let loss =
+            compiled.loss.compute(out, targets, &mut net.deltas[last][..n * out_len], width, compiled.head.is_some());
         let probs = match compiled.head {
             Some(head) => {
                 let probs = &mut scratch.probs[..n * out_len];
@@ -257,7 +276,9 @@ impl Sequential {
                 Loss::CategoricalCrossentropy if y.row_len() == 1 => {
                     ": the targets look like class indices; one-hot encode them with to_categorical or use sparse_categorical_crossentropy"
                 }
-                Loss::SparseCategoricalCrossentropy => ": sparse_categorical_crossentropy takes one integer class per sample",
+                Loss::SparseCategoricalCrossentropy => {
+                    ": sparse_categorical_crossentropy takes one integer class per sample"
+                }
                 _ => "",
             };
             return Err(Error::Shape(format!(
@@ -277,7 +298,9 @@ impl Sequential {
             }
         }
         if let Some(v) = y.as_f32().and_then(|v| v.iter().position(|t| !t.is_finite())) {
-            return Err(Error::InvalidArgument(format!("target value {v} is not finite (NaN or inf); clean the targets")));
+            return Err(Error::InvalidArgument(format!(
+                "target value {v} is not finite (NaN or inf); clean the targets"
+            )));
         }
         Ok(y.row_len())
     }
@@ -295,7 +318,9 @@ impl Sequential {
             )));
         }
         if let Some(i) = x.as_f32().and_then(|v| v.iter().position(|t| !t.is_finite())) {
-            return Err(Error::InvalidArgument(format!("input value {i} is not finite (NaN or inf); clean the inputs")));
+            return Err(Error::InvalidArgument(format!(
+                "input value {i} is not finite (NaN or inf); clean the inputs"
+            )));
         }
         Ok(())
     }

@@ -26,7 +26,15 @@ pub struct Adam {
 
 impl Default for Adam {
     fn default() -> Self {
-        Adam { learning_rate: 1e-3, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, iterations: 0, m: Vec::new(), v: Vec::new() }
+        Adam {
+            learning_rate: 1e-3,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+            iterations: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        }
     }
 }
 
@@ -78,7 +86,8 @@ impl Optimizer for Adam {
         self.iterations += 1;
         let t = self.iterations as f64;
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let alpha = (self.learning_rate as f64 * (1.0 - (b2 as f64).powf(t)).sqrt() / (1.0 - (b1 as f64).powf(t))) as f32;
+        let alpha =
+            (self.learning_rate as f64 * (1.0 - (b2 as f64).powf(t)).sqrt() / (1.0 - (b1 as f64).powf(t))) as f32;
         update_each(params, grads, &mut self.m, &mut self.v, |p, g, m, v| {
             *m += (g - *m) * (1.0 - b1);
             *v += (g * g - *v) * (1.0 - b2);

@@ -27,7 +27,15 @@ pub struct RMSprop {
 
 impl Default for RMSprop {
     fn default() -> Self {
-        RMSprop { learning_rate: 1e-3, rho: 0.9, momentum: 0.0, epsilon: 1e-7, iterations: 0, velocity: Vec::new(), moment: Vec::new() }
+        RMSprop {
+            learning_rate: 1e-3,
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-7,
+            iterations: 0,
+            velocity: Vec::new(),
+            moment: Vec::new(),
+        }
     }
 }
 
