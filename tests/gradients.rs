@@ -32,6 +32,17 @@ fn conv2d_same_padding_and_strides() {
 }
 
 #[test]
+fn conv2d_with_many_input_channels_uses_the_matrix_product_path() {
+    for (i, (strides, padding)) in
+        [((1, 1), Padding::Valid), ((2, 2), Padding::Same), ((1, 2), Padding::Same)].into_iter().enumerate()
+    {
+        let x = uniform(&mut stream(11, i as u64), 3 * 6 * 5 * 6, -1.0, 1.0);
+        let conv = Conv2D::new(3, (3, 2)).strides(strides).padding(padding).activation(Activation::Sigmoid);
+        check_layer(conv, &[6, 5, 6], 3, x, 110 + i as u64);
+    }
+}
+
+#[test]
 fn conv2d_without_bias_and_with_many_samples() {
     // 37 samples span several parallel tasks, including a partial one.
     let x = uniform(&mut stream(3, 0), 37 * 5 * 5, -1.0, 1.0);

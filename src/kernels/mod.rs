@@ -8,6 +8,7 @@
 use multiversion::multiversion;
 
 pub mod activation;
+pub mod conv_direct;
 pub mod im2col;
 pub mod matmul;
 pub mod pool;

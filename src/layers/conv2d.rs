@@ -2,11 +2,16 @@ use super::padding::window;
 use super::{Backward, Layer, Mode, Padding};
 use crate::activations::Activation;
 use crate::initializers::glorot_uniform;
+use crate::kernels::conv_direct;
 use crate::kernels::im2col::{col2im_add, im2col};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_assign, sum_rows, task_count, with_scratch};
 use crate::random::Rng;
 use rayon::prelude::*;
+
+/// Up to this many input channels the direct kernels are used (measured faster
+/// for 1 and 3 channels; im2col + gemm wins from about 8 on).
+const DIRECT_MAX_CHANNELS: usize = 4;
 
 /// 2-D convolution over channels-last images, as `keras.layers.Conv2D`.
 ///
@@ -32,6 +37,8 @@ pub struct Conv2D {
     g: Option<Window>,
     /// Per-task partial weight and bias gradients, summed in task order.
     dw_parts: Vec<f32>,
+    /// The kernel with filters padded to whole register blocks (direct path).
+    padded_kernel: Vec<f32>,
     db_parts: Vec<f32>,
 }
 
@@ -50,6 +57,7 @@ impl Conv2D {
             g: None,
             dw_parts: Vec::new(),
             db_parts: Vec::new(),
+            padded_kernel: Vec::new(),
         }
     }
 
@@ -85,6 +93,11 @@ impl Conv2D {
 
     fn geometry(&self) -> Window {
         self.g.expect("Conv2D used before build")
+    }
+
+    /// Few input channels: direct loops beat unfolding + matrix product.
+    fn direct(&self) -> bool {
+        self.geometry().c <= DIRECT_MAX_CHANNELS
     }
 
     fn kernel_len(&self) -> usize {
@@ -131,6 +144,9 @@ impl Layer for Conv2D {
         let tasks = task_count(batch);
         self.dw_parts.resize(tasks * self.kernel_len(), 0.0);
         self.db_parts.resize(tasks * self.filters, 0.0);
+        if self.direct() {
+            self.padded_kernel.resize(self.geometry().patch_len() * conv_direct::padded_filters(self.filters), 0.0);
+        }
     }
 
     fn output_activation(&self) -> Activation {
@@ -148,18 +164,28 @@ impl Layer for Conv2D {
         let (w, b) = params.split_at(k * f);
         let (in_len, out_len) = (g.h * g.w * g.c, p * f);
         let act = if self.deferred { Activation::Linear } else { self.activation };
-        let use_bias = self.use_bias;
+        let (use_bias, direct) = (self.use_bias, self.direct());
+        if direct {
+            conv_direct::pad_filters(w, f, &mut self.padded_kernel);
+        }
+        let wp = &self.padded_kernel;
         y[..n * out_len]
             .par_chunks_mut(SAMPLES_PER_TASK * out_len)
             .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
             .for_each(|(yt, xt)| {
-                let s = xt.len() / in_len;
-                with_scratch(s * p * k, |cols| {
-                    for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
-                        im2col(&g, xs, cs);
+                if direct {
+                    for (xs, ys) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(out_len)) {
+                        conv_direct::conv_forward(&g, xs, wp, f, ys);
                     }
-                    matmul(MatRef::new(cols, s * p, k), MatRef::new(w, k, f), yt, false);
-                });
+                } else {
+                    let s = xt.len() / in_len;
+                    with_scratch(s * p * k, |cols| {
+                        for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+                            im2col(&g, xs, cs);
+                        }
+                        matmul(MatRef::new(cols, s * p, k), MatRef::new(w, k, f), yt, false);
+                    });
+                }
                 activation::forward(act, yt, use_bias.then_some(b), f);
             });
     }
@@ -172,6 +198,7 @@ impl Layer for Conv2D {
         let (p, k, f) = (g.positions(), g.patch_len(), self.filters);
         let (in_len, out_len) = (g.h * g.w * g.c, p * f);
         let act = if self.deferred { Activation::Linear } else { self.activation };
+        let direct = self.direct();
         let tasks = task_count(n);
         let (dw_parts, db_parts) = (&mut self.dw_parts[..tasks * k * f], &mut self.db_parts[..tasks * f]);
         dy[..n * out_len]
@@ -181,13 +208,20 @@ impl Layer for Conv2D {
             .zip(dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f)))
             .for_each(|(((dz, yt), xt), (dw, db))| {
                 activation::backward(act, yt, dz, f);
-                let s = xt.len() / in_len;
-                with_scratch(s * p * k, |cols| {
-                    for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
-                        im2col(&g, xs, cs);
+                if direct {
+                    dw.fill(0.0);
+                    for (xs, dzs) in xt.chunks_exact(in_len).zip(dz.chunks_exact(out_len)) {
+                        conv_direct::conv_weight_grad(&g, xs, dzs, f, dw);
                     }
-                    matmul(MatRef::new(cols, s * p, k).t(), MatRef::new(dz, s * p, f), dw, false);
-                });
+                } else {
+                    let s = xt.len() / in_len;
+                    with_scratch(s * p * k, |cols| {
+                        for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+                            im2col(&g, xs, cs);
+                        }
+                        matmul(MatRef::new(cols, s * p, k).t(), MatRef::new(dz, s * p, f), dw, false);
+                    });
+                }
                 sum_rows(dz, f, db);
             });
         let (gw, gb) = grads.split_at_mut(k * f);
