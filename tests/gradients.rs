@@ -56,6 +56,66 @@ fn conv2d_relu_away_from_the_kink() {
     check_layer(Conv2D::new(1, (1, 1)).activation(Activation::Relu), &[4, 4, 1], 2, x, 40);
 }
 
+/// A Conv2D computing the max-pooling after it (as models fuse them) gives
+/// the same outputs and gradients as the two layers run separately, whose
+/// backward passes are checked against finite differences above. (Finite
+/// differences through a conv + pool pair would cross argmax switches.)
+fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input: [usize; 3], x: Vec<f32>, seed: u64) {
+    let n = x.len() / input.iter().product::<usize>();
+    let (mut fused, mut conv, mut pool) = (conv.clone(), conv, pool);
+    let conv_shape = conv.build(&input).unwrap();
+    fused.build(&input).unwrap();
+    let pooled_len = pool.build(&conv_shape).unwrap().iter().product::<usize>() * n;
+    let conv_len = conv_shape.iter().product::<usize>() * n;
+    assert!(fused.fuse_max_pool(pool.max_pool_window()), "this pair must fuse");
+    for layer in [&mut fused as &mut dyn Layer, &mut conv, &mut pool] {
+        layer.allocate(n);
+    }
+    let mut rng = stream(seed, 0);
+    let params = uniform(&mut rng, conv.param_count(), -0.5, 0.5);
+    let dy = uniform(&mut rng, pooled_len, -1.0, 1.0);
+
+    let (mut z, mut y) = (vec![0.0; conv_len], vec![0.0; pooled_len]);
+    conv.forward(&params, &x, &mut z, n, Mode::Train);
+    pool.forward(&[], &z, &mut y, n, Mode::Train);
+    let (mut dz, mut dx, mut grads) = (vec![0.0; conv_len], vec![0.0; x.len()], vec![0.0; params.len()]);
+    pool.backward(Backward { params: &[], x: &z, y: &y, dy: &mut dy.clone(), dx: Some(&mut dz), grads: &mut [], n });
+    conv.backward(Backward { params: &params, x: &x, y: &z, dy: &mut dz, dx: Some(&mut dx), grads: &mut grads, n });
+
+    let mut fused_y = vec![0.0; pooled_len];
+    fused.forward(&params, &x, &mut fused_y, n, Mode::Train);
+    let (mut fused_dx, mut fused_grads) = (vec![0.0; x.len()], vec![0.0; params.len()]);
+    let pass = Backward {
+        params: &params,
+        x: &x,
+        y: &fused_y,
+        dy: &mut dy.clone(),
+        dx: Some(&mut fused_dx),
+        grads: &mut fused_grads,
+        n,
+    };
+    fused.backward(pass);
+    assert_close("fused output", &fused_y, &y, 1e-5);
+    assert_close("fused params", &fused_grads, &grads, 1e-5);
+    assert_close("fused input", &fused_dx, &dx, 1e-5);
+}
+
+#[test]
+fn conv2d_with_fused_max_pooling_matches_separate_layers() {
+    // Direct path (1 channel), tanh, 2x2 pooling, a partial filter block, tasks of 16 and a partial one.
+    let x = uniform(&mut stream(12, 0), 20 * 8 * 8, -1.0, 1.0);
+    let conv = Conv2D::new(5, (3, 3)).activation(Activation::Tanh);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [8, 8, 1], x, 120);
+    // Matrix-product path (6 channels), same padding, overlapping 3x3/2 pooling, sigmoid.
+    let x = uniform(&mut stream(12, 1), 3 * 7 * 7 * 6, -1.0, 1.0);
+    let conv = Conv2D::new(3, (3, 3)).padding(Padding::Same).activation(Activation::Sigmoid);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((3, 3)).strides((2, 2)), [7, 7, 6], x, 121);
+    // ReLU, the reference model's shape.
+    let x = uniform(&mut stream(12, 2), 2 * 28 * 28, 0.0, 1.0);
+    let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [28, 28, 1], x, 122);
+}
+
 #[test]
 fn max_pooling2d_valid_same_and_strided() {
     let cases = [

@@ -203,6 +203,27 @@ fn same_seed_same_weights_whatever_the_thread_count() {
 }
 
 #[test]
+fn fused_conv_and_pooling_train_exactly_like_separate_layers() {
+    let run = |fuse: bool| {
+        let (x, labels) = stripes(200, 4, 9);
+        let y = to_categorical(&labels, None).unwrap();
+        let mut model = small_cnn(9, 4, Activation::Softmax).fuse_layers(fuse);
+        model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        let history = model.fit(&x, &y, &quiet(2, 32, 0.1)).unwrap();
+        let probs = model.predict(&x).unwrap().to_f32_vec();
+        (model.params().unwrap().to_vec(), history.series("val_loss"), probs)
+    };
+    let (fused, fused_val, fused_probs) = run(true);
+    let (plain, plain_val, plain_probs) = run(false);
+    for (a, b) in fused.iter().zip(&plain).chain(fused_probs.iter().zip(&plain_probs)) {
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    for (a, b) in fused_val.iter().zip(&plain_val) {
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+}
+
+#[test]
 fn dropout_changes_training_but_not_inference() {
     let (x, labels) = stripes(64, 4, 7);
     let y = to_categorical(&labels, None).unwrap();

@@ -58,6 +58,19 @@ pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
     }
 }
 
+/// f'(z) of an elementwise activation from its output y = f(z), one value at
+/// a time (for sparse updates such as a fused pooling's backward pass).
+/// Softmax is not elementwise: it is never asked for here.
+#[inline]
+pub fn derivative_from_output(act: Activation, y: f32) -> f32 {
+    match act {
+        Activation::Linear | Activation::Softmax => 1.0,
+        Activation::Relu => (y > 0.0) as u8 as f32,
+        Activation::Sigmoid => y * (1.0 - y),
+        Activation::Tanh => 1.0 - y * y,
+    }
+}
+
 /// Logistic function without overflow for large |x|.
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {

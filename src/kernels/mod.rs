@@ -30,9 +30,14 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
 }
 
 /// Sums the rows of `m` (rows x cols, row-major) into `out` (cols).
-#[multiversion(targets = "simd")]
 pub fn sum_rows(m: &[f32], cols: usize, out: &mut [f32]) {
     out.fill(0.0);
+    add_rows(m, cols, out);
+}
+
+/// Adds the rows of `m` (rows x cols, row-major) to `out` (cols), in order.
+#[multiversion(targets = "simd")]
+pub fn add_rows(m: &[f32], cols: usize, out: &mut [f32]) {
     for row in m.chunks_exact(cols) {
         add_assign(out, row);
     }

@@ -4,28 +4,91 @@
 use multiversion::multiversion;
 
 use super::Window;
+use super::activation::derivative_from_output;
+use crate::activations::Activation;
 
-/// x: (H,W,C) -> y: (OH,OW,C); argmax[i] is the flat index in x of y[i].
-/// Window positions in the padding are skipped (they never win).
-#[multiversion(targets = "simd")]
+/// x: (H,W,C) -> y: (OH,OW,C); argmax[i] is the flat index in x of y[i],
+/// the first maximum in window order as TensorFlow picks it. Window positions
+/// in the padding are skipped (they never win).
 pub fn max_pool_forward(g: &Window, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if g.c.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") {
+        let (n_in, n_out) = (g.h * g.w * g.c, g.positions() * g.c);
+        assert!(x.len() >= n_in && y.len() >= n_out && argmax.len() >= n_out);
+        // SAFETY: the CPU has AVX2 (checked above) and the slices are large enough.
+        unsafe { avx2::max_pool_forward(g, x, y, argmax) };
+        return;
+    }
+    max_pool_forward_scalar(g, x, y, argmax);
+}
+
+/// Portable reference version of [`max_pool_forward`].
+pub fn max_pool_forward_scalar(g: &Window, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     let c = g.c;
     for oy in 0..g.oh {
         for ox in 0..g.ow {
             let o = (oy * g.ow + ox) * c;
             let (yo, ao) = (&mut y[o..o + c], &mut argmax[o..o + c]);
             yo.fill(f32::NEG_INFINITY);
-            let iy0 = (oy * g.sh) as isize - g.pt as isize;
-            let ix0 = (ox * g.sw) as isize - g.pl as isize;
-            for iy in iy0.max(0)..(iy0 + g.kh as isize).min(g.h as isize) {
-                for ix in ix0.max(0)..(ix0 + g.kw as isize).min(g.w as isize) {
-                    let i = (iy as usize * g.w + ix as usize) * c;
-                    // `>` keeps the first maximum, as TensorFlow does; written
-                    // as selects so the channel loop vectorises.
-                    for (ch, ((ym, am), &v)) in yo.iter_mut().zip(ao.iter_mut()).zip(&x[i..i + c]).enumerate() {
-                        let better = v > *ym;
-                        *ym = if better { v } else { *ym };
-                        *am = if better { (i + ch) as u32 } else { *am };
+            ao.fill(0);
+            for (iy, ix) in window_positions(g, oy, ox) {
+                let i = (iy * g.w + ix) * c;
+                for ch in 0..c {
+                    if x[i + ch] > yo[ch] {
+                        yo[ch] = x[i + ch];
+                        ao[ch] = (i + ch) as u32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The input positions (row, column) of output (oy, ox)'s window, in order,
+/// leaving out those in the padding.
+fn window_positions(g: &Window, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
+    let iy0 = (oy * g.sh) as isize - g.pt as isize;
+    let ix0 = (ox * g.sw) as isize - g.pl as isize;
+    let rows = iy0.max(0) as usize..(iy0 + g.kh as isize).clamp(0, g.h as isize) as usize;
+    let cols = ix0.max(0) as usize..(ix0 + g.kw as isize).clamp(0, g.w as isize) as usize;
+    rows.flat_map(move |iy| cols.clone().map(move |ix| (iy, ix)))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Window, window_positions};
+    use std::arch::x86_64::*;
+
+    /// [`super::max_pool_forward`] eight channels at a time, the running maximum
+    /// and its index in registers. Needs C a multiple of 8 and AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_pool_forward(g: &Window, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+        let c = g.c;
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let o = (oy * g.ow + ox) * c;
+                for ch in (0..c).step_by(8) {
+                    let mut best = _mm256_set1_ps(f32::NEG_INFINITY);
+                    let mut idx = _mm256_setzero_si256();
+                    for (iy, ix) in window_positions(g, oy, ox) {
+                        let i = (iy * g.w + ix) * c + ch;
+                        // SAFETY: i + 8 <= H*W*C, asserted by the caller.
+                        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+                        // Strictly greater keeps the first maximum.
+                        let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
+                        best = _mm256_blendv_ps(best, v, gt);
+                        let here = _mm256_add_epi32(_mm256_set1_epi32(i as i32), lanes);
+                        idx = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(idx),
+                            _mm256_castsi256_ps(here),
+                            gt,
+                        ));
+                    }
+                    // SAFETY: o + ch + 8 <= OH*OW*C, asserted by the caller.
+                    unsafe {
+                        _mm256_storeu_ps(y.as_mut_ptr().add(o + ch), best);
+                        _mm256_storeu_si256(argmax.as_mut_ptr().add(o + ch) as *mut __m256i, idx);
                     }
                 }
             }
@@ -39,5 +102,37 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
     dx.fill(0.0);
     for (&d, &a) in dy.iter().zip(argmax) {
         dx[a as usize] += d;
+    }
+}
+
+/// The same scatter through an elementwise activation, for a pooling fused
+/// into the layer before it: dz[argmax[i]] += dy[i] * act'(y[i]), from zero.
+#[multiversion(targets = "simd")]
+pub fn max_pool_backward_through(act: Activation, dy: &[f32], y: &[f32], argmax: &[u32], dz: &mut [f32]) {
+    dz.fill(0.0);
+    for ((&d, &yv), &a) in dy.iter().zip(y).zip(argmax) {
+        dz[a as usize] += d * derivative_from_output(act, yv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simd_and_scalar_pooling_agree_on_values_ties_and_padding() {
+        for (h, w, c, k, s, pt, pl, oh, ow) in
+            [(6, 6, 16, 2, 2, 0, 0, 3, 3), (5, 7, 8, 3, 2, 1, 1, 3, 4), (4, 4, 8, 2, 1, 0, 0, 3, 3)]
+        {
+            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt, pl, oh, ow };
+            // Values repeat, so ties happen; the first maximum must win in both.
+            let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+            let (mut y1, mut y2) = (vec![0.0; oh * ow * c], vec![0.0; oh * ow * c]);
+            let (mut a1, mut a2) = (vec![0; oh * ow * c], vec![0; oh * ow * c]);
+            max_pool_forward(&g, &x, &mut y1, &mut a1);
+            max_pool_forward_scalar(&g, &x, &mut y2, &mut a2);
+            assert_eq!(y1, y2);
+            assert_eq!(a1, a2);
+        }
     }
 }

@@ -5,8 +5,10 @@ use crate::initializers::glorot_uniform;
 use crate::kernels::conv_direct;
 use crate::kernels::im2col::{col2im_add, im2col};
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_assign, sum_rows, task_count, with_scratch};
+use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
+use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_assign, add_rows, sum_rows, task_count, with_scratch};
 use crate::random::Rng;
+use rayon::iter::Either;
 use rayon::prelude::*;
 
 /// Up to this many input channels the direct kernels are used (measured faster
@@ -37,9 +39,21 @@ pub struct Conv2D {
     g: Option<Window>,
     /// Per-task partial weight and bias gradients, summed in task order.
     dw_parts: Vec<f32>,
+    db_parts: Vec<f32>,
     /// The kernel with filters padded to whole register blocks (direct path).
     padded_kernel: Vec<f32>,
-    db_parts: Vec<f32>,
+    /// A following max-pooling layer this layer computes itself, if any.
+    pool: Option<FusedPool>,
+}
+
+/// Max-pooling computed inside the convolution, one sample at a time: the
+/// convolution's output lives only in a per-thread scratch buffer (cache), never
+/// in memory, which is where most of the time of small CNNs goes otherwise.
+#[derive(Clone, Debug)]
+struct FusedPool {
+    g: Window,
+    /// Flat index (within a sample's convolution output) of each pooled value.
+    argmax: Vec<u32>,
 }
 
 impl Conv2D {
@@ -58,6 +72,7 @@ impl Conv2D {
             dw_parts: Vec::new(),
             db_parts: Vec::new(),
             padded_kernel: Vec::new(),
+            pool: None,
         }
     }
 
@@ -144,6 +159,9 @@ impl Layer for Conv2D {
         let tasks = task_count(batch);
         self.dw_parts.resize(tasks * self.kernel_len(), 0.0);
         self.db_parts.resize(tasks * self.filters, 0.0);
+        if let Some(pool) = &mut self.pool {
+            pool.argmax.resize(batch * pool.g.positions() * pool.g.c, 0);
+        }
         if self.direct() {
             self.padded_kernel.resize(self.geometry().patch_len() * conv_direct::padded_filters(self.filters), 0.0);
         }
@@ -157,73 +175,137 @@ impl Layer for Conv2D {
         self.deferred = deferred;
     }
 
-    // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(im2col(x) . W + b)
-    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+    fn fuse_max_pool(&mut self, pool: Option<Window>) -> bool {
         let g = self.geometry();
-        let (p, k, f) = (g.positions(), g.patch_len(), self.filters);
-        let (w, b) = params.split_at(k * f);
-        let (in_len, out_len) = (g.h * g.w * g.c, p * f);
-        let act = if self.deferred { Activation::Linear } else { self.activation };
-        let (use_bias, direct) = (self.use_bias, self.direct());
-        if direct {
-            conv_direct::pad_filters(w, f, &mut self.padded_kernel);
-        }
-        let wp = &self.padded_kernel;
-        y[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .for_each(|(yt, xt)| {
-                if direct {
-                    for (xs, ys) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(out_len)) {
-                        conv_direct::conv_forward(&g, xs, wp, f, ys);
-                    }
-                } else {
-                    let s = xt.len() / in_len;
-                    with_scratch(s * p * k, |cols| {
-                        for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
-                            im2col(&g, xs, cs);
-                        }
-                        matmul(MatRef::new(cols, s * p, k), MatRef::new(w, k, f), yt, false);
-                    });
-                }
-                activation::forward(act, yt, use_bias.then_some(b), f);
-            });
+        let fits = |p: &Window| p.h == g.oh && p.w == g.ow && p.c == self.filters;
+        let elementwise = self.activation != Activation::Softmax;
+        self.pool = match pool {
+            Some(p) if elementwise && !self.deferred && fits(&p) => Some(FusedPool { g: p, argmax: Vec::new() }),
+            _ => None,
+        };
+        self.pool.is_some()
     }
 
-    // Differentiates y = act(cols . W + b) with cols = im2col(x):
-    //   dz = dy * act'(y);  dW = cols^T . dz;  db = sum(dz);  dx = col2im(dz . W^T)
+    // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
+    // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let g = self.geometry();
+        let f = self.filters;
+        let (w, b) = params.split_at(g.patch_len() * f);
+        if self.direct() {
+            conv_direct::pad_filters(w, f, &mut self.padded_kernel);
+        }
+        let conv = ConvKernel { g, f, direct: self.direct(), w, wp: &self.padded_kernel };
+        let act = if self.deferred { Activation::Linear } else { self.activation };
+        let bias = self.use_bias.then_some(b);
+        let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
+        let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
+        match &mut self.pool {
+            None => y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
+                with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols));
+                activation::forward(act, yt, bias, f);
+            }),
+            Some(pool) => {
+                let pg = pool.g;
+                let pooled_len = pg.positions() * pg.c;
+                y[..n * pooled_len]
+                    .par_chunks_mut(SAMPLES_PER_TASK * pooled_len)
+                    .zip(pool.argmax[..n * pooled_len].par_chunks_mut(SAMPLES_PER_TASK * pooled_len))
+                    .zip(xs)
+                    .for_each(|((yt, at), xt)| {
+                        with_scratch(conv_len + conv.cols_len(1, false), |buf| {
+                            let (z, cols) = buf.split_at_mut(conv_len);
+                            let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
+                            for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
+                                conv.forward(xs, z, cols);
+                                activation::forward(act, z, bias, f);
+                                max_pool_forward(&pg, z, ys, a);
+                            }
+                        });
+                    });
+            }
+        }
+    }
+
+    // Differentiates y = act(z), z = conv(x, W) + b:
+    //   dz = dy * act'(y);  dW = conv_weight_grad(x, dz);  db = sum(dz);  dx = conv_input_grad(dz, W)
+    // With a fused pool, y = maxpool(act(z)) and dz is first scattered to the
+    // argmax positions: dz[argmax[i]] += dy[i] * act'(y[i]).
     fn backward(&mut self, pass: Backward) {
         let Backward { params, x, y, dy, dx, grads, n } = pass;
         let g = self.geometry();
-        let (p, k, f) = (g.positions(), g.patch_len(), self.filters);
-        let (in_len, out_len) = (g.h * g.w * g.c, p * f);
+        let (k, f) = (g.patch_len(), self.filters);
+        let conv = ConvKernel { g, f, direct: self.direct(), w: &params[..k * f], wp: &self.padded_kernel };
         let act = if self.deferred { Activation::Linear } else { self.activation };
-        let direct = self.direct();
+        let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
         let tasks = task_count(n);
         let (dw_parts, db_parts) = (&mut self.dw_parts[..tasks * k * f], &mut self.db_parts[..tasks * f]);
-        dy[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .zip(dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f)))
-            .for_each(|(((dz, yt), xt), (dw, db))| {
-                activation::backward(act, yt, dz, f);
-                if direct {
-                    dw.fill(0.0);
-                    for (xs, dzs) in xt.chunks_exact(in_len).zip(dz.chunks_exact(out_len)) {
-                        conv_direct::conv_weight_grad(&g, xs, dzs, f, dw);
-                    }
-                } else {
-                    let s = xt.len() / in_len;
-                    with_scratch(s * p * k, |cols| {
-                        for (xs, cs) in xt.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
-                            im2col(&g, xs, cs);
-                        }
-                        matmul(MatRef::new(cols, s * p, k).t(), MatRef::new(dz, s * p, f), dw, false);
+        let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
+        let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
+        let dx = dx.map(|dx| &mut dx[..n * in_len]);
+        match &self.pool {
+            None => {
+                dy[..n * conv_len]
+                    .par_chunks_mut(SAMPLES_PER_TASK * conv_len)
+                    .zip(y[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
+                    .zip(xs)
+                    .zip(parts)
+                    .for_each(|(((dz, yt), xt), (dw, db))| {
+                        activation::backward(act, yt, dz, f);
+                        dw.fill(0.0);
+                        with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| {
+                            conv.weight_grad(xt, dz, dw, cols)
+                        });
+                        sum_rows(dz, f, db);
                     });
+                if let Some(dx) = dx {
+                    dx.par_chunks_mut(SAMPLES_PER_TASK * in_len)
+                        .zip(dy[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
+                        .for_each(|(dxt, dz)| {
+                            with_scratch(conv.cols_len(dxt.len() / in_len, true), |dcols| {
+                                conv.input_grad(dz, dxt, dcols)
+                            });
+                        });
                 }
-                sum_rows(dz, f, db);
-            });
+            }
+            Some(pool) => {
+                let pooled_len = pool.g.positions() * pool.g.c;
+                let chunk = SAMPLES_PER_TASK * pooled_len;
+                let dx_tasks = match dx {
+                    Some(dx) => Either::Left(dx.par_chunks_mut(SAMPLES_PER_TASK * in_len).map(Some)),
+                    None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
+                };
+                dy[..n * pooled_len]
+                    .par_chunks(chunk)
+                    .zip(y[..n * pooled_len].par_chunks(chunk))
+                    .zip(pool.argmax[..n * pooled_len].par_chunks(chunk))
+                    .zip(xs)
+                    .zip(parts)
+                    .zip(dx_tasks)
+                    .for_each(|(((((dyt, yt), at), xt), (dw, db)), mut dxt)| {
+                        dw.fill(0.0);
+                        db.fill(0.0);
+                        with_scratch(conv_len + conv.cols_len(1, dxt.is_some()), |buf| {
+                            let (dz, cols) = buf.split_at_mut(conv_len);
+                            for (s, xs) in xt.chunks_exact(in_len).enumerate() {
+                                let sample = s * pooled_len..(s + 1) * pooled_len;
+                                max_pool_backward_through(
+                                    act,
+                                    &dyt[sample.clone()],
+                                    &yt[sample.clone()],
+                                    &at[sample],
+                                    dz,
+                                );
+                                add_rows(dz, f, db);
+                                conv.weight_grad(xs, dz, dw, cols);
+                                if let Some(dxt) = dxt.as_deref_mut() {
+                                    conv.input_grad(dz, &mut dxt[s * in_len..][..in_len], cols);
+                                }
+                            }
+                        });
+                    });
+            }
+        }
         let (gw, gb) = grads.split_at_mut(k * f);
         gw.copy_from_slice(&dw_parts[..k * f]);
         dw_parts.chunks_exact(k * f).skip(1).for_each(|part| add_assign(gw, part));
@@ -231,20 +313,71 @@ impl Layer for Conv2D {
             gb.copy_from_slice(&db_parts[..f]);
             db_parts.chunks_exact(f).skip(1).for_each(|part| add_assign(gb, part));
         }
-        let Some(dx) = dx else { return };
-        let w = &params[..k * f];
-        dx[..n * in_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-            .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .for_each(|(dxt, dz)| {
-                let s = dxt.len() / in_len;
-                dxt.fill(0.0);
-                with_scratch(s * p * k, |dcols| {
-                    matmul(MatRef::new(dz, s * p, f), MatRef::new(w, k, f).t(), dcols, false);
-                    for (dxs, dc) in dxt.chunks_exact_mut(in_len).zip(dcols.chunks_exact(p * k)) {
-                        col2im_add(&g, dc, dxs);
-                    }
-                });
-            });
+    }
+}
+
+/// The convolution of one layer over whole samples, by the direct kernels
+/// (few input channels) or by unfolding patches and a matrix product.
+struct ConvKernel<'a> {
+    g: Window,
+    f: usize,
+    direct: bool,
+    /// Kernel (K, F) and, for the direct path, the same padded to register blocks.
+    w: &'a [f32],
+    wp: &'a [f32],
+}
+
+impl ConvKernel<'_> {
+    /// Scratch values needed for `s` samples: unfolded patches, which the
+    /// direct path only needs for the input gradient.
+    fn cols_len(&self, s: usize, input_grad: bool) -> usize {
+        if self.direct && !input_grad { 0 } else { s * self.g.positions() * self.g.patch_len() }
+    }
+
+    // x: (s,H,W,C) -> z: (s,OH,OW,F) = conv(x, W), no bias
+    fn forward(&self, x: &[f32], z: &mut [f32], cols: &mut [f32]) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        if self.direct {
+            for (xs, zs) in x.chunks_exact(in_len).zip(z.chunks_exact_mut(p * f)) {
+                conv_direct::conv_forward(g, xs, self.wp, f, zs);
+            }
+            return;
+        }
+        let s = x.len() / in_len;
+        for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+            im2col(g, xs, cs);
+        }
+        matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), z, false);
+    }
+
+    // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz
+    fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], cols: &mut [f32]) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        if self.direct {
+            for (xs, dzs) in x.chunks_exact(in_len).zip(dz.chunks_exact(p * f)) {
+                conv_direct::conv_weight_grad(g, xs, dzs, f, dw);
+            }
+            return;
+        }
+        let s = x.len() / in_len;
+        for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+            im2col(g, xs, cs);
+        }
+        matmul(MatRef::new(&cols[..s * p * k], s * p, k).t(), MatRef::new(dz, s * p, f), dw, true);
+    }
+
+    // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T)
+    fn input_grad(&self, dz: &[f32], dx: &mut [f32], dcols: &mut [f32]) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        let s = dx.len() / in_len;
+        dx.fill(0.0);
+        let dcols = &mut dcols[..s * p * k];
+        matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dcols, false);
+        for (dxs, dc) in dx.chunks_exact_mut(in_len).zip(dcols.chunks_exact(p * k)) {
+            col2im_add(g, dc, dxs);
+        }
     }
 }

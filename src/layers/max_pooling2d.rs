@@ -80,6 +80,10 @@ impl Layer for MaxPooling2D {
         Ok(vec![g.oh, g.ow, g.c])
     }
 
+    fn max_pool_window(&self) -> Option<Window> {
+        self.g
+    }
+
     fn allocate(&mut self, batch: usize) {
         let g = self.geometry();
         self.argmax.resize(batch * g.positions() * g.c, 0);

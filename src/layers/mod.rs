@@ -22,6 +22,7 @@ pub use max_pooling2d::MaxPooling2D;
 pub use padding::Padding;
 
 use crate::activations::Activation;
+use crate::kernels::Window;
 use crate::random::Rng;
 
 /// Whether a forward pass is for training (dropout active) or inference.
@@ -89,6 +90,20 @@ pub trait Layer: Send {
     /// backward receives dL/dlogits: the loss then applies the activation
     /// itself, stably (softmax + cross-entropy via log-sum-exp).
     fn defer_output_activation(&mut self, _deferred: bool) {}
+
+    /// For a max-pooling layer, its window (after `build`), so that the layer
+    /// before it may compute the pooling itself.
+    fn max_pool_window(&self) -> Option<Window> {
+        None
+    }
+
+    /// Asks this layer to also compute the max-pooling `pool` that follows it
+    /// (`None` undoes it); returns whether it does. When it does, `forward`
+    /// writes the pooled output, `backward` receives the pooled gradient, and
+    /// the model skips the pooling layer: the same numbers, less memory traffic.
+    fn fuse_max_pool(&mut self, _pool: Option<Window>) -> bool {
+        false
+    }
 
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);

@@ -17,6 +17,9 @@ pub(crate) struct Network {
     pub acts: Vec<Vec<f32>>,
     /// dL/d(acts[i]); deltas[0] stays empty (the input needs no gradient).
     pub deltas: Vec<Vec<f32>>,
+    /// fused[i]: layer i also computes layer i + 1 (a max-pooling), writing
+    /// acts[i + 2] directly; acts[i + 1] then stays empty and layer i + 1 is skipped.
+    pub fused: Vec<bool>,
 }
 
 impl Network {
@@ -31,6 +34,7 @@ impl Network {
             capacity: 0,
             acts: vec![Vec::new(); depth],
             deltas: vec![Vec::new(); depth],
+            fused: vec![false; depth - 1],
         }
     }
 
@@ -54,7 +58,8 @@ impl Network {
             return;
         }
         for i in 0..self.shapes.len() {
-            let len = batch * self.sample_len(i);
+            let skipped = i > 0 && self.fused[i - 1];
+            let len = if skipped { 0 } else { batch * self.sample_len(i) };
             self.acts[i].resize(len, 0.0);
             if i > 0 {
                 self.deltas[i].resize(len, 0.0);
@@ -66,24 +71,42 @@ impl Network {
         self.capacity = batch;
     }
 
+    /// Whether layer i runs itself (it is not computed by the layer before).
+    fn runs(&self, i: usize) -> bool {
+        i == 0 || !self.fused[i - 1]
+    }
+
+    /// Index in acts/deltas of layer i's output as the model sees it.
+    fn output_of(&self, i: usize) -> usize {
+        if self.fused.get(i).copied().unwrap_or(false) { i + 2 } else { i + 1 }
+    }
+
     /// acts[0][..n] -> acts[last][..n]
     pub fn forward(&mut self, layers: &mut [Box<dyn Layer>], n: usize, mode: Mode) {
         for (i, layer) in layers.iter_mut().enumerate() {
+            if !self.runs(i) {
+                continue;
+            }
+            let out = self.output_of(i);
             let (before, after) = self.acts.split_at_mut(i + 1);
-            layer.forward(&self.params[self.ranges[i].clone()], &before[i], &mut after[0], n, mode);
+            layer.forward(&self.params[self.ranges[i].clone()], &before[i], &mut after[out - i - 1], n, mode);
         }
     }
 
     /// deltas[last][..n] -> grads (and deltas of every hidden layer on the way).
     pub fn backward(&mut self, layers: &mut [Box<dyn Layer>], n: usize) {
         for (i, layer) in layers.iter_mut().enumerate().rev() {
+            if !self.runs(i) {
+                continue;
+            }
+            let out = self.output_of(i);
             let (before, after) = self.deltas.split_at_mut(i + 1);
             let range = self.ranges[i].clone();
             layer.backward(Backward {
                 params: &self.params[range.clone()],
                 x: &self.acts[i],
-                y: &self.acts[i + 1],
-                dy: &mut after[0],
+                y: &self.acts[out],
+                dy: &mut after[out - i - 1],
                 dx: if i == 0 { None } else { Some(&mut before[i]) },
                 grads: &mut self.grads[range],
                 n,

@@ -30,6 +30,7 @@ pub struct Sequential {
     pub(super) names: Vec<String>,
     input_shape: Option<Vec<usize>>,
     pub(super) seed: u64,
+    fuse: bool,
     pub(super) net: Option<Network>,
     pub(super) compiled: Option<Compiled>,
 }
@@ -58,6 +59,7 @@ impl Sequential {
             names: Vec::new(),
             input_shape: None,
             seed: 0,
+            fuse: true,
             net: None,
             compiled: None,
         }
@@ -91,6 +93,15 @@ impl Sequential {
     /// same run, bit for bit, whatever the number of threads.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self.net = None;
+        self
+    }
+
+    /// Whether layers may compute the max-pooling that follows them (on by
+    /// default). Fusion changes where intermediate values live, not the
+    /// results; turning it off is for comparison and debugging.
+    pub fn fuse_layers(mut self, on: bool) -> Self {
+        self.fuse = on;
         self.net = None;
         self
     }
@@ -156,8 +167,13 @@ impl Sequential {
             layer.init_params(&mut params[ranges[i].clone()], &mut rng);
             layer.set_rng(random::stream(self.seed, streams::DROPOUT + i as u64));
         }
-        self.net = Some(Network::new(shapes, ranges, params));
+        let mut net = Network::new(shapes, ranges, params);
         self.fuse_head();
+        for i in 0..self.layers.len() - 1 {
+            let pool = if self.fuse { self.layers[i + 1].max_pool_window() } else { None };
+            net.fused[i] = self.layers[i].fuse_max_pool(pool);
+        }
+        self.net = Some(net);
         Ok(())
     }
 
