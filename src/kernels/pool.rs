@@ -110,8 +110,18 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
 #[multiversion(targets = "simd")]
 pub fn max_pool_backward_through(act: Activation, dy: &[f32], y: &[f32], argmax: &[u32], dz: &mut [f32]) {
     dz.fill(0.0);
-    for ((&d, &yv), &a) in dy.iter().zip(y).zip(argmax) {
-        dz[a as usize] += d * derivative_from_output(act, yv);
+    // One loop per activation, so the derivative is inlined, not matched per value.
+    macro_rules! scatter {
+        ($derivative:expr) => {
+            for ((&d, &yv), &a) in dy.iter().zip(y).zip(argmax) {
+                dz[a as usize] += d * $derivative(yv);
+            }
+        };
+    }
+    match act {
+        Activation::Relu => scatter!(|y: f32| if y > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Linear => scatter!(|_: f32| 1.0),
+        _ => scatter!(|y: f32| derivative_from_output(act, y)),
     }
 }
 

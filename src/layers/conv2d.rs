@@ -163,7 +163,7 @@ impl Layer for Conv2D {
             pool.argmax.resize(batch * pool.g.positions() * pool.g.c, 0);
         }
         if self.direct() {
-            self.padded_kernel.resize(self.geometry().patch_len() * conv_direct::padded_filters(self.filters), 0.0);
+            self.padded_kernel.resize(conv_direct::padded_len(self.geometry().patch_len(), self.filters), 0.0);
         }
     }
 
@@ -192,18 +192,17 @@ impl Layer for Conv2D {
         let g = self.geometry();
         let f = self.filters;
         let (w, b) = params.split_at(g.patch_len() * f);
+        let bias = self.use_bias.then_some(b);
         if self.direct() {
-            conv_direct::pad_filters(w, f, &mut self.padded_kernel);
+            conv_direct::pad_filters(w, bias, f, &mut self.padded_kernel);
         }
         let conv = ConvKernel { g, f, direct: self.direct(), w, wp: &self.padded_kernel };
         let act = if self.deferred { Activation::Linear } else { self.activation };
-        let bias = self.use_bias.then_some(b);
         let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
         let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
         match &mut self.pool {
             None => y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
-                with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols));
-                activation::forward(act, yt, bias, f);
+                with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols, bias, act));
             }),
             Some(pool) => {
                 let pg = pool.g;
@@ -217,8 +216,7 @@ impl Layer for Conv2D {
                             let (z, cols) = buf.split_at_mut(conv_len);
                             let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
                             for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
-                                conv.forward(xs, z, cols);
-                                activation::forward(act, z, bias, f);
+                                conv.forward(xs, z, cols, bias, act);
                                 max_pool_forward(&pg, z, ys, a);
                             }
                         });
@@ -334,13 +332,18 @@ impl ConvKernel<'_> {
         if self.direct && !input_grad { 0 } else { s * self.g.positions() * self.g.patch_len() }
     }
 
-    // x: (s,H,W,C) -> z: (s,OH,OW,F) = conv(x, W), no bias
-    fn forward(&self, x: &[f32], z: &mut [f32], cols: &mut [f32]) {
+    // x: (s,H,W,C) -> y: (s,OH,OW,F) = act(conv(x, W) + b)
+    // (the direct path takes the bias from `wp` and applies a ReLU in registers)
+    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], bias: Option<&[f32]>, act: Activation) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         if self.direct {
-            for (xs, zs) in x.chunks_exact(in_len).zip(z.chunks_exact_mut(p * f)) {
-                conv_direct::conv_forward(g, xs, self.wp, f, zs);
+            let relu = act == Activation::Relu;
+            for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
+                conv_direct::conv_forward(g, xs, self.wp, f, relu, ys);
+            }
+            if !matches!(act, Activation::Relu | Activation::Linear) {
+                activation::forward(act, y, None, f);
             }
             return;
         }
@@ -348,7 +351,8 @@ impl ConvKernel<'_> {
         for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
             im2col(g, xs, cs);
         }
-        matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), z, false);
+        matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
+        activation::forward(act, y, bias, f);
     }
 
     // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz
