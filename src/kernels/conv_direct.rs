@@ -8,6 +8,9 @@ use super::Window;
 /// Output channels per register block: 4 AVX2 or 2 AVX-512 vectors.
 const BLOCK: usize = 32;
 
+/// Taps (KH*KW*C) up to which the tap offsets are precomputed for the fast path.
+const MAX_TAPS: usize = 64;
+
 /// Valid output rows (or columns) `lo..hi` for kernel offset `k`: those whose
 /// input index `o * s + k - pad` lies in `0..len`.
 fn valid_range(out: usize, s: usize, k: usize, pad: usize, len: usize) -> (usize, usize) {
@@ -92,7 +95,7 @@ fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> impl Iterator<
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK, Window, padded_filters, valid_range};
+    use super::{BLOCK, MAX_TAPS, Window, padded_filters, valid_range};
     use std::arch::x86_64::*;
 
     /// [`super::conv_forward`] with the 32 output channels of a block in four
@@ -107,6 +110,15 @@ mod avx2 {
             let ix0 = (ox * g.sw) as isize - g.pl as isize;
             (ix0, (-ix0).max(0) as usize, (g.w as isize - ix0).clamp(0, g.kw as isize) as usize)
         };
+        // Offsets in x of every tap relative to the window's corner, for the
+        // windows that lie wholly inside the input (most of them).
+        let k = g.patch_len();
+        let mut offsets = [0usize; MAX_TAPS];
+        for (t, o) in offsets.iter_mut().enumerate().take(k.min(MAX_TAPS)) {
+            let (ky, kx, ci) = (t / (g.kw * g.c), t / g.c % g.kw, t % g.c);
+            *o = (ky * g.w + kx) * g.c + ci;
+        }
+        let offsets = &offsets[..k.min(MAX_TAPS)];
         for oy in 0..g.oh {
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ky = ((-iy0).max(0) as usize, (g.h as isize - iy0).clamp(0, g.kh as isize) as usize);
@@ -117,9 +129,19 @@ mod avx2 {
                     let (_, lo1, hi1) = kx_range(ox + 1);
                     kx_lo == 0 && kx_hi == g.kw && lo1 == 0 && hi1 == g.kw
                 };
+                let inside = pair && ky == (0, g.kh) && k <= MAX_TAPS;
                 for fb in (0..f).step_by(BLOCK) {
                     let nb = (f - fb).min(BLOCK);
-                    if pair {
+                    if inside {
+                        let corner = (iy0 as usize * g.w + ix0 as usize) * g.c;
+                        let corners = [corner, corner + g.sw * g.c];
+                        let last = corners[1] + offsets[k - 1];
+                        assert!(last < x.len() && (k - 1) * fp + fb + BLOCK <= wp.len());
+                        // SAFETY: the largest x index and the last weight block are in bounds (asserted).
+                        let [a, b] = unsafe { interior::<2>(x, corners, offsets, &wp[fb..], fp) };
+                        store(a, &bias[fb..], relu, &mut y[(oy * g.ow + ox) * f + fb..][..nb]);
+                        store(b, &bias[fb..], relu, &mut y[(oy * g.ow + ox + 1) * f + fb..][..nb]);
+                    } else if pair {
                         let ix1 = ix0 + g.sw as isize;
                         let [a, b] = taps::<2>(g, x, wp, fp, fb, iy0, ky, [ix0, ix1], (0, g.kw));
                         store(a, &bias[fb..], relu, &mut y[(oy * g.ow + ox) * f + fb..][..nb]);
@@ -187,6 +209,42 @@ mod avx2 {
                 }
             }
         }
+    }
+
+    /// Output channels fb..fb+32 of P pixels whose windows lie inside the
+    /// input, starting at x[corners[p]]: one tight loop over the taps.
+    /// Safety: `corners[p] + offsets[t]` must index `x` and `w` must hold
+    /// `(offsets.len() - 1) * fp + 32` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn interior<const P: usize>(
+        x: &[f32],
+        corners: [usize; P],
+        offsets: &[usize],
+        w: &[f32],
+        fp: usize,
+    ) -> [[__m256; 4]; P] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; P];
+        let (x, w) = (x.as_ptr(), w.as_ptr());
+        for (t, &off) in offsets.iter().enumerate() {
+            // SAFETY: in bounds by this function's contract.
+            unsafe {
+                let wt = w.add(t * fp);
+                let ws = [
+                    _mm256_loadu_ps(wt),
+                    _mm256_loadu_ps(wt.add(8)),
+                    _mm256_loadu_ps(wt.add(16)),
+                    _mm256_loadu_ps(wt.add(24)),
+                ];
+                for p in 0..P {
+                    let v = _mm256_broadcast_ss(&*x.add(corners[p] + off));
+                    for j in 0..4 {
+                        acc[p][j] = _mm256_fmadd_ps(v, ws[j], acc[p][j]);
+                    }
+                }
+            }
+        }
+        acc
     }
 
     /// Output channels fb..fb+32 of P pixels in one row, whose windows start at
