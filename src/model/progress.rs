@@ -100,12 +100,13 @@ impl Progress {
     }
 
     /// After a step: redraws the line on a terminal, at most every 100 ms.
-    pub fn step(&mut self, step: usize, logs: &Logs) {
+    /// `logs` is only called when the line is drawn.
+    pub fn step(&mut self, step: usize, logs: impl FnOnce() -> Logs) {
         if !self.live || self.last_draw.is_some_and(|t| t.elapsed() < REDRAW_EVERY) {
             return;
         }
         self.last_draw = Some(Instant::now());
-        let line = format_progress_line(step, self.total, self.start.elapsed(), logs, false, true);
+        let line = format_progress_line(step, self.total, self.start.elapsed(), &logs(), false, true);
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "\r{line}\x1b[K");
         let _ = out.flush();

@@ -116,9 +116,9 @@ impl Sequential {
                 for (total, part) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
                     *total += part;
                 }
-                progress.step(step + 1, &self.logs(loss_sum, &metric_sums, seen, ""));
+                progress.step(step + 1, || self.logs(loss_sum, &metric_sums, seen));
             }
-            let mut logs = self.logs(loss_sum, &metric_sums, seen, "");
+            let mut logs = self.logs(loss_sum, &metric_sums, seen);
             if n_train < n {
                 let val: Vec<usize> = (n_train..n).collect();
                 logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch).to_logs("val_"));
@@ -197,18 +197,18 @@ impl Sequential {
                 *total += part;
             }
         }
-        let logs = self.logs(loss_sum, &metric_sums, indices.len(), "");
+        let logs = self.logs(loss_sum, &metric_sums, indices.len());
         let loss = logs["loss"];
         Evaluation { loss, metrics: logs.into_iter().filter(|(k, _)| k != "loss").collect() }
     }
 
-    fn logs(&self, loss_sum: f64, metric_sums: &[f64], seen: usize, prefix: &str) -> Logs {
+    fn logs(&self, loss_sum: f64, metric_sums: &[f64], seen: usize) -> Logs {
         let seen = seen.max(1) as f64;
         let mut logs = Logs::new();
-        logs.insert(format!("{prefix}loss"), loss_sum / seen);
+        logs.insert("loss".into(), loss_sum / seen);
         if let Some(c) = &self.compiled {
             for (m, sum) in c.metrics.iter().zip(metric_sums) {
-                logs.insert(format!("{prefix}{}", m.name()), sum / seen);
+                logs.insert(m.name().into(), sum / seen);
             }
         }
         logs
