@@ -76,7 +76,7 @@ fn train_runs_end_to_end_and_writes_metrics() {
     }
     assert_eq!(report["config"]["batch_size"], 32);
     assert_eq!(report["config"]["params"], 54_410);
-    for key in ["load_s", "fit_s", "evaluate_s", "total_s"] {
+    for key in ["load_s", "fit_s", "evaluate_s", "predict_s", "total_s"] {
         assert!(report["timings"][key].as_f64().unwrap() >= 0.0);
     }
 }

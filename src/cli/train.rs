@@ -95,6 +95,9 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let eval_start = Instant::now();
     let scores = model.evaluate(&test_images, &test_labels)?;
     let evaluate_s = eval_start.elapsed().as_secs_f64();
+    let predict_start = Instant::now();
+    model.predict(&test_images)?;
+    let predict_s = predict_start.elapsed().as_secs_f64();
     let test_accuracy = scores.accuracy().unwrap_or(f64::NAN);
     println!("Test accuracy: {test_accuracy:.4}");
     if !args.quiet && !history.epochs.is_empty() {
@@ -125,6 +128,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
                 "load_s": load_s,
                 "fit_s": fit_s,
                 "evaluate_s": evaluate_s,
+                "predict_s": predict_s,
                 "total_s": start.elapsed().as_secs_f64(),
             },
         });

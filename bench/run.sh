@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of keel, Keras and PyTorch on the reference workflow.
+# Installs the peers into a virtual environment outside the source tree
+# (KEEL_BENCH_VENV, default ~/.cache/keel/bench-venv), builds keel in release,
+# then runs bench/compare.py. Extra arguments go to compare.py, e.g.
+#   KEEL_DATA_DIR=../shared/datasets bench/run.sh --rounds 3 --threads 2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${KEEL_BENCH_VENV:-$HOME/.cache/keel/bench-venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q tensorflow-cpu==2.21.0 torch==2.15.0
+cargo build --release
+"$venv/bin/python" bench/compare.py "${KEEL_DATA_DIR:-../shared/datasets}" "$@"
