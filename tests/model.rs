@@ -224,6 +224,24 @@ fn fused_conv_and_pooling_train_exactly_like_separate_layers() {
 }
 
 #[test]
+fn flatten_anywhere_is_a_renaming() {
+    let x = Tensor::from_vec(&[8, 2, 4], (0..64).map(|i| (i % 9) as f32 / 9.0).collect()).unwrap();
+    // Dense on the last axis, then Flatten as the output layer.
+    let mut model = Sequential::new().add(Dense::new(3).input_shape([2, 4])).add(Flatten::new());
+    model.compile(SGD::new(0.1), Loss::MeanSquaredError, &[]).unwrap();
+    let y = Tensor::zeros(&[8, 6]);
+    let history = model.fit(&x, &y, &quiet(3, 4, 0.0)).unwrap();
+    let losses = history.series("loss");
+    assert!(losses[2] < losses[0], "{losses:?}");
+    assert_eq!(model.predict(&x).unwrap().shape(), &[8, 6]);
+    // A model that only reshapes: nothing to train, outputs equal inputs.
+    let mut reshape = Sequential::new().add(Flatten::new().input_shape([2, 4]));
+    reshape.compile(SGD::new(0.1), Loss::MeanSquaredError, &[]).unwrap();
+    reshape.fit(&x, &Tensor::zeros(&[8, 8]), &quiet(1, 4, 0.0)).unwrap();
+    assert_eq!(reshape.predict(&x).unwrap().to_f32_vec(), x.to_f32_vec());
+}
+
+#[test]
 fn dropout_changes_training_but_not_inference() {
     let (x, labels) = stripes(64, 4, 7);
     let y = to_categorical(&labels, None).unwrap();

@@ -74,6 +74,39 @@ pub fn conv_forward_scalar(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bo
     }
 }
 
+/// Convolution, bias, optional ReLU and 2x2/2 max-pooling in one pass, the
+/// convolution's output never leaving registers: x: (H,W,C) -> y: (OH/2,OW/2,F)
+/// with `argmax` the flat index in the (OH,OW,F) convolution output of each
+/// pooled value (first maximum on ties), as [`super::pool::max_pool_forward`]
+/// gives it. Covers valid convolutions with F a multiple of 32 on AVX2; returns
+/// false (doing nothing) otherwise, and the caller computes the steps apart.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_relu_pool2x2(
+    g: &Window,
+    pool: &Window,
+    x: &[f32],
+    wp: &[f32],
+    f: usize,
+    relu: bool,
+    y: &mut [f32],
+    argmax: &mut [u32],
+) -> bool {
+    let pool_2x2 = (pool.kh, pool.kw, pool.sh, pool.sw, pool.pt, pool.pl) == (2, 2, 2, 2, 0, 0);
+    let fits = pool_2x2 && g.pt == 0 && g.pl == 0 && f.is_multiple_of(BLOCK) && g.patch_len() <= MAX_TAPS;
+    #[cfg(target_arch = "x86_64")]
+    if fits && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(pool.h == g.oh && pool.w == g.ow && pool.c == f);
+        assert!(x.len() >= g.h * g.w * g.c && wp.len() >= padded_len(g.patch_len(), f));
+        assert!(y.len() >= pool.positions() * f && argmax.len() >= pool.positions() * f);
+        // SAFETY: the CPU has AVX2 and FMA; shapes and sizes are checked above.
+        unsafe { avx2::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax) };
+        return true;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (fits, x, wp, relu, y, argmax);
+    false
+}
+
 /// The taps (index t into the KH*KW*C patch, input value) of output pixel
 /// (oy, ox) that fall inside the input; padding contributes nothing.
 fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> impl Iterator<Item = (usize, f32)> + 'a {
@@ -154,6 +187,98 @@ mod avx2 {
                 ox += if pair { 2 } else { 1 };
             }
         }
+    }
+
+    /// [`super::conv_relu_pool2x2`]: per pooled pixel and block of 32 filters,
+    /// the four convolution outputs of its window are computed two at a time,
+    /// reduced to their maximum and its index, then biased and rectified.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv_relu_pool2x2(
+        g: &Window,
+        pool: &Window,
+        x: &[f32],
+        wp: &[f32],
+        f: usize,
+        relu: bool,
+        y: &mut [f32],
+        argmax: &mut [u32],
+    ) {
+        let (c, fp, k) = (g.c, padded_filters(f), g.patch_len());
+        let bias = &wp[k * fp..];
+        let mut offsets = [0usize; MAX_TAPS];
+        for (t, o) in offsets.iter_mut().enumerate().take(k) {
+            let (ky, kx, ci) = (t / (g.kw * c), t / c % g.kw, t % c);
+            *o = (ky * g.w + kx) * c + ci;
+        }
+        let offsets = &offsets[..k];
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for py in 0..pool.oh {
+            for px in 0..pool.ow {
+                let (oy, ox) = (2 * py, 2 * px);
+                let top = (oy * g.sh * g.w + ox * g.sw) * c;
+                let bottom = top + g.sh * g.w * c;
+                let corners = [top, top + g.sw * c, bottom, bottom + g.sw * c];
+                assert!(corners[3] + offsets[k - 1] < x.len());
+                // Flat indices in the convolution output of the window's four pixels.
+                let conv_index = [
+                    (oy * g.ow + ox) * f,
+                    (oy * g.ow + ox + 1) * f,
+                    ((oy + 1) * g.ow + ox) * f,
+                    ((oy + 1) * g.ow + ox + 1) * f,
+                ];
+                for fb in (0..f).step_by(BLOCK) {
+                    // SAFETY: every corner + offset indexes x (asserted) and wp holds the block.
+                    let [p0, p1] = unsafe { interior::<2>(x, [corners[0], corners[1]], offsets, &wp[fb..], fp) };
+                    let [p2, p3] = unsafe { interior::<2>(x, [corners[2], corners[3]], offsets, &wp[fb..], fp) };
+                    let out = (py * pool.ow + px) * f + fb;
+                    let (ys, idx) = (&mut y[out..out + BLOCK], &mut argmax[out..out + BLOCK]);
+                    for j in 0..4 {
+                        let first = fb + 8 * j;
+                        let at = |p: usize| lane_indices(conv_index[p] + first, lanes);
+                        // SAFETY: bias holds the padded filters.
+                        let b = unsafe { _mm256_loadu_ps(bias.as_ptr().add(first)) };
+                        // Bias and ReLU before the maximum, as the layers apart do, so that
+                        // ties between rectified zeros resolve the same way.
+                        let (q0, q1) = (activate(p0[j], b, relu), activate(p1[j], b, relu));
+                        let (q2, q3) = (activate(p2[j], b, relu), activate(p3[j], b, relu));
+                        // Strictly greater keeps the earlier pixel on ties: window order (0,0) (0,1) (1,0) (1,1).
+                        let (m01, i01) = pick(q0, at(0), q1, at(1));
+                        let (m23, i23) = pick(q2, at(2), q3, at(3));
+                        let (m, i) = pick(m01, i01, m23, i23);
+                        // SAFETY: ys and idx hold BLOCK values.
+                        unsafe {
+                            _mm256_storeu_ps(ys.as_mut_ptr().add(8 * j), m);
+                            _mm256_storeu_si256(idx.as_mut_ptr().add(8 * j) as *mut __m256i, i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// v + bias, rectified when `relu`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn activate(v: __m256, bias: __m256, relu: bool) -> __m256 {
+        let v = _mm256_add_ps(v, bias);
+        if relu { _mm256_max_ps(v, _mm256_setzero_ps()) } else { v }
+    }
+
+    /// first + 0, ..., first + 7 (`lanes` is 0..8).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn lane_indices(first: usize, lanes: __m256i) -> __m256i {
+        _mm256_add_epi32(_mm256_set1_epi32(first as i32), lanes)
+    }
+
+    /// The larger of (a, ia) and (b, ib) per lane; `a` on ties.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn pick(a: __m256, ia: __m256i, b: __m256, ib: __m256i) -> (__m256, __m256i) {
+        let b_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+        let i = _mm256_blendv_ps(_mm256_castsi256_ps(ia), _mm256_castsi256_ps(ib), b_wins);
+        (_mm256_blendv_ps(a, b, b_wins), _mm256_castps_si256(i))
     }
 
     /// [`super::conv_weight_grad`] tap by tap: for each tap and block of 32
@@ -379,6 +504,33 @@ mod tests {
                 }
                 assert_eq!(relu, fast.iter().all(|v| *v >= 0.0));
             }
+        }
+    }
+
+    #[test]
+    fn fused_conv_pool_matches_conv_then_pool() {
+        use crate::kernels::pool::max_pool_forward;
+        // Odd conv output (27 -> 13 pooled), many exact ties (few distinct values), 64 filters, 3 channels.
+        for (h, w, c, f, relu) in [(29, 29, 1, 32, true), (10, 12, 3, 64, false), (6, 6, 1, 32, true)] {
+            let g = Window { h, w, c, kh: 3, kw: 3, sh: 1, sw: 1, pt: 0, pl: 0, oh: h - 2, ow: w - 2 };
+            let pool =
+                Window { h: g.oh, w: g.ow, c: f, kh: 2, kw: 2, sh: 2, sw: 2, pt: 0, pl: 0, oh: g.oh / 2, ow: g.ow / 2 };
+            let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 7) as f32 / 7.0 - 0.5).collect();
+            let kernel: Vec<f32> = (0..g.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.5).collect();
+            let bias: Vec<f32> = (0..f).map(|i| (i % 3) as f32 * 0.1 - 0.1).collect();
+            let mut wp = vec![0.0; padded_len(g.patch_len(), f)];
+            pad_filters(&kernel, Some(&bias), f, &mut wp);
+            // The steps apart, with the same arithmetic: values and winners must agree exactly.
+            let mut z = vec![0.0; g.positions() * f];
+            conv_forward(&g, &x, &wp, f, relu, &mut z);
+            let (mut want_y, mut want_a) = (vec![0.0; pool.positions() * f], vec![0; pool.positions() * f]);
+            max_pool_forward(&pool, &z, &mut want_y, &mut want_a);
+            let (mut y, mut a) = (vec![0.0; pool.positions() * f], vec![0; pool.positions() * f]);
+            if !conv_relu_pool2x2(&g, &pool, &x, &wp, f, relu, &mut y, &mut a) {
+                return; // no AVX2 here: the layer computes the steps apart
+            }
+            assert_eq!(y, want_y);
+            assert_eq!(a, want_a);
         }
     }
 

@@ -216,8 +216,10 @@ impl Layer for Conv2D {
                             let (z, cols) = buf.split_at_mut(conv_len);
                             let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
                             for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
-                                conv.forward(xs, z, cols, bias, act);
-                                max_pool_forward(&pg, z, ys, a);
+                                if !conv.forward_relu_pool2x2(&pg, xs, ys, a, act) {
+                                    conv.forward(xs, z, cols, bias, act);
+                                    max_pool_forward(&pg, z, ys, a);
+                                }
                             }
                         });
                     });
@@ -353,6 +355,24 @@ impl ConvKernel<'_> {
         }
         matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
         activation::forward(act, y, bias, f);
+    }
+
+    /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one
+    /// sample in registers, where the direct kernels cover the shapes; false otherwise.
+    fn forward_relu_pool2x2(
+        &self,
+        pool: &Window,
+        x: &[f32],
+        y: &mut [f32],
+        argmax: &mut [u32],
+        act: Activation,
+    ) -> bool {
+        let relu = match act {
+            Activation::Relu => true,
+            Activation::Linear => false,
+            _ => return false,
+        };
+        self.direct && conv_direct::conv_relu_pool2x2(&self.g, pool, x, self.wp, self.f, relu, y, argmax)
     }
 
     // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz

@@ -1,7 +1,8 @@
 use super::{Backward, Layer, Mode};
 
 /// Flattens each sample to one dimension, as `keras.layers.Flatten`. Data is
-/// already contiguous, so this is a copy.
+/// already contiguous: in a model this is a renaming, no work at all (run on
+/// its own, forward and backward are copies).
 ///
 /// ```
 /// use keel::prelude::*;
@@ -37,6 +38,10 @@ impl Layer for Flatten {
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
         self.input_shape.as_deref()
+    }
+
+    fn is_reshape(&self) -> bool {
+        true
     }
 
     // (d1, d2, ...) -> (d1*d2*...)

@@ -91,6 +91,12 @@ pub trait Layer: Send {
     /// itself, stably (softmax + cross-entropy via log-sum-exp).
     fn defer_output_activation(&mut self, _deferred: bool) {}
 
+    /// True for layers that only reshape (Flatten): the model then passes their
+    /// input on as their output, without running them or copying.
+    fn is_reshape(&self) -> bool {
+        false
+    }
+
     /// For a max-pooling layer, its window (after `build`), so that the layer
     /// before it may compute the pooling itself.
     fn max_pool_window(&self) -> Option<Window> {

@@ -167,12 +167,15 @@ impl Sequential {
             layer.init_params(&mut params[ranges[i].clone()], &mut rng);
             layer.set_rng(random::stream(self.seed, streams::DROPOUT + i as u64));
         }
-        let mut net = Network::new(shapes, ranges, params);
         self.fuse_head();
-        for i in 0..self.layers.len() - 1 {
-            let pool = if self.fuse { self.layers[i + 1].max_pool_window() } else { None };
-            net.fused[i] = self.layers[i].fuse_max_pool(pool);
-        }
+        let fused: Vec<bool> = (0..self.layers.len())
+            .map(|i| {
+                let pool =
+                    if self.fuse { self.layers.get(i + 1).and_then(|next| next.max_pool_window()) } else { None };
+                self.layers[i].fuse_max_pool(pool)
+            })
+            .collect();
+        let net = Network::new(shapes, ranges, params, &self.layers, &fused);
         self.net = Some(net);
         Ok(())
     }

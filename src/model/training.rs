@@ -153,9 +153,9 @@ impl Sequential {
         let indices: Vec<usize> = (0..x.rows()).collect();
         for (chunk, dst) in indices.chunks(batch).zip(out.chunks_mut(batch * out_len)) {
             let n = chunk.len();
-            x.gather_rows(chunk, &mut net.acts[0][..n * in_len]);
+            x.gather_rows(chunk, &mut net.input_mut()[..n * in_len]);
             net.forward(&mut self.layers, n, Mode::Infer);
-            dst.copy_from_slice(&net.acts[net.acts.len() - 1][..n * out_len]);
+            dst.copy_from_slice(&net.output_and_delta().0[..n * out_len]);
             if let Some(head) = head {
                 activation::forward(head, dst, None, width);
             }
@@ -224,14 +224,13 @@ impl Sequential {
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let rows_per_sample = (out_len / width) as f64;
         let target_len = y.row_len();
-        x.gather_rows(indices, &mut net.acts[0][..n * in_len]);
+        x.gather_rows(indices, &mut net.input_mut()[..n * in_len]);
         y.gather_rows(indices, &mut scratch.targets[..n * target_len]);
         net.forward(&mut self.layers, n, mode);
-        let last = net.acts.len() - 1;
-        let out = &net.acts[last][..n * out_len];
+        let (out, delta) = net.output_and_delta();
+        let out = &out[..n * out_len];
         let targets = &scratch.targets[..n * target_len];
-        let loss =
-            compiled.loss.compute(out, targets, &mut net.deltas[last][..n * out_len], width, compiled.head.is_some());
+        let loss = compiled.loss.compute(out, targets, &mut delta[..n * out_len], width, compiled.head.is_some());
         let probs = match compiled.head {
             Some(head) => {
                 let probs = &mut scratch.probs[..n * out_len];
