@@ -143,15 +143,10 @@ mod avx2 {
             let ix0 = (ox * g.sw) as isize - g.pl as isize;
             (ix0, (-ix0).max(0) as usize, (g.w as isize - ix0).clamp(0, g.kw as isize) as usize)
         };
-        // Offsets in x of every tap relative to the window's corner, for the
-        // windows that lie wholly inside the input (most of them).
+        // Tap offsets for the windows that lie wholly inside the input (most of them).
         let k = g.patch_len();
-        let mut offsets = [0usize; MAX_TAPS];
-        for (t, o) in offsets.iter_mut().enumerate().take(k.min(MAX_TAPS)) {
-            let (ky, kx, ci) = (t / (g.kw * g.c), t / g.c % g.kw, t % g.c);
-            *o = (ky * g.w + kx) * g.c + ci;
-        }
-        let offsets = &offsets[..k.min(MAX_TAPS)];
+        let (offsets, known) = tap_offsets(g);
+        let offsets = &offsets[..known];
         for oy in 0..g.oh {
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ky = ((-iy0).max(0) as usize, (g.h as isize - iy0).clamp(0, g.kh as isize) as usize);
@@ -206,12 +201,8 @@ mod avx2 {
     ) {
         let (c, fp, k) = (g.c, padded_filters(f), g.patch_len());
         let bias = &wp[k * fp..];
-        let mut offsets = [0usize; MAX_TAPS];
-        for (t, o) in offsets.iter_mut().enumerate().take(k) {
-            let (ky, kx, ci) = (t / (g.kw * c), t / c % g.kw, t % c);
-            *o = (ky * g.w + kx) * c + ci;
-        }
-        let offsets = &offsets[..k];
+        let (offsets, known) = tap_offsets(g);
+        let offsets = &offsets[..known];
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for py in 0..pool.oh {
             for px in 0..pool.ow {
@@ -270,6 +261,18 @@ mod avx2 {
     #[inline]
     fn lane_indices(first: usize, lanes: __m256i) -> __m256i {
         _mm256_add_epi32(_mm256_set1_epi32(first as i32), lanes)
+    }
+
+    /// Offsets in x of each tap (ky, kx, c) from its window's corner, for the
+    /// first min(K, MAX_TAPS) taps, and how many that is.
+    fn tap_offsets(g: &Window) -> ([usize; MAX_TAPS], usize) {
+        let taps = g.patch_len().min(MAX_TAPS);
+        let mut offsets = [0usize; MAX_TAPS];
+        for (t, o) in offsets.iter_mut().enumerate().take(taps) {
+            let (ky, kx, ci) = (t / (g.kw * g.c), t / g.c % g.kw, t % g.c);
+            *o = (ky * g.w + kx) * g.c + ci;
+        }
+        (offsets, taps)
     }
 
     /// The larger of (a, ia) and (b, ib) per lane; `a` on ties.
