@@ -1,4 +1,4 @@
-//! Matrix products through the `gemm` crate (AVX-512 kernels picked at run time).
+//! Matrix products through the `gemm` crate's f32 kernels (AVX2 or AVX-512 picked at run time).
 //! Always single-threaded: callers parallelise over the batch themselves, which
 //! is faster for the skinny shapes of small CNNs and keeps results deterministic.
 
@@ -58,29 +58,31 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
     }
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
+    // The kernels want a column-major destination: compute c^T = b^T a^T, which
+    // is row-major c seen column-major (as the `gemm` crate's front end does).
     // SAFETY: MatRef::with_ld checked every operand lies inside its slice, `c` was
     // checked above, and `c` is a unique borrow so it cannot alias `a` or `b`.
     unsafe {
-        gemm::gemm(
-            m,
+        gemm_f32::gemm::f32::get_gemm_fn()(
             n,
+            m,
             k,
             c.as_mut_ptr(),
-            1,
             n as isize,
+            1,
             accumulate,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
             b.data.as_ptr(),
-            b_cs,
             b_rs,
+            b_cs,
+            a.data.as_ptr(),
+            a_rs,
+            a_cs,
             1.0,
             1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         );
     }
 }
