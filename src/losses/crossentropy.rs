@@ -14,11 +14,8 @@ pub(super) fn categorical(
     scale: f32,
     from_logits: bool,
 ) -> f64 {
-    let mut total = 0.0f64;
-    for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {
-        total += if from_logits { softmax_xent_row(o, t, g, scale) } else { prob_xent_row(o, t, g, scale) };
-    }
-    total
+    let rows = out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width));
+    rows.map(|((o, t), g)| xent_row(o, |i| t[i], g, scale, from_logits)).sum()
 }
 
 // As categorical, with t = one_hot(class index).
@@ -30,40 +27,21 @@ pub(super) fn sparse_categorical(
     scale: f32,
     from_logits: bool,
 ) -> f64 {
-    let mut total = 0.0f64;
-    for ((o, &t), g) in out.chunks_exact(width).zip(target).zip(grad.chunks_exact_mut(width)) {
-        let class = t as usize;
-        if from_logits {
-            // L = lse(z) - z_c;  dL/dz = softmax(z) - one_hot(c)
-            let lse = log_sum_exp(o);
-            for (gi, &zi) in g.iter_mut().zip(o) {
-                *gi = (zi - lse).exp() * scale;
-            }
-            g[class] -= scale;
-            total += (lse - o[class]) as f64;
-        } else {
-            // L = -log(clip(y_c / S));  dL/dy_j = (g_j - g_c p_c) / S with g_c = -1/q_c
-            let sum: f32 = o.iter().sum();
-            let p = o[class] / sum;
-            let q = p.clamp(EPSILON, 1.0 - EPSILON);
-            let gc = if q == p { -1.0 / q } else { 0.0 };
-            let dot = gc * p;
-            for (j, gj) in g.iter_mut().enumerate() {
-                let own = if j == class { gc } else { 0.0 };
-                *gj = (own - dot) / sum * scale;
-            }
-            total -= (q as f64).ln();
-        }
-    }
-    total
+    let rows = out.chunks_exact(width).zip(target).zip(grad.chunks_exact_mut(width));
+    rows.map(|((o, &class), g)| xent_row(o, |i| (i == class as usize) as u8 as f32, g, scale, from_logits)).sum()
+}
+
+fn xent_row(out: &[f32], t: impl Fn(usize) -> f32, g: &mut [f32], scale: f32, from_logits: bool) -> f64 {
+    if from_logits { softmax_xent_row(out, t, g, scale) } else { prob_xent_row(out, t, g, scale) }
 }
 
 // L = sum_i t_i lse(z) - t_i z_i;  dL/dz = softmax(z) * sum(t) - t
-fn softmax_xent_row(z: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
+fn softmax_xent_row(z: &[f32], t: impl Fn(usize) -> f32, g: &mut [f32], scale: f32) -> f64 {
     let lse = log_sum_exp(z);
-    let t_sum: f32 = t.iter().sum();
+    let t_sum: f32 = (0..z.len()).map(&t).sum();
     let mut loss = 0.0f64;
-    for ((gi, &zi), &ti) in g.iter_mut().zip(z).zip(t) {
+    for (i, (gi, &zi)) in g.iter_mut().zip(z).enumerate() {
+        let ti = t(i);
         loss += (ti * (lse - zi)) as f64;
         *gi = ((zi - lse).exp() * t_sum - ti) * scale;
     }
@@ -71,14 +49,16 @@ fn softmax_xent_row(z: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
 }
 
 // p = y / S, q = clip(p);  L = -sum t_i log q_i;  dL/dy_j = (g_j - sum_i g_i p_i) / S, g_i = -t_i / q_i
-fn prob_xent_row(y: &[f32], t: &[f32], g: &mut [f32], scale: f32) -> f64 {
+fn prob_xent_row(y: &[f32], t: impl Fn(usize) -> f32, g: &mut [f32], scale: f32) -> f64 {
     let sum: f32 = y.iter().sum();
     let mut loss = 0.0f64;
     let mut dot = 0.0f32;
-    for ((gi, &yi), &ti) in g.iter_mut().zip(y).zip(t) {
-        let p = yi / sum;
+    for (i, (gi, &yi)) in g.iter_mut().zip(y).enumerate() {
+        let (ti, p) = (t(i), yi / sum);
         let q = p.clamp(EPSILON, 1.0 - EPSILON);
-        loss -= (ti as f64) * (q as f64).ln();
+        if ti != 0.0 {
+            loss -= (ti as f64) * (q as f64).ln();
+        }
         *gi = if q == p { -ti / q } else { 0.0 };
         dot += *gi * p;
     }
