@@ -1,7 +1,7 @@
 """The reference workflow in Keras, on the same IDX files keel reads.
 
 Prints one JSON line: s/epoch (median), fit/evaluate/predict timings, peak RSS
-and test accuracy. Usage: python bench/keras_reference.py DATA_DIR [--epochs 5]
+and test accuracy. Usage: python bench/keras_reference.py DATA_DIR [--epochs 5] [--threads N] [--model reference|convnet]
 """
 import argparse, gzip, json, os, resource, statistics, time
 
@@ -30,6 +30,7 @@ def main():
     p.add_argument("data_dir")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--model", choices=["reference", "convnet"], default="reference")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -42,13 +43,13 @@ def main():
     x_test = read_idx(find(args.data_dir, "t10k-images-idx3-ubyte")) / 255.0
     y_test = read_idx(find(args.data_dir, "t10k-labels-idx1-ubyte"))
     y_train, y_test = keras.utils.to_categorical(y_train), keras.utils.to_categorical(y_test)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, (3, 3), activation="relu"),
-        keras.layers.MaxPooling2D((2, 2)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    layers = [keras.Input((28, 28, 1)), keras.layers.Conv2D(32, (3, 3), activation="relu"), keras.layers.MaxPooling2D((2, 2))]
+    if args.model == "convnet":  # Keras' "Simple MNIST convnet" example
+        layers += [keras.layers.Conv2D(64, (3, 3), activation="relu"), keras.layers.MaxPooling2D((2, 2))]
+    layers += [keras.layers.Flatten()]
+    if args.model == "convnet":
+        layers += [keras.layers.Dropout(0.5)]
+    model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 
     class EpochTimer(keras.callbacks.Callback):
@@ -70,7 +71,7 @@ def main():
     model.predict(x_test.reshape(-1, 28, 28, 1), batch_size=1000, verbose=0)
     predict_s = time.perf_counter() - t0
     print(json.dumps({
-        "system": f"keras {keras.__version__} / tensorflow {tf.__version__}",
+        "system": f"keras {keras.__version__} / tensorflow {tf.__version__}", "model": args.model,
         "s_per_epoch": statistics.median(times), "fit_s": fit_s, "evaluate_s": evaluate_s,
         "predict_img_per_s": 10000 / predict_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -3,7 +3,7 @@ weights, zero biases, Adam with eps 1e-7, the last 10% held out, reshuffled
 each epoch), on the same IDX files keel reads.
 
 Prints one JSON line like keras_reference.py.
-Usage: python bench/pytorch_reference.py DATA_DIR [--epochs 5] [--threads N]
+Usage: python bench/pytorch_reference.py DATA_DIR [--epochs 5] [--threads N] [--model reference|convnet]
 """
 import argparse, json, resource, statistics, time
 
@@ -19,6 +19,7 @@ def main():
     p.add_argument("data_dir")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--model", choices=["reference", "convnet"], default="reference")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -31,7 +32,11 @@ def main():
     split = int(np.ceil(len(x_all) * 0.9))
     x_train, y_train, x_val, y_val = x_all[:split], y_all[:split], x_all[split:], y_all[split:]
 
-    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 13 * 13, 10))
+    if args.model == "convnet":  # Keras' "Simple MNIST convnet" example
+        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(64 * 5 * 5, 10))
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 13 * 13, 10))
     for m in model:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
@@ -73,7 +78,7 @@ def main():
             torch.softmax(model(x_test[i:i + 1000]), 1)
     predict_s = time.perf_counter() - t0
     print(json.dumps({
-        "system": f"pytorch {torch.__version__}",
+        "system": f"pytorch {torch.__version__}", "model": args.model,
         "s_per_epoch": statistics.median(times), "fit_s": fit_s, "evaluate_s": evaluate_s,
         "predict_img_per_s": 10000 / predict_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -25,7 +25,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
-        Command::Summary => train::reference_model(0).and_then(|m| m.summary()),
+        Command::Summary => train::reference_model(0).and_then(|mut m| m.summary()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -242,8 +242,12 @@ impl Sequential {
         Ok(self.network()?.shapes.last().expect("built networks have an output"))
     }
 
-    /// The Keras-style summary table as text.
-    pub fn summary_string(&self) -> Result<String> {
+    /// The Keras-style summary table as text. Builds the model first if its
+    /// input shape is known, as Keras does.
+    pub fn summary_string(&mut self) -> Result<String> {
+        if !self.is_built() {
+            self.build()?;
+        }
         let net = self.network()?;
         let rows: Vec<summary::Row> = self
             .layers
@@ -261,7 +265,7 @@ impl Sequential {
     }
 
     /// Prints the summary table, as `model.summary()`.
-    pub fn summary(&self) -> Result<()> {
+    pub fn summary(&mut self) -> Result<()> {
         print!("{}", self.summary_string()?);
         Ok(())
     }
