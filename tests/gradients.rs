@@ -147,6 +147,9 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // More inputs than one weight-gradient task covers (256 features).
     let x = uniform(&mut stream(6, 10), 2 * 300, -1.0, 1.0);
     check_layer(Dense::new(2), &[300], 2, x, 70);
+    // More units than the narrow kernels take: the general matrix product.
+    let x = uniform(&mut stream(6, 11), 3 * 9, -1.0, 1.0);
+    check_layer(Dense::new(20).activation(Activation::Tanh), &[9], 3, x, 71);
 }
 
 #[test]

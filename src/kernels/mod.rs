@@ -11,6 +11,7 @@ pub mod activation;
 pub mod conv_direct;
 pub mod im2col;
 pub mod matmul;
+pub mod narrow;
 pub mod pool;
 
 /// Samples per parallel task.

@@ -2,7 +2,7 @@ use super::{Backward, Layer, Mode};
 use crate::activations::Activation;
 use crate::initializers::glorot_uniform;
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{SAMPLES_PER_TASK, activation, sum_rows};
+use crate::kernels::{SAMPLES_PER_TASK, activation, narrow, sum_rows};
 use crate::random::Rng;
 use rayon::prelude::*;
 
@@ -29,6 +29,16 @@ pub struct Dense {
     /// Input features (last axis) and rows per sample (product of the other axes).
     features: usize,
     rows_per_sample: usize,
+    /// For few units (the `narrow` kernels): W padded to WIDTH columns, W^T,
+    /// and dz padded to WIDTH columns.
+    narrow: Option<NarrowBuffers>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct NarrowBuffers {
+    kernel: Vec<f32>,
+    kernel_t: Vec<f32>,
+    dz: Vec<f32>,
 }
 
 impl Dense {
@@ -42,6 +52,7 @@ impl Dense {
             deferred: false,
             features: 0,
             rows_per_sample: 0,
+            narrow: None,
         }
     }
 
@@ -87,6 +98,7 @@ impl Layer for Dense {
         }
         self.features = d;
         self.rows_per_sample = rest.iter().product();
+        self.narrow = (self.units <= narrow::WIDTH).then(NarrowBuffers::default);
         let mut out = rest.to_vec();
         out.push(self.units);
         Ok(out)
@@ -100,6 +112,15 @@ impl Layer for Dense {
         let (kernel, bias) = params.split_at_mut(self.features * self.units);
         glorot_uniform(kernel, self.features, self.units, rng);
         bias.fill(0.0);
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        let (d, u, rows) = (self.features, self.units, batch * self.rows_per_sample);
+        if let Some(nb) = &mut self.narrow {
+            nb.kernel.resize(d * narrow::WIDTH, 0.0);
+            nb.kernel_t.resize(u * d, 0.0);
+            nb.dz.resize(rows * narrow::WIDTH, 0.0);
+        }
     }
 
     fn output_activation(&self) -> Activation {
@@ -117,11 +138,18 @@ impl Layer for Dense {
         let rows = n * self.rows_per_sample;
         let task_rows = SAMPLES_PER_TASK * self.rows_per_sample;
         let act = if self.deferred { Activation::Linear } else { self.activation };
-        let use_bias = self.use_bias;
+        let bias = self.use_bias.then_some(b);
+        let wp = self.narrow.as_mut().map(|nb| {
+            narrow::pad_columns(w, u, &mut nb.kernel);
+            &nb.kernel[..]
+        });
         y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(
             |(yt, xt)| {
-                matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false);
-                activation::forward(act, yt, use_bias.then_some(b), u);
+                match wp {
+                    Some(wp) => narrow::x_times_w(xt, wp, d, u, yt),
+                    None => matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false),
+                }
+                activation::forward(act, yt, bias, u);
             },
         );
     }
@@ -141,19 +169,37 @@ impl Layer for Dense {
                 .for_each(|(dzt, yt)| activation::backward(act, yt, dzt, u));
         }
         let dz = &*dz;
+        let w = &params[..d * u];
         let (gw, gb) = grads.split_at_mut(d * u);
-        gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
-            let first = t * FEATURES_PER_TASK;
-            let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
-            matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
-        });
         if self.use_bias {
             sum_rows(dz, u, gb);
         }
-        let Some(dx) = dx else { return };
-        let w = &params[..d * u];
-        dx[..rows * d].par_chunks_mut(task_rows * d).zip(dz.par_chunks(task_rows * u)).for_each(|(dxt, dzt)| {
-            matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(w, d, u).t(), dxt, false);
-        });
+        let Some(nb) = &mut self.narrow else {
+            gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
+                let first = t * FEATURES_PER_TASK;
+                let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
+                matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
+            });
+            if let Some(dx) = dx {
+                dx[..rows * d].par_chunks_mut(task_rows * d).zip(dz.par_chunks(task_rows * u)).for_each(
+                    |(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(w, d, u).t(), dxt, false),
+                );
+            }
+            return;
+        };
+        let dzp = &mut nb.dz[..rows * narrow::WIDTH];
+        narrow::pad_columns(dz, u, dzp);
+        let dzp = &*dzp;
+        gw.par_chunks_mut(FEATURES_PER_TASK * u)
+            .enumerate()
+            .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
+        if let Some(dx) = dx {
+            narrow::transpose(w, d, u, &mut nb.kernel_t);
+            let wt = &nb.kernel_t;
+            dx[..rows * d]
+                .par_chunks_mut(task_rows * d)
+                .zip(dz.par_chunks(task_rows * u))
+                .for_each(|(dxt, dzt)| narrow::dz_times_wt(dzt, wt, u, d, dxt));
+        }
     }
 }

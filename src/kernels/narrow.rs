@@ -1,0 +1,257 @@
+//! Matrix products with a narrow side: a Dense layer with few units (a
+//! classifier head, 10 classes). Here a general matrix product spends its time
+//! packing, and its sums are blocked by the CPU's cache sizes; these kernels
+//! add in one fixed order (sequentially along the reduction), so results are
+//! the same on every AVX2 machine, and the reference model trains
+//! bit-identically across them.
+
+/// Columns of the padded layouts: two AVX2 vectors. Layers with more units
+/// use the general matrix product.
+pub const WIDTH: usize = 16;
+
+/// a: (rows, cols) -> out: (rows, WIDTH), zeros in the padding.
+pub fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
+    for (src, dst) in a.chunks_exact(cols).zip(out.chunks_exact_mut(WIDTH)) {
+        dst[..cols].copy_from_slice(src);
+        dst[cols..].fill(0.0);
+    }
+}
+
+/// a: (rows, cols) -> t: (cols, rows)
+pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
+    for (r, row) in a.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+}
+
+// x: (R, D), wp: (D, WIDTH) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j], d ascending
+pub fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+    let rows = y.len() / u;
+    assert!(u <= WIDTH && x.len() >= rows * d && wp.len() >= d * WIDTH);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
+        unsafe { avx2::x_times_w(x, wp, d, u, y) };
+        return;
+    }
+    x_times_w_scalar(x, wp, d, u, y);
+}
+
+/// Portable reference version of [`x_times_w`].
+pub fn x_times_w_scalar(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(u)) {
+        yr.fill(0.0);
+        for (&xv, w) in xr.iter().zip(wp.chunks_exact(WIDTH)) {
+            for (o, &wv) in yr.iter_mut().zip(w) {
+                *o = xv.mul_add(wv, *o);
+            }
+        }
+    }
+}
+
+// x: (R, D) columns [first, first + n), dzp: (R, WIDTH) -> dw: (n, u);
+//   dw[i, j] = sum_r x[r, first + i] * dz[r, j], r ascending
+pub fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
+    let rows = dzp.len() / WIDTH;
+    assert!(u <= WIDTH && x.len() >= rows * d && first + dw.len() / u <= d);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
+        unsafe { avx2::xt_times_dz(x, d, first, dzp, u, dw) };
+        return;
+    }
+    xt_times_dz_scalar(x, d, first, dzp, u, dw);
+}
+
+/// Portable reference version of [`xt_times_dz`].
+pub fn xt_times_dz_scalar(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
+    for (i, out) in dw.chunks_exact_mut(u).enumerate() {
+        out.fill(0.0);
+        for (xr, dz) in x.chunks_exact(d).zip(dzp.chunks_exact(WIDTH)) {
+            let xv = xr[first + i];
+            for (o, &g) in out.iter_mut().zip(dz) {
+                *o = xv.mul_add(g, *o);
+            }
+        }
+    }
+}
+
+// dz: (R, u), wt: (u, D) -> dx: (R, D);  dx[r, i] = sum_j dz[r, j] * w[i, j], j ascending
+pub fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+    let rows = dx.len() / d;
+    assert!(dz.len() >= rows * u && wt.len() >= u * d);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
+        unsafe { avx2::dz_times_wt(dz, wt, u, d, dx) };
+        return;
+    }
+    dz_times_wt_scalar(dz, wt, u, d, dx);
+}
+
+/// Portable reference version of [`dz_times_wt`].
+pub fn dz_times_wt_scalar(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+    for (g, out) in dz.chunks_exact(u).zip(dx.chunks_exact_mut(d)) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for (j, &gj) in g.iter().enumerate() {
+                acc = gj.mul_add(wt[j * d + i], acc);
+            }
+            *o = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::WIDTH;
+    use std::arch::x86_64::*;
+
+    /// Rows handled together (independent FMA chains sharing weight loads).
+    const ROWS: usize = 4;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+        let rows = y.len() / u;
+        let mut r = 0;
+        while r < rows {
+            let n = ROWS.min(rows - r);
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+            for k in 0..d {
+                // SAFETY: k < d and wp holds d * WIDTH values; (r + i) * d + k < rows * d <= x.len().
+                unsafe {
+                    let w = wp.as_ptr().add(k * WIDTH);
+                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        let xv = _mm256_broadcast_ss(&*x.as_ptr().add((r + i) * d + k));
+                        a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
+            }
+            r += n;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
+        let (rows, cols) = (dzp.len() / WIDTH, dw.len() / u);
+        let mut c = 0;
+        while c < cols {
+            let n = ROWS.min(cols - c);
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+            for r in 0..rows {
+                // SAFETY: r < rows, dzp holds rows * WIDTH values; first + c + i < d.
+                unsafe {
+                    let g = dzp.as_ptr().add(r * WIDTH);
+                    let (g0, g1) = (_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(8)));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        let xv = _mm256_broadcast_ss(&*x.as_ptr().add(r * d + first + c + i));
+                        a[0] = _mm256_fmadd_ps(xv, g0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, g1, a[1]);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                store(*a, &mut dw[(c + i) * u..(c + i + 1) * u]);
+            }
+            c += n;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+        let rows = dx.len() / d;
+        for r in 0..rows {
+            let g = &dz[r * u..(r + 1) * u];
+            let out = &mut dx[r * d..(r + 1) * d];
+            let mut i = 0;
+            // 32 outputs at a time: four independent chains over j.
+            while i + 32 <= d {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (j, &gj) in g.iter().enumerate() {
+                    let gv = _mm256_set1_ps(gj);
+                    // SAFETY: j * d + i + 32 <= u * d <= wt.len().
+                    unsafe {
+                        let w = wt.as_ptr().add(j * d + i);
+                        for (q, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(gv, _mm256_loadu_ps(w.add(8 * q)), *a);
+                        }
+                    }
+                }
+                for (q, a) in acc.iter().enumerate() {
+                    // SAFETY: i + 32 <= d = out.len().
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i + 8 * q), *a) };
+                }
+                i += 32;
+            }
+            for (k, o) in out.iter_mut().enumerate().skip(i) {
+                let mut acc = 0.0f32;
+                for (j, &gj) in g.iter().enumerate() {
+                    acc = gj.mul_add(wt[j * d + k], acc);
+                }
+                *o = acc;
+            }
+        }
+    }
+
+    /// The first `dst.len()` (at most 16) lanes of a pair of vectors.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn store(a: [__m256; 2], dst: &mut [f32]) {
+        let mut lanes = [0.0f32; WIDTH];
+        // SAFETY: `lanes` holds WIDTH = 16 values.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
+        }
+        dst.copy_from_slice(&lanes[..dst.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 31 + seed * 17) % 23) as f32 / 23.0 - 0.5).collect()
+    }
+
+    #[test]
+    fn simd_and_scalar_agree_exactly() {
+        // Odd sizes: partial row groups, partial 32-blocks, u < WIDTH.
+        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1)] {
+            let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
+            let (mut wp, mut dzp, mut wt) = (vec![0.0; d * WIDTH], vec![0.0; rows * WIDTH], vec![0.0; u * d]);
+            pad_columns(&w, u, &mut wp);
+            pad_columns(&dz, u, &mut dzp);
+            transpose(&w, d, u, &mut wt);
+
+            let (mut fast, mut reference) = (vec![0.0; rows * u], vec![0.0; rows * u]);
+            x_times_w(&x, &wp, d, u, &mut fast);
+            x_times_w_scalar(&x, &wp, d, u, &mut reference);
+            assert_eq!(fast, reference);
+            let naive: f32 = (0..d).map(|k| x[k] * w[k * u]).sum();
+            assert!((fast[0] - naive).abs() < 1e-4);
+
+            let (mut fast, mut reference) = (vec![0.0; (d - 2) * u], vec![0.0; (d - 2) * u]);
+            xt_times_dz(&x, d, 2, &dzp, u, &mut fast);
+            xt_times_dz_scalar(&x, d, 2, &dzp, u, &mut reference);
+            assert_eq!(fast, reference);
+            let naive: f32 = (0..rows).map(|r| x[r * d + 2] * dz[r * u]).sum();
+            assert!((fast[0] - naive).abs() < 1e-4);
+
+            let (mut fast, mut reference) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+            dz_times_wt(&dz, &wt, u, d, &mut fast);
+            dz_times_wt_scalar(&dz, &wt, u, d, &mut reference);
+            assert_eq!(fast, reference);
+            let naive: f32 = (0..u).map(|j| dz[j] * w[j]).sum();
+            assert!((fast[0] - naive).abs() < 1e-4);
+        }
+    }
+}
