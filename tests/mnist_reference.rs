@@ -5,8 +5,8 @@
 //! 0.980 sits inside the spread of single runs, for Keras as for keel (seeds
 //! 1-6 gave 0.9782-0.9817, mean 0.9799; Keras 0.9784-0.9811). The reference
 //! model's kernels add in a fixed order (no cache-dependent blocking), so this
-//! run, seed 42, is bit-identical on every x86-64 CPU with AVX2 and FMA, and
-//! whatever the thread count: it gives 0.9806 there.
+//! run, seed 42, is bit-identical on x86-64 CPUs with AVX2 and FMA (same
+//! libm), whatever the thread count: it gives 0.9806 there.
 
 use keel::model::Verbosity;
 use keel::prelude::*;
