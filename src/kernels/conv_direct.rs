@@ -33,11 +33,12 @@ pub fn padded_len(k: usize, f: usize) -> usize {
 /// w: (K, F), bias: (F) -> wp: (K + 1, padded_filters(F)): the kernel, then
 /// the bias as a last row (zeros without bias), zeros in the padding.
 pub fn pad_filters(w: &[f32], bias: Option<&[f32]>, f: usize, wp: &mut [f32]) {
-    let fp = padded_filters(f);
-    let rows = w.chunks_exact(f).chain(std::iter::once(bias.unwrap_or(&[])));
-    for (src, dst) in rows.zip(wp.chunks_exact_mut(fp)) {
-        dst[..src.len()].copy_from_slice(src);
-        dst[src.len()..].fill(0.0);
+    let (fp, k) = (padded_filters(f), w.len() / f);
+    let (kernel, bias_row) = wp[..(k + 1) * fp].split_at_mut(k * fp);
+    super::pad_rows(w, f, fp, kernel);
+    match bias {
+        Some(b) => super::pad_rows(b, f, fp, bias_row),
+        None => bias_row.fill(0.0),
     }
 }
 

@@ -30,6 +30,16 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
     }
 }
 
+/// Copies each row of `src` (rows of `cols` values) to the start of a row of
+/// `width` values in `out`, zeros after it: the padded layouts SIMD kernels read
+/// in whole vectors. Stops at whichever runs out first.
+pub fn pad_rows(src: &[f32], cols: usize, width: usize, out: &mut [f32]) {
+    for (s, d) in src.chunks_exact(cols).zip(out.chunks_exact_mut(width)) {
+        d[..cols].copy_from_slice(s);
+        d[cols..].fill(0.0);
+    }
+}
+
 /// Sums the rows of `m` (rows x cols, row-major) into `out` (cols).
 pub fn sum_rows(m: &[f32], cols: usize, out: &mut [f32]) {
     out.fill(0.0);

@@ -11,10 +11,7 @@ pub const WIDTH: usize = 16;
 
 /// a: (rows, cols) -> out: (rows, WIDTH), zeros in the padding.
 pub fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
-    for (src, dst) in a.chunks_exact(cols).zip(out.chunks_exact_mut(WIDTH)) {
-        dst[..cols].copy_from_slice(src);
-        dst[cols..].fill(0.0);
-    }
+    super::pad_rows(a, cols, WIDTH, out);
 }
 
 /// a: (rows, cols) -> t: (cols, rows)

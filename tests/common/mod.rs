@@ -1,5 +1,4 @@
 //! Finite-difference checking shared by the gradient tests.
-#![allow(dead_code)]
 
 use keel::layers::{Backward, Layer, Mode};
 use keel::random::{Rng, stream};
