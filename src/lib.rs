@@ -31,6 +31,7 @@
 //! and [`io`] writes files safely.
 
 pub mod activations;
+pub mod callbacks;
 pub mod datasets;
 pub mod error;
 pub mod initializers;

@@ -16,12 +16,18 @@ pub fn stream(seed: u64, stream: u64) -> Rng {
     Rng::seed_from_u64(z ^ (z >> 31))
 }
 
+/// A generator for `stream` in epoch `epoch` (counted from 1 over the
+/// model's life), so that an epoch's randomness does not depend on the epochs before it.
+pub fn epoch_stream(seed: u64, stream: u64, epoch: u64) -> Rng {
+    self::stream(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407), stream)
+}
+
 /// Stream numbers, so each use draws from its own stream.
 pub mod streams {
     /// Layer `i`'s initialiser uses `INIT + i`.
     pub const INIT: u64 = 1 << 32;
-    /// Layer `i`'s dropout masks use `DROPOUT + i`.
+    /// Layer `i`'s dropout masks use `DROPOUT + i` (per epoch).
     pub const DROPOUT: u64 = 2 << 32;
-    /// The per-epoch shuffle.
+    /// The shuffle (per epoch).
     pub const SHUFFLE: u64 = 3 << 32;
 }

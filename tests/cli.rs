@@ -101,3 +101,106 @@ fn user_mistakes_are_errors_not_panics() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("validation_split"));
 }
+
+/// A synthetic digit of class `label` as `write_synthetic_mnist` draws it, `scale` times larger.
+fn synthetic_digit(label: usize, scale: u32) -> image::GrayImage {
+    image::GrayImage::from_fn(28 * scale, 28 * scale, |x, y| {
+        let (r, c) = ((y / scale) as usize, (x / scale) as usize);
+        let lit = (2 * label + 4..2 * label + 6).contains(&r) && (4..24).contains(&c);
+        image::Luma([if lit { 255 } else { 0 }])
+    })
+}
+
+fn tensors_of(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = file.iter().map(|(n, v)| (n.to_string(), v.data().to_vec())).collect();
+    tensors.sort();
+    tensors
+}
+
+#[test]
+fn save_evaluate_predict_summary_export_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synthetic_mnist(&tmp.path().join("mnist"), 600, 100);
+    let data = tmp.path().to_str().unwrap();
+    let file = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = keel(args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let train = ["train", "--batch-size", "32", "--data-dir", data, "-q"];
+
+    // 4 epochs straight, and 2 + resume to 4 in separate processes: bit-identical.
+    run(&[&train[..], &["--epochs", "4", "--save", &file("straight.keel")]].concat());
+    run(&[&train[..], &["--epochs", "2", "--save", &file("half.keel")]].concat());
+    let resumed = run(&[
+        &train[..],
+        &["--epochs", "4", "--resume", &file("half.keel"), "--save", &file("resumed.keel")],
+    ]
+    .concat());
+    assert!(resumed.contains("Test accuracy: "), "{resumed}");
+    assert_eq!(tensors_of(&tmp.path().join("resumed.keel")), tensors_of(&tmp.path().join("straight.keel")));
+    let out = keel(&[&train[..], &["--epochs", "2", "--resume", &file("half.keel")]].concat(), &[]);
+    assert!(text(&out.stderr).contains("already trained 2 epochs"), "{}", text(&out.stderr));
+
+    let metrics = file("eval.json");
+    let evaluated = run(&["evaluate", &file("straight.keel"), "--data-dir", data, "--metrics-out", &metrics]);
+    assert!(evaluated.contains("Test loss: ") && evaluated.contains("Test accuracy: "), "{evaluated}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert!(report["test_accuracy"].as_f64().unwrap() > 0.9, "{report}");
+
+    assert!(run(&["summary", &file("straight.keel")]).contains("Total params: 54,410"));
+
+    // Images: a PNG as trained, and a larger JPEG, dark on light, with --invert.
+    synthetic_digit(3, 1).save(file("three.png")).unwrap();
+    let mut seven = synthetic_digit(7, 3);
+    image::imageops::invert(&mut seven);
+    image::DynamicImage::ImageLuma8(seven).to_rgb8().save(file("seven.jpg")).unwrap();
+    let printed = run(&["predict", &file("straight.keel"), &file("three.png"), "--top-k", "2"]);
+    assert!(printed.starts_with(&format!("{}: 3 (", file("three.png"))), "{printed}");
+    let json = run(&["predict", &file("straight.keel"), &file("seven.jpg"), "--invert", "--json"]);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["file"], file("seven.jpg"));
+    assert_eq!(json[0]["top"][0]["class"], "7", "{json}");
+    assert_eq!(json[0]["top"].as_array().unwrap().len(), 3);
+    let probabilities: Vec<f64> =
+        json[0]["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert_eq!(probabilities.len(), 10);
+    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+
+    std::fs::write(file("notes.png"), "not an image").unwrap();
+    let out = keel(&["predict", &file("straight.keel"), &file("notes.png")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("notes.png: not a readable PNG, JPEG or BMP image"), "{}", text(&out.stderr));
+
+    let exported = run(&["export", &file("straight.keel"), "--onnx", &file("m.onnx")]);
+    assert!(exported.contains("ONNX opset 13"), "{exported}");
+    assert!(std::fs::metadata(file("m.onnx")).unwrap().len() > 4 * 54_410);
+}
+
+#[test]
+fn killing_training_never_damages_the_checkpoint_it_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synthetic_mnist(&tmp.path().join("mnist"), 1000, 10);
+    let checkpoints = tmp.path().join("ckpt");
+    let best = checkpoints.join("best.keel");
+    for delay_ms in [400, 700, 1000, 1300, 1600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["train", "--epochs", "1000", "--batch-size", "500", "--validation-split", "0.5", "-q"])
+            .args(["--checkpoint-dir", checkpoints.to_str().unwrap(), "--save-best-only"])
+            .args(["--data-dir", tmp.path().to_str().unwrap(), "--learning-rate", "0.0001"])
+            .env("KEEL_OFFLINE", "1")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if best.exists() {
+            let model = keel::model::Sequential::load(&best);
+            assert!(model.is_ok(), "killed after {delay_ms} ms: {:?}", model.err());
+        }
+    }
+    assert!(best.exists(), "no checkpoint was written in the runs");
+}

@@ -1,9 +1,16 @@
-//! `keel train` and `keel summary`. User mistakes end with a message on
-//! stderr and exit code 1 (2 for bad arguments, from clap), never a panic.
+//! The `keel` command line: train, evaluate, predict, summary, export. User
+//! mistakes end with a message on stderr and exit code 1 (2 for bad
+//! arguments, from clap), never a panic.
 
+mod data;
+mod evaluate;
+mod export;
+mod predict;
 mod train;
 
 use clap::{Parser, Subcommand};
+use keel::prelude::*;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -15,17 +22,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the reference CNN on MNIST, then evaluate it on the test set.
+    /// Train the reference CNN on MNIST (or continue a saved model), then evaluate it on the test set.
     Train(train::TrainArgs),
-    /// Print the reference model's summary table.
-    Summary,
+    /// Evaluate a saved model on its dataset's test set.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Classify image files (PNG, JPEG, BMP) with a saved model.
+    Predict(predict::PredictArgs),
+    /// Print the summary table of a saved model, or of the reference model.
+    Summary {
+        /// A .keel model file (default: the reference model).
+        model: Option<PathBuf>,
+    },
+    /// Convert a saved model to another format.
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
-        Command::Summary => train::reference_model(0).and_then(|mut m| m.summary()),
+        Command::Evaluate(args) => evaluate::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Summary { model: Some(path) } => Sequential::load(path).and_then(|mut m| m.summary()),
+        Command::Summary { model: None } => train::reference_model(0).and_then(|mut m| m.summary()),
+        Command::Export(args) => export::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,4 +54,26 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `work` on a pool of `threads` workers (default: all cores).
+fn with_threads<T: Send>(
+    threads: Option<usize>,
+    work: impl FnOnce(usize) -> keel::Result<T> + Send,
+) -> keel::Result<T> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+    pool.install(|| work(threads))
+}
+
+/// Writes `value` as pretty JSON, atomically.
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> keel::Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
+    keel::io::write_atomic(path, text.as_bytes())
 }

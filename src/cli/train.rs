@@ -1,6 +1,8 @@
-//! `keel train`: the reference workflow, with its knobs as flags.
+//! `keel train`: the reference workflow, with its knobs as flags; saving,
+//! checkpoints and resuming.
 
-use keel::datasets::{DataSource, mnist};
+use super::{data, with_threads, write_json};
+use keel::callbacks::{Callback, ModelCheckpoint};
 use keel::model::Verbosity;
 use keel::prelude::*;
 use serde_json::json;
@@ -9,7 +11,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Passes over the training data.
+    /// Epochs to train to: with --resume, the total including those already trained (Keras' `epochs` with `initial_epoch`).
     #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Samples per gradient step.
@@ -21,7 +23,7 @@ pub struct TrainArgs {
     /// adam, sgd or rmsprop (Keras defaults).
     #[arg(long, default_value = "adam")]
     optimizer: String,
-    /// Learning rate (default: the optimizer's Keras default).
+    /// Learning rate (default: the optimizer's Keras default, or the resumed model's).
     #[arg(long)]
     learning_rate: Option<f32>,
     /// Seed for weights and shuffling; the same seed gives the same run.
@@ -36,6 +38,18 @@ pub struct TrainArgs {
     /// Write test metrics, history, config and timings as JSON to this file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
+    /// Save the trained model (architecture, weights, optimizer state) to this .keel file.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Save a resumable checkpoint here after every epoch (epoch-001.keel, ...).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// With --checkpoint-dir: keep only best.keel, saved when val_loss improves.
+    #[arg(long, requires = "checkpoint_dir")]
+    save_best_only: bool,
+    /// Continue training a model saved by --save or --checkpoint-dir.
+    #[arg(long, conflicts_with_all = ["optimizer", "seed"])]
+    resume: Option<PathBuf>,
     /// Print only the test accuracy.
     #[arg(long, short)]
     quiet: bool,
@@ -54,49 +68,76 @@ pub fn reference_model(seed: u64) -> keel::Result<Sequential> {
 }
 
 pub fn run(args: &TrainArgs) -> keel::Result<()> {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+    with_threads(args.threads, |threads| train(args, threads))
+}
+
+/// A new compiled reference model, or the resumed one, with the epoch it starts from.
+fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
+    let Some(path) = &args.resume else {
+        let mut model = reference_model(args.seed)?;
+        let optimizer = keel::optimizers::from_name(&args.optimizer, args.learning_rate)?;
+        model.compile(optimizer, Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+        return Ok((model, 0));
+    };
+    let mut model = Sequential::load(path)?;
+    let done = model.epochs_trained();
+    let Some(optimizer) = model.optimizer_mut() else {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds weights but no training state (it was not compiled); it cannot be resumed",
+            path.display()
+        )));
+    };
+    if let Some(lr) = args.learning_rate {
+        keel::optimizers::check_learning_rate(lr)?;
+        optimizer.set_learning_rate(lr);
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
-    pool.install(|| train(args, threads))
+    if args.epochs <= done {
+        return Err(Error::InvalidArgument(format!(
+            "{} has already trained {done} epochs; --epochs is the total to reach, so give more than {done}",
+            path.display()
+        )));
+    }
+    Ok((model, done))
 }
 
 fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let start = Instant::now();
-    let optimizer = keel::optimizers::from_name(&args.optimizer, args.learning_rate)?;
-    let learning_rate = optimizer.learning_rate();
-    let source = DataSource::from_env().with_data_dir(args.data_dir.clone());
-    let ((train_images, train_labels), (test_images, test_labels)) = mnist::load_data_from(&source)?;
-    let train_images = (train_images / 255.0).reshape(&[-1, 28, 28, 1])?;
-    let test_images = (test_images / 255.0).reshape(&[-1, 28, 28, 1])?;
-    let train_labels = to_categorical(&train_labels, Some(10))?;
-    let test_labels = to_categorical(&test_labels, Some(10))?;
+    let (mut model, initial_epoch) = model_to_train(args)?;
+    let data =
+        data::load(model.data_info().and_then(|d| d.dataset.as_deref()).unwrap_or("mnist"), args.data_dir.clone())?;
+    model.set_data_info(data.info.clone());
     let load_s = start.elapsed().as_secs_f64();
-
-    let mut model = reference_model(args.seed)?;
-    model.compile(optimizer, Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     if !args.quiet {
         model.summary()?;
     }
+
     let fit_start = Instant::now();
     let options = FitOptions {
         epochs: args.epochs,
+        initial_epoch,
         batch_size: args.batch_size,
         validation_split: args.validation_split,
         verbose: if args.quiet { Verbosity::Silent } else { Verbosity::ProgressBar },
         ..FitOptions::default()
     };
-    let history = model.fit(&train_images, &train_labels, &options)?;
+    let mut checkpoint = args.checkpoint_dir.as_ref().map(|dir| {
+        let name = if args.save_best_only { "best.keel" } else { "epoch-{epoch:03}.keel" };
+        ModelCheckpoint::new(dir.join(name).to_string_lossy().into_owned()).save_best_only(args.save_best_only)
+    });
+    let mut callbacks: Vec<&mut dyn Callback> = checkpoint.iter_mut().map(|c| c as &mut dyn Callback).collect();
+    let (x, y) = &data.train;
+    let history = model.fit_with_callbacks(x, y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
+    if let Some(path) = &args.save {
+        model.save(path)?;
+    }
+
+    let (test_images, test_labels) = &data.test;
     let eval_start = Instant::now();
-    let scores = model.evaluate(&test_images, &test_labels)?;
+    let scores = model.evaluate(test_images, test_labels)?;
     let evaluate_s = eval_start.elapsed().as_secs_f64();
     let predict_start = Instant::now();
-    model.predict(&test_images)?;
+    model.predict(test_images)?;
     let predict_s = predict_start.elapsed().as_secs_f64();
     let test_accuracy = scores.accuracy().unwrap_or(f64::NAN);
     println!("Test accuracy: {test_accuracy:.4}");
@@ -108,6 +149,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
         );
     }
     if let Some(path) = &args.metrics_out {
+        let optimizer = model.optimizer().expect("training models are compiled");
         let report = json!({
             "test_accuracy": test_accuracy,
             "test_loss": scores.loss,
@@ -116,11 +158,12 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
                 "dataset": "mnist",
                 "model": "reference",
                 "epochs": args.epochs,
+                "initial_epoch": initial_epoch,
                 "batch_size": args.batch_size,
                 "validation_split": args.validation_split,
-                "optimizer": args.optimizer,
-                "learning_rate": learning_rate,
-                "seed": args.seed,
+                "optimizer": optimizer.name(),
+                "learning_rate": optimizer.learning_rate(),
+                "seed": model.architecture()?.seed,
                 "threads": threads,
                 "params": model.count_params()?,
             },
@@ -132,8 +175,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
                 "total_s": start.elapsed().as_secs_f64(),
             },
         });
-        let text = serde_json::to_string_pretty(&report).expect("JSON values always serialise");
-        keel::io::write_atomic(path, text.as_bytes())?;
+        write_json(path, &report)?;
     }
     Ok(())
 }

@@ -1,6 +1,13 @@
-//! Writing files safely: everything keel writes goes through a temporary
+//! Files: `.keel` model files (`Sequential::save`, `Sequential::load`), ONNX
+//! export, and safe writes: everything keel writes goes through a temporary
 //! file in the same directory, flushed to disk and renamed over the target, so
 //! a crash never leaves a half-written file.
+
+mod model_file;
+mod onnx;
+
+pub use model_file::{FORMAT, FORMAT_VERSION};
+pub use onnx::OPSET as ONNX_OPSET;
 
 use crate::error::{Error, Result};
 use std::fs::File;

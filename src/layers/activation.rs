@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 use crate::activations::Activation;
 use crate::kernels::activation;
@@ -44,6 +45,10 @@ impl Layer for ActivationLayer {
 
     fn base_name(&self) -> &'static str {
         "activation"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Activation { activation: self.activation }
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::padding::window;
 use super::{Backward, Layer, Mode, Padding};
 use crate::activations::Activation;
@@ -128,6 +129,26 @@ impl Layer for Conv2D {
 
     fn base_name(&self) -> &'static str {
         "conv2d"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Conv2D {
+            filters: self.filters,
+            kernel_size: self.kernel_size.into(),
+            strides: self.strides.into(),
+            padding: self.padding,
+            activation: self.activation,
+            use_bias: self.use_bias,
+        }
+    }
+
+    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        let g = self.geometry();
+        let mut shapes = vec![("kernel", vec![g.kh, g.kw, g.c, self.filters])];
+        if self.use_bias {
+            shapes.push(("bias", vec![self.filters]));
+        }
+        shapes
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 use crate::activations::Activation;
 use crate::initializers::glorot_uniform;
@@ -82,6 +83,18 @@ impl Layer for Dense {
 
     fn base_name(&self) -> &'static str {
         "dense"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Dense { units: self.units, activation: self.activation, use_bias: self.use_bias }
+    }
+
+    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        let mut shapes = vec![("kernel", vec![self.features, self.units])];
+        if self.use_bias {
+            shapes.push(("bias", vec![self.units]));
+        }
+        shapes
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 use crate::random::Rng;
 use rand::Rng as _;
@@ -41,6 +42,10 @@ impl Layer for Dropout {
 
     fn base_name(&self) -> &'static str {
         "dropout"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Dropout { rate: self.rate }
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

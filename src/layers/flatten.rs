@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 
 /// Flattens each sample to one dimension, as `keras.layers.Flatten`. Data is
@@ -34,6 +35,10 @@ impl Layer for Flatten {
 
     fn base_name(&self) -> &'static str {
         "flatten"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Flatten {}
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

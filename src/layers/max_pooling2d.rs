@@ -1,3 +1,4 @@
+use super::LayerConfig;
 use super::padding::window;
 use super::{Backward, Layer, Mode, Padding};
 use crate::kernels::pool::{max_pool_backward, max_pool_forward};
@@ -67,6 +68,14 @@ impl Layer for MaxPooling2D {
 
     fn base_name(&self) -> &'static str {
         "max_pooling2d"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::MaxPooling2D {
+            pool_size: self.pool_size.into(),
+            strides: self.strides.map(Into::into),
+            padding: self.padding,
+        }
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

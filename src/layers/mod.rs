@@ -6,6 +6,7 @@
 //! slice. That makes optimizers one loop and an all-reduce one call.
 
 mod activation;
+mod config;
 mod conv2d;
 mod dense;
 mod dropout;
@@ -14,6 +15,7 @@ mod max_pooling2d;
 mod padding;
 
 pub use activation::ActivationLayer;
+pub use config::{LayerConfig, Pair};
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -57,6 +59,15 @@ pub trait Layer: Send {
 
     /// The base of automatic layer names: "conv2d" (then "conv2d_1", ...).
     fn base_name(&self) -> &'static str;
+
+    /// The layer's class and arguments, as saved in model files.
+    fn config(&self) -> LayerConfig;
+
+    /// Names and shapes of the parameters in this layer's slice, in order
+    /// (after `build`): `[("kernel", [3, 3, 1, 32]), ("bias", [32])]`.
+    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        Vec::new()
+    }
 
     /// The input shape given on this layer (`input_shape=` in Keras), if any.
     fn declared_input_shape(&self) -> Option<&[usize]> {

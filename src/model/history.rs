@@ -1,6 +1,6 @@
 //! What `fit` returns and `evaluate` reports.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Named values: "loss", "accuracy", "val_loss", "val_accuracy", ... Sorted by
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub type Logs = BTreeMap<String, f64>;
 
 /// One epoch of training.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -27,7 +27,7 @@ impl EpochLog {
 }
 
 /// Per-epoch logs of a `fit` call, as Keras' `History`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(transparent)]
 pub struct History {
     pub epochs: Vec<EpochLog>,

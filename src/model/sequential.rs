@@ -1,3 +1,5 @@
+use super::architecture::{DataInfo, MAX_SAMPLE_ELEMENTS};
+use super::history::History;
 use super::network::Network;
 use super::summary;
 use crate::activations::Activation;
@@ -32,11 +34,27 @@ pub struct Sequential {
     pub(super) seed: u64,
     fuse: bool,
     pub(super) net: Option<Network>,
-    pub(super) compiled: Option<Compiled>,
+    pub(crate) compiled: Option<Compiled>,
+    pub(crate) data_info: Option<DataInfo>,
+    /// Epochs trained so far, over all `fit` calls: the shuffle and dropout
+    /// of epoch e depend only on (seed, e), so training resumes exactly.
+    pub(crate) epochs_trained: usize,
+    /// Logs of every epoch trained so far.
+    pub(crate) history: History,
+    /// Most parameters `build` may allocate (set when loading a file, to what it holds).
+    pub(crate) param_limit: Option<usize>,
+}
+
+/// One weight tensor of a model: see [`Sequential::weights`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub range: std::ops::Range<usize>,
 }
 
 /// What `compile` chose.
-pub(super) struct Compiled {
+pub(crate) struct Compiled {
     pub optimizer: Box<dyn Optimizer>,
     pub loss: Loss,
     pub metrics: Vec<Metric>,
@@ -62,6 +80,10 @@ impl Sequential {
             fuse: true,
             net: None,
             compiled: None,
+            data_info: None,
+            epochs_trained: 0,
+            history: History::default(),
+            param_limit: None,
         }
     }
 
@@ -106,6 +128,26 @@ impl Sequential {
         self
     }
 
+    /// What the inputs and outputs mean (dataset, class names, input scale), if set.
+    pub fn data_info(&self) -> Option<&DataInfo> {
+        self.data_info.as_ref()
+    }
+
+    /// Records what the inputs and outputs mean; saved with the model.
+    pub fn set_data_info(&mut self, info: DataInfo) {
+        self.data_info = Some(info);
+    }
+
+    /// Epochs trained so far, over all `fit` calls (and before saving, for a loaded model).
+    pub fn epochs_trained(&self) -> usize {
+        self.epochs_trained
+    }
+
+    /// Logs of every epoch trained so far, over all `fit` calls.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// The model's name, shown by `summary()`.
     pub fn name(&self) -> &str {
         &self.name
@@ -144,6 +186,12 @@ impl Sequential {
                 summary::shape_str(input)
             )));
         }
+        if too_large(input) {
+            return Err(Error::Build(format!(
+                "input shape {} has more than {MAX_SAMPLE_ELEMENTS} values per sample; use smaller inputs",
+                summary::shape_str(input)
+            )));
+        }
         let mut shapes = vec![input.to_vec()];
         let mut ranges = Vec::with_capacity(self.layers.len());
         let mut offset = 0;
@@ -156,16 +204,25 @@ impl Sequential {
                     summary::shape_str(x)
                 ))
             })?;
+            if too_large(&y) {
+                return Err(Error::Build(format!(
+                    "layer '{name}' ({}) outputs {} values per sample, more than keel allows ({MAX_SAMPLE_ELEMENTS}); use smaller inputs or layers",
+                    layer.class_name(),
+                    summary::shape_str(&y)
+                )));
+            }
             let count = layer.param_count();
             ranges.push(offset..offset + count);
             offset += count;
             shapes.push(y);
         }
+        if let Some(limit) = self.param_limit.filter(|&limit| offset > limit) {
+            return Err(Error::Build(format!("the architecture has {offset} parameters but only {limit} are given")));
+        }
         let mut params = vec![0.0; offset];
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let mut rng = random::stream(self.seed, streams::INIT + i as u64);
             layer.init_params(&mut params[ranges[i].clone()], &mut rng);
-            layer.set_rng(random::stream(self.seed, streams::DROPOUT + i as u64));
         }
         self.fuse_head();
         let fused: Vec<bool> = (0..self.layers.len())
@@ -237,6 +294,43 @@ impl Sequential {
         Ok(&net.params[range.clone()])
     }
 
+    /// The model's weight tensors in order: name ("conv2d/kernel"), Keras
+    /// shape, and where it lies in [`Sequential::params`].
+    pub fn weights(&self) -> Result<Vec<WeightInfo>> {
+        let net = self.network()?;
+        let mut out = Vec::new();
+        for ((layer, name), range) in self.layers.iter().zip(&self.names).zip(&net.ranges) {
+            let mut start = range.start;
+            for (weight, shape) in layer.weight_shapes() {
+                let len: usize = shape.iter().product();
+                out.push(WeightInfo { name: format!("{name}/{weight}"), shape, range: start..start + len });
+                start += len;
+            }
+            debug_assert_eq!(start, range.end, "layer '{name}' weight shapes must cover its parameters");
+        }
+        Ok(out)
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// Per-sample shapes: the input's, then each layer's output.
+    pub fn shapes(&self) -> Result<&[Vec<usize>]> {
+        Ok(&self.network()?.shapes)
+    }
+
+    /// The compiled optimizer, if any.
+    pub fn optimizer(&self) -> Option<&dyn Optimizer> {
+        self.compiled.as_ref().map(|c| &*c.optimizer)
+    }
+
+    /// The compiled optimizer, to change its learning rate or restore its state.
+    pub fn optimizer_mut(&mut self) -> Option<&mut dyn Optimizer> {
+        Some(&mut *self.compiled.as_mut()?.optimizer)
+    }
+
     /// Per-sample output shape.
     pub fn output_shape(&self) -> Result<&[usize]> {
         Ok(self.network()?.shapes.last().expect("built networks have an output"))
@@ -277,6 +371,11 @@ impl Sequential {
     fn network_mut(&mut self) -> Result<&mut Network> {
         self.net.as_mut().ok_or_else(not_built)
     }
+}
+
+/// Whether a per-sample shape holds more values than keel allows (or overflows).
+fn too_large(shape: &[usize]) -> bool {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|len| len > MAX_SAMPLE_ELEMENTS)
 }
 
 fn not_built() -> Error {

@@ -5,6 +5,7 @@ use super::history::{EpochLog, Evaluation, History, Logs};
 use super::progress::{Progress, Verbosity};
 use super::sequential::Sequential;
 use super::summary::shape_str;
+use crate::callbacks::{Callback, Control};
 use crate::error::{Error, Result};
 use crate::kernels::activation;
 use crate::layers::Mode;
@@ -35,6 +36,10 @@ pub struct FitOptions {
     pub verbose: Verbosity,
     /// Seed of the shuffle; defaults to the model's seed.
     pub seed: Option<u64>,
+    /// Epoch to start at, as Keras' `initial_epoch`: runs epochs
+    /// `initial_epoch + 1 ..= epochs` (default 0). Set it to
+    /// `model.epochs_trained()` to continue a loaded model.
+    pub initial_epoch: usize,
 }
 
 impl Default for FitOptions {
@@ -46,6 +51,7 @@ impl Default for FitOptions {
             shuffle: true,
             verbose: Verbosity::ProgressBar,
             seed: None,
+            initial_epoch: 0,
         }
     }
 }
@@ -68,11 +74,24 @@ struct BatchScratch {
 }
 
 impl Sequential {
-    /// Trains the model, as `model.fit(x, y, ...)`; returns the per-epoch History.
+    /// Trains the model, as `model.fit(x, y, ...)`; returns the History of this call.
     ///
     /// `x`: (N, input shape), f32 or scaled bytes; `y`: (N, outputs) targets,
     /// or (N,) / (N, 1) class indices for the sparse loss.
     pub fn fit(&mut self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
+        self.fit_with_callbacks(x, y, options, &mut [])
+    }
+
+    /// [`Sequential::fit`] calling `callbacks` at the start and end of training,
+    /// of every epoch and after every batch; one returning [`Control::Stop`]
+    /// ends training after the current batch or epoch.
+    pub fn fit_with_callbacks(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        options: &FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
         if options.batch_size == 0 {
             return Err(Error::InvalidArgument("batch_size must be at least 1".into()));
         }
@@ -94,14 +113,29 @@ impl Sequential {
         }
         let capacity = options.batch_size.min(n_train);
         let mut scratch = self.scratch(capacity, target_len);
-        let mut rng = random::stream(options.seed.unwrap_or(self.seed), streams::SHUFFLE);
-        let mut order: Vec<usize> = (0..n_train).collect();
+        let seed = options.seed.unwrap_or(self.seed);
+        let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let steps = n_train.div_ceil(options.batch_size);
         let mut history = History::default();
-        for epoch in 1..=options.epochs {
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self)?;
+        }
+        let mut stop = false;
+        for epoch in options.initial_epoch + 1..=options.epochs {
             let started = Instant::now();
+            // Epoch k of the model's life shuffles and drops out from streams of
+            // (seed, k) alone, so 3 epochs + save + load + 2 epochs = 5 epochs.
+            let global_epoch = self.epochs_trained as u64 + 1;
+            order.clear();
+            order.extend(0..n_train);
             if options.shuffle {
-                order.shuffle(&mut rng);
+                order.shuffle(&mut random::epoch_stream(seed, streams::SHUFFLE, global_epoch));
+            }
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                layer.set_rng(random::epoch_stream(self.seed, streams::DROPOUT + i as u64, global_epoch));
+            }
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(self, epoch)?;
             }
             let mut progress = Progress::start(options.verbose, epoch, options.epochs, steps);
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
@@ -117,6 +151,15 @@ impl Sequential {
                     *total += part;
                 }
                 progress.step(step + 1, || self.logs(loss_sum, &metric_sums, seen));
+                if !callbacks.is_empty() {
+                    let logs = self.logs(loss_sum, &metric_sums, seen);
+                    for cb in callbacks.iter_mut() {
+                        stop |= cb.on_batch_end(self, step + 1, &logs)? == Control::Stop;
+                    }
+                    if stop {
+                        break;
+                    }
+                }
             }
             let mut logs = self.logs(loss_sum, &metric_sums, seen);
             if n_train < n {
@@ -124,7 +167,20 @@ impl Sequential {
                 logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch).to_logs("val_"));
             }
             progress.finish(&logs);
-            history.epochs.push(EpochLog { epoch, logs, seconds: started.elapsed().as_secs_f64() });
+            self.epochs_trained += 1;
+            let log = EpochLog { epoch: self.epochs_trained, logs, seconds: started.elapsed().as_secs_f64() };
+            self.history.epochs.push(log.clone());
+            history.epochs.push(log);
+            let logs = &history.epochs.last().expect("pushed above").logs;
+            for cb in callbacks.iter_mut() {
+                stop |= cb.on_epoch_end(self, epoch, logs)? == Control::Stop;
+            }
+            if stop {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(self, &history)?;
         }
         Ok(history)
     }

@@ -1,4 +1,4 @@
-use super::{Optimizer, ensure_len, update_each};
+use super::{Optimizer, OptimizerConfig, ensure_len, update_each};
 
 /// Adam, as `keras.optimizers.Adam` (defaults: learning_rate 0.001, beta_1 0.9,
 /// beta_2 0.999, epsilon 1e-7). Update, with t the step number:
@@ -13,14 +13,18 @@ use super::{Optimizer, ensure_len, update_each};
 /// use keel::prelude::*;
 /// let adam = Adam::new(3e-4).beta_2(0.99);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Adam {
     pub learning_rate: f32,
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
+    #[serde(skip)]
     iterations: u64,
+    #[serde(skip)]
     m: Vec<f32>,
+    #[serde(skip)]
     v: Vec<f32>,
 }
 
@@ -78,6 +82,28 @@ impl Optimizer for Adam {
 
     fn iterations(&self) -> u64 {
         self.iterations
+    }
+
+    fn config(&self) -> OptimizerConfig {
+        OptimizerConfig::Adam(Adam {
+            learning_rate: self.learning_rate,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            ..Adam::default()
+        })
+    }
+
+    fn slots(&self) -> Vec<(&'static str, &[f32])> {
+        vec![("m", self.m.as_slice()), ("v", self.v.as_slice())]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        vec![("m", &mut self.m), ("v", &mut self.v)]
+    }
+
+    fn set_iterations(&mut self, iterations: u64) {
+        self.iterations = iterations;
     }
 
     fn step(&mut self, params: &mut [f32], grads: &[f32]) {

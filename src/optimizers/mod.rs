@@ -32,6 +32,80 @@ pub trait Optimizer: Send {
 
     /// One update: `params -= f(grads, state)`. State buffers are sized on the first call.
     fn step(&mut self, params: &mut [f32], grads: &[f32]);
+
+    /// Its class and hyper-parameters, as saved in model files.
+    fn config(&self) -> OptimizerConfig;
+
+    /// State buffers by name ("m", "v"), each as long as the parameters, or
+    /// empty before the first step. With `iterations`, all a resume needs.
+    fn slots(&self) -> Vec<(&'static str, &[f32])>;
+
+    /// The state buffers, to restore them.
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)>;
+
+    /// Restores the update count (Adam's bias correction depends on it).
+    fn set_iterations(&mut self, iterations: u64);
+}
+
+/// An optimizer's class and hyper-parameters (no state), as saved in model
+/// files: `{"class_name": "Adam", "learning_rate": 0.001, ...}`; omitted
+/// arguments take Keras' defaults.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "class_name")]
+pub enum OptimizerConfig {
+    Adam(Adam),
+    SGD(SGD),
+    RMSprop(RMSprop),
+}
+
+impl OptimizerConfig {
+    /// A fresh optimizer (no state), after checking the hyper-parameters.
+    pub fn to_optimizer(&self) -> Result<Box<dyn Optimizer>> {
+        let unit = |name: &str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument(format!("{name} must be in [0, 1), got {v}")))
+            }
+        };
+        let optimizer: Box<dyn Optimizer> = match self {
+            OptimizerConfig::Adam(a) => {
+                unit("beta_1", a.beta_1)?;
+                unit("beta_2", a.beta_2)?;
+                non_negative("epsilon", a.epsilon)?;
+                Box::new(a.clone())
+            }
+            OptimizerConfig::SGD(s) => {
+                unit("momentum", s.momentum)?;
+                Box::new(s.clone())
+            }
+            OptimizerConfig::RMSprop(r) => {
+                unit("rho", r.rho)?;
+                unit("momentum", r.momentum)?;
+                non_negative("epsilon", r.epsilon)?;
+                Box::new(r.clone())
+            }
+        };
+        check_learning_rate(optimizer.learning_rate())?;
+        Ok(optimizer)
+    }
+}
+
+fn non_negative(name: &str, v: f32) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("{name} must be a non-negative number, got {v}")))
+    }
+}
+
+/// Learning rates must be positive and finite.
+pub fn check_learning_rate(lr: f32) -> Result<()> {
+    if lr.is_finite() && lr > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("learning rate must be a positive number, got {lr}")))
+    }
 }
 
 impl<O: Optimizer + 'static> From<O> for Box<dyn Optimizer> {
@@ -51,9 +125,7 @@ pub fn from_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optim
         }
     };
     if let Some(lr) = learning_rate {
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::InvalidArgument(format!("learning rate must be a positive number, got {lr}")));
-        }
+        check_learning_rate(lr)?;
         opt.set_learning_rate(lr);
     }
     Ok(opt)

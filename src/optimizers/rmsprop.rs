@@ -1,4 +1,4 @@
-use super::{Optimizer, ensure_len, update_each};
+use super::{Optimizer, OptimizerConfig, ensure_len, update_each};
 
 /// RMSprop, as `keras.optimizers.RMSprop` (defaults: learning_rate 0.001,
 /// rho 0.9, momentum 0, epsilon 1e-7). Update:
@@ -14,14 +14,18 @@ use super::{Optimizer, ensure_len, update_each};
 /// use keel::prelude::*;
 /// let rms = RMSprop::new(1e-3).rho(0.95);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RMSprop {
     pub learning_rate: f32,
     pub rho: f32,
     pub momentum: f32,
     pub epsilon: f32,
+    #[serde(skip)]
     iterations: u64,
+    #[serde(skip)]
     velocity: Vec<f32>,
+    #[serde(skip)]
     moment: Vec<f32>,
 }
 
@@ -79,6 +83,28 @@ impl Optimizer for RMSprop {
 
     fn iterations(&self) -> u64 {
         self.iterations
+    }
+
+    fn config(&self) -> OptimizerConfig {
+        OptimizerConfig::RMSprop(RMSprop {
+            learning_rate: self.learning_rate,
+            rho: self.rho,
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+            ..RMSprop::default()
+        })
+    }
+
+    fn slots(&self) -> Vec<(&'static str, &[f32])> {
+        vec![("velocity", self.velocity.as_slice()), ("moment", self.moment.as_slice())]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        vec![("velocity", &mut self.velocity), ("moment", &mut self.moment)]
+    }
+
+    fn set_iterations(&mut self, iterations: u64) {
+        self.iterations = iterations;
     }
 
     fn step(&mut self, params: &mut [f32], grads: &[f32]) {

@@ -1,4 +1,4 @@
-use super::{CHUNK, Optimizer, ensure_len};
+use super::{CHUNK, Optimizer, OptimizerConfig, ensure_len};
 use rayon::prelude::*;
 
 /// Stochastic gradient descent, as `keras.optimizers.SGD` (defaults:
@@ -15,12 +15,15 @@ use rayon::prelude::*;
 /// use keel::prelude::*;
 /// let sgd = SGD::new(0.01).momentum(0.9).nesterov(true);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SGD {
     pub learning_rate: f32,
     pub momentum: f32,
     pub nesterov: bool,
+    #[serde(skip)]
     iterations: u64,
+    #[serde(skip)]
     velocity: Vec<f32>,
 }
 
@@ -64,6 +67,27 @@ impl Optimizer for SGD {
 
     fn iterations(&self) -> u64 {
         self.iterations
+    }
+
+    fn config(&self) -> OptimizerConfig {
+        OptimizerConfig::SGD(SGD {
+            learning_rate: self.learning_rate,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            ..SGD::default()
+        })
+    }
+
+    fn slots(&self) -> Vec<(&'static str, &[f32])> {
+        vec![("velocity", self.velocity.as_slice())]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        vec![("velocity", &mut self.velocity)]
+    }
+
+    fn set_iterations(&mut self, iterations: u64) {
+        self.iterations = iterations;
     }
 
     fn step(&mut self, params: &mut [f32], grads: &[f32]) {

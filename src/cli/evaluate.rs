@@ -1,0 +1,57 @@
+//! `keel evaluate MODEL`: test loss and accuracy of a saved model.
+
+use super::{data, with_threads, write_json};
+use keel::prelude::*;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// A .keel model file.
+    model: PathBuf,
+    /// Dataset to evaluate on (default: the one the model was trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Directory holding mnist/ (default: $KEEL_DATA_DIR, then the download cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write test loss and metrics as JSON to this file.
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
+}
+
+pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
+    with_threads(args.threads, |_| {
+        let mut model = Sequential::load(&args.model)?;
+        if model.optimizer().is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{} was saved without loss and metrics (not compiled); keel cannot evaluate it",
+                args.model.display()
+            )));
+        }
+        let trained_on = model.data_info().and_then(|d| d.dataset.clone());
+        let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
+        let data = data::load(&dataset, args.data_dir.clone())?;
+        let (x, y) = &data.test;
+        let scores = model.evaluate(x, y)?;
+        println!("Test loss: {:.4}", scores.loss);
+        for (name, value) in &scores.metrics {
+            println!("Test {name}: {value:.4}");
+        }
+        if let Some(path) = &args.metrics_out {
+            let accuracy = scores.accuracy().unwrap_or(f64::NAN);
+            let report = json!({
+                "model": args.model,
+                "dataset": dataset,
+                "test_loss": scores.loss,
+                "test_accuracy": accuracy,
+                "metrics": scores.metrics,
+            });
+            write_json(path, &report)?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,273 @@
+//! The `.keel` model file: one [safetensors](https://huggingface.co/docs/safetensors)
+//! file. Its JSON header (plain text at the start of the file) holds, as
+//! metadata, the format version, the architecture and the training state; its
+//! tensors are the weights, named `"<layer>/<kernel|bias>"` with Keras' shapes,
+//! and the optimizer's state, `"optimizer/<slot>/<layer>/<kernel|bias>"`.
+//! Any safetensors reader (Python's `safetensors`, for one) can open it.
+//!
+//! Loading trusts nothing: the header is parsed by the safetensors crate
+//! (bounded size, offsets checked against the file), the architecture is
+//! checked argument by argument, and no buffer is allocated beyond what the
+//! file's tensors hold, before the weights are matched one by one. Nothing in
+//! a file is ever executed.
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::model::{Architecture, History, Sequential, WeightInfo};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The `format` metadata value of every keel file.
+pub const FORMAT: &str = "keel";
+/// The version written; files of a newer version are refused with a clear error.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A tensor to write: name, shape, values.
+type NamedTensor<'a> = (String, Vec<usize>, &'a [f32]);
+
+/// What a resume needs beyond weights and optimizer buffers.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingState {
+    epochs_trained: usize,
+    optimizer_iterations: u64,
+    history: History,
+}
+
+impl Sequential {
+    /// Saves the whole model, as Keras' `model.save`: architecture, weights,
+    /// and when compiled the optimizer with its state, the epochs trained and
+    /// the History, so that [`Sequential::load`] continues exactly where this
+    /// left off. The write is atomic: a crash leaves the previous file intact.
+    ///
+    /// ```no_run
+    /// # use keel::prelude::*;
+    /// # fn f(model: &Sequential) -> keel::Result<()> {
+    /// model.save("model.keel")?;
+    /// let mut again = Sequential::load("model.keel")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let architecture = self.architecture()?;
+        let mut metadata = header(&architecture);
+        let mut tensors = self.weight_tensors()?;
+        if let Some(optimizer) = self.optimizer() {
+            let state = TrainingState {
+                epochs_trained: self.epochs_trained(),
+                optimizer_iterations: optimizer.iterations(),
+                history: self.history().clone(),
+            };
+            metadata.insert("training".into(), to_json(&state));
+            for (slot, values) in optimizer.slots() {
+                if values.is_empty() {
+                    continue;
+                }
+                for w in self.weights()? {
+                    tensors.push((format!("optimizer/{slot}/{}", w.name), w.shape.clone(), &values[w.range.clone()]));
+                }
+            }
+        }
+        write_tensors(path.as_ref(), tensors, metadata)
+    }
+
+    /// Loads a model written by [`Sequential::save`] (or `keel train --save`):
+    /// built, compiled if it was, with its weights, and with its training
+    /// state when the file has one.
+    pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let file = ModelFile::parse(path, &bytes)?;
+        let architecture_text = file.metadata("architecture")?;
+        let architecture: Architecture = serde_json::from_str(architecture_text)
+            .map_err(|e| file.corrupt(format!("its architecture is not valid: {e}")))?;
+        let mut model = Sequential::from_architecture_within(&architecture, Some(file.weight_elements()))
+            .map_err(|e| file.corrupt(format!("its architecture cannot be built: {e}")))?;
+        file.restore_weights(&mut model, "")?;
+        if let Some(text) = file.optional_metadata("training") {
+            let state: TrainingState = serde_json::from_str(text)
+                .map_err(|e| file.corrupt(format!("its training state is not valid: {e}")))?;
+            let weights = model.weights()?;
+            if let Some(optimizer) = model.optimizer_mut() {
+                for (slot, buffer) in optimizer.slots_mut() {
+                    let prefix = format!("optimizer/{slot}/");
+                    if file.has_prefix(&prefix) {
+                        buffer.clear();
+                        buffer.resize(weights.last().map_or(0, |w| w.range.end), 0.0);
+                        file.read_weights(&weights, &prefix, buffer)?;
+                    }
+                }
+                optimizer.set_iterations(state.optimizer_iterations);
+            }
+            model.epochs_trained = state.epochs_trained;
+            model.history = state.history;
+        }
+        file.check_all_used(&model)?;
+        Ok(model)
+    }
+
+    /// Saves the weights alone (a safetensors file), as `model.save_weights`.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut metadata = HashMap::new();
+        metadata.insert("format".into(), FORMAT.into());
+        metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
+        write_tensors(path.as_ref(), self.weight_tensors()?, metadata)
+    }
+
+    /// Loads weights saved by [`Sequential::save_weights`] (or [`Sequential::save`])
+    /// into this built model; every tensor's name and shape must match.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let file = ModelFile::parse(path, &bytes)?;
+        file.restore_weights(self, "")
+    }
+
+    fn weight_tensors(&self) -> Result<Vec<NamedTensor<'_>>> {
+        let params = self.params()?;
+        Ok(self.weights()?.into_iter().map(|w| (w.name, w.shape, &params[w.range])).collect())
+    }
+}
+
+fn header(architecture: &Architecture) -> HashMap<String, String> {
+    let mut metadata = HashMap::new();
+    metadata.insert("format".into(), FORMAT.into());
+    metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
+    metadata.insert("architecture".into(), to_json(architecture));
+    metadata
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("architectures and states always serialise")
+}
+
+fn write_tensors(
+    path: &Path,
+    tensors: Vec<(String, Vec<usize>, &[f32])>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| (name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|view| (name.as_str(), view)).map_err(|e| {
+                Error::State(format!("weight '{name}' does not fit its shape {shape:?}: {e} (a bug in keel)"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let file = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::State(format!("cannot encode {}: {e}", path.display())))?;
+    write_atomic(path, &file)
+}
+
+/// A parsed file and where it came from, for error messages.
+struct ModelFile<'a> {
+    path: &'a Path,
+    tensors: SafeTensors<'a>,
+    metadata: HashMap<String, String>,
+}
+
+impl<'a> ModelFile<'a> {
+    fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<Self> {
+        let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            corrupt(format!(
+                "not a keel model file ({e}); it may be truncated or another kind of file: save models with model.save or `keel train --save`"
+            ))
+        })?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| corrupt(format!("unreadable tensors: {e}")))?;
+        let file = ModelFile { path, tensors, metadata };
+        if file.metadata.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(file.corrupt(
+                "a safetensors file but not a keel model (no \"format\": \"keel\" in its metadata); load plain weights with load_weights".into(),
+            ));
+        }
+        let version = file.metadata("format_version")?;
+        match version.parse::<u32>() {
+            Ok(v) if v <= FORMAT_VERSION => {}
+            Ok(v) => {
+                return Err(file.corrupt(format!(
+                    "written by a newer keel (format version {v}; this keel reads up to {FORMAT_VERSION}); upgrade keel"
+                )));
+            }
+            Err(_) => return Err(file.corrupt(format!("format_version '{version}' is not a number"))),
+        }
+        for (name, view) in file.tensors.iter() {
+            if view.dtype() != Dtype::F32 {
+                return Err(file.corrupt(format!("tensor '{name}' is {:?}; keel files hold F32 tensors", view.dtype())));
+            }
+        }
+        Ok(file)
+    }
+
+    fn corrupt(&self, message: String) -> Error {
+        Error::CorruptFile { path: self.path.into(), message }
+    }
+
+    fn optional_metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    fn metadata(&self, key: &str) -> Result<&str> {
+        self.optional_metadata(key).ok_or_else(|| self.corrupt(format!("its metadata has no \"{key}\"")))
+    }
+
+    fn has_prefix(&self, prefix: &str) -> bool {
+        self.tensors.iter().any(|(name, _)| name.starts_with(prefix))
+    }
+
+    /// Elements in the weight tensors (not the optimizer's): an upper bound on
+    /// what the architecture may allocate.
+    fn weight_elements(&self) -> usize {
+        self.tensors.iter().filter(|(n, _)| !n.starts_with("optimizer/")).map(|(_, v)| v.data().len() / 4).sum()
+    }
+
+    fn restore_weights(&self, model: &mut Sequential, prefix: &str) -> Result<()> {
+        let weights = model.weights()?;
+        self.read_weights(&weights, prefix, model.params_mut()?)
+    }
+
+    /// Copies tensors `prefix + weight name` into `out` at each weight's range.
+    fn read_weights(&self, weights: &[WeightInfo], prefix: &str, out: &mut [f32]) -> Result<()> {
+        for w in weights {
+            let name = format!("{prefix}{}", w.name);
+            let view = self.tensors.tensor(&name).map_err(|_| {
+                self.corrupt(format!("it has no tensor '{name}', which the model needs; it holds a different model"))
+            })?;
+            if view.shape() != w.shape.as_slice() {
+                return Err(self.corrupt(format!(
+                    "tensor '{name}' has shape {:?} but the model needs {:?}; it holds a different model",
+                    view.shape(),
+                    w.shape
+                )));
+            }
+            for (dst, src) in out[w.range.clone()].iter_mut().zip(view.data().chunks_exact(4)) {
+                *dst = f32::from_le_bytes(src.try_into().expect("chunks of 4"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses tensors nothing reads: they mean the file and model disagree.
+    fn check_all_used(&self, model: &Sequential) -> Result<()> {
+        let weights = model.weights()?;
+        let slots: Vec<&str> =
+            model.optimizer().map(|o| o.slots().into_iter().map(|(s, _)| s).collect()).unwrap_or_default();
+        for (name, _) in self.tensors.iter() {
+            let weight = name.strip_prefix("optimizer/").and_then(|rest| {
+                let (slot, weight) = rest.split_once('/')?;
+                slots.contains(&slot).then_some(weight)
+            });
+            let weight = weight.unwrap_or(name);
+            if !weights.iter().any(|w| w.name == weight) {
+                return Err(self.corrupt(format!("tensor '{name}' belongs to no weight of the model's architecture")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! ONNX export (opset 13): any keel model becomes a graph that onnxruntime,
+//! tract and the like run with the same outputs as `model.predict`.
+//!
+//! The graph's input is named `input`, shaped `(N, H, W, C)` (channels last,
+//! as keel and Keras; N is a free dimension), float32, scaled as in training.
+//! Its output, `output`, is `(N, ...)` as `predict` returns: probabilities for
+//! a softmax classifier. ONNX convolutions and pooling are channels-first, so
+//! runs of them are wrapped in Transpose nodes; Dropout is left out.
+
+mod proto;
+
+use crate::activations::Activation;
+use crate::error::Result;
+use crate::io::write_atomic;
+use crate::layers::{LayerConfig, Padding, Pair};
+use crate::model::Sequential;
+use prost::Message;
+use proto::*;
+use std::path::Path;
+
+/// The ONNX operator set the graph is written for.
+pub const OPSET: i64 = 13;
+/// ONNX IR version matching opset 13.
+const IR_VERSION: i64 = 7;
+
+impl Sequential {
+    /// Writes the model as an ONNX file (see the module documentation for its
+    /// input and output), atomically.
+    ///
+    /// ```no_run
+    /// # fn f(model: &keel::model::Sequential) -> keel::Result<()> {
+    /// model.export_onnx("model.onnx")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn export_onnx(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path.as_ref(), &self.to_onnx()?.encode_to_vec())
+    }
+
+    fn to_onnx(&self) -> Result<ModelProto> {
+        let shapes = self.shapes()?;
+        let params = self.params()?;
+        let weights = self.weights()?;
+        let mut g =
+            Graph { nodes: Vec::new(), initializers: Vec::new(), current: "input".into(), channels_first: false };
+        for ((layer, name), input) in self.layers().iter().zip(self.layer_names()).zip(shapes) {
+            let weight = |w: &str| weights.iter().find(|info| info.name == format!("{name}/{w}"));
+            match layer.config() {
+                LayerConfig::Conv2D { kernel_size, strides, padding, activation, .. } => {
+                    let kernel = weight("kernel").expect("Conv2D has a kernel");
+                    let &[kh, kw, c, f] = kernel.shape.as_slice() else { unreachable!("Conv2D kernels are 4-D") };
+                    // Keras (KH, KW, C, F) -> ONNX (F, C, KH, KW).
+                    let hwio = &params[kernel.range.clone()];
+                    let mut oihw = vec![0.0f32; hwio.len()];
+                    for (i, &v) in hwio.iter().enumerate() {
+                        let (o, rest) = (i % f, i / f);
+                        let (ci, rest) = (rest % c, rest / c);
+                        let (x, y) = (rest % kw, rest / kw);
+                        oihw[((o * c + ci) * kh + y) * kw + x] = v;
+                    }
+                    g.set_channels_first(true);
+                    let mut inputs =
+                        vec![g.current.clone(), g.constant(&format!("{name}/kernel"), &[f, c, kh, kw], oihw)];
+                    if let Some(bias) = weight("bias") {
+                        inputs.push(g.constant(&bias.name, &bias.shape, params[bias.range.clone()].to_vec()));
+                    }
+                    let attributes = window_attributes(input, kernel_size, strides, padding);
+                    g.node("Conv", name, inputs, attributes);
+                    g.activation(activation, name);
+                }
+                LayerConfig::MaxPooling2D { pool_size, strides, padding } => {
+                    let attributes = window_attributes(input, pool_size, strides.unwrap_or(pool_size), padding);
+                    g.set_channels_first(true);
+                    g.node("MaxPool", name, vec![g.current.clone()], attributes);
+                }
+                LayerConfig::Flatten {} => {
+                    g.set_channels_first(false);
+                    g.node("Flatten", name, vec![g.current.clone()], vec![int("axis", 1)]);
+                }
+                LayerConfig::Dense { activation, .. } => {
+                    g.set_channels_first(false);
+                    let kernel = weight("kernel").expect("Dense has a kernel");
+                    let w = g.constant(&kernel.name, &kernel.shape, params[kernel.range.clone()].to_vec());
+                    g.node("MatMul", &format!("{name}/matmul"), vec![g.current.clone(), w], vec![]);
+                    if let Some(bias) = weight("bias") {
+                        let b = g.constant(&bias.name, &bias.shape, params[bias.range.clone()].to_vec());
+                        g.node("Add", &format!("{name}/bias_add"), vec![g.current.clone(), b], vec![]);
+                    }
+                    g.activation(activation, name);
+                }
+                LayerConfig::Activation { activation } => g.activation(activation, name),
+                LayerConfig::Dropout { .. } => {}
+            }
+        }
+        g.set_channels_first(false);
+        g.node("Identity", "output", vec![g.current.clone()], vec![]);
+        let graph = GraphProto {
+            node: g.nodes,
+            name: self.name().to_string(),
+            initializer: g.initializers,
+            input: vec![value_info("input", &shapes[0])],
+            output: vec![value_info("output", shapes.last().expect("built models have an output"))],
+        };
+        Ok(ModelProto {
+            ir_version: IR_VERSION,
+            producer_name: "keel".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: "input: (N, H, W, C) float32 scaled as in training; output: as keel's predict".into(),
+            graph: Some(graph),
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            metadata_props: self
+                .data_info()
+                .map(|info| {
+                    vec![StringStringEntryProto {
+                        key: "class_names".into(),
+                        value: serde_json::to_string(&info.class_names).expect("strings serialise"),
+                    }]
+                })
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The graph being written: its nodes, constants, the name of the latest
+/// output, and whether that output is channels-first.
+struct Graph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    current: String,
+    channels_first: bool,
+}
+
+impl Graph {
+    /// Appends `op` reading `inputs`; its output becomes the current tensor.
+    fn node(&mut self, op: &str, name: &str, inputs: Vec<String>, attribute: Vec<AttributeProto>) {
+        let output = if name == "output" { name.to_string() } else { format!("{name}/{}", op.to_lowercase()) };
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![output.clone()],
+            name: output.clone(),
+            op_type: op.into(),
+            attribute,
+        });
+        self.current = output;
+    }
+
+    /// A float constant; returns its name.
+    fn constant(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> String {
+        self.initializers.push(TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: DATA_TYPE_FLOAT,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.into()
+    }
+
+    /// Transposes the current 4-D tensor between (N,H,W,C) and (N,C,H,W) when
+    /// it is not already in the wanted layout.
+    fn set_channels_first(&mut self, wanted: bool) {
+        if self.channels_first == wanted {
+            return;
+        }
+        let perm = if wanted { vec![0, 3, 1, 2] } else { vec![0, 2, 3, 1] };
+        let name = format!("{}/{}", self.current, if wanted { "to_nchw" } else { "to_nhwc" });
+        self.node("Transpose", &name, vec![self.current.clone()], vec![ints("perm", &perm)]);
+        self.channels_first = wanted;
+    }
+
+    fn activation(&mut self, activation: Activation, layer: &str) {
+        let op = match activation {
+            Activation::Linear => return,
+            Activation::Relu => "Relu",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Softmax => {
+                // Softmax is over keel's last axis, the channels.
+                self.set_channels_first(false);
+                "Softmax"
+            }
+        };
+        let attributes = if op == "Softmax" { vec![int("axis", -1)] } else { vec![] };
+        self.node(op, layer, vec![self.current.clone()], attributes);
+    }
+}
+
+/// kernel_shape, strides and pads (top, left, bottom, right; TensorFlow's
+/// "same" puts the odd one after) of a window over an (H, W, C) input.
+fn window_attributes(input: &[usize], kernel: Pair, strides: Pair, padding: Padding) -> Vec<AttributeProto> {
+    let pads = |size: usize, k: usize, s: usize| -> (usize, usize) {
+        let (out, before) = padding.resolve(size, k, s).expect("built models have windows that fit");
+        let total = ((out - 1) * s + k).saturating_sub(size);
+        (before, total - before)
+    };
+    let (top, bottom) = pads(input[0], kernel.0, strides.0);
+    let (left, right) = pads(input[1], kernel.1, strides.1);
+    vec![
+        ints("kernel_shape", &[kernel.0 as i64, kernel.1 as i64]),
+        ints("strides", &[strides.0 as i64, strides.1 as i64]),
+        ints("pads", &[top as i64, left as i64, bottom as i64, right as i64]),
+    ]
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i, ints: vec![], r#type: ATTRIBUTE_INT }
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), i: 0, ints: values.to_vec(), r#type: ATTRIBUTE_INTS }
+}
+
+/// A float tensor of shape (N, sample...) with N free.
+fn value_info(name: &str, sample: &[usize]) -> ValueInfoProto {
+    let mut dim = vec![Dimension { value: Some(DimensionValue::DimParam("N".into())) }];
+    dim.extend(sample.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d as i64)) }));
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto { elem_type: DATA_TYPE_FLOAT, shape: Some(TensorShapeProto { dim }) }),
+        }),
+    }
+}
