@@ -204,3 +204,29 @@ fn killing_training_never_damages_the_checkpoint_it_overwrites() {
     }
     assert!(best.exists(), "no checkpoint was written in the runs");
 }
+
+#[test]
+fn model_files_train_and_summarise_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synthetic_mnist(&tmp.path().join("mnist"), 300, 50);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+    let convnet = models.join("mnist_convnet.toml");
+    let history = tmp.path().join("history.csv");
+    let args =
+        ["train", "--model", convnet.to_str().unwrap(), "--epochs", "1", "--data-dir", tmp.path().to_str().unwrap()];
+    let out = keel(&[&args[..], &["--history-out", history.to_str().unwrap()]].concat(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("Model: \"mnist_convnet\"") && stdout.contains("dropout (Dropout)"), "{stdout}");
+    assert!(stdout.contains("Epoch 1/1") && stdout.contains("Test accuracy: "), "{stdout}");
+    let csv = std::fs::read_to_string(&history).unwrap();
+    assert!(csv.starts_with("epoch,accuracy,loss,val_accuracy,val_loss,seconds\n1,"), "{csv}");
+
+    let out = keel(&["summary", "--model", models.join("cifar10_cnn.toml").to_str().unwrap()], &[]);
+    assert!(text(&out.stdout).contains("Total params: 1,250,858"), "{}", text(&out.stderr));
+
+    let cifar = models.join("cifar10_cnn.toml");
+    let out = keel(&["train", "--model", cifar.to_str().unwrap(), "--data-dir", tmp.path().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown dataset 'cifar10'"), "{}", text(&out.stderr));
+}

@@ -230,3 +230,23 @@ fn checkpoints_save_every_epoch_or_only_the_best() {
     let err = model.fit_with_callbacks(&x, &y, &quiet(1, 32, 0.0), &mut [&mut on_missing]).unwrap_err().to_string();
     assert!(err.contains("monitors 'val_loss', which training does not log"), "{err}");
 }
+
+#[test]
+fn example_model_files_build_and_round_trip_through_the_saved_schema() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+    for (file, params) in [("reference.toml", 54_410), ("mnist_convnet.toml", 34_826), ("cifar10_cnn.toml", 1_250_858)]
+    {
+        let architecture = Architecture::read(dir.join(file)).unwrap();
+        let model = Sequential::from_architecture(&architecture).unwrap();
+        assert_eq!(model.count_params().unwrap(), params, "{file}");
+        assert!(model.optimizer().is_some(), "{file} compiles");
+        let saved = serde_json::to_value(model.architecture().unwrap()).unwrap();
+        assert_eq!(saved, serde_json::to_value(&architecture).unwrap(), "{file}: the saved architecture differs");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "input_shape = [28, 28, 1]\n\n[[layers]]\nclass_name = \"Dense\"\nunit = 10\n").unwrap();
+    let err = Architecture::read(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("line 3"), "{err}");
+    assert!(err.contains("unknown field `unit`, expected one of `units`, `activation`, `use_bias`"), "{err}");
+}

@@ -1,11 +1,21 @@
 //! Callbacks: code that `fit` calls at the start and end of training, of each
 //! epoch, and after each batch, as Keras' `callbacks=[...]`.
 
+mod csv_logger;
+mod early_stopping;
+mod learning_rate_scheduler;
 mod model_checkpoint;
+mod reduce_lr_on_plateau;
+mod terminate_on_nan;
 
+pub use csv_logger::CSVLogger;
+pub use early_stopping::EarlyStopping;
+pub use learning_rate_scheduler::{LearningRateScheduler, Schedule};
 pub use model_checkpoint::ModelCheckpoint;
+pub use reduce_lr_on_plateau::ReduceLROnPlateau;
+pub use terminate_on_nan::TerminateOnNaN;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{History, Logs, Sequential};
 
 /// Whether training goes on after a callback returns.
@@ -44,8 +54,40 @@ pub trait Callback {
     }
 }
 
-/// Whether a monitored quantity improves upward: accuracies do, losses do not
-/// (Keras' `mode="auto"`).
-pub(crate) fn higher_is_better(monitor: &str) -> bool {
-    monitor.ends_with("accuracy") || monitor.ends_with("acc")
+/// Which way a monitored value improves, as Keras' `mode=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Up for accuracies, down for everything else (losses).
+    #[default]
+    Auto,
+    Min,
+    Max,
+}
+
+impl Mode {
+    /// Whether `current` improves on `best` (none yet: any finite value does)
+    /// by more than `min_delta`.
+    pub fn improves(self, monitor: &str, current: f64, best: Option<f64>, min_delta: f64) -> bool {
+        let higher = match self {
+            Mode::Auto => monitor.ends_with("accuracy") || monitor.ends_with("acc"),
+            Mode::Min => false,
+            Mode::Max => true,
+        };
+        match best {
+            None => current.is_finite(),
+            Some(best) if higher => current - min_delta > best,
+            Some(best) => current + min_delta < best,
+        }
+    }
+}
+
+/// The monitored value from an epoch's logs, or an error naming what is logged.
+fn monitored(callback: &str, monitor: &str, logs: &Logs) -> Result<f64> {
+    logs.get(monitor).copied().ok_or_else(|| {
+        let known: Vec<&str> = logs.keys().map(String::as_str).collect();
+        Error::InvalidArgument(format!(
+            "{callback} monitors '{monitor}', which training does not log (it logs {}); give validation data or monitor another value",
+            known.join(", ")
+        ))
+    })
 }

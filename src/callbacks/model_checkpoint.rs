@@ -1,4 +1,4 @@
-use super::{Callback, Control, higher_is_better};
+use super::{Callback, Control, Mode, monitored};
 use crate::error::{Error, Result};
 use crate::model::{Logs, Sequential};
 use std::path::PathBuf;
@@ -67,20 +67,8 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     fn on_epoch_end(&mut self, model: &mut Sequential, epoch: usize, logs: &Logs) -> Result<Control> {
         if self.save_best_only {
-            let Some(&value) = logs.get(&self.monitor) else {
-                let known: Vec<&str> = logs.keys().map(String::as_str).collect();
-                return Err(Error::InvalidArgument(format!(
-                    "ModelCheckpoint monitors '{}', which training does not log (it logs {}); give validation data or monitor another value",
-                    self.monitor,
-                    known.join(", ")
-                )));
-            };
-            let better = match self.best {
-                None => value.is_finite(),
-                Some(best) if higher_is_better(&self.monitor) => value > best,
-                Some(best) => value < best,
-            };
-            if !better {
+            let value = monitored("ModelCheckpoint", &self.monitor, logs)?;
+            if !Mode::Auto.improves(&self.monitor, value, self.best, 0.0) {
                 return Ok(Control::Continue);
             }
             self.best = Some(value);

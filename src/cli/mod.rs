@@ -28,9 +28,12 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Classify image files (PNG, JPEG, BMP) with a saved model.
     Predict(predict::PredictArgs),
-    /// Print the summary table of a saved model, or of the reference model.
+    /// Print the summary table of a saved model, a model file, or the reference model.
     Summary {
         /// A .keel model file (default: the reference model).
+        saved: Option<PathBuf>,
+        /// A model description (TOML or JSON), as `keel train --model`.
+        #[arg(long, conflicts_with = "saved")]
         model: Option<PathBuf>,
     },
     /// Convert a saved model to another format.
@@ -43,8 +46,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Predict(args) => predict::run(&args),
-        Command::Summary { model: Some(path) } => Sequential::load(path).and_then(|mut m| m.summary()),
-        Command::Summary { model: None } => train::reference_model(0).and_then(|mut m| m.summary()),
+        Command::Summary { saved, model } => summary(saved, model),
         Command::Export(args) => export::run(&args),
     };
     match result {
@@ -54,6 +56,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result<()> {
+    let mut model = match (saved, description) {
+        (Some(path), _) => Sequential::load(path)?,
+        (None, Some(path)) => Sequential::from_architecture(&keel::model::Architecture::read(path)?)?,
+        (None, None) => train::reference_model(0)?,
+    };
+    model.summary()
 }
 
 /// Runs `work` on a pool of `threads` workers (default: all cores).

@@ -3,7 +3,7 @@
 
 use super::{data, with_threads, write_json};
 use keel::callbacks::{Callback, ModelCheckpoint};
-use keel::model::Verbosity;
+use keel::model::{Architecture, Verbosity};
 use keel::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
@@ -11,24 +11,30 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Epochs to train to: with --resume, the total including those already trained (Keras' `epochs` with `initial_epoch`).
-    #[arg(long, default_value_t = 5)]
-    epochs: usize,
-    /// Samples per gradient step.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Fraction of the training samples (the last ones) held out for validation.
-    #[arg(long, default_value_t = 0.1)]
-    validation_split: f64,
-    /// adam, sgd or rmsprop (Keras defaults).
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
-    /// Learning rate (default: the optimizer's Keras default, or the resumed model's).
+    /// A model description (TOML or JSON, the schema of saved architectures) to train instead of the reference model.
+    #[arg(long, conflicts_with = "resume")]
+    model: Option<PathBuf>,
+    /// Epochs to train to [default: the model file's, else 5]; with --resume, the total including those already trained (Keras' `epochs` with `initial_epoch`).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Samples per gradient step [default: the model file's, else 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Fraction of the training samples (the last ones) held out for validation [default: the model file's, else 0.1].
+    #[arg(long)]
+    validation_split: Option<f64>,
+    /// adam, sgd or rmsprop, with Keras' defaults [default: the model file's, else adam].
+    #[arg(long, conflicts_with = "resume")]
+    optimizer: Option<String>,
+    /// Learning rate (default: the optimizer's, or the resumed model's).
     #[arg(long)]
     learning_rate: Option<f32>,
-    /// Seed for weights and shuffling; the same seed gives the same run.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seed for weights and shuffling; the same seed gives the same run [default: the model file's, else 42].
+    #[arg(long, conflicts_with = "resume")]
+    seed: Option<u64>,
+    /// Also write the History (per-epoch logs) to this file: CSV if it ends in .csv, else JSON.
+    #[arg(long)]
+    history_out: Option<PathBuf>,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
@@ -48,7 +54,7 @@ pub struct TrainArgs {
     #[arg(long, requires = "checkpoint_dir")]
     save_best_only: bool,
     /// Continue training a model saved by --save or --checkpoint-dir.
-    #[arg(long, conflicts_with_all = ["optimizer", "seed"])]
+    #[arg(long)]
     resume: Option<PathBuf>,
     /// Print only the test accuracy.
     #[arg(long, short)]
@@ -71,38 +77,56 @@ pub fn run(args: &TrainArgs) -> keel::Result<()> {
     with_threads(args.threads, |threads| train(args, threads))
 }
 
-/// A new compiled reference model, or the resumed one, with the epoch it starts from.
+/// The model to train, compiled, with the epoch it starts from: the resumed
+/// one, one from a model file, or the reference model.
 fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
-    let Some(path) = &args.resume else {
-        let mut model = reference_model(args.seed)?;
-        let optimizer = keel::optimizers::from_name(&args.optimizer, args.learning_rate)?;
-        model.compile(optimizer, Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
-        return Ok((model, 0));
+    if let Some(path) = &args.resume {
+        let model = Sequential::load(path)?;
+        if model.optimizer().is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds weights but no training state (it was not compiled); it cannot be resumed",
+                path.display()
+            )));
+        }
+        let done = model.epochs_trained();
+        return Ok((with_learning_rate(model, args.learning_rate)?, done));
+    }
+    let mut model = match &args.model {
+        Some(path) => {
+            let mut architecture = Architecture::read(path)?;
+            architecture.seed = args.seed.unwrap_or(architecture.seed);
+            Sequential::from_architecture(&architecture)?
+        }
+        None => reference_model(args.seed.unwrap_or(42))?,
     };
-    let mut model = Sequential::load(path)?;
-    let done = model.epochs_trained();
-    let Some(optimizer) = model.optimizer_mut() else {
-        return Err(Error::InvalidArgument(format!(
-            "{} holds weights but no training state (it was not compiled); it cannot be resumed",
-            path.display()
-        )));
-    };
-    if let Some(lr) = args.learning_rate {
+    if model.optimizer().is_none() || args.optimizer.is_some() {
+        let optimizer = keel::optimizers::from_name(args.optimizer.as_deref().unwrap_or("adam"), None)?;
+        let loss = model.architecture()?.compile.map_or(Loss::CategoricalCrossentropy, |c| c.loss);
+        model.compile(optimizer, loss, &[Metric::Accuracy])?;
+    }
+    Ok((with_learning_rate(model, args.learning_rate)?, 0))
+}
+
+fn with_learning_rate(mut model: Sequential, learning_rate: Option<f32>) -> keel::Result<Sequential> {
+    if let (Some(lr), Some(optimizer)) = (learning_rate, model.optimizer_mut()) {
         keel::optimizers::check_learning_rate(lr)?;
         optimizer.set_learning_rate(lr);
     }
-    if args.epochs <= done {
-        return Err(Error::InvalidArgument(format!(
-            "{} has already trained {done} epochs; --epochs is the total to reach, so give more than {done}",
-            path.display()
-        )));
-    }
-    Ok((model, done))
+    Ok(model)
 }
 
 fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let start = Instant::now();
     let (mut model, initial_epoch) = model_to_train(args)?;
+    let defaults = model.architecture()?.fit.unwrap_or_default();
+    let epochs = args.epochs.or(defaults.epochs).unwrap_or(5);
+    let batch_size = args.batch_size.or(defaults.batch_size).unwrap_or(128);
+    let validation_split = args.validation_split.or(defaults.validation_split).unwrap_or(0.1);
+    if epochs <= initial_epoch {
+        return Err(Error::InvalidArgument(format!(
+            "the model has already trained {initial_epoch} epochs; --epochs is the total to reach, so give more than {initial_epoch}"
+        )));
+    }
     let data =
         data::load(model.data_info().and_then(|d| d.dataset.as_deref()).unwrap_or("mnist"), args.data_dir.clone())?;
     model.set_data_info(data.info.clone());
@@ -113,10 +137,10 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
 
     let fit_start = Instant::now();
     let options = FitOptions {
-        epochs: args.epochs,
+        epochs,
         initial_epoch,
-        batch_size: args.batch_size,
-        validation_split: args.validation_split,
+        batch_size,
+        validation_split,
         verbose: if args.quiet { Verbosity::Silent } else { Verbosity::ProgressBar },
         ..FitOptions::default()
     };
@@ -130,6 +154,9 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let fit_s = fit_start.elapsed().as_secs_f64();
     if let Some(path) = &args.save {
         model.save(path)?;
+    }
+    if let Some(path) = &args.history_out {
+        model.history().save(path)?;
     }
 
     let (test_images, test_labels) = &data.test;
@@ -156,11 +183,11 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
             "history": history,
             "config": {
                 "dataset": "mnist",
-                "model": "reference",
-                "epochs": args.epochs,
+                "model": args.model.as_ref().map_or("reference".into(), |p| p.display().to_string()),
+                "epochs": epochs,
                 "initial_epoch": initial_epoch,
-                "batch_size": args.batch_size,
-                "validation_split": args.validation_split,
+                "batch_size": batch_size,
+                "validation_split": validation_split,
                 "optimizer": optimizer.name(),
                 "learning_rate": optimizer.learning_rate(),
                 "seed": model.architecture()?.seed,

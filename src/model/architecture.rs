@@ -9,6 +9,7 @@ use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::optimizers::OptimizerConfig;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// Largest per-sample activation (elements) a described model may have. A
 /// bound, so that an untrusted file cannot make keel allocate absurd buffers;
@@ -47,6 +48,42 @@ pub struct Architecture {
     /// What the inputs and outputs mean, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataInfo>,
+    /// Training defaults for `keel train --model` (its flags override them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<FitDefaults>,
+}
+
+/// `fit` arguments a model file may set; unset ones take the CLI's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f64>,
+}
+
+impl Architecture {
+    /// Reads a model description: TOML when the file name ends in `.toml`,
+    /// else JSON. Errors name the file, the line and column, and for an
+    /// unknown layer or argument list the valid ones.
+    ///
+    /// ```no_run
+    /// let architecture = keel::model::Architecture::read("examples/models/reference.toml")?;
+    /// # Ok::<(), keel::Error>(())
+    /// ```
+    pub fn read(path: impl AsRef<Path>) -> Result<Architecture> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
+            toml::from_str(&text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
+        } else {
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
+        }
+    }
 }
 
 fn default_name() -> String {
@@ -99,6 +136,7 @@ impl Sequential {
             layers: self.layers.iter().map(|l| l.config()).collect(),
             compile,
             data: self.data_info.clone(),
+            fit: self.fit_defaults.clone(),
         })
     }
 
@@ -123,6 +161,7 @@ impl Sequential {
             model.push(layer);
         }
         model.data_info = architecture.data.clone();
+        model.fit_defaults = architecture.fit.clone();
         model.param_limit = param_limit;
         model.build()?;
         model.param_limit = None;

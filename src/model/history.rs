@@ -43,6 +43,37 @@ impl History {
     pub fn last(&self) -> Option<&EpochLog> {
         self.epochs.last()
     }
+
+    /// The epochs as a JSON array: `[{"epoch": 1, "loss": ..., "seconds": ...}, ...]`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("histories always serialise")
+    }
+
+    /// The epochs as CSV: a header `epoch,<logged names...>,seconds` and a row
+    /// per epoch (epochs counted from 1, as printed; missing values empty).
+    pub fn to_csv(&self) -> String {
+        let mut names: Vec<&str> = self.epochs.iter().flat_map(|e| e.logs.keys().map(String::as_str)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut csv = format!("epoch,{},seconds\n", names.join(","));
+        for e in &self.epochs {
+            let values: Vec<String> =
+                names.iter().map(|n| e.get(n).map(|v| v.to_string()).unwrap_or_default()).collect();
+            csv += &format!("{},{},{}\n", e.epoch, values.join(","), e.seconds);
+        }
+        csv
+    }
+
+    /// Writes the History atomically, as CSV when `path` ends in `.csv`, else as JSON.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> crate::Result<()> {
+        let path = path.as_ref();
+        let text = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            self.to_csv()
+        } else {
+            self.to_json()
+        };
+        crate::io::write_atomic(path, text.as_bytes())
+    }
 }
 
 /// Loss and metrics over a dataset, as returned by `evaluate`.

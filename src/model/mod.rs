@@ -9,7 +9,7 @@ mod sequential;
 mod summary;
 mod training;
 
-pub use architecture::{Architecture, CompileConfig, DataInfo, MAX_SAMPLE_ELEMENTS};
+pub use architecture::{Architecture, CompileConfig, DataInfo, FitDefaults, MAX_SAMPLE_ELEMENTS};
 pub use history::{EpochLog, Evaluation, History, Logs};
 pub use progress::{Verbosity, format_progress_line};
 pub use sequential::{Sequential, WeightInfo};

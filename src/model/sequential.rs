@@ -1,4 +1,4 @@
-use super::architecture::{DataInfo, MAX_SAMPLE_ELEMENTS};
+use super::architecture::{DataInfo, FitDefaults, MAX_SAMPLE_ELEMENTS};
 use super::history::History;
 use super::network::Network;
 use super::summary;
@@ -36,6 +36,8 @@ pub struct Sequential {
     pub(super) net: Option<Network>,
     pub(crate) compiled: Option<Compiled>,
     pub(crate) data_info: Option<DataInfo>,
+    /// Training defaults from a model file, kept so that saving loses nothing.
+    pub(crate) fit_defaults: Option<FitDefaults>,
     /// Epochs trained so far, over all `fit` calls: the shuffle and dropout
     /// of epoch e depend only on (seed, e), so training resumes exactly.
     pub(crate) epochs_trained: usize,
@@ -81,6 +83,7 @@ impl Sequential {
             net: None,
             compiled: None,
             data_info: None,
+            fit_defaults: None,
             epochs_trained: 0,
             history: History::default(),
             param_limit: None,

@@ -13,6 +13,7 @@ use crate::losses::Loss;
 use crate::random::{self, streams};
 use crate::tensor::Tensor;
 use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Arguments of [`Sequential::fit`], with Keras' defaults.
@@ -36,6 +37,14 @@ pub struct FitOptions {
     pub verbose: Verbosity,
     /// Seed of the shuffle; defaults to the model's seed.
     pub seed: Option<u64>,
+    /// Validation samples `(x, y)` evaluated after every epoch, instead of
+    /// (and overriding) `validation_split`, as Keras' `validation_data`.
+    pub validation_data: Option<(Tensor, Tensor)>,
+    /// Weight of each class's samples in the loss (classes not listed weigh 1),
+    /// as Keras' `class_weight`: the loss is sum(w_i * loss_i) / batch size.
+    /// The class of a sample is its label, its one-hot argmax, or for one
+    /// sigmoid output its 0/1 target.
+    pub class_weight: Option<BTreeMap<usize, f32>>,
     /// Epoch to start at, as Keras' `initial_epoch`: runs epochs
     /// `initial_epoch + 1 ..= epochs` (default 0). Set it to
     /// `model.epochs_trained()` to continue a loaded model.
@@ -51,6 +60,8 @@ impl Default for FitOptions {
             shuffle: true,
             verbose: Verbosity::ProgressBar,
             seed: None,
+            validation_data: None,
+            class_weight: None,
             initial_epoch: 0,
         }
     }
@@ -103,8 +114,21 @@ impl Sequential {
         }
         let target_len = self.prepare(x, y)?;
         let n = x.rows();
-        let n_train = validation_split_at(n, options.validation_split);
-        if n_train == 0 || (options.validation_split > 0.0 && n_train == n) {
+        let split = if options.validation_data.is_some() { 0.0 } else { options.validation_split };
+        if let Some((x_val, y_val)) = &options.validation_data {
+            self.prepare(x_val, y_val).map_err(|e| match e {
+                Error::Shape(m) => Error::Shape(format!("validation_data: {m}")),
+                e => e,
+            })?;
+        }
+        let bad_weight = options.class_weight.iter().flatten().find(|(_, w)| !(w.is_finite() && **w >= 0.0));
+        if let Some((class, w)) = bad_weight {
+            return Err(Error::InvalidArgument(format!(
+                "class_weight for class {class} is {w}; weights must be finite and non-negative"
+            )));
+        }
+        let n_train = validation_split_at(n, split);
+        if n_train == 0 || (split > 0.0 && n_train == n) {
             return Err(Error::InvalidArgument(format!(
                 "validation_split {} of {n} samples leaves {n_train} for training and {} for validation; both need at least one",
                 options.validation_split,
@@ -141,9 +165,16 @@ impl Sequential {
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
             let mut metric_sums = vec![0.0f64; scratch.metric_sums.len()];
             for (step, batch) in order.chunks(options.batch_size).enumerate() {
-                let loss = self.run_batch(x, y, batch, Mode::Train, &mut scratch);
+                let loss = self.run_batch(x, y, batch, Mode::Train, &mut scratch, options.class_weight.as_ref());
                 if !loss.is_finite() {
-                    return Err(Error::NonFiniteLoss { value: loss as f32, epoch, batch: step + 1 });
+                    let logs = Logs::from([("loss".to_string(), loss)]);
+                    for cb in callbacks.iter_mut() {
+                        stop |= cb.on_batch_end(self, step + 1, &logs)? == Control::Stop;
+                    }
+                    if !stop {
+                        return Err(Error::NonFiniteLoss { value: loss as f32, epoch, batch: step + 1 });
+                    }
+                    break;
                 }
                 loss_sum += loss;
                 seen += batch.len();
@@ -161,8 +192,14 @@ impl Sequential {
                     }
                 }
             }
+            if stop && seen < n_train {
+                break;
+            }
             let mut logs = self.logs(loss_sum, &metric_sums, seen);
-            if n_train < n {
+            if let Some((x_val, y_val)) = &options.validation_data {
+                let val: Vec<usize> = (0..x_val.rows()).collect();
+                logs.extend(self.evaluate_indices(x_val, y_val, &val, capacity, &mut scratch).to_logs("val_"));
+            } else if n_train < n {
                 let val: Vec<usize> = (n_train..n).collect();
                 logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch).to_logs("val_"));
             }
@@ -248,7 +285,7 @@ impl Sequential {
         let mut loss_sum = 0.0;
         let mut metric_sums = vec![0.0; scratch.metric_sums.len()];
         for chunk in indices.chunks(batch) {
-            loss_sum += self.run_batch(x, y, chunk, Mode::Infer, scratch);
+            loss_sum += self.run_batch(x, y, chunk, Mode::Infer, scratch, None);
             for (total, part) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
                 *total += part;
             }
@@ -273,7 +310,15 @@ impl Sequential {
     /// One batch: gather, forward, loss and metrics; in training also backward
     /// and an optimizer step (skipped when the loss is not finite). Returns the
     /// summed per-sample loss; metric sums go to `scratch.metric_sums`.
-    fn run_batch(&mut self, x: &Tensor, y: &Tensor, indices: &[usize], mode: Mode, scratch: &mut BatchScratch) -> f64 {
+    fn run_batch(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[usize],
+        mode: Mode,
+        scratch: &mut BatchScratch,
+        class_weight: Option<&BTreeMap<usize, f32>>,
+    ) -> f64 {
         let compiled = self.compiled.as_mut().expect("prepared models are compiled");
         let net = self.net.as_mut().expect("prepared models are built");
         let n = indices.len();
@@ -286,7 +331,12 @@ impl Sequential {
         let (out, delta) = net.output_and_delta();
         let out = &out[..n * out_len];
         let targets = &scratch.targets[..n * target_len];
-        let loss = compiled.loss.compute(out, targets, &mut delta[..n * out_len], width, compiled.head.is_some());
+        let from_logits = compiled.head.is_some();
+        let delta = &mut delta[..n * out_len];
+        let loss = match class_weight {
+            None => compiled.loss.compute(out, targets, delta, width, from_logits),
+            Some(weights) => weighted_loss(compiled.loss, weights, out, targets, delta, width, from_logits, n),
+        };
         let probs = match compiled.head {
             Some(head) => {
                 let probs = &mut scratch.probs[..n * out_len];
@@ -379,4 +429,35 @@ impl Sequential {
         }
         Ok(())
     }
+}
+
+/// [`Loss::compute`] with each sample's loss and gradient scaled by its
+/// class's weight: returns sum_i w_i * loss_i (summed over the sample's rows),
+/// and the gradient of that divided by the batch size, as Keras weighs samples.
+#[allow(clippy::too_many_arguments)] // the arguments of Loss::compute, plus weights and n
+fn weighted_loss(
+    loss: Loss,
+    weights: &BTreeMap<usize, f32>,
+    out: &[f32],
+    targets: &[f32],
+    delta: &mut [f32],
+    width: usize,
+    from_logits: bool,
+    n: usize,
+) -> f64 {
+    let (out_len, target_len) = (out.len() / n, targets.len() / n);
+    let mut total = 0.0;
+    for ((o, t), d) in out.chunks(out_len).zip(targets.chunks(target_len)).zip(delta.chunks_mut(out_len)) {
+        let class = match t {
+            [label] if width == 1 => (*label >= 0.5) as usize,
+            [label] => *label as usize,
+            one_hot => crate::utils::argmax_row(one_hot),
+        };
+        let w = weights.get(&class).copied().unwrap_or(1.0);
+        // compute() scales d by 1/rows of this sample; the batch mean needs 1/n more.
+        total += w as f64 * loss.compute(o, t, d, width, from_logits);
+        let scale = w / n as f32;
+        d.iter_mut().for_each(|g| *g *= scale);
+    }
+    total
 }
