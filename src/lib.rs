@@ -42,6 +42,7 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
+pub mod plots;
 pub mod random;
 pub mod tensor;
 pub mod utils;

@@ -222,6 +222,38 @@ fn model_files_train_and_summarise_from_the_cli() {
     let csv = std::fs::read_to_string(&history).unwrap();
     assert!(csv.starts_with("epoch,accuracy,loss,val_accuracy,val_loss,seconds\n1,"), "{csv}");
 
+    // Plots: valid, non-blank pictures.
+    let plots = tmp.path().join("plots");
+    let saved = tmp.path().join("m.keel");
+    let args = [&args[..], &["--plots", plots.to_str().unwrap(), "--save", saved.to_str().unwrap(), "-q"]].concat();
+    assert!(keel(&args, &[]).status.success());
+    for name in ["curves", "confusion_matrix", "misclassified"] {
+        let png = image::open(plots.join(format!("{name}.png"))).unwrap().to_rgb8();
+        assert!(png.width() >= 400 && png.height() >= 300, "{name}.png is {}x{}", png.width(), png.height());
+        let first = png.get_pixel(0, 0);
+        let differing = png.pixels().filter(|p| *p != first).count();
+        assert!(differing > 1000, "{name}.png is nearly blank ({differing} pixels differ)");
+        let svg = std::fs::read_to_string(plots.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>") && svg.contains("<text"), "{name}.svg");
+    }
+    let evaluated = tmp.path().join("eval_plots");
+    let out = keel(
+        &[
+            "evaluate",
+            saved.to_str().unwrap(),
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--plots",
+            evaluated.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut written: Vec<String> =
+        std::fs::read_dir(&evaluated).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    written.sort();
+    assert_eq!(written, ["confusion_matrix.png", "confusion_matrix.svg", "misclassified.png", "misclassified.svg"]);
+
     let out = keel(&["summary", "--model", models.join("cifar10_cnn.toml").to_str().unwrap()], &[]);
     assert!(text(&out.stdout).contains("Total params: 1,250,858"), "{}", text(&out.stderr));
 

@@ -18,6 +18,9 @@ pub struct EvaluateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write confusion_matrix.png and misclassified.png (and .svg) into this directory.
+    #[arg(long)]
+    plots: Option<std::path::PathBuf>,
     /// Write test loss and metrics as JSON to this file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
@@ -40,6 +43,9 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
         println!("Test loss: {:.4}", scores.loss);
         for (name, value) in &scores.metrics {
             println!("Test {name}: {value:.4}");
+        }
+        if let Some(dir) = &args.plots {
+            super::report::write_plots(&mut model, x, y, None, dir)?;
         }
         if let Some(path) = &args.metrics_out {
             let accuracy = scores.accuracy().unwrap_or(f64::NAN);

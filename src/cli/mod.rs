@@ -6,6 +6,7 @@ mod data;
 mod evaluate;
 mod export;
 mod predict;
+mod report;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -32,6 +32,9 @@ pub struct TrainArgs {
     /// Seed for weights and shuffling; the same seed gives the same run [default: the model file's, else 42].
     #[arg(long, conflicts_with = "resume")]
     seed: Option<u64>,
+    /// Write curves.png, confusion_matrix.png and misclassified.png (and .svg) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Also write the History (per-epoch logs) to this file: CSV if it ends in .csv, else JSON.
     #[arg(long)]
     history_out: Option<PathBuf>,
@@ -168,6 +171,10 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let predict_s = predict_start.elapsed().as_secs_f64();
     let test_accuracy = scores.accuracy().unwrap_or(f64::NAN);
     println!("Test accuracy: {test_accuracy:.4}");
+    if let Some(dir) = &args.plots {
+        let history = model.history().clone();
+        super::report::write_plots(&mut model, test_images, test_labels, Some(&history), dir)?;
+    }
     if !args.quiet && !history.epochs.is_empty() {
         let per_epoch = fit_s / history.epochs.len() as f64;
         println!(

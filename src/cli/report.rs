@@ -1,0 +1,49 @@
+//! `--plots DIR`: curves, confusion matrix and misclassified test images.
+
+use keel::plots::{self, Misclassified};
+use keel::prelude::*;
+use std::path::Path;
+
+/// How many misclassified images the grid shows.
+const GRID: usize = 24;
+
+/// Writes the test-set plots (and the training curves when `history` is given) into `dir`.
+pub fn write_plots(
+    model: &mut Sequential,
+    x: &Tensor,
+    y: &Tensor,
+    history: Option<&History>,
+    dir: &Path,
+) -> keel::Result<()> {
+    if let Some(history) = history {
+        plots::training_curves(history, dir)?;
+    }
+    let predicted = argmax(&model.predict(x)?);
+    let truth = argmax(y);
+    let classes = y.row_len();
+    let names: Vec<String> = match model.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
+        Some(names) => names,
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    };
+    plots::confusion_matrix(&plots::confusion_counts(&truth, &predicted, classes), &names, dir)?;
+    let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
+    let shape = &x.shape()[1..];
+    let (height, width, channels) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
+    let wrong: Vec<Misclassified> = (0..truth.len())
+        .filter(|&i| truth[i] != predicted[i])
+        .take(GRID)
+        .map(|i| {
+            let row = x.slice_rows(i, i + 1).expect("index within the test set").to_f32_vec();
+            Misclassified {
+                pixels: row.iter().map(|v| (v / scale).round().clamp(0.0, 255.0) as u8).collect(),
+                height,
+                width,
+                channels,
+                truth: names[truth[i]].clone(),
+                predicted: names[predicted[i]].clone(),
+            }
+        })
+        .collect();
+    plots::misclassified(&wrong, dir)?;
+    Ok(())
+}
