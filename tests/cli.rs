@@ -260,5 +260,48 @@ fn model_files_train_and_summarise_from_the_cli() {
     let cifar = models.join("cifar10_cnn.toml");
     let out = keel(&["train", "--model", cifar.to_str().unwrap(), "--data-dir", tmp.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown dataset 'cifar10'"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("dataset 'cifar10' not found"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn other_datasets_train_and_datasets_are_listed_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    // A CIFAR-10 whose class shows as a bright red row band.
+    let dir = tmp.path().join("cifar10");
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = |n: usize| -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            out.push(label);
+            let red: Vec<u8> = (0..1024).map(|p| if p / 32 / 3 == label as usize { 255 } else { 0 }).collect();
+            out.extend(red);
+            out.extend(vec![0u8; 2048]);
+        }
+        out
+    };
+    for b in 1..=5 {
+        std::fs::write(dir.join(format!("data_batch_{b}.bin")), batch(40)).unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), batch(50)).unwrap();
+    let out = keel(&["train", "--dataset", "cifar10", "--epochs", "2", "--batch-size", "20", "--data-dir", data], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("(None, 30, 30, 32)") && stdout.contains("Test accuracy: "), "{stdout}");
+
+    write_synthetic_mnist(&tmp.path().join("mnist"), 20, 10);
+    let out = keel(&["datasets", "list", "--data-dir", data], &[]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&format!("cifar10             10   50000  10000   170.1MB  {}", dir.display())),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l.starts_with("kmnist") && l.ends_with("not found")), "{listing}");
+
+    // Our synthetic MNIST is not the published one: verify says so and fails.
+    let out = keel(&["datasets", "verify", "mnist", "--data-dir", data], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("CONTENTS DIFFER"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("could not be verified"), "{}", text(&out.stderr));
 }

@@ -173,3 +173,125 @@ fn downloads_are_verified_and_atomic() {
     assert!(!other.exists());
     assert!(dir_is_empty_but(&tmp.path().join("cache"), "file.gz"), "temporary files must be removed");
 }
+
+/// A CIFAR binary batch of `n` records: label byte(s) then 3 planes of 1024 bytes.
+/// Image i has red = i, green = 100 + pixel % 100, blue = 7; its labels are `labels(i)`.
+fn cifar_batch(n: usize, labels: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend(labels(i));
+        out.extend(std::iter::repeat_n(i as u8, 1024));
+        out.extend((0..1024).map(|p| (100 + p % 100) as u8));
+        out.extend(std::iter::repeat_n(7u8, 1024));
+    }
+    out
+}
+
+fn cifar10_files() -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> =
+        (1..=5).map(|b| (format!("data_batch_{b}.bin"), cifar_batch(4, |i| vec![(i + b) as u8 % 10]))).collect();
+    files.push(("test_batch.bin".into(), cifar_batch(3, |i| vec![9 - i as u8])));
+    files
+}
+
+#[test]
+fn cifar10_loads_extracted_or_from_its_archive_channels_last() {
+    use keel::datasets::catalog;
+    let check = |source: &DataSource| {
+        let entry = catalog::find("cifar10").unwrap();
+        let ((x, y), (xt, yt)) = entry.load(source).unwrap();
+        assert_eq!(
+            (x.shape(), y.shape(), xt.shape(), yt.shape()),
+            (&[20, 32, 32, 3][..], &[20][..], &[3, 32, 32, 3][..], &[3][..])
+        );
+        let pixels = x.to_f32_vec();
+        // Image 2 of batch 1, pixel 5: (red, green, blue) = (2, 105, 7), channels last.
+        assert_eq!(&pixels[(2 * 1024 + 5) * 3..][..3], &[2.0, 105.0, 7.0]);
+        assert_eq!(yt.to_f32_vec(), [9.0, 8.0, 7.0]);
+        assert_eq!(entry.class_names(source)[0], "airplane");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let extracted = tmp.path().join("cifar10").join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&extracted).unwrap();
+    for (name, bytes) in cifar10_files() {
+        std::fs::write(extracted.join(name), bytes).unwrap();
+    }
+    check(&offline(tmp.path()));
+
+    let packed = tempfile::tempdir().unwrap();
+    let dir = packed.path().join("cifar10");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (name, bytes) in cifar10_files() {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
+    }
+    std::fs::write(dir.join("cifar-10-binary.tar.gz"), builder.into_inner().unwrap().finish().unwrap()).unwrap();
+    check(&offline(packed.path()));
+}
+
+#[test]
+fn cifar100_has_fine_and_coarse_labels_and_named_classes() {
+    use keel::datasets::cifar::{LabelMode, cifar100_class_names, load_cifar100_from};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar100").join("cifar-100-binary");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("train.bin"), cifar_batch(6, |i| vec![i as u8 % 20, 50 + i as u8])).unwrap();
+    std::fs::write(dir.join("test.bin"), cifar_batch(2, |i| vec![19, 99 - i as u8])).unwrap();
+    let names: String = (0..100).map(|i| format!("class{i}\n")).collect();
+    std::fs::write(dir.join("fine_label_names.txt"), names).unwrap();
+    let source = offline(tmp.path());
+    let ((_, fine), (_, fine_test)) = load_cifar100_from(LabelMode::Fine, &source).unwrap();
+    assert_eq!(fine.to_f32_vec(), [50.0, 51.0, 52.0, 53.0, 54.0, 55.0]);
+    assert_eq!(fine_test.to_f32_vec(), [99.0, 98.0]);
+    let ((_, coarse), _) = load_cifar100_from(LabelMode::Coarse, &source).unwrap();
+    assert_eq!(coarse.to_f32_vec(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(cifar100_class_names(LabelMode::Fine, &source).unwrap()[42], "class42");
+}
+
+#[test]
+fn corrupt_cifar_files_are_named_with_the_problem() {
+    use keel::datasets::cifar::load_cifar10_from;
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "test_batch.bin",
+            cifar_batch(2, |_| vec![3])[..5000].to_vec(),
+            "5000 bytes is not a whole number of 3073-byte records",
+        ),
+        ("data_batch_3.bin", cifar_batch(2, |_| vec![10]), "record 0 has label 10, outside the classes 0-9"),
+    ];
+    for (bad, bytes, message) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cifar10");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, good) in cifar10_files() {
+            std::fs::write(dir.join(&name), if name == bad { bytes.clone() } else { good }).unwrap();
+        }
+        let err = load_cifar10_from(&offline(tmp.path())).unwrap_err().to_string();
+        assert!(err.contains(bad) && err.contains(message), "{err}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("cifar10")).unwrap();
+    std::fs::write(tmp.path().join("cifar10/cifar-10-binary.tar.gz"), gz(b"not a tar file at all")).unwrap();
+    let err = load_cifar10_from(&offline(tmp.path())).unwrap_err().to_string();
+    assert!(err.contains("cifar-10-binary.tar.gz"), "{err}");
+}
+
+#[test]
+fn the_mnist_family_loads_with_its_class_names() {
+    use keel::datasets::catalog;
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["fashion-mnist", "kmnist"] {
+        write_tiny_mnist(&tmp.path().join(name));
+        let entry = catalog::find(name).unwrap();
+        let ((x, y), (xt, _)) = entry.load(&offline(tmp.path())).unwrap();
+        assert_eq!((x.shape(), y.shape(), xt.shape()), (&[12, 28, 28, 1][..], &[12][..], &[5, 28, 28, 1][..]));
+        assert_eq!(entry.class_names(&offline(tmp.path())).len(), 10);
+    }
+    assert_eq!(catalog::find("fashion_mnist").unwrap().class_names(&offline(tmp.path()))[9], "Ankle boot");
+    let err = catalog::find("imagenet").err().unwrap().to_string();
+    assert!(err.contains("unknown dataset 'imagenet'") && err.contains("cifar100"), "{err}");
+}

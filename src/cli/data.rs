@@ -1,7 +1,7 @@
 //! The datasets the CLI trains and evaluates on, prepared as the reference
 //! workflow prepares them (pixels scaled to [0, 1], one-hot labels).
 
-use keel::datasets::{DataSource, mnist};
+use keel::datasets::{DataSource, catalog};
 use keel::model::DataInfo;
 use keel::prelude::*;
 use std::path::PathBuf;
@@ -13,21 +13,15 @@ pub struct Prepared {
     pub info: DataInfo,
 }
 
-/// Loads `dataset` ("mnist") from `data_dir`, else as `DataSource::from_env` says.
-pub fn load(dataset: &str, data_dir: Option<PathBuf>) -> keel::Result<Prepared> {
-    if dataset != "mnist" {
-        return Err(Error::InvalidArgument(format!("unknown dataset '{dataset}'; keel's CLI knows: mnist")));
-    }
+/// Loads the dataset called `name` from `data_dir`, else as `DataSource::from_env` says.
+pub fn load(name: &str, data_dir: Option<PathBuf>) -> keel::Result<Prepared> {
+    let entry = catalog::find(name)?;
     let source = DataSource::from_env().with_data_dir(data_dir);
-    let ((train_images, train_labels), (test_images, test_labels)) = mnist::load_data_from(&source)?;
+    let ((train_images, train_labels), (test_images, test_labels)) = entry.load(&source)?;
     let scale = 1.0 / 255.0;
     Ok(Prepared {
-        train: ((train_images * scale).reshape(&[-1, 28, 28, 1])?, to_categorical(&train_labels, Some(10))?),
-        test: ((test_images * scale).reshape(&[-1, 28, 28, 1])?, to_categorical(&test_labels, Some(10))?),
-        info: DataInfo {
-            dataset: Some("mnist".into()),
-            class_names: mnist::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-            scale,
-        },
+        train: (train_images * scale, to_categorical(&train_labels, Some(entry.classes))?),
+        test: (test_images * scale, to_categorical(&test_labels, Some(entry.classes))?),
+        info: DataInfo { dataset: Some(entry.name.into()), class_names: entry.class_names(&source), scale },
     })
 }

@@ -12,7 +12,7 @@ pub struct EvaluateArgs {
     /// Dataset to evaluate on (default: the one the model was trained on).
     #[arg(long)]
     dataset: Option<String>,
-    /// Directory holding mnist/ (default: $KEEL_DATA_DIR, then the download cache).
+    /// Directory holding the dataset's folder, e.g. mnist/ (default: $KEEL_DATA_DIR, then the download cache).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Worker threads (default: all cores).

@@ -3,6 +3,7 @@
 //! arguments, from clap), never a panic.
 
 mod data;
+mod datasets;
 mod evaluate;
 mod export;
 mod predict;
@@ -39,6 +40,9 @@ enum Command {
     },
     /// Convert a saved model to another format.
     Export(export::ExportArgs),
+    /// List, fetch and verify the named datasets.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(&args),
         Command::Summary { saved, model } => summary(saved, model),
         Command::Export(args) => export::run(&args),
+        Command::Datasets(command) => datasets::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +68,7 @@ fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result
     let mut model = match (saved, description) {
         (Some(path), _) => Sequential::load(path)?,
         (None, Some(path)) => Sequential::from_architecture(&keel::model::Architecture::read(path)?)?,
-        (None, None) => train::reference_model(0)?,
+        (None, None) => train::reference_model(0, [28, 28, 1], 10)?,
     };
     model.summary()
 }

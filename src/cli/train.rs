@@ -11,6 +11,9 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
+    /// mnist, fashion-mnist, kmnist, cifar10 or cifar100 [default: the model file's, else mnist]; the reference model's input follows it.
+    #[arg(long)]
+    dataset: Option<String>,
     /// A model description (TOML or JSON, the schema of saved architectures) to train instead of the reference model.
     #[arg(long, conflicts_with = "resume")]
     model: Option<PathBuf>,
@@ -41,7 +44,7 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
-    /// Directory holding mnist/ (default: $KEEL_DATA_DIR, then the download cache).
+    /// Directory holding the dataset's folder, e.g. mnist/ (default: $KEEL_DATA_DIR, then the download cache).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Write test metrics, history, config and timings as JSON to this file.
@@ -64,14 +67,14 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-/// The reference model: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(10, softmax).
-pub fn reference_model(seed: u64) -> keel::Result<Sequential> {
+/// The reference model: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(classes, softmax).
+pub fn reference_model(seed: u64, input_shape: [usize; 3], classes: usize) -> keel::Result<Sequential> {
     let mut model = Sequential::new()
         .seed(seed)
-        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
+        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape(input_shape))
         .add(MaxPooling2D::new((2, 2)))
         .add(Flatten::new())
-        .add(Dense::new(10).activation(Activation::Softmax));
+        .add(Dense::new(classes).activation(Activation::Softmax));
     model.build()?;
     Ok(model)
 }
@@ -100,7 +103,10 @@ fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
             architecture.seed = args.seed.unwrap_or(architecture.seed);
             Sequential::from_architecture(&architecture)?
         }
-        None => reference_model(args.seed.unwrap_or(42))?,
+        None => {
+            let entry = keel::datasets::catalog::find(args.dataset.as_deref().unwrap_or("mnist"))?;
+            reference_model(args.seed.unwrap_or(42), entry.shape, entry.classes)?
+        }
     };
     if model.optimizer().is_none() || args.optimizer.is_some() {
         let optimizer = keel::optimizers::from_name(args.optimizer.as_deref().unwrap_or("adam"), None)?;
@@ -130,8 +136,9 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
             "the model has already trained {initial_epoch} epochs; --epochs is the total to reach, so give more than {initial_epoch}"
         )));
     }
-    let data =
-        data::load(model.data_info().and_then(|d| d.dataset.as_deref()).unwrap_or("mnist"), args.data_dir.clone())?;
+    let trained_on = model.data_info().and_then(|d| d.dataset.clone());
+    let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
+    let data = data::load(&dataset, args.data_dir.clone())?;
     model.set_data_info(data.info.clone());
     let load_s = start.elapsed().as_secs_f64();
     if !args.quiet {
@@ -189,7 +196,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
             "test_loss": scores.loss,
             "history": history,
             "config": {
-                "dataset": "mnist",
+                "dataset": dataset,
                 "model": args.model.as_ref().map_or("reference".into(), |p| p.display().to_string()),
                 "epochs": epochs,
                 "initial_epoch": initial_epoch,

@@ -1,8 +1,47 @@
 //! The IDX format of MNIST-style datasets: a 4-byte magic (0, 0, type,
 //! number of dimensions), each dimension as a big-endian u32, then the data.
 
+use super::{DataSource, DatasetSpec, read_maybe_gz};
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 use std::path::Path;
+
+/// Images (N, H, W) as bytes and labels (N,) as bytes.
+pub type Split = (Tensor, Tensor);
+
+/// The (train, test) splits of an MNIST-style dataset whose four files are,
+/// in order, train images, train labels, test images, test labels.
+pub fn load_dataset(spec: &DatasetSpec, classes: usize, source: &DataSource) -> Result<(Split, Split)> {
+    let paths = source.locate(spec)?;
+    let train = read_split(&paths[0], &paths[1], classes)?;
+    let test = read_split(&paths[2], &paths[3], classes)?;
+    Ok((train, test))
+}
+
+/// One split from an images file and a labels file (raw or gzipped IDX),
+/// checking that they agree and that labels are below `classes`.
+pub fn read_split(images_path: &Path, labels_path: &Path, classes: usize) -> Result<Split> {
+    let (dims, pixels) = parse(&read_maybe_gz(images_path)?, 3, images_path)?;
+    let (ldims, labels) = parse(&read_maybe_gz(labels_path)?, 1, labels_path)?;
+    if dims[0] != ldims[0] {
+        return Err(Error::CorruptFile {
+            path: labels_path.to_path_buf(),
+            message: format!(
+                "holds {} labels but {} holds {} images; the two files must come from the same split",
+                ldims[0],
+                images_path.display(),
+                dims[0]
+            ),
+        });
+    }
+    if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
+        return Err(Error::CorruptFile {
+            path: labels_path.to_path_buf(),
+            message: format!("label {i} is {}, outside the classes 0-{}", labels[i], classes - 1),
+        });
+    }
+    Ok((Tensor::from_u8(&dims, pixels)?, Tensor::from_u8(&ldims, labels)?))
+}
 
 /// Type code of unsigned bytes, the only one these datasets use.
 const UBYTE: u8 = 0x08;

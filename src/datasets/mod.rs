@@ -11,8 +11,12 @@
 //!
 //! Each file may be raw or gzip-compressed (`name` or `name.gz`).
 
+pub mod catalog;
+pub mod cifar;
 pub mod download;
+pub mod fashion_mnist;
 pub mod idx;
+pub mod kmnist;
 pub mod mnist;
 
 use crate::error::{Error, Result};
@@ -28,6 +32,9 @@ pub struct RemoteFile {
     pub sha256: &'static str,
     /// Size in bytes of the published file.
     pub size: u64,
+    /// SHA-256 of the decompressed contents, where known: re-compressed or
+    /// extracted copies can still be verified against it.
+    pub content_sha256: Option<&'static str>,
 }
 
 impl RemoteFile {
@@ -82,15 +89,22 @@ impl DataSource {
         self
     }
 
-    /// Paths of every file of `spec`, finding or downloading each.
-    pub fn locate(&self, spec: &DatasetSpec) -> Result<Vec<PathBuf>> {
+    /// Where the files of dataset `name` are looked for, in order: the data
+    /// dir's `name/` and the data dir itself, then the cache's `name/`.
+    pub fn search_dirs(&self, name: &str) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         if let Some(d) = &self.data_dir {
-            dirs.push(d.join(spec.name));
+            dirs.push(d.join(name));
             dirs.push(d.clone());
         }
+        dirs.extend(self.cache_dir.as_ref().map(|c| c.join(name)));
+        dirs
+    }
+
+    /// Paths of every file of `spec`, finding or downloading each.
+    pub fn locate(&self, spec: &DatasetSpec) -> Result<Vec<PathBuf>> {
+        let dirs = self.search_dirs(spec.name);
         let cache = self.cache_dir.as_ref().map(|c| c.join(spec.name));
-        dirs.extend(cache.clone());
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for file in spec.files {

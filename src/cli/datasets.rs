@@ -1,0 +1,124 @@
+//! `keel datasets list | fetch NAME | verify [NAME]`.
+
+use keel::datasets::catalog::{self, CATALOG, Entry};
+use keel::datasets::download::sha256_hex;
+use keel::datasets::{DataSource, RemoteFile, read_maybe_gz};
+use keel::prelude::*;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum DatasetsCommand {
+    /// Name, classes, samples, download size, and where each dataset's files are found.
+    List {
+        /// Directory holding the datasets' folders (default: $KEEL_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Download a dataset into the cache (checksummed), unless it is already found.
+    Fetch {
+        name: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check the SHA-256 of every published file found (all datasets, or NAME).
+    Verify {
+        name: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: &DatasetsCommand) -> keel::Result<()> {
+    match command {
+        DatasetsCommand::List { data_dir } => {
+            let source = DataSource::from_env().with_data_dir(data_dir.clone());
+            println!("{:<14} {:>7} {:>7} {:>6} {:>9}  where", "name", "classes", "train", "test", "download");
+            for entry in &CATALOG {
+                let size: u64 = entry.spec.files.iter().map(|f| f.size).sum();
+                let place = found(entry, &source).map_or("not found".into(), |p| p.display().to_string());
+                println!(
+                    "{:<14} {:>7} {:>7} {:>6} {:>7.1}MB  {place}",
+                    entry.name,
+                    entry.classes,
+                    entry.train,
+                    entry.test,
+                    size as f64 / 1e6
+                );
+            }
+            Ok(())
+        }
+        DatasetsCommand::Fetch { name, data_dir } => {
+            let entry = catalog::find(name)?;
+            let source = DataSource::from_env().with_data_dir(data_dir.clone());
+            let ((x, _), (xt, _)) = entry.load(&source)?;
+            println!("{}: {} training and {} test images, ready", entry.name, x.rows(), xt.rows());
+            Ok(())
+        }
+        DatasetsCommand::Verify { name, data_dir } => {
+            let source = DataSource::from_env().with_data_dir(data_dir.clone());
+            let entries: Vec<&Entry> = match name {
+                Some(n) => vec![catalog::find(n)?],
+                None => CATALOG.iter().collect(),
+            };
+            let mut bad = Vec::new();
+            for entry in entries {
+                for file in entry.spec.files {
+                    let Some(path) = local_file(entry, file, &source) else {
+                        println!("{}/{}: not found", entry.name, file.name);
+                        continue;
+                    };
+                    let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                    if sha256_hex(&raw) == file.sha256 {
+                        println!("{}: ok (the published file)", path.display());
+                        continue;
+                    }
+                    // A re-compressed or decompressed copy: check what it holds.
+                    match file.content_sha256 {
+                        Some(want) if sha256_hex(&read_maybe_gz(&path)?) == want => {
+                            println!("{}: ok (its contents match the published file's)", path.display())
+                        }
+                        Some(_) => {
+                            println!("{}: CONTENTS DIFFER from the published file's", path.display());
+                            bad.push(path.display().to_string());
+                        }
+                        None => {
+                            println!(
+                                "{}: differs from the published file (expected SHA-256 {}); a re-compressed copy cannot be checked",
+                                path.display(),
+                                file.sha256
+                            );
+                            bad.push(path.display().to_string());
+                        }
+                    }
+                }
+            }
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Download(format!(
+                    "{} file(s) could not be verified against the published checksums: {}; delete them and fetch the originals",
+                    bad.len(),
+                    bad.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+/// Files or folders that show a dataset is there, extracted.
+const EXTRACTED: [&str; 4] = ["cifar-10-batches-bin", "cifar-100-binary", "data_batch_1.bin", "train.bin"];
+
+/// The first search directory holding the dataset's files, published or extracted.
+fn found(entry: &Entry, source: &DataSource) -> Option<PathBuf> {
+    let extracted = if entry.shape[2] == 3 { &EXTRACTED[..] } else { &[] };
+    source.search_dirs(entry.name).into_iter().find(|dir| {
+        entry.spec.files.iter().any(|f| dir.join(f.name).is_file() || dir.join(f.stem()).is_file())
+            || extracted.iter().any(|e| dir.join(e).exists())
+    })
+}
+
+/// `file` where keel would use it: as published (`name.gz`) or decompressed.
+fn local_file(entry: &Entry, file: &RemoteFile, source: &DataSource) -> Option<PathBuf> {
+    let dirs = source.search_dirs(entry.name);
+    dirs.iter().flat_map(|d| [d.join(file.stem()), d.join(file.name)]).find(|p| p.is_file())
+}
