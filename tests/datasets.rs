@@ -28,7 +28,7 @@ fn write_tiny_mnist(dir: &Path) {
 }
 
 fn offline(dir: &Path) -> DataSource {
-    DataSource { data_dir: Some(dir.to_path_buf()), cache_dir: None, mirror: None, allow_download: false }
+    DataSource { data_dir: Some(dir.to_path_buf()), allow_download: false, ..DataSource::default() }
 }
 
 #[test]
@@ -70,10 +70,10 @@ fn a_failed_download_is_reported_with_the_places_searched() {
     // A port nobody listens on: the download fails at once.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let source = DataSource {
-        data_dir: None,
         cache_dir: Some(tmp.path().to_path_buf()),
         mirror: Some(format!("http://{closed}/mnist")),
         allow_download: true,
+        ..DataSource::default()
     };
     let err = mnist::load_data_from(&source).unwrap_err().to_string();
     assert!(err.contains("Downloading them failed") && err.contains(&closed.to_string()), "{err}");
@@ -294,4 +294,21 @@ fn the_mnist_family_loads_with_its_class_names() {
     assert_eq!(catalog::find("fashion_mnist").unwrap().class_names(&offline(tmp.path()))[9], "Ankle boot");
     let err = catalog::find("imagenet").err().unwrap().to_string();
     assert!(err.contains("unknown dataset 'imagenet'") && err.contains("cifar100"), "{err}");
+}
+
+#[test]
+fn system_dataset_dirs_come_after_the_data_dir_and_before_the_cache() {
+    let (data, system, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_tiny_mnist(&system.path().join("fashion-mnist"));
+    let source = DataSource {
+        data_dir: Some(data.path().to_path_buf()),
+        system_dirs: vec![system.path().to_path_buf()],
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..DataSource::default()
+    };
+    let dirs = source.search_dirs("fashion-mnist");
+    assert_eq!(dirs, [data.path().join("fashion-mnist"), data.path().to_path_buf(), system.path().join("fashion-mnist"), cache.path().join("fashion-mnist")]);
+    let ((x, _), _) = keel::datasets::fashion_mnist::load_data_from(&source).unwrap();
+    assert_eq!(x.shape(), &[12, 28, 28]);
+    assert_eq!(DataSource::from_env().system_dirs, [std::path::PathBuf::from("/usr/share/datasets")]);
 }

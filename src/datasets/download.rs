@@ -18,7 +18,15 @@ pub fn fetch_verified(url: &str, dest: &Path, sha256: &str) -> Result<()> {
         .build();
     let agent = ureq::Agent::new_with_config(config);
     let response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let length = response.body().content_length();
     let mut body = response.into_body().into_reader();
+    // A bar on a terminal (stderr); nothing when output is redirected.
+    let progress = length.map_or_else(indicatif::ProgressBar::new_spinner, indicatif::ProgressBar::new);
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    progress.set_style(style);
+    progress.set_message(format!("Downloading {}", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -31,8 +39,10 @@ pub fn fetch_verified(url: &str, dest: &Path, sha256: &str) -> Result<()> {
             break;
         }
         hasher.update(&buf[..n]);
+        progress.inc(n as u64);
         tmp.file().write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;
     }
+    progress.finish_and_clear();
     let got = hex(&hasher.finalize());
     if !got.eq_ignore_ascii_case(sha256) {
         return Err(fail(format!("checksum mismatch: expected SHA-256 {sha256}, got {got}; the file was discarded")));

@@ -4,8 +4,9 @@
 //! A dataset's files are looked for, per file, in this order:
 //! 1. `DIR/<name>/` then `DIR/` for an explicit data dir (`--data-dir`, or the
 //!    `KEEL_DATA_DIR` environment variable);
-//! 2. the cache, `~/.cache/keel/datasets/<name>/` (or `KEEL_CACHE_DIR/<name>/`);
-//! 3. else downloaded from the public mirror (`KEEL_DATASETS_MIRROR` overrides
+//! 2. the system dataset dirs, `/usr/share/datasets/<name>/`;
+//! 3. the cache, `~/.cache/keel/datasets/<name>/` (or `KEEL_CACHE_DIR/<name>/`);
+//! 4. else downloaded from the public mirror (`KEEL_DATASETS_MIRROR` overrides
 //!    it) into the cache, checked against its SHA-256, written under a
 //!    temporary name and renamed, so a partial download is never used.
 //!
@@ -22,6 +23,9 @@ pub mod mnist;
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Where Debian's dataset packages (`dataset-fashion-mnist`, ...) install.
+pub const SYSTEM_DATASETS: &str = "/usr/share/datasets";
 
 /// A file of a published dataset.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +61,10 @@ pub struct DatasetSpec {
 pub struct DataSource {
     /// Explicit data dir: files under `data_dir/<name>/` or directly in it.
     pub data_dir: Option<PathBuf>,
+    /// System-wide dataset roots, searched after the data dir: files under
+    /// `<root>/<name>/` (default `/usr/share/datasets`, where Debian's dataset
+    /// packages install).
+    pub system_dirs: Vec<PathBuf>,
     /// Download cache root: files under `cache_dir/<name>/`.
     pub cache_dir: Option<PathBuf>,
     /// Base URL replacing the dataset's mirror.
@@ -73,6 +81,7 @@ impl DataSource {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         DataSource {
             data_dir: var("KEEL_DATA_DIR").map(PathBuf::from),
+            system_dirs: vec![PathBuf::from(SYSTEM_DATASETS)],
             cache_dir: var("KEEL_CACHE_DIR")
                 .map(PathBuf::from)
                 .or_else(|| dirs::cache_dir().map(|d| d.join("keel").join("datasets"))),
@@ -90,13 +99,15 @@ impl DataSource {
     }
 
     /// Where the files of dataset `name` are looked for, in order: the data
-    /// dir's `name/` and the data dir itself, then the cache's `name/`.
+    /// dir's `name/` and the data dir itself, the system dirs' `name/`, then
+    /// the cache's `name/`.
     pub fn search_dirs(&self, name: &str) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         if let Some(d) = &self.data_dir {
             dirs.push(d.join(name));
             dirs.push(d.clone());
         }
+        dirs.extend(self.system_dirs.iter().map(|d| d.join(name)));
         dirs.extend(self.cache_dir.as_ref().map(|c| c.join(name)));
         dirs
     }
