@@ -30,4 +30,6 @@ pub mod streams {
     pub const DROPOUT: u64 = 2 << 32;
     /// The shuffle (per epoch).
     pub const SHUFFLE: u64 = 3 << 32;
+    /// The order of an image folder's samples.
+    pub const FOLDER: u64 = 4 << 32;
 }

@@ -305,3 +305,45 @@ fn other_datasets_train_and_datasets_are_listed_and_verified() {
     assert!(text(&out.stdout).contains("CONTENTS DIFFER"), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("could not be verified"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_folder_of_images_trains_with_its_own_splits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", 30u32), ("test", 6)] {
+        for (k, class) in ["circle", "square"].iter().enumerate() {
+            let dir = tmp.path().join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::GrayImage::from_fn(20 + i % 3, 20, |x, y| {
+                    let lit = if k == 0 {
+                        (x as i32 - 10).pow(2) + (y as i32 - 10).pow(2) < 40
+                    } else {
+                        (5..15).contains(&x) && (5..15).contains(&y)
+                    };
+                    image::Luma([if lit { 255 } else { 0 }])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let root = tmp.path().to_str().unwrap();
+    let out = keel(&["train", "--dataset", root, "--epochs", "3", "--batch-size", "10"], &[]);
+    assert_eq!(out.status.code(), Some(1), "sizes differ without --image-size");
+    assert!(text(&out.stderr).contains("--image-size"), "{}", text(&out.stderr));
+    let saved = tmp.path().join("shapes.keel");
+    let args = ["train", "--dataset", root, "--image-size", "16x16", "--color-mode", "grayscale", "--epochs", "3"];
+    let out = keel(&[&args[..], &["--batch-size", "10", "--save", saved.to_str().unwrap()]].concat(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("(None, 14, 14, 32)") && stdout.contains("Test accuracy: "), "{stdout}");
+    // The saved model knows its classes and evaluates on its folder, resized as in training.
+    let out = keel(&["evaluate", saved.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = keel(
+        &["predict", saved.to_str().unwrap(), tmp.path().join("test/square/1.png").to_str().unwrap(), "--json"],
+        &[],
+    );
+    let json: Value = serde_json::from_str(&text(&json.stdout)).unwrap();
+    assert_eq!(json[0]["probabilities"].as_array().unwrap().len(), 2);
+    assert!(["circle", "square"].contains(&json[0]["top"][0]["class"].as_str().unwrap()));
+}

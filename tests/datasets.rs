@@ -298,7 +298,8 @@ fn the_mnist_family_loads_with_its_class_names() {
 
 #[test]
 fn system_dataset_dirs_come_after_the_data_dir_and_before_the_cache() {
-    let (data, system, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (data, system, cache) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_tiny_mnist(&system.path().join("fashion-mnist"));
     let source = DataSource {
         data_dir: Some(data.path().to_path_buf()),
@@ -307,8 +308,83 @@ fn system_dataset_dirs_come_after_the_data_dir_and_before_the_cache() {
         ..DataSource::default()
     };
     let dirs = source.search_dirs("fashion-mnist");
-    assert_eq!(dirs, [data.path().join("fashion-mnist"), data.path().to_path_buf(), system.path().join("fashion-mnist"), cache.path().join("fashion-mnist")]);
+    assert_eq!(
+        dirs,
+        [
+            data.path().join("fashion-mnist"),
+            data.path().to_path_buf(),
+            system.path().join("fashion-mnist"),
+            cache.path().join("fashion-mnist")
+        ]
+    );
     let ((x, _), _) = keel::datasets::fashion_mnist::load_data_from(&source).unwrap();
     assert_eq!(x.shape(), &[12, 28, 28]);
     assert_eq!(DataSource::from_env().system_dirs, [std::path::PathBuf::from("/usr/share/datasets")]);
+}
+
+/// A 3-class folder: class k's images are `size` pictures with a bright stripe at row k*4 (PNG, JPEG and BMP).
+fn write_image_folder(root: &Path, per_class: usize, size: (u32, u32)) {
+    for (k, class) in ["cat", "dog", "emu"].iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(size.1, size.0, |_, y| {
+                if y as usize / 4 == k { image::Rgb([250, 200, 10 * i as u8]) } else { image::Rgb([5, 5, 5]) }
+            });
+            let ext = ["png", "jpg", "bmp"][i % 3];
+            img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), "not an image: skipped").unwrap();
+    }
+}
+
+#[test]
+fn image_folders_load_in_class_order_with_sizes_and_colour_modes() {
+    use keel::datasets::image_folder::{ColorMode, FolderOptions, image_folder};
+    let tmp = tempfile::tempdir().unwrap();
+    write_image_folder(tmp.path(), 4, (12, 10));
+    let plain = image_folder(tmp.path(), &FolderOptions::default()).unwrap();
+    assert_eq!(plain.class_names, ["cat", "dog", "emu"]);
+    assert_eq!(plain.images.shape(), &[12, 12, 10, 3]);
+    assert_eq!(plain.labels.to_f32_vec(), [0., 0., 0., 0., 1., 1., 1., 1., 2., 2., 2., 2.]);
+    assert!(plain.files[4].ends_with("dog/0.png"));
+    // Pixel (row 4, column 0) of the first dog is its stripe (lossless PNG).
+    assert_eq!(&plain.images.slice_rows(4, 5).unwrap().to_f32_vec()[4 * 10 * 3..][..3], &[250.0, 200.0, 0.0]);
+
+    let grey = FolderOptions { image_size: Some((6, 5)), color_mode: ColorMode::Grayscale, shuffle_seed: Some(3) };
+    let small = image_folder(tmp.path(), &grey).unwrap();
+    assert_eq!(small.images.shape(), &[12, 6, 5, 1]);
+    let mut labels = small.labels.to_f32_vec();
+    assert_ne!(labels, plain.labels.to_f32_vec(), "shuffled");
+    labels.sort_by(f32::total_cmp);
+    assert_eq!(labels, plain.labels.to_f32_vec());
+    let again = image_folder(tmp.path(), &grey).unwrap();
+    assert_eq!(again.files, small.files, "the same seed gives the same order");
+}
+
+#[test]
+fn bad_image_folders_are_clear_errors() {
+    use keel::datasets::image_folder::{FolderOptions, image_folder};
+    let err = |setup: &dyn Fn(&Path)| {
+        let tmp = tempfile::tempdir().unwrap();
+        setup(tmp.path());
+        image_folder(tmp.path(), &FolderOptions::default()).unwrap_err().to_string()
+    };
+    let mixed = err(&|root| {
+        write_image_folder(root, 2, (8, 8));
+        image::RgbImage::new(9, 7).save(root.join("emu/big.png")).unwrap();
+    });
+    assert!(mixed.contains("big.png") && mixed.contains("--image-size"), "{mixed}");
+    let empty = err(&|root| {
+        write_image_folder(root, 2, (8, 8));
+        std::fs::create_dir_all(root.join("fox")).unwrap();
+    });
+    assert!(empty.contains("class folder 'fox' has no images"), "{empty}");
+    let broken = err(&|root| {
+        write_image_folder(root, 2, (8, 8));
+        std::fs::write(root.join("dog/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+    });
+    assert!(broken.contains("broken.jpg") && broken.contains("not a readable PNG, JPEG or BMP image"), "{broken}");
+    let flat = err(&|root| std::fs::write(root.join("a.png"), b"x").unwrap());
+    assert!(flat.contains("has no class folders"), "{flat}");
 }

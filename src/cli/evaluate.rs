@@ -9,9 +9,11 @@ use std::path::PathBuf;
 pub struct EvaluateArgs {
     /// A .keel model file.
     model: PathBuf,
-    /// Dataset to evaluate on (default: the one the model was trained on).
+    /// Dataset to evaluate on: a name or a folder (default: the one the model was trained on).
     #[arg(long)]
     dataset: Option<String>,
+    #[command(flatten)]
+    folder: data::FolderArgs,
     /// Directory holding the dataset's folder, e.g. mnist/ (default: $KEEL_DATA_DIR, then the download cache).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -37,8 +39,13 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
         }
         let trained_on = model.data_info().and_then(|d| d.dataset.clone());
         let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
-        let data = data::load(&dataset, args.data_dir.clone())?;
-        let (x, y) = &data.test;
+        let folder = args.folder.for_input(&model.shapes()?[0]);
+        let data = data::load(&dataset, args.data_dir.clone(), &folder)?;
+        let Some((x, y)) = &data.test else {
+            return Err(Error::InvalidArgument(format!(
+                "{dataset} has no test split; give a folder with train/ and test/ subfolders"
+            )));
+        };
         let scores = model.evaluate(x, y)?;
         println!("Test loss: {:.4}", scores.loss);
         for (name, value) in &scores.metrics {

@@ -1,7 +1,7 @@
 //! `keel predict MODEL IMAGE...`: classify image files with a saved model.
 
 use super::with_threads;
-use image::imageops::FilterType;
+use keel::datasets::image_folder::{ColorMode, decode};
 use keel::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -74,24 +74,16 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
 
 /// The image at `path` as `h` x `w` x `c` bytes (c = 1: grey, 3: RGB).
 fn read_image(path: &Path, h: usize, w: usize, c: usize, invert: bool) -> keel::Result<Vec<u8>> {
-    let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
-    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
-    let image = reader.decode().map_err(|e| corrupt(format!("not a readable PNG, JPEG or BMP image: {e}")))?;
-    let image = if (image.height() as usize, image.width() as usize) == (h, w) {
-        image
-    } else {
-        image.resize_exact(w as u32, h as u32, FilterType::Triangle)
-    };
-    let mut bytes = match c {
-        1 => image.to_luma8().into_raw(),
-        3 => image.to_rgb8().into_raw(),
+    let mode = match c {
+        1 => ColorMode::Grayscale,
+        3 => ColorMode::Rgb,
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "the model takes {c} channels; images have 1 (grey) or 3 (RGB)"
             )));
         }
     };
+    let (mut bytes, _) = decode(path, Some((h, w)), mode)?;
     if invert {
         bytes.iter_mut().for_each(|b| *b = 255 - *b);
     }

@@ -11,9 +11,11 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// mnist, fashion-mnist, kmnist, cifar10 or cifar100 [default: the model file's, else mnist]; the reference model's input follows it.
+    /// mnist, fashion-mnist, kmnist, cifar10, cifar100, or a folder of class folders [default: the model file's, else mnist]; the reference model's input follows it.
     #[arg(long)]
     dataset: Option<String>,
+    #[command(flatten)]
+    folder: data::FolderArgs,
     /// A model description (TOML or JSON, the schema of saved architectures) to train instead of the reference model.
     #[arg(long, conflicts_with = "resume")]
     model: Option<PathBuf>,
@@ -83,9 +85,17 @@ pub fn run(args: &TrainArgs) -> keel::Result<()> {
     with_threads(args.threads, |threads| train(args, threads))
 }
 
-/// The model to train, compiled, with the epoch it starts from: the resumed
-/// one, one from a model file, or the reference model.
-fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
+/// The model to train (compiled), the epoch it starts from, and its data: a
+/// resumed model, one from a model file, or the reference model shaped for
+/// the dataset.
+fn model_and_data(args: &TrainArgs) -> keel::Result<(Sequential, usize, data::Prepared)> {
+    // Argument mistakes first, before any data is read.
+    keel::optimizers::from_name(args.optimizer.as_deref().unwrap_or("adam"), args.learning_rate)?;
+    let load = |trained_on: Option<String>, input: Option<&[usize]>| {
+        let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
+        let folder = input.map_or_else(|| args.folder.clone(), |shape| args.folder.for_input(shape));
+        data::load(&dataset, args.data_dir.clone(), &folder)
+    };
     if let Some(path) = &args.resume {
         let model = Sequential::load(path)?;
         if model.optimizer().is_none() {
@@ -95,17 +105,22 @@ fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
             )));
         }
         let done = model.epochs_trained();
-        return Ok((with_learning_rate(model, args.learning_rate)?, done));
+        let data = load(model.data_info().and_then(|d| d.dataset.clone()), Some(&model.shapes()?[0]))?;
+        return Ok((with_learning_rate(model, args.learning_rate)?, done, data));
     }
-    let mut model = match &args.model {
+    let (mut model, data) = match &args.model {
         Some(path) => {
             let mut architecture = Architecture::read(path)?;
             architecture.seed = args.seed.unwrap_or(architecture.seed);
-            Sequential::from_architecture(&architecture)?
+            let data =
+                load(architecture.data.as_ref().and_then(|d| d.dataset.clone()), Some(&architecture.input_shape))?;
+            (Sequential::from_architecture(&architecture)?, data)
         }
         None => {
-            let entry = keel::datasets::catalog::find(args.dataset.as_deref().unwrap_or("mnist"))?;
-            reference_model(args.seed.unwrap_or(42), entry.shape, entry.classes)?
+            let data = load(None, None)?;
+            let (x, y) = &data.train;
+            let &[h, w, c] = &x.shape()[1..] else { unreachable!("datasets are loaded as (N, H, W, C)") };
+            (reference_model(args.seed.unwrap_or(42), [h, w, c], y.row_len())?, data)
         }
     };
     if model.optimizer().is_none() || args.optimizer.is_some() {
@@ -113,7 +128,7 @@ fn model_to_train(args: &TrainArgs) -> keel::Result<(Sequential, usize)> {
         let loss = model.architecture()?.compile.map_or(Loss::CategoricalCrossentropy, |c| c.loss);
         model.compile(optimizer, loss, &[Metric::Accuracy])?;
     }
-    Ok((with_learning_rate(model, args.learning_rate)?, 0))
+    Ok((with_learning_rate(model, args.learning_rate)?, 0, data))
 }
 
 fn with_learning_rate(mut model: Sequential, learning_rate: Option<f32>) -> keel::Result<Sequential> {
@@ -126,7 +141,7 @@ fn with_learning_rate(mut model: Sequential, learning_rate: Option<f32>) -> keel
 
 fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let start = Instant::now();
-    let (mut model, initial_epoch) = model_to_train(args)?;
+    let (mut model, initial_epoch, data) = model_and_data(args)?;
     let defaults = model.architecture()?.fit.unwrap_or_default();
     let epochs = args.epochs.or(defaults.epochs).unwrap_or(5);
     let batch_size = args.batch_size.or(defaults.batch_size).unwrap_or(128);
@@ -136,10 +151,8 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
             "the model has already trained {initial_epoch} epochs; --epochs is the total to reach, so give more than {initial_epoch}"
         )));
     }
-    let trained_on = model.data_info().and_then(|d| d.dataset.clone());
-    let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
-    let data = data::load(&dataset, args.data_dir.clone())?;
     model.set_data_info(data.info.clone());
+    let dataset = data.info.dataset.clone().unwrap_or_default();
     let load_s = start.elapsed().as_secs_f64();
     if !args.quiet {
         model.summary()?;
@@ -169,18 +182,27 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
         model.history().save(path)?;
     }
 
-    let (test_images, test_labels) = &data.test;
-    let eval_start = Instant::now();
-    let scores = model.evaluate(test_images, test_labels)?;
-    let evaluate_s = eval_start.elapsed().as_secs_f64();
-    let predict_start = Instant::now();
-    model.predict(test_images)?;
-    let predict_s = predict_start.elapsed().as_secs_f64();
-    let test_accuracy = scores.accuracy().unwrap_or(f64::NAN);
-    println!("Test accuracy: {test_accuracy:.4}");
+    let mut test = None;
+    let (mut evaluate_s, mut predict_s) = (0.0, 0.0);
+    match &data.test {
+        Some((test_images, test_labels)) => {
+            let eval_start = Instant::now();
+            let scores = model.evaluate(test_images, test_labels)?;
+            evaluate_s = eval_start.elapsed().as_secs_f64();
+            let predict_start = Instant::now();
+            model.predict(test_images)?;
+            predict_s = predict_start.elapsed().as_secs_f64();
+            println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN));
+            test = Some(scores);
+        }
+        None => println!("No test split (the folder has no train/ and test/ subfolders): nothing to evaluate"),
+    }
     if let Some(dir) = &args.plots {
         let history = model.history().clone();
-        super::report::write_plots(&mut model, test_images, test_labels, Some(&history), dir)?;
+        match &data.test {
+            Some((x, y)) => super::report::write_plots(&mut model, x, y, Some(&history), dir)?,
+            None => drop(keel::plots::training_curves(&history, dir)?),
+        }
     }
     if !args.quiet && !history.epochs.is_empty() {
         let per_epoch = fit_s / history.epochs.len() as f64;
@@ -192,8 +214,8 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     if let Some(path) = &args.metrics_out {
         let optimizer = model.optimizer().expect("training models are compiled");
         let report = json!({
-            "test_accuracy": test_accuracy,
-            "test_loss": scores.loss,
+            "test_accuracy": test.as_ref().and_then(|t| t.accuracy()),
+            "test_loss": test.as_ref().map(|t| t.loss),
             "history": history,
             "config": {
                 "dataset": dataset,

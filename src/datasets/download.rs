@@ -22,9 +22,10 @@ pub fn fetch_verified(url: &str, dest: &Path, sha256: &str) -> Result<()> {
     let mut body = response.into_body().into_reader();
     // A bar on a terminal (stderr); nothing when output is redirected.
     let progress = length.map_or_else(indicatif::ProgressBar::new_spinner, indicatif::ProgressBar::new);
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-        .expect("a valid template")
-        .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> ");
     progress.set_style(style);
     progress.set_message(format!("Downloading {}", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     if let Some(dir) = dest.parent() {

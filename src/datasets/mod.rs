@@ -17,6 +17,7 @@ pub mod cifar;
 pub mod download;
 pub mod fashion_mnist;
 pub mod idx;
+pub mod image_folder;
 pub mod kmnist;
 pub mod mnist;
 

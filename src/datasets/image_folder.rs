@@ -1,0 +1,147 @@
+//! ImageNet-style folders, as Keras' `image_dataset_from_directory`:
+//! `root/<class_name>/*.{png,jpg,jpeg,bmp}`, classes in alphabetical order.
+//! Images are decoded in parallel, converted to grey or RGB, optionally
+//! resized, and kept in memory as bytes (N, H, W, C).
+
+use crate::error::{Error, Result};
+use crate::random;
+use crate::tensor::Tensor;
+use image::imageops::FilterType;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// File extensions read as images (others are skipped, as Keras does).
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+
+/// Channels to convert images to, as Keras' `color_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorMode {
+    Grayscale,
+    #[default]
+    Rgb,
+}
+
+impl ColorMode {
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Grayscale => 1,
+            ColorMode::Rgb => 3,
+        }
+    }
+}
+
+/// How to read a folder.
+#[derive(Clone, Debug, Default)]
+pub struct FolderOptions {
+    /// Resize every image to (height, width); without it all images must have one size.
+    pub image_size: Option<(usize, usize)>,
+    pub color_mode: ColorMode,
+    /// Shuffle the samples with this seed (Keras shuffles before `validation_split`
+    /// takes the last ones, so the split holds every class); `None` keeps
+    /// class-then-file-name order.
+    pub shuffle_seed: Option<u64>,
+}
+
+/// A folder's images (N, H, W, C) and labels (N,) as bytes, with the class
+/// names (folder names, by label) and each sample's file.
+#[derive(Debug)]
+pub struct ImageFolder {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub class_names: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads `root/<class>/<image>`; see the module documentation.
+pub fn image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder> {
+    let corrupt = |path: &Path, message: String| Error::CorruptFile { path: path.into(), message };
+    let mut classes: Vec<(String, PathBuf)> = read_dir_sorted(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .map(|p| (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(corrupt(root, "has no class folders; put each class's images in root/<class_name>/".into()));
+    }
+    let mut samples: Vec<(PathBuf, u8)> = Vec::new();
+    if classes.len() > 256 {
+        return Err(corrupt(root, format!("has {} class folders; keel reads up to 256", classes.len())));
+    }
+    for (label, (name, dir)) in classes.iter().enumerate() {
+        let images: Vec<PathBuf> = read_dir_sorted(dir)?.into_iter().filter(|p| is_image(p)).collect();
+        if images.is_empty() {
+            return Err(corrupt(dir, format!("class folder '{name}' has no images ({})", IMAGE_EXTENSIONS.join(", "))));
+        }
+        samples.extend(images.into_iter().map(|p| (p, label as u8)));
+    }
+    if let Some(seed) = options.shuffle_seed {
+        samples.shuffle(&mut random::stream(seed, random::streams::FOLDER));
+    }
+    let channels = options.color_mode.channels();
+    let decoded: Vec<(Vec<u8>, (usize, usize))> = samples
+        .par_iter()
+        .map(|(path, _)| decode(path, options.image_size, options.color_mode))
+        .collect::<Result<_>>()?;
+    let (h, w) = decoded[0].1;
+    if let Some(i) = decoded.iter().position(|(_, size)| *size != (h, w)) {
+        return Err(corrupt(
+            &samples[i].0,
+            format!(
+                "is {}x{} but {} is {h}x{w}; give an image size (--image-size HxW) to resize them all",
+                decoded[i].1.0,
+                decoded[i].1.1,
+                samples[0].0.display()
+            ),
+        ));
+    }
+    let n = samples.len();
+    let mut pixels = Vec::with_capacity(n * h * w * channels);
+    decoded.into_iter().for_each(|(p, _)| pixels.extend(p));
+    let (files, labels): (Vec<PathBuf>, Vec<u8>) = samples.into_iter().unzip();
+    Ok(ImageFolder {
+        images: Tensor::from_u8(&[n, h, w, channels], pixels)?,
+        labels: Tensor::from_u8(&[n], labels)?,
+        class_names: classes.into_iter().map(|(name, _)| name).collect(),
+        files,
+    })
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut paths: Vec<PathBuf> =
+        entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(|e| Error::io(dir, e))?;
+    paths.sort();
+    Ok(paths)
+}
+
+fn is_image(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One image as bytes in `mode`, resized to `size` when given; with its (height, width).
+pub fn decode(path: &Path, size: Option<(usize, usize)>, mode: ColorMode) -> Result<(Vec<u8>, (usize, usize))> {
+    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    let image = reader.decode().map_err(|e| Error::CorruptFile {
+        path: path.into(),
+        message: format!("not a readable PNG, JPEG or BMP image ({e}); remove or replace it"),
+    })?;
+    let image = match size {
+        Some((h, w)) if (image.height() as usize, image.width() as usize) != (h, w) => {
+            image.resize_exact(w as u32, h as u32, FilterType::Triangle)
+        }
+        _ => image,
+    };
+    let dims = (image.height() as usize, image.width() as usize);
+    let bytes = match mode {
+        ColorMode::Grayscale => image.to_luma8().into_raw(),
+        ColorMode::Rgb => image.to_rgb8().into_raw(),
+    };
+    Ok((bytes, dims))
+}
