@@ -54,7 +54,10 @@ pub mod prelude {
     pub use crate::activations::Activation;
     pub use crate::datasets::mnist;
     pub use crate::error::{Error, Result};
-    pub use crate::layers::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding};
+    pub use crate::layers::{
+        ActivationLayer, Conv2D, Dense, Dropout, Flatten, FlipMode, Layer, MaxPooling2D, Normalization, Padding,
+        RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Resizing,
+    };
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;
     pub use crate::model::{Evaluation, FitOptions, History, Sequential};

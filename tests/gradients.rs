@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_close, check_layer, spaced, uniform};
+use common::{assert_close, check_layer, check_layer_reseeded, spaced, uniform};
 use keel::activations::Activation;
 use keel::layers::*;
 use keel::losses::Loss;
@@ -251,4 +251,27 @@ fn cross_entropy_from_logits_is_stable_and_matches_the_definition() {
     assert!((clipped - (-(1e-7f64).ln())).abs() < 0.1, "{clipped}");
     let bce = Loss::BinaryCrossentropy.compute(&[80.0, -80.0], &[0.0, 1.0], &mut [0.0; 2], 2, true);
     assert!((bce - 80.0).abs() < 1e-3, "{bce}");
+}
+
+#[test]
+fn preprocessing_layers_backward_match_finite_differences() {
+    let shape = [5, 6, 2];
+    let x = |seed| uniform(&mut stream(seed, 0), 3 * 60, -1.0, 1.0);
+    check_layer(Rescaling::new(0.5).offset(-1.0), &shape, 3, x(1), 201);
+    check_layer(Normalization::with_statistics(vec![0.5, -1.0], vec![4.0, 0.25]), &shape, 3, x(2), 202);
+    check_layer(Resizing::new(7, 4), &shape, 3, x(3), 203);
+}
+
+#[test]
+fn augmentation_layers_backward_match_finite_differences_for_their_draws() {
+    use keel::kernels::resample::Fill;
+    let shape = [5, 6, 2];
+    let x = |seed| uniform(&mut stream(seed, 0), 4 * 60, -1.0, 1.0);
+    let reseed = |l: &mut dyn Layer| l.set_rng(stream(99, 0));
+    check_layer_reseeded(RandomFlip::new(FlipMode::HorizontalAndVertical), &shape, 4, x(4), 204, reseed);
+    check_layer_reseeded(RandomCrop::new(4, 5).padding(2), &shape, 4, x(5), 205, reseed);
+    for fill in [Fill::Reflect, Fill::Constant, Fill::Nearest] {
+        check_layer_reseeded(RandomTranslation::new(0.3, 0.2).fill_mode(fill), &shape, 4, x(6), 206, reseed);
+        check_layer_reseeded(RandomRotation::new(0.1).fill_mode(fill), &shape, 4, x(7), 207, reseed);
+    }
 }

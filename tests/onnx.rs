@@ -71,6 +71,21 @@ fn every_layer_exports_and_runs_the_same_in_tract() {
                 .add(ActivationLayer::new(Activation::Softmax)),
         ),
         (
+            "preprocessing: rescaling, normalization, resizing, augmentations, centre crop",
+            [10, 9, 3],
+            Sequential::new()
+                .add(Rescaling::new(2.0).offset(-0.5))
+                .add(Normalization::with_statistics(vec![0.1, 0.2, 0.3], vec![1.5, 0.5, 2.0]))
+                .add(RandomFlip::new(FlipMode::Horizontal))
+                .add(Resizing::new(13, 7))
+                .add(RandomTranslation::new(0.1, 0.1))
+                .add(RandomRotation::new(0.1))
+                .add(RandomCrop::new(9, 5).padding(1))
+                .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
+                .add(Flatten::new())
+                .add(Dense::new(3).activation(Activation::Softmax)),
+        ),
+        (
             "dense on feature maps, softmax over channels",
             [5, 5, 2],
             Sequential::new()

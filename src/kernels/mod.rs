@@ -13,6 +13,7 @@ pub mod im2col;
 pub mod matmul;
 pub mod narrow;
 pub mod pool;
+pub mod resample;
 
 /// Samples per parallel task.
 pub const SAMPLES_PER_TASK: usize = 16;

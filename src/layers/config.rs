@@ -2,8 +2,12 @@
 //! Saved model files and `--model` files describe layers in this form, e.g.
 //! `{"class_name": "Conv2D", "filters": 32, "kernel_size": [3, 3], "activation": "relu"}`.
 
-use super::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding};
+use super::{
+    ActivationLayer, Conv2D, Dense, Dropout, Flatten, FlipMode, Layer, MaxPooling2D, Normalization, Padding,
+    RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Resizing,
+};
 use crate::activations::Activation;
+use crate::kernels::resample::Fill;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest window, stride or kernel side accepted from a description. Bounds
@@ -11,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MAX_WINDOW: usize = 1 << 10;
 const MAX_FILTERS: usize = 1 << 16;
 const MAX_UNITS: usize = 1 << 24;
+const MAX_SIDE: usize = 1 << 14;
 
 /// Keras' `(height, width)` arguments: written `[3, 3]`, or `3` for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +103,40 @@ pub enum LayerConfig {
     Dropout {
         rate: f32,
     },
+    Rescaling {
+        scale: f32,
+        #[serde(default)]
+        offset: f32,
+    },
+    Normalization {
+        mean: Vec<f32>,
+        variance: Vec<f32>,
+    },
+    Resizing {
+        height: usize,
+        width: usize,
+    },
+    RandomFlip {
+        #[serde(default)]
+        mode: FlipMode,
+    },
+    RandomCrop {
+        height: usize,
+        width: usize,
+        #[serde(default, skip_serializing_if = "is_default")]
+        padding: usize,
+    },
+    RandomTranslation {
+        height_factor: f32,
+        width_factor: f32,
+        #[serde(default)]
+        fill_mode: Fill,
+    },
+    RandomRotation {
+        factor: f32,
+        #[serde(default)]
+        fill_mode: Fill,
+    },
 }
 
 impl LayerConfig {
@@ -139,6 +178,30 @@ impl LayerConfig {
                 }
                 Box::new(Dropout::new(rate))
             }
+            LayerConfig::Rescaling { scale, offset } => Box::new(Rescaling::new(scale).offset(offset)),
+            LayerConfig::Normalization { ref mean, ref variance } => {
+                count("channels", mean.len(), MAX_FILTERS)?;
+                Box::new(Normalization::with_statistics(mean.clone(), variance.clone()))
+            }
+            LayerConfig::Resizing { height, width } => {
+                Box::new(Resizing::new(count("height", height, MAX_SIDE)?, count("width", width, MAX_SIDE)?))
+            }
+            LayerConfig::RandomFlip { mode } => Box::new(RandomFlip::new(mode)),
+            LayerConfig::RandomCrop { height, width, padding } => {
+                if padding > MAX_WINDOW {
+                    return Err(format!("padding {padding} must be at most {MAX_WINDOW}"));
+                }
+                Box::new(
+                    RandomCrop::new(count("height", height, MAX_SIDE)?, count("width", width, MAX_SIDE)?)
+                        .padding(padding),
+                )
+            }
+            LayerConfig::RandomTranslation { height_factor, width_factor, fill_mode } => {
+                Box::new(RandomTranslation::new(height_factor, width_factor).fill_mode(fill_mode))
+            }
+            LayerConfig::RandomRotation { factor, fill_mode } => {
+                Box::new(RandomRotation::new(factor).fill_mode(fill_mode))
+            }
         })
     }
 }
@@ -156,6 +219,13 @@ mod tests {
             r#"{"class_name": "Dense", "units": 10, "activation": "softmax"}"#,
             r#"{"class_name": "Activation", "activation": "tanh"}"#,
             r#"{"class_name": "Dropout", "rate": 0.25}"#,
+            r#"{"class_name": "Rescaling", "scale": 0.5, "offset": -1.0}"#,
+            r#"{"class_name": "Normalization", "mean": [0.5], "variance": [0.25]}"#,
+            r#"{"class_name": "Resizing", "height": 16, "width": 12}"#,
+            r#"{"class_name": "RandomFlip", "mode": "horizontal"}"#,
+            r#"{"class_name": "RandomCrop", "height": 6, "width": 6, "padding": 2}"#,
+            r#"{"class_name": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.2, "fill_mode": "constant"}"#,
+            r#"{"class_name": "RandomRotation", "factor": 0.05}"#,
         ];
         for text in configs {
             let config: LayerConfig = serde_json::from_str(text).unwrap();

@@ -29,7 +29,20 @@ pub fn assert_close(what: &str, analytic: &[f32], numeric: &[f32], tol: f32) {
 
 /// Checks a layer's backward pass against central differences of
 /// L = sum(r * forward(x)) for random r, for every parameter and input value.
-pub fn check_layer(mut layer: impl Layer, input_shape: &[usize], n: usize, x: Vec<f32>, seed: u64) {
+pub fn check_layer(layer: impl Layer, input_shape: &[usize], n: usize, x: Vec<f32>, seed: u64) {
+    check_layer_reseeded(layer, input_shape, n, x, seed, |_| {});
+}
+
+/// [`check_layer`] calling `reseed` before every forward pass, so that a
+/// random layer (augmentation) makes the same draws every time.
+pub fn check_layer_reseeded(
+    mut layer: impl Layer,
+    input_shape: &[usize],
+    n: usize,
+    x: Vec<f32>,
+    seed: u64,
+    reseed: impl Fn(&mut dyn Layer),
+) {
     let out_shape = layer.build(input_shape).expect("layer builds");
     layer.allocate(n);
     let in_len: usize = input_shape.iter().product::<usize>() * n;
@@ -41,11 +54,13 @@ pub fn check_layer(mut layer: impl Layer, input_shape: &[usize], n: usize, x: Ve
 
     let objective = |layer: &mut dyn Layer, params: &[f32], x: &[f32]| -> f64 {
         let mut y = vec![0.0; out_len];
+        reseed(layer);
         layer.forward(params, x, &mut y, n, Mode::Train);
         y.iter().zip(&r).map(|(y, r)| (*y as f64) * (*r as f64)).sum()
     };
 
     let mut y = vec![0.0; out_len];
+    reseed(&mut layer);
     layer.forward(&params, &x, &mut y, n, Mode::Train);
     let mut dy = r.clone();
     let mut dx = vec![0.0; in_len];

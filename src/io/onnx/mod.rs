@@ -5,7 +5,8 @@
 //! as keel and Keras; N is a free dimension), float32, scaled as in training.
 //! Its output, `output`, is `(N, ...)` as `predict` returns: probabilities for
 //! a softmax classifier. ONNX convolutions and pooling are channels-first, so
-//! runs of them are wrapped in Transpose nodes; Dropout is left out.
+//! runs of them are wrapped in Transpose nodes; Dropout and the random
+//! augmentations (the identity at inference) are left out.
 
 mod proto;
 
@@ -88,7 +89,61 @@ impl Sequential {
                     g.activation(activation, name);
                 }
                 LayerConfig::Activation { activation } => g.activation(activation, name),
-                LayerConfig::Dropout { .. } => {}
+                LayerConfig::Rescaling { scale, offset } => {
+                    let (s, o) = (
+                        g.constant(&format!("{name}/scale"), &[], vec![scale]),
+                        g.constant(&format!("{name}/offset"), &[], vec![offset]),
+                    );
+                    g.node("Mul", &format!("{name}/mul"), vec![g.current.clone(), s], vec![]);
+                    g.node("Add", &format!("{name}/add"), vec![g.current.clone(), o], vec![]);
+                }
+                LayerConfig::Normalization { mean, variance } => {
+                    // As the layer computes it: (x - mean) * (1 / max(sqrt(variance), eps)).
+                    g.set_channels_first(false);
+                    let inverse: Vec<f32> = variance.iter().map(|v| 1.0 / v.sqrt().max(1e-7)).collect();
+                    let c = mean.len();
+                    let m = g.constant(&format!("{name}/mean"), &[c], mean);
+                    let inv = g.constant(&format!("{name}/inverse_std"), &[c], inverse);
+                    g.node("Sub", &format!("{name}/sub"), vec![g.current.clone(), m], vec![]);
+                    g.node("Mul", &format!("{name}/mul"), vec![g.current.clone(), inv], vec![]);
+                }
+                LayerConfig::Resizing { height, width } => {
+                    g.set_channels_first(true);
+                    // sizes = (N, C) of the input, then (height, width).
+                    let input = g.current.clone();
+                    g.node("Shape", &format!("{name}/shape"), vec![input.clone()], vec![]);
+                    let (start, end) =
+                        (g.int64s(&format!("{name}/start"), &[0]), g.int64s(&format!("{name}/end"), &[2]));
+                    g.node("Slice", &format!("{name}/batch_channels"), vec![g.current.clone(), start, end], vec![]);
+                    let hw = g.int64s(&format!("{name}/height_width"), &[height as i64, width as i64]);
+                    g.node("Concat", &format!("{name}/sizes"), vec![g.current.clone(), hw], vec![int("axis", 0)]);
+                    let sizes = g.current.clone();
+                    let attributes =
+                        vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")];
+                    g.node("Resize", name, vec![input, String::new(), String::new(), sizes], attributes);
+                }
+                LayerConfig::RandomCrop { height, width, padding } => {
+                    // At inference: the centre window of the padded image.
+                    let (h, w) = (input[0] + 2 * padding, input[1] + 2 * padding);
+                    if (h - height, w - width) != (2 * padding, 2 * padding) {
+                        g.set_channels_first(false);
+                        if padding > 0 {
+                            let p = padding as i64;
+                            let pads = g.int64s(&format!("{name}/pads"), &[0, p, p, 0, 0, p, p, 0]);
+                            g.node("Pad", &format!("{name}/pad"), vec![g.current.clone(), pads], vec![]);
+                        }
+                        let (top, left) = (((h - height) / 2) as i64, ((w - width) / 2) as i64);
+                        let starts = g.int64s(&format!("{name}/starts"), &[top, left]);
+                        let ends = g.int64s(&format!("{name}/ends"), &[top + height as i64, left + width as i64]);
+                        let axes = g.int64s(&format!("{name}/axes"), &[1, 2]);
+                        g.node("Slice", name, vec![g.current.clone(), starts, ends, axes], vec![]);
+                    }
+                }
+                // Random augmentations and dropout are the identity at inference.
+                LayerConfig::Dropout { .. }
+                | LayerConfig::RandomFlip { .. }
+                | LayerConfig::RandomTranslation { .. }
+                | LayerConfig::RandomRotation { .. } => {}
             }
         }
         g.set_channels_first(false);
@@ -154,6 +209,17 @@ impl Graph {
         name.into()
     }
 
+    /// An int64 constant (shapes, pads, slice bounds); returns its name.
+    fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: DATA_TYPE_INT64,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.into()
+    }
+
     /// Transposes the current 4-D tensor between (N,H,W,C) and (N,C,H,W) when
     /// it is not already in the wanted layout.
     fn set_channels_first(&mut self, wanted: bool) {
@@ -201,11 +267,20 @@ fn window_attributes(input: &[usize], kernel: Pair, strides: Pair, padding: Padd
 }
 
 fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i, ints: vec![], r#type: ATTRIBUTE_INT }
+    AttributeProto { name: name.into(), i, r#type: ATTRIBUTE_INT, ..AttributeProto::default() }
 }
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), i: 0, ints: values.to_vec(), r#type: ATTRIBUTE_INTS }
+    AttributeProto { name: name.into(), ints: values.to_vec(), r#type: ATTRIBUTE_INTS, ..AttributeProto::default() }
+}
+
+fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        s: value.as_bytes().to_vec(),
+        r#type: ATTRIBUTE_STRING,
+        ..AttributeProto::default()
+    }
 }
 
 /// A float tensor of shape (N, sample...) with N free.

@@ -67,6 +67,7 @@ pub struct NodeProto {
 
 /// `AttributeProto.AttributeType` values keel uses.
 pub const ATTRIBUTE_INT: i32 = 2;
+pub const ATTRIBUTE_STRING: i32 = 3;
 pub const ATTRIBUTE_INTS: i32 = 7;
 
 #[derive(Clone, PartialEq, Message)]
@@ -75,14 +76,17 @@ pub struct AttributeProto {
     pub name: String,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
 
-/// `TensorProto.DataType.FLOAT`.
+/// `TensorProto.DataType` values keel uses.
 pub const DATA_TYPE_FLOAT: i32 = 1;
+pub const DATA_TYPE_INT64: i32 = 7;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct TensorProto {
