@@ -174,6 +174,22 @@ fn read_archive(path: &Path, names: &[&str]) -> Result<HashMap<String, (PathBuf,
     Ok(found)
 }
 
+/// The images (n x 32 x 32 x 3, channels-last) and labels of one batch
+/// file's bytes: records of `label_bytes` label bytes (the label at
+/// `label_at`, below `classes`) and 3,072 pixel bytes. `path` names the file
+/// in errors.
+pub fn parse_batch(
+    bytes: &[u8],
+    label_bytes: usize,
+    label_at: usize,
+    classes: usize,
+    path: &Path,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    decode_records(bytes, label_bytes, label_at, classes, path, &mut pixels, &mut labels)?;
+    Ok((pixels, labels))
+}
+
 /// Appends the records of one batch file: pixels channels-last, and the label
 /// at byte `label_at` of each record's `label_bytes`.
 fn decode_records(

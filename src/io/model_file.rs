@@ -78,7 +78,12 @@ impl Sequential {
     pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let file = ModelFile::parse(path, &bytes)?;
+        Self::load_bytes(&bytes, path)
+    }
+
+    /// [`Sequential::load`] from a file's bytes; `path` names it in errors.
+    pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
+        let file = ModelFile::parse(path, bytes)?;
         let architecture_text = file.metadata("architecture")?;
         let architecture: Architecture = serde_json::from_str(architecture_text)
             .map_err(|e| file.corrupt(format!("its architecture is not valid: {e}")))?;
