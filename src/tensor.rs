@@ -197,6 +197,45 @@ impl Mul<f32> for Tensor {
     }
 }
 
+/// What `fit`, `evaluate` and `predict` read samples from: a [`Tensor`] in
+/// memory, or a stream that produces the requested rows on demand (an image
+/// folder too large for memory, see `datasets::image_folder::FolderStream`).
+pub trait Samples: Sync {
+    /// (N, per-sample shape...).
+    fn shape(&self) -> &[usize];
+
+    /// Writes the rows named by `indices`, as f32, one after another into `out`.
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> Result<()>;
+
+    /// A hint: these rows will be gathered next (a stream may start reading them).
+    fn prefetch(&self, _indices: &[usize]) {}
+
+    /// All values, when they are f32 in memory (checked for NaN up front).
+    fn values(&self) -> Option<&[f32]> {
+        None
+    }
+
+    /// Number of samples.
+    fn rows(&self) -> usize {
+        self.shape().first().copied().unwrap_or(0)
+    }
+}
+
+impl Samples for Tensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+        self.gather_rows(indices, out);
+        Ok(())
+    }
+
+    fn values(&self) -> Option<&[f32]> {
+        self.as_f32()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

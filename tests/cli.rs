@@ -336,6 +336,14 @@ fn a_folder_of_images_trains_with_its_own_splits() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("(None, 14, 14, 32)") && stdout.contains("Test accuracy: "), "{stdout}");
+    // Streaming the folder (batch by batch, prefetched) trains the very same model.
+    let streamed = tmp.path().join("streamed.keel");
+    let out = keel(
+        &[&args[..], &["--batch-size", "10", "--stream", "-q", "--save", streamed.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tensors_of(&streamed), tensors_of(&saved));
     // The saved model knows its classes and evaluates on its folder, resized as in training.
     let out = keel(&["evaluate", saved.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -388,3 +388,47 @@ fn bad_image_folders_are_clear_errors() {
     let flat = err(&|root| std::fs::write(root.join("a.png"), b"x").unwrap());
     assert!(flat.contains("has no class folders"), "{flat}");
 }
+
+#[test]
+fn a_streamed_folder_trains_exactly_like_the_same_folder_in_memory() {
+    use keel::datasets::image_folder::{FolderOptions, image_folder, image_folder_stream};
+    use keel::prelude::*;
+    let tmp = tempfile::tempdir().unwrap();
+    write_image_folder(tmp.path(), 9, (12, 10));
+    let options = FolderOptions { image_size: Some((8, 8)), shuffle_seed: Some(1), ..FolderOptions::default() };
+    let scale = 1.0 / 255.0;
+    let train = |x: &dyn keel::tensor::Samples, labels: &Tensor| {
+        let mut model = Sequential::new()
+            .seed(3)
+            .add(RandomFlip::new(FlipMode::Horizontal).input_shape([8, 8, 3]))
+            .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        model.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        let options = FitOptions {
+            epochs: 2,
+            batch_size: 5,
+            validation_split: 0.2,
+            verbose: keel::model::Verbosity::Silent,
+            ..FitOptions::default()
+        };
+        let history = model.fit(x, labels, &options).unwrap();
+        (model.params().unwrap().to_vec(), history.last().unwrap().logs.clone(), model.predict(x).unwrap().to_f32_vec())
+    };
+    let memory = image_folder(tmp.path(), &options).unwrap();
+    let (stream, labels, classes) = image_folder_stream(tmp.path(), &options, scale).unwrap();
+    assert_eq!(classes, memory.class_names);
+    assert_eq!(labels.to_f32_vec(), memory.labels.to_f32_vec());
+    assert_eq!(stream.files(), memory.files.as_slice());
+    assert_eq!(train(&stream, &labels), train(&(memory.images * scale), &memory.labels));
+
+    // A broken file is only found when its batch is read: fit stops with an error naming it.
+    std::fs::write(tmp.path().join("dog/zz.png"), b"not a png").unwrap();
+    let (stream, labels, _) = image_folder_stream(tmp.path(), &options, scale).unwrap();
+    let mut model =
+        Sequential::new().add(Flatten::new().input_shape([8, 8, 3])).add(Dense::new(3).activation(Activation::Softmax));
+    model.compile(SGD::default(), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    let quiet = FitOptions { verbose: keel::model::Verbosity::Silent, ..FitOptions::default() };
+    let err = model.fit(&stream, &labels, &quiet).unwrap_err().to_string();
+    assert!(err.contains("zz.png") && err.contains("not a readable"), "{err}");
+}

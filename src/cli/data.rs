@@ -3,10 +3,11 @@
 //! dataset, or a folder of class folders (with `train/` and `test/`
 //! subfolders used as the splits when present).
 
-use keel::datasets::image_folder::{ColorMode, FolderOptions, ImageFolder, image_folder};
+use keel::datasets::image_folder::{ColorMode, FolderOptions, ImageFolder, image_folder, image_folder_stream};
 use keel::datasets::{DataSource, catalog};
 use keel::model::DataInfo;
 use keel::prelude::*;
+use keel::tensor::Samples;
 use std::path::{Path, PathBuf};
 
 /// How to read a folder dataset.
@@ -18,6 +19,10 @@ pub struct FolderArgs {
     /// For a folder dataset: grayscale or rgb.
     #[arg(long, default_value = "rgb", value_parser = ["grayscale", "rgb"])]
     color_mode: String,
+    /// For a folder dataset: decode images batch by batch instead of holding them in memory
+    /// (automatic above 1 GiB of decoded images).
+    #[arg(long)]
+    stream: bool,
 }
 
 impl FolderArgs {
@@ -28,6 +33,7 @@ impl FolderArgs {
             [h, w, c] => FolderArgs {
                 image_size: self.image_size.or(Some((h, w))),
                 color_mode: if c == 1 { "grayscale".into() } else { "rgb".into() },
+                stream: self.stream,
             },
             _ => self.clone(),
         }
@@ -42,14 +48,20 @@ fn parse_size(text: &str) -> Result<(usize, usize), String> {
     }
 }
 
-/// Train and (when there is one) test images (N, H, W, C) with one-hot labels, and what they mean.
+/// Images (N, H, W, C), in memory or streamed, and one-hot labels.
+pub type Split = (Box<dyn Samples>, Tensor);
+
+/// Train and (when there is one) test splits, and what they mean.
 pub struct Prepared {
-    pub train: (Tensor, Tensor),
-    pub test: Option<(Tensor, Tensor)>,
+    pub train: Split,
+    pub test: Option<Split>,
     pub info: DataInfo,
 }
 
 const SCALE: f32 = 1.0 / 255.0;
+
+/// Decoded images beyond this many bytes are streamed rather than held in memory.
+const MAX_IN_MEMORY: usize = 1 << 30;
 
 /// Loads the dataset `name` (a catalog name or a folder) from `data_dir`,
 /// else as `DataSource::from_env` says.
@@ -63,8 +75,8 @@ pub fn load(name: &str, data_dir: Option<PathBuf>, folder: &FolderArgs) -> keel:
     let source = DataSource::from_env().with_data_dir(data_dir);
     let ((train_images, train_labels), (test_images, test_labels)) = entry.load(&source)?;
     Ok(Prepared {
-        train: (train_images * SCALE, to_categorical(&train_labels, Some(entry.classes))?),
-        test: Some((test_images * SCALE, to_categorical(&test_labels, Some(entry.classes))?)),
+        train: (Box::new(train_images * SCALE), to_categorical(&train_labels, Some(entry.classes))?),
+        test: Some((Box::new(test_images * SCALE), to_categorical(&test_labels, Some(entry.classes))?)),
         info: DataInfo { dataset: Some(entry.name.into()), class_names: entry.class_names(&source), scale: SCALE },
     })
 }
@@ -74,31 +86,38 @@ fn load_folder(root: &Path, args: &FolderArgs) -> keel::Result<Prepared> {
     let options = FolderOptions { image_size: args.image_size, color_mode, shuffle_seed: Some(0) };
     let (train_dir, test_dir) = (root.join("train"), root.join("test"));
     let split = train_dir.is_dir() && test_dir.is_dir();
-    let train = image_folder(if split { &train_dir } else { root }, &options)?;
+    let (train, class_names) = read_folder(if split { &train_dir } else { root }, &options, args.stream)?;
     // The test split must look like the training one.
-    let test_options = FolderOptions { image_size: args.image_size.or(Some(size_of(&train))), ..options };
-    let test = if split { Some(image_folder(&test_dir, &test_options)?) } else { None };
-    if let Some(t) = test.as_ref().filter(|t| t.class_names != train.class_names) {
-        return Err(Error::InvalidArgument(format!(
-            "{} has classes {:?} but {} has {:?}; both splits need the same class folders",
-            test_dir.display(),
-            t.class_names,
-            train_dir.display(),
-            train.class_names
-        )));
-    }
-    let classes = train.class_names.len();
-    let prepare = |f: ImageFolder| -> keel::Result<(Tensor, Tensor)> {
-        Ok((f.images * SCALE, to_categorical(&f.labels, Some(classes))?))
+    let shape = train.0.shape().to_vec();
+    let test_options = FolderOptions { image_size: Some((shape[1], shape[2])), ..options };
+    let test = if split {
+        let (test, test_classes) = read_folder(&test_dir, &test_options, args.stream)?;
+        if test_classes != class_names {
+            return Err(Error::InvalidArgument(format!(
+                "{} has classes {test_classes:?} but {} has {class_names:?}; both splits need the same class folders",
+                test_dir.display(),
+                train_dir.display(),
+            )));
+        }
+        Some(test)
+    } else {
+        None
     };
     let info = DataInfo {
         dataset: Some(root.canonicalize().unwrap_or_else(|_| root.into()).display().to_string()),
-        class_names: train.class_names.clone(),
+        class_names,
         scale: SCALE,
     };
-    Ok(Prepared { train: prepare(train)?, test: test.map(prepare).transpose()?, info })
+    Ok(Prepared { train, test, info })
 }
 
-fn size_of(folder: &ImageFolder) -> (usize, usize) {
-    (folder.images.shape()[1], folder.images.shape()[2])
+/// One folder, in memory or streamed (on request, or when it would not fit), with its class names.
+fn read_folder(dir: &Path, options: &FolderOptions, stream: bool) -> keel::Result<(Split, Vec<String>)> {
+    let (streamed, labels, class_names) = image_folder_stream(dir, options, SCALE)?;
+    let classes = class_names.len();
+    if stream || streamed.shape().iter().product::<usize>() > MAX_IN_MEMORY {
+        return Ok(((Box::new(streamed), to_categorical(&labels, Some(classes))?), class_names));
+    }
+    let ImageFolder { images, labels, .. } = image_folder(dir, options)?;
+    Ok(((Box::new(images * SCALE), to_categorical(&labels, Some(classes))?), class_names))
 }

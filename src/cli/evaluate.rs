@@ -46,13 +46,13 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
                 "{dataset} has no test split; give a folder with train/ and test/ subfolders"
             )));
         };
-        let scores = model.evaluate(x, y)?;
+        let scores = model.evaluate(x.as_ref(), y)?;
         println!("Test loss: {:.4}", scores.loss);
         for (name, value) in &scores.metrics {
             println!("Test {name}: {value:.4}");
         }
         if let Some(dir) = &args.plots {
-            super::report::write_plots(&mut model, x, y, None, dir)?;
+            super::report::write_plots(&mut model, x.as_ref(), y, None, dir)?;
         }
         if let Some(path) = &args.metrics_out {
             let accuracy = scores.accuracy().unwrap_or(f64::NAN);

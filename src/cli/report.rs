@@ -2,6 +2,7 @@
 
 use keel::plots::{self, Misclassified};
 use keel::prelude::*;
+use keel::tensor::Samples;
 use std::path::Path;
 
 /// How many misclassified images the grid shows.
@@ -10,7 +11,7 @@ const GRID: usize = 24;
 /// Writes the test-set plots (and the training curves when `history` is given) into `dir`.
 pub fn write_plots(
     model: &mut Sequential,
-    x: &Tensor,
+    x: &dyn Samples,
     y: &Tensor,
     history: Option<&History>,
     dir: &Path,
@@ -33,17 +34,18 @@ pub fn write_plots(
         .filter(|&i| truth[i] != predicted[i])
         .take(GRID)
         .map(|i| {
-            let row = x.slice_rows(i, i + 1).expect("index within the test set").to_f32_vec();
-            Misclassified {
+            let mut row = vec![0.0; height * width * channels];
+            x.gather(&[i], &mut row)?;
+            Ok(Misclassified {
                 pixels: row.iter().map(|v| (v / scale).round().clamp(0.0, 255.0) as u8).collect(),
                 height,
                 width,
                 channels,
                 truth: names[truth[i]].clone(),
                 predicted: names[predicted[i]].clone(),
-            }
+            })
         })
-        .collect();
+        .collect::<keel::Result<_>>()?;
     plots::misclassified(&wrong, dir)?;
     Ok(())
 }

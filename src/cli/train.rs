@@ -173,7 +173,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     });
     let mut callbacks: Vec<&mut dyn Callback> = checkpoint.iter_mut().map(|c| c as &mut dyn Callback).collect();
     let (x, y) = &data.train;
-    let history = model.fit_with_callbacks(x, y, &options, &mut callbacks)?;
+    let history = model.fit_with_callbacks(x.as_ref(), y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
     if let Some(path) = &args.save {
         model.save(path)?;
@@ -187,10 +187,10 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     match &data.test {
         Some((test_images, test_labels)) => {
             let eval_start = Instant::now();
-            let scores = model.evaluate(test_images, test_labels)?;
+            let scores = model.evaluate(test_images.as_ref(), test_labels)?;
             evaluate_s = eval_start.elapsed().as_secs_f64();
             let predict_start = Instant::now();
-            model.predict(test_images)?;
+            model.predict(test_images.as_ref())?;
             predict_s = predict_start.elapsed().as_secs_f64();
             println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN));
             test = Some(scores);
@@ -200,7 +200,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     if let Some(dir) = &args.plots {
         let history = model.history().clone();
         match &data.test {
-            Some((x, y)) => super::report::write_plots(&mut model, x, y, Some(&history), dir)?,
+            Some((x, y)) => super::report::write_plots(&mut model, x.as_ref(), y, Some(&history), dir)?,
             None => drop(keel::plots::training_curves(&history, dir)?),
         }
     }

@@ -5,11 +5,13 @@
 
 use crate::error::{Error, Result};
 use crate::random;
-use crate::tensor::Tensor;
+use crate::tensor::{Samples, Tensor};
 use image::imageops::FilterType;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// File extensions read as images (others are skipped, as Keras does).
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
@@ -53,8 +55,53 @@ pub struct ImageFolder {
     pub files: Vec<PathBuf>,
 }
 
-/// Reads `root/<class>/<image>`; see the module documentation.
+/// Reads `root/<class>/<image>` into memory; see the module documentation.
 pub fn image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder> {
+    let (samples, class_names) = list(root, options)?;
+    let channels = options.color_mode.channels();
+    let decoded: Vec<(Vec<u8>, (usize, usize))> = samples
+        .par_iter()
+        .map(|(path, _)| decode(path, options.image_size, options.color_mode))
+        .collect::<Result<_>>()?;
+    let (h, w) = decoded[0].1;
+    if let Some(i) = decoded.iter().position(|(_, size)| *size != (h, w)) {
+        return Err(size_mismatch(&samples[i].0, decoded[i].1, &samples[0].0, (h, w)));
+    }
+    let n = samples.len();
+    let mut pixels = Vec::with_capacity(n * h * w * channels);
+    decoded.into_iter().for_each(|(p, _)| pixels.extend(p));
+    let (files, labels): (Vec<PathBuf>, Vec<u8>) = samples.into_iter().unzip();
+    Ok(ImageFolder {
+        images: Tensor::from_u8(&[n, h, w, channels], pixels)?,
+        labels: Tensor::from_u8(&[n], labels)?,
+        class_names,
+        files,
+    })
+}
+
+fn size_mismatch(path: &Path, size: (usize, usize), first: &Path, want: (usize, usize)) -> Error {
+    Error::CorruptFile {
+        path: path.into(),
+        message: format!(
+            "is {}x{} but {} is {}x{}; give an image size (--image-size HxW) to resize them all",
+            size.0,
+            size.1,
+            first.display(),
+            want.0,
+            want.1
+        ),
+    }
+}
+
+/// An image file and its label.
+type Sample = (PathBuf, u8);
+
+/// A batch being decoded ahead: its rows and the thread decoding them.
+type Pending = (Vec<usize>, JoinHandle<Result<Vec<u8>>>);
+
+/// The folder's samples (file, label), in class-then-name order or shuffled,
+/// and its class names; checks the layout.
+fn list(root: &Path, options: &FolderOptions) -> Result<(Vec<Sample>, Vec<String>)> {
     let corrupt = |path: &Path, message: String| Error::CorruptFile { path: path.into(), message };
     let mut classes: Vec<(String, PathBuf)> = read_dir_sorted(root)?
         .into_iter()
@@ -65,10 +112,10 @@ pub fn image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder>
     if classes.is_empty() {
         return Err(corrupt(root, "has no class folders; put each class's images in root/<class_name>/".into()));
     }
-    let mut samples: Vec<(PathBuf, u8)> = Vec::new();
     if classes.len() > 256 {
         return Err(corrupt(root, format!("has {} class folders; keel reads up to 256", classes.len())));
     }
+    let mut samples: Vec<Sample> = Vec::new();
     for (label, (name, dir)) in classes.iter().enumerate() {
         let images: Vec<PathBuf> = read_dir_sorted(dir)?.into_iter().filter(|p| is_image(p)).collect();
         if images.is_empty() {
@@ -79,33 +126,108 @@ pub fn image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder>
     if let Some(seed) = options.shuffle_seed {
         samples.shuffle(&mut random::stream(seed, random::streams::FOLDER));
     }
-    let channels = options.color_mode.channels();
-    let decoded: Vec<(Vec<u8>, (usize, usize))> = samples
-        .par_iter()
-        .map(|(path, _)| decode(path, options.image_size, options.color_mode))
-        .collect::<Result<_>>()?;
-    let (h, w) = decoded[0].1;
-    if let Some(i) = decoded.iter().position(|(_, size)| *size != (h, w)) {
-        return Err(corrupt(
-            &samples[i].0,
-            format!(
-                "is {}x{} but {} is {h}x{w}; give an image size (--image-size HxW) to resize them all",
-                decoded[i].1.0,
-                decoded[i].1.1,
-                samples[0].0.display()
-            ),
-        ));
-    }
+    Ok((samples, classes.into_iter().map(|(name, _)| name).collect()))
+}
+
+/// Batches decoded ahead of use, at most this many at a time.
+const PREFETCH_DEPTH: usize = 2;
+
+/// An image folder read on demand, for folders too large for memory: only
+/// file names and labels are kept; `fit`, `evaluate` and `predict` decode the
+/// rows of each batch when they ask for them (in parallel), and the next
+/// batch is decoded on a background thread while the current one trains. At
+/// most [`PREFETCH_DEPTH`] batches are held decoded.
+pub struct FolderStream {
+    files: Arc<[PathBuf]>,
+    shape: Vec<usize>,
+    size: (usize, usize),
+    mode: ColorMode,
+    scale: f32,
+    pending: Mutex<Vec<Pending>>,
+}
+
+/// A folder as a [`FolderStream`] of images scaled by `scale`, with its
+/// labels (N,) and class names. Images take `options.image_size`, or the
+/// first image's size (then every image must have it).
+pub fn image_folder_stream(
+    root: &Path,
+    options: &FolderOptions,
+    scale: f32,
+) -> Result<(FolderStream, Tensor, Vec<String>)> {
+    let (samples, class_names) = list(root, options)?;
+    let size = match options.image_size {
+        Some(size) => size,
+        None => decode(&samples[0].0, None, options.color_mode)?.1,
+    };
     let n = samples.len();
-    let mut pixels = Vec::with_capacity(n * h * w * channels);
-    decoded.into_iter().for_each(|(p, _)| pixels.extend(p));
     let (files, labels): (Vec<PathBuf>, Vec<u8>) = samples.into_iter().unzip();
-    Ok(ImageFolder {
-        images: Tensor::from_u8(&[n, h, w, channels], pixels)?,
-        labels: Tensor::from_u8(&[n], labels)?,
-        class_names: classes.into_iter().map(|(name, _)| name).collect(),
-        files,
-    })
+    let shape = vec![n, size.0, size.1, options.color_mode.channels()];
+    let stream = FolderStream {
+        files: files.into(),
+        shape,
+        size,
+        mode: options.color_mode,
+        scale,
+        pending: Mutex::new(Vec::new()),
+    };
+    Ok((stream, Tensor::from_u8(&[n], labels)?, class_names))
+}
+
+impl FolderStream {
+    /// The image files, by row.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn decode_rows(files: &[PathBuf], indices: &[usize], size: (usize, usize), mode: ColorMode) -> Result<Vec<u8>> {
+        let images: Vec<Vec<u8>> = indices
+            .par_iter()
+            .map(|&i| {
+                let (bytes, got) = decode(&files[i], Some(size), mode)?;
+                if got != size {
+                    return Err(size_mismatch(&files[i], got, &files[0], size));
+                }
+                Ok(bytes)
+            })
+            .collect::<Result<_>>()?;
+        Ok(images.concat())
+    }
+}
+
+impl Samples for FolderStream {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn prefetch(&self, indices: &[usize]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.iter().any(|(i, _)| i == indices) {
+            return;
+        }
+        if pending.len() >= PREFETCH_DEPTH {
+            let (_, stale) = pending.remove(0);
+            let _ = stale.join();
+        }
+        let (files, rows, size, mode) = (Arc::clone(&self.files), indices.to_vec(), self.size, self.mode);
+        let handle = std::thread::spawn(move || Self::decode_rows(&files, &rows, size, mode));
+        pending.push((indices.to_vec(), handle));
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+        let ready = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.iter().position(|(i, _)| i == indices).map(|k| pending.remove(k).1)
+        };
+        let bytes = match ready {
+            Some(handle) => {
+                handle.join().unwrap_or_else(|_| Err(Error::State("an image decoding thread panicked".into())))?
+            }
+            None => Self::decode_rows(&self.files, indices, self.size, self.mode)?,
+        };
+        // The same arithmetic as a byte Tensor scaled in memory (in f64), so streaming changes no result.
+        out.iter_mut().zip(&bytes).for_each(|(o, &b)| *o = (b as f64 * self.scale as f64) as f32);
+        Ok(())
+    }
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -11,7 +11,7 @@ use crate::kernels::activation;
 use crate::layers::Mode;
 use crate::losses::Loss;
 use crate::random::{self, streams};
-use crate::tensor::Tensor;
+use crate::tensor::{Samples, Tensor};
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -89,16 +89,16 @@ impl Sequential {
     ///
     /// `x`: (N, input shape), f32 or scaled bytes; `y`: (N, outputs) targets,
     /// or (N,) / (N, 1) class indices for the sparse loss.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, options: &FitOptions) -> Result<History> {
+    pub fn fit<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor, options: &FitOptions) -> Result<History> {
         self.fit_with_callbacks(x, y, options, &mut [])
     }
 
     /// [`Sequential::fit`] calling `callbacks` at the start and end of training,
     /// of every epoch and after every batch; one returning [`Control::Stop`]
     /// ends training after the current batch or epoch.
-    pub fn fit_with_callbacks(
+    pub fn fit_with_callbacks<X: Samples + ?Sized>(
         &mut self,
-        x: &Tensor,
+        x: &X,
         y: &Tensor,
         options: &FitOptions,
         callbacks: &mut [&mut dyn Callback],
@@ -164,8 +164,12 @@ impl Sequential {
             let mut progress = Progress::start(options.verbose, epoch, options.epochs, steps);
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
             let mut metric_sums = vec![0.0f64; scratch.metric_sums.len()];
-            for (step, batch) in order.chunks(options.batch_size).enumerate() {
-                let loss = self.run_batch(x, y, batch, Mode::Train, &mut scratch, options.class_weight.as_ref());
+            let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
+            for (step, batch) in batches.iter().enumerate() {
+                if let Some(next) = batches.get(step + 1) {
+                    x.prefetch(next);
+                }
+                let loss = self.run_batch(x, y, batch, Mode::Train, &mut scratch, options.class_weight.as_ref())?;
                 if !loss.is_finite() {
                     let logs = Logs::from([("loss".to_string(), loss)]);
                     for cb in callbacks.iter_mut() {
@@ -198,10 +202,10 @@ impl Sequential {
             let mut logs = self.logs(loss_sum, &metric_sums, seen);
             if let Some((x_val, y_val)) = &options.validation_data {
                 let val: Vec<usize> = (0..x_val.rows()).collect();
-                logs.extend(self.evaluate_indices(x_val, y_val, &val, capacity, &mut scratch).to_logs("val_"));
+                logs.extend(self.evaluate_indices(x_val, y_val, &val, capacity, &mut scratch)?.to_logs("val_"));
             } else if n_train < n {
                 let val: Vec<usize> = (n_train..n).collect();
-                logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch).to_logs("val_"));
+                logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch)?.to_logs("val_"));
             }
             progress.finish(&logs);
             self.epochs_trained += 1;
@@ -223,16 +227,16 @@ impl Sequential {
     }
 
     /// Loss and metrics on `x`, `y`, as `model.evaluate(x, y)`.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor) -> Result<Evaluation> {
+    pub fn evaluate<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor) -> Result<Evaluation> {
         let target_len = self.prepare(x, y)?;
         let batch = self.inference_batch();
         let mut scratch = self.scratch(batch, target_len);
         let all: Vec<usize> = (0..x.rows()).collect();
-        Ok(self.evaluate_indices(x, y, &all, batch, &mut scratch))
+        self.evaluate_indices(x, y, &all, batch, &mut scratch)
     }
 
     /// Output probabilities for `x`: (N, output shape), as `model.predict(x)`.
-    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+    pub fn predict<X: Samples + ?Sized>(&mut self, x: &X) -> Result<Tensor> {
         if !self.is_built() {
             self.build_for(x.shape().get(1..).unwrap_or(&[]))?;
         }
@@ -244,9 +248,13 @@ impl Sequential {
         let head = self.compiled.as_ref().and_then(|c| c.head);
         let mut out = vec![0.0f32; x.rows() * out_len];
         let indices: Vec<usize> = (0..x.rows()).collect();
-        for (chunk, dst) in indices.chunks(batch).zip(out.chunks_mut(batch * out_len)) {
+        let chunks: Vec<&[usize]> = indices.chunks(batch).collect();
+        for (k, (chunk, dst)) in chunks.iter().zip(out.chunks_mut(batch * out_len)).enumerate() {
             let n = chunk.len();
-            x.gather_rows(chunk, &mut net.input_mut()[..n * in_len]);
+            if let Some(next) = chunks.get(k + 1) {
+                x.prefetch(next);
+            }
+            x.gather(chunk, &mut net.input_mut()[..n * in_len])?;
             net.forward(&mut self.layers, n, Mode::Infer);
             dst.copy_from_slice(&net.output_and_delta().0[..n * out_len]);
             if let Some(head) = head {
@@ -274,25 +282,29 @@ impl Sequential {
     }
 
     /// Mean loss and metrics over `indices`, in batches of `batch`.
-    fn evaluate_indices(
+    fn evaluate_indices<X: Samples + ?Sized>(
         &mut self,
-        x: &Tensor,
+        x: &X,
         y: &Tensor,
         indices: &[usize],
         batch: usize,
         scratch: &mut BatchScratch,
-    ) -> Evaluation {
+    ) -> Result<Evaluation> {
         let mut loss_sum = 0.0;
         let mut metric_sums = vec![0.0; scratch.metric_sums.len()];
-        for chunk in indices.chunks(batch) {
-            loss_sum += self.run_batch(x, y, chunk, Mode::Infer, scratch, None);
+        let chunks: Vec<&[usize]> = indices.chunks(batch).collect();
+        for (k, chunk) in chunks.iter().enumerate() {
+            if let Some(next) = chunks.get(k + 1) {
+                x.prefetch(next);
+            }
+            loss_sum += self.run_batch(x, y, chunk, Mode::Infer, scratch, None)?;
             for (total, part) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
                 *total += part;
             }
         }
         let logs = self.logs(loss_sum, &metric_sums, indices.len());
         let loss = logs["loss"];
-        Evaluation { loss, metrics: logs.into_iter().filter(|(k, _)| k != "loss").collect() }
+        Ok(Evaluation { loss, metrics: logs.into_iter().filter(|(k, _)| k != "loss").collect() })
     }
 
     fn logs(&self, loss_sum: f64, metric_sums: &[f64], seen: usize) -> Logs {
@@ -310,22 +322,22 @@ impl Sequential {
     /// One batch: gather, forward, loss and metrics; in training also backward
     /// and an optimizer step (skipped when the loss is not finite). Returns the
     /// summed per-sample loss; metric sums go to `scratch.metric_sums`.
-    fn run_batch(
+    fn run_batch<X: Samples + ?Sized>(
         &mut self,
-        x: &Tensor,
+        x: &X,
         y: &Tensor,
         indices: &[usize],
         mode: Mode,
         scratch: &mut BatchScratch,
         class_weight: Option<&BTreeMap<usize, f32>>,
-    ) -> f64 {
+    ) -> Result<f64> {
         let compiled = self.compiled.as_mut().expect("prepared models are compiled");
         let net = self.net.as_mut().expect("prepared models are built");
         let n = indices.len();
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let rows_per_sample = (out_len / width) as f64;
         let target_len = y.row_len();
-        x.gather_rows(indices, &mut net.input_mut()[..n * in_len]);
+        x.gather(indices, &mut net.input_mut()[..n * in_len])?;
         y.gather_rows(indices, &mut scratch.targets[..n * target_len]);
         net.forward(&mut self.layers, n, mode);
         let (out, delta) = net.output_and_delta();
@@ -354,12 +366,12 @@ impl Sequential {
             net.backward(&mut self.layers, n);
             compiled.optimizer.step(&mut net.params, &net.grads);
         }
-        loss
+        Ok(loss)
     }
 
     /// Builds if needed and checks `x` and `y` against the model; returns the
     /// number of target values per sample.
-    fn prepare(&mut self, x: &Tensor, y: &Tensor) -> Result<usize> {
+    fn prepare<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor) -> Result<usize> {
         let Some(compiled) = &self.compiled else {
             return Err(Error::State(
                 "the model must be compiled before training or evaluating: call model.compile(optimizer, loss, metrics)".into(),
@@ -410,7 +422,7 @@ impl Sequential {
         Ok(y.row_len())
     }
 
-    fn check_inputs(&self, x: &Tensor) -> Result<()> {
+    fn check_inputs<X: Samples + ?Sized>(&self, x: &X) -> Result<()> {
         let expected = &self.network()?.shapes[0];
         if x.shape().get(1..) != Some(expected.as_slice()) {
             let mut want: Vec<String> = vec!["-1".into()];
@@ -422,7 +434,7 @@ impl Sequential {
                 want.join(", ")
             )));
         }
-        if let Some(i) = x.as_f32().and_then(|v| v.iter().position(|t| !t.is_finite())) {
+        if let Some(i) = x.values().and_then(|v| v.iter().position(|t| !t.is_finite())) {
             return Err(Error::InvalidArgument(format!(
                 "input value {i} is not finite (NaN or inf); clean the inputs"
             )));
