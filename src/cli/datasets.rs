@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum DatasetsCommand {
-    /// Name, classes, samples, download size, and where each dataset's files are found.
+    /// Name, classes, samples, download size, whether the files found match their checksums, and where they are.
     List {
         /// Directory holding the datasets' folders (default: $KEEL_DATA_DIR).
         #[arg(long)]
@@ -32,12 +32,24 @@ pub fn run(command: &DatasetsCommand) -> keel::Result<()> {
     match command {
         DatasetsCommand::List { data_dir } => {
             let source = DataSource::from_env().with_data_dir(data_dir.clone());
-            println!("{:<14} {:>7} {:>7} {:>6} {:>9}  where", "name", "classes", "train", "test", "download");
+            println!(
+                "{:<14} {:>7} {:>7} {:>6} {:>9}  {:<12}  where",
+                "name", "classes", "train", "test", "download", "checksums"
+            );
             for entry in &CATALOG {
                 let size: u64 = entry.spec.files.iter().map(|f| f.size).sum();
                 let place = found(entry, &source).map_or("not found".into(), |p| p.display().to_string());
+                let checks =
+                    entry.spec.files.iter().map(|f| check(entry, f, &source)).collect::<keel::Result<Vec<_>>>()?;
+                let verified = if checks.iter().all(|c| matches!(c, Check::Published(_) | Check::SameContents(_))) {
+                    "verified"
+                } else if checks.iter().any(|c| matches!(c, Check::Differs(_) | Check::Unverifiable(_))) {
+                    "NOT verified"
+                } else {
+                    "-"
+                };
                 println!(
-                    "{:<14} {:>7} {:>7} {:>6} {:>7.1}MB  {place}",
+                    "{:<14} {:>7} {:>7} {:>6} {:>7.1}MB  {verified:<12}  {place}",
                     entry.name,
                     entry.classes,
                     entry.train,
@@ -63,25 +75,17 @@ pub fn run(command: &DatasetsCommand) -> keel::Result<()> {
             let mut bad = Vec::new();
             for entry in entries {
                 for file in entry.spec.files {
-                    let Some(path) = local_file(entry, file, &source) else {
-                        println!("{}/{}: not found", entry.name, file.name);
-                        continue;
-                    };
-                    let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                    if sha256_hex(&raw) == file.sha256 {
-                        println!("{}: ok (the published file)", path.display());
-                        continue;
-                    }
-                    // A re-compressed or decompressed copy: check what it holds.
-                    match file.content_sha256 {
-                        Some(want) if sha256_hex(&read_maybe_gz(&path)?) == want => {
+                    match check(entry, file, &source)? {
+                        Check::Missing => println!("{}/{}: not found", entry.name, file.name),
+                        Check::Published(path) => println!("{}: ok (the published file)", path.display()),
+                        Check::SameContents(path) => {
                             println!("{}: ok (its contents match the published file's)", path.display())
                         }
-                        Some(_) => {
+                        Check::Differs(path) => {
                             println!("{}: CONTENTS DIFFER from the published file's", path.display());
                             bad.push(path.display().to_string());
                         }
-                        None => {
+                        Check::Unverifiable(path) => {
                             println!(
                                 "{}: differs from the published file (expected SHA-256 {}); a re-compressed copy cannot be checked",
                                 path.display(),
@@ -114,6 +118,32 @@ fn found(entry: &Entry, source: &DataSource) -> Option<PathBuf> {
     source.search_dirs(entry.name).into_iter().find(|dir| {
         entry.spec.files.iter().any(|f| dir.join(f.name).is_file() || dir.join(f.stem()).is_file())
             || extracted.iter().any(|e| dir.join(e).exists())
+    })
+}
+
+/// What a published file's local copy is, checked.
+enum Check {
+    Missing,
+    /// The published file itself.
+    Published(PathBuf),
+    /// A re-compressed or decompressed copy whose contents match.
+    SameContents(PathBuf),
+    /// A copy whose contents differ.
+    Differs(PathBuf),
+    /// A copy that differs from the published file, with no contents checksum to go by.
+    Unverifiable(PathBuf),
+}
+
+fn check(entry: &Entry, file: &RemoteFile, source: &DataSource) -> keel::Result<Check> {
+    let Some(path) = local_file(entry, file, source) else { return Ok(Check::Missing) };
+    let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    if sha256_hex(&raw) == file.sha256 {
+        return Ok(Check::Published(path));
+    }
+    Ok(match file.content_sha256 {
+        Some(want) if sha256_hex(&read_maybe_gz(&path)?) == want => Check::SameContents(path),
+        Some(_) => Check::Differs(path),
+        None => Check::Unverifiable(path),
     })
 }
 
