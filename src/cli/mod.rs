@@ -89,6 +89,14 @@ fn with_threads<T: Send>(
     pool.install(|| work(threads))
 }
 
+/// The model's class names for its `classes` outputs, or their indices when it has none.
+fn class_names(model: &Sequential, classes: usize) -> Vec<String> {
+    match model.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
+        Some(names) => names,
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    }
+}
+
 /// Writes `value` as pretty JSON, atomically.
 fn write_json(path: &std::path::Path, value: &serde_json::Value) -> keel::Result<()> {
     let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");

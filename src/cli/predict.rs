@@ -37,8 +37,7 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
                 "the model takes inputs of shape {input:?}, not images (height, width, channels)"
             )));
         };
-        let info = model.data_info().cloned();
-        let scale = info.as_ref().map_or(1.0 / 255.0, |i| i.scale);
+        let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
         let mut pixels = Vec::with_capacity(args.images.len() * h * w * c);
         for path in &args.images {
             pixels.extend(read_image(path, h, w, c, args.invert)?);
@@ -46,10 +45,7 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
         let x = Tensor::from_u8(&[args.images.len(), h, w, c], pixels)? * scale;
         let probabilities = model.predict(&x)?;
         let classes = probabilities.row_len();
-        let names: Vec<String> = match info.map(|i| i.class_names).filter(|n| n.len() == classes) {
-            Some(names) => names,
-            None => (0..classes).map(|i| i.to_string()).collect(),
-        };
+        let names = super::class_names(&model, classes);
         let all = probabilities.to_f32_vec();
         let mut report = Vec::new();
         for (path, p) in args.images.iter().zip(all.chunks(classes)) {

@@ -22,10 +22,7 @@ pub fn write_plots(
     let predicted = argmax(&model.predict(x)?);
     let truth = argmax(y);
     let classes = y.row_len();
-    let names: Vec<String> = match model.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
-        Some(names) => names,
-        None => (0..classes).map(|i| i.to_string()).collect(),
-    };
+    let names = super::class_names(model, classes);
     plots::confusion_matrix(&plots::confusion_counts(&truth, &predicted, classes), &names, dir)?;
     let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
     let shape = &x.shape()[1..];
