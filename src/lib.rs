@@ -28,11 +28,12 @@
 //! [`layers`] wrap kernels with shapes and parameters, [`model`] builds, trains
 //! ([`model::Sequential::fit`]), evaluates and predicts, [`optimizers`],
 //! [`losses`] and [`metrics`] are what `compile` takes, [`datasets`] loads data
-//! and [`io`] writes files safely.
+//! and [`io`] writes files safely; [`distributed`] trains across processes.
 
 pub mod activations;
 pub mod callbacks;
 pub mod datasets;
+pub mod distributed;
 pub mod error;
 pub mod initializers;
 pub mod io;

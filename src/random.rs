@@ -22,6 +22,35 @@ pub fn epoch_stream(seed: u64, stream: u64, epoch: u64) -> Rng {
     self::stream(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407), stream)
 }
 
+/// The random draws of one training batch: one independent stream per
+/// sample, keyed by the sample's position in the epoch. A sample's dropout
+/// mask or augmentation is then the same however the batch is split (across
+/// processes, see [`crate::distributed`]) and whatever came before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchDraws {
+    key: u64,
+    first: u64,
+}
+
+impl BatchDraws {
+    /// Draws for a batch whose first sample is at position `first` of the
+    /// epoch; `key` identifies the epoch and the layer.
+    pub fn new(key: u64, first: u64) -> Self {
+        BatchDraws { key, first }
+    }
+
+    /// Draws for layer `stream` in epoch `epoch` (counted from 1 over the
+    /// model's life), for the batch starting at position `first`.
+    pub fn for_epoch(seed: u64, stream: u64, epoch: u64, first: u64) -> Self {
+        BatchDraws::new(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407) ^ stream.rotate_left(17), first)
+    }
+
+    /// The stream of the batch's sample `i`.
+    pub fn sample(&self, i: usize) -> Rng {
+        stream(self.key, self.first + i as u64)
+    }
+}
+
 /// Stream numbers, so each use draws from its own stream.
 pub mod streams {
     /// Layer `i`'s initialiser uses `INIT + i`.

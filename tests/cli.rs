@@ -1,9 +1,11 @@
 //! The `keel` binary as a user runs it.
 
-use keel::datasets::idx;
+mod synthetic;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
+use synthetic::write_synthetic_mnist;
 
 fn keel(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
@@ -16,23 +18,6 @@ fn keel(args: &[&str], env: &[(&str, &Path)]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A small MNIST-shaped dataset whose classes are easy to tell apart.
-fn write_synthetic_mnist(dir: &Path, train: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (prefix, n) in [("train", train), ("t10k", test)] {
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let mut pixels = vec![0u8; n * 784];
-        for (img, &label) in pixels.chunks_mut(784).zip(&labels) {
-            // Class k lights up rows 2k+4 .. 2k+6.
-            for r in (2 * label as usize + 4)..(2 * label as usize + 6) {
-                img[r * 28 + 4..r * 28 + 24].fill(255);
-            }
-        }
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), idx::encode(&[n, 28, 28], &pixels)).unwrap();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), idx::encode(&[n], &labels)).unwrap();
-    }
 }
 
 #[test]
@@ -354,4 +339,15 @@ fn a_folder_of_images_trains_with_its_own_splits() {
     let json: Value = serde_json::from_str(&text(&json.stdout)).unwrap();
     assert_eq!(json[0]["probabilities"].as_array().unwrap().len(), 2);
     assert!(["circle", "square"].contains(&json[0]["top"][0]["class"].as_str().unwrap()));
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn train_under_an_mpi_launcher_needs_the_mpi_build() {
+    let launch = [("OMPI_COMM_WORLD_SIZE", Path::new("2")), ("OMPI_COMM_WORLD_RANK", Path::new("1"))];
+    let out = keel(&["train", "--epochs", "1"], &launch);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("error: rank 1: started as rank 1 of 2"), "{stderr}");
+    assert!(stderr.contains("cargo build --release --features mpi"), "{stderr}");
 }

@@ -6,7 +6,7 @@ use common::{assert_close, check_layer, check_layer_reseeded, spaced, uniform};
 use keel::activations::Activation;
 use keel::layers::*;
 use keel::losses::Loss;
-use keel::random::stream;
+use keel::random::{BatchDraws, stream};
 
 const SMOOTH: [Activation; 4] = [Activation::Linear, Activation::Sigmoid, Activation::Tanh, Activation::Softmax];
 
@@ -174,7 +174,7 @@ fn dropout_backward_uses_the_forward_mask_and_inference_is_identity() {
     let mut layer = Dropout::new(rate);
     layer.build(&[len]).unwrap();
     layer.allocate(n);
-    layer.set_rng(stream(9, 0));
+    layer.set_draws(BatchDraws::new(9, 0));
     let x = spaced(&mut stream(9, 1), n * len, 0.01);
     let mut y = vec![0.0; n * len];
     layer.forward(&[], &x, &mut y, n, Mode::Train);
@@ -267,7 +267,7 @@ fn augmentation_layers_backward_match_finite_differences_for_their_draws() {
     use keel::kernels::resample::Fill;
     let shape = [5, 6, 2];
     let x = |seed| uniform(&mut stream(seed, 0), 4 * 60, -1.0, 1.0);
-    let reseed = |l: &mut dyn Layer| l.set_rng(stream(99, 0));
+    let reseed = |l: &mut dyn Layer| l.set_draws(BatchDraws::new(99, 0));
     check_layer_reseeded(RandomFlip::new(FlipMode::HorizontalAndVertical), &shape, 4, x(4), 204, reseed);
     check_layer_reseeded(RandomCrop::new(4, 5).padding(2), &shape, 4, x(5), 205, reseed);
     for fill in [Fill::Reflect, Fill::Constant, Fill::Nearest] {

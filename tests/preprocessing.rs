@@ -3,7 +3,7 @@
 
 use keel::layers::Mode;
 use keel::prelude::*;
-use keel::random::stream;
+use keel::random::BatchDraws;
 
 fn run(layer: &mut dyn Layer, input: &[usize], x: &[f32], n: usize, mode: Mode) -> Vec<f32> {
     let out = layer.build(input).unwrap();
@@ -23,7 +23,7 @@ fn random_flip_flips_some_images_and_none_at_inference() {
     let (n, h, w) = (64, 3, 4);
     let x = ramp(n, h, w);
     let mut flip = RandomFlip::new(FlipMode::Horizontal);
-    flip.set_rng(stream(1, 0));
+    flip.set_draws(BatchDraws::new(1, 0));
     let y = run(&mut flip, &[h, w, 1], &x, n, Mode::Train);
     let mut flipped = 0;
     for (xs, ys) in x.chunks(h * w).zip(y.chunks(h * w)) {
@@ -41,7 +41,7 @@ fn random_crop_pads_crops_and_centres_at_inference() {
     let mut crop = RandomCrop::new(2, 2);
     assert_eq!(run(&mut crop, &[4, 4, 1], &x, 1, Mode::Infer), [5.0, 6.0, 9.0, 10.0]);
     let mut padded = RandomCrop::new(4, 4).padding(1);
-    padded.set_rng(stream(2, 0));
+    padded.set_draws(BatchDraws::new(2, 0));
     assert_eq!(run(&mut padded, &[4, 4, 1], &x, 1, Mode::Infer), x, "same size at inference: the image itself");
     let y = run(&mut padded, &[4, 4, 1], &x, 1, Mode::Train);
     assert!(y.iter().all(|v| *v == 0.0 || x.contains(v)));
@@ -56,7 +56,7 @@ fn translation_and_rotation_by_zero_are_the_identity_and_move_pixels_otherwise()
         assert_eq!(run(layer, &[5, 5, 1], &x, 2, Mode::Train), x);
     }
     let mut shift = RandomTranslation::new(0.4, 0.4);
-    shift.set_rng(stream(3, 0));
+    shift.set_draws(BatchDraws::new(3, 0));
     assert_ne!(run(&mut shift, &[5, 5, 1], &x, 2, Mode::Train), x);
     assert_eq!(run(&mut shift, &[5, 5, 1], &x, 2, Mode::Infer), x);
 }

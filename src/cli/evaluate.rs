@@ -1,6 +1,6 @@
 //! `keel evaluate MODEL`: test loss and accuracy of a saved model.
 
-use super::{data, with_threads, write_json};
+use super::{MpiArgs, data, is_root, with_threads, write_json};
 use keel::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
@@ -26,11 +26,18 @@ pub struct EvaluateArgs {
     /// Write test loss and metrics as JSON to this file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
+    #[command(flatten)]
+    mpi: MpiArgs,
 }
 
 pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
+    let communicator = args.mpi.communicator()?;
+    let root = is_root(&communicator);
     with_threads(args.threads, |_| {
         let mut model = Sequential::load(&args.model)?;
+        if let Some(communicator) = communicator {
+            model.set_communicator(communicator);
+        }
         if model.optimizer().is_none() {
             return Err(Error::InvalidArgument(format!(
                 "{} was saved without loss and metrics (not compiled); keel cannot evaluate it",
@@ -47,6 +54,9 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
             )));
         };
         let scores = model.evaluate(x.as_ref(), y)?;
+        if !root {
+            return Ok(());
+        }
         println!("Test loss: {:.4}", scores.loss);
         for (name, value) in &scores.metrics {
             println!("Test {name}: {value:.4}");

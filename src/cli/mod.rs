@@ -11,9 +11,11 @@ mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
+use keel::distributed::Communicator;
 use keel::prelude::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Keras-style deep learning for image classification, in pure Rust")]
@@ -58,7 +60,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match keel::distributed::launched().filter(|l| l.size > 1) {
+                Some(launch) => eprintln!("error: rank {}: {e}", launch.rank),
+                None => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -73,12 +78,17 @@ fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result
     model.summary()
 }
 
-/// Runs `work` on a pool of `threads` workers (default: all cores).
+/// Runs `work` on a pool of `threads` workers (default: all cores, shared
+/// evenly by the ranks an MPI launcher started on this host).
 fn with_threads<T: Send>(
     threads: Option<usize>,
     work: impl FnOnce(usize) -> keel::Result<T> + Send,
 ) -> keel::Result<T> {
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ranks_here = keel::distributed::launched().map_or(1, |l| l.local_size);
+        (cores / ranks_here).max(1)
+    });
     if threads == 0 {
         return Err(Error::InvalidArgument("--threads must be at least 1".into()));
     }
@@ -87,6 +97,47 @@ fn with_threads<T: Send>(
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
     pool.install(|| work(threads))
+}
+
+/// Arguments of commands that may run as one of several MPI ranks.
+#[derive(clap::Args, Debug, Clone)]
+struct MpiArgs {
+    /// Under mpirun: seconds a rank waits for the others in one collective before it ends the job with an error.
+    #[arg(long, env = "KEEL_MPI_TIMEOUT", default_value_t = 120.0, value_name = "SECONDS")]
+    mpi_timeout: f64,
+}
+
+impl MpiArgs {
+    /// The communicator of this process when an MPI launcher started it as
+    /// one of several ranks; `None` when it runs alone.
+    fn communicator(&self) -> keel::Result<Option<Arc<dyn Communicator>>> {
+        let Some(launch) = keel::distributed::launched().filter(|l| l.size > 1) else {
+            return Ok(None);
+        };
+        if !(self.mpi_timeout.is_finite() && self.mpi_timeout > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--mpi-timeout must be a positive number of seconds, got {}",
+                self.mpi_timeout
+            )));
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let timeout = std::time::Duration::from_secs_f64(self.mpi_timeout);
+            let mpi = keel::distributed::Mpi::init(timeout)?;
+            debug_assert_eq!((mpi.rank(), mpi.size()), (launch.rank, launch.size));
+            Ok(Some(Arc::new(mpi)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        Err(Error::State(format!(
+            "started as rank {} of {} by an MPI launcher, but this keel was built without MPI support, so every rank would train alone and write the same files; build it with `cargo build --release --features mpi`",
+            launch.rank, launch.size
+        )))
+    }
+}
+
+/// True on the process that prints and writes files: rank 0, or the only one.
+fn is_root(communicator: &Option<Arc<dyn Communicator>>) -> bool {
+    communicator.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
 /// The model's class names for its `classes` outputs, or their indices when it has none.

@@ -1,12 +1,14 @@
 //! `keel train`: the reference workflow, with its knobs as flags; saving,
 //! checkpoints and resuming.
 
-use super::{data, with_threads, write_json};
+use super::{MpiArgs, data, is_root, with_threads, write_json};
 use keel::callbacks::{Callback, ModelCheckpoint};
+use keel::distributed::Communicator;
 use keel::model::{Architecture, Verbosity};
 use keel::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +69,8 @@ pub struct TrainArgs {
     /// Print only the test accuracy.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    mpi: MpiArgs,
 }
 
 /// The reference model: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(classes, softmax).
@@ -82,7 +86,8 @@ pub fn reference_model(seed: u64, input_shape: [usize; 3], classes: usize) -> ke
 }
 
 pub fn run(args: &TrainArgs) -> keel::Result<()> {
-    with_threads(args.threads, |threads| train(args, threads))
+    let communicator = args.mpi.communicator()?;
+    with_threads(args.threads, |threads| train(args, threads, communicator))
 }
 
 /// The model to train (compiled), the epoch it starts from, and its data: a
@@ -139,9 +144,16 @@ fn with_learning_rate(mut model: Sequential, learning_rate: Option<f32>) -> keel
     Ok(model)
 }
 
-fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
+/// Trains, as the only process or as one rank of `communicator`'s group
+/// (then rank 0 alone prints and writes files).
+fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communicator>>) -> keel::Result<()> {
     let start = Instant::now();
+    let root = is_root(&communicator);
+    let ranks = communicator.as_ref().map_or(1, |c| c.size());
     let (mut model, initial_epoch, data) = model_and_data(args)?;
+    if let Some(communicator) = &communicator {
+        model.set_communicator(Arc::clone(communicator));
+    }
     let defaults = model.architecture()?.fit.unwrap_or_default();
     let epochs = args.epochs.or(defaults.epochs).unwrap_or(5);
     let batch_size = args.batch_size.or(defaults.batch_size).unwrap_or(128);
@@ -154,7 +166,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     model.set_data_info(data.info.clone());
     let dataset = data.info.dataset.clone().unwrap_or_default();
     let load_s = start.elapsed().as_secs_f64();
-    if !args.quiet {
+    if !args.quiet && root {
         model.summary()?;
     }
 
@@ -167,7 +179,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
         verbose: if args.quiet { Verbosity::Silent } else { Verbosity::ProgressBar },
         ..FitOptions::default()
     };
-    let mut checkpoint = args.checkpoint_dir.as_ref().map(|dir| {
+    let mut checkpoint = args.checkpoint_dir.as_ref().filter(|_| root).map(|dir| {
         let name = if args.save_best_only { "best.keel" } else { "epoch-{epoch:03}.keel" };
         ModelCheckpoint::new(dir.join(name).to_string_lossy().into_owned()).save_best_only(args.save_best_only)
     });
@@ -175,27 +187,33 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     let (x, y) = &data.train;
     let history = model.fit_with_callbacks(x.as_ref(), y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
+    // Of which in collectives (all-reduce, broadcast), waiting for slower ranks included.
+    let collectives_s = communicator.as_ref().map_or(0.0, |c| c.collective_seconds());
+    // Every rank evaluates its share of the test set; then rank 0 alone writes.
+    let eval_start = Instant::now();
+    let test = match &data.test {
+        Some((x, y)) => Some(model.evaluate(x.as_ref(), y)?),
+        None => None,
+    };
+    let evaluate_s = eval_start.elapsed().as_secs_f64();
+    if !root {
+        return Ok(());
+    }
     if let Some(path) = &args.save {
         model.save(path)?;
     }
     if let Some(path) = &args.history_out {
         model.history().save(path)?;
     }
-
-    let mut test = None;
-    let (mut evaluate_s, mut predict_s) = (0.0, 0.0);
-    match &data.test {
-        Some((test_images, test_labels)) => {
-            let eval_start = Instant::now();
-            let scores = model.evaluate(test_images.as_ref(), test_labels)?;
-            evaluate_s = eval_start.elapsed().as_secs_f64();
+    let mut predict_s = 0.0;
+    match (&data.test, &test) {
+        (Some((test_images, _)), Some(scores)) => {
             let predict_start = Instant::now();
             model.predict(test_images.as_ref())?;
             predict_s = predict_start.elapsed().as_secs_f64();
             println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN));
-            test = Some(scores);
         }
-        None => println!("No test split (the folder has no train/ and test/ subfolders): nothing to evaluate"),
+        _ => println!("No test split (the folder has no train/ and test/ subfolders): nothing to evaluate"),
     }
     if let Some(dir) = &args.plots {
         let history = model.history().clone();
@@ -206,8 +224,12 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
     }
     if !args.quiet && !history.epochs.is_empty() {
         let per_epoch = fit_s / history.epochs.len() as f64;
+        let processes = match ranks {
+            1 => String::new(),
+            _ => format!(" x {ranks} processes, {collectives_s:.1}s of it in collectives"),
+        };
         println!(
-            "Trained {} epochs in {fit_s:.1}s ({per_epoch:.2}s/epoch) on {threads} thread(s)",
+            "Trained {} epochs in {fit_s:.1}s ({per_epoch:.2}s/epoch) on {threads} thread(s){processes}",
             history.epochs.len()
         );
     }
@@ -228,6 +250,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
                 "learning_rate": optimizer.learning_rate(),
                 "seed": model.architecture()?.seed,
                 "threads": threads,
+                "processes": ranks,
                 "params": model.count_params()?,
             },
             "timings": {
@@ -235,6 +258,7 @@ fn train(args: &TrainArgs, threads: usize) -> keel::Result<()> {
                 "fit_s": fit_s,
                 "evaluate_s": evaluate_s,
                 "predict_s": predict_s,
+                "fit_collectives_s": collectives_s,
                 "total_s": start.elapsed().as_secs_f64(),
             },
         });

@@ -1,8 +1,7 @@
 use super::LayerConfig;
 use super::{Backward, Layer, Mode};
-use crate::random::Rng;
+use crate::random::BatchDraws;
 use rand::Rng as _;
-use rand::SeedableRng;
 
 /// Randomly zeroes a fraction `rate` of the inputs while training and scales
 /// the rest by 1 / (1 - rate), as `keras.layers.Dropout`. The identity at
@@ -19,13 +18,13 @@ pub struct Dropout {
     input_shape: Option<Vec<usize>>,
     /// 0 or 1/(1-rate) per value of the last training batch.
     mask: Vec<f32>,
-    rng: Rng,
+    draws: BatchDraws,
 }
 
 impl Dropout {
     /// Drops a fraction `rate` (in [0, 1)) of the values.
     pub fn new(rate: f32) -> Self {
-        Dropout { rate, len: 0, input_shape: None, mask: Vec::new(), rng: Rng::seed_from_u64(0) }
+        Dropout { rate, len: 0, input_shape: None, mask: Vec::new(), draws: BatchDraws::default() }
     }
 
     /// Per-sample input shape when this is the first layer.
@@ -65,8 +64,8 @@ impl Layer for Dropout {
         self.mask.resize(batch * self.len, 0.0);
     }
 
-    fn set_rng(&mut self, rng: Rng) {
-        self.rng = rng;
+    fn set_draws(&mut self, draws: BatchDraws) {
+        self.draws = draws;
     }
 
     // x: (N, ...) -> y = x * mask (training) or x (inference)
@@ -78,9 +77,13 @@ impl Layer for Dropout {
             return;
         }
         let keep = 1.0 / (1.0 - self.rate);
-        for ((m, yv), &xv) in self.mask[..len].iter_mut().zip(&mut y[..len]).zip(&x[..len]) {
-            *m = if self.rng.random::<f32>() < self.rate { 0.0 } else { keep };
-            *yv = xv * *m;
+        let samples = self.mask[..len].chunks_mut(self.len).zip(y[..len].chunks_mut(self.len)).zip(x.chunks(self.len));
+        for (i, ((mask, y), x)) in samples.enumerate() {
+            let mut rng = self.draws.sample(i);
+            for ((m, yv), &xv) in mask.iter_mut().zip(y).zip(x) {
+                *m = if rng.random::<f32>() < self.rate { 0.0 } else { keep };
+                *yv = xv * *m;
+            }
         }
     }
 

@@ -40,7 +40,7 @@ pub use resizing::Resizing;
 
 use crate::activations::Activation;
 use crate::kernels::Window;
-use crate::random::Rng;
+use crate::random::{BatchDraws, Rng};
 
 /// Whether a forward pass is for training (dropout active) or inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +104,9 @@ pub trait Layer: Send {
     /// Allocates per-batch state (argmax indices, masks, partial sums) for up to `batch` samples.
     fn allocate(&mut self, _batch: usize) {}
 
-    /// Gives the layer its own random stream (dropout).
-    fn set_rng(&mut self, _rng: Rng) {}
+    /// The random draws of the next training batch (dropout masks, augmentations):
+    /// sample i of the batch draws from `draws.sample(i)`.
+    fn set_draws(&mut self, _draws: BatchDraws) {}
 
     /// The activation applied to this layer's output.
     fn output_activation(&self) -> Activation {

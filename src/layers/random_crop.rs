@@ -1,9 +1,8 @@
 use super::resampling::{Resampling, image_shape};
 use super::{Backward, Layer, LayerConfig, Mode};
 use crate::kernels::resample::{Fill, bilinear};
-use crate::random::Rng;
+use crate::random::BatchDraws;
 use rand::Rng as _;
-use rand::SeedableRng;
 
 /// Crops a random (height, width) window of each training image, after
 /// padding it with `padding` zero pixels on every side (the CIFAR recipe:
@@ -20,7 +19,7 @@ pub struct RandomCrop {
     width: usize,
     padding: usize,
     input_shape: Option<Vec<usize>>,
-    rng: Rng,
+    draws: BatchDraws,
     resampling: Resampling,
 }
 
@@ -31,7 +30,7 @@ impl RandomCrop {
             width,
             padding: 0,
             input_shape: None,
-            rng: Rng::seed_from_u64(0),
+            draws: BatchDraws::default(),
             resampling: Resampling::default(),
         }
     }
@@ -92,8 +91,8 @@ impl Layer for RandomCrop {
         self.resampling.allocate(batch);
     }
 
-    fn set_rng(&mut self, rng: Rng) {
-        self.rng = rng;
+    fn set_draws(&mut self, draws: BatchDraws) {
+        self.draws = draws;
     }
 
     // x: (N,H,W,C) -> y: (N,height,width,C);  y = pad(x)[top.., left..] (random in training, centred at inference)
@@ -104,8 +103,9 @@ impl Layer for RandomCrop {
             return self.resampling.copy(x, y, n);
         }
         for i in 0..n {
+            let mut rng = self.draws.sample(i);
             let (top, left) = match mode {
-                Mode::Train => (self.rng.random_range(0..=spare_h), self.rng.random_range(0..=spare_w)),
+                Mode::Train => (rng.random_range(0..=spare_h), rng.random_range(0..=spare_w)),
                 Mode::Infer => (spare_h / 2, spare_w / 2),
             };
             self.set_window(i, top, left);

@@ -1,9 +1,8 @@
 use super::resampling::{Resampling, image_shape};
 use super::{Backward, Layer, LayerConfig, Mode};
 use crate::kernels::resample::Tap;
-use crate::random::Rng;
+use crate::random::BatchDraws;
 use rand::Rng as _;
-use rand::SeedableRng;
 
 /// Which flips [`RandomFlip`] may apply, as Keras' `mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,13 +25,13 @@ pub enum FlipMode {
 pub struct RandomFlip {
     mode: FlipMode,
     input_shape: Option<Vec<usize>>,
-    rng: Rng,
+    draws: BatchDraws,
     resampling: Resampling,
 }
 
 impl RandomFlip {
     pub fn new(mode: FlipMode) -> Self {
-        RandomFlip { mode, input_shape: None, rng: Rng::seed_from_u64(0), resampling: Resampling::default() }
+        RandomFlip { mode, input_shape: None, draws: BatchDraws::default(), resampling: Resampling::default() }
     }
 
     /// Per-sample input shape when this is the first layer.
@@ -70,8 +69,8 @@ impl Layer for RandomFlip {
         self.resampling.allocate(batch);
     }
 
-    fn set_rng(&mut self, rng: Rng) {
-        self.rng = rng;
+    fn set_draws(&mut self, draws: BatchDraws) {
+        self.draws = draws;
     }
 
     // x: (N,H,W,C) -> y: (N,H,W,C);  y[r][c] = x[H-1-r or r][W-1-c or c] (training), y = x (inference)
@@ -86,8 +85,9 @@ impl Layer for RandomFlip {
             FlipMode::HorizontalAndVertical => (true, true),
         };
         for i in 0..n {
-            let flip_h = may_h && self.rng.random::<bool>();
-            let flip_v = may_v && self.rng.random::<bool>();
+            let mut rng = self.draws.sample(i);
+            let flip_h = may_h && rng.random::<bool>();
+            let flip_v = may_v && rng.random::<bool>();
             self.resampling.set(i, |r, c| {
                 let (sr, sc) = (if flip_v { h - 1 - r } else { r }, if flip_h { w - 1 - c } else { c });
                 Tap::copy(sr * w + sc)

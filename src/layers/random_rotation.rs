@@ -1,9 +1,8 @@
 use super::resampling::{Resampling, image_shape};
 use super::{Backward, Layer, LayerConfig, Mode};
 use crate::kernels::resample::{Fill, bilinear};
-use crate::random::Rng;
+use crate::random::BatchDraws;
 use rand::Rng as _;
-use rand::SeedableRng;
 
 /// Rotates each training image about its centre by a random angle of up to
 /// `factor` x 2 pi either way, with bilinear interpolation and `fill_mode`
@@ -19,7 +18,7 @@ pub struct RandomRotation {
     factor: f32,
     fill_mode: Fill,
     input_shape: Option<Vec<usize>>,
-    rng: Rng,
+    draws: BatchDraws,
     resampling: Resampling,
 }
 
@@ -29,7 +28,7 @@ impl RandomRotation {
             factor,
             fill_mode: Fill::Reflect,
             input_shape: None,
-            rng: Rng::seed_from_u64(0),
+            draws: BatchDraws::default(),
             resampling: Resampling::default(),
         }
     }
@@ -78,8 +77,8 @@ impl Layer for RandomRotation {
         self.resampling.allocate(batch);
     }
 
-    fn set_rng(&mut self, rng: Rng) {
-        self.rng = rng;
+    fn set_draws(&mut self, draws: BatchDraws) {
+        self.draws = draws;
     }
 
     // x: (N,H,W,C) -> y: (N,H,W,C);  y(p) = x(centre + R(-angle) (p - centre)), bilinear (training)
@@ -91,7 +90,8 @@ impl Layer for RandomRotation {
         let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
         let fill = self.fill_mode;
         for i in 0..n {
-            let angle = self.rng.random_range(-1.0f32..=1.0) * self.factor * std::f32::consts::TAU;
+            let mut rng = self.draws.sample(i);
+            let angle = rng.random_range(-1.0f32..=1.0) * self.factor * std::f32::consts::TAU;
             let (sin, cos) = angle.sin_cos();
             self.resampling.set(i, |r, c| {
                 let (dy, dx) = (r as f32 - cy, c as f32 - cx);

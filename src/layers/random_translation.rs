@@ -1,9 +1,8 @@
 use super::resampling::{Resampling, image_shape};
 use super::{Backward, Layer, LayerConfig, Mode};
 use crate::kernels::resample::{Fill, bilinear};
-use crate::random::Rng;
+use crate::random::BatchDraws;
 use rand::Rng as _;
-use rand::SeedableRng;
 
 /// Shifts each training image by a random fraction of its size, up to
 /// `height_factor` vertically and `width_factor` horizontally (either way),
@@ -20,7 +19,7 @@ pub struct RandomTranslation {
     width_factor: f32,
     fill_mode: Fill,
     input_shape: Option<Vec<usize>>,
-    rng: Rng,
+    draws: BatchDraws,
     resampling: Resampling,
 }
 
@@ -31,7 +30,7 @@ impl RandomTranslation {
             width_factor,
             fill_mode: Fill::Reflect,
             input_shape: None,
-            rng: Rng::seed_from_u64(0),
+            draws: BatchDraws::default(),
             resampling: Resampling::default(),
         }
     }
@@ -86,8 +85,8 @@ impl Layer for RandomTranslation {
         self.resampling.allocate(batch);
     }
 
-    fn set_rng(&mut self, rng: Rng) {
-        self.rng = rng;
+    fn set_draws(&mut self, draws: BatchDraws) {
+        self.draws = draws;
     }
 
     // x: (N,H,W,C) -> y: (N,H,W,C);  y[r][c] = x(r - dy, c - dx), bilinear, dy, dx random (training)
@@ -98,8 +97,9 @@ impl Layer for RandomTranslation {
         let (h, w, _) = self.resampling.input;
         let fill = self.fill_mode;
         for i in 0..n {
-            let dy = self.rng.random_range(-1.0f32..=1.0) * self.height_factor * h as f32;
-            let dx = self.rng.random_range(-1.0f32..=1.0) * self.width_factor * w as f32;
+            let mut rng = self.draws.sample(i);
+            let dy = rng.random_range(-1.0f32..=1.0) * self.height_factor * h as f32;
+            let dx = rng.random_range(-1.0f32..=1.0) * self.width_factor * w as f32;
             self.resampling.set(i, |r, c| bilinear(r as f32 - dy, c as f32 - dx, h, w, fill));
         }
         self.resampling.forward(x, y, n);

@@ -59,8 +59,21 @@ impl Loss {
     /// (rows, target_width); writes `grad` = d(sum / rows)/d(out).
     /// With `from_logits`, `out` holds logits of the fused activation.
     pub fn compute(self, out: &[f32], target: &[f32], grad: &mut [f32], width: usize, from_logits: bool) -> f64 {
-        let rows = out.len() / width;
-        let scale = 1.0 / rows as f32;
+        self.compute_over(out, target, grad, width, from_logits, out.len() / width)
+    }
+
+    /// [`Loss::compute`] for a part of a batch of `mean_rows` rows (a rank's
+    /// shard): `grad` = d(sum / mean_rows)/d(out).
+    pub fn compute_over(
+        self,
+        out: &[f32],
+        target: &[f32],
+        grad: &mut [f32],
+        width: usize,
+        from_logits: bool,
+        mean_rows: usize,
+    ) -> f64 {
+        let scale = 1.0 / mean_rows as f32;
         match self {
             Loss::CategoricalCrossentropy => crossentropy::categorical(out, target, grad, width, scale, from_logits),
             Loss::SparseCategoricalCrossentropy => {

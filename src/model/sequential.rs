@@ -3,12 +3,14 @@ use super::history::History;
 use super::network::Network;
 use super::summary;
 use crate::activations::Activation;
+use crate::distributed::Communicator;
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
 use crate::random::{self, streams};
+use std::sync::Arc;
 
 /// A linear stack of layers, as `keras.Sequential`.
 ///
@@ -45,6 +47,8 @@ pub struct Sequential {
     pub(crate) history: History,
     /// Most parameters `build` may allocate (set when loading a file, to what it holds).
     pub(crate) param_limit: Option<usize>,
+    /// The group this model trains in (see [`crate::distributed`]).
+    pub(crate) communicator: Option<Arc<dyn Communicator>>,
 }
 
 /// One weight tensor of a model: see [`Sequential::weights`].
@@ -87,6 +91,7 @@ impl Sequential {
             epochs_trained: 0,
             history: History::default(),
             param_limit: None,
+            communicator: None,
         }
     }
 
@@ -134,6 +139,19 @@ impl Sequential {
     /// What the inputs and outputs mean (dataset, class names, input scale), if set.
     pub fn data_info(&self) -> Option<&DataInfo> {
         self.data_info.as_ref()
+    }
+
+    /// Makes this model one rank of a data-parallel group: `fit` and
+    /// `evaluate` then share their work with the other ranks, which must make
+    /// the same calls with the same data (see [`crate::distributed`]).
+    /// `predict` stays local. Only rank 0 prints progress.
+    pub fn set_communicator(&mut self, communicator: Arc<dyn Communicator>) {
+        self.communicator = Some(communicator);
+    }
+
+    /// The group set by [`Sequential::set_communicator`], if any.
+    pub fn communicator(&self) -> Option<&Arc<dyn Communicator>> {
+        self.communicator.as_ref()
     }
 
     /// Records what the inputs and outputs mean; saved with the model.

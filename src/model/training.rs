@@ -6,14 +6,16 @@ use super::progress::{Progress, Verbosity};
 use super::sequential::Sequential;
 use super::summary::shape_str;
 use crate::callbacks::{Callback, Control};
+use crate::distributed::{self, Communicator};
 use crate::error::{Error, Result};
 use crate::kernels::activation;
 use crate::layers::Mode;
 use crate::losses::Loss;
-use crate::random::{self, streams};
+use crate::random::{self, BatchDraws, streams};
 use crate::tensor::{Samples, Tensor};
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Arguments of [`Sequential::fit`], with Keras' defaults.
@@ -82,6 +84,8 @@ struct BatchScratch {
     targets: Vec<f32>,
     probs: Vec<f32>,
     metric_sums: Vec<f64>,
+    /// [loss, metric sums...] of a batch, to sum over ranks.
+    batch_sums: Vec<f64>,
 }
 
 impl Sequential {
@@ -135,9 +139,15 @@ impl Sequential {
                 n - n_train
             )));
         }
-        let capacity = options.batch_size.min(n_train);
+        let comm = self.group();
+        let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
+        let mut seed = options.seed.unwrap_or(self.seed);
+        if let Some(comm) = &comm {
+            seed = self.synchronise(comm.as_ref(), n, options, seed)?;
+        }
+        let verbose = if rank == 0 { options.verbose } else { Verbosity::Silent };
+        let capacity = options.batch_size.min(n_train).div_ceil(ranks);
         let mut scratch = self.scratch(capacity, target_len);
-        let seed = options.seed.unwrap_or(self.seed);
         let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let steps = n_train.div_ceil(options.batch_size);
         let mut history = History::default();
@@ -155,21 +165,31 @@ impl Sequential {
             if options.shuffle {
                 order.shuffle(&mut random::epoch_stream(seed, streams::SHUFFLE, global_epoch));
             }
-            for (i, layer) in self.layers.iter_mut().enumerate() {
-                layer.set_rng(random::epoch_stream(self.seed, streams::DROPOUT + i as u64, global_epoch));
-            }
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(self, epoch)?;
             }
-            let mut progress = Progress::start(options.verbose, epoch, options.epochs, steps);
+            let mut progress = Progress::start(verbose, epoch, options.epochs, steps);
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
             let mut metric_sums = vec![0.0f64; scratch.metric_sums.len()];
             let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
             for (step, batch) in batches.iter().enumerate() {
+                // This rank's part of the global batch, and where it starts in the epoch.
+                let part = distributed::shard(batch.len(), rank, ranks);
                 if let Some(next) = batches.get(step + 1) {
-                    x.prefetch(next);
+                    x.prefetch(&next[distributed::shard(next.len(), rank, ranks)]);
                 }
-                let loss = self.run_batch(x, y, batch, Mode::Train, &mut scratch, options.class_weight.as_ref())?;
+                let first = (step * options.batch_size + part.start) as u64;
+                for (i, layer) in self.layers.iter_mut().enumerate() {
+                    let stream = streams::DROPOUT + i as u64;
+                    layer.set_draws(BatchDraws::for_epoch(self.seed, stream, global_epoch, first));
+                }
+                let weights = options.class_weight.as_ref();
+                let local = &batch[part];
+                let mut loss = self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?;
+                if let Some(comm) = &comm {
+                    loss = self.all_reduce_step(comm.as_ref(), loss, &mut scratch)?;
+                }
+                self.apply_gradients(loss);
                 if !loss.is_finite() {
                     let logs = Logs::from([("loss".to_string(), loss)]);
                     for cb in callbacks.iter_mut() {
@@ -182,8 +202,8 @@ impl Sequential {
                 }
                 loss_sum += loss;
                 seen += batch.len();
-                for (total, part) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
-                    *total += part;
+                for (total, sum) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
+                    *total += sum;
                 }
                 progress.step(step + 1, || self.logs(loss_sum, &metric_sums, seen));
                 if !callbacks.is_empty() {
@@ -278,6 +298,7 @@ impl Sequential {
             targets: vec![0.0; batch * target_len],
             probs: vec![0.0; batch * net.output_len()],
             metric_sums: vec![0.0; metrics],
+            batch_sums: vec![0.0; 1 + metrics],
         }
     }
 
@@ -290,19 +311,24 @@ impl Sequential {
         batch: usize,
         scratch: &mut BatchScratch,
     ) -> Result<Evaluation> {
-        let mut loss_sum = 0.0;
-        let mut metric_sums = vec![0.0; scratch.metric_sums.len()];
-        let chunks: Vec<&[usize]> = indices.chunks(batch).collect();
+        // [loss, metrics...] summed over this rank's share of the samples, then over ranks.
+        let mut sums = vec![0.0; 1 + scratch.metric_sums.len()];
+        let comm = self.group();
+        let mine = comm.as_ref().map_or(0..indices.len(), |c| distributed::shard(indices.len(), c.rank(), c.size()));
+        let chunks: Vec<&[usize]> = indices[mine].chunks(batch).collect();
         for (k, chunk) in chunks.iter().enumerate() {
             if let Some(next) = chunks.get(k + 1) {
                 x.prefetch(next);
             }
-            loss_sum += self.run_batch(x, y, chunk, Mode::Infer, scratch, None)?;
-            for (total, part) in metric_sums.iter_mut().zip(&scratch.metric_sums) {
+            sums[0] += self.run_batch(x, y, chunk, chunk.len(), Mode::Infer, scratch, None)?;
+            for (total, part) in sums[1..].iter_mut().zip(&scratch.metric_sums) {
                 *total += part;
             }
         }
-        let logs = self.logs(loss_sum, &metric_sums, indices.len());
+        if let Some(comm) = &comm {
+            comm.all_reduce_sum_f64(&mut sums)?;
+        }
+        let logs = self.logs(sums[0], &sums[1..], indices.len());
         let loss = logs["loss"];
         Ok(Evaluation { loss, metrics: logs.into_iter().filter(|(k, _)| k != "loss").collect() })
     }
@@ -319,14 +345,17 @@ impl Sequential {
         logs
     }
 
-    /// One batch: gather, forward, loss and metrics; in training also backward
-    /// and an optimizer step (skipped when the loss is not finite). Returns the
-    /// summed per-sample loss; metric sums go to `scratch.metric_sums`.
+    /// One batch (or this rank's part of a global batch of `batch_total`
+    /// samples): gather, forward, loss and metrics; in training also backward,
+    /// gradients as d(loss sum / batch_total). Returns the summed per-sample
+    /// loss; metric sums go to `scratch.metric_sums`.
+    #[allow(clippy::too_many_arguments)] // the batch, its context, and the class weights
     fn run_batch<X: Samples + ?Sized>(
         &mut self,
         x: &X,
         y: &Tensor,
         indices: &[usize],
+        batch_total: usize,
         mode: Mode,
         scratch: &mut BatchScratch,
         class_weight: Option<&BTreeMap<usize, f32>>,
@@ -334,6 +363,12 @@ impl Sequential {
         let compiled = self.compiled.as_mut().expect("prepared models are compiled");
         let net = self.net.as_mut().expect("prepared models are built");
         let n = indices.len();
+        if n == 0 {
+            // A rank whose share of a small last batch is empty adds nothing.
+            net.grads.fill(0.0);
+            scratch.metric_sums.fill(0.0);
+            return Ok(0.0);
+        }
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let rows_per_sample = (out_len / width) as f64;
         let target_len = y.row_len();
@@ -345,9 +380,13 @@ impl Sequential {
         let targets = &scratch.targets[..n * target_len];
         let from_logits = compiled.head.is_some();
         let delta = &mut delta[..n * out_len];
+        let mean_rows = batch_total * (out_len / width);
         let loss = match class_weight {
-            None => compiled.loss.compute(out, targets, delta, width, from_logits),
-            Some(weights) => weighted_loss(compiled.loss, weights, out, targets, delta, width, from_logits, n),
+            None => compiled.loss.compute_over(out, targets, delta, width, from_logits, mean_rows),
+            Some(weights) => {
+                let batch = (n, batch_total);
+                weighted_loss(compiled.loss, weights, out, targets, delta, width, from_logits, batch)
+            }
         };
         let probs = match compiled.head {
             Some(head) => {
@@ -364,9 +403,59 @@ impl Sequential {
         let loss = loss / rows_per_sample;
         if mode == Mode::Train && loss.is_finite() {
             net.backward(&mut self.layers, n);
-            compiled.optimizer.step(&mut net.params, &net.grads);
         }
         Ok(loss)
+    }
+
+    /// The optimizer step after a training batch, skipped when its loss is not finite.
+    fn apply_gradients(&mut self, loss: f64) {
+        if loss.is_finite() {
+            let compiled = self.compiled.as_mut().expect("training models are compiled");
+            let net = self.net.as_mut().expect("training models are built");
+            compiled.optimizer.step(&mut net.params, &net.grads);
+        }
+    }
+
+    /// The model's communicator when it has more than one rank.
+    fn group(&self) -> Option<Arc<dyn Communicator>> {
+        self.communicator.clone().filter(|c| c.size() > 1)
+    }
+
+    /// Before training on several ranks: the same data sizes and model
+    /// everywhere, and rank 0's weights, optimizer state and seeds on every
+    /// rank; returns rank 0's `shuffle_seed`.
+    fn synchronise(
+        &mut self,
+        comm: &dyn Communicator,
+        n: usize,
+        options: &FitOptions,
+        shuffle_seed: u64,
+    ) -> Result<u64> {
+        let net = self.net.as_mut().expect("prepared models are built");
+        let validation = options.validation_data.as_ref().map_or(0, |(x, _)| x.rows());
+        let sizes = [n as f64, validation as f64, net.params.len() as f64, options.batch_size as f64];
+        distributed::check_same(comm, "(samples, validation samples, parameters, batch size)", &sizes)?;
+        comm.broadcast(&mut net.params)?;
+        if let Some(compiled) = self.compiled.as_mut() {
+            for (_, slot) in compiled.optimizer.slots_mut() {
+                comm.broadcast(slot)?;
+            }
+        }
+        self.seed = distributed::broadcast_u64(comm, self.seed)?;
+        distributed::broadcast_u64(comm, shuffle_seed)
+    }
+
+    /// Sums the ranks' gradients (one all-reduce over the flat buffer), and
+    /// their losses and metric sums; returns the batch's total loss.
+    fn all_reduce_step(&mut self, comm: &dyn Communicator, loss: f64, scratch: &mut BatchScratch) -> Result<f64> {
+        let net = self.net.as_mut().expect("training models are built");
+        comm.all_reduce_sum(&mut net.grads)?;
+        let sums = &mut scratch.batch_sums;
+        sums[0] = loss;
+        sums[1..].copy_from_slice(&scratch.metric_sums);
+        comm.all_reduce_sum_f64(sums)?;
+        scratch.metric_sums.copy_from_slice(&sums[1..]);
+        Ok(sums[0])
     }
 
     /// Builds if needed and checks `x` and `y` against the model; returns the
@@ -446,7 +535,8 @@ impl Sequential {
 /// [`Loss::compute`] with each sample's loss and gradient scaled by its
 /// class's weight: returns sum_i w_i * loss_i (summed over the sample's rows),
 /// and the gradient of that divided by the batch size, as Keras weighs samples.
-#[allow(clippy::too_many_arguments)] // the arguments of Loss::compute, plus weights and n
+/// `batch`: (samples in `out`, samples in the whole batch).
+#[allow(clippy::too_many_arguments)] // the arguments of Loss::compute, plus weights and batch
 fn weighted_loss(
     loss: Loss,
     weights: &BTreeMap<usize, f32>,
@@ -455,7 +545,7 @@ fn weighted_loss(
     delta: &mut [f32],
     width: usize,
     from_logits: bool,
-    n: usize,
+    (n, batch_total): (usize, usize),
 ) -> f64 {
     let (out_len, target_len) = (out.len() / n, targets.len() / n);
     let mut total = 0.0;
@@ -468,7 +558,7 @@ fn weighted_loss(
         let w = weights.get(&class).copied().unwrap_or(1.0);
         // compute() scales d by 1/rows of this sample; the batch mean needs 1/n more.
         total += w as f64 * loss.compute(o, t, d, width, from_logits);
-        let scale = w / n as f32;
+        let scale = w / batch_total as f32;
         d.iter_mut().for_each(|g| *g *= scale);
     }
     total

@@ -40,3 +40,25 @@ pub fn stripes(n: usize, classes: usize, seed: u64) -> (Tensor, Tensor) {
 pub fn quiet(epochs: usize, batch_size: usize, validation_split: f64) -> FitOptions {
     FitOptions { epochs, batch_size, validation_split, verbose: Verbosity::Silent, ..FitOptions::default() }
 }
+
+/// A small MNIST-shaped dataset whose classes are easy to tell apart.
+pub fn write_synthetic_mnist(dir: &std::path::Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", train), ("t10k", test)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let mut pixels = vec![0u8; n * 784];
+        for (img, &label) in pixels.chunks_mut(784).zip(&labels) {
+            // Class k lights up rows 2k+4 .. 2k+6.
+            for r in (2 * label as usize + 4)..(2 * label as usize + 6) {
+                img[r * 28 + 4..r * 28 + 24].fill(255);
+            }
+        }
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            keel::datasets::idx::encode(&[n, 28, 28], &pixels),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), keel::datasets::idx::encode(&[n], &labels))
+            .unwrap();
+    }
+}
