@@ -110,7 +110,7 @@ pub fn conv_relu_pool2x2(
 
 /// The taps (index t into the KH*KW*C patch, input value) of output pixel
 /// (oy, ox) that fall inside the input; padding contributes nothing.
-fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> impl Iterator<Item = (usize, f32)> + 'a {
+pub(crate) fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> impl Iterator<Item = (usize, f32)> + 'a {
     let iy0 = (oy * g.sh) as isize - g.pt as isize;
     let ix0 = (ox * g.sw) as isize - g.pl as isize;
     (0..g.kh)

@@ -9,6 +9,7 @@ use multiversion::multiversion;
 
 pub mod activation;
 pub mod conv_direct;
+pub mod conv_pool_grad;
 pub mod im2col;
 pub mod matmul;
 pub mod narrow;

@@ -4,6 +4,7 @@ use super::{Backward, Layer, Mode, Padding};
 use crate::activations::Activation;
 use crate::initializers::glorot_uniform;
 use crate::kernels::conv_direct;
+use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::im2col::{col2im_add, im2col};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
@@ -307,6 +308,15 @@ impl Layer for Conv2D {
                     .for_each(|(((((dyt, yt), at), xt), (dw, db)), mut dxt)| {
                         dw.fill(0.0);
                         db.fill(0.0);
+                        if dxt.is_none() && conv.direct {
+                            // First layer: no input gradient, so no need for dz at all.
+                            let samples = xt.chunks_exact(in_len).zip(dyt.chunks_exact(pooled_len));
+                            let pooled = yt.chunks_exact(pooled_len).zip(at.chunks_exact(pooled_len));
+                            for ((xs, dys), (ys, argmax)) in samples.zip(pooled) {
+                                conv_pool_weight_grad(&g, &pool.g, act, xs, dys, ys, argmax, f, dw, db);
+                            }
+                            return;
+                        }
                         with_scratch(conv_len + conv.cols_len(1, dxt.is_some()), |buf| {
                             let (dz, cols) = buf.split_at_mut(conv_len);
                             for (s, xs) in xt.chunks_exact(in_len).enumerate() {

@@ -1,0 +1,181 @@
+//! `cargo bench`: every kernel of a training step of the reference model, and the
+//! 32 -> 64 convolution of the bigger CNN, on a batch of 128 through the layer
+//! interface the model uses (rayon over the batch, all threads; `RAYON_NUM_THREADS`
+//! to change). Compute-bound kernels report GFLOP/s as criterion's throughput
+//! ("Gelem/s" = GFLOP/s, counting multiply and add as 2); memory-bound ones bytes/s.
+//! The machine's peak is printed first, for comparison.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use keel::kernels::Window;
+use keel::layers::{Backward, Layer, Mode};
+use keel::losses::Loss;
+use keel::optimizers::Optimizer;
+use keel::prelude::*;
+use keel::random::stream;
+use rand::Rng as _;
+use std::hint::black_box;
+
+const BATCH: usize = 128;
+
+/// A built layer with its parameters and buffers for one batch.
+struct Bench {
+    layer: Box<dyn Layer>,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    dy: Vec<f32>,
+    dx: Vec<f32>,
+}
+
+impl Bench {
+    /// `layer` on inputs of shape `input`, optionally computing `pool` itself.
+    fn new(mut layer: Box<dyn Layer>, input: &[usize], pool: Option<Window>) -> Bench {
+        let mut out = layer.build(input).expect("the benchmark shapes are valid");
+        if let Some(p) = pool {
+            assert!(layer.fuse_max_pool(pool), "the pool fuses");
+            out = vec![p.oh, p.ow, p.c];
+        }
+        let mut rng = stream(1, 0);
+        let mut params = vec![0.0; layer.param_count()];
+        layer.init_params(&mut params, &mut rng);
+        layer.allocate(BATCH);
+        let in_len: usize = input.iter().product::<usize>() * BATCH;
+        let out_len: usize = out.iter().product::<usize>() * BATCH;
+        let x = (0..in_len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dy = (0..out_len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let grads = vec![0.0; params.len()];
+        Bench { layer, params, grads, x, y: vec![0.0; out_len], dy, dx: vec![0.0; in_len] }
+    }
+
+    fn forward(&mut self) {
+        self.layer.forward(&self.params, &self.x, &mut self.y, BATCH, Mode::Train);
+    }
+
+    /// Backward from a fresh dL/dy (backward may use dy as scratch).
+    fn backward(&mut self, input_gradient: bool, dy: &[f32]) {
+        self.dy.copy_from_slice(dy);
+        self.layer.backward(Backward {
+            params: &self.params,
+            x: &self.x,
+            y: &self.y,
+            dy: &mut self.dy,
+            dx: if input_gradient { Some(&mut self.dx) } else { None },
+            grads: &mut self.grads,
+            n: BATCH,
+        });
+    }
+}
+
+/// FLOPs of a convolution's forward pass (or of each of its two gradients).
+fn conv_flops(out_positions: usize, patch: usize, filters: usize) -> u64 {
+    (2 * BATCH * out_positions * patch * filters) as u64
+}
+
+fn print_peak() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        .unwrap_or(0.0);
+    let avx512 = cpuinfo.contains(" avx512f");
+    let lanes = if avx512 { 16.0 } else { 8.0 };
+    let threads = rayon::current_num_threads() as f64;
+    // Two FMA units per core, each lane a multiply and an add.
+    let peak = threads * mhz / 1000.0 * lanes * 2.0 * 2.0;
+    println!(
+        "peak: {threads} threads x {:.2} GHz x {} FLOP/cycle ({}) = {peak:.0} GFLOP/s",
+        mhz / 1000.0,
+        lanes * 4.0,
+        if avx512 { "AVX-512, 2 FMA units" } else { "AVX2, 2 FMA units" }
+    );
+}
+
+fn conv(c: &mut Criterion) {
+    print_peak();
+    let mut group = c.benchmark_group("conv2d");
+    // Reference model: 28x28x1 -> 26x26x32 (direct kernel), and fused with 2x2 max-pooling.
+    let first = || Box::new(Conv2D::new(32, (3, 3)).activation(Activation::Relu)) as Box<dyn Layer>;
+    let flops = conv_flops(26 * 26, 9, 32);
+    group.throughput(Throughput::Elements(flops));
+    let mut plain = Bench::new(first(), &[28, 28, 1], None);
+    group.bench_function("forward 28x28x1->32", |b| b.iter(|| plain.forward()));
+    let mut pooling = MaxPooling2D::new((2, 2));
+    pooling.build(&[26, 26, 32]).expect("valid shape");
+    let mut fused = Bench::new(first(), &[28, 28, 1], pooling.max_pool_window());
+    group.bench_function("forward+relu+maxpool 28x28x1->32", |b| b.iter(|| fused.forward()));
+    fused.forward();
+    let dy = fused.dy.clone();
+    group.bench_function("weight gradient (through the pool) 28x28x1->32", |b| {
+        b.iter(|| fused.backward(false, black_box(&dy)))
+    });
+    // The bigger CNN's second convolution: 13x13x32 -> 11x11x64 (im2col + gemm).
+    let second = Box::new(Conv2D::new(64, (3, 3)).activation(Activation::Relu));
+    let mut deep = Bench::new(second, &[13, 13, 32], None);
+    let flops = conv_flops(11 * 11, 9 * 32, 64);
+    group.throughput(Throughput::Elements(flops));
+    group.bench_function("forward 13x13x32->64", |b| b.iter(|| deep.forward()));
+    deep.forward();
+    let dy = deep.dy.clone();
+    group.throughput(Throughput::Elements(2 * flops));
+    group.bench_function("weight+input gradients 13x13x32->64", |b| b.iter(|| deep.backward(true, black_box(&dy))));
+    group.throughput(Throughput::Elements(flops));
+    group.bench_function("weight gradient only 13x13x32->64", |b| b.iter(|| deep.backward(false, black_box(&dy))));
+    group.finish();
+}
+
+fn max_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("max_pooling2d");
+    let mut bench = Bench::new(Box::new(MaxPooling2D::new((2, 2))), &[26, 26, 32], None);
+    // Bytes read and written: the input, the output, the argmax indices.
+    let bytes = (bench.x.len() + 2 * bench.y.len()) * 4;
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("forward 26x26x32", |b| b.iter(|| bench.forward()));
+    bench.forward();
+    let dy = bench.dy.clone();
+    group.bench_function("backward 26x26x32", |b| b.iter(|| bench.backward(true, black_box(&dy))));
+    group.finish();
+}
+
+fn dense(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dense");
+    for units in [10, 128] {
+        let mut bench = Bench::new(Box::new(Dense::new(units)), &[5408], None);
+        let flops = (2 * BATCH * 5408 * units) as u64;
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(BenchmarkId::new("forward 5408->", units), |b| b.iter(|| bench.forward()));
+        bench.forward();
+        let dy = bench.dy.clone();
+        group.throughput(Throughput::Elements(2 * flops));
+        group.bench_function(BenchmarkId::new("weight+input gradients 5408->", units), |b| {
+            b.iter(|| bench.backward(true, black_box(&dy)))
+        });
+    }
+    group.finish();
+}
+
+fn loss_and_optimizer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("step");
+    let mut rng = stream(2, 0);
+    let logits: Vec<f32> = (0..BATCH * 10).map(|_| rng.random_range(-3.0..3.0)).collect();
+    let mut targets = vec![0.0; BATCH * 10];
+    for (i, row) in targets.chunks_mut(10).enumerate() {
+        row[i % 10] = 1.0;
+    }
+    let mut grad = vec![0.0; BATCH * 10];
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("softmax cross-entropy 128x10 (samples/s)", |b| {
+        b.iter(|| Loss::CategoricalCrossentropy.compute(black_box(&logits), &targets, &mut grad, 10, true))
+    });
+    let mut params: Vec<f32> = (0..54_410).map(|_| rng.random_range(-0.1..0.1)).collect();
+    let grads: Vec<f32> = (0..54_410).map(|_| rng.random_range(-0.01..0.01)).collect();
+    let mut adam = Adam::default();
+    // Read params, grads, m, v; write params, m, v.
+    group.throughput(Throughput::Bytes(54_410 * 4 * 7));
+    group.bench_function("adam 54,410 parameters", |b| b.iter(|| adam.step(&mut params, black_box(&grads))));
+    group.finish();
+}
+
+criterion_group!(benches, conv, max_pool, dense, loss_and_optimizer);
+criterion_main!(benches);

@@ -1,0 +1,251 @@
+//! Weight and bias gradients of a convolution with its max-pooling fused in
+//! (see `conv_direct::conv_relu_pool2x2`), straight from the pooled gradients.
+//! Each pooled value's gradient reaches only its argmax position, so the
+//! convolution-sized gradient dz (4x the pooled values for 2x2 windows, three
+//! quarters zeros) is never written nor read back: a block of 8 filters'
+//! gradient for one pooling window stays in a register, masked per window
+//! position by comparing argmax indices.
+
+use super::Window;
+use super::activation::derivative_from_output;
+use crate::activations::Activation;
+
+// Differentiates y[q, f] = act(max_{p in window q} z[p, f]),  z[p, f] = b[f] + sum_t x[p + t] * w[t, f]:
+//   g[q, f] = dy[q, f] * act'(y[q, f])
+//   dw[t, f] += sum_q x[argmax(q, f) + t] * g[q, f],   db[f] += sum_q g[q, f]
+// x: (H,W,C); dy, y, argmax: (PH,PW,F), argmax indexing the convolution's output (OH,OW,F);
+// dw: (KH*KW*C, F), db: (F); both are added to.
+#[allow(clippy::too_many_arguments)] // the forward's inputs and outputs, and what to add to
+pub fn conv_pool_weight_grad(
+    conv: &Window,
+    pool: &Window,
+    act: Activation,
+    x: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    argmax: &[u32],
+    f: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let pooled = pool.positions() * f;
+    assert!(x.len() >= conv.h * conv.w * conv.c && dy.len() >= pooled && y.len() >= pooled && argmax.len() >= pooled);
+    assert!(dw.len() >= conv.patch_len() * f && db.len() >= f && pool.c == f);
+    #[cfg(target_arch = "x86_64")]
+    if f.is_multiple_of(8)
+        && matches!(act, Activation::Relu | Activation::Linear)
+        && conv.patch_len() <= avx2::MAX_TAPS
+        && (conv.pt, conv.pl) == (0, 0)
+        && conv.oh > 0
+        && conv.ow > 0
+        && (conv.oh - 1) * conv.sh + conv.kh <= conv.h
+        && (conv.ow - 1) * conv.sw + conv.kw <= conv.w
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU has AVX2 and FMA; sizes and valid padding (every tap of
+        // every position inside x) are checked above. argmax values are only compared.
+        unsafe { avx2::conv_pool_weight_grad(conv, pool, act == Activation::Relu, x, dy, y, argmax, f, dw, db) };
+        return;
+    }
+    conv_pool_weight_grad_scalar(conv, pool, act, x, dy, y, argmax, f, dw, db);
+}
+
+/// Portable reference version of [`conv_pool_weight_grad`].
+#[allow(clippy::too_many_arguments)] // as conv_pool_weight_grad
+pub fn conv_pool_weight_grad_scalar(
+    conv: &Window,
+    pool: &Window,
+    act: Activation,
+    x: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    argmax: &[u32],
+    f: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let pooled = pool.positions() * f;
+    for (i, ((&d, &yv), &a)) in dy[..pooled].iter().zip(&y[..pooled]).zip(&argmax[..pooled]).enumerate() {
+        let fi = i % f;
+        let g = d * derivative_from_output(act, yv);
+        db[fi] += g;
+        let p = a as usize / f;
+        for (t, v) in super::conv_direct::taps(conv, x, p / conv.ow, p % conv.ow) {
+            dw[t * f + fi] += v * g;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Window;
+    use std::arch::x86_64::*;
+
+    /// Taps accumulated per pass, one AVX register each.
+    const TAPS: usize = 9;
+
+    /// Most taps (KH*KW*C) handled: 8 passes.
+    pub const MAX_TAPS: usize = 8 * TAPS;
+
+    /// [`super::conv_pool_weight_grad`] for valid padding, F a multiple of 8, ReLU
+    /// or linear. Per block of 8 filters and pass of 9 taps, every pooling window
+    /// masks its gradient vector once per window position and adds it, times
+    /// the position's 9 input values, to 9 accumulators.
+    /// Safety: AVX2 and FMA; sizes, K <= MAX_TAPS and valid padding checked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv_pool_weight_grad(
+        conv: &Window,
+        pool: &Window,
+        relu: bool,
+        x: &[f32],
+        dy: &[f32],
+        y: &[f32],
+        argmax: &[u32],
+        f: usize,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let k = conv.patch_len();
+        // Input offset of tap t from a position's window corner; taps past K
+        // (padding the last pass) read offset 0 and are not stored.
+        let passes = k.div_ceil(TAPS);
+        let mut offsets = [0usize; MAX_TAPS];
+        for ky in 0..conv.kh {
+            for kx in 0..conv.kw {
+                for ci in 0..conv.c {
+                    offsets[(ky * conv.kw + kx) * conv.c + ci] = (ky * conv.w + kx) * conv.c + ci;
+                }
+            }
+        }
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for fb in (0..f).step_by(8) {
+            for pass in 0..passes {
+                let offsets: &[usize; TAPS] = offsets[pass * TAPS..][..TAPS].try_into().expect("TAPS offsets");
+                let mut acc = [_mm256_setzero_ps(); TAPS];
+                let mut bias = _mm256_setzero_ps();
+                for qy in 0..pool.oh {
+                    for qx in 0..pool.ow {
+                        let q = (qy * pool.ow + qx) * f + fb;
+                        // SAFETY: q + 8 <= PH*PW*F, checked by the caller.
+                        let (mut g, winners) = unsafe {
+                            (
+                                _mm256_loadu_ps(dy.as_ptr().add(q)),
+                                _mm256_loadu_si256(argmax.as_ptr().add(q) as *const __m256i),
+                            )
+                        };
+                        if relu {
+                            // SAFETY: as above.
+                            let out = unsafe { _mm256_loadu_ps(y.as_ptr().add(q)) };
+                            g = _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GT_OQ>(out, _mm256_setzero_ps()));
+                        }
+                        bias = _mm256_add_ps(bias, g);
+                        for wy in 0..pool.kh {
+                            let py = (qy * pool.sh + wy).wrapping_sub(pool.pt);
+                            if py >= pool.h {
+                                continue;
+                            }
+                            for wx in 0..pool.kw {
+                                let px = (qx * pool.sw + wx).wrapping_sub(pool.pl);
+                                if px >= pool.w {
+                                    continue;
+                                }
+                                let p = py * pool.w + px;
+                                let here = _mm256_add_epi32(_mm256_set1_epi32((p * f + fb) as i32), lanes);
+                                let mask = _mm256_castsi256_ps(_mm256_cmpeq_epi32(winners, here));
+                                let gp = _mm256_and_ps(g, mask);
+                                let corner = (py * conv.sh * conv.w + px * conv.sw) * conv.c;
+                                for (a, &offset) in acc.iter_mut().zip(offsets) {
+                                    // SAFETY: corner + offset indexes x: valid padding, checked by the caller.
+                                    let v = unsafe { _mm256_broadcast_ss(&*x.as_ptr().add(corner + offset)) };
+                                    *a = _mm256_fmadd_ps(v, gp, *a);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (j, a) in acc.iter().enumerate().take(k - pass * TAPS) {
+                    let out = &mut dw[(pass * TAPS + j) * f + fb..][..8];
+                    // SAFETY: `out` holds 8 values.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(_mm256_loadu_ps(out.as_ptr()), *a)) };
+                }
+                if pass == 0 {
+                    let out = &mut db[fb..][..8];
+                    // SAFETY: `out` holds 8 values.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(_mm256_loadu_ps(out.as_ptr()), bias)) };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv_direct::{conv_weight_grad_scalar, pad_filters, padded_len};
+    use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
+
+    /// The gradients the unfused path computes: scatter to dz, then the dense weight gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn through_dz(
+        conv: &Window,
+        act: Activation,
+        x: &[f32],
+        dy: &[f32],
+        y: &[f32],
+        a: &[u32],
+        f: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut dz = vec![0.0; conv.positions() * f];
+        max_pool_backward_through(act, dy, y, a, &mut dz);
+        let (mut dw, mut db) = (vec![0.25; conv.patch_len() * f], vec![0.5; f]);
+        conv_weight_grad_scalar(conv, x, &dz, f, &mut dw);
+        for (i, d) in dz.iter().enumerate() {
+            db[i % f] += d;
+        }
+        (dw, db)
+    }
+
+    #[test]
+    fn fused_gradients_match_the_scatter_then_dense_path() {
+        // (H, W, C, kernel, conv stride, F, pool size, pool stride): 2x2 pools, an odd
+        // output (27 -> 13, last row unpooled), RGB with 27 taps (3 passes), overlapping 3x3/2 pools.
+        let cases = [
+            (28, 28, 1, 3, 1, 32, 2, 2),
+            (29, 29, 1, 3, 1, 8, 2, 2),
+            (10, 12, 3, 3, 1, 16, 2, 2),
+            (11, 11, 2, 2, 2, 24, 3, 2),
+        ];
+        for (h, w, c, k, s, f, pk, ps) in cases {
+            let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+            let conv = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt: 0, pl: 0, oh, ow };
+            let (ph, pw) = ((oh - pk) / ps + 1, (ow - pk) / ps + 1);
+            let pool = Window { h: oh, w: ow, c: f, kh: pk, kw: pk, sh: ps, sw: ps, pt: 0, pl: 0, oh: ph, ow: pw };
+            let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
+            let kernel: Vec<f32> = (0..conv.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.5).collect();
+            let mut wp = vec![0.0; padded_len(conv.patch_len(), f)];
+            pad_filters(&kernel, None, f, &mut wp);
+            for act in [Activation::Relu, Activation::Linear, Activation::Tanh] {
+                let mut z = vec![0.0; conv.positions() * f];
+                crate::kernels::conv_direct::conv_forward_scalar(&conv, &x, &wp, f, false, &mut z);
+                crate::kernels::activation::forward(act, &mut z, None, f);
+                let (mut y, mut a) = (vec![0.0; pool.positions() * f], vec![0u32; pool.positions() * f]);
+                max_pool_forward(&pool, &z, &mut y, &mut a);
+                let dy: Vec<f32> = (0..y.len()).map(|i| ((i * 29) % 23) as f32 / 23.0 - 0.5).collect();
+                let (want_w, want_b) = through_dz(&conv, act, &x, &dy, &y, &a, f);
+                for fast in [true, false] {
+                    let (mut dw, mut db) = (vec![0.25; conv.patch_len() * f], vec![0.5; f]);
+                    if fast {
+                        conv_pool_weight_grad(&conv, &pool, act, &x, &dy, &y, &a, f, &mut dw, &mut db);
+                    } else {
+                        conv_pool_weight_grad_scalar(&conv, &pool, act, &x, &dy, &y, &a, f, &mut dw, &mut db);
+                    }
+                    for (got, want) in dw.iter().zip(&want_w).chain(db.iter().zip(&want_b)) {
+                        assert!((got - want).abs() < 1e-4, "{act:?} fast={fast} h={h} c={c}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
