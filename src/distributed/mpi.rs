@@ -4,6 +4,7 @@
 use super::{Communicator, Watchdog};
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
 use mpi::environment::{Threading, Universe};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
@@ -70,6 +71,21 @@ impl Mpi {
     fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Runs the collective `what` under the watchdog, adding its time to `waited`.
+    fn watched(&self, waited: &mut Duration, what: &'static str, collective: impl FnOnce()) {
+        let _armed = self.watchdog.guard(what);
+        let started = Instant::now();
+        collective();
+        *waited += started.elapsed();
+    }
+}
+
+/// values <- their sum over all ranks (MPI needs a send buffer apart from the result).
+fn sum_over_ranks<T: Equivalence + Copy>(world: &SimpleCommunicator, send: &mut Vec<T>, values: &mut [T]) {
+    send.clear();
+    send.extend_from_slice(values);
+    world.all_reduce_into(&send[..], values, SystemOperation::sum());
 }
 
 impl Communicator for Mpi {
@@ -84,33 +100,21 @@ impl Communicator for Mpi {
     fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
         let mut calls = self.calls();
         let Calls { world, send, waited, .. } = &mut *calls;
-        send.clear();
-        send.extend_from_slice(values);
-        let _armed = self.watchdog.guard("all-reduce");
-        let started = Instant::now();
-        world.all_reduce_into(&send[..], values, SystemOperation::sum());
-        *waited += started.elapsed();
+        self.watched(waited, "all-reduce", || sum_over_ranks(world, send, values));
         Ok(())
     }
 
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
         let mut calls = self.calls();
         let Calls { world, send_f64, waited, .. } = &mut *calls;
-        send_f64.clear();
-        send_f64.extend_from_slice(values);
-        let _armed = self.watchdog.guard("all-reduce");
-        let started = Instant::now();
-        world.all_reduce_into(&send_f64[..], values, SystemOperation::sum());
-        *waited += started.elapsed();
+        self.watched(waited, "all-reduce", || sum_over_ranks(world, send_f64, values));
         Ok(())
     }
 
     fn broadcast(&self, values: &mut [f32]) -> Result<()> {
         let mut calls = self.calls();
-        let _armed = self.watchdog.guard("broadcast");
-        let started = Instant::now();
-        calls.world.process_at_rank(0).broadcast_into(values);
-        calls.waited += started.elapsed();
+        let Calls { world, waited, .. } = &mut *calls;
+        self.watched(waited, "broadcast", || world.process_at_rank(0).broadcast_into(values));
         Ok(())
     }
 
