@@ -63,8 +63,7 @@ pub fn shard(len: usize, rank: usize, size: usize) -> Range<usize> {
 /// the model): when one differs, every rank returns an error (so none waits
 /// for the others), naming `what` and the values.
 pub fn check_same(comm: &dyn Communicator, what: &str, values: &[f64]) -> Result<()> {
-    let mut root: Vec<f64> = if comm.rank() == 0 { values.to_vec() } else { vec![0.0; values.len()] };
-    comm.all_reduce_sum_f64(&mut root)?;
+    let root = rank0_values(comm, values)?;
     let mut differing = [(root != values) as u8 as f64];
     comm.all_reduce_sum_f64(&mut differing)?;
     if root != values {
@@ -86,9 +85,15 @@ pub fn check_same(comm: &dyn Communicator, what: &str, values: &[f64]) -> Result
 /// Rank 0's `value`, on every rank.
 pub fn broadcast_u64(comm: &dyn Communicator, value: u64) -> Result<u64> {
     // Two 32-bit halves: exact in f64.
-    let mut halves = if comm.rank() == 0 { [(value >> 32) as f64, (value & 0xFFFF_FFFF) as f64] } else { [0.0; 2] };
-    comm.all_reduce_sum_f64(&mut halves)?;
+    let halves = rank0_values(comm, &[(value >> 32) as f64, (value & 0xFFFF_FFFF) as f64])?;
     Ok(((halves[0] as u64) << 32) | halves[1] as u64)
+}
+
+/// Rank 0's `values` on every rank: a sum to which the other ranks add zeros.
+fn rank0_values(comm: &dyn Communicator, values: &[f64]) -> Result<Vec<f64>> {
+    let mut root = if comm.rank() == 0 { values.to_vec() } else { vec![0.0; values.len()] };
+    comm.all_reduce_sum_f64(&mut root)?;
+    Ok(root)
 }
 
 /// Where a launcher (mpirun, mpiexec, srun with PMI) started this process as
