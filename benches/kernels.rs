@@ -38,7 +38,7 @@ impl Bench {
         }
         let mut rng = stream(1, 0);
         let mut params = vec![0.0; layer.param_count()];
-        layer.init_params(&mut params, &mut rng);
+        keel::layers::init_weights(&layer.weights(), &mut params, &mut [], &mut rng);
         layer.allocate(BATCH);
         let in_len: usize = input.iter().product::<usize>() * BATCH;
         let out_len: usize = out.iter().product::<usize>() * BATCH;

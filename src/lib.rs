@@ -25,8 +25,9 @@
 //! ```
 //!
 //! Architecture: [`tensor`] holds data, [`kernels`] the math over plain slices,
-//! [`layers`] wrap kernels with shapes and parameters, [`model`] builds, trains
-//! ([`model::Sequential::fit`]), evaluates and predicts, [`optimizers`],
+//! [`layers`] wrap kernels with shapes and parameters, [`model`] joins them
+//! into a graph (`Sequential` or the functional API), builds, trains
+//! ([`model::Model::fit`]), evaluates and predicts, [`optimizers`],
 //! [`losses`] and [`metrics`] are what `compile` takes, [`datasets`] loads data
 //! and [`io`] writes files safely; [`distributed`] trains across processes.
 
@@ -45,6 +46,7 @@ pub mod model;
 pub mod optimizers;
 pub mod plots;
 pub mod random;
+pub mod regularizers;
 pub mod tensor;
 pub mod utils;
 
@@ -55,14 +57,17 @@ pub mod prelude {
     pub use crate::activations::Activation;
     pub use crate::datasets::mnist;
     pub use crate::error::{Error, Result};
+    pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, Conv2D, Dense, Dropout, Flatten, FlipMode, Layer, MaxPooling2D, Normalization, Padding,
-        RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Resizing,
+        ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten,
+        FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding, RandomCrop,
+        RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
     };
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;
-    pub use crate::model::{Evaluation, FitOptions, History, Sequential};
+    pub use crate::model::{Evaluation, FitOptions, History, Input, LayerExt, Model, Sequential, SymbolicTensor};
     pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
+    pub use crate::regularizers::Regularizer;
     pub use crate::tensor::Tensor;
     pub use crate::utils::{argmax, to_categorical};
 }

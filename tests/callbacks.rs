@@ -9,7 +9,7 @@ use keel::prelude::*;
 use std::collections::BTreeMap;
 use synthetic::{quiet, small_cnn, stripes};
 
-fn compiled(optimizer: impl Into<Box<dyn Optimizer>>) -> Sequential {
+fn compiled(optimizer: impl Into<Box<dyn Optimizer>>) -> Model {
     let mut model = small_cnn(1, 4, Activation::Softmax);
     model.compile(optimizer, Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     model
@@ -21,7 +21,7 @@ fn logs(name: &str, value: f64) -> Logs {
 
 /// Feeds `values` of `monitor` to `callback` as epochs 1, 2, ...; returns the
 /// epoch it stopped at, if it did.
-fn feed(callback: &mut dyn Callback, model: &mut Sequential, monitor: &str, values: &[f64]) -> Option<usize> {
+fn feed(callback: &mut dyn Callback, model: &mut Model, monitor: &str, values: &[f64]) -> Option<usize> {
     callback.on_train_begin(model).unwrap();
     for (i, &v) in values.iter().enumerate() {
         if callback.on_epoch_end(model, i + 1, &logs(monitor, v)).unwrap() == Control::Stop {

@@ -183,7 +183,7 @@ fn killing_training_never_damages_the_checkpoint_it_overwrites() {
         child.kill().unwrap();
         child.wait().unwrap();
         if best.exists() {
-            let model = keel::model::Sequential::load(&best);
+            let model = keel::model::Model::load(&best);
             assert!(model.is_ok(), "killed after {delay_ms} ms: {:?}", model.err());
         }
     }

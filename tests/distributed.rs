@@ -78,7 +78,7 @@ impl Communicator for ThreadGroup {
 }
 
 /// A CNN with every kind of per-sample randomness: flips, translations, dropout.
-fn augmented_cnn(seed: u64) -> Sequential {
+fn augmented_cnn(seed: u64) -> Model {
     let mut model = Sequential::new()
         .seed(seed)
         .add(RandomFlip::new(FlipMode::Horizontal).input_shape([8, 8, 1]))
@@ -323,7 +323,7 @@ activation = "softmax"
     }
 
     fn max_difference(a: &Path, b: &Path) -> f32 {
-        let (a, b) = (Sequential::load(a).unwrap(), Sequential::load(b).unwrap());
+        let (a, b) = (Model::load(a).unwrap(), Model::load(b).unwrap());
         super::max_difference(a.params().unwrap(), b.params().unwrap())
     }
 

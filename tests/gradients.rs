@@ -275,3 +275,110 @@ fn augmentation_layers_backward_match_finite_differences_for_their_draws() {
         check_layer_reseeded(RandomRotation::new(0.1).fill_mode(fill), &shape, 4, x(7), 207, reseed);
     }
 }
+
+#[test]
+fn batch_normalization_with_batch_statistics_and_frozen() {
+    // Training: batch statistics over (samples, rows), on image and vector inputs.
+    let x = uniform(&mut stream(30, 0), 3 * 4 * 3 * 5, -1.0, 2.0);
+    check_layer(BatchNormalization::new(), &[4, 3, 5], 3, x, 300);
+    let x = uniform(&mut stream(30, 1), 6 * 4, -2.0, 1.0);
+    check_layer(BatchNormalization::new().center(false), &[4], 6, x, 301);
+    let x = uniform(&mut stream(30, 2), 6 * 4, -2.0, 1.0);
+    check_layer(BatchNormalization::new().scale(false), &[4], 6, x, 302);
+    // Frozen (as Keras 3): the moving statistics, a fixed affine map.
+    let mut frozen = BatchNormalization::new();
+    frozen.set_trainable(false);
+    let x = uniform(&mut stream(30, 3), 3 * 2 * 2 * 3, -1.0, 1.0);
+    check_layer(frozen, &[2, 2, 3], 3, x, 303);
+}
+
+#[test]
+fn batch_normalization_moving_statistics_follow_keras() {
+    let (n, c) = (4, 2);
+    let mut bn = BatchNormalization::new().momentum(0.9);
+    bn.build(&[c]).unwrap();
+    bn.allocate(n);
+    let x = [1.0, 10.0, 3.0, 10.0, 5.0, 14.0, 7.0, 14.0];
+    let params = [1.0, 1.0, 0.0, 0.0]; // gamma, beta
+    let mut state = vec![0.0, 0.0, 1.0, 1.0]; // moving mean, moving variance
+    let mut y = vec![0.0; n * c];
+    bn.forward_stateful(&params, &mut state, &x, &mut y, n, Mode::Train);
+    // Batch mean (4, 12), biased variance (5, 4): moving = 0.9 * moving + 0.1 * batch.
+    assert_close("moving statistics", &state, &[0.4, 1.2, 0.9 + 0.5, 0.9 + 0.4], 1e-6);
+    let first = (1.0 - 4.0) / (5.0f32 + 1e-3).sqrt();
+    assert!((y[0] - first).abs() < 1e-5, "{} vs {first}", y[0]);
+    // Inference uses the moving statistics and leaves them alone.
+    let before = state.clone();
+    bn.forward_stateful(&params, &mut state, &x, &mut y, n, Mode::Infer);
+    assert_eq!(state, before);
+    assert!((y[0] - (1.0 - 0.4) / (1.4f32 + 1e-3).sqrt()).abs() < 1e-5);
+}
+
+#[test]
+fn pooling_padding_and_reshape_layers() {
+    let cases: [(AveragePooling2D, [usize; 3]); 3] = [
+        (AveragePooling2D::new((2, 2)), [4, 6, 2]),
+        (AveragePooling2D::new((3, 3)).strides((2, 2)).padding(Padding::Same), [5, 4, 3]),
+        (AveragePooling2D::new((2, 3)).strides((1, 2)), [3, 7, 1]),
+    ];
+    for (i, (layer, shape)) in cases.into_iter().enumerate() {
+        let x = uniform(&mut stream(31, i as u64), 2 * shape.iter().product::<usize>(), -1.0, 1.0);
+        check_layer(layer, &shape, 2, x, 310 + i as u64);
+    }
+    let x = uniform(&mut stream(32, 0), 3 * 4 * 5 * 6, -1.0, 1.0);
+    check_layer(GlobalAveragePooling2D::new(), &[4, 5, 6], 3, x, 320);
+    let x = spaced(&mut stream(32, 1), 3 * 4 * 5 * 6, 0.05);
+    check_layer(GlobalMaxPooling2D::new(), &[4, 5, 6], 3, x, 321);
+    let x = uniform(&mut stream(33, 0), 2 * 3 * 4 * 2, -1.0, 1.0);
+    check_layer(ZeroPadding2D::new(((1, 2), (0, 3))), &[3, 4, 2], 2, x, 330);
+    let x = uniform(&mut stream(33, 1), 2 * 24, -1.0, 1.0);
+    check_layer(Reshape::new([2, -1, 3]), &[4, 6], 2, x, 331);
+}
+
+/// A merge layer's forward and each input's gradient against central differences
+/// of L = sum(r * forward(xs)).
+fn check_merge(mut layer: impl Layer, shapes: &[Vec<usize>], n: usize, seed: u64) {
+    let out_shape = layer.build_inputs(shapes).expect("merge builds");
+    layer.allocate(n);
+    let mut rng = stream(seed, 0);
+    let xs: Vec<Vec<f32>> =
+        shapes.iter().map(|s| uniform(&mut rng, n * s.iter().product::<usize>(), -1.0, 1.0)).collect();
+    let out_len = n * out_shape.iter().product::<usize>();
+    let r = uniform(&mut rng, out_len, -1.0, 1.0);
+    let objective = |layer: &mut dyn Layer, xs: &[Vec<f32>]| -> f64 {
+        let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut y = vec![0.0; out_len];
+        layer.forward_inputs(&[], &views, &mut y, n, Mode::Train);
+        y.iter().zip(&r).map(|(y, r)| (*y as f64) * (*r as f64)).sum()
+    };
+    objective(&mut layer, &xs);
+    let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    for k in 0..xs.len() {
+        let mut dx = vec![f32::NAN; xs[k].len()];
+        layer.backward_input(k, &views, &r, &mut dx, n);
+        let numeric: Vec<f32> = (0..xs[k].len())
+            .map(|i| {
+                let eps = 1e-2f32;
+                let mut plus = xs.clone();
+                plus[k][i] += eps;
+                let mut minus = xs.clone();
+                minus[k][i] -= eps;
+                ((objective(&mut layer, &plus) - objective(&mut layer, &minus)) / (2.0 * eps as f64)) as f32
+            })
+            .collect();
+        assert_close(&format!("{} input {k}", layer.class_name()), &dx, &numeric, 2e-3);
+    }
+}
+
+#[test]
+fn merge_layers() {
+    check_merge(Add::new(), &[vec![3, 2, 4], vec![3, 2, 4]], 3, 340);
+    check_merge(Add::new(), &[vec![5], vec![5], vec![5]], 2, 341);
+    check_merge(Concatenate::new(), &[vec![2, 2, 3], vec![2, 2, 1], vec![2, 2, 2]], 3, 342);
+    let err = Add::new().build_inputs(&[vec![4, 4, 2], vec![4, 4, 3]]).unwrap_err();
+    assert!(err.contains("(None, 4, 4, 2)") && err.contains("(None, 4, 4, 3)"), "{err}");
+    let err = Concatenate::new().build_inputs(&[vec![4, 4, 2], vec![4, 5, 3]]).unwrap_err();
+    assert!(err.contains("every axis but the last"), "{err}");
+    assert!(Add::new().build_inputs(&[vec![3]]).unwrap_err().contains("at least 2 inputs"));
+    assert!(Dense::new(3).build_inputs(&[vec![3], vec![3]]).unwrap_err().contains("takes one input, got 2"));
+}

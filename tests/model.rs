@@ -1,4 +1,4 @@
-//! Sequential: build, summary, fit semantics, determinism and error messages.
+//! Model: build, summary, fit semantics, determinism and error messages.
 
 mod synthetic;
 
@@ -6,7 +6,7 @@ use keel::model::validation_split_at;
 use keel::prelude::*;
 use synthetic::{quiet, small_cnn, stripes};
 
-fn reference_model(seed: u64) -> Sequential {
+fn reference_model(seed: u64) -> Model {
     Sequential::new()
         .seed(seed)
         .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))

@@ -26,7 +26,7 @@ fn run_tract(path: &std::path::Path, x: &keel::tensor::Tensor) -> Vec<f32> {
     out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
-fn assert_matches(what: &str, model: &mut Sequential, x: &keel::tensor::Tensor) {
+fn assert_matches(what: &str, model: &mut Model, x: &keel::tensor::Tensor) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
     model.export_onnx(&path).unwrap();
@@ -47,7 +47,7 @@ fn random_images(n: usize, shape: [usize; 3], seed: u64) -> keel::tensor::Tensor
 
 #[test]
 fn every_layer_exports_and_runs_the_same_in_tract() {
-    let models: Vec<(&str, [usize; 3], Sequential)> = vec![
+    let models: Vec<(&str, [usize; 3], Model)> = vec![
         (
             "reference",
             [28, 28, 1],
@@ -119,4 +119,53 @@ fn a_trained_mnist_model_exports_exactly() {
     model.fit(&x, &y, &quiet(1, 128, 0.0)).unwrap();
     let test = (x_test / 255.0).reshape(&[-1, 28, 28, 1]).unwrap().slice_rows(0, 500).unwrap();
     assert_matches("trained on MNIST", &mut model, &test);
+}
+
+/// A graph with every graph layer: residual Add (of a value used twice),
+/// Concatenate, BatchNormalization on images and on vectors (trained, so its
+/// statistics are not the defaults), average, global and zero-padding layers,
+/// Reshape, and a value read in both layouts.
+fn graph_model() -> Model {
+    let inputs = Input::new([9, 9, 3]);
+    let a = Conv2D::new(6, (3, 3)).padding(Padding::Same).activation(Activation::Relu).apply(&inputs).unwrap();
+    let b = Conv2D::new(6, (3, 3)).padding(Padding::Same).apply(&a).unwrap();
+    let b = BatchNormalization::new().apply(&b).unwrap();
+    let sum = Add::new().apply(&[&a, &b]).unwrap();
+    let three = Add::new().apply(&[&sum, &a, &b]).unwrap();
+    let padded = ZeroPadding2D::new(((1, 0), (2, 1))).apply(&three).unwrap();
+    let pooled = AveragePooling2D::new((3, 3)).strides((2, 2)).padding(Padding::Same).apply(&padded).unwrap();
+    let side = MaxPooling2D::new((2, 2)).apply(&inputs).unwrap();
+    let side = Reshape::new([-1, 3]).apply(&side).unwrap();
+    let side = Flatten::new().apply(&side).unwrap();
+    let gap = GlobalAveragePooling2D::new().apply(&pooled).unwrap();
+    let gmp = GlobalMaxPooling2D::new().apply(&sum).unwrap();
+    let joined = Concatenate::new().apply(&[&gap, &gmp, &side]).unwrap();
+    let dense = Dense::new(8).apply(&joined).unwrap();
+    let dense = BatchNormalization::new().apply(&dense).unwrap();
+    let maps = Concatenate::new().apply(&[&a, &three]).unwrap();
+    let maps = GlobalAveragePooling2D::new().apply(&maps).unwrap();
+    let all = Concatenate::new().apply(&[&dense, &maps]).unwrap();
+    let out = Dense::new(4).activation(Activation::Softmax).apply(&all).unwrap();
+    Model::new(&inputs, &out).unwrap()
+}
+
+#[test]
+fn functional_graphs_export_and_run_the_same_in_tract() {
+    let mut model = graph_model();
+    model.compile(Adam::new(0.01), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let x = random_images(40, [9, 9, 3], 11);
+    let labels = keel::tensor::Tensor::from_vec(&[40], (0..40).map(|i| (i % 4) as f32).collect()).unwrap();
+    model.fit(&x, &to_categorical(&labels, Some(4)).unwrap(), &quiet(2, 10, 0.0)).unwrap();
+    assert!(model.state().unwrap().iter().any(|&v| v != 0.0 && v != 1.0), "statistics were trained");
+    assert_matches("functional graph", &mut model, &random_images(5, [9, 9, 3], 12));
+}
+
+#[test]
+fn resnet20_exports_and_runs_the_same_in_tract() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/resnet20.toml");
+    let mut model = Model::from_architecture(&keel::model::Architecture::read(path).unwrap()).unwrap();
+    // Non-default moving statistics, so that the export must carry them.
+    let state: Vec<f32> = (0..model.state().unwrap().len()).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+    model.state_mut().unwrap().copy_from_slice(&state);
+    assert_matches("ResNet-20", &mut model, &random_images(3, [32, 32, 3], 13));
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use synthetic::{quiet, small_cnn, stripes};
 
 /// The small CNN with dropout (so resuming must also restore the random masks).
-fn cnn_with_dropout(seed: u64) -> Sequential {
+fn cnn_with_dropout(seed: u64) -> Model {
     let mut model = Sequential::new()
         .seed(seed)
         .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu).input_shape([8, 8, 1]))
@@ -27,7 +27,7 @@ fn logs_of(history: &History) -> Vec<(usize, Vec<(String, u64)>)> {
     history.epochs.iter().map(|e| (e.epoch, e.logs.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect())).collect()
 }
 
-fn slots(model: &Sequential) -> Vec<(&'static str, Vec<f32>)> {
+fn slots(model: &Model) -> Vec<(&'static str, Vec<f32>)> {
     model.optimizer().unwrap().slots().into_iter().map(|(name, v)| (name, v.to_vec())).collect()
 }
 
@@ -45,13 +45,13 @@ fn five_epochs_equal_three_then_save_load_and_two_more_bit_for_bit() {
     first.fit(&x, &y, &quiet(3, 32, 0.2)).unwrap();
     first.save(&path).unwrap();
     drop(first);
-    let mut resumed = Sequential::load(&path).unwrap();
+    let mut resumed = Model::load(&path).unwrap();
     assert_eq!(resumed.epochs_trained(), 3);
     let options = FitOptions { initial_epoch: resumed.epochs_trained(), ..quiet(5, 32, 0.2) };
     let tail = resumed.fit(&x, &y, &options).unwrap();
 
     assert_eq!(tail.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [4, 5]);
-    let bits = |m: &Sequential| m.params().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bits = |m: &Model| m.params().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&resumed), bits(&straight), "weights differ after resuming");
     assert_eq!(slots(&resumed), slots(&straight), "optimizer state differs after resuming");
     assert_eq!(resumed.optimizer().unwrap().iterations(), straight.optimizer().unwrap().iterations());
@@ -70,7 +70,7 @@ fn a_loaded_model_predicts_and_summarises_like_the_saved_one() {
     let path = dir.path().join("m.keel");
     model.save(&path).unwrap();
 
-    let mut loaded = Sequential::load(&path).unwrap();
+    let mut loaded = Model::load(&path).unwrap();
     assert_eq!(loaded.predict(&x).unwrap().to_f32_vec(), model.predict(&x).unwrap().to_f32_vec());
     assert_eq!(loaded.summary_string().unwrap(), model.summary_string().unwrap());
     let config = serde_json::to_value(loaded.architecture().unwrap()).unwrap();
@@ -82,7 +82,7 @@ fn a_loaded_model_predicts_and_summarises_like_the_saved_one() {
     let mut fresh = small_cnn(6, 3, Activation::Softmax);
     fresh.build().unwrap();
     fresh.save(&path).unwrap();
-    let again = Sequential::load(&path).unwrap();
+    let again = Model::load(&path).unwrap();
     assert!(again.optimizer().is_none());
     assert_eq!(again.params().unwrap(), fresh.params().unwrap());
 }
@@ -196,11 +196,11 @@ fn bad_files_are_clear_errors_never_panics_or_huge_allocations() {
     for (what, file, message) in cases {
         let path = dir.path().join(format!("{what}.keel"));
         std::fs::write(&path, file).unwrap();
-        let err = Sequential::load(&path).err().unwrap_or_else(|| panic!("{what}: loaded")).to_string();
+        let err = Model::load(&path).err().unwrap_or_else(|| panic!("{what}: loaded")).to_string();
         assert!(err.contains(message), "{what}: {err}");
         assert!(err.contains(&path.display().to_string()), "{what}: error does not name the file: {err}");
     }
-    let err = Sequential::load(dir.path().join("absent.keel")).err().unwrap().to_string();
+    let err = Model::load(dir.path().join("absent.keel")).err().unwrap().to_string();
     assert!(err.contains("absent.keel") && err.contains("No such file"), "{err}");
 }
 
@@ -218,11 +218,11 @@ fn checkpoints_save_every_epoch_or_only_the_best() {
 
     let names: Vec<String> = every.saved.iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect();
     assert_eq!(names, ["e01.keel", "e02.keel", "e03.keel", "e04.keel"]);
-    assert_eq!(Sequential::load(&every.saved[1]).unwrap().epochs_trained(), 2);
+    assert_eq!(Model::load(&every.saved[1]).unwrap().epochs_trained(), 2);
     let val_loss = history.series("val_loss");
     let improvements = (0..val_loss.len()).filter(|&i| val_loss[..i].iter().all(|&v| val_loss[i] < v)).count();
     assert_eq!(best.saved.len(), improvements, "val_loss: {val_loss:?}");
-    let best_epoch = Sequential::load(dir.path().join("best.keel")).unwrap().epochs_trained();
+    let best_epoch = Model::load(dir.path().join("best.keel")).unwrap().epochs_trained();
     let argmin = val_loss.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 + 1;
     assert_eq!(best_epoch, argmin);
 
@@ -237,7 +237,7 @@ fn example_model_files_build_and_round_trip_through_the_saved_schema() {
     for (file, params) in [("reference.toml", 54_410), ("mnist_convnet.toml", 34_826), ("cifar10_cnn.toml", 1_250_858)]
     {
         let architecture = Architecture::read(dir.join(file)).unwrap();
-        let model = Sequential::from_architecture(&architecture).unwrap();
+        let model = Model::from_architecture(&architecture).unwrap();
         assert_eq!(model.count_params().unwrap(), params, "{file}");
         assert!(model.optimizer().is_some(), "{file} compiles");
         let saved = serde_json::to_value(model.architecture().unwrap()).unwrap();

@@ -2,10 +2,10 @@
 //! allocation beyond what the bytes describe.
 #![no_main]
 
-use keel::model::Sequential;
+use keel::model::Model;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Sequential::load_bytes(data, Path::new("fuzz.keel"));
+    let _ = Model::load_bytes(data, Path::new("fuzz.keel"));
 });

@@ -1,6 +1,6 @@
 use super::{Callback, Control};
 use crate::error::{Error, Result};
-use crate::model::{History, Logs, Sequential};
+use crate::model::{History, Logs, Model};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ impl CSVLogger {
 }
 
 impl Callback for CSVLogger {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         let had_rows = self.append && std::fs::metadata(&self.filename).is_ok_and(|m| m.len() > 0);
         let file = OpenOptions::new()
             .create(true)
@@ -64,7 +64,7 @@ impl Callback for CSVLogger {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, _model: &mut Sequential, epoch: usize, logs: &Logs) -> Result<Control> {
+    fn on_epoch_end(&mut self, _model: &mut Model, epoch: usize, logs: &Logs) -> Result<Control> {
         let sep = self.separator.to_string();
         let mut text = String::new();
         if self.keys.is_empty() {
@@ -79,7 +79,7 @@ impl Callback for CSVLogger {
         Ok(Control::Continue)
     }
 
-    fn on_train_end(&mut self, _model: &mut Sequential, _history: &History) -> Result<()> {
+    fn on_train_end(&mut self, _model: &mut Model, _history: &History) -> Result<()> {
         self.file = None;
         Ok(())
     }

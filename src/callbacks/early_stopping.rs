@@ -1,6 +1,6 @@
 use super::{Callback, Control, Mode, monitored};
 use crate::error::Result;
-use crate::model::{History, Logs, Sequential};
+use crate::model::{History, Logs, Model};
 
 /// Stops training when a monitored value has stopped improving, as
 /// `keras.callbacks.EarlyStopping` (Keras 3 semantics).
@@ -80,12 +80,12 @@ impl EarlyStopping {
 }
 
 impl Callback for EarlyStopping {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         (self.wait, self.best, self.best_weights, self.best_epoch, self.stopped_epoch) = (0, None, None, None, None);
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, model: &mut Sequential, epoch: usize, logs: &Logs) -> Result<Control> {
+    fn on_epoch_end(&mut self, model: &mut Model, epoch: usize, logs: &Logs) -> Result<Control> {
         let current = monitored("EarlyStopping", &self.monitor, logs)?;
         self.wait += 1;
         if self.mode.improves(&self.monitor, current, self.best, self.min_delta) {
@@ -104,7 +104,7 @@ impl Callback for EarlyStopping {
         Ok(Control::Continue)
     }
 
-    fn on_train_end(&mut self, model: &mut Sequential, _history: &History) -> Result<()> {
+    fn on_train_end(&mut self, model: &mut Model, _history: &History) -> Result<()> {
         if let Some(best) = self.best_weights.take() {
             model.params_mut()?.copy_from_slice(&best);
         }

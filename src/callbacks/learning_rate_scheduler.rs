@@ -1,6 +1,6 @@
 use super::Callback;
 use crate::error::{Error, Result};
-use crate::model::Sequential;
+use crate::model::Model;
 use std::fmt;
 
 /// A learning rate per epoch (counted from 0, as Keras passes it).
@@ -66,7 +66,7 @@ impl LearningRateScheduler {
 }
 
 impl Callback for LearningRateScheduler {
-    fn on_epoch_begin(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
+    fn on_epoch_begin(&mut self, model: &mut Model, epoch: usize) -> Result<()> {
         let optimizer = model
             .optimizer_mut()
             .ok_or_else(|| Error::State("LearningRateScheduler needs a compiled model (an optimizer)".into()))?;

@@ -16,7 +16,7 @@ pub use reduce_lr_on_plateau::ReduceLROnPlateau;
 pub use terminate_on_nan::TerminateOnNaN;
 
 use crate::error::{Error, Result};
-use crate::model::{History, Logs, Sequential};
+use crate::model::{History, Logs, Model};
 
 /// Whether training goes on after a callback returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,30 +26,30 @@ pub enum Control {
     Stop,
 }
 
-/// Hooks into [`Sequential::fit_with_callbacks`]. Epochs are numbered from 1,
+/// Hooks into [`Model::fit_with_callbacks`]. Epochs are numbered from 1,
 /// as printed; batches from 1 within their epoch. Every method has a default
 /// that does nothing. An error ends `fit` with that error.
 pub trait Callback {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
 
-    fn on_epoch_begin(&mut self, _model: &mut Sequential, _epoch: usize) -> Result<()> {
+    fn on_epoch_begin(&mut self, _model: &mut Model, _epoch: usize) -> Result<()> {
         Ok(())
     }
 
     /// `logs`: the epoch's running mean loss and metrics so far.
-    fn on_batch_end(&mut self, _model: &mut Sequential, _batch: usize, _logs: &Logs) -> Result<Control> {
+    fn on_batch_end(&mut self, _model: &mut Model, _batch: usize, _logs: &Logs) -> Result<Control> {
         Ok(Control::Continue)
     }
 
     /// `logs`: the epoch's loss and metrics, with "val_" ones when validating.
-    fn on_epoch_end(&mut self, _model: &mut Sequential, _epoch: usize, _logs: &Logs) -> Result<Control> {
+    fn on_epoch_end(&mut self, _model: &mut Model, _epoch: usize, _logs: &Logs) -> Result<Control> {
         Ok(Control::Continue)
     }
 
     /// `history`: the epochs of this `fit` call.
-    fn on_train_end(&mut self, _model: &mut Sequential, _history: &History) -> Result<()> {
+    fn on_train_end(&mut self, _model: &mut Model, _history: &History) -> Result<()> {
         Ok(())
     }
 }

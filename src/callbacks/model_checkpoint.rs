@@ -1,6 +1,6 @@
 use super::{Callback, Control, Mode, monitored};
 use crate::error::{Error, Result};
-use crate::model::{Logs, Sequential};
+use crate::model::{Logs, Model};
 use std::path::PathBuf;
 
 /// Saves the model (a whole `.keel` file, resumable) at the end of epochs, as
@@ -65,7 +65,7 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
-    fn on_epoch_end(&mut self, model: &mut Sequential, epoch: usize, logs: &Logs) -> Result<Control> {
+    fn on_epoch_end(&mut self, model: &mut Model, epoch: usize, logs: &Logs) -> Result<Control> {
         if self.save_best_only {
             let value = monitored("ModelCheckpoint", &self.monitor, logs)?;
             if !Mode::Auto.improves(&self.monitor, value, self.best, 0.0) {

@@ -1,6 +1,6 @@
 use super::{Callback, Control, Mode, monitored};
 use crate::error::{Error, Result};
-use crate::model::{Logs, Sequential};
+use crate::model::{Logs, Model};
 
 /// Lowers the learning rate when a monitored value has stopped improving, as
 /// `keras.callbacks.ReduceLROnPlateau`.
@@ -88,7 +88,7 @@ impl ReduceLROnPlateau {
 }
 
 impl Callback for ReduceLROnPlateau {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(Error::InvalidArgument(format!(
                 "ReduceLROnPlateau factor must be in (0, 1), got {}",
@@ -99,7 +99,7 @@ impl Callback for ReduceLROnPlateau {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, model: &mut Sequential, _epoch: usize, logs: &Logs) -> Result<Control> {
+    fn on_epoch_end(&mut self, model: &mut Model, _epoch: usize, logs: &Logs) -> Result<Control> {
         let current = monitored("ReduceLROnPlateau", &self.monitor, logs)?;
         // As Keras: the cooldown is counted down before it is checked.
         if self.cooldown_counter > 0 {

@@ -1,6 +1,6 @@
 use super::{Callback, Control};
 use crate::error::Result;
-use crate::model::{Logs, Sequential};
+use crate::model::{Logs, Model};
 
 /// Ends training, without an error, at the first batch whose loss is NaN or
 /// infinite, as `keras.callbacks.TerminateOnNaN`: the bad step is not applied,
@@ -19,12 +19,12 @@ pub struct TerminateOnNaN {
 }
 
 impl Callback for TerminateOnNaN {
-    fn on_epoch_begin(&mut self, _model: &mut Sequential, epoch: usize) -> Result<()> {
+    fn on_epoch_begin(&mut self, _model: &mut Model, epoch: usize) -> Result<()> {
         self.epoch = epoch;
         Ok(())
     }
 
-    fn on_batch_end(&mut self, _model: &mut Sequential, batch: usize, logs: &Logs) -> Result<Control> {
+    fn on_batch_end(&mut self, _model: &mut Model, batch: usize, logs: &Logs) -> Result<Control> {
         match logs.get("loss") {
             Some(loss) if !loss.is_finite() => {
                 eprintln!("Epoch {}, batch {batch}: invalid loss ({loss}), terminating training", self.epoch);

@@ -34,7 +34,7 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
     let communicator = args.mpi.communicator()?;
     let root = is_root(&communicator);
     with_threads(args.threads, |_| {
-        let mut model = Sequential::load(&args.model)?;
+        let mut model = Model::load(&args.model)?;
         if let Some(communicator) = communicator {
             model.set_communicator(communicator);
         }

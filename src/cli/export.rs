@@ -13,7 +13,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> keel::Result<()> {
-    let model = Sequential::load(&args.model)?;
+    let model = Model::load(&args.model)?;
     model.export_onnx(&args.onnx)?;
     println!("Wrote {} (ONNX opset {})", args.onnx.display(), keel::io::ONNX_OPSET);
     Ok(())

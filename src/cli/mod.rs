@@ -71,8 +71,8 @@ pub fn main() -> ExitCode {
 
 fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result<()> {
     let mut model = match (saved, description) {
-        (Some(path), _) => Sequential::load(path)?,
-        (None, Some(path)) => Sequential::from_architecture(&keel::model::Architecture::read(path)?)?,
+        (Some(path), _) => Model::load(path)?,
+        (None, Some(path)) => Model::from_architecture(&keel::model::Architecture::read(path)?)?,
         (None, None) => train::reference_model(0, [28, 28, 1], 10)?,
     };
     model.summary()
@@ -141,7 +141,7 @@ fn is_root(communicator: &Option<Arc<dyn Communicator>>) -> bool {
 }
 
 /// The model's class names for its `classes` outputs, or their indices when it has none.
-fn class_names(model: &Sequential, classes: usize) -> Vec<String> {
+fn class_names(model: &Model, classes: usize) -> Vec<String> {
     match model.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
         Some(names) => names,
         None => (0..classes).map(|i| i.to_string()).collect(),

@@ -30,7 +30,7 @@ pub struct PredictArgs {
 
 pub fn run(args: &PredictArgs) -> keel::Result<()> {
     with_threads(args.threads, |_| {
-        let mut model = Sequential::load(&args.model)?;
+        let mut model = Model::load(&args.model)?;
         let input = model.shapes()?[0].clone();
         let &[h, w, c] = input.as_slice() else {
             return Err(Error::InvalidArgument(format!(

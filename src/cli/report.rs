@@ -10,7 +10,7 @@ const GRID: usize = 24;
 
 /// Writes the test-set plots (and the training curves when `history` is given) into `dir`.
 pub fn write_plots(
-    model: &mut Sequential,
+    model: &mut Model,
     x: &dyn Samples,
     y: &Tensor,
     history: Option<&History>,

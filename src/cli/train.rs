@@ -74,7 +74,7 @@ pub struct TrainArgs {
 }
 
 /// The reference model: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(classes, softmax).
-pub fn reference_model(seed: u64, input_shape: [usize; 3], classes: usize) -> keel::Result<Sequential> {
+pub fn reference_model(seed: u64, input_shape: [usize; 3], classes: usize) -> keel::Result<Model> {
     let mut model = Sequential::new()
         .seed(seed)
         .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape(input_shape))
@@ -93,7 +93,7 @@ pub fn run(args: &TrainArgs) -> keel::Result<()> {
 /// The model to train (compiled), the epoch it starts from, and its data: a
 /// resumed model, one from a model file, or the reference model shaped for
 /// the dataset.
-fn model_and_data(args: &TrainArgs) -> keel::Result<(Sequential, usize, data::Prepared)> {
+fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepared)> {
     // Argument mistakes first, before any data is read.
     keel::optimizers::from_name(args.optimizer.as_deref().unwrap_or("adam"), args.learning_rate)?;
     let load = |trained_on: Option<String>, input: Option<&[usize]>| {
@@ -102,7 +102,7 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Sequential, usize, data::Pr
         data::load(&dataset, args.data_dir.clone(), &folder)
     };
     if let Some(path) = &args.resume {
-        let model = Sequential::load(path)?;
+        let model = Model::load(path)?;
         if model.optimizer().is_none() {
             return Err(Error::InvalidArgument(format!(
                 "{} holds weights but no training state (it was not compiled); it cannot be resumed",
@@ -119,7 +119,7 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Sequential, usize, data::Pr
             architecture.seed = args.seed.unwrap_or(architecture.seed);
             let data =
                 load(architecture.data.as_ref().and_then(|d| d.dataset.clone()), Some(&architecture.input_shape))?;
-            (Sequential::from_architecture(&architecture)?, data)
+            (Model::from_architecture(&architecture)?, data)
         }
         None => {
             let data = load(None, None)?;
@@ -136,7 +136,7 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Sequential, usize, data::Pr
     Ok((with_learning_rate(model, args.learning_rate)?, 0, data))
 }
 
-fn with_learning_rate(mut model: Sequential, learning_rate: Option<f32>) -> keel::Result<Sequential> {
+fn with_learning_rate(mut model: Model, learning_rate: Option<f32>) -> keel::Result<Model> {
     if let (Some(lr), Some(optimizer)) = (learning_rate, model.optimizer_mut()) {
         keel::optimizers::check_learning_rate(lr)?;
         optimizer.set_learning_rate(lr);

@@ -1,4 +1,4 @@
-//! Files: `.keel` model files (`Sequential::save`, `Sequential::load`), ONNX
+//! Files: `.keel` model files (`Model::save`, `Model::load`), ONNX
 //! export, and safe writes: everything keel writes goes through a temporary
 //! file in the same directory, flushed to disk and renamed over the target, so
 //! a crash never leaves a half-written file.

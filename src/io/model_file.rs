@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::model::{Architecture, History, Sequential, WeightInfo};
+use crate::model::{Architecture, History, Model, WeightInfo};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -36,17 +36,17 @@ struct TrainingState {
     history: History,
 }
 
-impl Sequential {
+impl Model {
     /// Saves the whole model, as Keras' `model.save`: architecture, weights,
     /// and when compiled the optimizer with its state, the epochs trained and
-    /// the History, so that [`Sequential::load`] continues exactly where this
+    /// the History, so that [`Model::load`] continues exactly where this
     /// left off. The write is atomic: a crash leaves the previous file intact.
     ///
     /// ```no_run
     /// # use keel::prelude::*;
-    /// # fn f(model: &Sequential) -> keel::Result<()> {
+    /// # fn f(model: &Model) -> keel::Result<()> {
     /// model.save("model.keel")?;
-    /// let mut again = Sequential::load("model.keel")?;
+    /// let mut again = Model::load("model.keel")?;
     /// # Ok(()) }
     /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
@@ -64,7 +64,7 @@ impl Sequential {
                 if values.is_empty() {
                     continue;
                 }
-                for w in self.weights()? {
+                for w in self.weights()?.into_iter().filter(|w| !w.state) {
                     tensors.push((format!("optimizer/{slot}/{}", w.name), w.shape.clone(), &values[w.range.clone()]));
                 }
             }
@@ -72,34 +72,35 @@ impl Sequential {
         write_tensors(path.as_ref(), tensors, metadata)
     }
 
-    /// Loads a model written by [`Sequential::save`] (or `keel train --save`):
+    /// Loads a model written by [`Model::save`] (or `keel train --save`):
     /// built, compiled if it was, with its weights, and with its training
     /// state when the file has one.
-    pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::load_bytes(&bytes, path)
     }
 
-    /// [`Sequential::load`] from a file's bytes; `path` names it in errors.
-    pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
+    /// [`Model::load`] from a file's bytes; `path` names it in errors.
+    pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         let file = ModelFile::parse(path, bytes)?;
         let architecture_text = file.metadata("architecture")?;
         let architecture: Architecture = serde_json::from_str(architecture_text)
             .map_err(|e| file.corrupt(format!("its architecture is not valid: {e}")))?;
-        let mut model = Sequential::from_architecture_within(&architecture, Some(file.weight_elements()))
+        let mut model = Model::from_architecture_within(&architecture, Some(file.weight_elements()))
             .map_err(|e| file.corrupt(format!("its architecture cannot be built: {e}")))?;
         file.restore_weights(&mut model, "")?;
         if let Some(text) = file.optional_metadata("training") {
             let state: TrainingState = serde_json::from_str(text)
                 .map_err(|e| file.corrupt(format!("its training state is not valid: {e}")))?;
-            let weights = model.weights()?;
+            let weights: Vec<WeightInfo> = model.weights()?.into_iter().filter(|w| !w.state).collect();
+            let len = model.params()?.len();
             if let Some(optimizer) = model.optimizer_mut() {
                 for (slot, buffer) in optimizer.slots_mut() {
                     let prefix = format!("optimizer/{slot}/");
                     if file.has_prefix(&prefix) {
                         buffer.clear();
-                        buffer.resize(weights.last().map_or(0, |w| w.range.end), 0.0);
+                        buffer.resize(len, 0.0);
                         file.read_weights(&weights, &prefix, buffer)?;
                     }
                 }
@@ -120,7 +121,7 @@ impl Sequential {
         write_tensors(path.as_ref(), self.weight_tensors()?, metadata)
     }
 
-    /// Loads weights saved by [`Sequential::save_weights`] (or [`Sequential::save`])
+    /// Loads weights saved by [`Model::save_weights`] (or [`Model::save`])
     /// into this built model; every tensor's name and shape must match.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -129,9 +130,17 @@ impl Sequential {
         file.restore_weights(self, "")
     }
 
+    /// Every weight, trainable or state, from its buffer.
     fn weight_tensors(&self) -> Result<Vec<NamedTensor<'_>>> {
-        let params = self.params()?;
-        Ok(self.weights()?.into_iter().map(|w| (w.name, w.shape, &params[w.range])).collect())
+        let (params, state) = (self.params()?, self.state()?);
+        Ok(self
+            .weights()?
+            .into_iter()
+            .map(|w| {
+                let buffer = if w.state { state } else { params };
+                (w.name, w.shape, &buffer[w.range])
+            })
+            .collect())
     }
 }
 
@@ -232,9 +241,10 @@ impl<'a> ModelFile<'a> {
         self.tensors.iter().filter(|(n, _)| !n.starts_with("optimizer/")).map(|(_, v)| v.data().len() / 4).sum()
     }
 
-    fn restore_weights(&self, model: &mut Sequential, prefix: &str) -> Result<()> {
-        let weights = model.weights()?;
-        self.read_weights(&weights, prefix, model.params_mut()?)
+    fn restore_weights(&self, model: &mut Model, prefix: &str) -> Result<()> {
+        let (state, weights): (Vec<WeightInfo>, Vec<WeightInfo>) = model.weights()?.into_iter().partition(|w| w.state);
+        self.read_weights(&weights, prefix, model.params_mut()?)?;
+        self.read_weights(&state, prefix, model.state_mut()?)
     }
 
     /// Copies tensors `prefix + weight name` into `out` at each weight's range.
@@ -259,7 +269,7 @@ impl<'a> ModelFile<'a> {
     }
 
     /// Refuses tensors nothing reads: they mean the file and model disagree.
-    fn check_all_used(&self, model: &Sequential) -> Result<()> {
+    fn check_all_used(&self, model: &Model) -> Result<()> {
         let weights = model.weights()?;
         let slots: Vec<&str> =
             model.optimizer().map(|o| o.slots().into_iter().map(|(s, _)| s).collect()).unwrap_or_default();

@@ -8,6 +8,7 @@
 use multiversion::multiversion;
 
 pub mod activation;
+pub mod batch_norm;
 pub mod conv_direct;
 pub mod conv_pool_grad;
 pub mod im2col;

@@ -1,10 +1,10 @@
-//! 2-D max pooling that records the winning input index of every output, so
-//! backward is a scatter.
+//! Pooling: 2-D max pooling that records the winning input index of every
+//! output (so backward is a scatter), average pooling, and global pooling.
 
 use multiversion::multiversion;
 
-use super::Window;
 use super::activation::derivative_from_output;
+use super::{Window, add_assign, add_rows};
 use crate::activations::Activation;
 
 /// x: (H,W,C) -> y: (OH,OW,C); argmax[i] is the flat index in x of y[i],
@@ -122,6 +122,88 @@ pub fn max_pool_backward_through(act: Activation, dy: &[f32], y: &[f32], argmax:
         Activation::Relu => scatter!(|y: f32| if y > 0.0 { 1.0 } else { 0.0 }),
         Activation::Linear => scatter!(|_: f32| 1.0),
         _ => scatter!(|y: f32| derivative_from_output(act, y)),
+    }
+}
+
+/// Rows `[start, end)` of the input a window starting at `pos * stride - pad` covers, clipped to the image.
+fn covered(pos: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
+    let start = (pos * stride) as isize - pad as isize;
+    (start.max(0) as usize, ((start + k as isize).max(0) as usize).min(size))
+}
+
+/// x: (H,W,C) -> y: (OH,OW,C): the mean of each window's inputs inside the
+/// image (padding is not counted, as TensorFlow's average pooling).
+pub fn avg_pool_forward(g: &Window, x: &[f32], y: &mut [f32]) {
+    let c = g.c;
+    for oy in 0..g.oh {
+        let (y0, y1) = covered(oy, g.sh, g.pt, g.kh, g.h);
+        for ox in 0..g.ow {
+            let (x0, x1) = covered(ox, g.sw, g.pl, g.kw, g.w);
+            let out = &mut y[(oy * g.ow + ox) * c..][..c];
+            out.fill(0.0);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    add_assign(out, &x[(iy * g.w + ix) * c..][..c]);
+                }
+            }
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)).max(1) as f32;
+            out.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+/// dy: (OH,OW,C) -> dx: (H,W,C), written: each input receives dy / count of every window covering it.
+pub fn avg_pool_backward(g: &Window, dy: &[f32], dx: &mut [f32]) {
+    let c = g.c;
+    dx.fill(0.0);
+    for oy in 0..g.oh {
+        let (y0, y1) = covered(oy, g.sh, g.pt, g.kh, g.h);
+        for ox in 0..g.ow {
+            let (x0, x1) = covered(ox, g.sw, g.pl, g.kw, g.w);
+            let inv = 1.0 / ((y1 - y0) * (x1 - x0)).max(1) as f32;
+            let d = &dy[(oy * g.ow + ox) * c..][..c];
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    for (dx, d) in dx[(iy * g.w + ix) * c..][..c].iter_mut().zip(d) {
+                        *dx += d * inv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// x: (P,C) -> y: (C): the mean over the P positions.
+pub fn global_avg_forward(x: &[f32], y: &mut [f32]) {
+    let c = y.len();
+    y.fill(0.0);
+    add_rows(x, c, y);
+    let inv = 1.0 / (x.len() / c).max(1) as f32;
+    y.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// dy: (C) -> dx: (P,C), written: dy / P everywhere.
+pub fn global_avg_backward(dy: &[f32], dx: &mut [f32]) {
+    let inv = 1.0 / (dx.len() / dy.len()).max(1) as f32;
+    for row in dx.chunks_exact_mut(dy.len()) {
+        for (d, g) in row.iter_mut().zip(dy) {
+            *d = g * inv;
+        }
+    }
+}
+
+/// x: (P,C) -> y: (C): the maximum over the P positions, and the flat index of each winner.
+pub fn global_max_forward(x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    let c = y.len();
+    y.copy_from_slice(&x[..c]);
+    argmax.iter_mut().enumerate().for_each(|(i, a)| *a = i as u32);
+    for (p, row) in x.chunks_exact(c).enumerate().skip(1) {
+        for (ch, &v) in row.iter().enumerate() {
+            if v > y[ch] {
+                y[ch] = v;
+                argmax[ch] = (p * c + ch) as u32;
+            }
+        }
     }
 }
 

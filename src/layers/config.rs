@@ -3,11 +3,14 @@
 //! `{"class_name": "Conv2D", "filters": 32, "kernel_size": [3, 3], "activation": "relu"}`.
 
 use super::{
-    ActivationLayer, Conv2D, Dense, Dropout, Flatten, FlipMode, Layer, MaxPooling2D, Normalization, Padding,
-    RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Resizing,
+    ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten, FlipMode,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding, RandomCrop, RandomFlip,
+    RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
 };
 use crate::activations::Activation;
+use crate::initializers::Initializer;
 use crate::kernels::resample::Fill;
+use crate::regularizers::Regularizer;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest window, stride or kernel side accepted from a description. Bounds
@@ -54,6 +57,49 @@ impl<'de> Deserialize<'de> for Pair {
     }
 }
 
+/// ZeroPadding2D's `padding`: written `1` (all sides), `[1, 2]` (rows, columns)
+/// or `[[top, bottom], [left, right]]`, as Keras takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Padding2D(pub [[usize; 2]; 2]);
+
+impl Serialize for Padding2D {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Padding2D {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "an integer, a list of two integers or two lists of two integers, e.g. 1, [1, 2] or [[1, 1], [2, 2]]"
+        )]
+        enum Repr {
+            One(usize),
+            Two([usize; 2]),
+            Four([[usize; 2]; 2]),
+        }
+        Ok(Padding2D(match Repr::deserialize(d)? {
+            Repr::One(a) => [[a, a], [a, a]],
+            Repr::Two([a, b]) => [[a, a], [b, b]],
+            Repr::Four(p) => p,
+        }))
+    }
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+fn batch_norm_momentum() -> f32 {
+    0.99
+}
+
+fn batch_norm_epsilon() -> f32 {
+    1e-3
+}
+
 fn one_by_one() -> Pair {
     Pair(1, 1)
 }
@@ -81,6 +127,10 @@ pub enum LayerConfig {
         activation: Activation,
         #[serde(default = "yes")]
         use_bias: bool,
+        #[serde(default, skip_serializing_if = "is_default")]
+        kernel_initializer: Initializer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kernel_regularizer: Option<Regularizer>,
     },
     MaxPooling2D {
         pool_size: Pair,
@@ -96,6 +146,10 @@ pub enum LayerConfig {
         activation: Activation,
         #[serde(default = "yes")]
         use_bias: bool,
+        #[serde(default, skip_serializing_if = "is_default")]
+        kernel_initializer: Initializer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kernel_regularizer: Option<Regularizer>,
     },
     Activation {
         activation: Activation,
@@ -137,6 +191,38 @@ pub enum LayerConfig {
         #[serde(default)]
         fill_mode: Fill,
     },
+    BatchNormalization {
+        #[serde(default = "minus_one")]
+        axis: i64,
+        #[serde(default = "batch_norm_momentum")]
+        momentum: f32,
+        #[serde(default = "batch_norm_epsilon")]
+        epsilon: f32,
+        #[serde(default = "yes")]
+        center: bool,
+        #[serde(default = "yes")]
+        scale: bool,
+    },
+    Add {},
+    Concatenate {
+        #[serde(default = "minus_one")]
+        axis: i64,
+    },
+    GlobalAveragePooling2D {},
+    GlobalMaxPooling2D {},
+    AveragePooling2D {
+        pool_size: Pair,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strides: Option<Pair>,
+        #[serde(default, skip_serializing_if = "is_default")]
+        padding: Padding,
+    },
+    ZeroPadding2D {
+        padding: Padding2D,
+    },
+    Reshape {
+        target_shape: Vec<i64>,
+    },
 }
 
 impl LayerConfig {
@@ -153,13 +239,28 @@ impl LayerConfig {
             if (1..=max).contains(&v) { Ok(v) } else { Err(format!("{what} {v} must be between 1 and {max}")) }
         };
         Ok(match *self {
-            LayerConfig::Conv2D { filters, kernel_size, strides, padding, activation, use_bias } => Box::new(
-                Conv2D::new(count("filters", filters, MAX_FILTERS)?, window("kernel_size", kernel_size)?)
-                    .strides(window("strides", strides)?)
-                    .padding(padding)
-                    .activation(activation)
-                    .use_bias(use_bias),
-            ),
+            LayerConfig::Conv2D {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                kernel_initializer,
+                kernel_regularizer,
+            } => {
+                let mut conv =
+                    Conv2D::new(count("filters", filters, MAX_FILTERS)?, window("kernel_size", kernel_size)?)
+                        .strides(window("strides", strides)?)
+                        .padding(padding)
+                        .activation(activation)
+                        .use_bias(use_bias)
+                        .kernel_initializer(kernel_initializer);
+                if let Some(r) = kernel_regularizer {
+                    conv = conv.kernel_regularizer(r.check()?);
+                }
+                Box::new(conv)
+            }
             LayerConfig::MaxPooling2D { pool_size, strides, padding } => {
                 let mut pool = MaxPooling2D::new(window("pool_size", pool_size)?).padding(padding);
                 if let Some(s) = strides {
@@ -168,8 +269,15 @@ impl LayerConfig {
                 Box::new(pool)
             }
             LayerConfig::Flatten {} => Box::new(Flatten::new()),
-            LayerConfig::Dense { units, activation, use_bias } => {
-                Box::new(Dense::new(count("units", units, MAX_UNITS)?).activation(activation).use_bias(use_bias))
+            LayerConfig::Dense { units, activation, use_bias, kernel_initializer, kernel_regularizer } => {
+                let mut dense = Dense::new(count("units", units, MAX_UNITS)?)
+                    .activation(activation)
+                    .use_bias(use_bias)
+                    .kernel_initializer(kernel_initializer);
+                if let Some(r) = kernel_regularizer {
+                    dense = dense.kernel_regularizer(r.check()?);
+                }
+                Box::new(dense)
             }
             LayerConfig::Activation { activation } => Box::new(ActivationLayer::new(activation)),
             LayerConfig::Dropout { rate } => {
@@ -202,7 +310,57 @@ impl LayerConfig {
             LayerConfig::RandomRotation { factor, fill_mode } => {
                 Box::new(RandomRotation::new(factor).fill_mode(fill_mode))
             }
+            LayerConfig::BatchNormalization { axis, momentum, epsilon, center, scale } => {
+                last_axis(axis)?;
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(format!("momentum {momentum} must be in [0, 1)"));
+                }
+                if !(epsilon.is_finite() && epsilon > 0.0) {
+                    return Err(format!("epsilon {epsilon} must be a positive number"));
+                }
+                Box::new(BatchNormalization::new().momentum(momentum).epsilon(epsilon).center(center).scale(scale))
+            }
+            LayerConfig::Add {} => Box::new(Add::new()),
+            LayerConfig::Concatenate { axis } => {
+                last_axis(axis)?;
+                Box::new(Concatenate::new())
+            }
+            LayerConfig::GlobalAveragePooling2D {} => Box::new(GlobalAveragePooling2D::new()),
+            LayerConfig::GlobalMaxPooling2D {} => Box::new(GlobalMaxPooling2D::new()),
+            LayerConfig::AveragePooling2D { pool_size, strides, padding } => {
+                let mut pool = AveragePooling2D::new(window("pool_size", pool_size)?).padding(padding);
+                if let Some(s) = strides {
+                    pool = pool.strides(window("strides", s)?);
+                }
+                Box::new(pool)
+            }
+            LayerConfig::ZeroPadding2D { padding: Padding2D(p) } => {
+                if p.iter().flatten().any(|&v| v > MAX_WINDOW) {
+                    return Err(format!("padding {p:?} must be at most {MAX_WINDOW} on each side"));
+                }
+                Box::new(ZeroPadding2D::new(((p[0][0], p[0][1]), (p[1][0], p[1][1]))))
+            }
+            LayerConfig::Reshape { ref target_shape } => {
+                if target_shape.is_empty() || target_shape.len() > 8 {
+                    return Err(format!("target_shape {target_shape:?} must have 1 to 8 dimensions"));
+                }
+                if target_shape.iter().any(|&d| d != -1 && !(1..=MAX_UNITS as i64).contains(&d)) {
+                    return Err(format!(
+                        "target_shape {target_shape:?} must hold sizes from 1 to {MAX_UNITS}, or -1 for one inferred size"
+                    ));
+                }
+                Box::new(Reshape::new(target_shape.clone()))
+            }
         })
+    }
+}
+
+/// keel normalises and concatenates on the last axis (channels), Keras' default.
+fn last_axis(axis: i64) -> Result<(), String> {
+    if axis == -1 {
+        Ok(())
+    } else {
+        Err(format!("axis {axis} is not supported: keel works on the last axis (channels); use axis = -1"))
     }
 }
 
@@ -226,6 +384,16 @@ mod tests {
             r#"{"class_name": "RandomCrop", "height": 6, "width": 6, "padding": 2}"#,
             r#"{"class_name": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.2, "fill_mode": "constant"}"#,
             r#"{"class_name": "RandomRotation", "factor": 0.05}"#,
+            r#"{"class_name": "Conv2D", "filters": 8, "kernel_size": 3, "kernel_initializer": "he_normal", "kernel_regularizer": {"class_name": "L2", "l2": 0.0001}}"#,
+            r#"{"class_name": "Dense", "units": 3, "kernel_initializer": "he_uniform", "kernel_regularizer": {"class_name": "L2", "l2": 0.01}}"#,
+            r#"{"class_name": "BatchNormalization", "momentum": 0.9, "epsilon": 0.001, "center": false}"#,
+            r#"{"class_name": "Add"}"#,
+            r#"{"class_name": "Concatenate"}"#,
+            r#"{"class_name": "GlobalAveragePooling2D"}"#,
+            r#"{"class_name": "GlobalMaxPooling2D"}"#,
+            r#"{"class_name": "AveragePooling2D", "pool_size": 2, "strides": 1, "padding": "same"}"#,
+            r#"{"class_name": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]}"#,
+            r#"{"class_name": "Reshape", "target_shape": [4, -1]}"#,
         ];
         for text in configs {
             let config: LayerConfig = serde_json::from_str(text).unwrap();
@@ -248,7 +416,13 @@ mod tests {
 
     #[test]
     fn out_of_range_arguments_are_refused() {
-        let huge = LayerConfig::Dense { units: usize::MAX, activation: Activation::Linear, use_bias: true };
+        let huge = LayerConfig::Dense {
+            units: usize::MAX,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            kernel_regularizer: None,
+        };
         assert!(huge.to_layer().err().unwrap().contains("units"));
         let zero = LayerConfig::Conv2D {
             filters: 4,
@@ -257,8 +431,20 @@ mod tests {
             padding: Padding::Valid,
             activation: Activation::Linear,
             use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            kernel_regularizer: None,
         };
         assert!(zero.to_layer().err().unwrap().contains("kernel_size"));
         assert!(LayerConfig::Dropout { rate: 1.0 }.to_layer().is_err());
+        let text = r#"{"class_name": "BatchNormalization", "axis": 1}"#;
+        let err = serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().err().unwrap();
+        assert!(err.contains("axis = -1"), "{err}");
+        let text = r#"{"class_name": "BatchNormalization", "momentum": 1.5}"#;
+        assert!(serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().err().unwrap().contains("momentum"));
+        let text = r#"{"class_name": "Dense", "units": 2, "kernel_regularizer": {"class_name": "L2", "l2": -1}}"#;
+        assert!(serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().err().unwrap().contains("L2"));
+        let text = r#"{"class_name": "Reshape", "target_shape": [-1, -1]}"#;
+        let mut layer = serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().unwrap();
+        assert!(layer.build(&[4, 4]).unwrap_err().contains("at most one -1"));
     }
 }

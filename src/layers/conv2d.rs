@@ -1,15 +1,15 @@
 use super::LayerConfig;
 use super::padding::window;
-use super::{Backward, Layer, Mode, Padding};
+use super::{Backward, Layer, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::initializers::glorot_uniform;
+use crate::initializers::Initializer;
 use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::im2col::{col2im_add, im2col};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_assign, add_rows, sum_rows, task_count, with_scratch};
-use crate::random::Rng;
+use crate::regularizers::Regularizer;
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -37,6 +37,8 @@ pub struct Conv2D {
     padding: Padding,
     activation: Activation,
     use_bias: bool,
+    kernel_initializer: Initializer,
+    kernel_regularizer: Option<Regularizer>,
     input_shape: Option<Vec<usize>>,
     deferred: bool,
     g: Option<Window>,
@@ -69,6 +71,8 @@ impl Conv2D {
             padding: Padding::Valid,
             activation: Activation::Linear,
             use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            kernel_regularizer: None,
             input_shape: None,
             deferred: false,
             g: None,
@@ -100,6 +104,18 @@ impl Conv2D {
     /// Whether to add a bias per filter.
     pub fn use_bias(mut self, use_bias: bool) -> Self {
         self.use_bias = use_bias;
+        self
+    }
+
+    /// How the kernel starts (default glorot_uniform).
+    pub fn kernel_initializer(mut self, initializer: Initializer) -> Self {
+        self.kernel_initializer = initializer;
+        self
+    }
+
+    /// A penalty on the kernel added to the loss (default none).
+    pub fn kernel_regularizer(mut self, regularizer: Regularizer) -> Self {
+        self.kernel_regularizer = Some(regularizer);
         self
     }
 
@@ -140,16 +156,20 @@ impl Layer for Conv2D {
             padding: self.padding,
             activation: self.activation,
             use_bias: self.use_bias,
+            kernel_initializer: self.kernel_initializer,
+            kernel_regularizer: self.kernel_regularizer,
         }
     }
 
-    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+    fn weights(&self) -> Vec<Weight> {
         let g = self.geometry();
-        let mut shapes = vec![("kernel", vec![g.kh, g.kw, g.c, self.filters])];
+        let l2 = self.kernel_regularizer.map_or(0.0, Regularizer::l2_factor);
+        let mut weights =
+            vec![Weight { l2, ..Weight::new("kernel", vec![g.kh, g.kw, g.c, self.filters], self.kernel_initializer) }];
         if self.use_bias {
-            shapes.push(("bias", vec![self.filters]));
+            weights.push(Weight::new("bias", vec![self.filters], Initializer::Zeros));
         }
-        shapes
+        weights
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
@@ -164,18 +184,6 @@ impl Layer for Conv2D {
         let g = window(input, self.kernel_size, self.strides, self.padding)?;
         self.g = Some(g);
         Ok(vec![g.oh, g.ow, self.filters])
-    }
-
-    fn param_count(&self) -> usize {
-        self.kernel_len() + if self.use_bias { self.filters } else { 0 }
-    }
-
-    fn init_params(&self, params: &mut [f32], rng: &mut Rng) {
-        let (kernel, bias) = params.split_at_mut(self.kernel_len());
-        let g = self.geometry();
-        let receptive = g.kh * g.kw;
-        glorot_uniform(kernel, receptive * g.c, receptive * self.filters, rng);
-        bias.fill(0.0);
     }
 
     fn allocate(&mut self, batch: usize) {

@@ -1,10 +1,10 @@
 use super::LayerConfig;
-use super::{Backward, Layer, Mode};
+use super::{Backward, Layer, Mode, Weight};
 use crate::activations::Activation;
-use crate::initializers::glorot_uniform;
+use crate::initializers::Initializer;
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{SAMPLES_PER_TASK, activation, narrow, sum_rows};
-use crate::random::Rng;
+use crate::regularizers::Regularizer;
 use rayon::prelude::*;
 
 /// Input features per task of the weight gradient (a fixed split keeps it deterministic).
@@ -25,6 +25,8 @@ pub struct Dense {
     units: usize,
     activation: Activation,
     use_bias: bool,
+    kernel_initializer: Initializer,
+    kernel_regularizer: Option<Regularizer>,
     input_shape: Option<Vec<usize>>,
     deferred: bool,
     /// Input features (last axis) and rows per sample (product of the other axes).
@@ -49,6 +51,8 @@ impl Dense {
             units,
             activation: Activation::Linear,
             use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            kernel_regularizer: None,
             input_shape: None,
             deferred: false,
             features: 0,
@@ -69,6 +73,18 @@ impl Dense {
         self
     }
 
+    /// How the kernel starts (default glorot_uniform).
+    pub fn kernel_initializer(mut self, initializer: Initializer) -> Self {
+        self.kernel_initializer = initializer;
+        self
+    }
+
+    /// A penalty on the kernel added to the loss (default none).
+    pub fn kernel_regularizer(mut self, regularizer: Regularizer) -> Self {
+        self.kernel_regularizer = Some(regularizer);
+        self
+    }
+
     /// Per-sample input shape when this is the first layer.
     pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Self {
         self.input_shape = Some(shape.into());
@@ -86,15 +102,23 @@ impl Layer for Dense {
     }
 
     fn config(&self) -> LayerConfig {
-        LayerConfig::Dense { units: self.units, activation: self.activation, use_bias: self.use_bias }
+        LayerConfig::Dense {
+            units: self.units,
+            activation: self.activation,
+            use_bias: self.use_bias,
+            kernel_initializer: self.kernel_initializer,
+            kernel_regularizer: self.kernel_regularizer,
+        }
     }
 
-    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
-        let mut shapes = vec![("kernel", vec![self.features, self.units])];
+    fn weights(&self) -> Vec<Weight> {
+        let l2 = self.kernel_regularizer.map_or(0.0, Regularizer::l2_factor);
+        let kernel = vec![self.features, self.units];
+        let mut weights = vec![Weight { l2, ..Weight::new("kernel", kernel, self.kernel_initializer) }];
         if self.use_bias {
-            shapes.push(("bias", vec![self.units]));
+            weights.push(Weight::new("bias", vec![self.units], Initializer::Zeros));
         }
-        shapes
+        weights
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
@@ -115,16 +139,6 @@ impl Layer for Dense {
         let mut out = rest.to_vec();
         out.push(self.units);
         Ok(out)
-    }
-
-    fn param_count(&self) -> usize {
-        self.features * self.units + if self.use_bias { self.units } else { 0 }
-    }
-
-    fn init_params(&self, params: &mut [f32], rng: &mut Rng) {
-        let (kernel, bias) = params.split_at_mut(self.features * self.units);
-        glorot_uniform(kernel, self.features, self.units, rng);
-        bias.fill(0.0);
     }
 
     fn allocate(&mut self, batch: usize) {

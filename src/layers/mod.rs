@@ -6,12 +6,16 @@
 //! slice. That makes optimizers one loop and an all-reduce one call.
 
 mod activation;
+mod average_pooling2d;
+mod batch_normalization;
 mod config;
 mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod global_pooling2d;
 mod max_pooling2d;
+mod merge;
 mod normalization;
 mod padding;
 mod random_crop;
@@ -20,15 +24,21 @@ mod random_rotation;
 mod random_translation;
 mod resampling;
 mod rescaling;
+mod reshape;
 mod resizing;
+mod zero_padding2d;
 
 pub use activation::ActivationLayer;
-pub use config::{LayerConfig, Pair};
+pub use average_pooling2d::AveragePooling2D;
+pub use batch_normalization::BatchNormalization;
+pub use config::{LayerConfig, Padding2D, Pair};
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use max_pooling2d::MaxPooling2D;
+pub use merge::{Add, Concatenate};
 pub use normalization::Normalization;
 pub use padding::Padding;
 pub use random_crop::RandomCrop;
@@ -36,11 +46,14 @@ pub use random_flip::{FlipMode, RandomFlip};
 pub use random_rotation::RandomRotation;
 pub use random_translation::RandomTranslation;
 pub use rescaling::Rescaling;
+pub use reshape::Reshape;
 pub use resizing::Resizing;
+pub use zero_padding2d::ZeroPadding2D;
 
 use crate::activations::Activation;
+use crate::initializers::Initializer;
 use crate::kernels::Window;
-use crate::random::{BatchDraws, Rng};
+use crate::random::BatchDraws;
 
 /// Whether a forward pass is for training (dropout active) or inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +72,7 @@ pub struct Backward<'a> {
     pub y: &'a [f32],
     /// dL/dy on entry; scratch afterwards.
     pub dy: &'a mut [f32],
-    /// Where dL/dx goes, or `None` for the first layer (nobody needs it).
+    /// Where dL/dx goes (written, not added to), or `None` for the model's input (nobody needs it).
     pub dx: Option<&'a mut [f32]>,
     /// dL/dparams, same layout as `params`; overwritten.
     pub grads: &'a mut [f32],
@@ -67,7 +80,63 @@ pub struct Backward<'a> {
     pub n: usize,
 }
 
-/// A layer of a [`crate::model::Sequential`] model.
+/// One weight a layer declares, as Keras' `add_weight(name, shape,
+/// initializer, regularizer, trainable)`. The model lays out every layer's
+/// trainable weights, in declaration order, in one flat parameter buffer, and
+/// the others (state such as moving statistics) in a second buffer that no
+/// optimizer touches; each layer receives its slice of each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weight {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub initializer: Initializer,
+    /// False for state that the forward pass updates (moving statistics).
+    pub trainable: bool,
+    /// L2 factor added to the loss as `l2 * sum(w^2)` (Keras' `regularizers.L2`), 0 for none.
+    pub l2: f32,
+}
+
+impl Weight {
+    /// A trainable weight without regularisation.
+    pub fn new(name: &'static str, shape: Vec<usize>, initializer: Initializer) -> Self {
+        Weight { name, shape, initializer, trainable: true, l2: 0.0 }
+    }
+
+    /// A non-trainable weight (state).
+    pub fn state(name: &'static str, shape: Vec<usize>, initializer: Initializer) -> Self {
+        Weight { trainable: false, ..Weight::new(name, shape, initializer) }
+    }
+
+    /// Values in the weight.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the weight holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Fills a layer's trainable weights (`params`) and state with their
+/// initialisers, in declaration order, all drawing from `rng`.
+pub fn init_weights(weights: &[Weight], params: &mut [f32], state: &mut [f32], rng: &mut crate::random::Rng) {
+    let (mut p, mut s) = (0, 0);
+    for w in weights {
+        let (buffer, at) = if w.trainable { (&mut *params, &mut p) } else { (&mut *state, &mut s) };
+        w.initializer.fill(&mut buffer[*at..*at + w.len()], &w.shape, rng);
+        *at += w.len();
+    }
+}
+
+/// A layer of a [`crate::model::Model`].
+///
+/// # Gradients: one rule
+/// `backward` *writes* dL/dx for its input (it never adds to it); the model
+/// sums the gradients of a value that feeds several layers (a residual
+/// connection), so a layer never needs to know how often its input is used.
+/// Layers with several inputs (Add, Concatenate) implement `build_inputs`,
+/// `forward_inputs` and `backward_input` instead of the single-input methods.
 pub trait Layer: Send {
     /// Keras' class name, shown by `summary()`: "Conv2D".
     fn class_name(&self) -> &'static str;
@@ -78,9 +147,9 @@ pub trait Layer: Send {
     /// The layer's class and arguments, as saved in model files.
     fn config(&self) -> LayerConfig;
 
-    /// Names and shapes of the parameters in this layer's slice, in order
-    /// (after `build`): `[("kernel", [3, 3, 1, 32]), ("bias", [32])]`.
-    fn weight_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+    /// The weights this layer declares (after `build`), in order: the one
+    /// place where their names, shapes, initialisers and trainability are said.
+    fn weights(&self) -> Vec<Weight> {
         Vec::new()
     }
 
@@ -93,13 +162,18 @@ pub trait Layer: Send {
     /// The error says what is wrong; the model adds the layer's name.
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String>;
 
-    /// Number of parameters (after `build`).
-    fn param_count(&self) -> usize {
-        0
+    /// [`Layer::build`] for the shapes of all inputs; layers with one input keep the default.
+    fn build_inputs(&mut self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        match inputs {
+            [one] => self.build(one),
+            _ => Err(format!("takes one input, got {}", inputs.len())),
+        }
     }
 
-    /// Fills this layer's parameters with their initial values.
-    fn init_params(&self, _params: &mut [f32], _rng: &mut Rng) {}
+    /// Number of trainable parameters (after `build`).
+    fn param_count(&self) -> usize {
+        self.weights().iter().filter(|w| w.trainable).map(Weight::len).sum()
+    }
 
     /// Allocates per-batch state (argmax indices, masks, partial sums) for up to `batch` samples.
     fn allocate(&mut self, _batch: usize) {}
@@ -107,6 +181,10 @@ pub trait Layer: Send {
     /// The random draws of the next training batch (dropout masks, augmentations):
     /// sample i of the batch draws from `draws.sample(i)`.
     fn set_draws(&mut self, _draws: BatchDraws) {}
+
+    /// Tells the layer whether its weights train; a frozen BatchNormalization
+    /// runs in inference mode, as in Keras 3.
+    fn set_trainable(&mut self, _trainable: bool) {}
 
     /// The activation applied to this layer's output.
     fn output_activation(&self) -> Activation {
@@ -141,8 +219,24 @@ pub trait Layer: Send {
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);
 
+    /// [`Layer::forward`] with the layer's slice of the model's state buffer
+    /// (non-trainable weights), which training may update. Layers with state
+    /// implement this; the model always calls it.
+    fn forward_stateful(&mut self, params: &[f32], _state: &mut [f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        self.forward(params, x, y, n, mode)
+    }
+
     /// Gradients of the forward pass; see [`Backward`].
     fn backward(&mut self, pass: Backward);
+
+    /// Several inputs xs[k]: (n, input k's shape) -> y: (n, output shape).
+    fn forward_inputs(&mut self, params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, mode: Mode) {
+        self.forward(params, xs[0], y, n, mode)
+    }
+
+    /// Several inputs: writes dL/d(input k) to `dx` from `dy` (read-only: it
+    /// serves every input). Parameter-free layers only.
+    fn backward_input(&mut self, _k: usize, _xs: &[&[f32]], _dy: &[f32], _dx: &mut [f32], _n: usize) {}
 }
 
 impl<L: Layer + 'static> From<L> for Box<dyn Layer> {

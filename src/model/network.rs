@@ -1,80 +1,130 @@
-//! The built form of a model: shapes, the flat parameter and gradient buffers,
-//! and the activation buffers, allocated once per batch capacity.
+//! The built form of a model: shapes, the flat parameter, gradient and state
+//! buffers, and the activation buffers, allocated once per batch capacity;
+//! and the executor that runs the graph's nodes forward and backward.
 //!
-//! Depth d holds the values between layers: depth 0 the input batch, depth
-//! i + 1 layer i's output. Not every depth needs a buffer of its own: a
-//! reshaping layer (Flatten) only renames its input, and a max-pooling
-//! computed by the layer before it makes that layer's own output transient.
+//! Value v is the model's input (v = 0) or node v - 1's output. Nodes are in
+//! topological order, so a node's inputs are always lower values than its
+//! output. Not every value needs a buffer of its own: a reshaping node
+//! (Flatten) whose input feeds nothing else only renames it, and a max-pooling
+//! computed by the layer before it (its only consumer) makes that layer's own
+//! output transient. These are the graph's fusion passes; both apply only
+//! where a value has one consumer.
+//!
+//! Gradients: a layer writes dL/dx; where a value feeds several nodes, the
+//! first of them (in backward order) writes straight into the value's
+//! gradient buffer and the others write into a scratch buffer that is then
+//! added to it, in a fixed order.
 
-use crate::layers::{Backward, Layer, Mode};
+use super::functional::Node;
+use crate::layers::{Backward, Mode};
+use smallvec::SmallVec;
 use std::ops::Range;
 
+/// A node's input values (most nodes have one, merges two).
+pub(crate) type Inputs = SmallVec<[usize; 2]>;
+
 pub(crate) struct Network {
-    /// shapes[d]: the per-sample shape at depth d.
+    /// shapes[v]: the per-sample shape of value v.
     pub shapes: Vec<Vec<usize>>,
-    /// Layer i's parameters are params[ranges[i]].
+    /// Node k's trainable weights are params[ranges[k]], its state state[state_ranges[k]].
     pub ranges: Vec<Range<usize>>,
+    pub state_ranges: Vec<Range<usize>>,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
+    pub state: Vec<f32>,
     /// Largest batch the buffers hold.
     pub capacity: usize,
+    /// The value the model outputs.
+    pub output: usize,
     /// Values and gradients dL/d(values), by buffer; see `storage`.
     acts: Vec<Vec<f32>>,
     deltas: Vec<Vec<f32>>,
-    /// storage[d]: the buffer holding depth d.
+    /// storage[v]: the buffer holding value v.
     storage: Vec<usize>,
-    /// What each layer does in a pass.
+    /// What each node does in a pass.
     steps: Vec<Step>,
+    /// Node k's input values.
+    inputs: Vec<Inputs>,
+    /// Gradients of a value's second and later consumers, before they are added.
+    sum_scratch: Vec<f32>,
+    /// Per buffer, during backward: whether its gradient has been written yet.
+    written: Vec<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
-    /// The layer runs and writes depth `output` (i + 1, or i + 2 when it
-    /// also computes the max-pooling after it).
+    /// The layer runs and writes value `output` (its own, or that of the
+    /// max-pooling it computes too).
     Run { output: usize },
     /// Nothing to do: a reshape, or a pooling computed by the layer before.
     Skip,
 }
 
+/// Buffer assignments for a graph: `pooled_by[k]` = the node whose pooling node k
+/// computes (its only consumer), `alias[k]` = node k only renames its input.
+pub(crate) struct Fusion {
+    pub pools: Vec<Option<usize>>,
+    pub aliases: Vec<bool>,
+}
+
 impl Network {
-    /// `fused[i]`: layer i computes layer i + 1 (a max-pooling) too.
     pub fn new(
         shapes: Vec<Vec<usize>>,
-        ranges: Vec<Range<usize>>,
-        params: Vec<f32>,
-        layers: &[Box<dyn Layer>],
-        fused: &[bool],
+        (ranges, state_ranges): (Vec<Range<usize>>, Vec<Range<usize>>),
+        (params, state): (Vec<f32>, Vec<f32>),
+        nodes: &[Node],
+        fusion: &Fusion,
     ) -> Self {
-        let depth = shapes.len();
-        let mut storage = vec![0; depth];
-        let mut steps = Vec::with_capacity(layers.len());
-        for (i, layer) in layers.iter().enumerate() {
-            let pooled_by_previous = i > 0 && fused[i - 1];
-            if !pooled_by_previous && layer.is_reshape() {
-                steps.push(Step::Skip);
-                storage[i + 1] = storage[i];
+        let values = shapes.len();
+        let mut storage: Vec<usize> = (0..values).collect();
+        let mut steps = vec![Step::Skip; nodes.len()];
+        let pooled: Vec<bool> = (0..nodes.len()).map(|k| fusion.pools.contains(&Some(k))).collect();
+        for (k, node) in nodes.iter().enumerate() {
+            if pooled[k] {
+                continue; // computed by the layer before it
+            }
+            if fusion.aliases[k] {
+                storage[k + 1] = storage[node.inputs[0]];
                 continue;
             }
-            steps.push(if pooled_by_previous { Step::Skip } else { Step::Run { output: i + 1 + fused[i] as usize } });
-            storage[i + 1] = i + 1;
+            // A layer that computes the pooling after it writes that node's output.
+            let output = fusion.pools[k].map_or(k + 1, |pool| pool + 1);
+            steps[k] = Step::Run { output };
         }
         let grads = vec![0.0; params.len()];
-        let (acts, deltas) = (vec![Vec::new(); depth], vec![Vec::new(); depth]);
-        Network { shapes, ranges, params, grads, capacity: 0, acts, deltas, storage, steps }
+        let (acts, deltas) = (vec![Vec::new(); values], vec![Vec::new(); values]);
+        let inputs = nodes.iter().map(|n| n.inputs.clone()).collect();
+        Network {
+            shapes,
+            ranges,
+            state_ranges,
+            params,
+            grads,
+            state,
+            capacity: 0,
+            output: values - 1,
+            acts,
+            deltas,
+            storage,
+            steps,
+            inputs,
+            sum_scratch: Vec::new(),
+            written: vec![false; values],
+        }
     }
 
-    /// Values per sample at depth d.
-    pub fn sample_len(&self, d: usize) -> usize {
-        self.shapes[d].iter().product()
+    /// Values per sample of value v.
+    pub fn sample_len(&self, v: usize) -> usize {
+        self.shapes[v].iter().product()
     }
 
     pub fn output_len(&self) -> usize {
-        self.sample_len(self.shapes.len() - 1)
+        self.sample_len(self.output)
     }
 
     /// Width of the output's last axis (classes).
     pub fn output_width(&self) -> usize {
-        self.shapes.last().and_then(|s| s.last()).copied().unwrap_or(1)
+        self.shapes[self.output].last().copied().unwrap_or(1)
     }
 
     /// The input batch buffer.
@@ -84,17 +134,16 @@ impl Network {
 
     /// The model's output, and the buffer for dL/d(output).
     pub fn output_and_delta(&mut self) -> (&[f32], &mut [f32]) {
-        let last = self.storage[self.shapes.len() - 1];
+        let last = self.storage[self.output];
         (&self.acts[last], &mut self.deltas[last])
     }
 
     /// Makes room for batches of up to `batch` samples (only ever grows).
-    pub fn ensure_capacity(&mut self, layers: &mut [Box<dyn Layer>], batch: usize) {
+    pub fn ensure_capacity(&mut self, nodes: &mut [Node], batch: usize) {
         if batch <= self.capacity {
             return;
         }
-        // A buffer is needed where a depth is stored under its own number and
-        // something reads it: the input, and each running layer's output.
+        // A buffer is needed for the input and each running layer's output.
         let mut needed = vec![false; self.shapes.len()];
         needed[0] = true;
         for step in &self.steps {
@@ -102,48 +151,93 @@ impl Network {
                 needed[output] = true;
             }
         }
-        let output = self.storage[self.shapes.len() - 1];
-        for (d, need) in needed.into_iter().enumerate() {
-            let len = if need { batch * self.sample_len(d) } else { 0 };
-            self.acts[d].resize(len, 0.0);
-            // The input needs no gradient, unless no layer runs and it is the output.
-            let delta_len = if d > 0 || d == output { len } else { 0 };
-            self.deltas[d].resize(delta_len, 0.0);
+        let output = self.storage[self.output];
+        let mut shared = 0;
+        let mut consumers = vec![0usize; self.shapes.len()];
+        for inputs in &self.inputs {
+            for &v in inputs {
+                consumers[self.storage[v]] += 1;
+            }
         }
-        for layer in layers.iter_mut() {
-            layer.allocate(batch);
+        for (v, need) in needed.into_iter().enumerate() {
+            let len = if need { batch * self.sample_len(v) } else { 0 };
+            self.acts[v].resize(len, 0.0);
+            // The input needs no gradient, unless no layer runs and it is the output.
+            let delta_len = if v > 0 || v == output { len } else { 0 };
+            self.deltas[v].resize(delta_len, 0.0);
+            if consumers[v] > 1 && v > 0 {
+                shared = shared.max(len);
+            }
+        }
+        self.sum_scratch.resize(shared, 0.0);
+        for node in nodes.iter_mut() {
+            node.layer.allocate(batch);
         }
         self.capacity = batch;
     }
 
     /// acts[input][..n] -> acts[output][..n]
-    pub fn forward(&mut self, layers: &mut [Box<dyn Layer>], n: usize, mode: Mode) {
-        for (i, layer) in layers.iter_mut().enumerate() {
-            let Step::Run { output } = self.steps[i] else { continue };
-            // Inputs are stored at a lower buffer index than outputs.
-            let (x, y) = (self.storage[i], self.storage[output]);
-            let (before, after) = self.acts.split_at_mut(y);
-            layer.forward(&self.params[self.ranges[i].clone()], &before[x], &mut after[0], n, mode);
+    pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
+        let Network { acts, params, state, ranges, state_ranges, storage, steps, inputs, .. } = self;
+        for (k, node) in nodes.iter_mut().enumerate() {
+            let Step::Run { output } = steps[k] else { continue };
+            // Inputs are stored at lower buffer indices than outputs.
+            let (before, after) = acts.split_at_mut(storage[output]);
+            let (params, y) = (&params[ranges[k].clone()], &mut after[0]);
+            if let [v] = inputs[k][..] {
+                let x = &before[storage[v]];
+                node.layer.forward_stateful(params, &mut state[state_ranges[k].clone()], x, y, n, mode);
+            } else {
+                let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| before[storage[v]].as_slice()).collect();
+                node.layer.forward_inputs(params, &xs, y, n, mode);
+            }
         }
     }
 
-    /// deltas[output][..n] -> grads (and the deltas of every hidden depth on the way).
-    pub fn backward(&mut self, layers: &mut [Box<dyn Layer>], n: usize) {
-        for (i, layer) in layers.iter_mut().enumerate().rev() {
-            let Step::Run { output } = self.steps[i] else { continue };
-            let (x, y) = (self.storage[i], self.storage[output]);
-            let (before, after) = self.deltas.split_at_mut(y);
-            let range = self.ranges[i].clone();
-            layer.backward(Backward {
-                params: &self.params[range.clone()],
-                x: &self.acts[x],
-                y: &self.acts[y],
-                dy: &mut after[0],
-                // The model's input needs no gradient.
-                dx: if x == 0 { None } else { Some(&mut before[x]) },
-                grads: &mut self.grads[range],
-                n,
-            });
+    /// deltas[output][..n] -> grads (and the deltas of every hidden value on the way).
+    pub fn backward(&mut self, nodes: &mut [Node], n: usize) {
+        let Network {
+            shapes, acts, deltas, grads, params, ranges, storage, steps, inputs, sum_scratch, written, ..
+        } = self;
+        written.fill(false);
+        for (k, node) in nodes.iter_mut().enumerate().rev() {
+            let Step::Run { output } = steps[k] else { continue };
+            let o = storage[output];
+            let (before, after) = deltas.split_at_mut(o);
+            let dy = &mut after[0];
+            let range = ranges[k].clone();
+            // Where dL/d(input) goes: straight into its buffer the first time,
+            // else into the scratch buffer, added afterwards.
+            let mut target = |v: usize, f: &mut dyn FnMut(Option<&mut [f32]>)| {
+                let s = storage[v];
+                if s == 0 {
+                    f(None); // the model's input needs no gradient
+                } else if !written[s] {
+                    written[s] = true;
+                    f(Some(&mut before[s]));
+                } else {
+                    let len = n * shapes[v].iter().product::<usize>();
+                    let scratch = &mut sum_scratch[..len];
+                    f(Some(&mut *scratch));
+                    crate::kernels::add_assign(&mut before[s][..len], scratch);
+                }
+            };
+            if let [v] = inputs[k][..] {
+                let (params, grads) = (&params[range.clone()], &mut grads[range]);
+                let (x, y) = (&acts[storage[v]], &acts[o]);
+                target(v, &mut |dx| {
+                    node.layer.backward(Backward { params, x, y, dy: &mut *dy, dx, grads: &mut *grads, n })
+                });
+            } else {
+                let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| acts[storage[v]].as_slice()).collect();
+                for (j, &v) in inputs[k].iter().enumerate() {
+                    target(v, &mut |dx| {
+                        if let Some(dx) = dx {
+                            node.layer.backward_input(j, &xs, dy, dx, n);
+                        }
+                    });
+                }
+            }
         }
     }
 }

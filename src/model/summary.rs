@@ -6,10 +6,12 @@ pub(super) struct Row {
     pub class: &'static str,
     pub shape: Vec<usize>,
     pub params: usize,
+    /// Functional models: the values this layer reads ("conv2d[0][0]"), one a line.
+    pub connected: Option<Vec<String>>,
 }
 
 /// A per-sample shape as Keras prints a batch shape: (None, 26, 26, 32).
-pub(crate) fn shape_str(shape: &[usize]) -> String {
+pub fn shape_str(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     format!("(None, {})", dims.join(", "))
 }
@@ -39,48 +41,67 @@ pub(crate) fn readable_size(bytes: usize) -> String {
     format!("{size:.2} PB")
 }
 
-pub(super) fn render(model_name: &str, rows: &[Row]) -> String {
-    let cells: Vec<[String; 3]> =
-        rows.iter().map(|r| [format!("{} ({})", r.name, r.class), shape_str(&r.shape), thousands(r.params)]).collect();
-    let header = ["Layer (type)", "Output Shape", "Param #"];
+/// The table; `counts` = (all weights, trainable ones).
+pub(super) fn render(model_name: &str, rows: &[Row], (total, trainable): (usize, usize)) -> String {
+    let functional = rows.iter().any(|r| r.connected.is_some());
+    // Each row's cells, each cell one or more lines.
+    let cells: Vec<Vec<Vec<String>>> = rows
+        .iter()
+        .map(|r| {
+            let mut row =
+                vec![vec![format!("{} ({})", r.name, r.class)], vec![shape_str(&r.shape)], vec![thousands(r.params)]];
+            if functional {
+                let connected = r.connected.clone().unwrap_or_default();
+                row.push(if connected.is_empty() { vec!["-".into()] } else { connected });
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["Layer (type)", "Output Shape", "Param #"];
     // Keras' default column widths, widened when a cell needs more room.
-    let mut widths = [36, 27, 15];
-    for row in cells.iter().chain(std::iter::once(&header.map(String::from))) {
+    let mut widths = vec![36, 27, 15];
+    if functional {
+        header.push("Connected to");
+        widths = vec![29, 21, 10, 20];
+    }
+    for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.iter().map(|l| l.chars().count()).max().unwrap_or(0));
         }
     }
     let rule = |left: &str, mid: &str, right: &str, fill: &str| {
         let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
         format!("{left}{}{right}\n", parts.join(mid))
     };
-    let line = |sep: &str, cells: [&str; 3]| {
-        format!(
-            "{sep} {:<w0$} {sep} {:<w1$} {sep} {:>w2$} {sep}\n",
-            cells[0],
-            cells[1],
-            cells[2],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        )
+    // Param # is right-aligned, the rest left-aligned.
+    let line = |sep: &str, cells: &[&str]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, &w))| if i == 2 { format!(" {c:>w$} ") } else { format!(" {c:<w$} ") })
+            .collect();
+        format!("{sep}{}{sep}\n", parts.join(sep))
     };
     let mut out = format!("Model: \"{model_name}\"\n");
     out += &rule("┏", "┳", "┓", "━");
-    out += &line("┃", header);
+    out += &line("┃", &header);
     out += &rule("┡", "╇", "┩", "━");
-    for (i, c) in cells.iter().enumerate() {
+    for (i, row) in cells.iter().enumerate() {
         if i > 0 {
             out += &rule("├", "┼", "┤", "─");
         }
-        out += &line("│", [&c[0], &c[1], &c[2]]);
+        let height = row.iter().map(Vec::len).max().unwrap_or(1);
+        for l in 0..height {
+            let texts: Vec<&str> = row.iter().map(|cell| cell.get(l).map_or("", String::as_str)).collect();
+            out += &line("│", &texts);
+        }
     }
     out += &rule("└", "┴", "┘", "─");
-    let total: usize = rows.iter().map(|r| r.params).sum();
     let count = |n: usize| format!("{} ({})", thousands(n), readable_size(n * 4));
     out += &format!(" Total params: {}\n", count(total));
-    out += &format!(" Trainable params: {}\n", count(total));
-    out += &format!(" Non-trainable params: {}\n", count(0));
+    out += &format!(" Trainable params: {}\n", count(trainable));
+    out += &format!(" Non-trainable params: {}\n", count(total - trainable));
     out
 }
 

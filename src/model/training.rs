@@ -1,9 +1,9 @@
 //! fit, evaluate and predict: batches gathered from the data (bytes become
 //! floats here, a batch at a time) into buffers allocated once.
 
+use super::functional::Model;
 use super::history::{EpochLog, Evaluation, History, Logs};
 use super::progress::{Progress, Verbosity};
-use super::sequential::Sequential;
 use super::summary::shape_str;
 use crate::callbacks::{Callback, Control};
 use crate::distributed::{self, Communicator};
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Arguments of [`Sequential::fit`], with Keras' defaults.
+/// Arguments of [`Model::fit`], with Keras' defaults.
 ///
 /// ```
 /// use keel::prelude::*;
@@ -88,7 +88,7 @@ struct BatchScratch {
     batch_sums: Vec<f64>,
 }
 
-impl Sequential {
+impl Model {
     /// Trains the model, as `model.fit(x, y, ...)`; returns the History of this call.
     ///
     /// `x`: (N, input shape), f32 or scaled bytes; `y`: (N, outputs) targets,
@@ -97,7 +97,7 @@ impl Sequential {
         self.fit_with_callbacks(x, y, options, &mut [])
     }
 
-    /// [`Sequential::fit`] calling `callbacks` at the start and end of training,
+    /// [`Model::fit`] calling `callbacks` at the start and end of training,
     /// of every epoch and after every batch; one returning [`Control::Stop`]
     /// ends training after the current batch or epoch.
     pub fn fit_with_callbacks<X: Samples + ?Sized>(
@@ -154,6 +154,9 @@ impl Sequential {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
+        // What the optimizer updates and which weights carry a penalty (fixed during fit).
+        let trainable = self.trainable_ranges();
+        let regularized = self.regularized()?;
         let mut stop = false;
         for epoch in options.initial_epoch + 1..=options.epochs {
             let started = Instant::now();
@@ -179,9 +182,9 @@ impl Sequential {
                     x.prefetch(&next[distributed::shard(next.len(), rank, ranks)]);
                 }
                 let first = (step * options.batch_size + part.start) as u64;
-                for (i, layer) in self.layers.iter_mut().enumerate() {
+                for (i, node) in self.nodes.iter_mut().enumerate() {
                     let stream = streams::DROPOUT + i as u64;
-                    layer.set_draws(BatchDraws::for_epoch(self.seed, stream, global_epoch, first));
+                    node.layer.set_draws(BatchDraws::for_epoch(self.seed, stream, global_epoch, first));
                 }
                 let weights = options.class_weight.as_ref();
                 let local = &batch[part];
@@ -189,7 +192,9 @@ impl Sequential {
                 if let Some(comm) = &comm {
                     loss = self.all_reduce_step(comm.as_ref(), loss, &mut scratch)?;
                 }
-                self.apply_gradients(loss);
+                // Weight penalties count once per batch, after the ranks' gradients are summed.
+                loss += self.regularize(&regularized, true) * batch.len() as f64;
+                self.apply_gradients(loss, &trainable);
                 if !loss.is_finite() {
                     let logs = Logs::from([("loss".to_string(), loss)]);
                     for cb in callbacks.iter_mut() {
@@ -263,7 +268,7 @@ impl Sequential {
         self.check_inputs(x)?;
         let batch = self.inference_batch();
         let net = self.net.as_mut().expect("built above");
-        net.ensure_capacity(&mut self.layers, batch);
+        net.ensure_capacity(&mut self.nodes, batch);
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let head = self.compiled.as_ref().and_then(|c| c.head);
         let mut out = vec![0.0f32; x.rows() * out_len];
@@ -275,7 +280,7 @@ impl Sequential {
                 x.prefetch(next);
             }
             x.gather(chunk, &mut net.input_mut()[..n * in_len])?;
-            net.forward(&mut self.layers, n, Mode::Infer);
+            net.forward(&mut self.nodes, n, Mode::Infer);
             dst.copy_from_slice(&net.output_and_delta().0[..n * out_len]);
             if let Some(head) = head {
                 activation::forward(head, dst, None, width);
@@ -292,7 +297,7 @@ impl Sequential {
 
     fn scratch(&mut self, batch: usize, target_len: usize) -> BatchScratch {
         let net = self.net.as_mut().expect("prepared models are built");
-        net.ensure_capacity(&mut self.layers, batch);
+        net.ensure_capacity(&mut self.nodes, batch);
         let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.len());
         BatchScratch {
             targets: vec![0.0; batch * target_len],
@@ -328,6 +333,8 @@ impl Sequential {
         if let Some(comm) = &comm {
             comm.all_reduce_sum_f64(&mut sums)?;
         }
+        let regularized = self.regularized()?;
+        sums[0] += self.regularize(&regularized, false) * indices.len() as f64;
         let logs = self.logs(sums[0], &sums[1..], indices.len());
         let loss = logs["loss"];
         Ok(Evaluation { loss, metrics: logs.into_iter().filter(|(k, _)| k != "loss").collect() })
@@ -374,7 +381,7 @@ impl Sequential {
         let target_len = y.row_len();
         x.gather(indices, &mut net.input_mut()[..n * in_len])?;
         y.gather_rows(indices, &mut scratch.targets[..n * target_len]);
-        net.forward(&mut self.layers, n, mode);
+        net.forward(&mut self.nodes, n, mode);
         let (out, delta) = net.output_and_delta();
         let out = &out[..n * out_len];
         let targets = &scratch.targets[..n * target_len];
@@ -402,18 +409,42 @@ impl Sequential {
         }
         let loss = loss / rows_per_sample;
         if mode == Mode::Train && loss.is_finite() {
-            net.backward(&mut self.layers, n);
+            net.backward(&mut self.nodes, n);
         }
         Ok(loss)
     }
 
-    /// The optimizer step after a training batch, skipped when its loss is not finite.
-    fn apply_gradients(&mut self, loss: f64) {
+    /// The optimizer step after a training batch over the `trainable` ranges,
+    /// skipped when its loss is not finite.
+    fn apply_gradients(&mut self, loss: f64, trainable: &[std::ops::Range<usize>]) {
         if loss.is_finite() {
             let compiled = self.compiled.as_mut().expect("training models are compiled");
             let net = self.net.as_mut().expect("training models are built");
-            compiled.optimizer.step(&mut net.params, &net.grads);
+            compiled.optimizer.step_ranges(&mut net.params, &net.grads, trainable);
         }
+    }
+
+    /// The parameter ranges with an L2 penalty, and their factors.
+    fn regularized(&self) -> Result<Vec<(std::ops::Range<usize>, f32)>> {
+        Ok(self.weights()?.into_iter().filter(|w| w.l2 > 0.0 && !w.state).map(|w| (w.range, w.l2)).collect())
+    }
+
+    /// The weight penalties sum(l2 * w^2) of `regularized` (ranges of the
+    /// parameters and their factors), as Keras adds them to the loss; with
+    /// `gradients`, also adds their gradient 2 * l2 * w.
+    fn regularize(&mut self, regularized: &[(std::ops::Range<usize>, f32)], gradients: bool) -> f64 {
+        let Some(net) = self.net.as_mut() else { return 0.0 };
+        let mut penalty = 0.0f64;
+        for (range, l2) in regularized {
+            let (w, g) = (&net.params[range.clone()], &mut net.grads[range.clone()]);
+            penalty += *l2 as f64 * w.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+            if gradients {
+                for (g, &w) in g.iter_mut().zip(w) {
+                    *g += 2.0 * l2 * w;
+                }
+            }
+        }
+        penalty
     }
 
     /// The model's communicator when it has more than one rank.
@@ -433,9 +464,11 @@ impl Sequential {
     ) -> Result<u64> {
         let net = self.net.as_mut().expect("prepared models are built");
         let validation = options.validation_data.as_ref().map_or(0, |(x, _)| x.rows());
-        let sizes = [n as f64, validation as f64, net.params.len() as f64, options.batch_size as f64];
-        distributed::check_same(comm, "(samples, validation samples, parameters, batch size)", &sizes)?;
+        let sizes =
+            [n as f64, validation as f64, net.params.len() as f64, net.state.len() as f64, options.batch_size as f64];
+        distributed::check_same(comm, "(samples, validation samples, parameters, state, batch size)", &sizes)?;
         comm.broadcast(&mut net.params)?;
+        comm.broadcast(&mut net.state)?;
         if let Some(compiled) = self.compiled.as_mut() {
             for (_, slot) in compiled.optimizer.slots_mut() {
                 comm.broadcast(slot)?;
@@ -450,6 +483,12 @@ impl Sequential {
     fn all_reduce_step(&mut self, comm: &dyn Communicator, loss: f64, scratch: &mut BatchScratch) -> Result<f64> {
         let net = self.net.as_mut().expect("training models are built");
         comm.all_reduce_sum(&mut net.grads)?;
+        if !net.state.is_empty() {
+            // Each rank's moving statistics saw its own part of the batch: keep their mean everywhere.
+            comm.all_reduce_sum(&mut net.state)?;
+            let ranks = comm.size() as f32;
+            net.state.iter_mut().for_each(|v| *v /= ranks);
+        }
         let sums = &mut scratch.batch_sums;
         sums[0] = loss;
         sums[1..].copy_from_slice(&scratch.metric_sums);

@@ -1,4 +1,5 @@
 use super::{Optimizer, OptimizerConfig, ensure_len, update_each};
+use std::ops::Range;
 
 /// Adam, as `keras.optimizers.Adam` (defaults: learning_rate 0.001, beta_1 0.9,
 /// beta_2 0.999, epsilon 1e-7). Update, with t the step number:
@@ -106,7 +107,7 @@ impl Optimizer for Adam {
         self.iterations = iterations;
     }
 
-    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]) {
         ensure_len(&mut self.m, params.len());
         ensure_len(&mut self.v, params.len());
         self.iterations += 1;
@@ -114,7 +115,7 @@ impl Optimizer for Adam {
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
         let alpha =
             (self.learning_rate as f64 * (1.0 - (b2 as f64).powf(t)).sqrt() / (1.0 - (b1 as f64).powf(t))) as f32;
-        update_each(params, grads, &mut self.m, &mut self.v, |p, g, m, v| {
+        update_each(params, grads, (&mut self.m, &mut self.v), trainable, |p, g, m, v| {
             *m += (g - *m) * (1.0 - b1);
             *v += (g * g - *v) * (1.0 - b2);
             *p -= alpha * *m / (v.sqrt() + eps);

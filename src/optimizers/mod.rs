@@ -12,6 +12,7 @@ pub use sgd::SGD;
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Elements per parallel task of an update.
 const CHUNK: usize = 1 << 14;
@@ -30,8 +31,16 @@ pub trait Optimizer: Send {
     /// Updates done so far.
     fn iterations(&self) -> u64;
 
-    /// One update: `params -= f(grads, state)`. State buffers are sized on the first call.
-    fn step(&mut self, params: &mut [f32], grads: &[f32]);
+    /// One update of every parameter: `params -= f(grads, state)`. State
+    /// buffers are sized (as long as `params`) on the first call.
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        let all = 0..params.len();
+        self.step_ranges(params, grads, std::slice::from_ref(&all));
+    }
+
+    /// One update of the parameters in `trainable` (ranges of the flat
+    /// buffer); the others (frozen layers) and their state stay as they are.
+    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]);
 
     /// Its class and hyper-parameters, as saved in model files.
     fn config(&self) -> OptimizerConfig;
@@ -131,23 +140,26 @@ pub fn from_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optim
     Ok(opt)
 }
 
-/// Runs `update(param, grad, slot_a, slot_b)` over every element in parallel chunks.
+/// Runs `update(param, grad, slot_a, slot_b)` over every element of the
+/// `trainable` ranges in parallel chunks (slots as long as the parameters).
 fn update_each(
     params: &mut [f32],
     grads: &[f32],
-    a: &mut [f32],
-    b: &mut [f32],
+    (a, b): (&mut [f32], &mut [f32]),
+    trainable: &[Range<usize>],
     update: impl Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
 ) {
-    params
-        .par_chunks_mut(CHUNK)
-        .zip(grads.par_chunks(CHUNK))
-        .zip(a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)))
-        .for_each(|((p, g), (a, b))| {
-            for (((p, &g), a), b) in p.iter_mut().zip(g).zip(a.iter_mut()).zip(b.iter_mut()) {
-                update(p, g, a, b);
-            }
-        });
+    for r in trainable {
+        params[r.clone()]
+            .par_chunks_mut(CHUNK)
+            .zip(grads[r.clone()].par_chunks(CHUNK))
+            .zip(a[r.clone()].par_chunks_mut(CHUNK).zip(b[r.clone()].par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (a, b))| {
+                for (((p, &g), a), b) in p.iter_mut().zip(g).zip(a.iter_mut()).zip(b.iter_mut()) {
+                    update(p, g, a, b);
+                }
+            });
+    }
 }
 
 /// Sizes an optimizer's state buffer to the parameters (zeros), once.

@@ -1,4 +1,5 @@
 use super::{Optimizer, OptimizerConfig, ensure_len, update_each};
+use std::ops::Range;
 
 /// RMSprop, as `keras.optimizers.RMSprop` (defaults: learning_rate 0.001,
 /// rho 0.9, momentum 0, epsilon 1e-7). Update:
@@ -107,12 +108,12 @@ impl Optimizer for RMSprop {
         self.iterations = iterations;
     }
 
-    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]) {
         ensure_len(&mut self.velocity, params.len());
         ensure_len(&mut self.moment, params.len());
         self.iterations += 1;
         let (lr, rho, mu, eps) = (self.learning_rate, self.rho, self.momentum, self.epsilon);
-        update_each(params, grads, &mut self.velocity, &mut self.moment, |p, g, v, m| {
+        update_each(params, grads, (&mut self.velocity, &mut self.moment), trainable, |p, g, v, m| {
             *v = rho * *v + (1.0 - rho) * g * g;
             let step = lr * g / (*v + eps).sqrt();
             if mu > 0.0 {

@@ -1,5 +1,6 @@
 use super::{CHUNK, Optimizer, OptimizerConfig, ensure_len};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Stochastic gradient descent, as `keras.optimizers.SGD` (defaults:
 /// learning_rate 0.01, momentum 0, nesterov false). Update:
@@ -90,24 +91,30 @@ impl Optimizer for SGD {
         self.iterations = iterations;
     }
 
-    fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]) {
         self.iterations += 1;
         let (lr, mu, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
         if mu == 0.0 {
             ensure_len(&mut self.velocity, 0);
-            for (p, g) in params.iter_mut().zip(grads) {
-                *p -= lr * g;
+            for r in trainable {
+                for (p, g) in params[r.clone()].iter_mut().zip(&grads[r.clone()]) {
+                    *p -= lr * g;
+                }
             }
             return;
         }
         ensure_len(&mut self.velocity, params.len());
-        params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(self.velocity.par_chunks_mut(CHUNK)).for_each(
-            |((p, g), m)| {
-                for ((p, &g), m) in p.iter_mut().zip(g).zip(m) {
-                    *m = mu * *m - lr * g;
-                    *p += if nesterov { mu * *m - lr * g } else { *m };
-                }
-            },
-        );
+        for r in trainable {
+            params[r.clone()]
+                .par_chunks_mut(CHUNK)
+                .zip(grads[r.clone()].par_chunks(CHUNK))
+                .zip(self.velocity[r.clone()].par_chunks_mut(CHUNK))
+                .for_each(|((p, g), m)| {
+                    for ((p, &g), m) in p.iter_mut().zip(g).zip(m) {
+                        *m = mu * *m - lr * g;
+                        *p += if nesterov { mu * *m - lr * g } else { *m };
+                    }
+                });
+        }
     }
 }

@@ -8,7 +8,7 @@ use keel::random::stream;
 use rand::Rng as _;
 
 /// A small CNN for 8x8 single-channel images.
-pub fn small_cnn(seed: u64, classes: usize, head: Activation) -> Sequential {
+pub fn small_cnn(seed: u64, classes: usize, head: Activation) -> Model {
     Sequential::new()
         .seed(seed)
         .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu).input_shape([8, 8, 1]))

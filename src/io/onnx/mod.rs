@@ -13,10 +13,11 @@ mod proto;
 use crate::activations::Activation;
 use crate::error::Result;
 use crate::io::write_atomic;
-use crate::layers::{LayerConfig, Padding, Pair};
-use crate::model::Sequential;
+use crate::layers::{LayerConfig, Padding, Padding2D, Pair};
+use crate::model::{Model, WeightInfo};
 use prost::Message;
 use proto::*;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The ONNX operator set the graph is written for.
@@ -24,12 +25,12 @@ pub const OPSET: i64 = 13;
 /// ONNX IR version matching opset 13.
 const IR_VERSION: i64 = 7;
 
-impl Sequential {
+impl Model {
     /// Writes the model as an ONNX file (see the module documentation for its
     /// input and output), atomically.
     ///
     /// ```no_run
-    /// # fn f(model: &keel::model::Sequential) -> keel::Result<()> {
+    /// # fn f(model: &keel::model::Model) -> keel::Result<()> {
     /// model.export_onnx("model.onnx")?;
     /// # Ok(()) }
     /// ```
@@ -41,10 +42,25 @@ impl Sequential {
         let shapes = self.shapes()?;
         let params = self.params()?;
         let weights = self.weights()?;
-        let mut g =
-            Graph { nodes: Vec::new(), initializers: Vec::new(), current: "input".into(), channels_first: false };
-        for ((layer, name), input) in self.layers().iter().zip(self.layer_names()).zip(shapes) {
+        let state = self.state()?;
+        let mut g = Graph {
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            current: "input".into(),
+            channels_first: false,
+            transposed: HashMap::new(),
+        };
+        // Each value's tensor name and layout: the input, then each node's output.
+        let mut values: Vec<(String, bool)> = vec![("input".into(), false)];
+        for node in &self.nodes {
+            let (layer, name) = (&node.layer, node.name.as_str());
+            let input = &shapes[node.inputs[0]];
+            let rank4 = input.len() == 3;
+            (g.current, g.channels_first) = values[node.inputs[0]].clone();
             let weight = |w: &str| weights.iter().find(|info| info.name == format!("{name}/{w}"));
+            let values_of = |w: &WeightInfo| -> Vec<f32> {
+                if w.state { state[w.range.clone()].to_vec() } else { params[w.range.clone()].to_vec() }
+            };
             match layer.config() {
                 LayerConfig::Conv2D { kernel_size, strides, padding, activation, .. } => {
                     let kernel = weight("kernel").expect("Conv2D has a kernel");
@@ -144,8 +160,82 @@ impl Sequential {
                 | LayerConfig::RandomFlip { .. }
                 | LayerConfig::RandomTranslation { .. }
                 | LayerConfig::RandomRotation { .. } => {}
+                LayerConfig::BatchNormalization { epsilon, .. } => {
+                    let c = input[input.len() - 1];
+                    let get = |w: &str, default: f32| weight(w).map_or(vec![default; c], values_of);
+                    let (gamma, beta) = (get("gamma", 1.0), get("beta", 0.0));
+                    let (mean, var) = (get("moving_mean", 0.0), get("moving_variance", 1.0));
+                    if rank4 || input.len() == 1 {
+                        // ONNX's BatchNormalization: channels on axis 1.
+                        g.set_channels_first(rank4);
+                        let inputs = vec![
+                            g.current.clone(),
+                            g.constant(&format!("{name}/gamma"), &[c], gamma),
+                            g.constant(&format!("{name}/beta"), &[c], beta),
+                            g.constant(&format!("{name}/moving_mean"), &[c], mean),
+                            g.constant(&format!("{name}/moving_variance"), &[c], var),
+                        ];
+                        g.node("BatchNormalization", name, inputs, vec![float("epsilon", epsilon)]);
+                    } else {
+                        // Other ranks: y = x * a + b on the last axis.
+                        let a: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + epsilon).sqrt()).collect();
+                        let b: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * a[i]).collect();
+                        let (a, b) =
+                            (g.constant(&format!("{name}/a"), &[c], a), g.constant(&format!("{name}/b"), &[c], b));
+                        g.node("Mul", &format!("{name}/mul"), vec![g.current.clone(), a], vec![]);
+                        g.node("Add", &format!("{name}/add"), vec![g.current.clone(), b], vec![]);
+                    }
+                }
+                LayerConfig::Add {} | LayerConfig::Concatenate { .. } => {
+                    // Every input in the first one's layout.
+                    let layout = g.channels_first;
+                    let mut inputs = Vec::new();
+                    for &v in &node.inputs {
+                        (g.current, g.channels_first) = values[v].clone();
+                        g.set_channels_first(layout && shapes[v].len() == 3);
+                        inputs.push(g.current.clone());
+                    }
+                    if let LayerConfig::Add {} = layer.config() {
+                        g.node(if inputs.len() == 2 { "Add" } else { "Sum" }, name, inputs, vec![]);
+                    } else {
+                        let axis = if layout { 1 } else { -1 };
+                        g.node("Concat", name, inputs, vec![int("axis", axis)]);
+                    }
+                }
+                LayerConfig::GlobalAveragePooling2D {} | LayerConfig::GlobalMaxPooling2D {} => {
+                    g.set_channels_first(true);
+                    let op = if matches!(layer.config(), LayerConfig::GlobalMaxPooling2D {}) {
+                        "GlobalMaxPool"
+                    } else {
+                        "GlobalAveragePool"
+                    };
+                    g.node(op, &format!("{name}/pool"), vec![g.current.clone()], vec![]);
+                    g.node("Flatten", name, vec![g.current.clone()], vec![int("axis", 1)]);
+                    g.channels_first = false;
+                }
+                LayerConfig::AveragePooling2D { pool_size, strides, padding } => {
+                    let mut attributes = window_attributes(input, pool_size, strides.unwrap_or(pool_size), padding);
+                    attributes.push(int("count_include_pad", 0));
+                    g.set_channels_first(true);
+                    g.node("AveragePool", name, vec![g.current.clone()], attributes);
+                }
+                LayerConfig::ZeroPadding2D { padding: Padding2D([[t, b], [l, r]]) } => {
+                    let (t, b, l, r) = (t as i64, b as i64, l as i64, r as i64);
+                    let pads = if g.channels_first { [0, 0, t, l, 0, 0, b, r] } else { [0, t, l, 0, 0, b, r, 0] };
+                    let pads = g.int64s(&format!("{name}/pads"), &pads);
+                    g.node("Pad", name, vec![g.current.clone(), pads], vec![]);
+                }
+                LayerConfig::Reshape { .. } => {
+                    g.set_channels_first(false);
+                    let mut dims = vec![0i64]; // 0: the batch size, copied from the input
+                    dims.extend(shapes[values.len()].iter().map(|&d| d as i64));
+                    let shape = g.int64s(&format!("{name}/shape"), &dims);
+                    g.node("Reshape", name, vec![g.current.clone(), shape], vec![]);
+                }
             }
+            values.push((g.current.clone(), g.channels_first));
         }
+        (g.current, g.channels_first) = values[self.network_output()].clone();
         g.set_channels_first(false);
         g.node("Identity", "output", vec![g.current.clone()], vec![]);
         let graph = GraphProto {
@@ -153,7 +243,7 @@ impl Sequential {
             name: self.name().to_string(),
             initializer: g.initializers,
             input: vec![value_info("input", &shapes[0])],
-            output: vec![value_info("output", shapes.last().expect("built models have an output"))],
+            output: vec![value_info("output", self.output_shape()?)],
         };
         Ok(ModelProto {
             ir_version: IR_VERSION,
@@ -176,12 +266,14 @@ impl Sequential {
 }
 
 /// The graph being written: its nodes, constants, the name of the latest
-/// output, and whether that output is channels-first.
+/// output, whether that output is channels-first, and the transposes made so
+/// far (a value read in both layouts is transposed once).
 struct Graph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     current: String,
     channels_first: bool,
+    transposed: HashMap<String, String>,
 }
 
 impl Graph {
@@ -228,7 +320,13 @@ impl Graph {
         }
         let perm = if wanted { vec![0, 3, 1, 2] } else { vec![0, 2, 3, 1] };
         let name = format!("{}/{}", self.current, if wanted { "to_nchw" } else { "to_nhwc" });
-        self.node("Transpose", &name, vec![self.current.clone()], vec![ints("perm", &perm)]);
+        if let Some(done) = self.transposed.get(&name) {
+            self.current = done.clone();
+        } else {
+            let source = self.current.clone();
+            self.node("Transpose", &name, vec![source], vec![ints("perm", &perm)]);
+            self.transposed.insert(name, self.current.clone());
+        }
         self.channels_first = wanted;
     }
 
@@ -264,6 +362,10 @@ fn window_attributes(input: &[usize], kernel: Pair, strides: Pair, padding: Padd
         ints("strides", &[strides.0 as i64, strides.1 as i64]),
         ints("pads", &[top as i64, left as i64, bottom as i64, right as i64]),
     ]
+}
+
+fn float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f, r#type: ATTRIBUTE_FLOAT, ..AttributeProto::default() }
 }
 
 fn int(name: &str, i: i64) -> AttributeProto {

@@ -66,6 +66,7 @@ pub struct NodeProto {
 }
 
 /// `AttributeProto.AttributeType` values keel uses.
+pub const ATTRIBUTE_FLOAT: i32 = 1;
 pub const ATTRIBUTE_INT: i32 = 2;
 pub const ATTRIBUTE_STRING: i32 = 3;
 pub const ATTRIBUTE_INTS: i32 = 7;
@@ -74,6 +75,8 @@ pub const ATTRIBUTE_INTS: i32 = 7;
 pub struct AttributeProto {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(float, tag = "2")]
+    pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
     #[prost(bytes = "vec", tag = "4")]

@@ -1,0 +1,94 @@
+use super::padding::window;
+use super::{Backward, Layer, LayerConfig, Mode, Padding};
+use crate::kernels::pool::{avg_pool_backward, avg_pool_forward};
+use crate::kernels::{SAMPLES_PER_TASK, Window};
+use rayon::prelude::*;
+
+/// 2-D average pooling, as `keras.layers.AveragePooling2D`: arguments
+/// `pool_size`; builder methods `strides` (default: `pool_size`) and `padding`
+/// (default valid; with same padding a window averages only the inputs inside
+/// the image, as TensorFlow). No parameters.
+#[derive(Clone, Debug)]
+pub struct AveragePooling2D {
+    pool_size: (usize, usize),
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+    g: Option<Window>,
+}
+
+impl AveragePooling2D {
+    /// Averages over windows of `pool_size` (height, width).
+    pub fn new(pool_size: (usize, usize)) -> Self {
+        AveragePooling2D { pool_size, strides: None, padding: Padding::Valid, g: None }
+    }
+
+    /// Step of the window; defaults to the pool size.
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = Some(strides);
+        self
+    }
+
+    /// Border handling.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    fn geometry(&self) -> Window {
+        self.g.expect("AveragePooling2D used before build")
+    }
+}
+
+impl Layer for AveragePooling2D {
+    fn class_name(&self) -> &'static str {
+        "AveragePooling2D"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "average_pooling2d"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::AveragePooling2D {
+            pool_size: self.pool_size.into(),
+            strides: self.strides.map(Into::into),
+            padding: self.padding,
+        }
+    }
+
+    // (H,W,C) -> (OH,OW,C)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let g = window(input, self.pool_size, self.strides.unwrap_or(self.pool_size), self.padding)?;
+        self.g = Some(g);
+        Ok(vec![g.oh, g.ow, g.c])
+    }
+
+    // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let g = self.geometry();
+        let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
+        y[..n * out_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+            .for_each(|(yt, xt)| {
+                for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
+                    avg_pool_forward(&g, xs, ys);
+                }
+            });
+    }
+
+    // dx[i] = sum over windows w covering i of dy[w] / |w|
+    fn backward(&mut self, pass: Backward) {
+        let Some(dx) = pass.dx else { return };
+        let g = self.geometry();
+        let (in_len, out_len, n) = (g.h * g.w * g.c, g.positions() * g.c, pass.n);
+        dx[..n * in_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
+            .zip(pass.dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+            .for_each(|(dxt, dyt)| {
+                for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)) {
+                    avg_pool_backward(&g, dys, dxs);
+                }
+            });
+    }
+}

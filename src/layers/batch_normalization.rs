@@ -1,0 +1,288 @@
+use super::{Backward, Layer, LayerConfig, Mode, Weight};
+use crate::initializers::Initializer;
+use crate::kernels::batch_norm::{self, InputGrad};
+use crate::kernels::{SAMPLES_PER_TASK, task_count};
+use rayon::prelude::*;
+
+/// Batch normalisation over the last axis, as `keras.layers.BatchNormalization`
+/// (defaults: axis -1, momentum 0.99, epsilon 1e-3, center and scale).
+///
+/// In training it normalises with the batch's mean and (biased) variance and
+/// updates the moving statistics, `moving = moving * momentum + batch * (1 -
+/// momentum)`; at inference, and whenever the layer is frozen
+/// (`trainable(false)`, as in Keras 3), it uses the moving statistics.
+/// Weights: gamma (ones) and beta (zeros), trainable; moving_mean (zeros) and
+/// moving_variance (ones), state that no optimizer touches.
+///
+/// ```
+/// use keel::prelude::*;
+/// let bn = BatchNormalization::new().momentum(0.9);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchNormalization {
+    momentum: f32,
+    epsilon: f32,
+    center: bool,
+    scale: bool,
+    input_shape: Option<Vec<usize>>,
+    trainable: bool,
+    /// Channels and values per sample.
+    c: usize,
+    sample_len: usize,
+    /// Per channel, as used by the last forward: mean, 1/sqrt(var + eps), and
+    /// y = x * a + b's a and b.
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// Whether the last forward used the batch's statistics.
+    batch_statistics: bool,
+    /// Per-task f64 partial sums (2 * c per task), added in task order into `sums`.
+    parts: Vec<f64>,
+    sums: Vec<f64>,
+    /// The input gradient's per-channel terms (see `InputGrad`).
+    k1: Vec<f32>,
+    k2: Vec<f32>,
+    /// Moving statistics of a layer run on its own (outside a model, which owns them).
+    own_state: Vec<f32>,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchNormalization {
+    /// A layer with Keras' defaults.
+    pub fn new() -> Self {
+        BatchNormalization {
+            momentum: 0.99,
+            epsilon: 1e-3,
+            center: true,
+            scale: true,
+            input_shape: None,
+            trainable: true,
+            c: 0,
+            sample_len: 0,
+            mean: Vec::new(),
+            inv_std: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
+            batch_statistics: false,
+            parts: Vec::new(),
+            sums: Vec::new(),
+            k1: Vec::new(),
+            k2: Vec::new(),
+            own_state: Vec::new(),
+        }
+    }
+
+    /// Weight of the old moving statistics in each update (default 0.99).
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Added to the variance before the square root (default 1e-3).
+    pub fn epsilon(mut self, epsilon: f32) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
+    /// Whether to add the offset beta (default true).
+    pub fn center(mut self, center: bool) -> Self {
+        self.center = center;
+        self
+    }
+
+    /// Whether to multiply by gamma (default true).
+    pub fn scale(mut self, scale: bool) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    /// Per-sample input shape when this is the first layer.
+    pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Self {
+        self.input_shape = Some(shape.into());
+        self
+    }
+
+    /// (gamma, beta) from the parameter slice, or their defaults (ones, zeros) when absent.
+    fn gamma_beta<'a>(&self, params: &'a [f32]) -> (Option<&'a [f32]>, Option<&'a [f32]>) {
+        let c = self.c;
+        let gamma = self.scale.then(|| &params[..c]);
+        let beta = self.center.then(|| &params[if self.scale { c } else { 0 }..][..c]);
+        (gamma, beta)
+    }
+}
+
+/// Per-channel sums over a batch in fixed tasks of samples, added in task
+/// order into `total` (2c): `add` adds one task's rows (x, dy) into its partial sums.
+fn reduce(
+    parts: &mut [f64],
+    total: &mut [f64],
+    (x, dy): (&[f32], Option<&[f32]>),
+    task_len: usize,
+    add: impl Fn(&[f32], Option<&[f32]>, &mut [f64]) + Sync,
+) {
+    let c2 = total.len();
+    let parts = &mut parts[..x.len().div_ceil(task_len) * c2];
+    parts.fill(0.0);
+    parts.par_chunks_mut(c2).zip(x.par_chunks(task_len)).enumerate().for_each(|(t, (part, xt))| {
+        add(xt, dy.map(|d| &d[t * task_len..][..xt.len()]), part);
+    });
+    total.fill(0.0);
+    for part in parts.chunks_exact(c2) {
+        crate::kernels::batch_norm::add_f64(total, part);
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn class_name(&self) -> &'static str {
+        "BatchNormalization"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "batch_normalization"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::BatchNormalization {
+            axis: -1,
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+            center: self.center,
+            scale: self.scale,
+        }
+    }
+
+    fn weights(&self) -> Vec<Weight> {
+        let c = vec![self.c];
+        let mut weights = Vec::new();
+        if self.scale {
+            weights.push(Weight::new("gamma", c.clone(), Initializer::Ones));
+        }
+        if self.center {
+            weights.push(Weight::new("beta", c.clone(), Initializer::Zeros));
+        }
+        weights.push(Weight::state("moving_mean", c.clone(), Initializer::Zeros));
+        weights.push(Weight::state("moving_variance", c, Initializer::Ones));
+        weights
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    // (..., C) -> (..., C)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let Some(&c) = input.last() else {
+            return Err("needs an input with at least one axis".into());
+        };
+        self.c = c;
+        self.sample_len = input.iter().product();
+        for v in [&mut self.mean, &mut self.inv_std, &mut self.a, &mut self.b, &mut self.k1, &mut self.k2] {
+            v.resize(c, 0.0);
+        }
+        self.sums.resize(2 * c, 0.0);
+        self.own_state = [vec![0.0; c], vec![1.0; c]].concat();
+        Ok(input.to_vec())
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        self.parts.resize(task_count(batch) * 2 * self.c, 0.0);
+    }
+
+    fn set_trainable(&mut self, trainable: bool) {
+        self.trainable = trainable;
+    }
+
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        let mut state = std::mem::take(&mut self.own_state);
+        self.forward_stateful(params, &mut state, x, y, n, mode);
+        self.own_state = state;
+    }
+
+    // x: (N, ..., C) -> y: (N, ..., C);  y = gamma * (x - mean) / sqrt(var + eps) + beta
+    // mean, var: the batch's in training (moving statistics updated), else the moving ones.
+    fn forward_stateful(&mut self, params: &[f32], state: &mut [f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        let c = self.c;
+        let (moving_mean, moving_var) = state.split_at_mut(c);
+        self.batch_statistics = mode == Mode::Train && self.trainable;
+        if self.batch_statistics {
+            let (len, task) = (n * self.sample_len, SAMPLES_PER_TASK * self.sample_len);
+            let rows = (len / c) as f64;
+            let x = &x[..len];
+            reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
+                batch_norm::add_channel_sums(xt, c, &mut part[..c])
+            });
+            for (m, s) in self.mean.iter_mut().zip(&self.sums) {
+                *m = (s / rows) as f32;
+            }
+            let mean = &self.mean;
+            reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
+                batch_norm::add_squared_deviations(xt, mean, &mut part[..c])
+            });
+            let momentum = self.momentum;
+            for ch in 0..c {
+                let var = (self.sums[ch] / rows) as f32;
+                self.inv_std[ch] = 1.0 / (var + self.epsilon).sqrt();
+                moving_mean[ch] = moving_mean[ch] * momentum + self.mean[ch] * (1.0 - momentum);
+                moving_var[ch] = moving_var[ch] * momentum + var * (1.0 - momentum);
+            }
+        } else {
+            self.mean.copy_from_slice(moving_mean);
+            for (inv, &v) in self.inv_std.iter_mut().zip(moving_var.iter()) {
+                *inv = 1.0 / (v + self.epsilon).sqrt();
+            }
+        }
+        let (gamma, beta) = self.gamma_beta(params);
+        for ch in 0..c {
+            self.a[ch] = self.inv_std[ch] * gamma.map_or(1.0, |g| g[ch]);
+            self.b[ch] = beta.map_or(0.0, |b| b[ch]) - self.mean[ch] * self.a[ch];
+        }
+        let len = n * self.sample_len;
+        let (a, b) = (&self.a, &self.b);
+        y[..len]
+            .par_chunks_mut(SAMPLES_PER_TASK * self.sample_len)
+            .zip(x[..len].par_chunks(SAMPLES_PER_TASK * self.sample_len))
+            .for_each(|(yt, xt)| batch_norm::scale_shift(xt, a, b, yt));
+    }
+
+    // dbeta = sum dy;  dgamma = sum dy * xhat;
+    // dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M) with batch statistics (M rows),
+    // dx = gamma * inv_std * dy with fixed ones.
+    fn backward(&mut self, pass: Backward) {
+        let Backward { x, dy, dx, grads, n, .. } = pass;
+        let c = self.c;
+        let (len, task) = (n * self.sample_len, SAMPLES_PER_TASK * self.sample_len);
+        let (x, dy) = (&x[..len], &dy[..len]);
+        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        reduce(&mut self.parts, &mut self.sums, (x, Some(dy)), task, |xt, dt, part| {
+            batch_norm::add_grad_sums(xt, dt.expect("dy given"), mean, inv_std, part)
+        });
+        let (dbeta, dgamma) = self.sums.split_at(c);
+        let mut offset = 0;
+        if self.scale {
+            grads[..c].iter_mut().zip(dgamma).for_each(|(g, s)| *g = *s as f32);
+            offset = c;
+        }
+        if self.center {
+            grads[offset..offset + c].iter_mut().zip(dbeta).for_each(|(g, s)| *g = *s as f32);
+        }
+        let Some(dx) = dx else { return };
+        let rows = (len / c) as f64;
+        for ch in 0..c {
+            let batch = self.batch_statistics as u8 as f64 / rows;
+            self.k1[ch] = (dbeta[ch] * batch) as f32;
+            self.k2[ch] = (dgamma[ch] * batch) as f32;
+        }
+        let grad = InputGrad { mean: &self.mean, inv_std: &self.inv_std, a: &self.a, k1: &self.k1, k2: &self.k2 };
+        dx[..len]
+            .par_chunks_mut(task)
+            .zip(x.par_chunks(task))
+            .zip(dy.par_chunks(task))
+            .for_each(|((dxt, xt), dyt)| grad.write(xt, dyt, dxt));
+    }
+}

@@ -1,0 +1,190 @@
+//! Layers that merge several inputs: `Add` and `Concatenate`.
+
+use super::{Backward, Layer, LayerConfig, Mode};
+use crate::model::shape_str;
+use rayon::prelude::*;
+
+/// Elements per parallel task of an elementwise pass.
+const CHUNK: usize = 1 << 14;
+
+/// Sums inputs of one shape, as `keras.layers.Add`: y = x_0 + x_1 + ...
+///
+/// ```
+/// use keel::prelude::*;
+/// let inputs = Input::new([8, 8, 4]);
+/// let a = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&inputs)?;
+/// let sum = Add::new().apply(&[&a, &inputs])?;
+/// # Ok::<(), keel::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Add {
+    len: usize,
+}
+
+impl Add {
+    /// An addition of two or more inputs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Checks a merge layer's input count.
+fn at_least_two(inputs: &[Vec<usize>]) -> Result<(), String> {
+    if inputs.len() < 2 {
+        return Err(format!("takes at least 2 inputs, got {}", inputs.len()));
+    }
+    Ok(())
+}
+
+impl Layer for Add {
+    fn class_name(&self) -> &'static str {
+        "Add"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "add"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Add {}
+    }
+
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.build_inputs(&[input.to_vec()])
+    }
+
+    // k x (S) -> (S)
+    fn build_inputs(&mut self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        at_least_two(inputs)?;
+        if let Some((k, other)) = inputs.iter().enumerate().find(|(_, s)| *s != &inputs[0]) {
+            return Err(format!(
+                "inputs must have the same shape, but input 0 is {} and input {k} is {}",
+                shape_str(&inputs[0]),
+                shape_str(other)
+            ));
+        }
+        self.len = inputs[0].iter().product();
+        Ok(inputs[0].clone())
+    }
+
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        y[..n * self.len].copy_from_slice(&x[..n * self.len]);
+    }
+
+    fn backward(&mut self, pass: Backward) {
+        if let Some(dx) = pass.dx {
+            dx[..pass.n * self.len].copy_from_slice(&pass.dy[..pass.n * self.len]);
+        }
+    }
+
+    // xs[k]: (N, S) -> y: (N, S);  y = sum_k xs[k], added in input order
+    fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
+        let len = n * self.len;
+        y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {
+            let at = t * CHUNK;
+            yt.copy_from_slice(&xs[0][at..at + yt.len()]);
+            for x in &xs[1..] {
+                crate::kernels::add_assign(yt, &x[at..at + yt.len()]);
+            }
+        });
+    }
+
+    // dL/dxs[k] = dy
+    fn backward_input(&mut self, _k: usize, _xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
+        let len = n * self.len;
+        dx[..len].par_chunks_mut(CHUNK).zip(dy[..len].par_chunks(CHUNK)).for_each(|(d, g)| d.copy_from_slice(g));
+    }
+}
+
+/// Joins inputs along the last axis (channels), as `keras.layers.Concatenate`
+/// (axis -1, the only axis keel concatenates on).
+#[derive(Clone, Debug, Default)]
+pub struct Concatenate {
+    /// Last-axis width of each input, and rows per sample.
+    widths: Vec<usize>,
+    rows: usize,
+}
+
+impl Concatenate {
+    /// A concatenation on the last axis.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn out_width(&self) -> usize {
+        self.widths.iter().sum()
+    }
+}
+
+impl Layer for Concatenate {
+    fn class_name(&self) -> &'static str {
+        "Concatenate"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "concatenate"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Concatenate { axis: -1 }
+    }
+
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.build_inputs(&[input.to_vec()])
+    }
+
+    // k x (..., C_k) -> (..., sum C_k)
+    fn build_inputs(&mut self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        at_least_two(inputs)?;
+        let lead = |s: &[usize]| s[..s.len().saturating_sub(1)].to_vec();
+        for (k, s) in inputs.iter().enumerate() {
+            if s.is_empty() || lead(s) != lead(&inputs[0]) {
+                return Err(format!(
+                    "inputs must match on every axis but the last, but input 0 is {} and input {k} is {}",
+                    shape_str(&inputs[0]),
+                    shape_str(s)
+                ));
+            }
+        }
+        self.widths = inputs.iter().map(|s| s[s.len() - 1]).collect();
+        self.rows = lead(&inputs[0]).iter().product();
+        let mut out = lead(&inputs[0]);
+        out.push(self.out_width());
+        Ok(out)
+    }
+
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let len = n * self.rows * self.out_width();
+        y[..len].copy_from_slice(&x[..len]);
+    }
+
+    fn backward(&mut self, pass: Backward) {
+        if let Some(dx) = pass.dx {
+            let len = pass.n * self.rows * self.out_width();
+            dx[..len].copy_from_slice(&pass.dy[..len]);
+        }
+    }
+
+    // xs[k]: (N, R, C_k) -> y: (N, R, sum C_k)
+    fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
+        let width = self.out_width();
+        let widths = &self.widths;
+        y[..n * self.rows * width].par_chunks_mut(width).enumerate().for_each(|(r, row)| {
+            let mut at = 0;
+            for (x, &w) in xs.iter().zip(widths) {
+                row[at..at + w].copy_from_slice(&x[r * w..][..w]);
+                at += w;
+            }
+        });
+    }
+
+    // dL/dxs[k] = input k's columns of dy
+    fn backward_input(&mut self, k: usize, _xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
+        let (width, w) = (self.out_width(), self.widths[k]);
+        let at: usize = self.widths[..k].iter().sum();
+        dx[..n * self.rows * w]
+            .par_chunks_mut(w)
+            .zip(dy[..n * self.rows * width].par_chunks(width))
+            .for_each(|(d, g)| d.copy_from_slice(&g[at..at + w]));
+    }
+}

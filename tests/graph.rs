@@ -1,0 +1,293 @@
+//! Functional models: residual and multi-branch graphs trained, checked
+//! against finite differences, saved and loaded; BatchNormalization state,
+//! trainable flags, regularisation, model files with `inputs`, ResNet-20, and
+//! the errors a bad graph gets.
+
+mod synthetic;
+
+use keel::model::{Architecture, Verbosity};
+use keel::prelude::*;
+use synthetic::{quiet, stripes};
+
+/// 8x8x1 -> a residual block whose first convolution's output feeds both the
+/// second convolution and the Add, a concatenation with a branch of the
+/// input, frozen BatchNormalization, padding and pooling, a softmax head.
+fn residual_model(seed: u64, frozen_bn: bool) -> Model {
+    let inputs = Input::new([8, 8, 1]);
+    let a = Conv2D::new(4, (3, 3))
+        .padding(Padding::Same)
+        .activation(Activation::Tanh)
+        .kernel_regularizer(Regularizer::l2(0.01))
+        .apply(&inputs)
+        .unwrap();
+    let b = Conv2D::new(4, (3, 3)).padding(Padding::Same).kernel_initializer(Initializer::HeNormal).apply(&a).unwrap();
+    let sum = Add::new().named("residual").apply(&[&a, &b]).unwrap();
+    let bn = BatchNormalization::new().trainable(!frozen_bn).apply(&sum).unwrap();
+    let branch = AveragePooling2D::new((2, 2)).strides((1, 1)).padding(Padding::Same).apply(&inputs).unwrap();
+    let joined = Concatenate::new().apply(&[&bn, &branch]).unwrap();
+    let padded = ZeroPadding2D::symmetric(1).apply(&joined).unwrap();
+    let pooled = GlobalAveragePooling2D::new().apply(&padded).unwrap();
+    let peak = GlobalMaxPooling2D::new().apply(&joined).unwrap();
+    let both = Concatenate::new().apply(&[&pooled, &peak]).unwrap();
+    let outputs = Dense::new(4).activation(Activation::Softmax).kernel_initializer(Initializer::HeUniform).apply(&both);
+    Model::new(&inputs, &outputs.unwrap()).unwrap().seed(seed)
+}
+
+fn compiled(mut model: Model, optimizer: impl Into<Box<dyn Optimizer>>) -> Model {
+    model.compile(optimizer, Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    model
+}
+
+#[test]
+fn graph_gradients_match_finite_differences_of_the_loss() {
+    let (x, labels) = stripes(12, 4, 1);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = compiled(residual_model(3, true), SGD::new(1e-9));
+    let start = model.params().unwrap().to_vec();
+    // One full-batch step: grads() is then the gradient at `start`, L2 included.
+    let options = FitOptions { shuffle: false, ..quiet(1, 12, 0.0) };
+    model.fit(&x, &y, &options).unwrap();
+    let grads = model.grads().unwrap().to_vec();
+    let mut loss_at = |params: &[f32]| {
+        model.params_mut().unwrap().copy_from_slice(params);
+        model.evaluate(&x, &y).unwrap().loss
+    };
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for i in (0..start.len()).step_by(5) {
+        let (mut plus, mut minus) = (start.clone(), start.clone());
+        plus[i] += eps;
+        minus[i] -= eps;
+        let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
+        let scale = 1.0f32.max(numeric.abs()).max(grads[i].abs());
+        assert!((grads[i] - numeric).abs() <= 5e-3 * scale, "param {i}: analytic {} vs numeric {numeric}", grads[i]);
+        checked += 1;
+    }
+    assert!(checked > 40, "{checked} parameters checked");
+}
+
+#[test]
+fn functional_models_train_bit_identically_on_any_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (x, labels) = stripes(120, 4, 2);
+            let y = to_categorical(&labels, None).unwrap();
+            let mut model = compiled(residual_model(5, false), Adam::default());
+            let history = model.fit(&x, &y, &quiet(2, 40, 0.25)).unwrap();
+            let logs: Vec<_> = history.epochs.iter().map(|e| e.logs.clone()).collect();
+            (model.params().unwrap().to_vec(), model.state().unwrap().to_vec(), logs)
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one.0), bits(&two.0), "weights differ between 1 and 2 threads");
+    assert_eq!(bits(&one.1), bits(&two.1), "moving statistics differ");
+    assert_eq!(one.2, two.2);
+    // Training moved the moving statistics away from (0, 1).
+    assert!(one.1.iter().any(|&v| v != 0.0 && v != 1.0));
+}
+
+#[test]
+fn a_residual_network_learns_and_its_batch_norm_infers_with_moving_statistics() {
+    let (x, labels) = stripes(400, 4, 3);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut bn = BatchNormalization::new();
+    bn = bn.momentum(0.8);
+    let inputs = Input::new([8, 8, 1]);
+    let c = Conv2D::new(8, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
+    let n = bn.apply(&c).unwrap();
+    let r = ActivationLayer::new(Activation::Relu).apply(&n).unwrap();
+    let c2 = Conv2D::new(8, (3, 3)).padding(Padding::Same).apply(&r).unwrap();
+    let s = Add::new().apply(&[&r, &c2]).unwrap();
+    // The class is where the stripe is: flatten, not global pooling, keeps that.
+    let g = Flatten::new().apply(&s).unwrap();
+    let out = Dense::new(4).activation(Activation::Softmax).apply(&g).unwrap();
+    let mut model = compiled(Model::new(&inputs, &out).unwrap().seed(1), Adam::new(0.01));
+    let history = model.fit(&x, &y, &quiet(6, 32, 0.2)).unwrap();
+    let last = history.last().unwrap();
+    assert!(last.get("val_accuracy").unwrap() > 0.9, "{history:?}");
+    // Validation (inference, moving statistics) agrees with training (batch statistics).
+    assert!((last.get("val_loss").unwrap() - last.get("loss").unwrap()).abs() < 0.3, "{history:?}");
+}
+
+#[test]
+fn frozen_layers_keep_their_weights_and_batch_norm_its_statistics() {
+    let (x, labels) = stripes(64, 4, 4);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = compiled(residual_model(7, false), Adam::default());
+    model.get_layer("conv2d").unwrap().set_trainable(false);
+    model.get_layer("batch_normalization").unwrap().set_trainable(false);
+    assert!(model.get_layer("nope").err().unwrap().to_string().contains("no layer named 'nope'"));
+    let weights = model.weights().unwrap();
+    let find = |name: &str| weights.iter().find(|w| w.name == name).unwrap().clone();
+    let (frozen, live) = (find("conv2d/kernel"), find("conv2d_1/kernel"));
+    assert!(!frozen.trainable && live.trainable && !find("batch_normalization/gamma").trainable);
+    let before = model.params().unwrap().to_vec();
+    let state = model.state().unwrap().to_vec();
+    model.fit(&x, &y, &quiet(2, 16, 0.0)).unwrap();
+    let after = model.params().unwrap();
+    assert_eq!(&after[frozen.range.clone()], &before[frozen.range.clone()], "a frozen kernel moved");
+    assert_ne!(&after[live.range.clone()], &before[live.range.clone()], "a trainable kernel did not move");
+    assert_eq!(model.state().unwrap(), &state[..], "a frozen BatchNormalization updated its statistics");
+    let summary = model.summary_string().unwrap();
+    let frozen_count = frozen.range.len() + find("conv2d/bias").range.len() + 4 * 4;
+    let total = model.count_params().unwrap();
+    assert!(summary.contains(&format!("Non-trainable params: {frozen_count} ")), "{summary}");
+    assert!(summary.contains(&format!("Trainable params: {} ", total - frozen_count)), "{summary}");
+
+    // Saved and loaded: flags, weights, moving statistics and predictions survive.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frozen.keel");
+    model.save(&path).unwrap();
+    let mut loaded = Model::load(&path).unwrap();
+    assert!(!loaded.get_layer("conv2d").unwrap().trainable());
+    assert_eq!(loaded.params().unwrap(), model.params().unwrap());
+    assert_eq!(loaded.state().unwrap(), model.state().unwrap());
+    assert_eq!(loaded.predict(&x).unwrap().to_f32_vec(), model.predict(&x).unwrap().to_f32_vec());
+    assert_eq!(loaded.summary_string().unwrap(), summary);
+}
+
+#[test]
+fn training_resumes_exactly_through_a_file_with_moving_statistics() {
+    let (x, labels) = stripes(80, 4, 5);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut whole = compiled(residual_model(9, false), Adam::default());
+    whole.fit(&x, &y, &quiet(3, 16, 0.0)).unwrap();
+    let mut first = compiled(residual_model(9, false), Adam::default());
+    first.fit(&x, &y, &quiet(2, 16, 0.0)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    first.save(dir.path().join("m.keel")).unwrap();
+    let mut resumed = Model::load(dir.path().join("m.keel")).unwrap();
+    let options = FitOptions { initial_epoch: 2, ..quiet(3, 16, 0.0) };
+    resumed.fit(&x, &y, &options).unwrap();
+    assert_eq!(resumed.params().unwrap(), whole.params().unwrap());
+    assert_eq!(resumed.state().unwrap(), whole.state().unwrap());
+}
+
+#[test]
+fn functional_summary_has_keras_connected_to_column() {
+    let mut model = residual_model(1, false);
+    let summary = model.summary_string().unwrap();
+    assert!(summary.starts_with("Model: \"functional\""), "{summary}");
+    assert!(summary.contains("┃ Connected to"), "{summary}");
+    assert!(summary.contains("│ input_layer (InputLayer)"), "{summary}");
+    let residual = summary.lines().find(|l| l.contains("residual (Add)")).unwrap();
+    assert!(residual.contains("conv2d[0][0]"), "{residual}");
+    let next = summary.lines().skip_while(|l| !l.contains("residual (Add)")).nth(1).unwrap();
+    assert!(next.contains("conv2d_1[0][0]"), "{next}");
+}
+
+#[test]
+fn functional_architectures_round_trip_through_model_files() {
+    let model = compiled(residual_model(4, true), Adam::default());
+    let architecture = model.architecture().unwrap();
+    let json = serde_json::to_string(&architecture).unwrap();
+    assert!(json.contains(r#""inputs":["conv2d","conv2d_1"]"#), "{json}");
+    assert!(json.contains(r#""trainable":false"#), "{json}");
+    let again = Model::from_architecture(&serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(serde_json::to_string(&again.architecture().unwrap()).unwrap(), json);
+    assert_eq!(again.params().unwrap(), model.params().unwrap(), "same seed, same initial weights");
+}
+
+#[test]
+fn resnet20_has_keras_parameter_counts_and_trains() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/resnet20.toml");
+    let mut model = Model::from_architecture(&Architecture::read(path).unwrap()).unwrap();
+    assert_eq!(model.count_params().unwrap(), 274_442);
+    let summary = model.summary_string().unwrap();
+    assert!(summary.contains("Non-trainable params: 1,376 (5.38 KB)"), "{summary}");
+    assert!(summary.contains("Trainable params: 273,066"), "{summary}");
+    // Two steps on random CIFAR-shaped images: finite losses, moving statistics updated.
+    let x = keel::tensor::Tensor::from_vec(
+        &[16, 32, 32, 3],
+        (0..16 * 32 * 32 * 3).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+    )
+    .unwrap();
+    let labels = keel::tensor::Tensor::from_vec(&[16], (0..16).map(|i| (i % 10) as f32).collect()).unwrap();
+    let y = to_categorical(&labels, Some(10)).unwrap();
+    let history = model.fit(&x, &y, &quiet(1, 8, 0.0)).unwrap();
+    assert!(history.last().unwrap().get("loss").unwrap().is_finite());
+    assert!(model.state().unwrap().iter().any(|&v| v != 0.0 && v != 1.0));
+}
+
+#[test]
+fn bad_graphs_get_clear_errors_at_build_time() {
+    // Add of two shapes: both shapes and both layers named.
+    let inputs = Input::new([8, 8, 3]);
+    let a = Conv2D::new(4, (3, 3)).named("left").apply(&inputs).unwrap();
+    let b = Conv2D::new(4, (3, 3)).padding(Padding::Same).named("right").apply(&inputs).unwrap();
+    let err = Add::new().apply(&[&a, &b]).unwrap_err().to_string();
+    for part in ["'left' (Conv2D) (None, 6, 6, 4)", "'right' (Conv2D) (None, 8, 8, 4)", "same shape"] {
+        assert!(err.contains(part), "{err}");
+    }
+    // A layer with the wrong number of inputs.
+    let err = Dense::new(2).apply(&[&a, &a]).unwrap_err().to_string();
+    assert!(err.contains("takes one input, got 2"), "{err}");
+    assert!(Add::new().apply(&a).unwrap_err().to_string().contains("at least 2 inputs"));
+    // An output that does not depend on the input, and a second input.
+    let other = Input::named("other", [8, 8, 3]);
+    let out = Flatten::new().apply(&other).unwrap();
+    let err = Model::new(&inputs, &out).err().unwrap().to_string();
+    assert!(err.contains("input 'other'") && err.contains("not the model's input"), "{err}");
+    let mixed = Concatenate::new().apply(&[&a, &Conv2D::new(2, (3, 3)).apply(&other).unwrap()]).unwrap();
+    let err = Model::new(&inputs, &mixed).err().unwrap().to_string();
+    assert!(err.contains("input 'other'"), "{err}");
+    let err = Model::new(&inputs, &inputs).err().unwrap().to_string();
+    assert!(err.contains("does not depend on the input") || err.contains("no layers"), "{err}");
+    // Duplicate names.
+    let c = Dense::new(2).named("left").apply(&Flatten::new().apply(&a).unwrap()).unwrap();
+    let err = Model::new(&inputs, &c).err().unwrap().to_string();
+    assert!(err.contains("two layers are named 'left'"), "{err}");
+}
+
+#[test]
+fn bad_model_files_get_clear_errors() {
+    let build = |layers: &str| {
+        let text = format!("input_shape = [4, 4, 2]\n{layers}");
+        let architecture: Architecture = toml::from_str(&text).map_err(|e| e.to_string())?;
+        Model::from_architecture(&architecture).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let conv = |name: &str, inputs: &str| {
+        format!(
+            "[[layers]]\nclass_name = \"Conv2D\"\nname = \"{name}\"\ninputs = [{inputs}]\nfilters = 2\nkernel_size = 1\n"
+        )
+    };
+    let ok = build(
+        &(conv("a", "\"input_layer\"")
+            + &conv("b", "\"a\"")
+            + "[[layers]]\nclass_name = \"Add\"\ninputs = [\"a\", \"b\"]\n"),
+    );
+    assert_eq!(ok, Ok(()));
+    let err = build(&(conv("a", "\"b\"") + &conv("b", "\"a\""))).unwrap_err();
+    assert!(err.contains("'a'") && err.contains("comes later") && err.contains("cycles"), "{err}");
+    let err = build(&conv("a", "\"nowhere\"")).unwrap_err();
+    assert!(err.contains("takes 'nowhere' as input") && err.contains("input_layer"), "{err}");
+    let err = build(&(conv("a", "\"input_layer\"") + &conv("a", "\"input_layer\""))).unwrap_err();
+    assert!(err.contains("named 'a'") && err.contains("unique"), "{err}");
+    let err = build(&(conv("a", "\"input_layer\"") + &conv("b", "\"input_layer\""))).unwrap_err();
+    assert!(err.contains("layer 'a' feeds no other layer"), "{err}");
+    let err = build(
+        &(conv("a", "\"input_layer\"") + "[[layers]]\nclass_name = \"Dense\"\nunits = 2\ninputs = [\"a\", \"a\"]\n"),
+    )
+    .unwrap_err();
+    assert!(err.contains("takes one input, got 2"), "{err}");
+    let err = build(&(conv("a", "\"input_layer\"") + &conv("b", "\"input_layer\"") + "[[layers]]\nclass_name = \"Add\"\ninputs = [\"a\", \"b\"]\n[[layers]]\nclass_name = \"Add\"\ninputs = [\"add\"]\n")).unwrap_err();
+    assert!(err.contains("at least 2 inputs"), "{err}");
+    let err = build("[[layers]]\nclass_name = \"Flatten\"\ninputs = 3\n").unwrap_err();
+    assert!(err.contains("inputs must be a list of layer names"), "{err}");
+}
+
+#[test]
+fn sequential_models_accept_named_and_frozen_layers() {
+    let mut model = Sequential::new()
+        .add(Conv2D::new(2, (3, 3)).input_shape([8, 8, 1]).named("features").trainable(false))
+        .add(Flatten::new())
+        .add(Dense::new(4).activation(Activation::Softmax));
+    model.build().unwrap();
+    assert_eq!(model.layer_names(), ["features", "flatten", "dense"]);
+    let summary = model.summary_string().unwrap();
+    assert!(summary.contains("Non-trainable params: 20 "), "{summary}");
+    assert!(!summary.contains("Connected to"), "{summary}");
+    let _ = Verbosity::Silent;
+}
