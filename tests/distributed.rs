@@ -92,8 +92,26 @@ fn augmented_cnn(seed: u64) -> Model {
     model
 }
 
+/// A residual CNN with BatchNormalization (batch statistics over the global batch).
+fn batch_norm_cnn(seed: u64) -> Model {
+    let inputs = Input::new([8, 8, 1]);
+    let c = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
+    let n = BatchNormalization::new().momentum(0.9).apply(&c).unwrap();
+    let r = ActivationLayer::new(Activation::Relu).apply(&n).unwrap();
+    let c2 = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&r).unwrap();
+    let s = Add::new().apply(&[&r, &c2]).unwrap();
+    let f = Flatten::new().apply(&s).unwrap();
+    let out = Dense::new(3).activation(Activation::Softmax).apply(&f).unwrap();
+    let mut model = Model::new(&inputs, &out).unwrap().seed(seed);
+    // SGD: the bias of a convolution before BatchNormalization has a zero
+    // gradient, whose rounding noise Adam would scale up to full steps.
+    model.compile(SGD::new(0.05), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    model
+}
+
 struct Run {
     params: Vec<f32>,
+    state: Vec<f32>,
     history: History,
     test: Evaluation,
 }
@@ -101,6 +119,11 @@ struct Run {
 /// Trains `augmented_cnn` on `ranks` threads; returns rank 0's result after
 /// checking that every rank ended with the same weights and logs.
 fn train_on(ranks: usize, options: &FitOptions) -> Run {
+    train_model_on(ranks, options, augmented_cnn)
+}
+
+/// [`train_on`] for the model `make(seed)` makes.
+fn train_model_on(ranks: usize, options: &FitOptions, make: fn(u64) -> Model) -> Run {
     let group = ThreadGroup::new(ranks);
     let runs: Vec<Run> = std::thread::scope(|scope| {
         let handles: Vec<_> = group
@@ -110,11 +133,12 @@ fn train_on(ranks: usize, options: &FitOptions) -> Run {
                     let (x, y) = stripes(301, 3, 5);
                     let (x_test, y_test) = stripes(97, 3, 6);
                     // Each rank starts from its own weights: fit must broadcast rank 0's.
-                    let mut model = augmented_cnn(100 + comm.rank() as u64);
+                    let mut model = make(100 + comm.rank() as u64);
                     model.set_communicator(Arc::new(comm));
                     let history = model.fit(&x, &y, options).unwrap();
                     let test = model.evaluate(&x_test, &y_test).unwrap();
-                    Run { params: model.params().unwrap().to_vec(), history, test }
+                    let state = model.state().unwrap().to_vec();
+                    Run { params: model.params().unwrap().to_vec(), state, history, test }
                 })
             })
             .collect();
@@ -122,6 +146,7 @@ fn train_on(ranks: usize, options: &FitOptions) -> Run {
     });
     for run in &runs[1..] {
         assert_eq!(run.params, runs[0].params, "ranks ended with different weights");
+        assert_eq!(run.state, runs[0].state, "ranks ended with different moving statistics");
         let logs = |h: &History| h.epochs.iter().map(|e| e.logs.clone()).collect::<Vec<_>>();
         assert_eq!(logs(&run.history), logs(&runs[0].history), "ranks logged different histories");
     }
@@ -162,6 +187,23 @@ fn ranks_train_the_same_model_as_one_process() {
     // The training did something: the weights moved away from rank 0's initial ones.
     let initial = augmented_cnn(100).params().unwrap().to_vec();
     assert!(max_difference(&initial, &one.params) > 1e-2);
+}
+
+#[test]
+fn batch_normalization_statistics_span_the_global_batch() {
+    // As above: the last global batch has 1 sample, so ranks 1 and 2 join the
+    // statistics' collectives with an empty share.
+    let options = quiet(2, 45, 0.1);
+    let one = train_model_on(1, &options, batch_norm_cnn);
+    for ranks in [2, 3] {
+        let many = train_model_on(ranks, &options, batch_norm_cnn);
+        let diff = max_difference(&one.params, &many.params);
+        assert!(diff < 1e-5, "{ranks} ranks: weights differ from one process by {diff}");
+        let diff = max_difference(&one.state, &many.state);
+        assert!(diff < 1e-5, "{ranks} ranks: moving statistics differ from one process by {diff}");
+        assert!((one.test.loss - many.test.loss).abs() < 1e-4);
+    }
+    assert!(one.state.iter().any(|&v| v != 0.0 && v != 1.0), "the statistics moved");
 }
 
 #[test]

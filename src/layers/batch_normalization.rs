@@ -1,8 +1,11 @@
 use super::{Backward, Layer, LayerConfig, Mode, Weight};
+use crate::distributed::Communicator;
+use crate::error::Error;
 use crate::initializers::Initializer;
 use crate::kernels::batch_norm::{self, InputGrad};
 use crate::kernels::{SAMPLES_PER_TASK, task_count};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Batch normalisation over the last axis, as `keras.layers.BatchNormalization`
 /// (defaults: axis -1, momentum 0.99, epsilon 1e-3, center and scale).
@@ -18,7 +21,6 @@ use rayon::prelude::*;
 /// use keel::prelude::*;
 /// let bn = BatchNormalization::new().momentum(0.9);
 /// ```
-#[derive(Clone, Debug)]
 pub struct BatchNormalization {
     momentum: f32,
     epsilon: f32,
@@ -45,6 +47,11 @@ pub struct BatchNormalization {
     k2: Vec<f32>,
     /// Moving statistics of a layer run on its own (outside a model, which owns them).
     own_state: Vec<f32>,
+    /// The ranks batch statistics are summed over, the rows they hold
+    /// together in the last batch, and a collective's failure.
+    group: Option<Arc<dyn Communicator>>,
+    rows: f64,
+    error: Option<Error>,
 }
 
 impl Default for BatchNormalization {
@@ -75,6 +82,9 @@ impl BatchNormalization {
             k1: Vec::new(),
             k2: Vec::new(),
             own_state: Vec::new(),
+            group: None,
+            rows: 0.0,
+            error: None,
         }
     }
 
@@ -114,6 +124,31 @@ impl BatchNormalization {
         let gamma = self.scale.then(|| &params[..c]);
         let beta = self.center.then(|| &params[if self.scale { c } else { 0 }..][..c]);
         (gamma, beta)
+    }
+}
+
+impl BatchNormalization {
+    /// Sums `sums[..len]` over the group's ranks (with batch statistics only:
+    /// that is when every rank makes the same calls). A failure is kept for
+    /// the model to report.
+    fn sum_over_group(&mut self, len: usize) {
+        if let (Some(group), true) = (&self.group, self.batch_statistics)
+            && let Err(e) = group.all_reduce_sum_f64(&mut self.sums[..len])
+        {
+            self.error.get_or_insert(e);
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchNormalization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchNormalization")
+            .field("momentum", &self.momentum)
+            .field("epsilon", &self.epsilon)
+            .field("center", &self.center)
+            .field("scale", &self.scale)
+            .field("channels", &self.c)
+            .finish()
     }
 }
 
@@ -198,6 +233,15 @@ impl Layer for BatchNormalization {
         self.trainable = trainable;
     }
 
+    fn set_group(&mut self, group: Option<Arc<dyn Communicator>>) -> bool {
+        self.group = group.filter(|g| g.size() > 1);
+        self.group.is_some()
+    }
+
+    fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         let mut state = std::mem::take(&mut self.own_state);
         self.forward_stateful(params, &mut state, x, y, n, mode);
@@ -212,11 +256,15 @@ impl Layer for BatchNormalization {
         self.batch_statistics = mode == Mode::Train && self.trainable;
         if self.batch_statistics {
             let (len, task) = (n * self.sample_len, SAMPLES_PER_TASK * self.sample_len);
-            let rows = (len / c) as f64;
             let x = &x[..len];
             reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
                 batch_norm::add_channel_sums(xt, c, &mut part[..c])
             });
+            // sums = [per-channel sums, rows], over every rank of a group.
+            self.sums[c] = (len / c) as f64;
+            self.sum_over_group(c + 1);
+            self.rows = self.sums[c].max(1.0);
+            let rows = self.rows;
             for (m, s) in self.mean.iter_mut().zip(&self.sums) {
                 *m = (s / rows) as f32;
             }
@@ -224,6 +272,7 @@ impl Layer for BatchNormalization {
             reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
                 batch_norm::add_squared_deviations(xt, mean, &mut part[..c])
             });
+            self.sum_over_group(c);
             let momentum = self.momentum;
             for ch in 0..c {
                 let var = (self.sums[ch] / rows) as f32;
@@ -271,10 +320,13 @@ impl Layer for BatchNormalization {
         if self.center {
             grads[offset..offset + c].iter_mut().zip(dbeta).for_each(|(g, s)| *g = *s as f32);
         }
+        // The statistics were the whole group's: so are the sums their gradient needs
+        // (the parameter gradients above stay this rank's, the model sums those).
+        self.sum_over_group(2 * c);
+        let (dbeta, dgamma) = self.sums.split_at(c);
         let Some(dx) = dx else { return };
-        let rows = (len / c) as f64;
+        let batch = if self.batch_statistics { 1.0 / self.rows } else { 0.0 };
         for ch in 0..c {
-            let batch = self.batch_statistics as u8 as f64 / rows;
             self.k1[ch] = (dbeta[ch] * batch) as f32;
             self.k2[ch] = (dgamma[ch] * batch) as f32;
         }

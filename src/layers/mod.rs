@@ -51,9 +51,11 @@ pub use resizing::Resizing;
 pub use zero_padding2d::ZeroPadding2D;
 
 use crate::activations::Activation;
+use crate::distributed::Communicator;
 use crate::initializers::Initializer;
 use crate::kernels::Window;
 use crate::random::BatchDraws;
+use std::sync::Arc;
 
 /// Whether a forward pass is for training (dropout active) or inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +183,23 @@ pub trait Layer: Send {
     /// The random draws of the next training batch (dropout masks, augmentations):
     /// sample i of the batch draws from `draws.sample(i)`.
     fn set_draws(&mut self, _draws: BatchDraws) {}
+
+    /// The ranks of a data-parallel group (see [`crate::distributed`]) that
+    /// this layer's batch statistics are computed over, so that N ranks train
+    /// the model one process would; `None` for a process alone. Only layers
+    /// with batch statistics (BatchNormalization) use it, and return true: in
+    /// training they then join one collective per statistic, on every rank
+    /// and every batch, so the model runs them on an empty share of a batch
+    /// (`n` = 0, empty slices) too.
+    fn set_group(&mut self, _group: Option<Arc<dyn Communicator>>) -> bool {
+        false
+    }
+
+    /// The error of a collective the last pass made, if one failed (a pass
+    /// cannot return it); the model checks after every training pass.
+    fn take_error(&mut self) -> Option<crate::error::Error> {
+        None
+    }
 
     /// Tells the layer whether its weights train; a frozen BatchNormalization
     /// runs in inference mode, as in Keras 3.

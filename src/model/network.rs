@@ -194,6 +194,23 @@ impl Network {
         }
     }
 
+    /// The training passes of the `synced` nodes alone, on no samples: what a
+    /// rank with an empty share of a batch runs so that layers summing batch
+    /// statistics over the group's ranks still join every collective.
+    pub fn empty_pass(&mut self, nodes: &mut [Node], synced: &[bool]) {
+        let Network { params, grads, state, ranges, state_ranges, steps, .. } = self;
+        let runs = |k: usize| synced[k] && matches!(steps[k], Step::Run { .. });
+        for (k, node) in nodes.iter_mut().enumerate().filter(|(k, _)| runs(*k)) {
+            let state = &mut state[state_ranges[k].clone()];
+            node.layer.forward_stateful(&params[ranges[k].clone()], state, &[], &mut [], 0, Mode::Train);
+        }
+        for (k, node) in nodes.iter_mut().enumerate().rev().filter(|(k, _)| runs(*k)) {
+            let range = ranges[k].clone();
+            let (params, grads) = (&params[range.clone()], &mut grads[range]);
+            node.layer.backward(Backward { params, x: &[], y: &[], dy: &mut [], dx: None, grads, n: 0 });
+        }
+    }
+
     /// deltas[output][..n] -> grads (and the deltas of every hidden value on the way).
     pub fn backward(&mut self, nodes: &mut [Node], n: usize) {
         let Network {

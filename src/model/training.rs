@@ -145,6 +145,7 @@ impl Model {
         if let Some(comm) = &comm {
             seed = self.synchronise(comm.as_ref(), n, options, seed)?;
         }
+        let synced: Vec<bool> = self.nodes.iter_mut().map(|node| node.layer.set_group(comm.clone())).collect();
         let verbose = if rank == 0 { options.verbose } else { Verbosity::Silent };
         let capacity = options.batch_size.min(n_train).div_ceil(ranks);
         let mut scratch = self.scratch(capacity, target_len);
@@ -188,7 +189,14 @@ impl Model {
                 }
                 let weights = options.class_weight.as_ref();
                 let local = &batch[part];
-                let mut loss = self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?;
+                let mut loss = if local.is_empty() && synced.contains(&true) {
+                    // This rank's share is empty, but layers with batch statistics join their collectives.
+                    self.net.as_mut().expect("prepared models are built").empty_pass(&mut self.nodes, &synced);
+                    collective_errors(&mut self.nodes)?;
+                    self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?
+                } else {
+                    self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?
+                };
                 if let Some(comm) = &comm {
                     loss = self.all_reduce_step(comm.as_ref(), loss, &mut scratch)?;
                 }
@@ -370,6 +378,9 @@ impl Model {
         let compiled = self.compiled.as_mut().expect("prepared models are compiled");
         let net = self.net.as_mut().expect("prepared models are built");
         let n = indices.len();
+        // Layers with batch statistics may sum them over a group's ranks: in
+        // training every rank then runs the whole pass.
+        let grouped = self.communicator.as_ref().is_some_and(|c| c.size() > 1) && mode == Mode::Train;
         if n == 0 {
             // A rank whose share of a small last batch is empty adds nothing.
             net.grads.fill(0.0);
@@ -408,8 +419,11 @@ impl Model {
             *sum = metric.resolve(compiled.loss, width).sum(probs, targets, width) / rows_per_sample;
         }
         let loss = loss / rows_per_sample;
-        if mode == Mode::Train && loss.is_finite() {
+        if mode == Mode::Train && (loss.is_finite() || grouped) {
             net.backward(&mut self.nodes, n);
+        }
+        if grouped {
+            collective_errors(&mut self.nodes)?;
         }
         Ok(loss)
     }
@@ -483,12 +497,6 @@ impl Model {
     fn all_reduce_step(&mut self, comm: &dyn Communicator, loss: f64, scratch: &mut BatchScratch) -> Result<f64> {
         let net = self.net.as_mut().expect("training models are built");
         comm.all_reduce_sum(&mut net.grads)?;
-        if !net.state.is_empty() {
-            // Each rank's moving statistics saw its own part of the batch: keep their mean everywhere.
-            comm.all_reduce_sum(&mut net.state)?;
-            let ranks = comm.size() as f32;
-            net.state.iter_mut().for_each(|v| *v /= ranks);
-        }
         let sums = &mut scratch.batch_sums;
         sums[0] = loss;
         sums[1..].copy_from_slice(&scratch.metric_sums);
@@ -568,6 +576,14 @@ impl Model {
             )));
         }
         Ok(())
+    }
+}
+
+/// The first failure of a collective a layer made in the last pass.
+fn collective_errors(nodes: &mut [super::functional::Node]) -> Result<()> {
+    match nodes.iter_mut().find_map(|n| n.layer.take_error()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
