@@ -71,8 +71,12 @@ impl Callback for LearningRateScheduler {
             .optimizer_mut()
             .ok_or_else(|| Error::State("LearningRateScheduler needs a compiled model (an optimizer)".into()))?;
         let rate = self.schedule.rate(epoch - 1, optimizer.learning_rate());
-        crate::optimizers::check_learning_rate(rate)
-            .map_err(|e| Error::InvalidArgument(format!("the schedule gave epoch {epoch} a bad rate: {e}")))?;
+        crate::optimizers::check_learning_rate(rate).map_err(|e| match e {
+            Error::InvalidArgument(why) => {
+                Error::InvalidArgument(format!("the schedule gave epoch {epoch} a bad rate: {why}"))
+            }
+            e => e,
+        })?;
         optimizer.set_learning_rate(rate);
         self.rates.push(rate);
         Ok(())

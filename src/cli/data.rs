@@ -70,8 +70,12 @@ pub fn load(name: &str, data_dir: Option<PathBuf>, folder: &FolderArgs) -> keel:
     if root.is_dir() {
         return load_folder(root, folder);
     }
-    let entry =
-        catalog::find(name).map_err(|e| Error::InvalidArgument(format!("{e}, or give a folder of class folders")))?;
+    let entry = catalog::find(name).map_err(|e| match e {
+        Error::InvalidArgument(message) => {
+            Error::InvalidArgument(format!("{message}, or give a folder of class folders"))
+        }
+        e => e,
+    })?;
     let source = DataSource::from_env().with_data_dir(data_dir);
     let ((train_images, train_labels), (test_images, test_labels)) = entry.load(&source)?;
     Ok(Prepared {
@@ -87,6 +91,13 @@ fn load_folder(root: &Path, args: &FolderArgs) -> keel::Result<Prepared> {
     let (train_dir, test_dir) = (root.join("train"), root.join("test"));
     let split = train_dir.is_dir() && test_dir.is_dir();
     let (train, class_names) = read_folder(if split { &train_dir } else { root }, &options, args.stream)?;
+    if class_names.len() == 1 {
+        eprintln!(
+            "warning: {} has one class folder ({}): a classifier learns nothing from it (it reaches loss 0 by always answering that class); give a folder per class",
+            root.display(),
+            class_names[0]
+        );
+    }
     // The test split must look like the training one.
     let shape = train.0.shape().to_vec();
     let test_options = FolderOptions { image_size: Some((shape[1], shape[2])), ..options };

@@ -99,8 +99,8 @@ pub fn run(command: &DatasetsCommand) -> keel::Result<()> {
             if bad.is_empty() {
                 Ok(())
             } else {
-                Err(Error::Download(format!(
-                    "{} file(s) could not be verified against the published checksums: {}; delete them and fetch the originals",
+                Err(Error::State(format!(
+                    "{} local file(s) do not match the published checksums: {}; delete them and fetch the originals (keel datasets fetch)",
                     bad.len(),
                     bad.join(", ")
                 )))

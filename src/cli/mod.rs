@@ -78,6 +78,9 @@ fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result
     model.summary()
 }
 
+/// Most worker threads keel starts.
+const MAX_THREADS: usize = 1024;
+
 /// Runs `work` on a pool of `threads` workers (default: all cores, shared
 /// evenly by the ranks an MPI launcher started on this host).
 fn with_threads<T: Send>(
@@ -89,8 +92,11 @@ fn with_threads<T: Send>(
         let ranks_here = keel::distributed::launched().map_or(1, |l| l.local_size);
         (cores / ranks_here).max(1)
     });
-    if threads == 0 {
-        return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(Error::InvalidArgument(format!(
+            "--threads {threads} is out of range: give 1 to {MAX_THREADS} (this machine has {} cores)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -1,7 +1,7 @@
 //! `keel predict MODEL IMAGE...`: classify image files with a saved model.
 
 use super::with_threads;
-use keel::datasets::image_folder::{ColorMode, decode};
+use keel::datasets::image_folder::{ColorMode, decode, decode_bytes};
 use keel::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 pub struct PredictArgs {
     /// A .keel model file.
     model: PathBuf,
-    /// PNG, JPEG or BMP files; each is converted to the model's input (grey or
-    /// colour, resized to its size, scaled as in training).
+    /// PNG, JPEG or BMP files (`-`: one image on standard input); each is
+    /// converted to the model's input (grey or colour, resized to its size,
+    /// scaled as in training).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Classes to show per image, most likely first.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     top_k: usize,
     /// Invert the pixels first (dark digits on light paper, unlike MNIST).
     #[arg(long)]
@@ -38,20 +39,34 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
             )));
         };
         let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
-        let mut pixels = Vec::with_capacity(args.images.len() * h * w * c);
-        for path in &args.images {
-            pixels.extend(read_image(path, h, w, c, args.invert)?);
-        }
-        let x = Tensor::from_u8(&[args.images.len(), h, w, c], pixels)? * scale;
-        let probabilities = model.predict(&x)?;
-        let classes = probabilities.row_len();
+        // Every image is tried; one that cannot be read is reported in its place.
+        let decoded: Vec<keel::Result<Vec<u8>>> =
+            args.images.iter().map(|path| read_image(path, h, w, c, args.invert)).collect();
+        let good: Vec<u8> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
+        let n_good = good.len() / (h * w * c);
+        let x = Tensor::from_u8(&[n_good, h, w, c], good)? * scale;
+        let probabilities = if n_good > 0 { model.predict(&x)?.to_f32_vec() } else { Vec::new() };
+        let classes = model.output_shape()?.iter().product::<usize>().max(1);
         let names = super::class_names(&model, classes);
-        let all = probabilities.to_f32_vec();
+        let mut rows = probabilities.chunks(classes);
         let mut report = Vec::new();
-        for (path, p) in args.images.iter().zip(all.chunks(classes)) {
+        let mut failed = 0;
+        for (path, image) in args.images.iter().zip(&decoded) {
+            let p = match image {
+                Ok(_) => rows.next().expect("one row per decoded image"),
+                Err(e) => {
+                    failed += 1;
+                    if args.json {
+                        report.push(json!({"file": path, "error": e.to_string()}));
+                    } else {
+                        eprintln!("{}: error: {e}", path.display());
+                    }
+                    continue;
+                }
+            };
             let mut order: Vec<usize> = (0..classes).collect();
             order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-            order.truncate(args.top_k.max(1));
+            order.truncate(args.top_k);
             if args.json {
                 let top: Vec<_> =
                     order.iter().map(|&i| json!({"index": i, "class": names[i], "probability": p[i]})).collect();
@@ -64,9 +79,18 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
         if args.json {
             println!("{}", serde_json::Value::Array(report));
         }
+        if failed > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{failed} of {} images could not be read (see above)",
+                args.images.len()
+            )));
+        }
         Ok(())
     })
 }
+
+/// Most bytes read from standard input for one image.
+const MAX_STDIN_IMAGE: u64 = 64 << 20;
 
 /// The image at `path` as `h` x `w` x `c` bytes (c = 1: grey, 3: RGB).
 fn read_image(path: &Path, h: usize, w: usize, c: usize, invert: bool) -> keel::Result<Vec<u8>> {
@@ -79,7 +103,20 @@ fn read_image(path: &Path, h: usize, w: usize, c: usize, invert: bool) -> keel::
             )));
         }
     };
-    let (mut bytes, _) = decode(path, Some((h, w)), mode)?;
+    let (mut bytes, _) = if path.as_os_str() == "-" {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        std::io::stdin().take(MAX_STDIN_IMAGE + 1).read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
+        if raw.len() as u64 > MAX_STDIN_IMAGE {
+            return Err(Error::InvalidArgument(format!(
+                "the image on standard input is larger than {} MiB",
+                MAX_STDIN_IMAGE >> 20
+            )));
+        }
+        decode_bytes(&raw, Path::new("<standard input>"), Some((h, w)), mode)?
+    } else {
+        decode(path, Some((h, w)), mode)?
+    };
     if invert {
         bytes.iter_mut().for_each(|b| *b = 255 - *b);
     }

@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     optimizer: Option<String>,
     /// Learning rate (default: the optimizer's, or the resumed model's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     learning_rate: Option<f32>,
     /// Seed for weights and shuffling; the same seed gives the same run [default: the model file's, else 42].
     #[arg(long, conflicts_with = "resume")]
@@ -110,6 +110,12 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepare
             )));
         }
         let done = model.epochs_trained();
+        if done == 0 && model.optimizer().is_some_and(|o| o.iterations() == 0) {
+            eprintln!(
+                "note: {} has no training state (epochs trained, optimizer moments): training starts at epoch 1 with a fresh optimizer",
+                path.display()
+            );
+        }
         let data = load(model.data_info().and_then(|d| d.dataset.clone()), Some(&model.shapes()?[0]))?;
         return Ok((with_learning_rate(model, args.learning_rate)?, done, data));
     }
@@ -144,12 +150,57 @@ fn with_learning_rate(mut model: Model, learning_rate: Option<f32>) -> keel::Res
     Ok(model)
 }
 
+/// Warns when the training loss grew by orders of magnitude beyond where a
+/// cross-entropy over `classes` starts (ln(classes)): the run diverged even
+/// if the loss stayed finite (TerminateOnNaN stops only on NaN/inf).
+fn warn_if_diverging(history: &keel::model::History, classes: usize) {
+    let start = (classes.max(2) as f64).ln();
+    let worst = history
+        .epochs
+        .iter()
+        .filter_map(|e| Some((e.epoch, e.logs.get("loss").copied()?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((epoch, loss)) = worst.filter(|(_, loss)| *loss > 100.0 * start) {
+        eprintln!(
+            "warning: the training loss reached {loss:.3e} (epoch {epoch}), over 100x the {start:.2} an untrained {classes}-class model starts at: training diverged; lower the learning rate"
+        );
+    }
+}
+
+/// Checks that every output path can be written, and locks the save path
+/// and the checkpoint directory for this run.
+fn check_outputs(args: &TrainArgs) -> keel::Result<Vec<keel::io::OutputLock>> {
+    use keel::io::{OutputLock, check_output_dir, check_output_file};
+    let files = [(&args.save, "--save"), (&args.metrics_out, "--metrics-out"), (&args.history_out, "--history-out")];
+    for (path, what) in files {
+        if let Some(path) = path {
+            check_output_file(path, what)?;
+        }
+    }
+    for (path, what) in [(&args.plots, "--plots"), (&args.checkpoint_dir, "--checkpoint-dir")] {
+        if let Some(path) = path {
+            check_output_dir(path, what)?;
+        }
+    }
+    let mut locks = Vec::new();
+    if let Some(path) = &args.save {
+        locks.push(OutputLock::acquire(path, false, "--save")?);
+    }
+    if let Some(dir) = &args.checkpoint_dir {
+        locks.push(OutputLock::acquire(dir, true, "--checkpoint-dir")?);
+    }
+    Ok(locks)
+}
+
 /// Trains, as the only process or as one rank of `communicator`'s group
 /// (then rank 0 alone prints and writes files).
 fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communicator>>) -> keel::Result<()> {
     let start = Instant::now();
     let root = is_root(&communicator);
     let ranks = communicator.as_ref().map_or(1, |c| c.size());
+    // Every output is checked (and the save path and checkpoint directory
+    // locked) before anything is loaded or trained.
+    let _locks = if root { check_outputs(args)? } else { Vec::new() };
     let (mut model, initial_epoch, data) = model_and_data(args)?;
     if let Some(communicator) = &communicator {
         model.set_communicator(Arc::clone(communicator));
@@ -158,6 +209,9 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     let epochs = args.epochs.or(defaults.epochs).unwrap_or(5);
     let batch_size = args.batch_size.or(defaults.batch_size).unwrap_or(128);
     let validation_split = args.validation_split.or(defaults.validation_split).unwrap_or(0.1);
+    if epochs == 0 {
+        return Err(Error::InvalidArgument("--epochs must be at least 1".into()));
+    }
     if epochs <= initial_epoch {
         return Err(Error::InvalidArgument(format!(
             "the model has already trained {initial_epoch} epochs; --epochs is the total to reach, so give more than {initial_epoch}"
@@ -187,6 +241,9 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     let (x, y) = &data.train;
     let history = model.fit_with_callbacks(x.as_ref(), y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
+    if root {
+        warn_if_diverging(&history, y.row_len());
+    }
     // Of which in collectives (all-reduce, broadcast), waiting for slower ranks included.
     let collectives_s = communicator.as_ref().map_or(0.0, |c| c.collective_seconds());
     // Every rank evaluates its share of the test set; then rank 0 alone writes.

@@ -250,6 +250,29 @@ fn is_image(path: &Path) -> bool {
 pub fn decode(path: &Path, size: Option<(usize, usize)>, mode: ColorMode) -> Result<(Vec<u8>, (usize, usize))> {
     let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
     let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    prepare(reader, path, size, mode)
+}
+
+/// [`decode`] for an image's bytes already in memory (standard input, an
+/// upload); `origin` names it in errors.
+pub fn decode_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    size: Option<(usize, usize)>,
+    mode: ColorMode,
+) -> Result<(Vec<u8>, (usize, usize))> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    let reader = reader.with_guessed_format().map_err(|e| Error::io(origin, e))?;
+    prepare(reader, origin, size, mode)
+}
+
+/// Decodes, resizes to `size` when given, and converts to `mode`.
+fn prepare<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+    size: Option<(usize, usize)>,
+    mode: ColorMode,
+) -> Result<(Vec<u8>, (usize, usize))> {
     let image = reader.decode().map_err(|e| Error::CorruptFile {
         path: path.into(),
         message: format!("not a readable PNG, JPEG or BMP image ({e}); remove or replace it"),

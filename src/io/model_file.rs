@@ -24,6 +24,10 @@ pub const FORMAT: &str = "keel";
 /// The version written; files of a newer version are refused with a clear error.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Most optimizer steps (and epochs) a file may claim: far beyond any
+/// training run, and exact in the f64 arithmetic of bias corrections.
+const MAX_ITERATIONS: u64 = 1 << 40;
+
 /// A tensor to write: name, shape, values.
 type NamedTensor<'a> = (String, Vec<usize>, &'a [f32]);
 
@@ -93,6 +97,12 @@ impl Model {
         if let Some(text) = file.optional_metadata("training") {
             let state: TrainingState = serde_json::from_str(text)
                 .map_err(|e| file.corrupt(format!("its training state is not valid: {e}")))?;
+            if state.optimizer_iterations > MAX_ITERATIONS || state.epochs_trained as u64 > MAX_ITERATIONS {
+                return Err(file.corrupt(format!(
+                    "its training state claims {} optimizer steps and {} epochs, more than keel counts ({MAX_ITERATIONS})",
+                    state.optimizer_iterations, state.epochs_trained
+                )));
+            }
             let weights: Vec<WeightInfo> = model.weights()?.into_iter().filter(|w| !w.state).collect();
             let len = model.params()?.len();
             if let Some(optimizer) = model.optimizer_mut() {
@@ -261,8 +271,14 @@ impl<'a> ModelFile<'a> {
                     w.shape
                 )));
             }
-            for (dst, src) in out[w.range.clone()].iter_mut().zip(view.data().chunks_exact(4)) {
+            for (i, (dst, src)) in out[w.range.clone()].iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
                 *dst = f32::from_le_bytes(src.try_into().expect("chunks of 4"));
+                if !dst.is_finite() {
+                    return Err(self.corrupt(format!(
+                        "tensor '{name}' holds {} at index {i}; a model with NaN or infinite weights predicts nothing useful (it may have diverged before it was saved)",
+                        *dst
+                    )));
+                }
             }
         }
         Ok(())
@@ -273,7 +289,10 @@ impl<'a> ModelFile<'a> {
         let weights = model.weights()?;
         let slots: Vec<&str> =
             model.optimizer().map(|o| o.slots().into_iter().map(|(s, _)| s).collect()).unwrap_or_default();
-        for (name, _) in self.tensors.iter() {
+        // In name order, so that a file with several stray tensors always names the same one.
+        let mut names: Vec<&str> = self.tensors.iter().map(|(name, _)| name).collect();
+        names.sort_unstable();
+        for name in names {
             let weight = name.strip_prefix("optimizer/").and_then(|rest| {
                 let (slot, weight) = rest.split_once('/')?;
                 slots.contains(&slot).then_some(weight)

@@ -286,9 +286,18 @@ impl LayerConfig {
                 }
                 Box::new(Dropout::new(rate))
             }
-            LayerConfig::Rescaling { scale, offset } => Box::new(Rescaling::new(scale).offset(offset)),
+            LayerConfig::Rescaling { scale, offset } => {
+                finite("scale", &[scale])?;
+                finite("offset", &[offset])?;
+                Box::new(Rescaling::new(scale).offset(offset))
+            }
             LayerConfig::Normalization { ref mean, ref variance } => {
                 count("channels", mean.len(), MAX_FILTERS)?;
+                finite("mean", mean)?;
+                finite("variance", variance)?;
+                if let Some(v) = variance.iter().find(|v| **v < 0.0) {
+                    return Err(format!("variance {v} is negative; variances are at least 0"));
+                }
                 Box::new(Normalization::with_statistics(mean.clone(), variance.clone()))
             }
             LayerConfig::Resizing { height, width } => {
@@ -305,9 +314,11 @@ impl LayerConfig {
                 )
             }
             LayerConfig::RandomTranslation { height_factor, width_factor, fill_mode } => {
+                finite("height_factor and width_factor", &[height_factor, width_factor])?;
                 Box::new(RandomTranslation::new(height_factor, width_factor).fill_mode(fill_mode))
             }
             LayerConfig::RandomRotation { factor, fill_mode } => {
+                finite("factor", &[factor])?;
                 Box::new(RandomRotation::new(factor).fill_mode(fill_mode))
             }
             LayerConfig::BatchNormalization { axis, momentum, epsilon, center, scale } => {
@@ -352,6 +363,14 @@ impl LayerConfig {
                 Box::new(Reshape::new(target_shape.clone()))
             }
         })
+    }
+}
+
+/// Refuses NaN and infinite argument values.
+fn finite(what: &str, values: &[f32]) -> Result<(), String> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!("{what} holds {v}; give finite numbers")),
+        None => Ok(()),
     }
 }
 
@@ -443,6 +462,12 @@ mod tests {
         assert!(serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().err().unwrap().contains("momentum"));
         let text = r#"{"class_name": "Dense", "units": 2, "kernel_regularizer": {"class_name": "L2", "l2": -1}}"#;
         assert!(serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().err().unwrap().contains("L2"));
+        let text = r#"{"class_name": "Rescaling", "scale": NaN}"#.replace("NaN", "1e999");
+        assert!(serde_json::from_str::<LayerConfig>(&text).map_or(true, |c| c.to_layer().is_err()));
+        let nan = LayerConfig::Normalization { mean: vec![f32::NAN], variance: vec![1.0] };
+        assert!(nan.to_layer().err().unwrap().contains("mean holds NaN"));
+        let negative = LayerConfig::Normalization { mean: vec![0.0], variance: vec![-1.0] };
+        assert!(negative.to_layer().err().unwrap().contains("negative"));
         let text = r#"{"class_name": "Reshape", "target_shape": [-1, -1]}"#;
         let mut layer = serde_json::from_str::<LayerConfig>(text).unwrap().to_layer().unwrap();
         assert!(layer.build(&[4, 4]).unwrap_err().contains("at most one -1"));

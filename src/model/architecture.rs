@@ -257,6 +257,11 @@ impl Model {
     /// As [`Model::from_architecture`], refusing to allocate more than
     /// `param_limit` parameters (a loaded file's architecture must fit its weights).
     pub(crate) fn from_architecture_within(architecture: &Architecture, param_limit: Option<usize>) -> Result<Model> {
+        if let Some(scale) = architecture.data.as_ref().map(|d| d.scale).filter(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::Build(format!(
+                "data.scale is {scale}; it is the factor pixel bytes are multiplied by (1/255 for [0, 1]) and must be positive"
+            )));
+        }
         let functional = architecture.layers.iter().any(|l| l.inputs.is_some());
         let mut model = Model::empty(&architecture.name, functional)
             .seed(architecture.seed)

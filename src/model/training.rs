@@ -189,14 +189,12 @@ impl Model {
                 }
                 let weights = options.class_weight.as_ref();
                 let local = &batch[part];
-                let mut loss = if local.is_empty() && synced.contains(&true) {
+                if local.is_empty() && synced.contains(&true) {
                     // This rank's share is empty, but layers with batch statistics join their collectives.
                     self.net.as_mut().expect("prepared models are built").empty_pass(&mut self.nodes, &synced);
                     collective_errors(&mut self.nodes)?;
-                    self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?
-                } else {
-                    self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?
-                };
+                }
+                let mut loss = self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?;
                 if let Some(comm) = &comm {
                     loss = self.all_reduce_step(comm.as_ref(), loss, &mut scratch)?;
                 }

@@ -81,7 +81,7 @@ impl OptimizerConfig {
             OptimizerConfig::Adam(a) => {
                 unit("beta_1", a.beta_1)?;
                 unit("beta_2", a.beta_2)?;
-                non_negative("epsilon", a.epsilon)?;
+                positive("epsilon", a.epsilon)?;
                 Box::new(a.clone())
             }
             OptimizerConfig::SGD(s) => {
@@ -91,7 +91,7 @@ impl OptimizerConfig {
             OptimizerConfig::RMSprop(r) => {
                 unit("rho", r.rho)?;
                 unit("momentum", r.momentum)?;
-                non_negative("epsilon", r.epsilon)?;
+                positive("epsilon", r.epsilon)?;
                 Box::new(r.clone())
             }
         };
@@ -100,11 +100,11 @@ impl OptimizerConfig {
     }
 }
 
-fn non_negative(name: &str, v: f32) -> Result<()> {
-    if v.is_finite() && v >= 0.0 {
+fn positive(name: &str, v: f32) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{name} must be a non-negative number, got {v}")))
+        Err(Error::InvalidArgument(format!("{name} must be a positive number, got {v}")))
     }
 }
 
