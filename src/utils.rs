@@ -61,3 +61,33 @@ pub fn argmax_row(row: &[f32]) -> usize {
     }
     best
 }
+
+/// Bytes of memory the system can still give this process: MemAvailable on
+/// Linux; elsewhere unknown (None).
+pub fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+/// Bytes as people read them: "53.4 GB".
+pub fn gigabytes(bytes: usize) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+/// Refuses to allocate `bytes` for `what()` when that is more than three
+/// quarters of the memory available (the rest is for what the estimate
+/// leaves out: layers' own buffers, the data, the optimizer), with the
+/// figures and `fix`; nothing is allocated.
+pub fn check_memory(bytes: usize, what: impl FnOnce() -> String, fix: &str) -> crate::error::Result<()> {
+    match available_memory().map(|a| a / 4 * 3) {
+        Some(available) if bytes > available => Err(crate::error::Error::InvalidArgument(format!(
+            "{} need {} of memory, more than the {} keel may take of what is available; {fix}",
+            what(),
+            gigabytes(bytes),
+            gigabytes(available)
+        ))),
+        _ => Ok(()),
+    }
+}

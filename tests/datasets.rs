@@ -432,3 +432,24 @@ fn a_streamed_folder_trains_exactly_like_the_same_folder_in_memory() {
     let err = model.fit(&stream, &labels, &quiet).unwrap_err().to_string();
     assert!(err.contains("zz.png") && err.contains("not a readable"), "{err}");
 }
+
+#[test]
+fn gzip_bombs_are_refused_by_their_header_before_inflating() {
+    let labels = gz(&idx::encode(&[10], &[1; 10]));
+    // 10 images declared, 200 MB of zeros behind them: read no further than declared.
+    let mut bomb = idx::encode(&[10, 28, 28], &[0; 10 * 784]);
+    bomb.resize(200 << 20, 0);
+    let bomb = gz(&bomb);
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {} bytes", bomb.len());
+    let err = corrupt_case(bomb, labels.clone());
+    assert!(err.contains("unexpected bytes after the 7840 bytes"), "{err}");
+    // A header whose count contradicts the labels' is refused before the data is read.
+    let err = corrupt_case(gz(&idx::encode(&[60_000, 28, 28], &[])), labels.clone());
+    assert!(err.contains("holds 10 labels") && err.contains("60000 images"), "{err}");
+    // An absurd declared size is refused before anything is allocated.
+    let mut huge = idx::encode(&[10, 28, 28], &[]);
+    huge[8..12].copy_from_slice(&4_000_000u32.to_be_bytes());
+    huge[12..16].copy_from_slice(&4_000_000u32.to_be_bytes());
+    let err = corrupt_case(gz(&huge), labels);
+    assert!(err.contains("more than keel reads"), "{err}");
+}

@@ -135,8 +135,16 @@ fn bad_files_are_clear_errors_never_panics_or_huge_allocations() {
     model.fit(&x, &to_categorical(&labels, None).unwrap(), &quiet(1, 32, 0.0)).unwrap();
     model.save(&good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
-    let (metadata, tensors) = parts(&good);
+    let (mut metadata, tensors) = parts(&good);
+    let checksums = metadata.remove("checksums").expect("saved files record tensor checksums");
     let architecture: Architecture = serde_json::from_str(&metadata["architecture"]).unwrap();
+    let mut flipped = tensors.clone();
+    flipped[0].2[0] ^= 1;
+    let with_checksums = |text: &str, tensors: &[RawTensor]| {
+        let mut m = metadata.clone();
+        m.insert("checksums".into(), text.into());
+        assemble(m, tensors)
+    };
 
     let with_architecture = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut value = serde_json::to_value(&architecture).unwrap();
@@ -192,6 +200,9 @@ fn bad_files_are_clear_errors_never_panics_or_huge_allocations() {
         ("missing weight", assemble(metadata.clone(), &fewer), "188 parameters but only 184 are given"),
         ("wrong shape", assemble(metadata.clone(), &reshaped), "has shape [4, 36] but the model needs [36, 4]"),
         ("extra tensor", assemble(metadata.clone(), &extra), "'dense_7/kernel' belongs to no weight"),
+        ("flipped bit", with_checksums(&checksums, &flipped), "does not match its checksum"),
+        ("tensor without checksum", with_checksums(&checksums, &extra), "'dense_7/kernel' has no checksum"),
+        ("bad checksums", with_checksums("[1, 2]", &tensors), "its checksums are not valid"),
     ];
     for (what, file, message) in cases {
         let path = dir.path().join(format!("{what}.keel"));

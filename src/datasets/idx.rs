@@ -1,7 +1,7 @@
 //! The IDX format of MNIST-style datasets: a 4-byte magic (0, 0, type,
 //! number of dimensions), each dimension as a big-endian u32, then the data.
 
-use super::{DataSource, DatasetSpec, read_maybe_gz};
+use super::{DataSource, DatasetSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::path::Path;
@@ -19,10 +19,13 @@ pub fn load_dataset(spec: &DatasetSpec, classes: usize, source: &DataSource) -> 
 }
 
 /// One split from an images file and a labels file (raw or gzipped IDX),
-/// checking that they agree and that labels are below `classes`.
+/// checking that they agree and that labels are below `classes`. Both
+/// headers are read and checked against each other before any data is
+/// inflated, and no more data is inflated than the header declares, so a
+/// small file that inflates to gigabytes is refused, not held in memory.
 pub fn read_split(images_path: &Path, labels_path: &Path, classes: usize) -> Result<Split> {
-    let (dims, pixels) = parse(&read_maybe_gz(images_path)?, 3, images_path)?;
-    let (ldims, labels) = parse(&read_maybe_gz(labels_path)?, 1, labels_path)?;
+    let (ldims, mut labels_in) = open(labels_path, 1)?;
+    let (dims, mut images_in) = open(images_path, 3)?;
     if dims[0] != ldims[0] {
         return Err(Error::CorruptFile {
             path: labels_path.to_path_buf(),
@@ -34,13 +37,84 @@ pub fn read_split(images_path: &Path, labels_path: &Path, classes: usize) -> Res
             ),
         });
     }
+    let labels = read_data(&mut labels_in, &ldims, labels_path)?;
     if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
         return Err(Error::CorruptFile {
             path: labels_path.to_path_buf(),
             message: format!("label {i} is {}, outside the classes 0-{}", labels[i], classes - 1),
         });
     }
+    let pixels = read_data(&mut images_in, &dims, images_path)?;
     Ok((Tensor::from_u8(&dims, pixels)?, Tensor::from_u8(&ldims, labels)?))
+}
+
+/// Most data bytes one IDX file may declare (16 GiB): far beyond any
+/// MNIST-style dataset, and refused before anything is allocated.
+const MAX_DATA: usize = 1 << 34;
+
+/// Opens a raw or gzipped IDX file and reads its header: the dimensions and
+/// the stream positioned at the data.
+fn open(path: &Path, expected_dims: usize) -> Result<(Vec<usize>, Box<dyn std::io::Read>)> {
+    use std::io::Read;
+    let corrupt = |message: String| Error::CorruptFile { path: path.to_path_buf(), message };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let gzipped = std::io::BufRead::fill_buf(&mut reader).map_err(|e| Error::io(path, e))?.starts_with(&[0x1f, 0x8b]);
+    let mut stream: Box<dyn Read> =
+        if gzipped { Box::new(flate2::read::MultiGzDecoder::new(reader)) } else { Box::new(reader) };
+    // The magic, then as many dimensions as it announces (at most 255).
+    let mut header = vec![0u8; 4];
+    let got = read_up_to(&mut stream, &mut header, path)?;
+    if got == 4 {
+        header.resize(4 + 4 * header[3] as usize, 0);
+        let more = read_up_to(&mut stream, &mut header[4..], path)?;
+        header.truncate(4 + more);
+    } else {
+        header.truncate(got);
+    }
+    // The header alone, checked as `parse` checks it (data length aside).
+    let (dims, declared) = check_header(&header, expected_dims, path)?;
+    if declared > MAX_DATA {
+        return Err(corrupt(format!("declares {declared} bytes of data (dimensions {dims:?}), more than keel reads")));
+    }
+    Ok((dims, stream))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_up_to(stream: &mut dyn std::io::Read, buf: &mut [u8], path: &Path) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::CorruptFile {
+                    path: path.to_path_buf(),
+                    message: format!("not a valid IDX or gzip file ({e}); delete it and supply the file again"),
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The data after a header of dimensions `dims`: exactly their product of
+/// bytes, then the end of the stream (one byte more is read to check).
+fn read_data(stream: &mut dyn std::io::Read, dims: &[usize], path: &Path) -> Result<Vec<u8>> {
+    let n: usize = dims.iter().product();
+    let mut data = vec![0u8; n];
+    let got = read_up_to(stream, &mut data, path)?;
+    let corrupt = |message: String| Error::CorruptFile { path: path.to_path_buf(), message };
+    if got < n {
+        return Err(corrupt(format!(
+            "truncated: dimensions {dims:?} need {n} bytes of data but only {got} are present; delete it and supply the file again"
+        )));
+    }
+    if read_up_to(stream, &mut [0u8; 1], path)? > 0 {
+        return Err(corrupt(format!("unexpected bytes after the {n} bytes of data for dimensions {dims:?}")));
+    }
+    Ok(data)
 }
 
 /// Type code of unsigned bytes, the only one these datasets use.
@@ -49,6 +123,23 @@ const UBYTE: u8 = 0x08;
 /// Parses an IDX file of unsigned bytes with `expected_dims` dimensions
 /// (3 for images, 1 for labels). Returns the dimensions and the data.
 pub fn parse(bytes: &[u8], expected_dims: usize, path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let corrupt = |message: String| Error::CorruptFile { path: path.to_path_buf(), message };
+    let (dims, n) = check_header(bytes, expected_dims, path)?;
+    let have = bytes.len() - (4 + 4 * expected_dims);
+    match n.cmp(&have) {
+        std::cmp::Ordering::Equal => Ok((dims, bytes[bytes.len() - have..].to_vec())),
+        std::cmp::Ordering::Greater => Err(corrupt(format!(
+            "truncated: dimensions {dims:?} need {n} bytes of data but only {have} are present; delete it and supply the file again"
+        ))),
+        std::cmp::Ordering::Less => {
+            Err(corrupt(format!("{} unexpected bytes after the {n} bytes of data for dimensions {dims:?}", have - n)))
+        }
+    }
+}
+
+/// Checks the header at the start of `bytes` (at least as long as it);
+/// returns the dimensions and the number of data bytes they declare.
+fn check_header(bytes: &[u8], expected_dims: usize, path: &Path) -> Result<(Vec<usize>, usize)> {
     let corrupt = |message: String| Error::CorruptFile { path: path.to_path_buf(), message };
     let refetch = "; delete it and supply the file again";
     if bytes.len() < 4 {
@@ -79,16 +170,8 @@ pub fn parse(bytes: &[u8], expected_dims: usize, path: &Path) -> Result<(Vec<usi
     }
     let dims: Vec<usize> =
         bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
-    let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let have = bytes.len() - header;
-    match expected {
-        Some(n) if n == have => Ok((dims, bytes[header..].to_vec())),
-        Some(n) if n > have => Err(corrupt(format!(
-            "truncated: dimensions {dims:?} need {n} bytes of data but only {have} are present{refetch}"
-        ))),
-        Some(n) => {
-            Err(corrupt(format!("{} unexpected bytes after the {n} bytes of data for dimensions {dims:?}", have - n)))
-        }
+    match dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+        Some(n) => Ok((dims, n)),
         None => Err(corrupt(format!("dimensions {dims:?} are impossibly large"))),
     }
 }

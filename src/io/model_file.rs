@@ -11,6 +11,7 @@
 //! file's tensors hold, before the weights are matched one by one. Nothing in
 //! a file is ever executed.
 
+use crate::datasets::download::sha256_hex;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::model::{Architecture, History, Model, WeightInfo};
@@ -175,6 +176,11 @@ fn write_tensors(
         .into_iter()
         .map(|(name, shape, values)| (name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
         .collect();
+    // A SHA-256 of every tensor's bytes, verified on load: a flipped bit is an error, not a quiet change.
+    let checksums: std::collections::BTreeMap<&str, String> =
+        bytes.iter().map(|(name, _, data)| (name.as_str(), sha256_hex(data))).collect();
+    let mut metadata = metadata;
+    metadata.insert("checksums".into(), to_json(&checksums));
     let views = bytes
         .iter()
         .map(|(name, shape, data)| {
@@ -226,7 +232,33 @@ impl<'a> ModelFile<'a> {
                 return Err(file.corrupt(format!("tensor '{name}' is {:?}; keel files hold F32 tensors", view.dtype())));
             }
         }
+        file.verify_checksums()?;
         Ok(file)
+    }
+
+    /// Checks every tensor against the SHA-256 the file records for it (files
+    /// written before checksums existed have none and are taken as they are).
+    fn verify_checksums(&self) -> Result<()> {
+        let Some(text) = self.optional_metadata("checksums") else { return Ok(()) };
+        let checksums: HashMap<String, String> =
+            serde_json::from_str(text).map_err(|e| self.corrupt(format!("its checksums are not valid: {e}")))?;
+        let mut names: Vec<&str> = self.tensors.iter().map(|(name, _)| name).collect();
+        names.sort_unstable();
+        for name in names {
+            let view = self.tensors.tensor(name).map_err(|e| self.corrupt(format!("tensor '{name}': {e}")))?;
+            match checksums.get(name) {
+                Some(sum) if *sum == sha256_hex(view.data()) => {}
+                Some(_) => {
+                    return Err(self.corrupt(format!(
+                        "tensor '{name}' does not match its checksum: the file was damaged (or edited) after it was saved; use an intact copy"
+                    )));
+                }
+                None => {
+                    return Err(self.corrupt(format!("tensor '{name}' has no checksum although the file records them")));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn corrupt(&self, message: String) -> Error {

@@ -329,21 +329,33 @@ impl Model {
                     summary::shape_str(&y)
                 )));
             }
-            let weights = node.layer.weights();
-            let count =
-                |trainable: bool| weights.iter().filter(|w| w.trainable == trainable).map(|w| w.len()).sum::<usize>();
-            ranges.push(offset..offset + count(true));
-            state_ranges.push(state_offset..state_offset + count(false));
-            offset += count(true);
-            state_offset += count(false);
+            // Weight sizes with checked arithmetic: an absurd layer is an error, not a wrapped count.
+            let (mut trainable, mut state) = (0usize, 0usize);
+            for w in node.layer.weights() {
+                let len = w.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                let total = if w.trainable { &mut trainable } else { &mut state };
+                *total = len.and_then(|len| total.checked_add(len)).ok_or_else(|| {
+                    let class = node.layer.class_name();
+                    Error::Build(format!("layer '{}' ({class}) has more weights than keel can count", node.name))
+                })?;
+            }
+            let what = || {
+                let class = node.layer.class_name();
+                format!("layer '{}' ({class}) has {} weights: they and their gradients", node.name, trainable + state)
+            };
+            crate::utils::check_memory((trainable + state).saturating_mul(8), what, "use fewer units or filters")?;
+            ranges.push(offset..offset + trainable);
+            state_ranges.push(state_offset..state_offset + state);
+            offset = offset.saturating_add(trainable);
+            state_offset = state_offset.saturating_add(state);
             shapes.push(y);
         }
-        if let Some(limit) = self.param_limit.filter(|&limit| offset + state_offset > limit) {
-            return Err(Error::Build(format!(
-                "the architecture has {} parameters but only {limit} are given",
-                offset + state_offset
-            )));
+        let total = offset.saturating_add(state_offset);
+        if let Some(limit) = self.param_limit.filter(|&limit| total > limit) {
+            return Err(Error::Build(format!("the architecture has {total} parameters but only {limit} are given")));
         }
+        let what = || format!("the model's {total} weights and their gradients");
+        crate::utils::check_memory(total.saturating_mul(8), what, "use fewer or smaller layers")?;
         let (mut params, mut state) = (vec![0.0; offset], vec![0.0; state_offset]);
         for (k, node) in self.nodes.iter().enumerate() {
             // Each layer draws from its own stream, its weights in declaration order.

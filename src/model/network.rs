@@ -138,11 +138,28 @@ impl Network {
         (&self.acts[last], &mut self.deltas[last])
     }
 
-    /// Makes room for batches of up to `batch` samples (only ever grows).
-    pub fn ensure_capacity(&mut self, nodes: &mut [Node], batch: usize) {
+    /// Makes room for batches of up to `batch` samples (only ever grows),
+    /// after checking that the activations and their gradients fit in memory.
+    pub fn ensure_capacity(&mut self, nodes: &mut [Node], batch: usize) -> crate::error::Result<()> {
         if batch <= self.capacity {
-            return;
+            return Ok(());
         }
+        let per_sample: usize = self
+            .steps
+            .iter()
+            .filter_map(|s| match *s {
+                Step::Run { output } => Some(self.sample_len(output)),
+                Step::Skip => None,
+            })
+            .sum::<usize>()
+            + self.sample_len(0);
+        // Values and their gradients, f32.
+        let bytes = per_sample.saturating_mul(batch).saturating_mul(8);
+        crate::utils::check_memory(
+            bytes,
+            || format!("the activations of a batch of {batch} ({per_sample} values per sample, and their gradients)"),
+            "use a smaller batch size (--batch-size) or smaller inputs or layers",
+        )?;
         // A buffer is needed for the input and each running layer's output.
         let mut needed = vec![false; self.shapes.len()];
         needed[0] = true;
@@ -174,6 +191,7 @@ impl Network {
             node.layer.allocate(batch);
         }
         self.capacity = batch;
+        Ok(())
     }
 
     /// acts[input][..n] -> acts[output][..n]

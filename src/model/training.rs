@@ -148,7 +148,7 @@ impl Model {
         let synced: Vec<bool> = self.nodes.iter_mut().map(|node| node.layer.set_group(comm.clone())).collect();
         let verbose = if rank == 0 { options.verbose } else { Verbosity::Silent };
         let capacity = options.batch_size.min(n_train).div_ceil(ranks);
-        let mut scratch = self.scratch(capacity, target_len);
+        let mut scratch = self.scratch(capacity, target_len)?;
         let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let steps = n_train.div_ceil(options.batch_size);
         let mut history = History::default();
@@ -261,7 +261,7 @@ impl Model {
     pub fn evaluate<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor) -> Result<Evaluation> {
         let target_len = self.prepare(x, y)?;
         let batch = self.inference_batch();
-        let mut scratch = self.scratch(batch, target_len);
+        let mut scratch = self.scratch(batch, target_len)?;
         let all: Vec<usize> = (0..x.rows()).collect();
         self.evaluate_indices(x, y, &all, batch, &mut scratch)
     }
@@ -274,7 +274,7 @@ impl Model {
         self.check_inputs(x)?;
         let batch = self.inference_batch();
         let net = self.net.as_mut().expect("built above");
-        net.ensure_capacity(&mut self.nodes, batch);
+        net.ensure_capacity(&mut self.nodes, batch)?;
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let head = self.compiled.as_ref().and_then(|c| c.head);
         let mut out = vec![0.0f32; x.rows() * out_len];
@@ -301,16 +301,16 @@ impl Model {
         self.net.as_ref().map_or(0, |n| n.capacity).max(DEFAULT_INFERENCE_BATCH)
     }
 
-    fn scratch(&mut self, batch: usize, target_len: usize) -> BatchScratch {
+    fn scratch(&mut self, batch: usize, target_len: usize) -> Result<BatchScratch> {
         let net = self.net.as_mut().expect("prepared models are built");
-        net.ensure_capacity(&mut self.nodes, batch);
+        net.ensure_capacity(&mut self.nodes, batch)?;
         let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.len());
-        BatchScratch {
+        Ok(BatchScratch {
             targets: vec![0.0; batch * target_len],
             probs: vec![0.0; batch * net.output_len()],
             metric_sums: vec![0.0; metrics],
             batch_sums: vec![0.0; 1 + metrics],
-        }
+        })
     }
 
     /// Mean loss and metrics over `indices`, in batches of `batch`.
