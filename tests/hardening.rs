@@ -282,3 +282,54 @@ fn models_too_large_for_memory_are_refused_before_allocating() {
     let args = ["train", "--model", &conv, "--epochs", "1", "--data-dir", tmp.path().to_str().unwrap()];
     fails(&args, &["activations of a batch of 128", "GB of memory", "--batch-size"]);
 }
+
+#[test]
+fn a_huge_sparse_model_file_is_refused_by_its_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = small_cnn(3, 4, Activation::Softmax);
+    model.build().unwrap();
+    let path = tmp.path().join("sparse.keel");
+    model.save(&path).unwrap();
+    // 3 GB of nothing after the tensors (a sparse file: no disk is used).
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3 << 30).unwrap();
+    // Refused by the header check, which runs before the body is read.
+    let err = Model::load(&path).err().unwrap().to_string();
+    assert!(err.contains("bytes of tensors but the file holds"), "{err}");
+}
+
+/// A folder dataset of 8x8 grey images: `classes` class folders of `n` images each.
+fn image_folder(root: &Path, classes: &[&str], n: usize) {
+    for (k, class) in classes.iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..n {
+            let img = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([((x as usize * 30 + k * 90 + i) % 256) as u8]));
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_dataset_folder_taken_from_a_model_file_is_named_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("shapes");
+    image_folder(&folder, &["circle", "square"], 6);
+    let model = tmp.path().join("m.keel");
+    let (m, f) = (model.to_str().unwrap(), folder.to_str().unwrap());
+    let out = keel(&["train", "-q", "--epochs", "1", "--dataset", f, "--color-mode", "grayscale", "--save", m]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Evaluated on the recorded folder: said on standard error.
+    let out = keel(&["evaluate", m]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("note: reading {}", folder.canonicalize().unwrap().display())), "{stderr}");
+    // The folder now holds other classes: refused before reading images.
+    std::fs::rename(folder.join("square"), folder.join("triangle")).unwrap();
+    fails(&["evaluate", m], &["holds class folders [circle, triangle]", "trained on [circle, square]"]);
+    fails(&["train", "--epochs", "2", "--resume", m], &["holds class folders [circle, triangle]"]);
+    // A model file that records "/" as its dataset does not make keel read the whole disk.
+    let mut architecture = Model::load(&model).unwrap();
+    let mut info = architecture.data_info().unwrap().clone();
+    info.dataset = Some("/".into());
+    architecture.set_data_info(info);
+    architecture.save(&model).unwrap();
+    fails(&["evaluate", m], &["note: reading /", "trained on [circle, square]"]);
+}

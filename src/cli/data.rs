@@ -122,6 +122,61 @@ fn load_folder(root: &Path, args: &FolderArgs) -> keel::Result<Prepared> {
     Ok(Prepared { train, test, info })
 }
 
+/// The data to evaluate or resume `model` (read from `model_path`) on: the
+/// dataset given, else the one recorded in the model file. A folder taken
+/// from the file is named on standard error, and every folder must hold the
+/// classes the model was trained on: that is checked on the folder names,
+/// before any image is read.
+pub fn load_for_model(
+    model: &Model,
+    model_path: &Path,
+    given: Option<String>,
+    data_dir: Option<PathBuf>,
+    folder: &FolderArgs,
+) -> keel::Result<(String, Prepared)> {
+    let recorded = model.data_info().and_then(|d| d.dataset.clone());
+    let from_file = given.is_none() && recorded.is_some();
+    let dataset = given.or(recorded).unwrap_or_else(|| "mnist".into());
+    let root = Path::new(&dataset);
+    if root.is_dir() {
+        if from_file {
+            eprintln!(
+                "note: reading {}, the folder {} was trained on (give --dataset to read another)",
+                root.display(),
+                model_path.display()
+            );
+        }
+        let trained: &[String] = model.data_info().map_or(&[], |d| &d.class_names);
+        let found = class_folders(root);
+        if !trained.is_empty() && found != trained {
+            let shown = |names: &[String]| {
+                let mut text = names.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
+                if names.len() > 12 {
+                    text += &format!(", ... ({} in all)", names.len());
+                }
+                format!("[{text}]")
+            };
+            return Err(Error::InvalidArgument(format!(
+                "{} holds class folders {} but {} was trained on {}; give --dataset with a folder of the model's classes",
+                root.display(),
+                shown(&found),
+                model_path.display(),
+                shown(trained)
+            )));
+        }
+    }
+    let data = load(&dataset, data_dir, folder)?;
+    Ok((dataset, data))
+}
+
+/// The class folder names of a folder dataset (of its train/ split when it has one), sorted.
+fn class_folders(root: &Path) -> Vec<String> {
+    let base = if root.join("train").is_dir() && root.join("test").is_dir() { root.join("train") } else { root.into() };
+    keel::datasets::image_folder::class_folders(&base)
+        .map(|c| c.into_iter().map(|(name, _)| name).collect())
+        .unwrap_or_default()
+}
+
 /// One folder, in memory or streamed (on request, or when it would not fit), with its class names.
 fn read_folder(dir: &Path, options: &FolderOptions, stream: bool) -> keel::Result<(Split, Vec<String>)> {
     let (streamed, labels, class_names) = image_folder_stream(dir, options, SCALE)?;

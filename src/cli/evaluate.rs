@@ -44,10 +44,9 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
                 args.model.display()
             )));
         }
-        let trained_on = model.data_info().and_then(|d| d.dataset.clone());
-        let dataset = args.dataset.clone().or(trained_on).unwrap_or_else(|| "mnist".into());
         let folder = args.folder.for_input(&model.shapes()?[0]);
-        let data = data::load(&dataset, args.data_dir.clone(), &folder)?;
+        let (dataset, data) =
+            data::load_for_model(&model, &args.model, args.dataset.clone(), args.data_dir.clone(), &folder)?;
         let Some((x, y)) = &data.test else {
             return Err(Error::InvalidArgument(format!(
                 "{dataset} has no test split; give a folder with train/ and test/ subfolders"

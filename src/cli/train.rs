@@ -116,7 +116,8 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepare
                 path.display()
             );
         }
-        let data = load(model.data_info().and_then(|d| d.dataset.clone()), Some(&model.shapes()?[0]))?;
+        let folder = args.folder.for_input(&model.shapes()?[0]);
+        let (_, data) = data::load_for_model(&model, path, args.dataset.clone(), args.data_dir.clone(), &folder)?;
         return Ok((with_learning_rate(model, args.learning_rate)?, done, data));
     }
     let (mut model, data) = match &args.model {

@@ -101,14 +101,21 @@ type Pending = (Vec<usize>, JoinHandle<Result<Vec<u8>>>);
 
 /// The folder's samples (file, label), in class-then-name order or shuffled,
 /// and its class names; checks the layout.
-fn list(root: &Path, options: &FolderOptions) -> Result<(Vec<Sample>, Vec<String>)> {
-    let corrupt = |path: &Path, message: String| Error::CorruptFile { path: path.into(), message };
+/// The class folders of `root` (its subfolders), sorted by name: what a
+/// folder dataset's labels are, listed without reading any image.
+pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut classes: Vec<(String, PathBuf)> = read_dir_sorted(root)?
         .into_iter()
         .filter(|p| p.is_dir())
         .map(|p| (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p))
         .collect();
     classes.sort();
+    Ok(classes)
+}
+
+fn list(root: &Path, options: &FolderOptions) -> Result<(Vec<Sample>, Vec<String>)> {
+    let corrupt = |path: &Path, message: String| Error::CorruptFile { path: path.into(), message };
+    let classes = class_folders(root)?;
     if classes.is_empty() {
         return Err(corrupt(root, "has no class folders; put each class's images in root/<class_name>/".into()));
     }

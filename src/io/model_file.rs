@@ -82,7 +82,7 @@ impl Model {
     /// state when the file has one.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_checked(path)?;
         Self::load_bytes(&bytes, path)
     }
 
@@ -136,7 +136,7 @@ impl Model {
     /// into this built model; every tensor's name and shape must match.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_checked(path)?;
         let file = ModelFile::parse(path, &bytes)?;
         file.restore_weights(self, "")
     }
@@ -153,6 +153,50 @@ impl Model {
             })
             .collect())
     }
+}
+
+/// Largest header a keel file may have (the safetensors crate's own bound).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A model file's bytes, read only after its header proves consistent with
+/// the file's length: the header's length is bounded, and the tensors it
+/// declares end exactly at the end of the file. A damaged or hostile file is
+/// refused before its body (which may be gigabytes of nothing) is read.
+fn read_checked(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
+    let not_keel = "not a keel model file; it may be truncated or another kind of file: save models with model.save or `keel train --save`";
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut size = [0u8; 8];
+    if len < 8 || file.read_exact(&mut size).is_err() {
+        return Err(corrupt(format!("{not_keel} ({len} bytes)")));
+    }
+    let n = u64::from_le_bytes(size);
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(corrupt(format!("{not_keel} (its header claims {n} bytes of a {len}-byte file)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("{not_keel} (its header is not valid: {e})")))?;
+    let end = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    if 8 + n + end != len {
+        return Err(corrupt(format!(
+            "its header declares {end} bytes of tensors but the file holds {} after the header; it is truncated or damaged",
+            len - 8 - n
+        )));
+    }
+    use std::io::Seek;
+    file.rewind().map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 fn header(architecture: &Architecture) -> HashMap<String, String> {

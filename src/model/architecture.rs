@@ -83,11 +83,16 @@ impl Architecture {
     pub fn read(path: impl AsRef<Path>) -> Result<Architecture> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
-            toml::from_str(&text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
+        Self::parse(&text, path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")), path)
+    }
+
+    /// A model description from its text, TOML or JSON; `origin` names it in errors.
+    pub fn parse(text: &str, is_toml: bool, origin: &Path) -> Result<Architecture> {
+        let corrupt = |message: String| Error::CorruptFile { path: origin.into(), message };
+        if is_toml {
+            toml::from_str(text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
         } else {
-            serde_json::from_str(&text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
+            serde_json::from_str(text).map_err(|e| corrupt(format!("not a valid model description: {e}")))
         }
     }
 }
