@@ -302,7 +302,8 @@ fn image_folder(root: &Path, classes: &[&str], n: usize) {
     for (k, class) in classes.iter().enumerate() {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for i in 0..n {
-            let img = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([((x as usize * 30 + k * 90 + i) % 256) as u8]));
+            let img =
+                image::GrayImage::from_fn(8, 8, |x, _| image::Luma([((x as usize * 30 + k * 90 + i) % 256) as u8]));
             img.save(root.join(class).join(format!("{i}.png"))).unwrap();
         }
     }
@@ -332,4 +333,23 @@ fn a_dataset_folder_taken_from_a_model_file_is_named_and_checked() {
     architecture.set_data_info(info);
     architecture.save(&model).unwrap();
     fails(&["evaluate", m], &["note: reading /", "trained on [circle, square]"]);
+}
+
+#[test]
+fn one_class_folders_and_bad_input_scales_are_called_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("only");
+    image_folder(&folder, &["cats"], 8);
+    let out = keel(&["train", "-q", "--epochs", "1", "--dataset", folder.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning:") && stderr.contains("one class folder (cats)"), "{stderr}");
+    // (A value beyond f32, such as 1e39, is refused by the parser: "number out of range".)
+    for scale in ["0", "-1"] {
+        let text = format!(
+            r#"{{"input_shape": [4], "layers": [{{"class_name": "Dense", "units": 2}}], "data": {{"scale": {scale}}}}}"#
+        );
+        let architecture = keel::model::Architecture::parse(&text, false, Path::new("m.json")).unwrap();
+        let err = Model::from_architecture(&architecture).err().unwrap().to_string();
+        assert!(err.contains(&format!("data.scale is {scale}")), "{scale}: {err}");
+    }
 }
