@@ -1,4 +1,4 @@
-use super::padding::window;
+use super::padding::PoolWindow;
 use super::{Backward, Layer, LayerConfig, Mode, Padding};
 use crate::kernels::pool::{avg_pool_backward, avg_pool_forward};
 use crate::kernels::{SAMPLES_PER_TASK, Window};
@@ -10,32 +10,29 @@ use rayon::prelude::*;
 /// the image, as TensorFlow). No parameters.
 #[derive(Clone, Debug)]
 pub struct AveragePooling2D {
-    pool_size: (usize, usize),
-    strides: Option<(usize, usize)>,
-    padding: Padding,
-    g: Option<Window>,
+    window: PoolWindow,
 }
 
 impl AveragePooling2D {
     /// Averages over windows of `pool_size` (height, width).
     pub fn new(pool_size: (usize, usize)) -> Self {
-        AveragePooling2D { pool_size, strides: None, padding: Padding::Valid, g: None }
+        AveragePooling2D { window: PoolWindow::new(pool_size) }
     }
 
     /// Step of the window; defaults to the pool size.
     pub fn strides(mut self, strides: (usize, usize)) -> Self {
-        self.strides = Some(strides);
+        self.window.strides = Some(strides);
         self
     }
 
     /// Border handling.
     pub fn padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
+        self.window.padding = padding;
         self
     }
 
     fn geometry(&self) -> Window {
-        self.g.expect("AveragePooling2D used before build")
+        self.window.geometry().expect("AveragePooling2D used before build")
     }
 }
 
@@ -50,17 +47,15 @@ impl Layer for AveragePooling2D {
 
     fn config(&self) -> LayerConfig {
         LayerConfig::AveragePooling2D {
-            pool_size: self.pool_size.into(),
-            strides: self.strides.map(Into::into),
-            padding: self.padding,
+            pool_size: self.window.pool_size.into(),
+            strides: self.window.strides.map(Into::into),
+            padding: self.window.padding,
         }
     }
 
     // (H,W,C) -> (OH,OW,C)
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        let g = window(input, self.pool_size, self.strides.unwrap_or(self.pool_size), self.padding)?;
-        self.g = Some(g);
-        Ok(vec![g.oh, g.ow, g.c])
+        self.window.build(input)
     }
 
     // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs

@@ -1,5 +1,5 @@
 use super::LayerConfig;
-use super::padding::window;
+use super::padding::PoolWindow;
 use super::{Backward, Layer, Mode, Padding};
 use crate::kernels::pool::{max_pool_backward, max_pool_forward};
 use crate::kernels::{SAMPLES_PER_TASK, Window};
@@ -16,11 +16,8 @@ use rayon::prelude::*;
 /// ```
 #[derive(Clone, Debug)]
 pub struct MaxPooling2D {
-    pool_size: (usize, usize),
-    strides: Option<(usize, usize)>,
-    padding: Padding,
+    window: PoolWindow,
     input_shape: Option<Vec<usize>>,
-    g: Option<Window>,
     /// Flat index (within the sample) of each output's winning input.
     argmax: Vec<u32>,
 }
@@ -28,25 +25,18 @@ pub struct MaxPooling2D {
 impl MaxPooling2D {
     /// Pools over windows of `pool_size` (height, width).
     pub fn new(pool_size: (usize, usize)) -> Self {
-        MaxPooling2D {
-            pool_size,
-            strides: None,
-            padding: Padding::Valid,
-            input_shape: None,
-            g: None,
-            argmax: Vec::new(),
-        }
+        MaxPooling2D { window: PoolWindow::new(pool_size), input_shape: None, argmax: Vec::new() }
     }
 
     /// Step of the window; defaults to the pool size.
     pub fn strides(mut self, strides: (usize, usize)) -> Self {
-        self.strides = Some(strides);
+        self.window.strides = Some(strides);
         self
     }
 
     /// Border handling.
     pub fn padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
+        self.window.padding = padding;
         self
     }
 
@@ -57,7 +47,7 @@ impl MaxPooling2D {
     }
 
     fn geometry(&self) -> Window {
-        self.g.expect("MaxPooling2D used before build")
+        self.window.geometry().expect("MaxPooling2D used before build")
     }
 }
 
@@ -72,9 +62,9 @@ impl Layer for MaxPooling2D {
 
     fn config(&self) -> LayerConfig {
         LayerConfig::MaxPooling2D {
-            pool_size: self.pool_size.into(),
-            strides: self.strides.map(Into::into),
-            padding: self.padding,
+            pool_size: self.window.pool_size.into(),
+            strides: self.window.strides.map(Into::into),
+            padding: self.window.padding,
         }
     }
 
@@ -84,13 +74,11 @@ impl Layer for MaxPooling2D {
 
     // (H,W,C) -> (OH,OW,C)
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        let g = window(input, self.pool_size, self.strides.unwrap_or(self.pool_size), self.padding)?;
-        self.g = Some(g);
-        Ok(vec![g.oh, g.ow, g.c])
+        self.window.build(input)
     }
 
     fn max_pool_window(&self) -> Option<Window> {
-        self.g
+        self.window.geometry()
     }
 
     fn allocate(&mut self, batch: usize) {

@@ -68,13 +68,11 @@ impl Layer for Add {
     }
 
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        y[..n * self.len].copy_from_slice(&x[..n * self.len]);
+        super::copy_forward(x, y, n, self.len);
     }
 
     fn backward(&mut self, pass: Backward) {
-        if let Some(dx) = pass.dx {
-            dx[..pass.n * self.len].copy_from_slice(&pass.dy[..pass.n * self.len]);
-        }
+        super::copy_backward(pass, self.len);
     }
 
     // xs[k]: (N, S) -> y: (N, S);  y = sum_k xs[k], added in input order
@@ -154,15 +152,11 @@ impl Layer for Concatenate {
     }
 
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let len = n * self.rows * self.out_width();
-        y[..len].copy_from_slice(&x[..len]);
+        super::copy_forward(x, y, n, self.rows * self.out_width());
     }
 
     fn backward(&mut self, pass: Backward) {
-        if let Some(dx) = pass.dx {
-            let len = pass.n * self.rows * self.out_width();
-            dx[..len].copy_from_slice(&pass.dy[..len]);
-        }
+        super::copy_backward(pass, self.rows * self.out_width());
     }
 
     // xs[k]: (N, R, C_k) -> y: (N, R, sum C_k)

@@ -120,6 +120,19 @@ impl Weight {
     }
 }
 
+/// y = x, `len` values per sample: the forward pass of layers that only
+/// rename their input (Flatten, Reshape; a merge of one input).
+pub(crate) fn copy_forward(x: &[f32], y: &mut [f32], n: usize, len: usize) {
+    y[..n * len].copy_from_slice(&x[..n * len]);
+}
+
+/// dx = dy: their backward pass.
+pub(crate) fn copy_backward(pass: Backward, len: usize) {
+    if let Some(dx) = pass.dx {
+        dx[..pass.n * len].copy_from_slice(&pass.dy[..pass.n * len]);
+    }
+}
+
 /// Fills a layer's trainable weights (`params`) and state with their
 /// initialisers, in declaration order, all drawing from `rng`.
 pub fn init_weights(weights: &[Weight], params: &mut [f32], state: &mut [f32], rng: &mut crate::random::Rng) {

@@ -67,6 +67,34 @@ pub(crate) fn window(
     Ok(crate::kernels::Window { h, w, c, kh: kernel.0, kw: kernel.1, sh: strides.0, sw: strides.1, pt, pl, oh, ow })
 }
 
+/// A pooling layer's window arguments, Keras' `pool_size`, `strides` (default:
+/// the pool size) and `padding`, and its geometry once built.
+#[derive(Clone, Debug)]
+pub(crate) struct PoolWindow {
+    pub pool_size: (usize, usize),
+    pub strides: Option<(usize, usize)>,
+    pub padding: Padding,
+    g: Option<crate::kernels::Window>,
+}
+
+impl PoolWindow {
+    pub fn new(pool_size: (usize, usize)) -> Self {
+        PoolWindow { pool_size, strides: None, padding: Padding::Valid, g: None }
+    }
+
+    // (H,W,C) -> (OH,OW,C)
+    pub fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let g = window(input, self.pool_size, self.strides.unwrap_or(self.pool_size), self.padding)?;
+        self.g = Some(g);
+        Ok(vec![g.oh, g.ow, g.c])
+    }
+
+    /// The geometry (after `build`).
+    pub fn geometry(&self) -> Option<crate::kernels::Window> {
+        self.g
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

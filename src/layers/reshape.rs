@@ -51,14 +51,11 @@ impl Layer for Reshape {
     }
 
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        y[..n * self.len].copy_from_slice(&x[..n * self.len]);
+        super::copy_forward(x, y, n, self.len);
     }
 
     // y = x  =>  dx = dy
     fn backward(&mut self, pass: Backward) {
-        if let Some(dx) = pass.dx {
-            let len = pass.n * self.len;
-            dx[..len].copy_from_slice(&pass.dy[..len]);
-        }
+        super::copy_backward(pass, self.len);
     }
 }
