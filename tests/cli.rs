@@ -352,3 +352,110 @@ fn train_under_an_mpi_launcher_needs_the_mpi_build() {
     assert!(stderr.contains("error: rank 1: started as rank 1 of 2"), "{stderr}");
     assert!(stderr.contains("cargo build --release --features mpi"), "{stderr}");
 }
+
+#[test]
+fn functional_model_files_train_on_image_folders_with_every_output() {
+    // A residual network with BatchNormalization, from a model file, on a folder of colour images.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("shapes");
+    for (k, class) in ["dots", "lines", "plain"].iter().enumerate() {
+        for split in ["train", "test"] {
+            std::fs::create_dir_all(folder.join(split).join(class)).unwrap();
+        }
+        for i in 0..12u32 {
+            let img = image::RgbImage::from_fn(12, 12, |x, y| {
+                let on = match k {
+                    0 => (x + y + i) % 4 == 0,
+                    1 => (y + i) % 3 == 0,
+                    _ => false,
+                };
+                image::Rgb(if on { [250, 250, 250] } else { [20, 20 + 10 * k as u8, 40] })
+            });
+            let split = if i < 9 { "train" } else { "test" };
+            img.save(folder.join(split).join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let model = tmp.path().join("residual.toml");
+    std::fs::write(
+        &model,
+        r#"name = "tiny_resnet"
+input_shape = [12, 12, 3]
+
+[[layers]]
+class_name = "Conv2D"
+name = "stem"
+filters = 8
+kernel_size = 3
+padding = "same"
+kernel_initializer = "he_normal"
+kernel_regularizer = { class_name = "L2", l2 = 1e-4 }
+
+[[layers]]
+class_name = "BatchNormalization"
+name = "bn"
+
+[[layers]]
+class_name = "Activation"
+name = "relu"
+activation = "relu"
+
+[[layers]]
+class_name = "Conv2D"
+name = "branch"
+filters = 8
+kernel_size = 3
+padding = "same"
+
+[[layers]]
+class_name = "Add"
+name = "add"
+inputs = ["relu", "branch"]
+
+[[layers]]
+class_name = "GlobalAveragePooling2D"
+
+[[layers]]
+class_name = "Dense"
+units = 3
+activation = "softmax"
+
+[compile]
+optimizer = { class_name = "Adam", learning_rate = 0.01 }
+loss = "categorical_crossentropy"
+metrics = ["accuracy"]
+"#,
+    )
+    .unwrap();
+    let (m, f) = (model.to_str().unwrap(), folder.to_str().unwrap());
+    let saved = tmp.path().join("r.keel");
+    let plots = tmp.path().join("plots");
+    let run = |args: &[&str]| {
+        let out = keel(args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let stdout = run(&[
+        "train",
+        "--model",
+        m,
+        "--dataset",
+        f,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--save",
+        saved.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("Connected to") && stdout.contains("relu[0][0]"), "{stdout}");
+    assert!(stdout.contains("Non-trainable params: 16 "), "{stdout}");
+    assert!(plots.join("curves.png").is_file());
+    assert!(run(&["summary", saved.to_str().unwrap()]).contains("add (Add)"));
+    assert!(run(&["evaluate", saved.to_str().unwrap()]).contains("Test accuracy: "));
+    let onnx = tmp.path().join("r.onnx");
+    assert!(run(&["export", saved.to_str().unwrap(), "--onnx", onnx.to_str().unwrap()]).contains("ONNX"));
+    let resumed = run(&["train", "--resume", saved.to_str().unwrap(), "--epochs", "3", "-q"]);
+    assert!(resumed.contains("Test accuracy: "), "{resumed}");
+}
