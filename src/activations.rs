@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// An elementwise (or, for softmax, row-wise over the last axis) activation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// f(x) = x
     #[default]
@@ -19,6 +19,16 @@ pub enum Activation {
     Tanh,
     /// f(x)_i = e^x_i / sum_j e^x_j over the last axis
     Softmax,
+    /// f(x) = min(max(x, 0), 6), MobileNet's
+    Relu6,
+    /// f(x) = x for x > 0, else 0.2 x (Keras 3's default negative slope)
+    LeakyRelu,
+    /// f(x) = x for x > 0, else e^x - 1
+    Elu,
+    /// f(x) = ln(1 + e^x)
+    Softplus,
+    /// f(x) = relu6(x + 3) / 6 (Keras 3's definition)
+    HardSigmoid,
 }
 
 impl Activation {
@@ -30,8 +40,27 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Softmax => "softmax",
+            Activation::Relu6 => "relu6",
+            Activation::LeakyRelu => "leaky_relu",
+            Activation::Elu => "elu",
+            Activation::Softplus => "softplus",
+            Activation::HardSigmoid => "hard_sigmoid",
         }
     }
+
+    /// Every activation, in declaration order.
+    pub const ALL: [Activation; 10] = [
+        Activation::Linear,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softmax,
+        Activation::Relu6,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Softplus,
+        Activation::HardSigmoid,
+    ];
 }
 
 impl fmt::Display for Activation {
@@ -43,17 +72,12 @@ impl fmt::Display for Activation {
 impl FromStr for Activation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Ok(match s {
-            "linear" | "none" => Activation::Linear,
-            "relu" => Activation::Relu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "softmax" => Activation::Softmax,
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown activation '{s}'; expected one of linear, relu, sigmoid, tanh, softmax"
-                )));
-            }
+        if s == "none" {
+            return Ok(Activation::Linear);
+        }
+        Activation::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Activation::ALL.iter().map(|a| a.name()).collect();
+            Error::InvalidArgument(format!("unknown activation '{s}'; expected one of {}", names.join(", ")))
         })
     }
 }

@@ -18,6 +18,14 @@ pub enum Initializer {
     HeNormal,
     /// U(-l, l), l = sqrt(6 / fan_in).
     HeUniform,
+    /// Truncated normal, stddev sqrt(2 / (fan_in + fan_out)).
+    GlorotNormal,
+    /// Truncated normal, stddev sqrt(1 / fan_in) (for selu networks).
+    LecunNormal,
+    /// U(-l, l), l = sqrt(3 / fan_in).
+    LecunUniform,
+    /// Normal with stddev 0.05, redrawn beyond two standard deviations (Keras' `TruncatedNormal()`).
+    TruncatedNormal,
     /// Keras' default for biases and BatchNormalization's beta and moving mean.
     Zeros,
     /// BatchNormalization's gamma and moving variance.
@@ -31,6 +39,10 @@ impl Initializer {
             Initializer::GlorotUniform => "glorot_uniform",
             Initializer::HeNormal => "he_normal",
             Initializer::HeUniform => "he_uniform",
+            Initializer::GlorotNormal => "glorot_normal",
+            Initializer::LecunNormal => "lecun_normal",
+            Initializer::LecunUniform => "lecun_uniform",
+            Initializer::TruncatedNormal => "truncated_normal",
             Initializer::Zeros => "zeros",
             Initializer::Ones => "ones",
         }
@@ -42,12 +54,15 @@ impl Initializer {
         match self {
             Initializer::GlorotUniform => glorot_uniform(weights, fan_in, fan_out, rng),
             Initializer::HeUniform => uniform(weights, (6.0 / fan_in.max(1) as f64).sqrt(), rng),
-            Initializer::HeNormal => {
-                // Keras' VarianceScaling(2, fan_in, truncated_normal): the stddev
-                // is divided by that of a standard normal cut at +-2 (0.8796...).
-                let std = (2.0 / fan_in.max(1) as f64).sqrt() / 0.879_625_661_034_239_8;
+            Initializer::LecunUniform => uniform(weights, (3.0 / fan_in.max(1) as f64).sqrt(), rng),
+            // Keras' VarianceScaling(scale, mode, truncated_normal): the stddev is
+            // divided by that of a standard normal cut at +-2 (0.8796...).
+            Initializer::HeNormal => variance_scaling(weights, 2.0 / fan_in.max(1) as f64, rng),
+            Initializer::GlorotNormal => variance_scaling(weights, 2.0 / (fan_in + fan_out).max(1) as f64, rng),
+            Initializer::LecunNormal => variance_scaling(weights, 1.0 / fan_in.max(1) as f64, rng),
+            Initializer::TruncatedNormal => {
                 for w in weights {
-                    *w = (truncated_normal(rng) * std) as f32;
+                    *w = (truncated_normal(rng) * 0.05) as f32;
                 }
             }
             Initializer::Zeros => weights.fill(0.0),
@@ -73,6 +88,14 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
 /// Keras' default kernel initialiser.
 pub fn glorot_uniform(weights: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut Rng) {
     uniform(weights, (6.0 / (fan_in + fan_out).max(1) as f64).sqrt(), rng);
+}
+
+/// Truncated normal draws of variance `variance` (before the cut at 2 standard deviations).
+fn variance_scaling(weights: &mut [f32], variance: f64, rng: &mut Rng) {
+    let std = variance.sqrt() / 0.879_625_661_034_239_8;
+    for w in weights {
+        *w = (truncated_normal(rng) * std) as f32;
+    }
 }
 
 fn uniform(weights: &mut [f32], limit: f64, rng: &mut Rng) {
@@ -103,6 +126,28 @@ pub fn zeros(weights: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::random::stream;
+
+    #[test]
+    fn every_initializer_has_its_keras_spread() {
+        // (initializer, expected standard deviation) for a (3, 3, 16, 32) kernel: fans 144 and 288.
+        let cases = [
+            (Initializer::GlorotUniform, (6.0f64 / 432.0).sqrt() / 3f64.sqrt()),
+            (Initializer::GlorotNormal, (2.0f64 / 432.0).sqrt()),
+            (Initializer::HeNormal, (2.0f64 / 144.0).sqrt()),
+            (Initializer::HeUniform, (6.0f64 / 144.0).sqrt() / 3f64.sqrt()),
+            (Initializer::LecunNormal, (1.0f64 / 144.0).sqrt()),
+            (Initializer::LecunUniform, (3.0f64 / 144.0).sqrt() / 3f64.sqrt()),
+            (Initializer::TruncatedNormal, 0.05 * 0.879_625_661_034_239_8),
+        ];
+        for (init, want) in cases {
+            let mut w = vec![0.0; 100_000];
+            init.fill(&mut w, &[3, 3, 16, 32], &mut stream(5, 1));
+            let std = (w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+            assert!((std / want - 1.0).abs() < 0.02, "{}: std {std} vs {want}", init.name());
+            let parsed: Initializer = serde_json::from_str(&format!("\"{}\"", init.name())).unwrap();
+            assert_eq!(parsed, init);
+        }
+    }
 
     #[test]
     fn fans_follow_keras() {

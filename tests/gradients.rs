@@ -382,3 +382,46 @@ fn merge_layers() {
     assert!(Add::new().build_inputs(&[vec![3]]).unwrap_err().contains("at least 2 inputs"));
     assert!(Dense::new(3).build_inputs(&[vec![3], vec![3]]).unwrap_err().contains("takes one input, got 2"));
 }
+
+#[test]
+fn the_other_activations_away_from_their_kinks() {
+    // Values spaced 0.1 apart, none within the finite-difference step of a
+    // kink (0 for the ReLUs and ELU, 6 for relu6, -3 and 3 for hard_sigmoid).
+    let smooth = [Activation::Elu, Activation::Softplus, Activation::LeakyRelu];
+    for (i, act) in smooth.into_iter().enumerate() {
+        let x = spaced(&mut stream(13, i as u64), 3 * 8, 0.1);
+        check_layer(ActivationLayer::new(act), &[8], 3, x, 130 + i as u64);
+    }
+    for (i, act) in [Activation::Relu6, Activation::HardSigmoid].into_iter().enumerate() {
+        // Spread over -8..8 so both flat parts and the slope are crossed.
+        let x: Vec<f32> = (0..48).map(|k| -7.95 + k as f32 / 3.0).collect();
+        check_layer(ActivationLayer::new(act), &[16], 3, x, 140 + i as u64);
+    }
+    // Fused into the layers that apply activations themselves.
+    let x = uniform(&mut stream(13, 9), 2 * 5 * 5 * 2, -1.0, 1.0);
+    check_layer(Conv2D::new(3, (3, 3)).activation(Activation::Softplus), &[5, 5, 2], 2, x, 150);
+    let x = uniform(&mut stream(13, 10), 3 * 6, -1.0, 1.0);
+    check_layer(Dense::new(4).activation(Activation::Elu), &[6], 3, x, 151);
+}
+
+#[test]
+fn activations_have_keras_names_and_values() {
+    for act in Activation::ALL {
+        assert_eq!(act.name().parse::<Activation>().unwrap(), act);
+        assert_eq!(serde_json::to_string(&act).unwrap(), format!("\"{}\"", act.name()));
+    }
+    let err = "swishy".parse::<Activation>().unwrap_err().to_string();
+    assert!(err.contains("hard_sigmoid") && err.contains("relu6"), "{err}");
+    let values = |act: Activation, x: &[f32]| {
+        let mut y = x.to_vec();
+        keel::kernels::activation::forward(act, &mut y, None, x.len());
+        y
+    };
+    assert_eq!(values(Activation::Relu6, &[-1.0, 3.0, 7.0]), [0.0, 3.0, 6.0]);
+    assert_eq!(values(Activation::LeakyRelu, &[-1.0, 2.0]), [-0.2, 2.0]);
+    assert_eq!(values(Activation::HardSigmoid, &[-4.0, 0.0, 1.5, 4.0]), [0.0, 0.5, 0.75, 1.0]);
+    let elu = values(Activation::Elu, &[-1.0, 1.0]);
+    assert!((elu[0] - (-1.0f32).exp_m1()).abs() < 1e-7 && elu[1] == 1.0);
+    let softplus = values(Activation::Softplus, &[0.0, 100.0]);
+    assert!((softplus[0] - 2f32.ln()).abs() < 1e-6 && softplus[1] == 100.0);
+}

@@ -169,3 +169,22 @@ fn resnet20_exports_and_runs_the_same_in_tract() {
     model.state_mut().unwrap().copy_from_slice(&state);
     assert_matches("ResNet-20", &mut model, &random_images(3, [32, 32, 3], 13));
 }
+
+#[test]
+fn every_activation_exports_and_runs_the_same_in_tract() {
+    for (i, act) in Activation::ALL.into_iter().enumerate() {
+        // As a conv's own activation (channels-first in ONNX) and as a layer on vectors.
+        let mut model = Sequential::new()
+            .seed(i as u64)
+            .add(Conv2D::new(3, (3, 3)).activation(act).input_shape([6, 6, 2]))
+            .add(Flatten::new())
+            .add(Dense::new(4))
+            .add(ActivationLayer::new(act));
+        model.build().unwrap();
+        // Inputs over [-4, 4], so every part of every activation is used.
+        let x = random_images(4, [6, 6, 2], 20 + i as u64);
+        let x =
+            keel::tensor::Tensor::from_vec(x.shape(), x.to_f32_vec().iter().map(|v| 8.0 * v - 4.0).collect()).unwrap();
+        assert_matches(act.name(), &mut model, &x);
+    }
+}

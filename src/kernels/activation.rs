@@ -19,8 +19,21 @@ pub fn forward(act: Activation, z: &mut [f32], bias: Option<&[f32]>, width: usiz
             Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
             Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
             Activation::Softmax => softmax_row(row),
+            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+            Activation::LeakyRelu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { LEAKY_SLOPE * *v }),
+            Activation::Elu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { v.exp_m1() }),
+            Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
+            Activation::HardSigmoid => row.iter_mut().for_each(|v| *v = ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
         }
     }
+}
+
+/// leaky_relu's slope below zero (Keras 3's default `negative_slope`).
+pub const LEAKY_SLOPE: f32 = 0.2;
+
+/// ln(1 + e^x) without overflow for large x.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
 }
 
 /// dy -> dz = dy * f'(z), in place, from y = f(z).
@@ -46,6 +59,16 @@ pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
                 *d *= 1.0 - y * y;
             }
         }
+        // The others, elementwise from y (see `derivative_from_output`).
+        Activation::Relu6
+        | Activation::LeakyRelu
+        | Activation::Elu
+        | Activation::Softplus
+        | Activation::HardSigmoid => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                *d *= derivative_from_output(act, y);
+            }
+        }
         // y_i = e^z_i / sum_j e^z_j  =>  dz_i = y_i * (dy_i - sum_j dy_j y_j)
         Activation::Softmax => {
             for (d, y) in dy.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
@@ -68,6 +91,28 @@ pub fn derivative_from_output(act: Activation, y: f32) -> f32 {
         Activation::Relu => (y > 0.0) as u8 as f32,
         Activation::Sigmoid => y * (1.0 - y),
         Activation::Tanh => 1.0 - y * y,
+        // y = clamp(z, 0, 6)
+        Activation::Relu6 => (y > 0.0 && y < 6.0) as u8 as f32,
+        // y = z or 0.2 z: the sign of y is that of z
+        Activation::LeakyRelu => {
+            if y > 0.0 {
+                1.0
+            } else {
+                LEAKY_SLOPE
+            }
+        }
+        // y = e^z - 1 below zero: f' = e^z = y + 1
+        Activation::Elu => {
+            if y > 0.0 {
+                1.0
+            } else {
+                y + 1.0
+            }
+        }
+        // y = ln(1 + e^z): f' = sigmoid(z) = 1 - e^-y
+        Activation::Softplus => -(-y).exp_m1(),
+        // y = clamp((z + 3) / 6, 0, 1)
+        Activation::HardSigmoid => (y > 0.0 && y < 1.0) as u8 as f32 / 6.0,
     }
 }
 

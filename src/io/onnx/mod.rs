@@ -331,18 +331,29 @@ impl Graph {
     }
 
     fn activation(&mut self, activation: Activation, layer: &str) {
-        let op = match activation {
+        let (op, attributes) = match activation {
             Activation::Linear => return,
-            Activation::Relu => "Relu",
-            Activation::Sigmoid => "Sigmoid",
-            Activation::Tanh => "Tanh",
+            Activation::Relu => ("Relu", vec![]),
+            Activation::Sigmoid => ("Sigmoid", vec![]),
+            Activation::Tanh => ("Tanh", vec![]),
             Activation::Softmax => {
                 // Softmax is over keel's last axis, the channels.
                 self.set_channels_first(false);
-                "Softmax"
+                ("Softmax", vec![int("axis", -1)])
             }
+            Activation::Relu6 => {
+                let (lo, hi) = (
+                    self.constant(&format!("{layer}/min"), &[], vec![0.0]),
+                    self.constant(&format!("{layer}/max"), &[], vec![6.0]),
+                );
+                self.node("Clip", layer, vec![self.current.clone(), lo, hi], vec![]);
+                return;
+            }
+            Activation::LeakyRelu => ("LeakyRelu", vec![float("alpha", crate::kernels::activation::LEAKY_SLOPE)]),
+            Activation::Elu => ("Elu", vec![float("alpha", 1.0)]),
+            Activation::Softplus => ("Softplus", vec![]),
+            Activation::HardSigmoid => ("HardSigmoid", vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]),
         };
-        let attributes = if op == "Softmax" { vec![int("axis", -1)] } else { vec![] };
         self.node(op, layer, vec![self.current.clone()], attributes);
     }
 }
