@@ -59,9 +59,10 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten,
-        FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding, RandomCrop,
-        RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
+        ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D,
+        Dropout, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization,
+        Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing,
+        ZeroPadding2D,
     };
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;

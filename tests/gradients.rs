@@ -425,3 +425,22 @@ fn activations_have_keras_names_and_values() {
     let softplus = values(Activation::Softplus, &[0.0, 100.0]);
     assert!((softplus[0] - 2f32.ln()).abs() < 1e-6 && softplus[1] == 100.0);
 }
+
+#[test]
+fn depthwise_conv2d_with_multipliers_strides_padding_and_dilation() {
+    let cases = [
+        (DepthwiseConv2D::new((3, 3)), [6, 5, 3]),
+        (DepthwiseConv2D::new((3, 2)).depth_multiplier(2).activation(Activation::Tanh), [5, 6, 2]),
+        (DepthwiseConv2D::new((3, 3)).strides((2, 2)).padding(Padding::Same).use_bias(false), [7, 6, 4]),
+        (DepthwiseConv2D::new((2, 3)).dilation_rate((2, 1)).padding(Padding::Same).depth_multiplier(3), [6, 6, 1]),
+        (DepthwiseConv2D::new((3, 3)).dilation_rate((2, 2)).activation(Activation::Softplus), [7, 8, 2]),
+    ];
+    for (i, (layer, shape)) in cases.into_iter().enumerate() {
+        let x = uniform(&mut stream(14, i as u64), 3 * shape.iter().product::<usize>(), -1.0, 1.0);
+        check_layer(layer, &shape, 3, x, 160 + i as u64);
+    }
+    let mut too_wide = DepthwiseConv2D::new((3, 3)).dilation_rate((3, 3));
+    let err = too_wide.build(&[5, 5, 2]).unwrap_err();
+    assert!(err.contains("spans 7x7, more than the 5x5 input"), "{err}");
+    assert!(DepthwiseConv2D::new((3, 3)).depth_multiplier(0).build(&[5, 5, 2]).unwrap_err().contains("positive"));
+}

@@ -188,3 +188,26 @@ fn every_activation_exports_and_runs_the_same_in_tract() {
         assert_matches(act.name(), &mut model, &x);
     }
 }
+
+#[test]
+fn depthwise_convolutions_export_as_grouped_convolutions() {
+    let mut model = Sequential::new()
+        .input_shape([9, 8, 3])
+        .add(DepthwiseConv2D::new((3, 3)).padding(Padding::Same).activation(Activation::Relu6))
+        .add(DepthwiseConv2D::new((3, 2)).strides((2, 2)).padding(Padding::Same).depth_multiplier(2).use_bias(false))
+        .add(DepthwiseConv2D::new((2, 2)).dilation_rate((2, 2)))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    model.build().unwrap();
+    assert_matches("depthwise", &mut model, &random_images(3, [9, 8, 3], 30));
+}
+
+#[test]
+fn mobilenet_v2_at_imagenet_size_exports_and_runs_the_same_in_tract() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mobilenet_v2.toml");
+    let mut model = Model::from_architecture(&keel::model::Architecture::read(path).unwrap()).unwrap();
+    assert_eq!(model.count_params().unwrap(), 3_538_984);
+    let state: Vec<f32> = (0..model.state().unwrap().len()).map(|i| 0.5 + (i % 5) as f32 * 0.2).collect();
+    model.state_mut().unwrap().copy_from_slice(&state);
+    assert_matches("MobileNetV2", &mut model, &random_images(1, [224, 224, 3], 40));
+}

@@ -245,8 +245,14 @@ fn checkpoints_save_every_epoch_or_only_the_best() {
 #[test]
 fn example_model_files_build_and_round_trip_through_the_saved_schema() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-    for (file, params) in [("reference.toml", 54_410), ("mnist_convnet.toml", 34_826), ("cifar10_cnn.toml", 1_250_858)]
-    {
+    for (file, params) in [
+        ("reference.toml", 54_410),
+        ("mnist_convnet.toml", 34_826),
+        ("cifar10_cnn.toml", 1_250_858),
+        ("resnet20.toml", 274_442),
+        ("mobilenet_v2.toml", 3_538_984),
+        ("mobilenet_v2_cifar.toml", 423_018),
+    ] {
         let architecture = Architecture::read(dir.join(file)).unwrap();
         let model = Model::from_architecture(&architecture).unwrap();
         assert_eq!(model.count_params().unwrap(), params, "{file}");

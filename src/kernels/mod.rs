@@ -11,6 +11,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod conv_direct;
 pub mod conv_pool_grad;
+pub mod depthwise;
 pub mod im2col;
 pub mod matmul;
 pub mod narrow;

@@ -3,9 +3,9 @@
 //! `{"class_name": "Conv2D", "filters": 32, "kernel_size": [3, 3], "activation": "relu"}`.
 
 use super::{
-    ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten, FlipMode,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding, RandomCrop, RandomFlip,
-    RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
+    ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D, Dropout,
+    Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding,
+    RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
 };
 use crate::activations::Activation;
 use crate::initializers::Initializer;
@@ -88,6 +88,10 @@ impl<'de> Deserialize<'de> for Padding2D {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 fn minus_one() -> i64 {
     -1
 }
@@ -131,6 +135,25 @@ pub enum LayerConfig {
         kernel_initializer: Initializer,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kernel_regularizer: Option<Regularizer>,
+    },
+    DepthwiseConv2D {
+        kernel_size: Pair,
+        #[serde(default = "one_by_one")]
+        strides: Pair,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default = "one")]
+        depth_multiplier: usize,
+        #[serde(default = "one_by_one")]
+        dilation_rate: Pair,
+        #[serde(default)]
+        activation: Activation,
+        #[serde(default = "yes")]
+        use_bias: bool,
+        #[serde(default, skip_serializing_if = "is_default")]
+        depthwise_initializer: Initializer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depthwise_regularizer: Option<Regularizer>,
     },
     MaxPooling2D {
         pool_size: Pair,
@@ -258,6 +281,30 @@ impl LayerConfig {
                         .kernel_initializer(kernel_initializer);
                 if let Some(r) = kernel_regularizer {
                     conv = conv.kernel_regularizer(r.check()?);
+                }
+                Box::new(conv)
+            }
+            LayerConfig::DepthwiseConv2D {
+                kernel_size,
+                strides,
+                padding,
+                depth_multiplier,
+                dilation_rate,
+                activation,
+                use_bias,
+                depthwise_initializer,
+                depthwise_regularizer,
+            } => {
+                let mut conv = DepthwiseConv2D::new(window("kernel_size", kernel_size)?)
+                    .strides(window("strides", strides)?)
+                    .padding(padding)
+                    .depth_multiplier(count("depth_multiplier", depth_multiplier, MAX_FILTERS)?)
+                    .dilation_rate(window("dilation_rate", dilation_rate)?)
+                    .activation(activation)
+                    .use_bias(use_bias)
+                    .depthwise_initializer(depthwise_initializer);
+                if let Some(r) = depthwise_regularizer {
+                    conv = conv.depthwise_regularizer(r.check()?);
                 }
                 Box::new(conv)
             }
@@ -407,6 +454,7 @@ mod tests {
             r#"{"class_name": "Dense", "units": 3, "kernel_initializer": "he_uniform", "kernel_regularizer": {"class_name": "L2", "l2": 0.01}}"#,
             r#"{"class_name": "BatchNormalization", "momentum": 0.9, "epsilon": 0.001, "center": false}"#,
             r#"{"class_name": "Add"}"#,
+            r#"{"class_name": "DepthwiseConv2D", "kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2, "dilation_rate": [1, 2], "activation": "relu6", "use_bias": false}"#,
             r#"{"class_name": "Concatenate"}"#,
             r#"{"class_name": "GlobalAveragePooling2D"}"#,
             r#"{"class_name": "GlobalMaxPooling2D"}"#,

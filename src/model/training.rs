@@ -260,7 +260,7 @@ impl Model {
     /// Loss and metrics on `x`, `y`, as `model.evaluate(x, y)`.
     pub fn evaluate<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor) -> Result<Evaluation> {
         let target_len = self.prepare(x, y)?;
-        let batch = self.inference_batch();
+        let batch = self.inference_batch(x.rows());
         let mut scratch = self.scratch(batch, target_len)?;
         let all: Vec<usize> = (0..x.rows()).collect();
         self.evaluate_indices(x, y, &all, batch, &mut scratch)
@@ -272,7 +272,7 @@ impl Model {
             self.build_for(x.shape().get(1..).unwrap_or(&[]))?;
         }
         self.check_inputs(x)?;
-        let batch = self.inference_batch();
+        let batch = self.inference_batch(x.rows());
         let net = self.net.as_mut().expect("built above");
         net.ensure_capacity(&mut self.nodes, batch)?;
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
@@ -297,8 +297,10 @@ impl Model {
         Tensor::from_vec(&shape, out)
     }
 
-    fn inference_batch(&self) -> usize {
-        self.net.as_ref().map_or(0, |n| n.capacity).max(DEFAULT_INFERENCE_BATCH)
+    /// The batch evaluate and predict run `rows` samples in: the buffers'
+    /// capacity when they have one, else up to 128 (no more than there are samples).
+    fn inference_batch(&self, rows: usize) -> usize {
+        self.net.as_ref().map_or(0, |n| n.capacity).max(DEFAULT_INFERENCE_BATCH.min(rows.max(1)))
     }
 
     fn scratch(&mut self, batch: usize, target_len: usize) -> Result<BatchScratch> {

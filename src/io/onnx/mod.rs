@@ -84,6 +84,30 @@ impl Model {
                     g.node("Conv", name, inputs, attributes);
                     g.activation(activation, name);
                 }
+                LayerConfig::DepthwiseConv2D { strides, padding, dilation_rate, activation, .. } => {
+                    let kernel = weight("depthwise_kernel").expect("DepthwiseConv2D has a kernel");
+                    let &[kh, kw, c, m] = kernel.shape.as_slice() else { unreachable!("depthwise kernels are 4-D") };
+                    // Keras (KH, KW, C, M) -> ONNX (C*M, 1, KH, KW), one group per input channel.
+                    let hwcm = &params[kernel.range.clone()];
+                    let mut oihw = vec![0.0f32; hwcm.len()];
+                    for (i, &v) in hwcm.iter().enumerate() {
+                        let (o, tap) = (i % (c * m), i / (c * m));
+                        oihw[o * kh * kw + tap] = v;
+                    }
+                    g.set_channels_first(true);
+                    let mut inputs =
+                        vec![g.current.clone(), g.constant(&format!("{name}/kernel"), &[c * m, 1, kh, kw], oihw)];
+                    if let Some(bias) = weight("bias") {
+                        inputs.push(g.constant(&bias.name, &bias.shape, params[bias.range.clone()].to_vec()));
+                    }
+                    let effective = Pair((kh - 1) * dilation_rate.0 + 1, (kw - 1) * dilation_rate.1 + 1);
+                    let mut attributes = window_attributes(input, effective, strides, padding);
+                    attributes[0] = ints("kernel_shape", &[kh as i64, kw as i64]);
+                    attributes.push(ints("dilations", &[dilation_rate.0 as i64, dilation_rate.1 as i64]));
+                    attributes.push(int("group", c as i64));
+                    g.node("Conv", name, inputs, attributes);
+                    g.activation(activation, name);
+                }
                 LayerConfig::MaxPooling2D { pool_size, strides, padding } => {
                     let attributes = window_attributes(input, pool_size, strides.unwrap_or(pool_size), padding);
                     g.set_channels_first(true);

@@ -1,0 +1,252 @@
+use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
+use crate::activations::Activation;
+use crate::initializers::Initializer;
+use crate::kernels::depthwise::{self, Depthwise};
+use crate::kernels::{SAMPLES_PER_TASK, activation, add_assign, task_count};
+use crate::regularizers::Regularizer;
+use rayon::prelude::*;
+
+/// Depthwise 2-D convolution, as `keras.layers.DepthwiseConv2D`: each input
+/// channel is convolved with its own `depth_multiplier` filters (output
+/// channel c * depth_multiplier + k), the building block of MobileNet.
+///
+/// Arguments: `kernel_size`; builder methods `strides` (default (1, 1)),
+/// `padding` (default valid), `depth_multiplier` (default 1),
+/// `dilation_rate` (default (1, 1)), `activation` (default linear),
+/// `use_bias` (default true), `depthwise_initializer` (default
+/// glorot_uniform), `depthwise_regularizer`. Kernel (KH, KW, C, depth_multiplier), bias zero.
+///
+/// ```
+/// use keel::prelude::*;
+/// let dw = DepthwiseConv2D::new((3, 3)).padding(Padding::Same).use_bias(false);
+/// ```
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv2D {
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    depth_multiplier: usize,
+    dilation_rate: (usize, usize),
+    activation: Activation,
+    use_bias: bool,
+    initializer: Initializer,
+    regularizer: Option<Regularizer>,
+    deferred: bool,
+    g: Option<Depthwise>,
+    /// Per-task partial weight and bias gradients, summed in task order.
+    dw_parts: Vec<f32>,
+    db_parts: Vec<f32>,
+}
+
+impl DepthwiseConv2D {
+    /// A depthwise convolution with a `kernel_size` (height, width) window.
+    pub fn new(kernel_size: (usize, usize)) -> Self {
+        DepthwiseConv2D {
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            depth_multiplier: 1,
+            dilation_rate: (1, 1),
+            activation: Activation::Linear,
+            use_bias: true,
+            initializer: Initializer::GlorotUniform,
+            regularizer: None,
+            deferred: false,
+            g: None,
+            dw_parts: Vec::new(),
+            db_parts: Vec::new(),
+        }
+    }
+
+    /// Step of the window (rows, columns).
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = strides;
+        self
+    }
+
+    /// Border handling.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Filters per input channel.
+    pub fn depth_multiplier(mut self, depth_multiplier: usize) -> Self {
+        self.depth_multiplier = depth_multiplier;
+        self
+    }
+
+    /// Spacing of the window's taps (rows, columns).
+    pub fn dilation_rate(mut self, dilation_rate: (usize, usize)) -> Self {
+        self.dilation_rate = dilation_rate;
+        self
+    }
+
+    /// Activation applied to the output.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Whether to add a bias per output channel.
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// How the kernel starts (default glorot_uniform).
+    pub fn depthwise_initializer(mut self, initializer: Initializer) -> Self {
+        self.initializer = initializer;
+        self
+    }
+
+    /// A penalty on the kernel added to the loss (default none).
+    pub fn depthwise_regularizer(mut self, regularizer: Regularizer) -> Self {
+        self.regularizer = Some(regularizer);
+        self
+    }
+
+    fn geometry(&self) -> Depthwise {
+        self.g.expect("DepthwiseConv2D used before build")
+    }
+
+    fn kernel_len(&self) -> usize {
+        let g = self.geometry();
+        g.kh * g.kw * g.out_channels()
+    }
+}
+
+impl Layer for DepthwiseConv2D {
+    fn class_name(&self) -> &'static str {
+        "DepthwiseConv2D"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "depthwise_conv2d"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::DepthwiseConv2D {
+            kernel_size: self.kernel_size.into(),
+            strides: self.strides.into(),
+            padding: self.padding,
+            depth_multiplier: self.depth_multiplier,
+            dilation_rate: self.dilation_rate.into(),
+            activation: self.activation,
+            use_bias: self.use_bias,
+            depthwise_initializer: self.initializer,
+            depthwise_regularizer: self.regularizer,
+        }
+    }
+
+    fn weights(&self) -> Vec<Weight> {
+        let g = self.geometry();
+        let l2 = self.regularizer.map_or(0.0, Regularizer::l2_factor);
+        let shape = vec![g.kh, g.kw, g.c, g.m];
+        let mut weights = vec![Weight { l2, ..Weight::new("depthwise_kernel", shape, self.initializer) }];
+        if self.use_bias {
+            weights.push(Weight::new("bias", vec![g.out_channels()], Initializer::Zeros));
+        }
+        weights
+    }
+
+    // (H,W,C) -> (OH,OW,C*depth_multiplier)
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let &[h, w, c] = input else {
+            return Err(format!("expects input of shape (height, width, channels), got {input:?}"));
+        };
+        let ((kh, kw), (sh, sw), (dh, dw), m) =
+            (self.kernel_size, self.strides, self.dilation_rate, self.depth_multiplier);
+        if [kh, kw, sh, sw, dh, dw, m].contains(&0) {
+            return Err("kernel_size, strides, dilation_rate and depth_multiplier must be positive".into());
+        }
+        // The dilated window spans (k - 1) * d + 1 rows and columns.
+        let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+        let too_large = || {
+            format!(
+                "the {kh}x{kw} kernel dilated by {:?} spans {eh}x{ew}, more than the {h}x{w} input with padding '{}'",
+                self.dilation_rate,
+                self.padding.name()
+            )
+        };
+        let (oh, pt) = self.padding.resolve(h, eh, sh).ok_or_else(too_large)?;
+        let (ow, pl) = self.padding.resolve(w, ew, sw).ok_or_else(too_large)?;
+        let g = Depthwise { h, w, c, kh, kw, m, sh, sw, dh, dw, pt, pl, oh, ow };
+        self.g = Some(g);
+        Ok(vec![oh, ow, g.out_channels()])
+    }
+
+    fn allocate(&mut self, batch: usize) {
+        let tasks = task_count(batch);
+        self.dw_parts.resize(tasks * self.kernel_len(), 0.0);
+        self.db_parts.resize(tasks * self.geometry().out_channels(), 0.0);
+    }
+
+    fn output_activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn defer_output_activation(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        let g = self.geometry();
+        let (kernel, bias) = params.split_at(self.kernel_len());
+        let bias = self.use_bias.then_some(bias);
+        let act = if self.deferred { Activation::Linear } else { self.activation };
+        let (in_len, out_len, co) = (g.h * g.w * g.c, g.oh * g.ow * g.out_channels(), g.out_channels());
+        y[..n * out_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+            .for_each(|(yt, xt)| {
+                for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
+                    depthwise::forward(&g, xs, kernel, bias, ys);
+                }
+                activation::forward(act, yt, None, co);
+            });
+    }
+
+    // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
+    fn backward(&mut self, pass: Backward) {
+        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let g = self.geometry();
+        let (k, co) = (self.kernel_len(), g.out_channels());
+        let kernel = &params[..k];
+        let act = if self.deferred { Activation::Linear } else { self.activation };
+        let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
+        let tasks = task_count(n);
+        let (dw_parts, db_parts) = (&mut self.dw_parts[..tasks * k], &mut self.db_parts[..tasks * co]);
+        dy[..n * out_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+            .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+            .zip(dw_parts.par_chunks_mut(k).zip(db_parts.par_chunks_mut(co)))
+            .for_each(|(((dz, yt), xt), (dw, db))| {
+                activation::backward(act, yt, dz, co);
+                dw.fill(0.0);
+                db.fill(0.0);
+                for (xs, dzs) in xt.chunks_exact(in_len).zip(dz.chunks_exact(out_len)) {
+                    depthwise::weight_grad(&g, xs, dzs, dw, db);
+                }
+            });
+        if let Some(dx) = dx {
+            dx[..n * in_len]
+                .par_chunks_mut(SAMPLES_PER_TASK * in_len)
+                .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+                .for_each(|(dxt, dzt)| {
+                    for (dxs, dzs) in dxt.chunks_exact_mut(in_len).zip(dzt.chunks_exact(out_len)) {
+                        depthwise::input_grad(&g, dzs, kernel, dxs);
+                    }
+                });
+        }
+        let (gw, gb) = grads.split_at_mut(k);
+        gw.copy_from_slice(&dw_parts[..k]);
+        dw_parts.chunks_exact(k).skip(1).for_each(|part| add_assign(gw, part));
+        if self.use_bias {
+            gb.copy_from_slice(&db_parts[..co]);
+            db_parts.chunks_exact(co).skip(1).for_each(|part| add_assign(gb, part));
+        }
+    }
+}
