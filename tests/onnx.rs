@@ -203,11 +203,14 @@ fn depthwise_convolutions_export_as_grouped_convolutions() {
 }
 
 #[test]
-fn mobilenet_v2_at_imagenet_size_exports_and_runs_the_same_in_tract() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mobilenet_v2.toml");
-    let mut model = Model::from_architecture(&keel::model::Architecture::read(path).unwrap()).unwrap();
-    assert_eq!(model.count_params().unwrap(), 3_538_984);
-    let state: Vec<f32> = (0..model.state().unwrap().len()).map(|i| 0.5 + (i % 5) as f32 * 0.2).collect();
-    model.state_mut().unwrap().copy_from_slice(&state);
-    assert_matches("MobileNetV2", &mut model, &random_images(1, [224, 224, 3], 40));
+fn imagenet_size_models_export_and_run_the_same_in_tract() {
+    for (file, params) in [("mobilenet_v2.toml", 3_538_984), ("resnet50.toml", 25_636_712)] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models").join(file);
+        let mut model = Model::from_architecture(&keel::model::Architecture::read(path).unwrap()).unwrap();
+        assert_eq!(model.count_params().unwrap(), params, "{file}");
+        // Non-default moving statistics, so that the export must carry them.
+        let state: Vec<f32> = (0..model.state().unwrap().len()).map(|i| 0.5 + (i % 5) as f32 * 0.2).collect();
+        model.state_mut().unwrap().copy_from_slice(&state);
+        assert_matches(file, &mut model, &random_images(1, [224, 224, 3], 40));
+    }
 }
