@@ -263,3 +263,18 @@ fn clear_errors_for_bad_input() {
     let nine = Tensor::from_u8(&[20], vec![9; 20]).unwrap();
     assert!(msg(sparse.fit(&x, &nine, &quiet(1, 4, 0.0))).contains("0..4"));
 }
+
+#[test]
+fn predicting_before_training_then_training_works() {
+    // predict reserves no gradient buffers; fit and evaluate add them later.
+    let (x, labels) = stripes(60, 4, 11);
+    let y = to_categorical(&labels, None).unwrap();
+    let mut model = small_cnn(11, 4, Activation::Softmax);
+    model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let before = model.predict(&x).unwrap().to_f32_vec();
+    model.fit(&x, &y, &quiet(1, 16, 0.0)).unwrap();
+    assert!(model.evaluate(&x, &y).unwrap().loss.is_finite());
+    let after = model.predict(&x).unwrap().to_f32_vec();
+    assert_eq!(before.len(), after.len());
+    assert_ne!(before, after, "training changed nothing");
+}

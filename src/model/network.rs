@@ -32,8 +32,9 @@ pub(crate) struct Network {
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     pub state: Vec<f32>,
-    /// Largest batch the buffers hold.
+    /// Largest batch the buffers hold, and the gradient buffers (0 before any training or evaluation).
     pub capacity: usize,
+    gradient_capacity: usize,
     /// The value the model outputs.
     pub output: usize,
     /// Values and gradients dL/d(values), by buffer; see `storage`.
@@ -102,6 +103,7 @@ impl Network {
             grads,
             state,
             capacity: 0,
+            gradient_capacity: 0,
             output: values - 1,
             acts,
             deltas,
@@ -139,11 +141,14 @@ impl Network {
     }
 
     /// Makes room for batches of up to `batch` samples (only ever grows),
-    /// after checking that the activations and their gradients fit in memory.
-    pub fn ensure_capacity(&mut self, nodes: &mut [Node], batch: usize) -> crate::error::Result<()> {
-        if batch <= self.capacity {
+    /// with gradient buffers when `gradients` (training and evaluating, whose
+    /// loss writes one; `predict` needs none), after checking that it fits in memory.
+    pub fn ensure_capacity(&mut self, nodes: &mut [Node], batch: usize, gradients: bool) -> crate::error::Result<()> {
+        let grow_gradients = gradients && self.gradient_capacity < batch.max(self.capacity);
+        if batch <= self.capacity && !grow_gradients {
             return Ok(());
         }
+        let batch = batch.max(self.capacity);
         let per_sample: usize = self
             .steps
             .iter()
@@ -153,8 +158,9 @@ impl Network {
             })
             .sum::<usize>()
             + self.sample_len(0);
-        // Values and their gradients, f32.
-        let bytes = per_sample.saturating_mul(batch).saturating_mul(8);
+        // Values (and their gradients), f32.
+        let copies = if gradients || self.gradient_capacity > 0 { 8 } else { 4 };
+        let bytes = per_sample.saturating_mul(batch).saturating_mul(copies);
         crate::utils::check_memory(
             bytes,
             || format!("the activations of a batch of {batch} ({per_sample} values per sample, and their gradients)"),
@@ -168,6 +174,7 @@ impl Network {
                 needed[output] = true;
             }
         }
+        let with_gradients = gradients || self.gradient_capacity > 0;
         let output = self.storage[self.output];
         let mut shared = 0;
         let mut consumers = vec![0usize; self.shapes.len()];
@@ -179,11 +186,13 @@ impl Network {
         for (v, need) in needed.into_iter().enumerate() {
             let len = if need { batch * self.sample_len(v) } else { 0 };
             self.acts[v].resize(len, 0.0);
-            // The input needs no gradient, unless no layer runs and it is the output.
-            let delta_len = if v > 0 || v == output { len } else { 0 };
-            self.deltas[v].resize(delta_len, 0.0);
-            if consumers[v] > 1 && v > 0 {
-                shared = shared.max(len);
+            if with_gradients {
+                // The input needs no gradient, unless no layer runs and it is the output.
+                let delta_len = if v > 0 || v == output { len } else { 0 };
+                self.deltas[v].resize(delta_len, 0.0);
+                if consumers[v] > 1 && v > 0 {
+                    shared = shared.max(len);
+                }
             }
         }
         self.sum_scratch.resize(shared, 0.0);
@@ -191,6 +200,9 @@ impl Network {
             node.layer.allocate(batch);
         }
         self.capacity = batch;
+        if with_gradients {
+            self.gradient_capacity = batch;
+        }
         Ok(())
     }
 

@@ -274,7 +274,7 @@ impl Model {
         self.check_inputs(x)?;
         let batch = self.inference_batch(x.rows());
         let net = self.net.as_mut().expect("built above");
-        net.ensure_capacity(&mut self.nodes, batch)?;
+        net.ensure_capacity(&mut self.nodes, batch, false)?;
         let (in_len, out_len, width) = (net.sample_len(0), net.output_len(), net.output_width());
         let head = self.compiled.as_ref().and_then(|c| c.head);
         let mut out = vec![0.0f32; x.rows() * out_len];
@@ -305,7 +305,7 @@ impl Model {
 
     fn scratch(&mut self, batch: usize, target_len: usize) -> Result<BatchScratch> {
         let net = self.net.as_mut().expect("prepared models are built");
-        net.ensure_capacity(&mut self.nodes, batch)?;
+        net.ensure_capacity(&mut self.nodes, batch, true)?;
         let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.len());
         Ok(BatchScratch {
             targets: vec![0.0; batch * target_len],
