@@ -453,3 +453,18 @@ fn gzip_bombs_are_refused_by_their_header_before_inflating() {
     let err = corrupt_case(gz(&huge), labels);
     assert!(err.contains("more than keel reads"), "{err}");
 }
+
+#[test]
+fn a_named_dataset_refuses_a_header_with_another_image_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 10 images declared as 1000x1000 (10 MB), with no data behind the header.
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode(&[10, 1000, 1000], &[])).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode(&[10], &[1; 10])).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode(&[1, 28, 28], &[0; 784])).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode(&[1], &[1])).unwrap();
+    let source = DataSource { data_dir: Some(tmp.path().into()), ..DataSource::default() };
+    let err = mnist::load_data_from(&source).err().unwrap().to_string();
+    assert!(err.contains("declares 1000x1000 images, but this dataset's are 28x28"), "{err}");
+}

@@ -11,10 +11,12 @@ pub type Split = (Tensor, Tensor);
 
 /// The (train, test) splits of an MNIST-style dataset whose four files are,
 /// in order, train images, train labels, test images, test labels.
+/// Every MNIST-style dataset keel knows has 28x28 images: a header that
+/// declares another size is refused before its data is inflated.
 pub fn load_dataset(spec: &DatasetSpec, classes: usize, source: &DataSource) -> Result<(Split, Split)> {
     let paths = source.locate(spec)?;
-    let train = read_split(&paths[0], &paths[1], classes)?;
-    let test = read_split(&paths[2], &paths[3], classes)?;
+    let train = read_split_of(&paths[0], &paths[1], classes, Some([28, 28]))?;
+    let test = read_split_of(&paths[2], &paths[3], classes, Some([28, 28]))?;
     Ok((train, test))
 }
 
@@ -24,8 +26,27 @@ pub fn load_dataset(spec: &DatasetSpec, classes: usize, source: &DataSource) -> 
 /// inflated, and no more data is inflated than the header declares, so a
 /// small file that inflates to gigabytes is refused, not held in memory.
 pub fn read_split(images_path: &Path, labels_path: &Path, classes: usize) -> Result<Split> {
+    read_split_of(images_path, labels_path, classes, None)
+}
+
+/// [`read_split`], refusing images of another (height, width) than `image_size` when given.
+fn read_split_of(
+    images_path: &Path,
+    labels_path: &Path,
+    classes: usize,
+    image_size: Option<[usize; 2]>,
+) -> Result<Split> {
     let (ldims, mut labels_in) = open(labels_path, 1)?;
     let (dims, mut images_in) = open(images_path, 3)?;
+    if let Some(size) = image_size.filter(|s| dims[1..] != s[..]) {
+        return Err(Error::CorruptFile {
+            path: images_path.to_path_buf(),
+            message: format!(
+                "declares {}x{} images, but this dataset's are {}x{}; delete it and supply the file again",
+                dims[1], dims[2], size[0], size[1]
+            ),
+        });
+    }
     if dims[0] != ldims[0] {
         return Err(Error::CorruptFile {
             path: labels_path.to_path_buf(),
