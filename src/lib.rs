@@ -60,9 +60,9 @@ pub mod prelude {
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
         ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D,
-        Dropout, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization,
-        Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing,
-        ZeroPadding2D,
+        Dropout, ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D,
+        Normalization, Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape,
+        Resizing, ZeroPadding2D,
     };
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;

@@ -444,3 +444,24 @@ fn depthwise_conv2d_with_multipliers_strides_padding_and_dilation() {
     assert!(err.contains("spans 7x7, more than the 5x5 input"), "{err}");
     assert!(DepthwiseConv2D::new((3, 3)).depth_multiplier(0).build(&[5, 5, 2]).unwrap_err().contains("positive"));
 }
+
+#[test]
+fn relu_family_layers_away_from_their_kinks() {
+    // x over -7.95..8 in steps of 1/3: never within the finite-difference step
+    // of 0, of the 0.5 threshold (0.38 and 0.71 are nearest) or of max_value 6.
+    let x: Vec<f32> = (0..48).map(|k| -7.95 + k as f32 / 3.0).collect();
+    check_layer(ReLU::new(), &[16], 3, x.clone(), 170);
+    check_layer(ReLU::new().max_value(6.0), &[16], 3, x.clone(), 171);
+    check_layer(ReLU::new().negative_slope(0.1).threshold(0.5).max_value(6.0), &[16], 3, x.clone(), 172);
+    check_layer(LeakyReLU::default(), &[16], 3, x.clone(), 173);
+    check_layer(ELU::new(0.7), &[16], 3, x, 174);
+    let y = |layer: &mut dyn Layer, x: &[f32]| {
+        layer.build(&[x.len()]).unwrap();
+        let mut y = vec![0.0; x.len()];
+        layer.forward(&[], x, &mut y, 1, Mode::Infer);
+        y
+    };
+    let relu = &mut ReLU::new().negative_slope(0.1).threshold(0.5).max_value(6.0);
+    assert_eq!(y(relu, &[-1.5, 0.25, 1.0, 7.0]), [-0.2, -0.025, 1.0, 6.0]);
+    assert_eq!(y(&mut LeakyReLU::default(), &[-1.0, 2.0]), [-0.3, 2.0]);
+}

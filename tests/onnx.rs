@@ -214,3 +214,22 @@ fn imagenet_size_models_export_and_run_the_same_in_tract() {
         assert_matches(file, &mut model, &random_images(1, [224, 224, 3], 40));
     }
 }
+
+#[test]
+fn relu_family_layers_export_and_run_the_same_in_tract() {
+    let mut model = Sequential::new()
+        .input_shape([5, 5, 2])
+        .add(ReLU::new().max_value(6.0))
+        .add(Conv2D::new(4, (3, 3)))
+        .add(ReLU::new().negative_slope(0.1).threshold(0.2))
+        .add(LeakyReLU::default())
+        .add(Conv2D::new(3, (2, 2)))
+        .add(ELU::new(0.5))
+        .add(ReLU::new().negative_slope(0.2).max_value(0.8))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    model.build().unwrap();
+    let x = random_images(4, [5, 5, 2], 50);
+    let x = keel::tensor::Tensor::from_vec(x.shape(), x.to_f32_vec().iter().map(|v| 16.0 * v - 8.0).collect()).unwrap();
+    assert_matches("ReLU, LeakyReLU, ELU", &mut model, &x);
+}

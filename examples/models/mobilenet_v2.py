@@ -1,6 +1,6 @@
 """Writes MobileNetV2 model files with Keras applications' architecture
 (keras.applications.MobileNetV2: layer names, _make_divisible, correct_pad,
-BatchNormalization momentum 0.999 / epsilon 1e-3, ReLU(6.) as relu6).
+BatchNormalization momentum 0.999 / epsilon 1e-3, ReLU(6.)).
 
     python3 examples/models/mobilenet_v2.py   # writes the two files below
 
@@ -34,7 +34,7 @@ def mobilenet_v2(name, size, alpha, classes, comment):
     first = make_divisible(32 * alpha)
     out.append(layer("Conv2D", "Conv1", "input_layer", filters=first, kernel_size=3, strides=2, padding="same", use_bias=False))
     out.append(layer("BatchNormalization", "bn_Conv1", "Conv1", **bn))
-    out.append(layer("Activation", "Conv1_relu", "bn_Conv1", activation="relu6"))
+    out.append(layer("ReLU", "Conv1_relu", "bn_Conv1", max_value=6.0))
     x, channels, side = "Conv1_relu", first, (size + 1) // 2
     blocks = [(16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6), (64, 1, 6),
               (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6),
@@ -46,7 +46,7 @@ def mobilenet_v2(name, size, alpha, classes, comment):
         if block_id:
             out.append(layer("Conv2D", prefix + "expand", y, filters=expansion * channels, kernel_size=1, padding="same", use_bias=False))
             out.append(layer("BatchNormalization", prefix + "expand_BN", prefix + "expand", **bn))
-            out.append(layer("Activation", prefix + "expand_relu", prefix + "expand_BN", activation="relu6"))
+            out.append(layer("ReLU", prefix + "expand_relu", prefix + "expand_BN", max_value=6.0))
             y = prefix + "expand_relu"
         if stride == 2:
             adjust = 1 - side % 2  # correct_pad: one less before on even sizes
@@ -56,7 +56,7 @@ def mobilenet_v2(name, size, alpha, classes, comment):
         out.append(layer("DepthwiseConv2D", prefix + "depthwise", y, kernel_size=3, strides=stride,
                          padding="same" if stride == 1 else "valid", use_bias=False))
         out.append(layer("BatchNormalization", prefix + "depthwise_BN", prefix + "depthwise", **bn))
-        out.append(layer("Activation", prefix + "depthwise_relu", prefix + "depthwise_BN", activation="relu6"))
+        out.append(layer("ReLU", prefix + "depthwise_relu", prefix + "depthwise_BN", max_value=6.0))
         out.append(layer("Conv2D", prefix + "project", prefix + "depthwise_relu", filters=pointwise, kernel_size=1, padding="same", use_bias=False))
         out.append(layer("BatchNormalization", prefix + "project_BN", prefix + "project", **bn))
         x = prefix + "project_BN"
@@ -67,7 +67,7 @@ def mobilenet_v2(name, size, alpha, classes, comment):
     last = make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     out.append(layer("Conv2D", "Conv_1", x, filters=last, kernel_size=1, use_bias=False))
     out.append(layer("BatchNormalization", "Conv_1_bn", "Conv_1", **bn))
-    out.append(layer("Activation", "out_relu", "Conv_1_bn", activation="relu6"))
+    out.append(layer("ReLU", "out_relu", "Conv_1_bn", max_value=6.0))
     out.append(layer("GlobalAveragePooling2D", "global_average_pooling2d", "out_relu"))
     out.append(layer("Dense", "predictions", "global_average_pooling2d", units=classes, activation="softmax"))
     out.append('\n[compile]\noptimizer = { class_name = "Adam", learning_rate = 0.001 }\n'

@@ -4,8 +4,9 @@
 
 use super::{
     ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D, Dropout,
-    Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Normalization, Padding,
-    RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling, Reshape, Resizing, ZeroPadding2D,
+    ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Normalization,
+    Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape, Resizing,
+    ZeroPadding2D,
 };
 use crate::activations::Activation;
 use crate::initializers::Initializer;
@@ -86,6 +87,14 @@ impl<'de> Deserialize<'de> for Padding2D {
             Repr::Four(p) => p,
         }))
     }
+}
+
+fn leaky_slope() -> f32 {
+    0.3
+}
+
+fn unit_alpha() -> f32 {
+    1.0
 }
 
 fn one() -> usize {
@@ -246,6 +255,22 @@ pub enum LayerConfig {
     Reshape {
         target_shape: Vec<i64>,
     },
+    ReLU {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f32>,
+        #[serde(default)]
+        negative_slope: f32,
+        #[serde(default)]
+        threshold: f32,
+    },
+    LeakyReLU {
+        #[serde(default = "leaky_slope")]
+        negative_slope: f32,
+    },
+    ELU {
+        #[serde(default = "unit_alpha")]
+        alpha: f32,
+    },
 }
 
 impl LayerConfig {
@@ -398,6 +423,24 @@ impl LayerConfig {
                 }
                 Box::new(ZeroPadding2D::new(((p[0][0], p[0][1]), (p[1][0], p[1][1]))))
             }
+            LayerConfig::ReLU { max_value, negative_slope, threshold } => {
+                finite("threshold", &[threshold])?;
+                non_negative("negative_slope", negative_slope)?;
+                let mut relu = ReLU::new().negative_slope(negative_slope).threshold(threshold);
+                if let Some(m) = max_value {
+                    non_negative("max_value", m)?;
+                    relu = relu.max_value(m);
+                }
+                Box::new(relu)
+            }
+            LayerConfig::LeakyReLU { negative_slope } => {
+                non_negative("negative_slope", negative_slope)?;
+                Box::new(LeakyReLU::new(negative_slope))
+            }
+            LayerConfig::ELU { alpha } => {
+                finite("alpha", &[alpha])?;
+                Box::new(ELU::new(alpha))
+            }
             LayerConfig::Reshape { ref target_shape } => {
                 if target_shape.is_empty() || target_shape.len() > 8 {
                     return Err(format!("target_shape {target_shape:?} must have 1 to 8 dimensions"));
@@ -411,6 +454,11 @@ impl LayerConfig {
             }
         })
     }
+}
+
+/// Refuses negative, NaN and infinite values.
+fn non_negative(what: &str, v: f32) -> Result<(), String> {
+    if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(format!("{what} {v} must be a non-negative number")) }
 }
 
 /// Refuses NaN and infinite argument values.
@@ -454,6 +502,9 @@ mod tests {
             r#"{"class_name": "Dense", "units": 3, "kernel_initializer": "he_uniform", "kernel_regularizer": {"class_name": "L2", "l2": 0.01}}"#,
             r#"{"class_name": "BatchNormalization", "momentum": 0.9, "epsilon": 0.001, "center": false}"#,
             r#"{"class_name": "Add"}"#,
+            r#"{"class_name": "ReLU", "max_value": 6.0, "negative_slope": 0.1, "threshold": 0.5}"#,
+            r#"{"class_name": "LeakyReLU", "negative_slope": 0.2}"#,
+            r#"{"class_name": "ELU", "alpha": 0.5}"#,
             r#"{"class_name": "DepthwiseConv2D", "kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2, "dilation_rate": [1, 2], "activation": "relu6", "use_bias": false}"#,
             r#"{"class_name": "Concatenate"}"#,
             r#"{"class_name": "GlobalAveragePooling2D"}"#,

@@ -249,6 +249,31 @@ impl Model {
                     let pads = g.int64s(&format!("{name}/pads"), &pads);
                     g.node("Pad", name, vec![g.current.clone(), pads], vec![]);
                 }
+                LayerConfig::LeakyReLU { negative_slope } => {
+                    g.node("LeakyRelu", name, vec![g.current.clone()], vec![float("alpha", negative_slope)]);
+                }
+                LayerConfig::ELU { alpha } => g.node("Elu", name, vec![g.current.clone()], vec![float("alpha", alpha)]),
+                LayerConfig::ReLU { max_value, negative_slope, threshold } => {
+                    // x from the threshold up, negative_slope * (x - threshold) below, at most max_value.
+                    let x = g.current.clone();
+                    if threshold == 0.0 && negative_slope == 0.0 {
+                        g.node("Relu", &format!("{name}/relu"), vec![x], vec![]);
+                    } else {
+                        let t = g.constant(&format!("{name}/threshold"), &[], vec![threshold]);
+                        let s = g.constant(&format!("{name}/negative_slope"), &[], vec![negative_slope]);
+                        g.node("Sub", &format!("{name}/shifted"), vec![x.clone(), t.clone()], vec![]);
+                        let shifted = g.current.clone();
+                        g.node("Mul", &format!("{name}/below"), vec![shifted, s], vec![]);
+                        let below = g.current.clone();
+                        g.node("GreaterOrEqual", &format!("{name}/above"), vec![x.clone(), t], vec![]);
+                        let above = g.current.clone();
+                        g.node("Where", &format!("{name}/where"), vec![above, x, below], vec![]);
+                    }
+                    if let Some(m) = max_value {
+                        let m = g.constant(&format!("{name}/max_value"), &[], vec![m]);
+                        g.node("Min", &format!("{name}/min"), vec![g.current.clone(), m], vec![]);
+                    }
+                }
                 LayerConfig::Reshape { .. } => {
                     g.set_channels_first(false);
                     let mut dims = vec![0i64]; // 0: the batch size, copied from the input

@@ -1,0 +1,236 @@
+//! Keras' rectifier layers with arguments: `ReLU(max_value, negative_slope,
+//! threshold)`, `LeakyReLU(negative_slope)` and `ELU(alpha)`. They work from
+//! the input x (which the model keeps), so any slope or threshold is exact.
+
+use super::{Backward, Layer, LayerConfig, Mode};
+use rayon::prelude::*;
+
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// One of the three rectifiers, as a function of x with its derivative.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rectifier {
+    /// max_value if x >= max_value; x if threshold <= x; negative_slope * (x - threshold) below.
+    Relu { max_value: Option<f32>, negative_slope: f32, threshold: f32 },
+    /// alpha * (e^x - 1) for x <= 0.
+    Elu { alpha: f32 },
+}
+
+impl Rectifier {
+    #[inline]
+    fn value(self, x: f32) -> f32 {
+        match self {
+            Rectifier::Relu { max_value, negative_slope, threshold } => {
+                if max_value.is_some_and(|m| x >= m) {
+                    max_value.unwrap_or(x)
+                } else if x >= threshold {
+                    x
+                } else {
+                    negative_slope * (x - threshold)
+                }
+            }
+            Rectifier::Elu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x.exp_m1()
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn derivative(self, x: f32) -> f32 {
+        match self {
+            Rectifier::Relu { max_value, negative_slope, threshold } => {
+                if max_value.is_some_and(|m| x >= m) {
+                    0.0
+                } else if x >= threshold {
+                    1.0
+                } else {
+                    negative_slope
+                }
+            }
+            Rectifier::Elu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    alpha * x.exp()
+                }
+            }
+        }
+    }
+}
+
+/// The shared body: the elementwise pass and its gradient.
+#[derive(Clone, Debug)]
+struct Elementwise {
+    f: Rectifier,
+    len: usize,
+}
+
+impl Elementwise {
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.len = input.iter().product();
+        Ok(input.to_vec())
+    }
+
+    // x: (N, ...) -> y: (N, ...);  y = f(x)
+    fn forward(&self, x: &[f32], y: &mut [f32], n: usize) {
+        let f = self.f;
+        let len = n * self.len;
+        y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = f.value(x);
+            }
+        });
+    }
+
+    // dx = dy * f'(x)
+    fn backward(&self, pass: Backward) {
+        let Some(dx) = pass.dx else { return };
+        let (f, len) = (self.f, pass.n * self.len);
+        dx[..len]
+            .par_chunks_mut(CHUNK)
+            .zip(pass.dy[..len].par_chunks(CHUNK))
+            .zip(pass.x[..len].par_chunks(CHUNK))
+            .for_each(|((dx, dy), x)| {
+                for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+                    *dx = dy * f.derivative(x);
+                }
+            });
+    }
+}
+
+macro_rules! rectifier_layer {
+    ($(#[$doc:meta])* $name:ident, $base:literal, |$s:ident| $config:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name(Elementwise);
+
+        impl Layer for $name {
+            fn class_name(&self) -> &'static str {
+                stringify!($name)
+            }
+
+            fn base_name(&self) -> &'static str {
+                $base
+            }
+
+            fn config(&self) -> LayerConfig {
+                let $s = self.0.f;
+                $config
+            }
+
+            fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+                self.0.build(input)
+            }
+
+            fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+                self.0.forward(x, y, n)
+            }
+
+            fn backward(&mut self, pass: Backward) {
+                self.0.backward(pass)
+            }
+        }
+    };
+}
+
+rectifier_layer!(
+    /// `keras.layers.ReLU(max_value=None, negative_slope=0, threshold=0)`:
+    /// max_value above it, x from the threshold up, negative_slope * (x - threshold) below.
+    ///
+    /// ```
+    /// use keel::prelude::*;
+    /// let relu6 = ReLU::new().max_value(6.0);
+    /// ```
+    ReLU,
+    "re_lu",
+    |f| match f {
+        Rectifier::Relu { max_value, negative_slope, threshold } => LayerConfig::ReLU { max_value, negative_slope, threshold },
+        Rectifier::Elu { .. } => unreachable!("a ReLU layer holds a ReLU"),
+    }
+);
+
+rectifier_layer!(
+    /// `keras.layers.LeakyReLU(negative_slope=0.3)`: x, or negative_slope * x below zero.
+    LeakyReLU,
+    "leaky_re_lu",
+    |f| match f {
+        Rectifier::Relu { negative_slope, .. } => LayerConfig::LeakyReLU { negative_slope },
+        Rectifier::Elu { .. } => unreachable!("a LeakyReLU layer holds a ReLU"),
+    }
+);
+
+rectifier_layer!(
+    /// `keras.layers.ELU(alpha=1.0)`: x, or alpha * (e^x - 1) below zero.
+    ELU,
+    "elu",
+    |f| match f {
+        Rectifier::Elu { alpha } => LayerConfig::ELU { alpha },
+        Rectifier::Relu { .. } => unreachable!("an ELU layer holds an ELU"),
+    }
+);
+
+impl Default for ReLU {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReLU {
+    /// max(x, 0), with Keras' defaults.
+    pub fn new() -> Self {
+        ReLU(Elementwise { f: Rectifier::Relu { max_value: None, negative_slope: 0.0, threshold: 0.0 }, len: 0 })
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Option<f32>, &mut f32, &mut f32)) -> Self {
+        if let Rectifier::Relu { max_value, negative_slope, threshold } = &mut self.0.f {
+            change(max_value, negative_slope, threshold);
+        }
+        self
+    }
+
+    /// The largest output (none by default).
+    pub fn max_value(self, max_value: f32) -> Self {
+        self.with(|m, _, _| *m = Some(max_value))
+    }
+
+    /// The slope below the threshold (default 0).
+    pub fn negative_slope(self, slope: f32) -> Self {
+        self.with(|_, s, _| *s = slope)
+    }
+
+    /// Where the identity starts (default 0).
+    pub fn threshold(self, threshold: f32) -> Self {
+        self.with(|_, _, t| *t = threshold)
+    }
+}
+
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        Self::new(0.3)
+    }
+}
+
+impl LeakyReLU {
+    /// A leaky rectifier (Keras' default slope: 0.3).
+    pub fn new(negative_slope: f32) -> Self {
+        LeakyReLU(Elementwise { f: Rectifier::Relu { max_value: None, negative_slope, threshold: 0.0 }, len: 0 })
+    }
+}
+
+impl Default for ELU {
+    fn default() -> Self {
+        Self::new(1.0)
+    }
+}
+
+impl ELU {
+    /// An exponential linear unit (Keras' default alpha: 1.0).
+    pub fn new(alpha: f32) -> Self {
+        ELU(Elementwise { f: Rectifier::Elu { alpha }, len: 0 })
+    }
+}
