@@ -8,7 +8,7 @@ use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::im2col::{col2im_add, im2col};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
-use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_assign, add_rows, sum_rows, task_count, with_scratch};
+use crate::kernels::{SAMPLES_PER_TASK, Window, activation, add_rows, sum_rows, task_count, with_scratch};
 use crate::regularizers::Regularizer;
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -347,11 +347,10 @@ impl Layer for Conv2D {
             }
         }
         let (gw, gb) = grads.split_at_mut(k * f);
-        gw.copy_from_slice(&dw_parts[..k * f]);
-        dw_parts.chunks_exact(k * f).skip(1).for_each(|part| add_assign(gw, part));
+        // The tasks' partial sums, added in task order.
+        sum_rows(dw_parts, k * f, gw);
         if self.use_bias {
-            gb.copy_from_slice(&db_parts[..f]);
-            db_parts.chunks_exact(f).skip(1).for_each(|part| add_assign(gb, part));
+            sum_rows(db_parts, f, gb);
         }
     }
 }

@@ -2,7 +2,7 @@ use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
 use crate::initializers::Initializer;
 use crate::kernels::depthwise::{self, Depthwise};
-use crate::kernels::{SAMPLES_PER_TASK, activation, add_assign, task_count};
+use crate::kernels::{SAMPLES_PER_TASK, activation, sum_rows, task_count};
 use crate::regularizers::Regularizer;
 use rayon::prelude::*;
 
@@ -242,11 +242,10 @@ impl Layer for DepthwiseConv2D {
                 });
         }
         let (gw, gb) = grads.split_at_mut(k);
-        gw.copy_from_slice(&dw_parts[..k]);
-        dw_parts.chunks_exact(k).skip(1).for_each(|part| add_assign(gw, part));
+        // The tasks' partial sums, added in task order.
+        sum_rows(dw_parts, k, gw);
         if self.use_bias {
-            gb.copy_from_slice(&db_parts[..co]);
-            db_parts.chunks_exact(co).skip(1).for_each(|part| add_assign(gb, part));
+            sum_rows(db_parts, co, gb);
         }
     }
 }
