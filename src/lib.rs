@@ -38,6 +38,7 @@ pub mod distributed;
 pub mod error;
 pub mod initializers;
 pub mod io;
+pub mod device;
 pub mod kernels;
 pub mod layers;
 pub mod losses;

@@ -159,3 +159,59 @@ mod tests {
         assert_eq!(sigmoid(1000.0), 1.0);
     }
 }
+
+/// The rectifier layers' functions (ReLU with max_value, negative_slope and
+/// threshold; ELU), as functions of x with their derivatives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rectifier {
+    /// max_value if x >= max_value; x if threshold <= x; negative_slope * (x - threshold) below.
+    Relu { max_value: Option<f32>, negative_slope: f32, threshold: f32 },
+    /// alpha * (e^x - 1) for x <= 0.
+    Elu { alpha: f32 },
+}
+
+impl Rectifier {
+    #[inline]
+    pub fn value(self, x: f32) -> f32 {
+        match self {
+            Rectifier::Relu { max_value, negative_slope, threshold } => {
+                if max_value.is_some_and(|m| x >= m) {
+                    max_value.unwrap_or(x)
+                } else if x >= threshold {
+                    x
+                } else {
+                    negative_slope * (x - threshold)
+                }
+            }
+            Rectifier::Elu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x.exp_m1()
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub fn derivative(self, x: f32) -> f32 {
+        match self {
+            Rectifier::Relu { max_value, negative_slope, threshold } => {
+                if max_value.is_some_and(|m| x >= m) {
+                    0.0
+                } else if x >= threshold {
+                    1.0
+                } else {
+                    negative_slope
+                }
+            }
+            Rectifier::Elu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    alpha * x.exp()
+                }
+            }
+        }
+    }
+}

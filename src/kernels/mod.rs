@@ -1,9 +1,6 @@
-//! The math, as plain functions over slices: no shapes objects, no allocation.
-//! Layers call these; another backend (GPU) can provide the same functions.
-//!
-//! Work is split over the batch in fixed tasks of [`SAMPLES_PER_TASK`] samples,
-//! never by thread count, and partial sums (weight gradients) are added in task
-//! order, so results are bit-identical whatever the number of threads.
+//! The math, as plain functions over slices: no shapes objects, no allocation,
+//! no threads. The CPU device (`device::cpu`) splits the work and calls these;
+//! each SIMD path has a plain scalar reference beside it, tested against it.
 
 use multiversion::multiversion;
 
@@ -17,14 +14,6 @@ pub mod matmul;
 pub mod narrow;
 pub mod pool;
 pub mod resample;
-
-/// Samples per parallel task.
-pub const SAMPLES_PER_TASK: usize = 16;
-
-/// Number of tasks a batch of `n` samples is split into.
-pub fn task_count(n: usize) -> usize {
-    n.div_ceil(SAMPLES_PER_TASK)
-}
 
 /// `acc += part` elementwise: the ordered reduction of per-task partial sums.
 #[inline]
@@ -89,21 +78,4 @@ impl Window {
     pub fn positions(&self) -> usize {
         self.oh * self.ow
     }
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with a per-thread scratch buffer of `len` values. It grows to the
-/// largest size asked for and is then reused: no allocation in steady state,
-/// and memory bounded by the number of threads, not by the batch size.
-pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
 }

@@ -1,7 +1,7 @@
 use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 use crate::activations::Activation;
-use crate::kernels::activation;
+use crate::device;
 
 /// Applies an activation function, as `keras.layers.Activation`.
 ///
@@ -71,20 +71,20 @@ impl Layer for ActivationLayer {
 
     // x: (N, ...) -> y = act(x): (N, ...)
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let len = n * self.len();
-        y[..len].copy_from_slice(&x[..len]);
+        let (device, len) = (device::current(), n * self.len());
+        device.copy(x, y, len);
         if !self.deferred {
-            activation::forward(self.activation, &mut y[..len], None, self.width());
+            device.activation_forward(self.activation, &mut y[..len], self.width());
         }
     }
 
     // y = act(x)  =>  dx = dy * act'(x)
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let len = pass.n * self.len();
+        let (device, len) = (device::current(), pass.n * self.len());
         if !self.deferred {
-            activation::backward(self.activation, &pass.y[..len], &mut pass.dy[..len], self.width());
+            device.activation_backward(self.activation, &pass.y[..len], &mut pass.dy[..len], self.width());
         }
-        dx[..len].copy_from_slice(&pass.dy[..len]);
+        device.copy(pass.dy, dx, len);
     }
 }

@@ -1,8 +1,7 @@
 use super::padding::PoolWindow;
 use super::{Backward, Layer, LayerConfig, Mode, Padding};
-use crate::kernels::pool::{avg_pool_backward, avg_pool_forward};
-use crate::kernels::{SAMPLES_PER_TASK, Window};
-use rayon::prelude::*;
+use crate::device;
+use crate::kernels::Window;
 
 /// 2-D average pooling, as `keras.layers.AveragePooling2D`: arguments
 /// `pool_size`; builder methods `strides` (default: `pool_size`) and `padding`
@@ -60,30 +59,12 @@ impl Layer for AveragePooling2D {
 
     // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let g = self.geometry();
-        let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
-        y[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .for_each(|(yt, xt)| {
-                for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
-                    avg_pool_forward(&g, xs, ys);
-                }
-            });
+        device::current().avg_pool_forward(&self.geometry(), x, y, n);
     }
 
     // dx[i] = sum over windows w covering i of dy[w] / |w|
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let g = self.geometry();
-        let (in_len, out_len, n) = (g.h * g.w * g.c, g.positions() * g.c, pass.n);
-        dx[..n * in_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-            .zip(pass.dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .for_each(|(dxt, dyt)| {
-                for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)) {
-                    avg_pool_backward(&g, dys, dxs);
-                }
-            });
+        device::current().avg_pool_backward(&self.geometry(), pass.dy, dx, pass.n);
     }
 }

@@ -1,10 +1,9 @@
 use super::{Backward, Layer, LayerConfig, Mode, Weight};
+use crate::device::{self, ChannelSums, Workspace};
 use crate::distributed::Communicator;
 use crate::error::Error;
 use crate::initializers::Initializer;
-use crate::kernels::batch_norm::{self, InputGrad};
-use crate::kernels::{SAMPLES_PER_TASK, task_count};
-use rayon::prelude::*;
+use crate::kernels::batch_norm::InputGrad;
 use std::sync::Arc;
 
 /// Batch normalisation over the last axis, as `keras.layers.BatchNormalization`
@@ -39,9 +38,9 @@ pub struct BatchNormalization {
     b: Vec<f32>,
     /// Whether the last forward used the batch's statistics.
     batch_statistics: bool,
-    /// Per-task f64 partial sums (2 * c per task), added in task order into `sums`.
-    parts: Vec<f64>,
+    /// Per-channel f64 sums over the batch (2 * c), and what the device keeps for them.
     sums: Vec<f64>,
+    ws: Workspace,
     /// The input gradient's per-channel terms (see `InputGrad`).
     k1: Vec<f32>,
     k2: Vec<f32>,
@@ -77,8 +76,8 @@ impl BatchNormalization {
             a: Vec::new(),
             b: Vec::new(),
             batch_statistics: false,
-            parts: Vec::new(),
             sums: Vec::new(),
+            ws: Workspace::default(),
             k1: Vec::new(),
             k2: Vec::new(),
             own_state: Vec::new(),
@@ -152,27 +151,6 @@ impl std::fmt::Debug for BatchNormalization {
     }
 }
 
-/// Per-channel sums over a batch in fixed tasks of samples, added in task
-/// order into `total` (2c): `add` adds one task's rows (x, dy) into its partial sums.
-fn reduce(
-    parts: &mut [f64],
-    total: &mut [f64],
-    (x, dy): (&[f32], Option<&[f32]>),
-    task_len: usize,
-    add: impl Fn(&[f32], Option<&[f32]>, &mut [f64]) + Sync,
-) {
-    let c2 = total.len();
-    let parts = &mut parts[..x.len().div_ceil(task_len) * c2];
-    parts.fill(0.0);
-    parts.par_chunks_mut(c2).zip(x.par_chunks(task_len)).enumerate().for_each(|(t, (part, xt))| {
-        add(xt, dy.map(|d| &d[t * task_len..][..xt.len()]), part);
-    });
-    total.fill(0.0);
-    for part in parts.chunks_exact(c2) {
-        crate::kernels::batch_norm::add_f64(total, part);
-    }
-}
-
 impl Layer for BatchNormalization {
     fn class_name(&self) -> &'static str {
         "BatchNormalization"
@@ -225,10 +203,6 @@ impl Layer for BatchNormalization {
         Ok(input.to_vec())
     }
 
-    fn allocate(&mut self, batch: usize) {
-        self.parts.resize(task_count(batch) * 2 * self.c, 0.0);
-    }
-
     fn set_trainable(&mut self, trainable: bool) {
         self.trainable = trainable;
     }
@@ -255,11 +229,8 @@ impl Layer for BatchNormalization {
         let (moving_mean, moving_var) = state.split_at_mut(c);
         self.batch_statistics = mode == Mode::Train && self.trainable;
         if self.batch_statistics {
-            let (len, task) = (n * self.sample_len, SAMPLES_PER_TASK * self.sample_len);
-            let x = &x[..len];
-            reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
-                batch_norm::add_channel_sums(xt, c, &mut part[..c])
-            });
+            let (device, len, sample_len) = (device::current(), n * self.sample_len, self.sample_len);
+            device.channel_sums(ChannelSums::Values, x, c, sample_len, len, &mut self.sums, &mut self.ws);
             // sums = [per-channel sums, rows], over every rank of a group.
             self.sums[c] = (len / c) as f64;
             self.sum_over_group(c + 1);
@@ -268,10 +239,8 @@ impl Layer for BatchNormalization {
             for (m, s) in self.mean.iter_mut().zip(&self.sums) {
                 *m = (s / rows) as f32;
             }
-            let mean = &self.mean;
-            reduce(&mut self.parts, &mut self.sums, (x, None), task, |xt, _, part| {
-                batch_norm::add_squared_deviations(xt, mean, &mut part[..c])
-            });
+            let what = ChannelSums::SquaredDeviations { mean: &self.mean };
+            device.channel_sums(what, x, c, sample_len, len, &mut self.sums, &mut self.ws);
             self.sum_over_group(c);
             let momentum = self.momentum;
             for ch in 0..c {
@@ -291,12 +260,7 @@ impl Layer for BatchNormalization {
             self.a[ch] = self.inv_std[ch] * gamma.map_or(1.0, |g| g[ch]);
             self.b[ch] = beta.map_or(0.0, |b| b[ch]) - self.mean[ch] * self.a[ch];
         }
-        let len = n * self.sample_len;
-        let (a, b) = (&self.a, &self.b);
-        y[..len]
-            .par_chunks_mut(SAMPLES_PER_TASK * self.sample_len)
-            .zip(x[..len].par_chunks(SAMPLES_PER_TASK * self.sample_len))
-            .for_each(|(yt, xt)| batch_norm::scale_shift(xt, a, b, yt));
+        device::current().scale_shift(x, &self.a, &self.b, y, n * self.sample_len);
     }
 
     // dbeta = sum dy;  dgamma = sum dy * xhat;
@@ -305,12 +269,9 @@ impl Layer for BatchNormalization {
     fn backward(&mut self, pass: Backward) {
         let Backward { x, dy, dx, grads, n, .. } = pass;
         let c = self.c;
-        let (len, task) = (n * self.sample_len, SAMPLES_PER_TASK * self.sample_len);
-        let (x, dy) = (&x[..len], &dy[..len]);
-        let (mean, inv_std) = (&self.mean, &self.inv_std);
-        reduce(&mut self.parts, &mut self.sums, (x, Some(dy)), task, |xt, dt, part| {
-            batch_norm::add_grad_sums(xt, dt.expect("dy given"), mean, inv_std, part)
-        });
+        let (device, len) = (device::current(), n * self.sample_len);
+        let what = ChannelSums::Gradients { dy, mean: &self.mean, inv_std: &self.inv_std };
+        device.channel_sums(what, x, c, self.sample_len, len, &mut self.sums, &mut self.ws);
         let (dbeta, dgamma) = self.sums.split_at(c);
         let mut offset = 0;
         if self.scale {
@@ -331,10 +292,6 @@ impl Layer for BatchNormalization {
             self.k2[ch] = (dgamma[ch] * batch) as f32;
         }
         let grad = InputGrad { mean: &self.mean, inv_std: &self.inv_std, a: &self.a, k1: &self.k1, k2: &self.k2 };
-        dx[..len]
-            .par_chunks_mut(task)
-            .zip(x.par_chunks(task))
-            .zip(dy.par_chunks(task))
-            .for_each(|((dxt, xt), dyt)| grad.write(xt, dyt, dxt));
+        device.batch_norm_input_grad(&grad, x, dy, dx, len);
     }
 }

@@ -1,10 +1,9 @@
 use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
+use crate::device::{self, DepthwiseOp, Workspace};
 use crate::initializers::Initializer;
-use crate::kernels::depthwise::{self, Depthwise};
-use crate::kernels::{SAMPLES_PER_TASK, activation, sum_rows, task_count};
+use crate::kernels::depthwise::Depthwise;
 use crate::regularizers::Regularizer;
-use rayon::prelude::*;
 
 /// Depthwise 2-D convolution, as `keras.layers.DepthwiseConv2D`: each input
 /// channel is convolved with its own `depth_multiplier` filters (output
@@ -33,9 +32,8 @@ pub struct DepthwiseConv2D {
     regularizer: Option<Regularizer>,
     deferred: bool,
     g: Option<Depthwise>,
-    /// Per-task partial weight and bias gradients, summed in task order.
-    dw_parts: Vec<f32>,
-    db_parts: Vec<f32>,
+    /// What the device keeps between forward and backward.
+    ws: Workspace,
 }
 
 impl DepthwiseConv2D {
@@ -53,8 +51,7 @@ impl DepthwiseConv2D {
             regularizer: None,
             deferred: false,
             g: None,
-            dw_parts: Vec::new(),
-            db_parts: Vec::new(),
+            ws: Workspace::default(),
         }
     }
 
@@ -176,12 +173,6 @@ impl Layer for DepthwiseConv2D {
         Ok(vec![oh, ow, g.out_channels()])
     }
 
-    fn allocate(&mut self, batch: usize) {
-        let tasks = task_count(batch);
-        self.dw_parts.resize(tasks * self.kernel_len(), 0.0);
-        self.db_parts.resize(tasks * self.geometry().out_channels(), 0.0);
-    }
-
     fn output_activation(&self) -> Activation {
         self.activation
     }
@@ -192,60 +183,28 @@ impl Layer for DepthwiseConv2D {
 
     // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let g = self.geometry();
-        let (kernel, bias) = params.split_at(self.kernel_len());
-        let bias = self.use_bias.then_some(bias);
-        let act = if self.deferred { Activation::Linear } else { self.activation };
-        let (in_len, out_len, co) = (g.h * g.w * g.c, g.oh * g.ow * g.out_channels(), g.out_channels());
-        y[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .for_each(|(yt, xt)| {
-                for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
-                    depthwise::forward(&g, xs, kernel, bias, ys);
-                }
-                activation::forward(act, yt, None, co);
-            });
+        device::current().depthwise_forward(&self.op(params), x, y, n);
     }
 
     // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
     fn backward(&mut self, pass: Backward) {
         let Backward { params, x, y, dy, dx, grads, n } = pass;
-        let g = self.geometry();
-        let (k, co) = (self.kernel_len(), g.out_channels());
-        let kernel = &params[..k];
-        let act = if self.deferred { Activation::Linear } else { self.activation };
-        let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
-        let tasks = task_count(n);
-        let (dw_parts, db_parts) = (&mut self.dw_parts[..tasks * k], &mut self.db_parts[..tasks * co]);
-        dy[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .zip(dw_parts.par_chunks_mut(k).zip(db_parts.par_chunks_mut(co)))
-            .for_each(|(((dz, yt), xt), (dw, db))| {
-                activation::backward(act, yt, dz, co);
-                dw.fill(0.0);
-                db.fill(0.0);
-                for (xs, dzs) in xt.chunks_exact(in_len).zip(dz.chunks_exact(out_len)) {
-                    depthwise::weight_grad(&g, xs, dzs, dw, db);
-                }
-            });
-        if let Some(dx) = dx {
-            dx[..n * in_len]
-                .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-                .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-                .for_each(|(dxt, dzt)| {
-                    for (dxs, dzs) in dxt.chunks_exact_mut(in_len).zip(dzt.chunks_exact(out_len)) {
-                        depthwise::input_grad(&g, dzs, kernel, dxs);
-                    }
-                });
-        }
-        let (gw, gb) = grads.split_at_mut(k);
-        // The tasks' partial sums, added in task order.
-        sum_rows(dw_parts, k, gw);
-        if self.use_bias {
-            sum_rows(db_parts, co, gb);
+        let op = self.op(params);
+        let (gw, gb) = grads.split_at_mut(self.kernel_len());
+        let gb = self.use_bias.then_some(gb);
+        device::current().depthwise_backward(&op, x, y, dy, dx, (gw, gb), n, &mut self.ws);
+    }
+}
+
+impl DepthwiseConv2D {
+    /// The operation this layer runs, over its parameters.
+    fn op<'a>(&self, params: &'a [f32]) -> DepthwiseOp<'a> {
+        let (kernel, bias) = params.split_at(self.kernel_len());
+        DepthwiseOp {
+            g: self.geometry(),
+            kernel,
+            bias: self.use_bias.then_some(bias),
+            act: if self.deferred { Activation::Linear } else { self.activation },
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::LayerConfig;
 use super::{Backward, Layer, Mode};
+use crate::device;
 use crate::random::BatchDraws;
 use rand::Rng as _;
 
@@ -72,27 +73,24 @@ impl Layer for Dropout {
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         let len = n * self.len;
         if mode == Mode::Infer || self.rate == 0.0 {
-            y[..len].copy_from_slice(&x[..len]);
+            device::current().copy(x, y, len);
             self.mask[..len].fill(1.0);
             return;
         }
         let keep = 1.0 / (1.0 - self.rate);
-        let samples = self.mask[..len].chunks_mut(self.len).zip(y[..len].chunks_mut(self.len)).zip(x.chunks(self.len));
-        for (i, ((mask, y), x)) in samples.enumerate() {
+        for (i, mask) in self.mask[..len].chunks_mut(self.len).enumerate() {
             let mut rng = self.draws.sample(i);
-            for ((m, yv), &xv) in mask.iter_mut().zip(y).zip(x) {
+            for m in mask {
                 *m = if rng.random::<f32>() < self.rate { 0.0 } else { keep };
-                *yv = xv * *m;
             }
         }
+        device::current().multiply(x, &self.mask, y, len);
     }
 
     // y = x * mask  =>  dx = dy * mask
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
         let len = pass.n * self.len;
-        for ((d, &g), &m) in dx[..len].iter_mut().zip(&pass.dy[..len]).zip(&self.mask[..len]) {
-            *d = g * m;
-        }
+        device::current().multiply(pass.dy, &self.mask, dx, len);
     }
 }

@@ -1,7 +1,5 @@
 use super::{Backward, Layer, LayerConfig, Mode};
-use crate::kernels::SAMPLES_PER_TASK;
-use crate::kernels::pool::{global_avg_backward, global_avg_forward, global_max_forward, max_pool_backward};
-use rayon::prelude::*;
+use crate::device::{self, Workspace};
 
 /// Average or maximum over all positions of each channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,8 +15,8 @@ struct GlobalPool {
     /// Positions H*W and channels C per sample.
     positions: usize,
     c: usize,
-    /// Max only: flat index (within the sample) of each channel's winner.
-    argmax: Vec<u32>,
+    /// Max only: where the forward pass keeps each channel's winner.
+    ws: Workspace,
 }
 
 impl GlobalPool {
@@ -30,53 +28,17 @@ impl GlobalPool {
         Ok(vec![c])
     }
 
-    fn allocate(&mut self, batch: usize) {
-        if self.reduce == Reduce::Max {
-            self.argmax.resize(batch * self.c, 0);
-        }
-    }
-
     // x: (N,H,W,C) -> y: (N,C)
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        let (in_len, c, reduce) = (self.positions * self.c, self.c, self.reduce);
-        let (xt, yt) =
-            (x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len), y[..n * c].par_chunks_mut(SAMPLES_PER_TASK * c));
-        let argmax = self.argmax.par_chunks_mut(SAMPLES_PER_TASK * c);
-        match reduce {
-            Reduce::Average => xt.zip(yt).for_each(|(xt, yt)| {
-                for (xs, ys) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(c)) {
-                    global_avg_forward(xs, ys);
-                }
-            }),
-            Reduce::Max => xt.zip(yt).zip(argmax).for_each(|((xt, yt), at)| {
-                for ((xs, ys), a) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(c)).zip(at.chunks_exact_mut(c)) {
-                    global_max_forward(xs, ys, a);
-                }
-            }),
-        }
+        let max = self.reduce == Reduce::Max;
+        device::current().global_pool_forward(max, self.positions, self.c, x, y, n, &mut self.ws);
     }
 
     // average: dx = dy / (H*W) everywhere;  max: dx[argmax[c]] = dy[c], zero elsewhere
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let (in_len, c, n) = (self.positions * self.c, self.c, pass.n);
-        let dxt = dx[..n * in_len].par_chunks_mut(SAMPLES_PER_TASK * in_len);
-        let dyt = pass.dy[..n * c].par_chunks(SAMPLES_PER_TASK * c);
-        match self.reduce {
-            Reduce::Average => dxt.zip(dyt).for_each(|(dxt, dyt)| {
-                for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(c)) {
-                    global_avg_backward(dys, dxs);
-                }
-            }),
-            Reduce::Max => {
-                dxt.zip(dyt).zip(self.argmax.par_chunks(SAMPLES_PER_TASK * c)).for_each(|((dxt, dyt), at)| {
-                    for ((dxs, dys), a) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(c)).zip(at.chunks_exact(c))
-                    {
-                        max_pool_backward(dys, a, dxs);
-                    }
-                })
-            }
-        }
+        let max = self.reduce == Reduce::Max;
+        device::current().global_pool_backward(max, self.positions, self.c, pass.dy, dx, pass.n, &mut self.ws);
     }
 }
 
@@ -95,7 +57,7 @@ macro_rules! global_pooling_layer {
         impl $name {
             /// The layer (keepdims false, as Keras' default).
             pub fn new() -> Self {
-                $name(GlobalPool { reduce: $reduce, positions: 0, c: 0, argmax: Vec::new() })
+                $name(GlobalPool { reduce: $reduce, positions: 0, c: 0, ws: Workspace::default() })
             }
         }
 
@@ -115,10 +77,6 @@ macro_rules! global_pooling_layer {
             // (H,W,C) -> (C)
             fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
                 self.0.build(input)
-            }
-
-            fn allocate(&mut self, batch: usize) {
-                self.0.allocate(batch)
             }
 
             fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {

@@ -1,9 +1,8 @@
 use super::LayerConfig;
 use super::padding::PoolWindow;
 use super::{Backward, Layer, Mode, Padding};
-use crate::kernels::pool::{max_pool_backward, max_pool_forward};
-use crate::kernels::{SAMPLES_PER_TASK, Window};
-use rayon::prelude::*;
+use crate::device::{self, Workspace};
+use crate::kernels::Window;
 
 /// 2-D max pooling, as `keras.layers.MaxPooling2D`.
 ///
@@ -18,14 +17,14 @@ use rayon::prelude::*;
 pub struct MaxPooling2D {
     window: PoolWindow,
     input_shape: Option<Vec<usize>>,
-    /// Flat index (within the sample) of each output's winning input.
-    argmax: Vec<u32>,
+    /// Where the forward pass keeps each output's winning input.
+    ws: Workspace,
 }
 
 impl MaxPooling2D {
     /// Pools over windows of `pool_size` (height, width).
     pub fn new(pool_size: (usize, usize)) -> Self {
-        MaxPooling2D { window: PoolWindow::new(pool_size), input_shape: None, argmax: Vec::new() }
+        MaxPooling2D { window: PoolWindow::new(pool_size), input_shape: None, ws: Workspace::default() }
     }
 
     /// Step of the window; defaults to the pool size.
@@ -81,43 +80,14 @@ impl Layer for MaxPooling2D {
         self.window.geometry()
     }
 
-    fn allocate(&mut self, batch: usize) {
-        let g = self.geometry();
-        self.argmax.resize(batch * g.positions() * g.c, 0);
-    }
-
     // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window, argmax recorded
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let g = self.geometry();
-        let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
-        y[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(self.argmax[..n * out_len].par_chunks_mut(SAMPLES_PER_TASK * out_len))
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .for_each(|((yt, at), xt)| {
-                for ((ys, a), xs) in
-                    yt.chunks_exact_mut(out_len).zip(at.chunks_exact_mut(out_len)).zip(xt.chunks_exact(in_len))
-                {
-                    max_pool_forward(&g, xs, ys, a);
-                }
-            });
+        device::current().max_pool_forward(&self.geometry(), x, y, n, &mut self.ws);
     }
 
     // Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let g = self.geometry();
-        let (in_len, out_len, n) = (g.h * g.w * g.c, g.positions() * g.c, pass.n);
-        dx[..n * in_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-            .zip(self.argmax[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .zip(pass.dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .for_each(|((dxt, at), dyt)| {
-                for ((dxs, a), dys) in
-                    dxt.chunks_exact_mut(in_len).zip(at.chunks_exact(out_len)).zip(dyt.chunks_exact(out_len))
-                {
-                    max_pool_backward(dys, a, dxs);
-                }
-            });
+        device::current().max_pool_backward(&self.geometry(), pass.dy, dx, pass.n, &mut self.ws);
     }
 }

@@ -1,11 +1,8 @@
 //! Layers that merge several inputs: `Add` and `Concatenate`.
 
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::device;
 use crate::model::shape_str;
-use rayon::prelude::*;
-
-/// Elements per parallel task of an elementwise pass.
-const CHUNK: usize = 1 << 14;
 
 /// Sums inputs of one shape, as `keras.layers.Add`: y = x_0 + x_1 + ...
 ///
@@ -77,20 +74,12 @@ impl Layer for Add {
 
     // xs[k]: (N, S) -> y: (N, S);  y = sum_k xs[k], added in input order
     fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
-        let len = n * self.len;
-        y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {
-            let at = t * CHUNK;
-            yt.copy_from_slice(&xs[0][at..at + yt.len()]);
-            for x in &xs[1..] {
-                crate::kernels::add_assign(yt, &x[at..at + yt.len()]);
-            }
-        });
+        device::current().add(xs, y, n * self.len);
     }
 
     // dL/dxs[k] = dy
     fn backward_input(&mut self, _k: usize, _xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
-        let len = n * self.len;
-        dx[..len].par_chunks_mut(CHUNK).zip(dy[..len].par_chunks(CHUNK)).for_each(|(d, g)| d.copy_from_slice(g));
+        device::current().copy(dy, dx, n * self.len);
     }
 }
 
@@ -161,24 +150,11 @@ impl Layer for Concatenate {
 
     // xs[k]: (N, R, C_k) -> y: (N, R, sum C_k)
     fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
-        let width = self.out_width();
-        let widths = &self.widths;
-        y[..n * self.rows * width].par_chunks_mut(width).enumerate().for_each(|(r, row)| {
-            let mut at = 0;
-            for (x, &w) in xs.iter().zip(widths) {
-                row[at..at + w].copy_from_slice(&x[r * w..][..w]);
-                at += w;
-            }
-        });
+        device::current().concat_forward(xs, &self.widths, y, n * self.rows);
     }
 
     // dL/dxs[k] = input k's columns of dy
     fn backward_input(&mut self, k: usize, _xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
-        let (width, w) = (self.out_width(), self.widths[k]);
-        let at: usize = self.widths[..k].iter().sum();
-        dx[..n * self.rows * w]
-            .par_chunks_mut(w)
-            .zip(dy[..n * self.rows * width].par_chunks(width))
-            .for_each(|(d, g)| d.copy_from_slice(&g[at..at + w]));
+        device::current().concat_backward(k, &self.widths, dy, dx, n * self.rows);
     }
 }

@@ -127,13 +127,13 @@ impl Weight {
 /// y = x, `len` values per sample: the forward pass of layers that only
 /// rename their input (Flatten, Reshape; a merge of one input).
 pub(crate) fn copy_forward(x: &[f32], y: &mut [f32], n: usize, len: usize) {
-    y[..n * len].copy_from_slice(&x[..n * len]);
+    crate::device::current().copy(x, y, n * len);
 }
 
 /// dx = dy: their backward pass.
 pub(crate) fn copy_backward(pass: Backward, len: usize) {
     if let Some(dx) = pass.dx {
-        dx[..pass.n * len].copy_from_slice(&pass.dy[..pass.n * len]);
+        crate::device::current().copy(pass.dy, dx, pass.n * len);
     }
 }
 

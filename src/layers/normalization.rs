@@ -1,4 +1,5 @@
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -22,6 +23,10 @@ pub struct Normalization {
     variance: Vec<f32>,
     input_shape: Option<Vec<usize>>,
     len: usize,
+    /// y = x * a + b per channel: a = 1 / std, b = -mean / std; zeros for dx = dy * a.
+    a: Vec<f32>,
+    b: Vec<f32>,
+    zeros: Vec<f32>,
 }
 
 impl Normalization {
@@ -101,27 +106,20 @@ impl Layer for Normalization {
             return Err("means must be finite and variances finite and non-negative".into());
         }
         self.len = input.iter().product();
+        self.a = self.inverse_std();
+        self.b = self.mean.iter().zip(&self.a).map(|(m, a)| -m * a).collect();
+        self.zeros = vec![0.0; channels];
         Ok(input.to_vec())
     }
 
-    // x: (N, ..., C) -> y = (x - mean[c]) / sqrt(variance[c])
+    // x: (N, ..., C) -> y = (x - mean[c]) / sqrt(variance[c]) = x * a[c] + b[c]
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let (c, inv) = (self.mean.len(), self.inverse_std());
-        for (yr, xr) in y[..n * self.len].chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for k in 0..c {
-                yr[k] = (xr[k] - self.mean[k]) * inv[k];
-            }
-        }
+        device::current().scale_shift(x, &self.a, &self.b, y, n * self.len);
     }
 
     // y = (x - mean) / std  =>  dx = dy / std
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let (c, inv) = (self.mean.len(), self.inverse_std());
-        for (dxr, dyr) in dx[..pass.n * self.len].chunks_exact_mut(c).zip(pass.dy.chunks_exact(c)) {
-            for k in 0..c {
-                dxr[k] = dyr[k] * inv[k];
-            }
-        }
+        device::current().scale_shift(pass.dy, &self.a, &self.zeros, dx, pass.n * self.len);
     }
 }

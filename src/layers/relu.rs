@@ -3,65 +3,8 @@
 //! the input x (which the model keeps), so any slope or threshold is exact.
 
 use super::{Backward, Layer, LayerConfig, Mode};
-use rayon::prelude::*;
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
-
-/// One of the three rectifiers, as a function of x with its derivative.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Rectifier {
-    /// max_value if x >= max_value; x if threshold <= x; negative_slope * (x - threshold) below.
-    Relu { max_value: Option<f32>, negative_slope: f32, threshold: f32 },
-    /// alpha * (e^x - 1) for x <= 0.
-    Elu { alpha: f32 },
-}
-
-impl Rectifier {
-    #[inline]
-    fn value(self, x: f32) -> f32 {
-        match self {
-            Rectifier::Relu { max_value, negative_slope, threshold } => {
-                if max_value.is_some_and(|m| x >= m) {
-                    max_value.unwrap_or(x)
-                } else if x >= threshold {
-                    x
-                } else {
-                    negative_slope * (x - threshold)
-                }
-            }
-            Rectifier::Elu { alpha } => {
-                if x > 0.0 {
-                    x
-                } else {
-                    alpha * x.exp_m1()
-                }
-            }
-        }
-    }
-
-    #[inline]
-    fn derivative(self, x: f32) -> f32 {
-        match self {
-            Rectifier::Relu { max_value, negative_slope, threshold } => {
-                if max_value.is_some_and(|m| x >= m) {
-                    0.0
-                } else if x >= threshold {
-                    1.0
-                } else {
-                    negative_slope
-                }
-            }
-            Rectifier::Elu { alpha } => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    alpha * x.exp()
-                }
-            }
-        }
-    }
-}
+use crate::device;
+use crate::kernels::activation::Rectifier;
 
 /// The shared body: the elementwise pass and its gradient.
 #[derive(Clone, Debug)]
@@ -78,28 +21,13 @@ impl Elementwise {
 
     // x: (N, ...) -> y: (N, ...);  y = f(x)
     fn forward(&self, x: &[f32], y: &mut [f32], n: usize) {
-        let f = self.f;
-        let len = n * self.len;
-        y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = f.value(x);
-            }
-        });
+        device::current().rectifier_forward(self.f, x, y, n * self.len);
     }
 
     // dx = dy * f'(x)
     fn backward(&self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        let (f, len) = (self.f, pass.n * self.len);
-        dx[..len]
-            .par_chunks_mut(CHUNK)
-            .zip(pass.dy[..len].par_chunks(CHUNK))
-            .zip(pass.x[..len].par_chunks(CHUNK))
-            .for_each(|((dx, dy), x)| {
-                for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
-                    *dx = dy * f.derivative(x);
-                }
-            });
+        device::current().rectifier_backward(self.f, pass.x, pass.dy, dx, pass.n * self.len);
     }
 }
 

@@ -1,10 +1,9 @@
 //! What the image layers that move pixels share (Resizing, RandomFlip,
 //! RandomCrop, RandomTranslation, RandomRotation): per-sample taps, set by
-//! the layer, applied in parallel, and reused by the backward pass.
+//! the layer, applied by the device, and reused by the backward pass.
 
-use crate::kernels::SAMPLES_PER_TASK;
-use crate::kernels::resample::{Tap, resample_backward, resample_forward};
-use rayon::prelude::*;
+use crate::device::{self, ResampleOp};
+use crate::kernels::resample::Tap;
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Resampling {
@@ -49,49 +48,29 @@ impl Resampling {
         }
     }
 
+    fn op(&self) -> ResampleOp<'_> {
+        ResampleOp { input: self.input, output: self.output, taps: &self.taps }
+    }
+
     // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = resample(x, taps) per sample
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        let ((h, w, c), (oh, ow)) = (self.input, self.output);
-        let (in_len, out_len, per) = (h * w * c, oh * ow * c, oh * ow);
         self.identity = false;
-        y[..n * out_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-            .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-            .zip(self.taps[..n * per].par_chunks(SAMPLES_PER_TASK * per))
-            .for_each(|((yt, xt), tt)| {
-                for ((ys, xs), ts) in
-                    yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)).zip(tt.chunks_exact(per))
-                {
-                    resample_forward(ts, xs, ys, c);
-                }
-            });
+        device::current().resample_forward(&self.op(), x, y, n);
     }
 
     /// y = x (same shapes), remembered for the backward pass.
     pub fn copy(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let len = n * self.input.0 * self.input.1 * self.input.2;
-        y[..len].copy_from_slice(&x[..len]);
+        device::current().copy(x, y, len);
         self.identity = true;
     }
 
     // Differentiates the forward pass: dx = taps^T dy (or dy, after a copy)
     pub fn backward(&self, dy: &[f32], dx: &mut [f32], n: usize) {
-        let ((h, w, c), (oh, ow)) = (self.input, self.output);
-        let (in_len, out_len, per) = (h * w * c, oh * ow * c, oh * ow);
         if self.identity {
-            dx[..n * in_len].copy_from_slice(&dy[..n * in_len]);
-            return;
+            let len = n * self.input.0 * self.input.1 * self.input.2;
+            return device::current().copy(dy, dx, len);
         }
-        dx[..n * in_len]
-            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-            .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .zip(self.taps[..n * per].par_chunks(SAMPLES_PER_TASK * per))
-            .for_each(|((dxt, dyt), tt)| {
-                for ((dxs, dys), ts) in
-                    dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)).zip(tt.chunks_exact(per))
-                {
-                    resample_backward(ts, dys, dxs, c);
-                }
-            });
+        device::current().resample_backward(&self.op(), dy, dx, n);
     }
 }

@@ -1,4 +1,5 @@
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::device;
 
 /// Multiplies inputs by `scale` and adds `offset`, as `keras.layers.Rescaling`:
 /// `Rescaling::new(1.0 / 255.0)` turns pixel bytes into [0, 1] inside the model.
@@ -61,15 +62,13 @@ impl Layer for Rescaling {
 
     // x: (N, ...) -> y = x * scale + offset
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let len = n * self.len;
-        y[..len].iter_mut().zip(&x[..len]).for_each(|(y, x)| *y = x * self.scale + self.offset);
+        device::current().scale_shift(x, &[self.scale], &[self.offset], y, n * self.len);
     }
 
     // y = x * scale + offset  =>  dx = dy * scale
     fn backward(&mut self, pass: Backward) {
         if let Some(dx) = pass.dx {
-            let len = pass.n * self.len;
-            dx[..len].iter_mut().zip(&pass.dy[..len]).for_each(|(dx, dy)| *dx = dy * self.scale);
+            device::current().scale_shift(pass.dy, &[self.scale], &[0.0], dx, pass.n * self.len);
         }
     }
 }

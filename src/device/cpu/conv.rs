@@ -1,0 +1,312 @@
+//! Convolutions over tasks of samples: Conv2D (direct kernels for few input
+//! channels, else im2col + matrix product; optionally with the max pooling
+//! after it fused in) and DepthwiseConv2D.
+
+use super::{SAMPLES_PER_TASK, task_count, with_scratch};
+use crate::activations::Activation;
+use crate::device::{ConvOp, DepthwiseOp, Workspace};
+use crate::kernels::conv_direct;
+use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
+use crate::kernels::depthwise;
+use crate::kernels::im2col::{col2im_add, im2col};
+use crate::kernels::matmul::{MatRef, matmul};
+use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
+use crate::kernels::{Window, activation, add_rows, sum_rows};
+use rayon::iter::Either;
+use rayon::prelude::*;
+
+/// Input channels up to which the direct kernels beat im2col + matrix product.
+const DIRECT_MAX_CHANNELS: usize = 4;
+
+/// Values of the direct path's padded kernel (none for im2col).
+fn padded_len(op: &ConvOp) -> usize {
+    if op.g.c <= DIRECT_MAX_CHANNELS { conv_direct::padded_len(op.g.patch_len(), op.filters) } else { 0 }
+}
+
+// x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
+// With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
+// Workspace: [dW parts, db parts, padded kernel]; argmax of the fused pool.
+pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    let (g, f, bias) = (op.g, op.filters, op.bias);
+    let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
+    let ([_, _, wp], argmax) = ws.with_indices([0, 0, padded_len(op)], n * pooled_len);
+    let direct = !wp.is_empty();
+    if direct {
+        conv_direct::pad_filters(op.kernel, bias, f, wp);
+    }
+    let conv = ConvKernel { g, f, direct, w: op.kernel, wp: &*wp };
+    let act = op.act;
+    let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
+    let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
+    let Some(pg) = op.pool else {
+        return y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
+            with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols, bias, act));
+        });
+    };
+    y[..n * pooled_len]
+        .par_chunks_mut(SAMPLES_PER_TASK * pooled_len)
+        .zip(argmax.par_chunks_mut(SAMPLES_PER_TASK * pooled_len))
+        .zip(xs)
+        .for_each(|((yt, at), xt)| {
+            with_scratch(conv_len + conv.cols_len(1, false), |buf| {
+                let (z, cols) = buf.split_at_mut(conv_len);
+                let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
+                for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
+                    if !conv.forward_relu_pool2x2(&pg, xs, ys, a, act) {
+                        conv.forward(xs, z, cols, bias, act);
+                        max_pool_forward(&pg, z, ys, a);
+                    }
+                }
+            });
+        });
+}
+
+// Differentiates y = act(z), z = conv(x, W) + b:
+//   dz = dy * act'(y);  dW = conv_weight_grad(x, dz);  db = sum(dz);  dx = conv_input_grad(dz, W)
+// With a fused pool, y = maxpool(act(z)) and dz is first scattered to the
+// argmax positions: dz[argmax[i]] += dy[i] * act'(y[i]).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    op: &ConvOp,
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    (gw, gb): (&mut [f32], Option<&mut [f32]>),
+    n: usize,
+    ws: &mut Workspace,
+) {
+    let (g, f, act) = (op.g, op.filters, op.act);
+    let k = g.patch_len();
+    let tasks = task_count(n);
+    let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
+    let ([dw_parts, db_parts, wp], argmax) =
+        ws.with_indices([tasks * k * f, tasks * f, padded_len(op)], n * pooled_len);
+    let (wp, argmax) = (&*wp, &*argmax);
+    let conv = ConvKernel { g, f, direct: !wp.is_empty(), w: op.kernel, wp };
+    let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
+    let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
+    let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
+    let dx = dx.map(|dx| &mut dx[..n * in_len]);
+    match &op.pool {
+        None => {
+            dy[..n * conv_len]
+                .par_chunks_mut(SAMPLES_PER_TASK * conv_len)
+                .zip(y[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
+                .zip(xs)
+                .zip(parts)
+                .for_each(|(((dz, yt), xt), (dw, db))| {
+                    activation::backward(act, yt, dz, f);
+                    dw.fill(0.0);
+                    with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.weight_grad(xt, dz, dw, cols));
+                    sum_rows(dz, f, db);
+                });
+            if let Some(dx) = dx {
+                dx.par_chunks_mut(SAMPLES_PER_TASK * in_len)
+                    .zip(dy[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
+                    .for_each(|(dxt, dz)| {
+                        with_scratch(conv.cols_len(dxt.len() / in_len, true), |dcols| conv.input_grad(dz, dxt, dcols));
+                    });
+            }
+        }
+        Some(pool) => {
+            let chunk = SAMPLES_PER_TASK * pooled_len;
+            let dx_tasks = match dx {
+                Some(dx) => Either::Left(dx.par_chunks_mut(SAMPLES_PER_TASK * in_len).map(Some)),
+                None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
+            };
+            dy[..n * pooled_len]
+                .par_chunks(chunk)
+                .zip(y[..n * pooled_len].par_chunks(chunk))
+                .zip(argmax.par_chunks(chunk))
+                .zip(xs)
+                .zip(parts)
+                .zip(dx_tasks)
+                .for_each(|(((((dyt, yt), at), xt), (dw, db)), mut dxt)| {
+                    dw.fill(0.0);
+                    db.fill(0.0);
+                    if dxt.is_none() && conv.direct {
+                        // First layer: no input gradient, so no need for dz at all.
+                        let samples = xt.chunks_exact(in_len).zip(dyt.chunks_exact(pooled_len));
+                        let pooled = yt.chunks_exact(pooled_len).zip(at.chunks_exact(pooled_len));
+                        for ((xs, dys), (ys, argmax)) in samples.zip(pooled) {
+                            conv_pool_weight_grad(&g, pool, act, xs, dys, ys, argmax, f, dw, db);
+                        }
+                        return;
+                    }
+                    with_scratch(conv_len + conv.cols_len(1, dxt.is_some()), |buf| {
+                        let (dz, cols) = buf.split_at_mut(conv_len);
+                        for (s, xs) in xt.chunks_exact(in_len).enumerate() {
+                            let sample = s * pooled_len..(s + 1) * pooled_len;
+                            max_pool_backward_through(act, &dyt[sample.clone()], &yt[sample.clone()], &at[sample], dz);
+                            add_rows(dz, f, db);
+                            conv.weight_grad(xs, dz, dw, cols);
+                            if let Some(dxt) = dxt.as_deref_mut() {
+                                conv.input_grad(dz, &mut dxt[s * in_len..][..in_len], cols);
+                            }
+                        }
+                    });
+                });
+        }
+    }
+    // The tasks' partial sums, added in task order.
+    sum_rows(dw_parts, k * f, gw);
+    if let Some(gb) = gb {
+        sum_rows(db_parts, f, gb);
+    }
+}
+
+/// The convolution of one layer over whole samples, by the direct kernels
+/// (few input channels) or by unfolding patches and a matrix product.
+struct ConvKernel<'a> {
+    g: Window,
+    f: usize,
+    direct: bool,
+    /// Kernel (K, F) and, for the direct path, the same padded to register blocks.
+    w: &'a [f32],
+    wp: &'a [f32],
+}
+
+impl ConvKernel<'_> {
+    /// Scratch values needed for `s` samples: unfolded patches, which the
+    /// direct path only needs for the input gradient.
+    fn cols_len(&self, s: usize, input_grad: bool) -> usize {
+        if self.direct && !input_grad { 0 } else { s * self.g.positions() * self.g.patch_len() }
+    }
+
+    // x: (s,H,W,C) -> y: (s,OH,OW,F) = act(conv(x, W) + b)
+    // (the direct path takes the bias from `wp` and applies a ReLU in registers)
+    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], bias: Option<&[f32]>, act: Activation) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        if self.direct {
+            let relu = act == Activation::Relu;
+            for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
+                conv_direct::conv_forward(g, xs, self.wp, f, relu, ys);
+            }
+            if !matches!(act, Activation::Relu | Activation::Linear) {
+                activation::forward(act, y, None, f);
+            }
+            return;
+        }
+        let s = x.len() / in_len;
+        for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+            im2col(g, xs, cs);
+        }
+        matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
+        activation::forward(act, y, bias, f);
+    }
+
+    /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one
+    /// sample in registers, where the direct kernels cover the shapes; false otherwise.
+    fn forward_relu_pool2x2(
+        &self,
+        pool: &Window,
+        x: &[f32],
+        y: &mut [f32],
+        argmax: &mut [u32],
+        act: Activation,
+    ) -> bool {
+        let relu = match act {
+            Activation::Relu => true,
+            Activation::Linear => false,
+            _ => return false,
+        };
+        self.direct && conv_direct::conv_relu_pool2x2(&self.g, pool, x, self.wp, self.f, relu, y, argmax)
+    }
+
+    // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz
+    fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], cols: &mut [f32]) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        if self.direct {
+            for (xs, dzs) in x.chunks_exact(in_len).zip(dz.chunks_exact(p * f)) {
+                conv_direct::conv_weight_grad(g, xs, dzs, f, dw);
+            }
+            return;
+        }
+        let s = x.len() / in_len;
+        for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+            im2col(g, xs, cs);
+        }
+        matmul(MatRef::new(&cols[..s * p * k], s * p, k).t(), MatRef::new(dz, s * p, f), dw, true);
+    }
+
+    // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T)
+    fn input_grad(&self, dz: &[f32], dx: &mut [f32], dcols: &mut [f32]) {
+        let (g, f) = (&self.g, self.f);
+        let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        let s = dx.len() / in_len;
+        dx.fill(0.0);
+        let dcols = &mut dcols[..s * p * k];
+        matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dcols, false);
+        for (dxs, dc) in dx.chunks_exact_mut(in_len).zip(dcols.chunks_exact(p * k)) {
+            col2im_add(g, dc, dxs);
+        }
+    }
+}
+
+// x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
+pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize) {
+    let g = op.g;
+    let (in_len, co) = (g.h * g.w * g.c, g.out_channels());
+    let out_len = g.oh * g.ow * co;
+    y[..n * out_len]
+        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+        .for_each(|(yt, xt)| {
+            for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
+                depthwise::forward(&g, xs, op.kernel, op.bias, ys);
+            }
+            activation::forward(op.act, yt, None, co);
+        });
+}
+
+// dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
+// Workspace: [dW parts, db parts].
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_backward(
+    op: &DepthwiseOp,
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    (gw, gb): (&mut [f32], Option<&mut [f32]>),
+    n: usize,
+    ws: &mut Workspace,
+) {
+    let g = op.g;
+    let co = g.out_channels();
+    let k = g.kh * g.kw * co;
+    let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
+    let tasks = task_count(n);
+    let [dw_parts, db_parts] = ws.f32s([tasks * k, tasks * co]);
+    dy[..n * out_len]
+        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+        .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+        .zip(dw_parts.par_chunks_mut(k).zip(db_parts.par_chunks_mut(co)))
+        .for_each(|(((dz, yt), xt), (dw, db))| {
+            activation::backward(op.act, yt, dz, co);
+            dw.fill(0.0);
+            db.fill(0.0);
+            for (xs, dzs) in xt.chunks_exact(in_len).zip(dz.chunks_exact(out_len)) {
+                depthwise::weight_grad(&g, xs, dzs, dw, db);
+            }
+        });
+    if let Some(dx) = dx {
+        dx[..n * in_len]
+            .par_chunks_mut(SAMPLES_PER_TASK * in_len)
+            .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+            .for_each(|(dxt, dzt)| {
+                for (dxs, dzs) in dxt.chunks_exact_mut(in_len).zip(dzt.chunks_exact(out_len)) {
+                    depthwise::input_grad(&g, dzs, op.kernel, dxs);
+                }
+            });
+    }
+    // The tasks' partial sums, added in task order.
+    sum_rows(dw_parts, k, gw);
+    if let Some(gb) = gb {
+        sum_rows(db_parts, co, gb);
+    }
+}

@@ -1,0 +1,92 @@
+//! Dense: a matrix product over tasks of rows, or, for few units, the
+//! `narrow` kernels (the kernel padded to one SIMD register of columns).
+
+use super::SAMPLES_PER_TASK;
+use crate::device::{DenseOp, Workspace};
+use crate::kernels::matmul::{MatRef, matmul};
+use crate::kernels::{activation, narrow, sum_rows};
+use rayon::prelude::*;
+
+/// Input features per task of the weight gradient.
+const FEATURES_PER_TASK: usize = 256;
+
+/// Whether the narrow kernels fit: at most one register of units.
+fn narrow(op: &DenseOp) -> bool {
+    op.u <= narrow::WIDTH
+}
+
+// x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
+// Workspace (narrow): [W padded to WIDTH columns, W^T, dz padded].
+pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    let (d, u) = (op.d, op.u);
+    let rows = n * op.rows_per_sample;
+    let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;
+    let (w, act, bias) = (op.kernel, op.act, op.bias);
+    let wp = narrow(op).then(|| {
+        let [wp] = ws.f32s([d * narrow::WIDTH]);
+        narrow::pad_columns(w, u, wp);
+        &*wp
+    });
+    y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
+        match wp {
+            Some(wp) => narrow::x_times_w(xt, wp, d, u, yt),
+            None => matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false),
+        }
+        activation::forward(act, yt, bias, u);
+    });
+}
+
+// Differentiates y = act(x . W + b):
+//   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    op: &DenseOp,
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    (gw, gb): (&mut [f32], Option<&mut [f32]>),
+    n: usize,
+    ws: &mut Workspace,
+) {
+    let (d, u) = (op.d, op.u);
+    let rows = n * op.rows_per_sample;
+    let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;
+    let (x, dz) = (&x[..rows * d], &mut dy[..rows * u]);
+    let act = op.act;
+    dz.par_chunks_mut(task_rows * u)
+        .zip(y[..rows * u].par_chunks(task_rows * u))
+        .for_each(|(dzt, yt)| activation::backward(act, yt, dzt, u));
+    let dz = &*dz;
+    let w = op.kernel;
+    if let Some(gb) = gb {
+        sum_rows(dz, u, gb);
+    }
+    if !narrow(op) {
+        gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
+            let first = t * FEATURES_PER_TASK;
+            let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
+            matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
+        });
+        if let Some(dx) = dx {
+            dx[..rows * d].par_chunks_mut(task_rows * d).zip(dz.par_chunks(task_rows * u)).for_each(|(dxt, dzt)| {
+                matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(w, d, u).t(), dxt, false)
+            });
+        }
+        return;
+    }
+    let [_, wt, dzp] = ws.f32s([0, u * d, rows * narrow::WIDTH]);
+    narrow::pad_columns(dz, u, dzp);
+    let dzp = &*dzp;
+    gw.par_chunks_mut(FEATURES_PER_TASK * u)
+        .enumerate()
+        .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
+    if let Some(dx) = dx {
+        narrow::transpose(w, d, u, wt);
+        let wt = &*wt;
+        dx[..rows * d]
+            .par_chunks_mut(task_rows * d)
+            .zip(dz.par_chunks(task_rows * u))
+            .for_each(|(dxt, dzt)| narrow::dz_times_wt(dzt, wt, u, d, dxt));
+    }
+}

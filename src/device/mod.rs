@@ -1,0 +1,333 @@
+//! The operations layers run, behind one interface.
+//!
+//! A layer knows shapes, weights and what to compute; a [`Device`] knows how:
+//! how the batch is split over threads, which kernel (direct, im2col + matrix
+//! product, a narrow SIMD path) fits a shape, and what scratch it needs.
+//! Layers call [`current()`] and never spawn threads or choose kernels
+//! themselves, so a second device (a GPU) implements this trait without
+//! touching `layers/`.
+//!
+//! Buffers are plain `f32` slices laid out channels-last, as everywhere in
+//! keel; every operation takes the batch size `n` and reads or writes the first
+//! `n` samples of its buffers. Backward operations write (never add to) their
+//! input gradient: the graph sums the gradients of a value used twice.
+//! What an operation keeps between calls (per-task partial sums, packed
+//! weights) lives in a [`Workspace`] that the layer owns and the device sizes.
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+use crate::activations::Activation;
+use crate::kernels::Window;
+use crate::kernels::activation::Rectifier;
+use crate::kernels::batch_norm::InputGrad;
+use crate::kernels::depthwise::Depthwise;
+use crate::kernels::resample::Tap;
+
+/// The device layers run on: the CPU today.
+pub fn current() -> &'static dyn Device {
+    static CPU: Cpu = Cpu;
+    &CPU
+}
+
+/// Buffers an operation keeps between calls, owned by the layer that runs it
+/// and sized by the device: they grow to the largest batch seen and are then
+/// reused, so steady-state training allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Workspace {
+    f32s: Vec<Vec<f32>>,
+    f64s: Vec<f64>,
+    u32s: Vec<u32>,
+}
+
+impl Workspace {
+    /// The first `K` f32 buffers, at least `lens[i]` long each (contents kept).
+    pub fn f32s<const K: usize>(&mut self, lens: [usize; K]) -> [&mut [f32]; K] {
+        self.with_indices(lens, 0).0
+    }
+
+    /// As [`Workspace::f32s`], and a u32 buffer of `indices` values (contents
+    /// kept): positions saved for backward, such as a pooling's argmax.
+    pub fn with_indices<const K: usize>(&mut self, lens: [usize; K], indices: usize) -> ([&mut [f32]; K], &mut [u32]) {
+        if self.f32s.len() < K {
+            self.f32s.resize_with(K, Vec::new);
+        }
+        let mut buffers = self.f32s.iter_mut();
+        let f32s = lens.map(|len| {
+            let buffer = buffers.next().expect("K buffers exist");
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            &mut buffer[..len]
+        });
+        if self.u32s.len() < indices {
+            self.u32s.resize(indices, 0);
+        }
+        (f32s, &mut self.u32s[..indices])
+    }
+
+    /// An f64 buffer of `len` values (contents kept).
+    pub fn f64s(&mut self, len: usize) -> &mut [f64] {
+        if self.f64s.len() < len {
+            self.f64s.resize(len, 0.0);
+        }
+        &mut self.f64s[..len]
+    }
+
+    /// A u32 buffer of `len` values (contents kept).
+    pub fn u32s(&mut self, len: usize) -> &mut [u32] {
+        self.with_indices([], len).1
+    }
+
+    /// Values held, for memory estimates.
+    pub fn len(&self) -> usize {
+        self.f32s.iter().map(Vec::len).sum::<usize>() + self.f64s.len() * 2 + self.u32s.len()
+    }
+
+    /// Whether nothing is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// y = act(x . W + b) over rows of `d` features: Dense.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseOp<'a> {
+    /// Input features and units.
+    pub d: usize,
+    pub u: usize,
+    /// Rows per sample (1 for a flat input; a Dense on (..., D) maps every row).
+    pub rows_per_sample: usize,
+    /// Kernel (D, U) and bias (U).
+    pub kernel: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// y = act(conv(x, W) + b), optionally max-pooled in the same pass: Conv2D.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvOp<'a> {
+    pub g: Window,
+    pub filters: usize,
+    /// Kernel (KH, KW, C, F) and bias (F).
+    pub kernel: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+    /// A max pooling over the activated output, fused into the convolution.
+    pub pool: Option<Window>,
+}
+
+/// y = act(depthwise(x, W) + b): DepthwiseConv2D.
+#[derive(Clone, Copy, Debug)]
+pub struct DepthwiseOp<'a> {
+    pub g: Depthwise,
+    /// Kernel (KH, KW, C, M) and bias (C*M).
+    pub kernel: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// Zeros around each image: (H, W, C) -> (H + top + bottom, W + left + right, C).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pad2D {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad2D {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (self.h + self.top + self.bottom, self.w + self.left + self.right)
+    }
+}
+
+/// Per-sample, per-output-pixel taps (see `kernels::resample`): images
+/// (H, W, C) -> (OH, OW, C).
+#[derive(Clone, Copy, Debug)]
+pub struct ResampleOp<'a> {
+    pub input: (usize, usize, usize),
+    pub output: (usize, usize),
+    /// OH*OW taps per sample.
+    pub taps: &'a [Tap],
+}
+
+/// Per-channel sums over a batch that BatchNormalization needs, in f64.
+#[derive(Clone, Copy, Debug)]
+pub enum ChannelSums<'a> {
+    /// sums[ch] = sum x.
+    Values,
+    /// sums[ch] = sum (x - mean)^2.
+    SquaredDeviations { mean: &'a [f32] },
+    /// sums[ch] = sum dy, sums[c + ch] = sum dy * (x - mean) * inv_std.
+    Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32] },
+}
+
+/// The operations. Shapes in each comment are per batch of `n` samples.
+pub trait Device: Send + Sync {
+    /// A name for messages ("cpu").
+    fn name(&self) -> &'static str;
+
+    // ---- copies and elementwise -------------------------------------------------
+
+    /// y = x over `len` values.
+    fn copy(&self, x: &[f32], y: &mut [f32], len: usize);
+
+    /// z: (rows, width) -> act(z), in place; width is the softmax axis.
+    fn activation_forward(&self, act: Activation, z: &mut [f32], width: usize);
+
+    /// dy -> dy * act'(z), in place, from y = act(z) (rows of `width`).
+    fn activation_backward(&self, act: Activation, y: &[f32], dy: &mut [f32], width: usize);
+
+    /// y = f(x) over `len` values.
+    fn rectifier_forward(&self, f: Rectifier, x: &[f32], y: &mut [f32], len: usize);
+
+    /// dx = dy * f'(x) over `len` values.
+    fn rectifier_backward(&self, f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize);
+
+    /// y = x * a[ch] + b[ch] over `len` values, channels last (`a.len()` of them).
+    fn scale_shift(&self, x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize);
+
+    /// y = x * m elementwise over `len` values (dropout's mask, and its gradient).
+    fn multiply(&self, x: &[f32], m: &[f32], y: &mut [f32], len: usize);
+
+    /// y = xs[0] + xs[1] + ..., added in input order, over `len` values.
+    fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize);
+
+    /// xs[k]: (rows, widths[k]) -> y: (rows, sum widths), joined along the last axis.
+    fn concat_forward(&self, xs: &[&[f32]], widths: &[usize], y: &mut [f32], rows: usize);
+
+    /// dx = input `k`'s columns of dy (rows, sum widths).
+    fn concat_backward(&self, k: usize, widths: &[usize], dy: &[f32], dx: &mut [f32], rows: usize);
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,C), zeros around.
+    fn pad2d_forward(&self, p: &Pad2D, x: &[f32], y: &mut [f32], n: usize);
+
+    /// dx = the inner window of dy.
+    fn pad2d_backward(&self, p: &Pad2D, dy: &[f32], dx: &mut [f32], n: usize);
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,C) along each sample's taps.
+    fn resample_forward(&self, op: &ResampleOp, x: &[f32], y: &mut [f32], n: usize);
+
+    /// dx = taps^T dy.
+    fn resample_backward(&self, op: &ResampleOp, dy: &[f32], dx: &mut [f32], n: usize);
+
+    // ---- layers with weights ----------------------------------------------------
+
+    /// x: (N*R, D) -> y: (N*R, U) = act(x . W + b).
+    fn dense_forward(&self, op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
+
+    /// From dL/dy in `dy` (overwritten with dL/dz): dW = x^T . dz, db = sum dz, dx = dz . W^T.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_backward(
+        &self,
+        op: &DenseOp,
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        grads: (&mut [f32], Option<&mut [f32]>),
+        n: usize,
+        ws: &mut Workspace,
+    );
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,F), or the pooled (N,PH,PW,F) with `op.pool`.
+    fn conv2d_forward(&self, op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
+
+    /// dW, db and (when asked) dx from dL/dy (overwritten). Runs after this
+    /// layer's forward on the same batch (it reads what that saved in `ws`).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        op: &ConvOp,
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        grads: (&mut [f32], Option<&mut [f32]>),
+        n: usize,
+        ws: &mut Workspace,
+    );
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,C*M).
+    fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize);
+
+    /// dW, db and (when asked) dx from dL/dy (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_backward(
+        &self,
+        op: &DepthwiseOp,
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        grads: (&mut [f32], Option<&mut [f32]>),
+        n: usize,
+        ws: &mut Workspace,
+    );
+
+    // ---- pooling ----------------------------------------------------------------
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,C), the maximum of each window; argmax saved in `ws`.
+    fn max_pool_forward(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
+
+    /// dx[argmax[i]] += dy[i], zero elsewhere.
+    fn max_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut Workspace);
+
+    /// x: (N,H,W,C) -> y: (N,OH,OW,C), the mean of each window.
+    fn avg_pool_forward(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize);
+
+    /// dx[i] = sum over the windows w covering i of dy[w] / |w|.
+    fn avg_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize);
+
+    /// x: (N, P, C) -> y: (N, C), the mean (or, with `max`, the maximum; argmax saved in `ws`) over P positions.
+    #[allow(clippy::too_many_arguments)]
+    fn global_pool_forward(
+        &self,
+        max: bool,
+        positions: usize,
+        c: usize,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+    );
+
+    /// Mean: dx = dy / P everywhere; max: dx[argmax] = dy, zero elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    fn global_pool_backward(
+        &self,
+        max: bool,
+        positions: usize,
+        c: usize,
+        dy: &[f32],
+        dx: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+    );
+
+    // ---- normalisation ----------------------------------------------------------
+
+    /// Per-channel sums over `len` values of x (channels last, `c` of them),
+    /// written to `sums` (c, or 2c for gradients), in a fixed order whatever
+    /// the number of threads. `sample_len`: values per sample.
+    #[allow(clippy::too_many_arguments)]
+    fn channel_sums(
+        &self,
+        what: ChannelSums,
+        x: &[f32],
+        c: usize,
+        sample_len: usize,
+        len: usize,
+        sums: &mut [f64],
+        ws: &mut Workspace,
+    );
+
+    /// dx = a * (dy - k1 - xhat * k2) over `len` values: BatchNormalization's input gradient.
+    fn batch_norm_input_grad(&self, grad: &InputGrad, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize);
+}
