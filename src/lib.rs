@@ -34,11 +34,11 @@
 pub mod activations;
 pub mod callbacks;
 pub mod datasets;
+pub mod device;
 pub mod distributed;
 pub mod error;
 pub mod initializers;
 pub mod io;
-pub mod device;
 pub mod kernels;
 pub mod layers;
 pub mod losses;
@@ -65,10 +65,10 @@ pub mod prelude {
         Normalization, Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape,
         Resizing, ZeroPadding2D,
     };
-    pub use crate::losses::Loss;
+    pub use crate::losses::{Loss, LossConfig};
     pub use crate::metrics::Metric;
     pub use crate::model::{Evaluation, FitOptions, History, Input, LayerExt, Model, Sequential, SymbolicTensor};
-    pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
+    pub use crate::optimizers::{Adagrad, Adam, AdamW, LearningRateSchedule, Nadam, Optimizer, RMSprop, SGD};
     pub use crate::regularizers::Regularizer;
     pub use crate::tensor::Tensor;
     pub use crate::utils::{argmax, to_categorical};

@@ -71,7 +71,7 @@ fn user_mistakes_are_errors_not_panics() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 3] = [
         (&["train", "--data-dir", tmp.path().to_str().unwrap()], "dataset 'mnist' not found"),
-        (&["train", "--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
+        (&["train", "--optimizer", "adadelta"], "unknown optimizer 'adadelta'"),
         (&["train", "--learning-rate=0"], "learning rate must be a positive number"),
     ];
     for (args, message) in cases {

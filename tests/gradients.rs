@@ -5,7 +5,9 @@ mod common;
 use common::{assert_close, check_layer, check_layer_reseeded, spaced, uniform};
 use keel::activations::Activation;
 use keel::layers::*;
-use keel::losses::Loss;
+use keel::losses::{Loss, LossConfig};
+use keel::model::Verbosity;
+use keel::prelude::{Adam, FitOptions, Metric, Sequential, Tensor};
 use keel::random::{BatchDraws, stream};
 
 const SMOOTH: [Activation; 4] = [Activation::Linear, Activation::Sigmoid, Activation::Tanh, Activation::Softmax];
@@ -194,7 +196,8 @@ fn dropout_backward_uses_the_forward_mask_and_inference_is_identity() {
 }
 
 /// d(loss/rows)/d(out) of `loss.compute` against central differences.
-fn check_loss(loss: Loss, out: &[f32], target: &[f32], width: usize, from_logits: bool) {
+fn check_loss(loss: impl Into<LossConfig>, out: &[f32], target: &[f32], width: usize, from_logits: bool) {
+    let loss = loss.into();
     let rows = (out.len() / width) as f64;
     let mut grad = vec![0.0; out.len()];
     let value = loss.compute(out, target, &mut grad, width, from_logits);
@@ -228,7 +231,12 @@ fn losses_from_logits_and_from_probabilities() {
         check_loss(Loss::CategoricalCrossentropy, out, &one_hot, width, from_logits);
         check_loss(Loss::SparseCategoricalCrossentropy, out, &classes, width, from_logits);
         check_loss(Loss::BinaryCrossentropy, out, &binary, width, from_logits);
+        check_loss(Loss::CategoricalCrossentropy.label_smoothing(0.2), out, &one_hot, width, from_logits);
+        check_loss(Loss::BinaryCrossentropy.label_smoothing(0.2), out, &binary, width, from_logits);
     }
+    // from_logits in the loss itself: the outputs are logits whatever the caller says.
+    check_loss(Loss::SparseCategoricalCrossentropy.from_logits(true), &logits, &classes, width, false);
+    check_loss(Loss::BinaryCrossentropy.from_logits(true), &logits, &binary, width, false);
     check_loss(Loss::MeanSquaredError, &logits, &probs, width, false);
 }
 
@@ -251,6 +259,60 @@ fn cross_entropy_from_logits_is_stable_and_matches_the_definition() {
     assert!((clipped - (-(1e-7f64).ln())).abs() < 0.1, "{clipped}");
     let bce = Loss::BinaryCrossentropy.compute(&[80.0, -80.0], &[0.0, 1.0], &mut [0.0; 2], 2, true);
     assert!((bce - 80.0).abs() < 1e-3, "{bce}");
+}
+
+#[test]
+fn label_smoothing_and_from_logits_match_keras_definitions() {
+    // CategoricalCrossentropy(label_smoothing=0.1): t = [0, 0, 1] -> [0.1/3, 0.1/3, 0.9 + 0.1/3].
+    let z = [0.5f32, -1.0, 2.0];
+    let lse = z.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+    let t = [0.1 / 3.0, 0.1 / 3.0, 0.9 + 0.1 / 3.0];
+    let want: f64 = t.iter().zip(&z).map(|(t, z)| -t * (*z as f64 - lse)).sum();
+    let smoothed = Loss::CategoricalCrossentropy.label_smoothing(0.1);
+    let mut grad = [0.0; 3];
+    let got = smoothed.compute(&z, &[0.0, 0.0, 1.0], &mut grad, 3, true);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // dL/dz = softmax(z) - t
+    for ((g, t), z) in grad.iter().zip(t).zip(z) {
+        assert!((*g as f64 - (((z as f64) - lse).exp() - t)).abs() < 1e-6);
+    }
+    // The same from probabilities, and SparseCategoricalCrossentropy(from_logits=True) on logits.
+    let p: Vec<f32> = z.iter().map(|v| ((*v as f64) - lse).exp() as f32).collect();
+    let from_probs = smoothed.compute(&p, &[0.0, 0.0, 1.0], &mut grad, 3, false);
+    assert!((from_probs - want).abs() < 1e-5, "{from_probs} vs {want}");
+    let sparse = Loss::SparseCategoricalCrossentropy.from_logits(true).compute(&z, &[2.0], &mut grad, 3, false);
+    assert!((sparse - (lse - 2.0)).abs() < 1e-5);
+    // BinaryCrossentropy(label_smoothing=0.2): t = 1 -> 0.9, t = 0 -> 0.1.
+    let q = [0.7f32, 0.2];
+    let want = -(0.9 * 0.7f64.ln() + 0.1 * 0.3f64.ln() + 0.1 * 0.2f64.ln() + 0.9 * 0.8f64.ln()) / 2.0;
+    let got = Loss::BinaryCrossentropy.label_smoothing(0.2).compute(&q, &[1.0, 0.0], &mut [0.0; 2], 2, false);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // Arguments a loss does not have are refused.
+    assert!(Loss::SparseCategoricalCrossentropy.label_smoothing(0.1).check().is_err());
+    assert!(Loss::CategoricalCrossentropy.label_smoothing(1.5).check().is_err());
+    assert!(Loss::MeanSquaredError.from_logits(true).check().is_err());
+}
+
+#[test]
+fn from_logits_trains_a_linear_head_and_refuses_a_softmax_one() {
+    let mut model = Sequential::new().add(Dense::new(3).input_shape([4]));
+    model.compile(Adam::default(), Loss::SparseCategoricalCrossentropy.from_logits(true), &[Metric::Accuracy]).unwrap();
+    let x = Tensor::from_vec(&[6, 4], (0..24).map(|i| (i % 5) as f32 / 5.0).collect()).unwrap();
+    let y = Tensor::from_vec(&[6], vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]).unwrap();
+    let history =
+        model.fit(&x, &y, &FitOptions { epochs: 2, verbose: Verbosity::Silent, ..FitOptions::default() }).unwrap();
+    let accuracy = history.epochs[1].get("accuracy").unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    // predict returns the logits (as Keras), which need not sum to 1.
+    let out = model.predict(&x).unwrap().to_f32_vec();
+    assert!(out.chunks(3).any(|r| (r.iter().sum::<f32>() - 1.0).abs() > 1e-3), "{out:?}");
+
+    let mut softmax = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape([4]));
+    let err = softmax
+        .compile(Adam::default(), Loss::SparseCategoricalCrossentropy.from_logits(true), &[])
+        .expect_err("softmax outputs are not logits")
+        .to_string();
+    assert!(err.contains("from_logits") && err.contains("'dense'") && err.contains("softmax"), "{err}");
 }
 
 #[test]

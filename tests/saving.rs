@@ -11,6 +11,11 @@ use synthetic::{quiet, small_cnn, stripes};
 
 /// The small CNN with dropout (so resuming must also restore the random masks).
 fn cnn_with_dropout(seed: u64) -> Model {
+    cnn_with_recipe(seed, Box::new(Adam::default()), Loss::CategoricalCrossentropy.into())
+}
+
+/// The same CNN trained with another optimizer and loss.
+fn cnn_with_recipe(seed: u64, optimizer: Box<dyn Optimizer>, loss: LossConfig) -> Model {
     let mut model = Sequential::new()
         .seed(seed)
         .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu).input_shape([8, 8, 1]))
@@ -18,7 +23,7 @@ fn cnn_with_dropout(seed: u64) -> Model {
         .add(Flatten::new())
         .add(Dropout::new(0.3))
         .add(Dense::new(4).activation(Activation::Softmax));
-    model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    model.compile(optimizer, loss, &[Metric::Accuracy]).unwrap();
     model
 }
 
@@ -33,15 +38,39 @@ fn slots(model: &Model) -> Vec<(&'static str, Vec<f32>)> {
 
 #[test]
 fn five_epochs_equal_three_then_save_load_and_two_more_bit_for_bit() {
+    resume_equals_straight_run(cnn_with_dropout);
+}
+
+#[test]
+fn resuming_keeps_schedules_clipping_weight_decay_and_smoothing_exact() {
+    // Warm-up then cosine decay over the 5 epochs' 50 steps: the rate at the
+    // resume point comes from the saved step count alone.
+    let warmup = || LearningRateSchedule::cosine_decay(0.0, 40).warmup(0.01, 10);
+    let smoothed = Loss::CategoricalCrossentropy.label_smoothing(0.1);
+    resume_equals_straight_run(|seed| {
+        cnn_with_recipe(seed, Box::new(AdamW::default().schedule(warmup()).clipnorm(1.0)), smoothed)
+    });
+    resume_equals_straight_run(|seed| {
+        cnn_with_recipe(seed, Box::new(Nadam::new(0.002).global_clipnorm(0.5)), smoothed)
+    });
+    resume_equals_straight_run(|seed| {
+        let steps = LearningRateSchedule::PiecewiseConstantDecay { boundaries: vec![20], values: vec![0.05, 0.01] };
+        let adagrad = Adagrad::new(0.05).schedule(steps).clipvalue(0.1).weight_decay(0.01);
+        cnn_with_recipe(seed, Box::new(adagrad), Loss::CategoricalCrossentropy.into())
+    });
+}
+
+/// 5 epochs straight equal 3 epochs, save, load and 2 more, bit for bit.
+fn resume_equals_straight_run(make: impl Fn(u64) -> Model) {
     let (x, labels) = stripes(300, 4, 11);
     let y = to_categorical(&labels, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.keel");
 
-    let mut straight = cnn_with_dropout(3);
+    let mut straight = make(3);
     straight.fit(&x, &y, &quiet(5, 32, 0.2)).unwrap();
 
-    let mut first = cnn_with_dropout(3);
+    let mut first = make(3);
     first.fit(&x, &y, &quiet(3, 32, 0.2)).unwrap();
     first.save(&path).unwrap();
     drop(first);

@@ -77,7 +77,7 @@ impl Callback for LearningRateScheduler {
             }
             e => e,
         })?;
-        optimizer.set_learning_rate(rate);
+        optimizer.set_learning_rate(rate).map_err(|e| Error::InvalidArgument(format!("LearningRateScheduler: {e}")))?;
         self.rates.push(rate);
         Ok(())
     }

@@ -117,7 +117,9 @@ impl Callback for ReduceLROnPlateau {
                     .ok_or_else(|| Error::State("ReduceLROnPlateau needs a compiled model (an optimizer)".into()))?;
                 let lr = optimizer.learning_rate();
                 if lr > self.min_lr {
-                    optimizer.set_learning_rate((lr * self.factor).max(self.min_lr));
+                    optimizer
+                        .set_learning_rate((lr * self.factor).max(self.min_lr))
+                        .map_err(|e| Error::InvalidArgument(format!("ReduceLROnPlateau: {e}")))?;
                     self.cooldown_counter = self.cooldown;
                     self.wait = 0;
                 }

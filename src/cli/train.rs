@@ -30,7 +30,7 @@ pub struct TrainArgs {
     /// Fraction of the training samples (the last ones) held out for validation [default: the model file's, else 0.1].
     #[arg(long)]
     validation_split: Option<f64>,
-    /// adam, sgd or rmsprop, with Keras' defaults [default: the model file's, else adam].
+    /// adam, adamw, sgd, rmsprop, adagrad or nadam, with Keras' defaults [default: the model file's, else adam].
     #[arg(long, conflicts_with = "resume")]
     optimizer: Option<String>,
     /// Learning rate (default: the optimizer's, or the resumed model's).
@@ -137,7 +137,7 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepare
     };
     if model.optimizer().is_none() || args.optimizer.is_some() {
         let optimizer = keel::optimizers::from_name(args.optimizer.as_deref().unwrap_or("adam"), None)?;
-        let loss = model.architecture()?.compile.map_or(Loss::CategoricalCrossentropy, |c| c.loss);
+        let loss = model.architecture()?.compile.map_or(Loss::CategoricalCrossentropy.into(), |c| c.loss);
         model.compile(optimizer, loss, &[Metric::Accuracy])?;
     }
     Ok((with_learning_rate(model, args.learning_rate)?, 0, data))
@@ -145,8 +145,7 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepare
 
 fn with_learning_rate(mut model: Model, learning_rate: Option<f32>) -> keel::Result<Model> {
     if let (Some(lr), Some(optimizer)) = (learning_rate, model.optimizer_mut()) {
-        keel::optimizers::check_learning_rate(lr)?;
-        optimizer.set_learning_rate(lr);
+        optimizer.set_learning_rate(lr)?;
     }
     Ok(model)
 }

@@ -6,6 +6,7 @@ use super::EPSILON;
 use crate::kernels::activation::{log_sum_exp, sigmoid};
 
 // L = -sum_i t_i log p_i per row; p = softmax(z) from logits, else p = y / sum(y) clipped.
+// With label smoothing s, t_i becomes t_i * (1 - s) + s / width.
 pub(super) fn categorical(
     out: &[f32],
     target: &[f32],
@@ -13,9 +14,14 @@ pub(super) fn categorical(
     width: usize,
     scale: f32,
     from_logits: bool,
+    smoothing: f32,
 ) -> f64 {
     let rows = out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width));
-    rows.map(|((o, t), g)| xent_row(o, |i| t[i], g, scale, from_logits)).sum()
+    if smoothing == 0.0 {
+        return rows.map(|((o, t), g)| xent_row(o, |i| t[i], g, scale, from_logits)).sum();
+    }
+    let (keep, add) = (1.0 - smoothing, smoothing / width as f32);
+    rows.map(|((o, t), g)| xent_row(o, |i| t[i] * keep + add, g, scale, from_logits)).sum()
 }
 
 // As categorical, with t = one_hot(class index).
@@ -71,6 +77,7 @@ fn prob_xent_row(y: &[f32], t: impl Fn(usize) -> f32, g: &mut [f32], scale: f32)
 // Per element, averaged over the row:
 //   from logits: L = max(z, 0) - z t + log(1 + e^-|z|);  dL/dz = sigmoid(z) - t
 //   from probabilities: L = -(t log q + (1 - t) log(1 - q)), q = clip(p)
+// With label smoothing s, t becomes t * (1 - s) + s / 2.
 pub(super) fn binary(
     out: &[f32],
     target: &[f32],
@@ -78,12 +85,14 @@ pub(super) fn binary(
     width: usize,
     scale: f32,
     from_logits: bool,
+    smoothing: f32,
 ) -> f64 {
     let scale = scale / width as f32;
     let mut total = 0.0f64;
     for ((o, t), g) in out.chunks_exact(width).zip(target.chunks_exact(width)).zip(grad.chunks_exact_mut(width)) {
         let mut row = 0.0f64;
         for ((gi, &v), &ti) in g.iter_mut().zip(o).zip(t) {
+            let ti = if smoothing == 0.0 { ti } else { ti * (1.0 - smoothing) + 0.5 * smoothing };
             if from_logits {
                 row += (v.max(0.0) - v * ti + (-v.abs()).exp().ln_1p()) as f64;
                 *gi = (sigmoid(v) - ti) * scale;

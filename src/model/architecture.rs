@@ -6,7 +6,7 @@ use super::functional::{Model, free_name};
 use super::network::Inputs;
 use crate::error::{Error, Result};
 use crate::layers::LayerConfig;
-use crate::losses::Loss;
+use crate::losses::LossConfig;
 use crate::metrics::Metric;
 use crate::optimizers::OptimizerConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -188,7 +188,7 @@ impl<'de> Deserialize<'de> for LayerEntry {
 #[serde(deny_unknown_fields)]
 pub struct CompileConfig {
     pub optimizer: OptimizerConfig,
-    pub loss: Loss,
+    pub loss: LossConfig,
     #[serde(default)]
     pub metrics: Vec<Metric>,
 }

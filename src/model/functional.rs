@@ -11,7 +11,7 @@ use crate::activations::Activation;
 use crate::distributed::Communicator;
 use crate::error::{Error, Result};
 use crate::layers::Layer;
-use crate::losses::Loss;
+use crate::losses::LossConfig;
 use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
 use crate::random::{self, streams};
@@ -100,7 +100,7 @@ pub struct WeightInfo {
 /// What `compile` chose.
 pub(crate) struct Compiled {
     pub optimizer: Box<dyn Optimizer>,
-    pub loss: Loss,
+    pub loss: LossConfig,
     pub metrics: Vec<Metric>,
     /// The output activation the loss applies itself (from logits), if fused.
     pub head: Option<Activation>,
@@ -363,7 +363,7 @@ impl Model {
             let (p, s) = (&mut params[ranges[k].clone()], &mut state[state_ranges[k].clone()]);
             crate::layers::init_weights(&node.layer.weights(), p, s, &mut rng);
         }
-        self.fuse_head();
+        self.fuse_head()?;
         let fusion = self.fusion();
         self.net = Some(Network::new(shapes, (ranges, state_ranges), (params, state), &self.nodes, &fusion));
         Ok(())
@@ -405,7 +405,14 @@ impl Model {
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.
     /// Builds the model if its input shape is known.
-    pub fn compile(&mut self, optimizer: impl Into<Box<dyn Optimizer>>, loss: Loss, metrics: &[Metric]) -> Result<()> {
+    pub fn compile(
+        &mut self,
+        optimizer: impl Into<Box<dyn Optimizer>>,
+        loss: impl Into<LossConfig>,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        let loss = loss.into();
+        loss.check()?;
         self.compiled = Some(Compiled { optimizer: optimizer.into(), loss, metrics: metrics.to_vec(), head: None });
         let first = self.nodes.iter().find(|n| n.inputs.as_slice() == [0]);
         if self.net.is_none()
@@ -413,22 +420,32 @@ impl Model {
         {
             self.build()?;
         }
-        self.fuse_head();
-        Ok(())
+        self.fuse_head()
     }
 
     /// When the loss can apply the last layer's activation itself (softmax
     /// with cross-entropy, sigmoid with binary cross-entropy), the layer emits
     /// logits and the loss works from them with log-sum-exp: stable, and the
     /// gradient is simply p - t.
-    fn fuse_head(&mut self) {
+    /// With `from_logits`, the last layer must not apply the activation the loss applies.
+    fn fuse_head(&mut self) -> Result<()> {
         let (Some(compiled), Some(last)) = (self.compiled.as_mut(), self.nodes.last_mut()) else {
-            return;
+            return Ok(());
         };
         let act = last.layer.output_activation();
+        if compiled.loss.from_logits && matches!(act, Activation::Softmax | Activation::Sigmoid) {
+            return Err(Error::InvalidArgument(format!(
+                "{} has from_logits = true, but the last layer '{}' applies {} (its outputs are probabilities, \
+                 not logits): give that layer a linear activation, or set from_logits = false",
+                compiled.loss.loss.class_name(),
+                last.name,
+                act.name()
+            )));
+        }
         let fused = compiled.loss.fuses(act);
         last.layer.defer_output_activation(fused);
         compiled.head = fused.then_some(act);
+        Ok(())
     }
 
     /// Total number of weights, trainable and not (as Keras' `count_params`);
@@ -498,21 +515,11 @@ impl Model {
         Ok(out)
     }
 
-    /// Ranges of [`Model::params`] an optimizer updates: the weights of
-    /// trainable layers, adjacent ones merged.
+    /// Ranges of [`Model::params`] an optimizer updates: each weight of a
+    /// trainable layer (a Keras variable: `clipnorm` clips each on its own).
     pub(crate) fn trainable_ranges(&self) -> Vec<Range<usize>> {
-        let Some(net) = &self.net else { return Vec::new() };
-        let mut out: Vec<Range<usize>> = Vec::new();
-        for (node, r) in self.nodes.iter().zip(&net.ranges) {
-            if !node.trainable || r.is_empty() {
-                continue;
-            }
-            match out.last_mut() {
-                Some(last) if last.end == r.start => last.end = r.end,
-                _ => out.push(r.clone()),
-            }
-        }
-        out
+        let weights = self.weights().unwrap_or_default();
+        weights.into_iter().filter(|w| w.trainable && !w.range.is_empty()).map(|w| w.range).collect()
     }
 
     /// The layers, in order.

@@ -10,7 +10,7 @@ use crate::distributed::{self, Communicator};
 use crate::error::{Error, Result};
 use crate::kernels::activation;
 use crate::layers::Mode;
-use crate::losses::Loss;
+use crate::losses::{Loss, LossConfig};
 use crate::random::{self, BatchDraws, streams};
 use crate::tensor::{Samples, Tensor};
 use rand::seq::SliceRandom;
@@ -406,7 +406,7 @@ impl Model {
                 weighted_loss(compiled.loss, weights, out, targets, delta, width, from_logits, batch)
             }
         };
-        let probs = match compiled.head {
+        let probs = match compiled.head.or(compiled.loss.logits_activation()) {
             Some(head) => {
                 let probs = &mut scratch.probs[..n * out_len];
                 probs.copy_from_slice(out);
@@ -416,7 +416,7 @@ impl Model {
             None => out,
         };
         for (sum, metric) in scratch.metric_sums.iter_mut().zip(&compiled.metrics) {
-            *sum = metric.resolve(compiled.loss, width).sum(probs, targets, width) / rows_per_sample;
+            *sum = metric.resolve(compiled.loss.loss, width).sum(probs, targets, width) / rows_per_sample;
         }
         let loss = loss / rows_per_sample;
         if mode == Mode::Train && (loss.is_finite() || grouped) {
@@ -525,7 +525,7 @@ impl Model {
         let width = net.output_width();
         let want = net.output_len() / width * loss.target_width(width);
         if y.row_len() != want || y.shape().is_empty() {
-            let hint = match loss {
+            let hint = match loss.loss {
                 Loss::CategoricalCrossentropy if y.row_len() == 1 => {
                     ": the targets look like class indices; one-hot encode them with to_categorical or use sparse_categorical_crossentropy"
                 }
@@ -540,7 +540,7 @@ impl Model {
                 shape_str(&net.shapes[net.shapes.len() - 1])
             )));
         }
-        if loss == Loss::SparseCategoricalCrossentropy {
+        if loss.loss == Loss::SparseCategoricalCrossentropy {
             for i in 0..y.len() {
                 let v = y.get(i).unwrap_or(0.0);
                 if !(v >= 0.0 && v.fract() == 0.0 && (v as usize) < width) {
@@ -593,7 +593,7 @@ fn collective_errors(nodes: &mut [super::functional::Node]) -> Result<()> {
 /// `batch`: (samples in `out`, samples in the whole batch).
 #[allow(clippy::too_many_arguments)] // the arguments of Loss::compute, plus weights and batch
 fn weighted_loss(
-    loss: Loss,
+    loss: LossConfig,
     weights: &BTreeMap<usize, f32>,
     out: &[f32],
     targets: &[f32],

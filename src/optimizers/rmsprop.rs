@@ -1,4 +1,5 @@
-use super::{Optimizer, OptimizerConfig, ensure_len, update_each};
+use super::{LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State, ensure_len, update_each};
+use super::{base_builders, optimizer_fields};
 use std::ops::Range;
 
 /// RMSprop, as `keras.optimizers.RMSprop` (defaults: learning_rate 0.001,
@@ -16,35 +17,37 @@ use std::ops::Range;
 /// let rms = RMSprop::new(1e-3).rho(0.95);
 /// ```
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RMSprop {
-    pub learning_rate: f32,
+    pub learning_rate: LearningRate,
     pub rho: f32,
     pub momentum: f32,
     pub epsilon: f32,
+    #[serde(flatten)]
+    pub base: OptimizerBase,
     #[serde(skip)]
-    iterations: u64,
-    #[serde(skip)]
-    velocity: Vec<f32>,
-    #[serde(skip)]
-    moment: Vec<f32>,
+    state: State,
 }
 
 impl Default for RMSprop {
     fn default() -> Self {
         RMSprop {
-            learning_rate: 1e-3,
+            learning_rate: 1e-3.into(),
             rho: 0.9,
             momentum: 0.0,
             epsilon: 1e-7,
-            iterations: 0,
-            velocity: Vec::new(),
-            moment: Vec::new(),
+            base: OptimizerBase::default(),
+            state: State::with_slots(2),
         }
     }
 }
 
 impl RMSprop {
+    /// RMSprop with the given learning rate and Keras' other defaults.
+    pub fn new(learning_rate: f32) -> Self {
+        RMSprop { learning_rate: learning_rate.into(), ..Self::default() }
+    }
+
     /// Decay of the squared-gradient average.
     pub fn rho(mut self, rho: f32) -> Self {
         self.rho = rho;
@@ -62,58 +65,42 @@ impl RMSprop {
         self.epsilon = epsilon;
         self
     }
-
-    /// RMSprop with the given learning rate and Keras' other defaults.
-    pub fn new(learning_rate: f32) -> Self {
-        RMSprop { learning_rate, ..Self::default() }
-    }
 }
 
+base_builders!(RMSprop, weight_decay);
+
 impl Optimizer for RMSprop {
+    optimizer_fields!();
+
     fn name(&self) -> &'static str {
         "rmsprop"
     }
 
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, learning_rate: f32) {
-        self.learning_rate = learning_rate;
-    }
-
-    fn iterations(&self) -> u64 {
-        self.iterations
+    fn config_class(&self) -> &'static str {
+        "RMSprop"
     }
 
     fn config(&self) -> OptimizerConfig {
         OptimizerConfig::RMSprop(RMSprop {
-            learning_rate: self.learning_rate,
+            learning_rate: self.learning_rate.clone(),
             rho: self.rho,
             momentum: self.momentum,
             epsilon: self.epsilon,
-            ..RMSprop::default()
+            base: self.base.clone(),
+            state: State::with_slots(2),
         })
     }
 
-    fn slots(&self) -> Vec<(&'static str, &[f32])> {
-        vec![("velocity", self.velocity.as_slice()), ("moment", self.moment.as_slice())]
+    fn slot_names(&self) -> &'static [&'static str] {
+        &["velocity", "moment"]
     }
 
-    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![("velocity", &mut self.velocity), ("moment", &mut self.moment)]
-    }
-
-    fn set_iterations(&mut self, iterations: u64) {
-        self.iterations = iterations;
-    }
-
-    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]) {
-        ensure_len(&mut self.velocity, params.len());
-        ensure_len(&mut self.moment, params.len());
-        self.iterations += 1;
-        let (lr, rho, mu, eps) = (self.learning_rate, self.rho, self.momentum, self.epsilon);
-        update_each(params, grads, (&mut self.velocity, &mut self.moment), trainable, |p, g, v, m| {
+    fn update(&mut self, params: &mut [f32], grads: &[f32], variables: &[Range<usize>], lr: f32, _step: u64) {
+        let (rho, mu, eps) = (self.rho, self.momentum, self.epsilon);
+        let [velocity, moment] = &mut self.state.slots[..] else { unreachable!("RMSprop keeps two slots") };
+        ensure_len(velocity, params.len());
+        ensure_len(moment, params.len());
+        update_each(params, grads, (velocity, moment), variables, |p, g, v, m| {
             *v = rho * *v + (1.0 - rho) * g * g;
             let step = lr * g / (*v + eps).sqrt();
             if mu > 0.0 {

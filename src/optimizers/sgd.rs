@@ -1,4 +1,5 @@
-use super::{CHUNK, Optimizer, OptimizerConfig, ensure_len};
+use super::{CHUNK, LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State, ensure_len};
+use super::{base_builders, optimizer_fields};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -17,24 +18,35 @@ use std::ops::Range;
 /// let sgd = SGD::new(0.01).momentum(0.9).nesterov(true);
 /// ```
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SGD {
-    pub learning_rate: f32,
+    pub learning_rate: LearningRate,
     pub momentum: f32,
     pub nesterov: bool,
+    #[serde(flatten)]
+    pub base: OptimizerBase,
     #[serde(skip)]
-    iterations: u64,
-    #[serde(skip)]
-    velocity: Vec<f32>,
+    state: State,
 }
 
 impl Default for SGD {
     fn default() -> Self {
-        SGD { learning_rate: 0.01, momentum: 0.0, nesterov: false, iterations: 0, velocity: Vec::new() }
+        SGD {
+            learning_rate: 0.01.into(),
+            momentum: 0.0,
+            nesterov: false,
+            base: OptimizerBase::default(),
+            state: State::with_slots(1),
+        }
     }
 }
 
 impl SGD {
+    /// SGD with the given learning rate and no momentum.
+    pub fn new(learning_rate: f32) -> Self {
+        SGD { learning_rate: learning_rate.into(), ..Self::default() }
+    }
+
     /// Momentum factor (0 disables it).
     pub fn momentum(mut self, momentum: f32) -> Self {
         self.momentum = momentum;
@@ -46,69 +58,54 @@ impl SGD {
         self.nesterov = nesterov;
         self
     }
-
-    /// SGD with the given learning rate and no momentum.
-    pub fn new(learning_rate: f32) -> Self {
-        SGD { learning_rate, ..Self::default() }
-    }
 }
 
+base_builders!(SGD, weight_decay);
+
 impl Optimizer for SGD {
+    optimizer_fields!();
+
     fn name(&self) -> &'static str {
         "sgd"
     }
 
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, learning_rate: f32) {
-        self.learning_rate = learning_rate;
-    }
-
-    fn iterations(&self) -> u64 {
-        self.iterations
+    fn config_class(&self) -> &'static str {
+        "SGD"
     }
 
     fn config(&self) -> OptimizerConfig {
         OptimizerConfig::SGD(SGD {
-            learning_rate: self.learning_rate,
+            learning_rate: self.learning_rate.clone(),
             momentum: self.momentum,
             nesterov: self.nesterov,
-            ..SGD::default()
+            base: self.base.clone(),
+            state: State::with_slots(1),
         })
     }
 
-    fn slots(&self) -> Vec<(&'static str, &[f32])> {
-        vec![("velocity", self.velocity.as_slice())]
+    fn slot_names(&self) -> &'static [&'static str] {
+        &["velocity"]
     }
 
-    fn slots_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
-        vec![("velocity", &mut self.velocity)]
-    }
-
-    fn set_iterations(&mut self, iterations: u64) {
-        self.iterations = iterations;
-    }
-
-    fn step_ranges(&mut self, params: &mut [f32], grads: &[f32], trainable: &[Range<usize>]) {
-        self.iterations += 1;
-        let (lr, mu, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
+    fn update(&mut self, params: &mut [f32], grads: &[f32], variables: &[Range<usize>], lr: f32, _step: u64) {
+        let (mu, nesterov) = (self.momentum, self.nesterov);
+        let velocity = &mut self.state.slots[0];
         if mu == 0.0 {
-            ensure_len(&mut self.velocity, 0);
-            for r in trainable {
-                for (p, g) in params[r.clone()].iter_mut().zip(&grads[r.clone()]) {
-                    *p -= lr * g;
-                }
+            ensure_len(velocity, 0);
+            for r in variables {
+                params[r.clone()]
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads[r.clone()].par_chunks(CHUNK))
+                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g));
             }
             return;
         }
-        ensure_len(&mut self.velocity, params.len());
-        for r in trainable {
+        ensure_len(velocity, params.len());
+        for r in variables {
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(self.velocity[r.clone()].par_chunks_mut(CHUNK))
+                .zip(velocity[r.clone()].par_chunks_mut(CHUNK))
                 .for_each(|((p, g), m)| {
                     for ((p, &g), m) in p.iter_mut().zip(g).zip(m) {
                         *m = mu * *m - lr * g;
