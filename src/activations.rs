@@ -29,6 +29,12 @@ pub enum Activation {
     Softplus,
     /// f(x) = relu6(x + 3) / 6 (Keras 3's definition)
     HardSigmoid,
+    /// f(x) = x * sigmoid(x) (also "swish")
+    Silu,
+    /// f(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact form (Keras' default)
+    Gelu,
+    /// f(x) = x * relu6(x + 3) / 6 (also "hard_swish"), MobileNetV3's
+    HardSilu,
 }
 
 impl Activation {
@@ -45,11 +51,20 @@ impl Activation {
             Activation::Elu => "elu",
             Activation::Softplus => "softplus",
             Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::HardSilu => "hard_silu",
         }
     }
 
+    /// Whether the derivative needs the input (it cannot be had from the
+    /// output): layers then keep the pre-activation for their backward pass.
+    pub fn needs_input(self) -> bool {
+        matches!(self, Activation::Silu | Activation::Gelu | Activation::HardSilu)
+    }
+
     /// Every activation, in declaration order.
-    pub const ALL: [Activation; 10] = [
+    pub const ALL: [Activation; 13] = [
         Activation::Linear,
         Activation::Relu,
         Activation::Sigmoid,
@@ -60,6 +75,9 @@ impl Activation {
         Activation::Elu,
         Activation::Softplus,
         Activation::HardSigmoid,
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::HardSilu,
     ];
 }
 
@@ -72,8 +90,11 @@ impl fmt::Display for Activation {
 impl FromStr for Activation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s == "none" {
-            return Ok(Activation::Linear);
+        match s {
+            "none" => return Ok(Activation::Linear),
+            "swish" => return Ok(Activation::Silu),
+            "hard_swish" => return Ok(Activation::HardSilu),
+            _ => {}
         }
         Activation::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
             let names: Vec<&str> = Activation::ALL.iter().map(|a| a.name()).collect();

@@ -459,6 +459,17 @@ fn the_other_activations_away_from_their_kinks() {
         let x: Vec<f32> = (0..48).map(|k| -7.95 + k as f32 / 3.0).collect();
         check_layer(ActivationLayer::new(act), &[16], 3, x, 140 + i as u64);
     }
+    // The ones differentiated from their input: as layers, and inside the
+    // layers with weights (which keep the pre-activation).
+    for (i, act) in [Activation::Silu, Activation::Gelu, Activation::HardSilu].into_iter().enumerate() {
+        let x: Vec<f32> = (0..48).map(|k| -5.95 + k as f32 / 4.0).collect();
+        check_layer(ActivationLayer::new(act), &[16], 3, x, 160 + i as u64);
+        let x = uniform(&mut stream(13, 20 + i as u64), 2 * 5 * 5 * 2, -1.0, 1.0);
+        check_layer(Conv2D::new(3, (3, 3)).activation(act), &[5, 5, 2], 2, x.clone(), 170 + i as u64);
+        check_layer(DepthwiseConv2D::new((3, 3)).activation(act), &[5, 5, 2], 2, x, 175 + i as u64);
+        let x = uniform(&mut stream(13, 30 + i as u64), 3 * 6, -1.0, 1.0);
+        check_layer(Dense::new(4).activation(act), &[6], 3, x, 180 + i as u64);
+    }
     // Fused into the layers that apply activations themselves.
     let x = uniform(&mut stream(13, 9), 2 * 5 * 5 * 2, -1.0, 1.0);
     check_layer(Conv2D::new(3, (3, 3)).activation(Activation::Softplus), &[5, 5, 2], 2, x, 150);
@@ -486,6 +497,13 @@ fn activations_have_keras_names_and_values() {
     assert!((elu[0] - (-1.0f32).exp_m1()).abs() < 1e-7 && elu[1] == 1.0);
     let softplus = values(Activation::Softplus, &[0.0, 100.0]);
     assert!((softplus[0] - 2f32.ln()).abs() < 1e-6 && softplus[1] == 100.0);
+    // Keras 3: silu(1) = 1 * sigmoid(1); gelu(1) = Phi(1) (exact); hard_silu(1) = 1 * 4/6.
+    let silu = values(Activation::Silu, &[1.0, -2.0]);
+    assert!((silu[0] - 0.731_058_6).abs() < 1e-6 && (silu[1] + 0.238_405_84).abs() < 1e-6, "{silu:?}");
+    let gelu = values(Activation::Gelu, &[1.0, -1.0, 0.0]);
+    assert!((gelu[0] - 0.841_344_7).abs() < 1e-6 && (gelu[1] + 0.158_655_26).abs() < 1e-6 && gelu[2] == 0.0, "{gelu:?}");
+    assert_eq!(values(Activation::HardSilu, &[-4.0, 1.0, 4.0]), [-0.0, 1.0 * 4.0 / 6.0, 4.0]);
+    assert_eq!(["swish", "hard_swish"].map(|s| s.parse::<Activation>().unwrap()), [Activation::Silu, Activation::HardSilu]);
 }
 
 #[test]

@@ -184,6 +184,11 @@ pub trait Device: Send + Sync {
     /// dy -> dy * act'(z), in place, from y = act(z) (rows of `width`).
     fn activation_backward(&self, act: Activation, y: &[f32], dy: &mut [f32], width: usize);
 
+    /// dy -> dy * act'(z), in place, from z: the activations that need their
+    /// input (`Activation::needs_input`). Layers with weights and such an
+    /// activation keep z themselves (in their workspace).
+    fn activation_backward_from_input(&self, act: Activation, z: &[f32], dy: &mut [f32]);
+
     /// y = f(x) over `len` values.
     fn rectifier_forward(&self, f: Rectifier, x: &[f32], y: &mut [f32], len: usize);
 
@@ -255,7 +260,7 @@ pub trait Device: Send + Sync {
     );
 
     /// x: (N,H,W,C) -> y: (N,OH,OW,C*M).
-    fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize);
+    fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
 
     /// dW, db and (when asked) dx from dL/dy (overwritten).
     #[allow(clippy::too_many_arguments)]

@@ -24,7 +24,49 @@ pub fn forward(act: Activation, z: &mut [f32], bias: Option<&[f32]>, width: usiz
             Activation::Elu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { v.exp_m1() }),
             Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
             Activation::HardSigmoid => row.iter_mut().for_each(|v| *v = ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
+            Activation::Silu => row.iter_mut().for_each(|v| *v *= sigmoid(*v)),
+            Activation::Gelu => row.iter_mut().for_each(|v| *v *= 0.5 * (1.0 + libm::erff(*v * FRAC_1_SQRT_2))),
+            Activation::HardSilu => row.iter_mut().for_each(|v| *v *= ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
         }
+    }
+}
+
+use std::f32::consts::FRAC_1_SQRT_2;
+
+/// dy -> dy * f'(z), in place, from the input z: the activations whose
+/// derivative needs it (`Activation::needs_input`).
+#[multiversion(targets = "simd")]
+pub fn backward_from_input(act: Activation, z: &[f32], dy: &mut [f32]) {
+    match act {
+        // f = z s, s = sigmoid(z)  =>  f' = s (1 + z (1 - s))
+        Activation::Silu => {
+            for (d, &z) in dy.iter_mut().zip(z) {
+                let s = sigmoid(z);
+                *d *= s * (1.0 + z * (1.0 - s));
+            }
+        }
+        // f = z Phi(z)  =>  f' = Phi(z) + z phi(z)
+        Activation::Gelu => {
+            let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2;
+            for (d, &z) in dy.iter_mut().zip(z) {
+                let cdf = 0.5 * (1.0 + libm::erff(z * FRAC_1_SQRT_2));
+                *d *= cdf + z * inv_sqrt_2pi * (-0.5 * z * z).exp();
+            }
+        }
+        // f = z clamp((z + 3) / 6, 0, 1)  =>  f' = 0 below -3, 1 above 3, (2z + 3) / 6 between
+        Activation::HardSilu => {
+            for (d, &z) in dy.iter_mut().zip(z) {
+                *d *= if z <= -3.0 {
+                    0.0
+                } else if z >= 3.0 {
+                    1.0
+                } else {
+                    (2.0 * z + 3.0) / 6.0
+                };
+            }
+        }
+        Activation::Linear => {}
+        other => unreachable!("{other} is differentiated from its output (kernels::activation::backward)"),
     }
 }
 
@@ -68,6 +110,9 @@ pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
             for (d, &y) in dy.iter_mut().zip(y) {
                 *d *= derivative_from_output(act, y);
             }
+        }
+        Activation::Silu | Activation::Gelu | Activation::HardSilu => {
+            unreachable!("{act} is differentiated from its input (kernels::activation::backward_from_input)")
         }
         // y_i = e^z_i / sum_j e^z_j  =>  dz_i = y_i * (dy_i - sum_j dy_j y_j)
         Activation::Softmax => {
@@ -113,6 +158,9 @@ pub fn derivative_from_output(act: Activation, y: f32) -> f32 {
         Activation::Softplus => -(-y).exp_m1(),
         // y = clamp((z + 3) / 6, 0, 1)
         Activation::HardSigmoid => (y > 0.0 && y < 1.0) as u8 as f32 / 6.0,
+        Activation::Silu | Activation::Gelu | Activation::HardSilu => {
+            unreachable!("{act} needs its input: layers keep the pre-activation and never fuse it")
+        }
     }
 }
 

@@ -82,8 +82,10 @@ impl Layer for ActivationLayer {
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
         let (device, len) = (device::current(), pass.n * self.len());
-        if !self.deferred {
-            device.activation_backward(self.activation, &pass.y[..len], &mut pass.dy[..len], self.width());
+        match self.activation {
+            _ if self.deferred => {}
+            act if act.needs_input() => device.activation_backward_from_input(act, &pass.x[..len], &mut pass.dy[..len]),
+            act => device.activation_backward(act, &pass.y[..len], &mut pass.dy[..len], self.width()),
         }
         device.copy(pass.dy, dx, len);
     }

@@ -169,7 +169,8 @@ impl Layer for Conv2D {
     fn fuse_max_pool(&mut self, pool: Option<Window>) -> bool {
         let g = self.geometry();
         let fits = |p: &Window| p.h == g.oh && p.w == g.ow && p.c == self.filters;
-        let elementwise = self.activation != Activation::Softmax;
+        // Pooled values are differentiated from the output: an activation that needs its input cannot fuse.
+        let elementwise = self.activation != Activation::Softmax && !self.activation.needs_input();
         self.pool = match pool {
             Some(p) if elementwise && !self.deferred && fits(&p) => Some(p),
             _ => None,

@@ -183,7 +183,8 @@ impl Layer for DepthwiseConv2D {
 
     // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().depthwise_forward(&self.op(params), x, y, n);
+        let op = self.op(params);
+        device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }
 
     // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz

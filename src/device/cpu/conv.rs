@@ -2,7 +2,7 @@
 //! channels, else im2col + matrix product; optionally with the max pooling
 //! after it fused in) and DepthwiseConv2D.
 
-use super::{SAMPLES_PER_TASK, task_count, with_scratch};
+use super::{SAMPLES_PER_TASK, activate_keeping_input, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
 use crate::device::{ConvOp, DepthwiseOp, Workspace};
 use crate::kernels::conv_direct;
@@ -27,6 +27,10 @@ fn padded_len(op: &ConvOp) -> usize {
 // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
 // Workspace: [dW parts, db parts, padded kernel]; argmax of the fused pool.
 pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    if op.act.needs_input() && op.pool.is_none() {
+        forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws);
+        return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
+    }
     let (g, f, bias) = (op.g, op.filters, op.bias);
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let ([_, _, wp], argmax) = ws.with_indices([0, 0, padded_len(op)], n * pooled_len);
@@ -76,6 +80,10 @@ pub fn backward(
     n: usize,
     ws: &mut Workspace,
 ) {
+    if op.act.needs_input() && op.pool.is_none() {
+        through_kept_input(op.act, &mut dy[..n * op.g.positions() * op.filters], ws);
+        return backward(&ConvOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+    }
     let (g, f, act) = (op.g, op.filters, op.act);
     let k = g.patch_len();
     let tasks = task_count(n);
@@ -247,7 +255,12 @@ impl ConvKernel<'_> {
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
-pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize) {
+pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    if op.act.needs_input() {
+        depthwise_forward(&DepthwiseOp { act: Activation::Linear, ..*op }, x, y, n, ws);
+        let (co, g) = (op.g.out_channels(), op.g);
+        return activate_keeping_input(op.act, &mut y[..n * g.oh * g.ow * co], co, ws);
+    }
     let g = op.g;
     let (in_len, co) = (g.h * g.w * g.c, g.out_channels());
     let out_len = g.oh * g.ow * co;
@@ -275,6 +288,11 @@ pub fn depthwise_backward(
     n: usize,
     ws: &mut Workspace,
 ) {
+    if op.act.needs_input() {
+        let (co, g) = (op.g.out_channels(), op.g);
+        through_kept_input(op.act, &mut dy[..n * g.oh * g.ow * co], ws);
+        return depthwise_backward(&DepthwiseOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+    }
     let g = op.g;
     let co = g.out_channels();
     let k = g.kh * g.kw * co;

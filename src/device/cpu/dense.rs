@@ -1,7 +1,8 @@
 //! Dense: a matrix product over tasks of rows, or, for few units, the
 //! `narrow` kernels (the kernel padded to one SIMD register of columns).
 
-use super::SAMPLES_PER_TASK;
+use super::{SAMPLES_PER_TASK, activate_keeping_input, through_kept_input};
+use crate::activations::Activation;
 use crate::device::{DenseOp, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{activation, narrow, sum_rows};
@@ -18,6 +19,10 @@ fn narrow(op: &DenseOp) -> bool {
 // x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
 // Workspace (narrow): [W padded to WIDTH columns, W^T, dz padded].
 pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    if op.act.needs_input() {
+        forward(&DenseOp { act: Activation::Linear, ..*op }, x, y, n, ws);
+        return activate_keeping_input(op.act, &mut y[..n * op.rows_per_sample * op.u], op.u, ws);
+    }
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
     let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;
@@ -49,6 +54,10 @@ pub fn backward(
     n: usize,
     ws: &mut Workspace,
 ) {
+    if op.act.needs_input() {
+        through_kept_input(op.act, &mut dy[..n * op.rows_per_sample * op.u], ws);
+        return backward(&DenseOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+    }
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
     let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;

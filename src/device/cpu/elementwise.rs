@@ -36,6 +36,11 @@ pub fn activation_backward(act: Activation, y: &[f32], dy: &mut [f32], width: us
     dy.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(d, y)| activation::backward(act, y, d, width));
 }
 
+// dy -> dy * act'(z), from z
+pub fn activation_backward_from_input(act: Activation, z: &[f32], dy: &mut [f32]) {
+    dy.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(d, z)| activation::backward_from_input(act, z, d));
+}
+
 // y = f(x)
 pub fn rectifier_forward(f: Rectifier, x: &[f32], y: &mut [f32], len: usize) {
     y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| {

@@ -45,6 +45,33 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// The workspace slot where an operation keeps its pre-activation z when its
+/// activation needs its input (silu, gelu, hard_silu): the operation runs
+/// linear, keeps z, and applies the activation to y; backward turns dy into
+/// dz from z first, then runs linear.
+const PREACTIVATION: usize = 4;
+
+/// y = act(z) after a linear run that wrote z to `y`, keeping z in the workspace.
+fn activate_keeping_input(act: Activation, y: &mut [f32], width: usize, ws: &mut Workspace) {
+    let z = kept_input(ws, y.len());
+    z.copy_from_slice(y);
+    elementwise::activation_forward(act, y, width);
+}
+
+/// The workspace's pre-activation buffer, `len` values.
+fn kept_input(ws: &mut Workspace, len: usize) -> &mut [f32] {
+    let mut lens = [0; PREACTIVATION + 1];
+    lens[PREACTIVATION] = len;
+    let [.., z] = ws.f32s(lens);
+    z
+}
+
+/// dy -> dz = dy * act'(z) from the z `activate_keeping_input` kept.
+fn through_kept_input(act: Activation, dy: &mut [f32], ws: &mut Workspace) {
+    let z = kept_input(ws, dy.len());
+    elementwise::activation_backward_from_input(act, z, dy);
+}
+
 /// The CPU, with rayon's global thread pool (`keel::set_threads`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
@@ -64,6 +91,10 @@ impl Device for Cpu {
 
     fn activation_backward(&self, act: Activation, y: &[f32], dy: &mut [f32], width: usize) {
         elementwise::activation_backward(act, y, dy, width)
+    }
+
+    fn activation_backward_from_input(&self, act: Activation, z: &[f32], dy: &mut [f32]) {
+        elementwise::activation_backward_from_input(act, z, dy)
     }
 
     fn rectifier_forward(&self, f: Rectifier, x: &[f32], y: &mut [f32], len: usize) {
@@ -146,8 +177,8 @@ impl Device for Cpu {
         conv::backward(op, x, y, dy, dx, grads, n, ws)
     }
 
-    fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize) {
-        conv::depthwise_forward(op, x, y, n)
+    fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+        conv::depthwise_forward(op, x, y, n, ws)
     }
 
     fn depthwise_backward(

@@ -402,6 +402,35 @@ impl Graph {
             Activation::Elu => ("Elu", vec![float("alpha", 1.0)]),
             Activation::Softplus => ("Softplus", vec![]),
             Activation::HardSigmoid => ("HardSigmoid", vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]),
+            // x * sigmoid(x), x * hard_sigmoid(x)
+            Activation::Silu | Activation::HardSilu => {
+                let x = self.current.clone();
+                let gate = format!("{layer}/gate");
+                if activation == Activation::Silu {
+                    self.node("Sigmoid", &gate, vec![x.clone()], vec![]);
+                } else {
+                    let attributes = vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)];
+                    self.node("HardSigmoid", &gate, vec![x.clone()], attributes);
+                }
+                let gate = self.current.clone();
+                self.node("Mul", layer, vec![x, gate], vec![]);
+                return;
+            }
+            // 0.5 x (1 + erf(x / sqrt 2))
+            Activation::Gelu => {
+                let x = self.current.clone();
+                let scale = self.constant(&format!("{layer}/inv_sqrt2"), &[], vec![std::f32::consts::FRAC_1_SQRT_2]);
+                let (one, half) = (
+                    self.constant(&format!("{layer}/one"), &[], vec![1.0]),
+                    self.constant(&format!("{layer}/half"), &[], vec![0.5]),
+                );
+                self.node("Mul", &format!("{layer}/scaled"), vec![x.clone(), scale], vec![]);
+                self.node("Erf", &format!("{layer}/erf"), vec![self.current.clone()], vec![]);
+                self.node("Add", &format!("{layer}/cdf2"), vec![self.current.clone(), one], vec![]);
+                self.node("Mul", &format!("{layer}/x_cdf2"), vec![x, self.current.clone()], vec![]);
+                self.node("Mul", layer, vec![self.current.clone(), half], vec![]);
+                return;
+            }
         };
         self.node(op, layer, vec![self.current.clone()], attributes);
     }
