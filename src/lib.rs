@@ -60,10 +60,11 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D,
-        Dropout, ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D,
-        Normalization, Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape,
-        Resizing, ZeroPadding2D,
+        ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Cropping2D, Dense,
+        DepthwiseConv2D, Dropout, ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Interpolation,
+        Layer, LeakyReLU, MaxPooling2D, Multiply, Normalization, PReLU, Padding, RandomCrop, RandomFlip,
+        RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape, Resizing, SeparableConv2D, SpatialDropout2D,
+        UpSampling2D, ZeroPadding2D,
     };
     pub use crate::losses::{Loss, LossConfig};
     pub use crate::metrics::Metric;

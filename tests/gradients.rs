@@ -433,10 +433,81 @@ fn check_merge(mut layer: impl Layer, shapes: &[Vec<usize>], n: usize, seed: u64
 }
 
 #[test]
+fn separable_prelu_cropping_and_upsampling_layers() {
+    let x = |seed, len| uniform(&mut stream(seed, 0), len, -1.0, 1.0);
+    check_layer(SeparableConv2D::new(3, (3, 3)), &[5, 6, 2], 2, x(1, 2 * 60), 350);
+    let same = SeparableConv2D::new(4, (3, 2)).padding(Padding::Same).strides((2, 2)).depth_multiplier(2);
+    check_layer(same.activation(Activation::Tanh).use_bias(false), &[6, 5, 3], 3, x(2, 3 * 90), 351);
+    check_layer(
+        SeparableConv2D::new(2, (2, 2)).dilation_rate((2, 2)).activation(Activation::Silu),
+        &[5, 5, 2],
+        2,
+        x(3, 100),
+        352,
+    );
+    // PReLU away from its kink at 0, per value and with shared axes.
+    check_layer(PReLU::new(), &[3, 4], 2, spaced(&mut stream(4, 0), 24, 0.1), 353);
+    check_layer(PReLU::new().shared_axes(vec![1, 2]), &[3, 2, 4], 3, spaced(&mut stream(5, 0), 72, 0.1), 354);
+    let mut prelu = PReLU::new().shared_axes(vec![1, 2]);
+    prelu.build(&[5, 5, 8]).unwrap();
+    assert_eq!(prelu.weights()[0].shape, [1, 1, 8]);
+    assert!(PReLU::new().shared_axes(vec![4]).build(&[5, 5, 8]).unwrap_err().contains("shared axis 4"));
+    check_layer(Cropping2D::new(((1, 0), (2, 1))), &[5, 6, 2], 2, x(6, 120), 355);
+    let err = Cropping2D::symmetric(3).build(&[5, 6, 2]).unwrap_err();
+    assert!(err.contains("removes more than the 5x6 input"), "{err}");
+    check_layer(UpSampling2D::new((2, 3)), &[3, 2, 2], 2, x(7, 24), 356);
+    check_layer(UpSampling2D::new((2, 2)).interpolation(Interpolation::Bilinear), &[3, 3, 2], 2, x(8, 36), 357);
+    // Nearest repeats each pixel.
+    let mut up = UpSampling2D::new((2, 2));
+    up.build(&[1, 2, 1]).unwrap();
+    up.allocate(1);
+    let mut y = vec![0.0; 8];
+    up.forward(&[], &[1.0, 2.0], &mut y, 1, Mode::Infer);
+    assert_eq!(y, [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
+}
+
+#[test]
+fn spatial_dropout_drops_whole_channels() {
+    let (n, shape, rate) = (6, [4, 4, 50], 0.4);
+    let mut layer = SpatialDropout2D::new(rate);
+    layer.build(&shape).unwrap();
+    layer.allocate(n);
+    layer.set_draws(BatchDraws::new(3, 0));
+    let x = spaced(&mut stream(3, 1), n * 800, 0.01);
+    let mut y = vec![0.0; n * 800];
+    layer.forward(&[], &x, &mut y, n, Mode::Train);
+    // Each (sample, channel) is dropped at every position or scaled at every position.
+    let mut dropped = 0;
+    for s in 0..n {
+        for c in 0..50 {
+            let ratios: Vec<f32> = (0..16).map(|p| y[s * 800 + p * 50 + c] / x[s * 800 + p * 50 + c]).collect();
+            assert!(ratios.iter().all(|r| (r - ratios[0]).abs() < 1e-5), "{ratios:?}");
+            assert!(ratios[0] == 0.0 || (ratios[0] - 1.0 / (1.0 - rate)).abs() < 1e-4);
+            dropped += (ratios[0] == 0.0) as usize;
+        }
+    }
+    assert!((dropped as f32 / 300.0 - rate).abs() < 0.1, "dropped {dropped} of 300 channels");
+    let dy = uniform(&mut stream(3, 2), n * 800, -1.0, 1.0);
+    let mut dx = vec![0.0; n * 800];
+    layer.backward(Backward { params: &[], x: &x, y: &y, dy: &mut dy.clone(), dx: Some(&mut dx), grads: &mut [], n });
+    let want: Vec<f32> = dy.iter().zip(y.iter().zip(&x)).map(|(d, (y, x))| d * y / x).collect();
+    assert_close("spatial dropout dx", &dx, &want, 1e-3);
+    layer.forward(&[], &x, &mut y, n, Mode::Infer);
+    assert_eq!(y, x);
+    assert!(SpatialDropout2D::new(0.1).build(&[16]).unwrap_err().contains("height, width, channels"));
+}
+
+#[test]
 fn merge_layers() {
     check_merge(Add::new(), &[vec![3, 2, 4], vec![3, 2, 4]], 3, 340);
     check_merge(Add::new(), &[vec![5], vec![5], vec![5]], 2, 341);
     check_merge(Concatenate::new(), &[vec![2, 2, 3], vec![2, 2, 1], vec![2, 2, 2]], 3, 342);
+    check_merge(Multiply::new(), &[vec![3, 2, 4], vec![3, 2, 4]], 3, 343);
+    // Squeeze-and-excitation: one value per channel broadcast over the positions.
+    check_merge(Multiply::new(), &[vec![3, 2, 4], vec![1, 1, 4], vec![3, 2, 4]], 2, 344);
+    check_merge(Multiply::new(), &[vec![1, 1, 3], vec![2, 2, 3]], 3, 345);
+    let err = Multiply::new().build_inputs(&[vec![4, 4, 2], vec![4, 1, 2]]).unwrap_err();
+    assert!(err.contains("(None, 4, 1, 2)") && err.contains("one value per channel"), "{err}");
     let err = Add::new().build_inputs(&[vec![4, 4, 2], vec![4, 4, 3]]).unwrap_err();
     assert!(err.contains("(None, 4, 4, 2)") && err.contains("(None, 4, 4, 3)"), "{err}");
     let err = Concatenate::new().build_inputs(&[vec![4, 4, 2], vec![4, 5, 3]]).unwrap_err();
@@ -501,9 +572,15 @@ fn activations_have_keras_names_and_values() {
     let silu = values(Activation::Silu, &[1.0, -2.0]);
     assert!((silu[0] - 0.731_058_6).abs() < 1e-6 && (silu[1] + 0.238_405_84).abs() < 1e-6, "{silu:?}");
     let gelu = values(Activation::Gelu, &[1.0, -1.0, 0.0]);
-    assert!((gelu[0] - 0.841_344_7).abs() < 1e-6 && (gelu[1] + 0.158_655_26).abs() < 1e-6 && gelu[2] == 0.0, "{gelu:?}");
+    assert!(
+        (gelu[0] - 0.841_344_7).abs() < 1e-6 && (gelu[1] + 0.158_655_26).abs() < 1e-6 && gelu[2] == 0.0,
+        "{gelu:?}"
+    );
     assert_eq!(values(Activation::HardSilu, &[-4.0, 1.0, 4.0]), [-0.0, 1.0 * 4.0 / 6.0, 4.0]);
-    assert_eq!(["swish", "hard_swish"].map(|s| s.parse::<Activation>().unwrap()), [Activation::Silu, Activation::HardSilu]);
+    assert_eq!(
+        ["swish", "hard_swish"].map(|s| s.parse::<Activation>().unwrap()),
+        [Activation::Silu, Activation::HardSilu]
+    );
 }
 
 #[test]

@@ -216,6 +216,34 @@ fn imagenet_size_models_export_and_run_the_same_in_tract() {
 }
 
 #[test]
+fn separable_multiply_prelu_cropping_and_upsampling_export_and_run_the_same_in_tract() {
+    // A squeeze-and-excitation block (Multiply by one value per channel) among the rest.
+    let inputs = Input::new([8, 8, 3]);
+    let x = SeparableConv2D::new(6, (3, 3)).padding(Padding::Same).depth_multiplier(2).activation(Activation::Silu);
+    let x = x.apply(&inputs).unwrap();
+    let x = PReLU::new().shared_axes(vec![1, 2]).apply(&x).unwrap();
+    let squeeze = GlobalAveragePooling2D::new().apply(&x).unwrap();
+    let excite = Dense::new(6).activation(Activation::HardSigmoid).apply(&squeeze).unwrap();
+    let excite = Reshape::new([1, 1, 6]).apply(&excite).unwrap();
+    let x = Multiply::new().apply(&[&x, &excite]).unwrap();
+    let x = Cropping2D::new(((1, 2), (0, 1))).apply(&x).unwrap();
+    let x = UpSampling2D::new((2, 1)).apply(&x).unwrap();
+    let x = SpatialDropout2D::new(0.3).apply(&x).unwrap();
+    let x = UpSampling2D::new((2, 2)).interpolation(Interpolation::Bilinear).apply(&x).unwrap();
+    let x = SeparableConv2D::new(4, (3, 3)).strides((2, 2)).apply(&x).unwrap();
+    let x = Flatten::new().apply(&x).unwrap();
+    let outputs = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+    let mut model = Model::new(&inputs, &outputs).unwrap();
+    model.build().unwrap();
+    // Non-zero PReLU slopes, so that the negative side is compared too.
+    let alpha = model.weights().unwrap().into_iter().find(|w| w.name.ends_with("/alpha")).unwrap();
+    model.params_mut().unwrap()[alpha.range].iter_mut().enumerate().for_each(|(i, a)| *a = 0.1 * i as f32);
+    let x = random_images(3, [8, 8, 3], 60);
+    let x = keel::tensor::Tensor::from_vec(x.shape(), x.to_f32_vec().iter().map(|v| 4.0 * v - 2.0).collect()).unwrap();
+    assert_matches("SeparableConv2D, PReLU, Multiply, Cropping2D, UpSampling2D", &mut model, &x);
+}
+
+#[test]
 fn relu_family_layers_export_and_run_the_same_in_tract() {
     let mut model = Sequential::new()
         .input_shape([5, 5, 2])

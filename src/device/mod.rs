@@ -157,6 +157,23 @@ pub struct ResampleOp<'a> {
     pub taps: &'a [Tap],
 }
 
+/// How one input of an elementwise product covers the output, per sample:
+/// all its values, or one value per channel (Keras' broadcasting of a
+/// (1, 1, C) input against (H, W, C), as squeeze-and-excitation blocks use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Full,
+    Channels,
+}
+
+/// An elementwise product of inputs over samples of `sample_len` values, `c` channels last.
+#[derive(Clone, Copy, Debug)]
+pub struct ProductOp<'a> {
+    pub spans: &'a [Span],
+    pub sample_len: usize,
+    pub c: usize,
+}
+
 /// Per-channel sums over a batch that BatchNormalization needs, in f64.
 #[derive(Clone, Copy, Debug)]
 pub enum ChannelSums<'a> {
@@ -198,11 +215,32 @@ pub trait Device: Send + Sync {
     /// y = x * a[ch] + b[ch] over `len` values, channels last (`a.len()` of them).
     fn scale_shift(&self, x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize);
 
-    /// y = x * m elementwise over `len` values (dropout's mask, and its gradient).
-    fn multiply(&self, x: &[f32], m: &[f32], y: &mut [f32], len: usize);
-
     /// y = xs[0] + xs[1] + ..., added in input order, over `len` values.
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize);
+
+    /// y = xs[0] * xs[1] * ..., each input broadcast by its span.
+    fn multiply_forward(&self, op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize);
+
+    /// dx = dy * (the product of the other inputs), summed over positions for a per-channel input.
+    fn multiply_backward(&self, op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize);
+
+    /// y = x where x > 0, alpha[map[i]] * x elsewhere (PReLU); `map` gives each
+    /// of a sample's values its alpha.
+    fn prelu_forward(&self, x: &[f32], alpha: &[f32], map: &[u32], y: &mut [f32], n: usize);
+
+    /// dx = dy where x > 0, alpha * dy elsewhere; dalpha[j] = sum of dy * x over x <= 0 mapped to j.
+    #[allow(clippy::too_many_arguments)]
+    fn prelu_backward(
+        &self,
+        x: &[f32],
+        alpha: &[f32],
+        map: &[u32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dalpha: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+    );
 
     /// xs[k]: (rows, widths[k]) -> y: (rows, sum widths), joined along the last axis.
     fn concat_forward(&self, xs: &[&[f32]], widths: &[usize], y: &mut [f32], rows: usize);

@@ -3,9 +3,10 @@
 //! `{"class_name": "Conv2D", "filters": 32, "kernel_size": [3, 3], "activation": "relu"}`.
 
 use super::{
-    ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense, DepthwiseConv2D, Dropout,
-    ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Normalization,
-    Padding, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, ReLU, Rescaling, Reshape, Resizing,
+    ActivationLayer, Add, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Cropping2D, Dense,
+    DepthwiseConv2D, Dropout, ELU, Flatten, FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, Interpolation, Layer,
+    LeakyReLU, MaxPooling2D, Multiply, Normalization, PReLU, Padding, RandomCrop, RandomFlip, RandomRotation,
+    RandomTranslation, ReLU, Rescaling, Reshape, Resizing, SeparableConv2D, SpatialDropout2D, UpSampling2D,
     ZeroPadding2D,
 };
 use crate::activations::Activation;
@@ -99,6 +100,10 @@ fn unit_alpha() -> f32 {
 
 fn one() -> usize {
     1
+}
+
+fn two_by_two() -> Pair {
+    Pair(2, 2)
 }
 
 fn minus_one() -> i64 {
@@ -271,6 +276,47 @@ pub enum LayerConfig {
         #[serde(default = "unit_alpha")]
         alpha: f32,
     },
+    SeparableConv2D {
+        filters: usize,
+        kernel_size: Pair,
+        #[serde(default = "one_by_one")]
+        strides: Pair,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default = "one")]
+        depth_multiplier: usize,
+        #[serde(default = "one_by_one")]
+        dilation_rate: Pair,
+        #[serde(default)]
+        activation: Activation,
+        #[serde(default = "yes")]
+        use_bias: bool,
+        #[serde(default, skip_serializing_if = "is_default")]
+        depthwise_initializer: Initializer,
+        #[serde(default, skip_serializing_if = "is_default")]
+        pointwise_initializer: Initializer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depthwise_regularizer: Option<Regularizer>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pointwise_regularizer: Option<Regularizer>,
+    },
+    Multiply {},
+    Cropping2D {
+        cropping: Padding2D,
+    },
+    UpSampling2D {
+        #[serde(default = "two_by_two")]
+        size: Pair,
+        #[serde(default)]
+        interpolation: Interpolation,
+    },
+    SpatialDropout2D {
+        rate: f32,
+    },
+    PReLU {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        shared_axes: Vec<usize>,
+    },
 }
 
 impl LayerConfig {
@@ -441,6 +487,60 @@ impl LayerConfig {
                 finite("alpha", &[alpha])?;
                 Box::new(ELU::new(alpha))
             }
+            LayerConfig::SeparableConv2D {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                depth_multiplier,
+                dilation_rate,
+                activation,
+                use_bias,
+                depthwise_initializer,
+                pointwise_initializer,
+                depthwise_regularizer,
+                pointwise_regularizer,
+            } => {
+                let mut conv =
+                    SeparableConv2D::new(count("filters", filters, MAX_FILTERS)?, window("kernel_size", kernel_size)?)
+                        .strides(window("strides", strides)?)
+                        .padding(padding)
+                        .depth_multiplier(count("depth_multiplier", depth_multiplier, MAX_FILTERS)?)
+                        .dilation_rate(window("dilation_rate", dilation_rate)?)
+                        .activation(activation)
+                        .use_bias(use_bias)
+                        .depthwise_initializer(depthwise_initializer)
+                        .pointwise_initializer(pointwise_initializer);
+                if let Some(r) = depthwise_regularizer {
+                    conv = conv.depthwise_regularizer(r.check()?);
+                }
+                if let Some(r) = pointwise_regularizer {
+                    conv = conv.pointwise_regularizer(r.check()?);
+                }
+                Box::new(conv)
+            }
+            LayerConfig::Multiply {} => Box::new(Multiply::new()),
+            LayerConfig::Cropping2D { cropping: Padding2D(p) } => {
+                if p.iter().flatten().any(|&v| v > MAX_SIDE) {
+                    return Err(format!("cropping {p:?} must be at most {MAX_SIDE} on each side"));
+                }
+                Box::new(Cropping2D::new(((p[0][0], p[0][1]), (p[1][0], p[1][1]))))
+            }
+            LayerConfig::UpSampling2D { size, interpolation } => {
+                Box::new(UpSampling2D::new(window("size", size)?).interpolation(interpolation))
+            }
+            LayerConfig::SpatialDropout2D { rate } => {
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(format!("SpatialDropout2D rate {rate} must be in [0, 1)"));
+                }
+                Box::new(SpatialDropout2D::new(rate))
+            }
+            LayerConfig::PReLU { ref shared_axes } => {
+                if shared_axes.len() > 8 || shared_axes.iter().any(|&a| !(1..=8).contains(&a)) {
+                    return Err(format!("shared_axes {shared_axes:?} must be axes from 1 to 8"));
+                }
+                Box::new(PReLU::new().shared_axes(shared_axes.clone()))
+            }
             LayerConfig::Reshape { ref target_shape } => {
                 if target_shape.is_empty() || target_shape.len() > 8 {
                     return Err(format!("target_shape {target_shape:?} must have 1 to 8 dimensions"));
@@ -505,7 +605,13 @@ mod tests {
             r#"{"class_name": "ReLU", "max_value": 6.0, "negative_slope": 0.1, "threshold": 0.5}"#,
             r#"{"class_name": "LeakyReLU", "negative_slope": 0.2}"#,
             r#"{"class_name": "ELU", "alpha": 0.5}"#,
-            r#"{"class_name": "DepthwiseConv2D", "kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2, "dilation_rate": [1, 2], "activation": "relu6", "use_bias": false}"#,
+            r#"{"class_name": "DepthwiseConv2D", "kernel_size": 3, "padding": "same", "depth_multiplier": 2, "dilation_rate": [1, 2], "activation": "relu6", "use_bias": false}"#,
+            r#"{"class_name": "SeparableConv2D", "filters": 16, "kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2, "activation": "silu", "use_bias": false, "pointwise_initializer": "he_normal", "depthwise_regularizer": {"class_name": "L2", "l2": 0.0001}}"#,
+            r#"{"class_name": "Multiply"}"#,
+            r#"{"class_name": "Cropping2D", "cropping": [[1, 2], [0, 3]]}"#,
+            r#"{"class_name": "UpSampling2D", "size": [2, 3], "interpolation": "bilinear"}"#,
+            r#"{"class_name": "SpatialDropout2D", "rate": 0.2}"#,
+            r#"{"class_name": "PReLU", "shared_axes": [1, 2]}"#,
             r#"{"class_name": "Concatenate"}"#,
             r#"{"class_name": "GlobalAveragePooling2D"}"#,
             r#"{"class_name": "GlobalMaxPooling2D"}"#,

@@ -149,28 +149,10 @@ impl Layer for DepthwiseConv2D {
 
     // (H,W,C) -> (OH,OW,C*depth_multiplier)
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        let &[h, w, c] = input else {
-            return Err(format!("expects input of shape (height, width, channels), got {input:?}"));
-        };
-        let ((kh, kw), (sh, sw), (dh, dw), m) =
-            (self.kernel_size, self.strides, self.dilation_rate, self.depth_multiplier);
-        if [kh, kw, sh, sw, dh, dw, m].contains(&0) {
-            return Err("kernel_size, strides, dilation_rate and depth_multiplier must be positive".into());
-        }
-        // The dilated window spans (k - 1) * d + 1 rows and columns.
-        let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
-        let too_large = || {
-            format!(
-                "the {kh}x{kw} kernel dilated by {:?} spans {eh}x{ew}, more than the {h}x{w} input with padding '{}'",
-                self.dilation_rate,
-                self.padding.name()
-            )
-        };
-        let (oh, pt) = self.padding.resolve(h, eh, sh).ok_or_else(too_large)?;
-        let (ow, pl) = self.padding.resolve(w, ew, sw).ok_or_else(too_large)?;
-        let g = Depthwise { h, w, c, kh, kw, m, sh, sw, dh, dw, pt, pl, oh, ow };
+        let g =
+            geometry(input, self.kernel_size, self.strides, self.dilation_rate, self.depth_multiplier, self.padding)?;
         self.g = Some(g);
-        Ok(vec![oh, ow, g.out_channels()])
+        Ok(vec![g.oh, g.ow, g.out_channels()])
     }
 
     fn output_activation(&self) -> Activation {
@@ -208,4 +190,40 @@ impl DepthwiseConv2D {
             act: if self.deferred { Activation::Linear } else { self.activation },
         }
     }
+}
+
+/// The geometry of a depthwise convolution over an (H, W, C) input, or why it does not fit.
+pub(super) fn geometry(
+    input: &[usize],
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (dh, dw): (usize, usize),
+    m: usize,
+    padding: Padding,
+) -> Result<Depthwise, String> {
+    let &[h, w, c] = input else {
+        return Err(format!("expects input of shape (height, width, channels), got {input:?}"));
+    };
+    if [kh, kw, sh, sw, dh, dw, m].contains(&0) {
+        return Err("kernel_size, strides, dilation_rate and depth_multiplier must be positive".into());
+    }
+    if (sh, sw) != (1, 1) && (dh, dw) != (1, 1) {
+        return Err(format!(
+            "strides {:?} and dilation_rate {:?} cannot both be above 1 (as in Keras)",
+            (sh, sw),
+            (dh, dw)
+        ));
+    }
+    // The dilated window spans (k - 1) * d + 1 rows and columns.
+    let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+    let too_large = || {
+        format!(
+            "the {kh}x{kw} kernel dilated by {:?} spans {eh}x{ew}, more than the {h}x{w} input with padding '{}'",
+            (dh, dw),
+            padding.name()
+        )
+    };
+    let (oh, pt) = padding.resolve(h, eh, sh).ok_or_else(too_large)?;
+    let (ow, pl) = padding.resolve(w, ew, sw).ok_or_else(too_large)?;
+    Ok(Depthwise { h, w, c, kh, kw, m, sh, sw, dh, dw, pt, pl, oh, ow })
 }

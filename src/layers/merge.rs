@@ -1,7 +1,7 @@
-//! Layers that merge several inputs: `Add` and `Concatenate`.
+//! Layers that merge several inputs: `Add`, `Multiply` and `Concatenate`.
 
 use super::{Backward, Layer, LayerConfig, Mode};
-use crate::device;
+use crate::device::{self, ProductOp, Span};
 use crate::model::shape_str;
 
 /// Sums inputs of one shape, as `keras.layers.Add`: y = x_0 + x_1 + ...
@@ -80,6 +80,99 @@ impl Layer for Add {
     // dL/dxs[k] = dy
     fn backward_input(&mut self, _k: usize, _xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
         device::current().copy(dy, dx, n * self.len);
+    }
+}
+
+/// Multiplies inputs elementwise, as `keras.layers.Multiply`: y = x_0 * x_1 * ...
+/// Inputs have the output's shape or, as in squeeze-and-excitation blocks,
+/// one value per channel ((1, 1, C) against (H, W, C)), broadcast over the rest.
+///
+/// ```
+/// use keel::prelude::*;
+/// let inputs = Input::new([8, 8, 4]);
+/// let squeeze = GlobalAveragePooling2D::new().apply(&inputs)?;
+/// let excite = Dense::new(4).activation(Activation::Sigmoid).apply(&squeeze)?;
+/// let excite = Reshape::new([1, 1, 4]).apply(&excite)?;
+/// let scaled = Multiply::new().apply(&[&inputs, &excite])?;
+/// # Ok::<(), keel::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Multiply {
+    spans: Vec<Span>,
+    sample_len: usize,
+    c: usize,
+}
+
+impl Multiply {
+    /// A product of two or more inputs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn op(&self) -> ProductOp<'_> {
+        ProductOp { spans: &self.spans, sample_len: self.sample_len, c: self.c }
+    }
+}
+
+impl Layer for Multiply {
+    fn class_name(&self) -> &'static str {
+        "Multiply"
+    }
+
+    fn base_name(&self) -> &'static str {
+        "multiply"
+    }
+
+    fn config(&self) -> LayerConfig {
+        LayerConfig::Multiply {}
+    }
+
+    fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
+        self.build_inputs(&[input.to_vec()])
+    }
+
+    // k x (S) or (1, .., 1, C) -> (S)
+    fn build_inputs(&mut self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        at_least_two(inputs)?;
+        let out: Vec<usize> = inputs.iter().max_by_key(|s| s.iter().product::<usize>()).cloned().unwrap_or_default();
+        let c = out.last().copied().unwrap_or(1);
+        let per_channel =
+            |s: &[usize]| s.len() == out.len() && s.last() == Some(&c) && s[..s.len() - 1].iter().all(|&d| d == 1);
+        self.spans = Vec::new();
+        for (k, s) in inputs.iter().enumerate() {
+            self.spans.push(if *s == out {
+                Span::Full
+            } else if per_channel(s) {
+                Span::Channels
+            } else {
+                return Err(format!(
+                    "input {k} has shape {} and cannot be multiplied with {}: inputs must have the same shape, \
+                     or one value per channel (1, ..., 1, C)",
+                    shape_str(s),
+                    shape_str(&out)
+                ));
+            });
+        }
+        (self.sample_len, self.c) = (out.iter().product(), c);
+        Ok(out)
+    }
+
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
+        super::copy_forward(x, y, n, self.sample_len);
+    }
+
+    fn backward(&mut self, pass: Backward) {
+        super::copy_backward(pass, self.sample_len);
+    }
+
+    // xs[k]: (N, S) or (N, 1, .., 1, C) -> y: (N, S);  y = prod_k xs[k], broadcast
+    fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
+        device::current().multiply_forward(&self.op(), xs, y, n);
+    }
+
+    // dL/dxs[k] = dy * prod_{j != k} xs[j], summed over positions for a per-channel input
+    fn backward_input(&mut self, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
+        device::current().multiply_backward(&self.op(), k, xs, dy, dx, n);
     }
 }
 

@@ -2,9 +2,9 @@
 //! resampling. Split in fixed chunks (or tasks of samples), so any thread
 //! count gives the same result.
 
-use super::{CHUNK, SAMPLES_PER_TASK};
+use super::{CHUNK, SAMPLES_PER_TASK, task_count, with_scratch};
 use crate::activations::Activation;
-use crate::device::{Pad2D, ResampleOp};
+use crate::device::{Pad2D, ProductOp, ResampleOp, Span, Workspace};
 use crate::kernels::activation::{self, Rectifier};
 use crate::kernels::batch_norm;
 use crate::kernels::resample::{resample_backward as tap_backward, resample_forward as tap_forward};
@@ -70,17 +70,6 @@ pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize) {
         .for_each(|(y, x)| batch_norm::scale_shift(x, a, b, y));
 }
 
-// y = x * m
-pub fn multiply(x: &[f32], m: &[f32], y: &mut [f32], len: usize) {
-    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).zip(m[..len].par_chunks(CHUNK)).for_each(
-        |((y, x), m)| {
-            for ((y, &x), &m) in y.iter_mut().zip(x).zip(m) {
-                *y = x * m;
-            }
-        },
-    );
-}
-
 // y = sum_k xs[k], in input order
 pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize) {
     y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {
@@ -90,6 +79,120 @@ pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize) {
             crate::kernels::add_assign(yt, &x[at..at + yt.len()]);
         }
     });
+}
+
+/// y (one sample) *= x's values for sample `s` by its span (or = them, with `first`).
+fn multiply_in(y: &mut [f32], x: &[f32], span: Span, s: usize, c: usize, first: bool) {
+    match span {
+        Span::Full => {
+            let x = &x[s * y.len()..][..y.len()];
+            if first {
+                y.copy_from_slice(x);
+            } else {
+                y.iter_mut().zip(x).for_each(|(y, x)| *y *= x);
+            }
+        }
+        Span::Channels => {
+            let x = &x[s * c..][..c];
+            for row in y.chunks_exact_mut(c) {
+                if first {
+                    row.copy_from_slice(x);
+                } else {
+                    row.iter_mut().zip(x).for_each(|(y, x)| *y *= x);
+                }
+            }
+        }
+    }
+}
+
+// xs[k]: spans of (N, S) -> y: (N, S);  y = prod_k xs[k], in input order
+pub fn multiply_forward(op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize) {
+    let len = op.sample_len;
+    y[..n * len].par_chunks_mut(SAMPLES_PER_TASK * len).enumerate().for_each(|(t, yt)| {
+        for (i, ys) in yt.chunks_exact_mut(len).enumerate() {
+            let s = t * SAMPLES_PER_TASK + i;
+            for (j, (x, &span)) in xs.iter().zip(op.spans).enumerate() {
+                multiply_in(ys, x, span, s, op.c, j == 0);
+            }
+        }
+    });
+}
+
+// dL/dxs[k] = dy * prod_{j != k} xs[j]; summed over positions for a per-channel input
+pub fn multiply_backward(op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
+    let (len, c) = (op.sample_len, op.c);
+    let dx_len = if op.spans[k] == Span::Full { len } else { c };
+    dx[..n * dx_len].par_chunks_mut(SAMPLES_PER_TASK * dx_len).enumerate().for_each(|(t, dxt)| {
+        with_scratch(len, |g| {
+            for (i, dxs) in dxt.chunks_exact_mut(dx_len).enumerate() {
+                let s = t * SAMPLES_PER_TASK + i;
+                g.copy_from_slice(&dy[s * len..][..len]);
+                for (j, (x, &span)) in xs.iter().zip(op.spans).enumerate() {
+                    if j != k {
+                        multiply_in(g, x, span, s, c, false);
+                    }
+                }
+                match op.spans[k] {
+                    Span::Full => dxs.copy_from_slice(g),
+                    Span::Channels => crate::kernels::sum_rows(g, c, dxs),
+                }
+            }
+        });
+    });
+}
+
+// y = x (x > 0) or alpha[map] * x
+pub fn prelu_forward(x: &[f32], alpha: &[f32], map: &[u32], y: &mut [f32], n: usize) {
+    let len = map.len();
+    let task = SAMPLES_PER_TASK * len;
+    y[..n * len].par_chunks_mut(task).zip(x[..n * len].par_chunks(task)).for_each(|(yt, xt)| {
+        for (ys, xs) in yt.chunks_exact_mut(len).zip(xt.chunks_exact(len)) {
+            for ((y, &x), &m) in ys.iter_mut().zip(xs).zip(map) {
+                *y = if x > 0.0 { x } else { alpha[m as usize] * x };
+            }
+        }
+    });
+}
+
+// dx = dy (x > 0) or alpha[map] * dy;  dalpha[j] = sum over x <= 0 mapped to j of dy * x,
+// per task of samples (workspace), added in task order
+#[allow(clippy::too_many_arguments)]
+pub fn prelu_backward(
+    x: &[f32],
+    alpha: &[f32],
+    map: &[u32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dalpha: &mut [f32],
+    n: usize,
+    ws: &mut Workspace,
+) {
+    let (len, a) = (map.len(), alpha.len());
+    let [parts] = ws.f32s([task_count(n) * a]);
+    let task = SAMPLES_PER_TASK * len;
+    let (x, dy) = (&x[..n * len], &dy[..n * len]);
+    parts.par_chunks_mut(a).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each(|(part, (xt, dyt))| {
+        part.fill(0.0);
+        for (xs, dys) in xt.chunks_exact(len).zip(dyt.chunks_exact(len)) {
+            for ((&x, &d), &m) in xs.iter().zip(dys).zip(map) {
+                if x <= 0.0 {
+                    part[m as usize] += d * x;
+                }
+            }
+        }
+    });
+    crate::kernels::sum_rows(parts, a, dalpha);
+    if let Some(dx) = dx {
+        dx[..n * len].par_chunks_mut(task).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each(
+            |(dxt, (xt, dyt))| {
+                for ((dxs, xs), dys) in dxt.chunks_exact_mut(len).zip(xt.chunks_exact(len)).zip(dyt.chunks_exact(len)) {
+                    for (((dx, &x), &d), &m) in dxs.iter_mut().zip(xs).zip(dys).zip(map) {
+                        *dx = if x > 0.0 { d } else { alpha[m as usize] * d };
+                    }
+                }
+            },
+        );
+    }
 }
 
 // xs[k]: (R, C_k) -> y: (R, sum C_k)

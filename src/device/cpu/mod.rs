@@ -11,7 +11,7 @@ mod elementwise;
 mod norm;
 mod pool;
 
-use super::{ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ResampleOp, Workspace};
+use super::{ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, Workspace};
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
@@ -109,12 +109,34 @@ impl Device for Cpu {
         elementwise::scale_shift(x, a, b, y, len)
     }
 
-    fn multiply(&self, x: &[f32], m: &[f32], y: &mut [f32], len: usize) {
-        elementwise::multiply(x, m, y, len)
-    }
-
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize) {
         elementwise::add(xs, y, len)
+    }
+
+    fn multiply_forward(&self, op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize) {
+        elementwise::multiply_forward(op, xs, y, n)
+    }
+
+    fn multiply_backward(&self, op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
+        elementwise::multiply_backward(op, k, xs, dy, dx, n)
+    }
+
+    fn prelu_forward(&self, x: &[f32], alpha: &[f32], map: &[u32], y: &mut [f32], n: usize) {
+        elementwise::prelu_forward(x, alpha, map, y, n)
+    }
+
+    fn prelu_backward(
+        &self,
+        x: &[f32],
+        alpha: &[f32],
+        map: &[u32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dalpha: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+    ) {
+        elementwise::prelu_backward(x, alpha, map, dy, dx, dalpha, n, ws)
     }
 
     fn concat_forward(&self, xs: &[&[f32]], widths: &[usize], y: &mut [f32], rows: usize) {

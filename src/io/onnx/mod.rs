@@ -13,7 +13,7 @@ mod proto;
 use crate::activations::Activation;
 use crate::error::Result;
 use crate::io::write_atomic;
-use crate::layers::{LayerConfig, Padding, Padding2D, Pair};
+use crate::layers::{Interpolation, LayerConfig, Padding, Padding2D, Pair};
 use crate::model::{Model, WeightInfo};
 use prost::Message;
 use proto::*;
@@ -86,26 +86,33 @@ impl Model {
                 }
                 LayerConfig::DepthwiseConv2D { strides, padding, dilation_rate, activation, .. } => {
                     let kernel = weight("depthwise_kernel").expect("DepthwiseConv2D has a kernel");
-                    let &[kh, kw, c, m] = kernel.shape.as_slice() else { unreachable!("depthwise kernels are 4-D") };
-                    // Keras (KH, KW, C, M) -> ONNX (C*M, 1, KH, KW), one group per input channel.
-                    let hwcm = &params[kernel.range.clone()];
-                    let mut oihw = vec![0.0f32; hwcm.len()];
-                    for (i, &v) in hwcm.iter().enumerate() {
-                        let (o, tap) = (i % (c * m), i / (c * m));
-                        oihw[o * kh * kw + tap] = v;
-                    }
-                    g.set_channels_first(true);
-                    let mut inputs =
-                        vec![g.current.clone(), g.constant(&format!("{name}/kernel"), &[c * m, 1, kh, kw], oihw)];
+                    let bias = weight("bias").map(|b| (b.name.clone(), b.shape.clone(), values_of(b)));
+                    let window = (strides, padding, dilation_rate);
+                    depthwise(&mut g, name, input, (&kernel.shape, &params[kernel.range.clone()]), bias, window);
+                    g.activation(activation, name);
+                }
+                LayerConfig::SeparableConv2D { strides, padding, dilation_rate, activation, .. } => {
+                    let kernel = weight("depthwise_kernel").expect("SeparableConv2D has a depthwise kernel");
+                    let window = (strides, padding, dilation_rate);
+                    let depthwise_name = format!("{name}/depthwise");
+                    depthwise(
+                        &mut g,
+                        &depthwise_name,
+                        input,
+                        (&kernel.shape, &params[kernel.range.clone()]),
+                        None,
+                        window,
+                    );
+                    // Keras (1, 1, C*M, F) -> ONNX (F, C*M, 1, 1).
+                    let pointwise = weight("pointwise_kernel").expect("SeparableConv2D has a pointwise kernel");
+                    let &[_, _, cm, f] = pointwise.shape.as_slice() else { unreachable!("pointwise kernels are 4-D") };
+                    let io = &params[pointwise.range.clone()];
+                    let oi: Vec<f32> = (0..f * cm).map(|k| io[(k % cm) * f + k / cm]).collect();
+                    let mut inputs = vec![g.current.clone(), g.constant(&pointwise.name, &[f, cm, 1, 1], oi)];
                     if let Some(bias) = weight("bias") {
                         inputs.push(g.constant(&bias.name, &bias.shape, params[bias.range.clone()].to_vec()));
                     }
-                    let effective = Pair((kh - 1) * dilation_rate.0 + 1, (kw - 1) * dilation_rate.1 + 1);
-                    let mut attributes = window_attributes(input, effective, strides, padding);
-                    attributes[0] = ints("kernel_shape", &[kh as i64, kw as i64]);
-                    attributes.push(ints("dilations", &[dilation_rate.0 as i64, dilation_rate.1 as i64]));
-                    attributes.push(int("group", c as i64));
-                    g.node("Conv", name, inputs, attributes);
+                    g.node("Conv", name, inputs, vec![ints("kernel_shape", &[1, 1])]);
                     g.activation(activation, name);
                 }
                 LayerConfig::MaxPooling2D { pool_size, strides, padding } => {
@@ -148,19 +155,9 @@ impl Model {
                     g.node("Mul", &format!("{name}/mul"), vec![g.current.clone(), inv], vec![]);
                 }
                 LayerConfig::Resizing { height, width } => {
-                    g.set_channels_first(true);
-                    // sizes = (N, C) of the input, then (height, width).
-                    let input = g.current.clone();
-                    g.node("Shape", &format!("{name}/shape"), vec![input.clone()], vec![]);
-                    let (start, end) =
-                        (g.int64s(&format!("{name}/start"), &[0]), g.int64s(&format!("{name}/end"), &[2]));
-                    g.node("Slice", &format!("{name}/batch_channels"), vec![g.current.clone(), start, end], vec![]);
-                    let hw = g.int64s(&format!("{name}/height_width"), &[height as i64, width as i64]);
-                    g.node("Concat", &format!("{name}/sizes"), vec![g.current.clone(), hw], vec![int("axis", 0)]);
-                    let sizes = g.current.clone();
                     let attributes =
                         vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")];
-                    g.node("Resize", name, vec![input, String::new(), String::new(), sizes], attributes);
+                    resize(&mut g, name, (height, width), attributes);
                 }
                 LayerConfig::RandomCrop { height, width, padding } => {
                     // At inference: the centre window of the padded image.
@@ -181,6 +178,7 @@ impl Model {
                 }
                 // Random augmentations and dropout are the identity at inference.
                 LayerConfig::Dropout { .. }
+                | LayerConfig::SpatialDropout2D { .. }
                 | LayerConfig::RandomFlip { .. }
                 | LayerConfig::RandomTranslation { .. }
                 | LayerConfig::RandomRotation { .. } => {}
@@ -210,7 +208,7 @@ impl Model {
                         g.node("Add", &format!("{name}/add"), vec![g.current.clone(), b], vec![]);
                     }
                 }
-                LayerConfig::Add {} | LayerConfig::Concatenate { .. } => {
+                LayerConfig::Add {} | LayerConfig::Multiply {} | LayerConfig::Concatenate { .. } => {
                     // Every input in the first one's layout.
                     let layout = g.channels_first;
                     let mut inputs = Vec::new();
@@ -221,6 +219,14 @@ impl Model {
                     }
                     if let LayerConfig::Add {} = layer.config() {
                         g.node(if inputs.len() == 2 { "Add" } else { "Sum" }, name, inputs, vec![]);
+                    } else if let LayerConfig::Multiply {} = layer.config() {
+                        // (N, 1, 1, C) broadcasts against (N, H, W, C), and (N, C, 1, 1) against (N, C, H, W).
+                        let mut product = inputs[0].clone();
+                        for (k, other) in inputs.iter().enumerate().skip(1) {
+                            let step = if k + 1 == inputs.len() { name.to_string() } else { format!("{name}/{k}") };
+                            g.node("Mul", &step, vec![product, other.clone()], vec![]);
+                            product = g.current.clone();
+                        }
                     } else {
                         let axis = if layout { 1 } else { -1 };
                         g.node("Concat", name, inputs, vec![int("axis", axis)]);
@@ -242,6 +248,34 @@ impl Model {
                     attributes.push(int("count_include_pad", 0));
                     g.set_channels_first(true);
                     g.node("AveragePool", name, vec![g.current.clone()], attributes);
+                }
+                LayerConfig::Cropping2D { cropping: Padding2D([[t, b], [l, r]]) } => {
+                    let (h, w) = (input[0] as i64, input[1] as i64);
+                    let (t, b, l, r) = (t as i64, b as i64, l as i64, r as i64);
+                    let starts = g.int64s(&format!("{name}/starts"), &[t, l]);
+                    let ends = g.int64s(&format!("{name}/ends"), &[h - b, w - r]);
+                    let axes = g.int64s(&format!("{name}/axes"), if g.channels_first { &[2, 3] } else { &[1, 2] });
+                    g.node("Slice", name, vec![g.current.clone(), starts, ends, axes], vec![]);
+                }
+                LayerConfig::UpSampling2D { size, interpolation } => {
+                    let attributes = match interpolation {
+                        Interpolation::Nearest => vec![
+                            string("mode", "nearest"),
+                            string("coordinate_transformation_mode", "asymmetric"),
+                            string("nearest_mode", "floor"),
+                        ],
+                        Interpolation::Bilinear => {
+                            vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")]
+                        }
+                    };
+                    resize(&mut g, name, (input[0] * size.0, input[1] * size.1), attributes);
+                }
+                LayerConfig::PReLU { .. } => {
+                    // alpha in Keras' shape broadcasts against (N, ..., C).
+                    g.set_channels_first(false);
+                    let alpha = weight("alpha").expect("PReLU has alpha");
+                    let slope = g.constant(&alpha.name, &alpha.shape, params[alpha.range.clone()].to_vec());
+                    g.node("PRelu", name, vec![g.current.clone(), slope], vec![]);
                 }
                 LayerConfig::ZeroPadding2D { padding: Padding2D([[t, b], [l, r]]) } => {
                     let (t, b, l, r) = (t as i64, b as i64, l as i64, r as i64);
@@ -434,6 +468,49 @@ impl Graph {
         };
         self.node(op, layer, vec![self.current.clone()], attributes);
     }
+}
+
+/// A depthwise convolution: Keras' kernel (KH, KW, C, M) as an ONNX Conv
+/// with one group per input channel, kernel (C*M, 1, KH, KW).
+fn depthwise(
+    g: &mut Graph,
+    name: &str,
+    input: &[usize],
+    (shape, hwcm): (&[usize], &[f32]),
+    bias: Option<(String, Vec<usize>, Vec<f32>)>,
+    (strides, padding, dilation_rate): (Pair, Padding, Pair),
+) {
+    let &[kh, kw, c, m] = shape else { unreachable!("depthwise kernels are 4-D") };
+    let mut oihw = vec![0.0f32; hwcm.len()];
+    for (i, &v) in hwcm.iter().enumerate() {
+        let (o, tap) = (i % (c * m), i / (c * m));
+        oihw[o * kh * kw + tap] = v;
+    }
+    g.set_channels_first(true);
+    let mut inputs = vec![g.current.clone(), g.constant(&format!("{name}/kernel"), &[c * m, 1, kh, kw], oihw)];
+    if let Some((bias_name, bias_shape, values)) = bias {
+        inputs.push(g.constant(&bias_name, &bias_shape, values));
+    }
+    let effective = Pair((kh - 1) * dilation_rate.0 + 1, (kw - 1) * dilation_rate.1 + 1);
+    let mut attributes = window_attributes(input, effective, strides, padding);
+    attributes[0] = ints("kernel_shape", &[kh as i64, kw as i64]);
+    attributes.push(ints("dilations", &[dilation_rate.0 as i64, dilation_rate.1 as i64]));
+    attributes.push(int("group", c as i64));
+    g.node("Conv", name, inputs, attributes);
+}
+
+/// An ONNX Resize of the current (N, C, H, W) value to `height` x `width`.
+fn resize(g: &mut Graph, name: &str, (height, width): (usize, usize), attributes: Vec<AttributeProto>) {
+    g.set_channels_first(true);
+    // sizes = (N, C) of the input, then (height, width).
+    let input = g.current.clone();
+    g.node("Shape", &format!("{name}/shape"), vec![input.clone()], vec![]);
+    let (start, end) = (g.int64s(&format!("{name}/start"), &[0]), g.int64s(&format!("{name}/end"), &[2]));
+    g.node("Slice", &format!("{name}/batch_channels"), vec![g.current.clone(), start, end], vec![]);
+    let hw = g.int64s(&format!("{name}/height_width"), &[height as i64, width as i64]);
+    g.node("Concat", &format!("{name}/sizes"), vec![g.current.clone(), hw], vec![int("axis", 0)]);
+    let sizes = g.current.clone();
+    g.node("Resize", name, vec![input, String::new(), String::new(), sizes], attributes);
 }
 
 /// kernel_shape, strides and pads (top, left, bottom, right; TensorFlow's
