@@ -459,3 +459,74 @@ metrics = ["accuracy"]
     let resumed = run(&["train", "--resume", saved.to_str().unwrap(), "--epochs", "3", "-q"]);
     assert!(resumed.contains("Test accuracy: "), "{resumed}");
 }
+
+/// Two classes of 16x16 colour images (`n` each): mostly red vs mostly green, with texture.
+fn two_class_folder(root: &Path, n: usize) {
+    for (k, class) in ["red", "green"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..n {
+            let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                let (strong, weak) = (150 + ((x * 7 + y * 3 + i as u32) % 100) as u8, ((x * y + i as u32) % 90) as u8);
+                image::Rgb(if k == 0 { [strong, weak, 40] } else { [weak, strong, 40] })
+            });
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_binary_logits_model_with_a_training_recipe_trains_evaluates_and_predicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("halves");
+    two_class_folder(&data.join("train"), 24);
+    two_class_folder(&data.join("test"), 6);
+    let model = tmp.path().join("binary.toml");
+    std::fs::write(
+        &model,
+        r#"input_shape = [16, 16, 3]
+
+[[layers]]
+class_name = "Rescaling"
+scale = 0.00392156862745098
+
+[[layers]]
+class_name = "SeparableConv2D"
+filters = 4
+kernel_size = 3
+padding = "same"
+activation = "silu"
+
+[[layers]]
+class_name = "Flatten"
+
+[[layers]]
+class_name = "Dense"
+units = 1
+
+[compile]
+loss = { class_name = "BinaryCrossentropy", from_logits = true, label_smoothing = 0.05 }
+metrics = ["accuracy"]
+optimizer = { class_name = "AdamW", weight_decay = 0.01, clipnorm = 1.0, learning_rate = { class_name = "CosineDecay", initial_learning_rate = 0.0, decay_steps = 80, warmup_target = 0.03, warmup_steps = 8 } }
+"#,
+    )
+    .unwrap();
+    let saved = tmp.path().join("binary.keel");
+    let (m, d, s) = (model.to_str().unwrap(), data.to_str().unwrap(), saved.to_str().unwrap());
+    let out =
+        keel(&["train", "--model", m, "--dataset", d, "--epochs", "10", "--batch-size", "8", "-q", "--save", s], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let accuracy: f64 = stdout.split("Test accuracy: ").nth(1).and_then(|t| t.trim().get(..6)?.parse().ok()).unwrap();
+    assert!(accuracy >= 0.9, "red and green are easy to tell apart: {stdout}");
+    // A scheduled learning rate cannot be overridden.
+    let out = keel(&["train", "--resume", s, "--epochs", "11", "--learning-rate", "0.1", "-q"], &[]);
+    assert!(text(&out.stderr).contains("CosineDecay schedule"), "{}", text(&out.stderr));
+    // predict gives both classes' probabilities from the one logit.
+    let image = data.join("test/red/0.png");
+    let out = keel(&["predict", s, image.to_str().unwrap(), "--json"], &[]);
+    let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let p = report[0]["probabilities"].as_array().unwrap();
+    assert_eq!(p.len(), 2);
+    assert!((p[0].as_f64().unwrap() + p[1].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    assert_eq!(report[0]["top"][0]["class"], "red", "{report}");
+}

@@ -282,6 +282,7 @@ fn example_model_files_build_and_round_trip_through_the_saved_schema() {
         ("mobilenet_v2.toml", 3_538_984),
         ("mobilenet_v2_cifar.toml", 423_018),
         ("resnet50.toml", 25_636_712),
+        ("xception_small.toml", 2_731_065),
     ] {
         let architecture = Architecture::read(dir.join(file)).unwrap();
         let model = Model::from_architecture(&architecture).unwrap();

@@ -51,11 +51,52 @@ fn parse_size(text: &str) -> Result<(usize, usize), String> {
 /// Images (N, H, W, C), in memory or streamed, and one-hot labels.
 pub type Split = (Box<dyn Samples>, Tensor);
 
+/// Each sample's class from its targets: one-hot rows, a class index, or (for
+/// one binary output) 0/1.
+pub fn class_indices(y: &Tensor) -> Vec<usize> {
+    if y.row_len() == 1 { y.to_f32_vec().iter().map(|&v| v.max(0.0).round() as usize).collect() } else { argmax(y) }
+}
+
 /// Train and (when there is one) test splits, and what they mean.
 pub struct Prepared {
     pub train: Split,
     pub test: Option<Split>,
     pub info: DataInfo,
+}
+
+impl Prepared {
+    /// The one-hot targets in the form the model's loss takes: class indices
+    /// for sparse_categorical_crossentropy; for one output with
+    /// binary_crossentropy over two classes, the second class's column (as
+    /// Keras' `label_mode="binary"`: 1 for the second folder in name order).
+    pub fn targets_for(mut self, model: &Model) -> keel::Result<Prepared> {
+        let (Some(loss), Some(&width)) = (model.loss(), model.output_shape()?.last()) else { return Ok(self) };
+        let convert = |y: &Tensor| -> keel::Result<Option<Tensor>> {
+            let (rows, classes) = (y.rows(), y.row_len());
+            let indices = || argmax(y).into_iter().map(|c| c as f32).collect::<Vec<f32>>();
+            Ok(match loss.loss {
+                Loss::SparseCategoricalCrossentropy if classes > 1 => Some(Tensor::from_vec(&[rows], indices())?),
+                Loss::BinaryCrossentropy if width == 1 && classes == 2 => {
+                    Some(Tensor::from_vec(&[rows, 1], indices())?)
+                }
+                Loss::BinaryCrossentropy if width == 1 => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the model has one output (binary) but the dataset has {classes} classes; give the last Dense {classes} units"
+                    )));
+                }
+                _ => None,
+            })
+        };
+        if let Some(y) = convert(&self.train.1)? {
+            self.train.1 = y;
+        }
+        if let Some((_, test_y)) = &mut self.test
+            && let Some(y) = convert(test_y)?
+        {
+            *test_y = y;
+        }
+        Ok(self)
+    }
 }
 
 const SCALE: f32 = 1.0 / 255.0;

@@ -47,6 +47,7 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
         let folder = args.folder.for_input(&model.shapes()?[0]);
         let (dataset, data) =
             data::load_for_model(&model, &args.model, args.dataset.clone(), args.data_dir.clone(), &folder)?;
+        let data = data.targets_for(&model)?;
         let Some((x, y)) = &data.test else {
             return Err(Error::InvalidArgument(format!(
                 "{dataset} has no test split; give a folder with train/ and test/ subfolders"

@@ -45,8 +45,8 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
         let good: Vec<u8> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
         let n_good = good.len() / (h * w * c);
         let x = Tensor::from_u8(&[n_good, h, w, c], good)? * scale;
-        let probabilities = if n_good > 0 { model.predict(&x)?.to_f32_vec() } else { Vec::new() };
-        let classes = model.output_shape()?.iter().product::<usize>().max(1);
+        let probabilities = if n_good > 0 { model.class_probabilities(&x)?.to_f32_vec() } else { Vec::new() };
+        let classes = model.output_shape()?.iter().product::<usize>().max(2);
         let names = super::class_names(&model, classes);
         let mut rows = probabilities.chunks(classes);
         let mut report = Vec::new();

@@ -19,9 +19,9 @@ pub fn write_plots(
     if let Some(history) = history {
         plots::training_curves(history, dir)?;
     }
-    let predicted = argmax(&model.predict(x)?);
-    let truth = argmax(y);
-    let classes = y.row_len();
+    let predicted = argmax(&model.class_probabilities(x)?);
+    let truth = super::data::class_indices(y);
+    let classes = y.row_len().max(2);
     let names = super::class_names(model, classes);
     plots::confusion_matrix(&plots::confusion_counts(&truth, &predicted, classes), &names, dir)?;
     let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);

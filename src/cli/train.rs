@@ -202,6 +202,8 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     // locked) before anything is loaded or trained.
     let _locks = if root { check_outputs(args)? } else { Vec::new() };
     let (mut model, initial_epoch, data) = model_and_data(args)?;
+    let classes = data.train.1.row_len();
+    let data = data.targets_for(&model)?;
     if let Some(communicator) = &communicator {
         model.set_communicator(Arc::clone(communicator));
     }
@@ -242,7 +244,7 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     let history = model.fit_with_callbacks(x.as_ref(), y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
     if root {
-        warn_if_diverging(&history, y.row_len());
+        warn_if_diverging(&history, classes);
     }
     // Of which in collectives (all-reduce, broadcast), waiting for slower ranks included.
     let collectives_s = communicator.as_ref().map_or(0.0, |c| c.collective_seconds());

@@ -532,6 +532,11 @@ impl Model {
         Ok(&self.network()?.shapes)
     }
 
+    /// The compiled loss, if any.
+    pub fn loss(&self) -> Option<LossConfig> {
+        self.compiled.as_ref().map(|c| c.loss)
+    }
+
     /// The compiled optimizer, if any.
     pub fn optimizer(&self) -> Option<&dyn Optimizer> {
         self.compiled.as_ref().map(|c| &*c.optimizer)

@@ -297,6 +297,24 @@ impl Model {
         Tensor::from_vec(&shape, out)
     }
 
+    /// Probabilities of each class for `x` (N, classes), for a classifier:
+    /// [`Model::predict`], with the loss's activation applied to logits
+    /// (`from_logits`), and a single sigmoid output p turned into the two
+    /// classes' [1 - p, p].
+    pub fn class_probabilities<X: Samples + ?Sized>(&mut self, x: &X) -> Result<Tensor> {
+        let out = self.predict(x)?;
+        let width = out.row_len().max(1);
+        let mut values = out.to_f32_vec();
+        if let Some(act) = self.compiled.as_ref().and_then(|c| c.loss.logits_activation()) {
+            activation::forward(act, &mut values, None, width);
+        }
+        if width != 1 {
+            return Tensor::from_vec(&[x.rows(), width], values);
+        }
+        let pairs = values.iter().flat_map(|&p| [1.0 - p, p]).collect();
+        Tensor::from_vec(&[x.rows(), 2], pairs)
+    }
+
     /// The batch evaluate and predict run `rows` samples in: the buffers'
     /// capacity when they have one, else up to 128 (no more than there are samples).
     fn inference_batch(&self, rows: usize) -> usize {

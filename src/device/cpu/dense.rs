@@ -11,6 +11,17 @@ use rayon::prelude::*;
 /// Input features per task of the weight gradient.
 const FEATURES_PER_TASK: usize = 256;
 
+/// Rows per parallel task: whole samples, at most [`ROWS_PER_TASK`] rows (a
+/// Dense over an image's positions, such as a pointwise convolution, splits
+/// within a sample, so that a small batch still uses every thread). Each row
+/// is computed on its own, so the split never changes a result.
+fn task_rows(op: &DenseOp) -> usize {
+    (SAMPLES_PER_TASK * op.rows_per_sample).min(ROWS_PER_TASK).max(1)
+}
+
+/// The most rows a task takes.
+const ROWS_PER_TASK: usize = 256;
+
 /// Whether the narrow kernels fit: at most one register of units.
 fn narrow(op: &DenseOp) -> bool {
     op.u <= narrow::WIDTH
@@ -25,7 +36,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
     }
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
-    let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;
+    let task_rows = task_rows(op);
     let (w, act, bias) = (op.kernel, op.act, op.bias);
     let wp = narrow(op).then(|| {
         let [wp] = ws.f32s([d * narrow::WIDTH]);
@@ -60,7 +71,7 @@ pub fn backward(
     }
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
-    let task_rows = SAMPLES_PER_TASK * op.rows_per_sample;
+    let task_rows = task_rows(op);
     let (x, dz) = (&x[..rows * d], &mut dy[..rows * u]);
     let act = op.act;
     dz.par_chunks_mut(task_rows * u)
