@@ -16,7 +16,7 @@ const FEATURES_PER_TASK: usize = 256;
 /// within a sample, so that a small batch still uses every thread). Each row
 /// is computed on its own, so the split never changes a result.
 fn task_rows(op: &DenseOp) -> usize {
-    (SAMPLES_PER_TASK * op.rows_per_sample).min(ROWS_PER_TASK).max(1)
+    (SAMPLES_PER_TASK * op.rows_per_sample).clamp(1, ROWS_PER_TASK)
 }
 
 /// The most rows a task takes.
