@@ -34,6 +34,50 @@ fn conv2d_same_padding_and_strides() {
 }
 
 #[test]
+fn conv2d_dilated_and_grouped() {
+    let x = |seed, len| uniform(&mut stream(30, seed), len, -1.0, 1.0);
+    // Dilation, on the direct-kernel channel counts (which then use im2col) and wider ones.
+    check_layer(Conv2D::new(3, (3, 3)).dilation_rate((2, 2)), &[7, 7, 2], 2, x(1, 2 * 98), 360);
+    check_layer(Conv2D::new(4, (2, 3)).dilation_rate((2, 1)).padding(Padding::Same), &[6, 6, 6], 2, x(2, 2 * 216), 361);
+    // Groups: 6 channels in 3 groups, 6 filters; 8 channels in 2 groups, dilated, with an activation from its input.
+    check_layer(Conv2D::new(6, (3, 3)).groups(3).padding(Padding::Same), &[5, 5, 6], 3, x(3, 3 * 150), 362);
+    let grouped = Conv2D::new(4, (3, 3)).groups(2).dilation_rate((2, 2)).activation(Activation::Silu);
+    check_layer(grouped, &[7, 6, 8], 2, x(4, 2 * 336), 363);
+    check_layer(Conv2D::new(4, (3, 3)).groups(4).strides((2, 2)).use_bias(false), &[6, 6, 4], 17, x(5, 17 * 144), 364);
+    // Keras' rules, at build time.
+    let err = Conv2D::new(6, (3, 3)).groups(4).build(&[5, 5, 8]).unwrap_err();
+    assert!(err.contains("groups 4 must divide the 8 input channels and the 6 filters"), "{err}");
+    let err = Conv2D::new(4, (3, 3)).dilation_rate((2, 2)).strides((2, 2)).build(&[9, 9, 1]).unwrap_err();
+    assert!(err.contains("cannot both be above 1"), "{err}");
+    let err = Conv2D::new(4, (3, 3)).dilation_rate((4, 4)).build(&[8, 8, 1]).unwrap_err();
+    assert!(err.contains("dilated by (4, 4) (spanning (9, 9)) does not fit"), "{err}");
+}
+
+#[test]
+fn a_grouped_convolution_is_separate_convolutions_side_by_side() {
+    let (n, groups) = (3, 2);
+    let x = uniform(&mut stream(31, 0), n * 5 * 5 * 4, -1.0, 1.0);
+    let mut grouped = Conv2D::new(6, (3, 3)).groups(groups);
+    grouped.build(&[5, 5, 4]).unwrap();
+    let params = uniform(&mut stream(31, 1), grouped.param_count(), -0.5, 0.5);
+    let mut y = vec![0.0; n * 9 * 6];
+    grouped.forward(&params, &x, &mut y, n, Mode::Infer);
+    for k in 0..groups {
+        // Group k: input channels 2k..2k+2, filters 3k..3k+3 of the kernel (3, 3, 2, 6) and bias.
+        let mut single = Conv2D::new(3, (3, 3));
+        single.build(&[5, 5, 2]).unwrap();
+        let mut p: Vec<f32> =
+            (0..18).flat_map(|tap| (0..3).map(move |f| (tap, f))).map(|(tap, f)| params[tap * 6 + 3 * k + f]).collect();
+        p.extend_from_slice(&params[108 + 3 * k..][..3]);
+        let xk: Vec<f32> = x.chunks(4).flat_map(|px| px[2 * k..2 * k + 2].to_vec()).collect();
+        let mut yk = vec![0.0; n * 9 * 3];
+        single.forward(&p, &xk, &mut yk, n, Mode::Infer);
+        let got: Vec<f32> = y.chunks(6).flat_map(|px| px[3 * k..3 * k + 3].to_vec()).collect();
+        assert_close(&format!("group {k}"), &got, &yk, 1e-5);
+    }
+}
+
+#[test]
 fn conv2d_with_many_input_channels_uses_the_matrix_product_path() {
     for (i, (strides, padding)) in
         [((1, 1), Padding::Valid), ((2, 2), Padding::Same), ((1, 2), Padding::Same)].into_iter().enumerate()

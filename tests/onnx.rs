@@ -244,6 +244,20 @@ fn separable_multiply_prelu_cropping_and_upsampling_export_and_run_the_same_in_t
 }
 
 #[test]
+fn dilated_and_grouped_convolutions_export_and_run_the_same_in_tract() {
+    let mut model = Sequential::new()
+        .input_shape([9, 9, 4])
+        .add(Conv2D::new(6, (3, 3)).dilation_rate((2, 2)).padding(Padding::Same).activation(Activation::Relu))
+        .add(Conv2D::new(4, (3, 3)).groups(2).strides((2, 2)))
+        .add(Conv2D::new(4, (2, 2)).groups(4).dilation_rate((1, 2)).activation(Activation::Gelu))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    model.build().unwrap();
+    let x = random_images(3, [9, 9, 4], 70);
+    assert_matches("dilated and grouped Conv2D", &mut model, &x);
+}
+
+#[test]
 fn relu_family_layers_export_and_run_the_same_in_tract() {
     let mut model = Sequential::new()
         .input_shape([5, 5, 2])

@@ -106,10 +106,13 @@ pub struct DenseOp<'a> {
 }
 
 /// y = act(conv(x, W) + b), optionally max-pooled in the same pass: Conv2D.
+/// With `groups` G, output channel f sees only input channels of group
+/// f / (F/G); the kernel is then (KH, KW, C/G, F) and `g.c` is C.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvOp<'a> {
     pub g: Window,
     pub filters: usize,
+    pub groups: usize,
     /// Kernel (KH, KW, C, F) and bias (F).
     pub kernel: &'a [f32],
     pub bias: Option<&'a [f32]>,

@@ -493,7 +493,7 @@ mod tests {
         // Valid and same padding, strides, 1 and 3 channels, a partial filter block.
         let cases = [(9, 9, 1, 3, 1, 0, 7, 7, 32), (8, 7, 3, 3, 2, 1, 4, 4, 40), (6, 6, 2, 2, 1, 0, 5, 5, 8)];
         for (h, w, c, k, s, pad, oh, ow, f) in cases {
-            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt: pad, pl: pad, oh, ow };
+            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt: pad, pl: pad, oh, ow };
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
             let kernel: Vec<f32> = (0..g.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.5).collect();
             let bias: Vec<f32> = (0..f).map(|i| i as f32 / f as f32 - 0.5).collect();
@@ -516,9 +516,22 @@ mod tests {
         use crate::kernels::pool::max_pool_forward;
         // Odd conv output (27 -> 13 pooled), many exact ties (few distinct values), 64 filters, 3 channels.
         for (h, w, c, f, relu) in [(29, 29, 1, 32, true), (10, 12, 3, 64, false), (6, 6, 1, 32, true)] {
-            let g = Window { h, w, c, kh: 3, kw: 3, sh: 1, sw: 1, pt: 0, pl: 0, oh: h - 2, ow: w - 2 };
-            let pool =
-                Window { h: g.oh, w: g.ow, c: f, kh: 2, kw: 2, sh: 2, sw: 2, pt: 0, pl: 0, oh: g.oh / 2, ow: g.ow / 2 };
+            let g = Window { h, w, c, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 0, pl: 0, oh: h - 2, ow: w - 2 };
+            let pool = Window {
+                h: g.oh,
+                w: g.ow,
+                c: f,
+                kh: 2,
+                kw: 2,
+                sh: 2,
+                sw: 2,
+                dh: 1,
+                dw: 1,
+                pt: 0,
+                pl: 0,
+                oh: g.oh / 2,
+                ow: g.ow / 2,
+            };
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 7) as f32 / 7.0 - 0.5).collect();
             let kernel: Vec<f32> = (0..g.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.5).collect();
             let bias: Vec<f32> = (0..f).map(|i| (i % 3) as f32 * 0.1 - 0.1).collect();
@@ -542,7 +555,7 @@ mod tests {
     fn simd_and_scalar_weight_gradients_agree() {
         let cases = [(9, 9, 1, 3, 1, 0, 7, 7, 32), (8, 7, 3, 3, 2, 1, 4, 4, 64), (7, 6, 2, 2, 1, 0, 6, 5, 8)];
         for (h, w, c, k, s, pad, oh, ow, f) in cases {
-            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt: pad, pl: pad, oh, ow };
+            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt: pad, pl: pad, oh, ow };
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
             let dz: Vec<f32> = (0..oh * ow * f).map(|i| ((i * 29) % 23) as f32 / 23.0 - 0.5).collect();
             let (mut fast, mut reference) = (vec![0.5; g.patch_len() * f], vec![0.5; g.patch_len() * f]);

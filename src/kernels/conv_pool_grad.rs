@@ -219,9 +219,23 @@ mod tests {
         ];
         for (h, w, c, k, s, f, pk, ps) in cases {
             let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
-            let conv = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt: 0, pl: 0, oh, ow };
+            let conv = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt: 0, pl: 0, oh, ow };
             let (ph, pw) = ((oh - pk) / ps + 1, (ow - pk) / ps + 1);
-            let pool = Window { h: oh, w: ow, c: f, kh: pk, kw: pk, sh: ps, sw: ps, pt: 0, pl: 0, oh: ph, ow: pw };
+            let pool = Window {
+                h: oh,
+                w: ow,
+                c: f,
+                kh: pk,
+                kw: pk,
+                sh: ps,
+                sw: ps,
+                dh: 1,
+                dw: 1,
+                pt: 0,
+                pl: 0,
+                oh: ph,
+                ow: pw,
+            };
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
             let kernel: Vec<f32> = (0..conv.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.5).collect();
             let mut wp = vec![0.0; padded_len(conv.patch_len(), f)];

@@ -5,7 +5,8 @@ use multiversion::multiversion;
 
 use super::Window;
 
-/// x: (H,W,C) -> cols: (OH*OW, KH*KW*C), zeros where the window hangs over padding.
+/// x: (H,W,C) -> cols: (OH*OW, KH*KW*C), zeros where the window hangs over
+/// padding; taps `dh` rows and `dw` columns apart.
 #[multiversion(targets = "simd")]
 pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
@@ -16,13 +17,13 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ix0 = (ox * g.sw) as isize - g.pl as isize;
             for (ky, dst) in row.chunks_exact_mut(span).enumerate() {
-                let iy = iy0 + ky as isize;
+                let iy = iy0 + (ky * g.dh) as isize;
                 if iy < 0 || iy >= g.h as isize {
                     dst.fill(0.0);
                     continue;
                 }
                 let line = &x[iy as usize * g.w * c..][..g.w * c];
-                if ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                if g.dw == 1 && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
                     let src = &line[ix0 as usize * c..][..span];
                     if span <= 16 {
                         // A call to memcpy costs more than a few scalar moves.
@@ -35,7 +36,7 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
                     continue;
                 }
                 for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
-                    let ix = ix0 + kx as isize;
+                    let ix = ix0 + (kx * g.dw) as isize;
                     if ix < 0 || ix >= g.w as isize {
                         d.fill(0.0);
                     } else {
@@ -57,12 +58,12 @@ pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ix0 = (ox * g.sw) as isize - g.pl as isize;
             for ky in 0..g.kh {
-                let iy = iy0 + ky as isize;
+                let iy = iy0 + (ky * g.dh) as isize;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
                 for kx in 0..g.kw {
-                    let ix = ix0 + kx as isize;
+                    let ix = ix0 + (kx * g.dw) as isize;
                     if ix < 0 || ix >= g.w as isize {
                         continue;
                     }

@@ -43,16 +43,22 @@ impl<'a> MatRef<'a> {
 
 /// `c = a * b` (or `c += a * b` when `accumulate`), `c` row-major `m x n`.
 pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
+    let n = b.dims().1;
+    matmul_ld(a, b, c, n, accumulate)
+}
+
+/// [`matmul`] into a column block of a wider matrix: `c`'s rows are `ldc` values apart.
+pub fn matmul_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (m, k) = a.dims();
     let (kb, n) = b.dims();
     assert_eq!(k, kb, "inner dimensions differ");
-    assert!(c.len() >= m * n, "output too small");
+    assert!(n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + n), "output too small");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
@@ -68,7 +74,7 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
             m,
             k,
             c.as_mut_ptr(),
-            n as isize,
+            ldc as isize,
             1,
             accumulate,
             b.data.as_ptr(),
@@ -118,6 +124,20 @@ mod tests {
         matmul(MatRef::new(&at, k, m).t(), MatRef::new(&b, k, n), &mut c2, true);
         for (x, y) in c2.iter().zip(&want) {
             assert!((x - (y + 1.0)).abs() < 1e-5);
+        }
+        // Into columns 2..2+n of a wider matrix, the others untouched.
+        let ldc = n + 4;
+        let mut wide = vec![9.0; m * ldc];
+        matmul_ld(MatRef::new(&a, m, k), MatRef::new(&b, k, n), &mut wide[2..], ldc, false);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = wide[i * ldc + j];
+                if (2..2 + n).contains(&j) {
+                    assert!((got - want[i * n + j - 2]).abs() < 1e-5);
+                } else {
+                    assert_eq!(got, 9.0);
+                }
+            }
         }
     }
 }

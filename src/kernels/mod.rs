@@ -60,6 +60,9 @@ pub struct Window {
     /// Strides.
     pub sh: usize,
     pub sw: usize,
+    /// Dilation: the window's taps are `dh` rows and `dw` columns apart (1 for pooling).
+    pub dh: usize,
+    pub dw: usize,
     /// Padding before the first row and column.
     pub pt: usize,
     pub pl: usize,

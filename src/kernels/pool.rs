@@ -216,7 +216,7 @@ mod tests {
         for (h, w, c, k, s, pt, pl, oh, ow) in
             [(6, 6, 16, 2, 2, 0, 0, 3, 3), (5, 7, 8, 3, 2, 1, 1, 3, 4), (4, 4, 8, 2, 1, 0, 0, 3, 3)]
         {
-            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, pt, pl, oh, ow };
+            let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt, pl, oh, ow };
             // Values repeat, so ties happen; the first maximum must win in both.
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
             let (mut y1, mut y2) = (vec![0.0; oh * ow * c], vec![0.0; oh * ow * c]);

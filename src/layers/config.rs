@@ -102,6 +102,14 @@ fn one() -> usize {
     1
 }
 
+fn is_one_by_one(p: &Pair) -> bool {
+    *p == Pair(1, 1)
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 fn two_by_two() -> Pair {
     Pair(2, 2)
 }
@@ -141,6 +149,10 @@ pub enum LayerConfig {
         strides: Pair,
         #[serde(default)]
         padding: Padding,
+        #[serde(default = "one_by_one", skip_serializing_if = "is_one_by_one")]
+        dilation_rate: Pair,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        groups: usize,
         #[serde(default)]
         activation: Activation,
         #[serde(default = "yes")]
@@ -338,6 +350,8 @@ impl LayerConfig {
                 kernel_size,
                 strides,
                 padding,
+                dilation_rate,
+                groups,
                 activation,
                 use_bias,
                 kernel_initializer,
@@ -347,6 +361,8 @@ impl LayerConfig {
                     Conv2D::new(count("filters", filters, MAX_FILTERS)?, window("kernel_size", kernel_size)?)
                         .strides(window("strides", strides)?)
                         .padding(padding)
+                        .dilation_rate(window("dilation_rate", dilation_rate)?)
+                        .groups(count("groups", groups, MAX_FILTERS)?)
                         .activation(activation)
                         .use_bias(use_bias)
                         .kernel_initializer(kernel_initializer);
@@ -608,6 +624,7 @@ mod tests {
             r#"{"class_name": "DepthwiseConv2D", "kernel_size": 3, "padding": "same", "depth_multiplier": 2, "dilation_rate": [1, 2], "activation": "relu6", "use_bias": false}"#,
             r#"{"class_name": "SeparableConv2D", "filters": 16, "kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2, "activation": "silu", "use_bias": false, "pointwise_initializer": "he_normal", "depthwise_regularizer": {"class_name": "L2", "l2": 0.0001}}"#,
             r#"{"class_name": "Multiply"}"#,
+            r#"{"class_name": "Conv2D", "filters": 8, "kernel_size": 3, "padding": "same", "dilation_rate": [2, 1], "groups": 4}"#,
             r#"{"class_name": "Cropping2D", "cropping": [[1, 2], [0, 3]]}"#,
             r#"{"class_name": "UpSampling2D", "size": [2, 3], "interpolation": "bilinear"}"#,
             r#"{"class_name": "SpatialDropout2D", "rate": 0.2}"#,

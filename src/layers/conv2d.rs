@@ -1,5 +1,5 @@
 use super::LayerConfig;
-use super::padding::window;
+use super::padding::dilated_window;
 use super::{Backward, Layer, Mode, Padding, Weight};
 use crate::activations::Activation;
 use crate::device::{self, ConvOp, Workspace};
@@ -10,9 +10,12 @@ use crate::regularizers::Regularizer;
 /// 2-D convolution over channels-last images, as `keras.layers.Conv2D`.
 ///
 /// Arguments: `filters`, `kernel_size`, and with builder methods `strides`
-/// (default (1, 1)), `padding` (default valid), `activation` (default linear),
-/// `use_bias` (default true), `input_shape` (first layer only).
-/// Kernel (KH, KW, C_in, filters) is glorot-uniform initialised, bias zero.
+/// (default (1, 1)), `padding` (default valid), `dilation_rate` (default
+/// (1, 1); not with strides above 1, as Keras), `groups` (default 1: with G,
+/// output filter f sees only the input channels of group f / (filters / G)),
+/// `activation` (default linear), `use_bias` (default true), `input_shape`
+/// (first layer only). Kernel (KH, KW, C_in / groups, filters) is
+/// glorot-uniform initialised, bias zero.
 ///
 /// ```
 /// use keel::prelude::*;
@@ -24,6 +27,8 @@ pub struct Conv2D {
     kernel_size: (usize, usize),
     strides: (usize, usize),
     padding: Padding,
+    dilation_rate: (usize, usize),
+    groups: usize,
     activation: Activation,
     use_bias: bool,
     kernel_initializer: Initializer,
@@ -48,6 +53,8 @@ impl Conv2D {
             kernel_size,
             strides: (1, 1),
             padding: Padding::Valid,
+            dilation_rate: (1, 1),
+            groups: 1,
             activation: Activation::Linear,
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
@@ -102,12 +109,24 @@ impl Conv2D {
         self
     }
 
+    /// Spacing of the window's taps (rows, columns).
+    pub fn dilation_rate(mut self, dilation_rate: (usize, usize)) -> Self {
+        self.dilation_rate = dilation_rate;
+        self
+    }
+
+    /// Channel groups convolved separately (default 1).
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
     fn geometry(&self) -> Window {
         self.g.expect("Conv2D used before build")
     }
 
     fn kernel_len(&self) -> usize {
-        self.geometry().patch_len() * self.filters
+        self.geometry().patch_len() / self.groups * self.filters
     }
 }
 
@@ -126,6 +145,8 @@ impl Layer for Conv2D {
             kernel_size: self.kernel_size.into(),
             strides: self.strides.into(),
             padding: self.padding,
+            dilation_rate: self.dilation_rate.into(),
+            groups: self.groups,
             activation: self.activation,
             use_bias: self.use_bias,
             kernel_initializer: self.kernel_initializer,
@@ -136,8 +157,10 @@ impl Layer for Conv2D {
     fn weights(&self) -> Vec<Weight> {
         let g = self.geometry();
         let l2 = self.kernel_regularizer.map_or(0.0, Regularizer::l2_factor);
-        let mut weights =
-            vec![Weight { l2, ..Weight::new("kernel", vec![g.kh, g.kw, g.c, self.filters], self.kernel_initializer) }];
+        let mut weights = vec![Weight {
+            l2,
+            ..Weight::new("kernel", vec![g.kh, g.kw, g.c / self.groups, self.filters], self.kernel_initializer)
+        }];
         if self.use_bias {
             weights.push(Weight::new("bias", vec![self.filters], Initializer::Zeros));
         }
@@ -150,10 +173,23 @@ impl Layer for Conv2D {
 
     // (H,W,C) -> (OH,OW,filters)
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
-        if self.filters == 0 {
-            return Err("filters must be positive".into());
+        if self.filters == 0 || self.groups == 0 {
+            return Err("filters and groups must be positive".into());
         }
-        let g = window(input, self.kernel_size, self.strides, self.padding)?;
+        if self.strides != (1, 1) && self.dilation_rate != (1, 1) {
+            return Err(format!(
+                "strides {:?} and dilation_rate {:?} cannot both be above 1 (as in Keras)",
+                self.strides, self.dilation_rate
+            ));
+        }
+        let channels = input.last().copied().unwrap_or(0);
+        if channels % self.groups != 0 || self.filters % self.groups != 0 {
+            return Err(format!(
+                "groups {} must divide the {channels} input channels and the {} filters",
+                self.groups, self.filters
+            ));
+        }
+        let g = dilated_window(input, self.kernel_size, self.strides, self.dilation_rate, self.padding)?;
         self.g = Some(g);
         Ok(vec![g.oh, g.ow, self.filters])
     }
@@ -172,7 +208,7 @@ impl Layer for Conv2D {
         // Pooled values are differentiated from the output: an activation that needs its input cannot fuse.
         let elementwise = self.activation != Activation::Softmax && !self.activation.needs_input();
         self.pool = match pool {
-            Some(p) if elementwise && !self.deferred && fits(&p) => Some(p),
+            Some(p) if elementwise && !self.deferred && self.groups == 1 && fits(&p) => Some(p),
             _ => None,
         };
         self.pool.is_some()
@@ -205,6 +241,7 @@ impl Conv2D {
         ConvOp {
             g: self.geometry(),
             filters: self.filters,
+            groups: self.groups,
             kernel,
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },

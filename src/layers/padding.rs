@@ -55,16 +55,33 @@ pub(crate) fn window(
     strides: (usize, usize),
     padding: Padding,
 ) -> Result<crate::kernels::Window, String> {
+    dilated_window(input, kernel, strides, (1, 1), padding)
+}
+
+/// [`window`] with taps `dilation` apart: the window spans (k - 1) * d + 1.
+pub(crate) fn dilated_window(
+    input: &[usize],
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    dilation: (usize, usize),
+    padding: Padding,
+) -> Result<crate::kernels::Window, String> {
     let &[h, w, c] = input else {
         return Err(format!("expects input of shape (height, width, channels), got {input:?}"));
     };
-    if kernel.0 == 0 || kernel.1 == 0 || strides.0 == 0 || strides.1 == 0 {
-        return Err(format!("window {kernel:?} and strides {strides:?} must be positive"));
+    if [kernel.0, kernel.1, strides.0, strides.1, dilation.0, dilation.1].contains(&0) {
+        return Err(format!("window {kernel:?}, strides {strides:?} and dilation {dilation:?} must be positive"));
     }
-    let too_small = || format!("window {kernel:?} does not fit input {input:?} with padding '{}'", padding.name());
-    let (oh, pt) = padding.resolve(h, kernel.0, strides.0).ok_or_else(too_small)?;
-    let (ow, pl) = padding.resolve(w, kernel.1, strides.1).ok_or_else(too_small)?;
-    Ok(crate::kernels::Window { h, w, c, kh: kernel.0, kw: kernel.1, sh: strides.0, sw: strides.1, pt, pl, oh, ow })
+    let span = ((kernel.0 - 1) * dilation.0 + 1, (kernel.1 - 1) * dilation.1 + 1);
+    let too_small = || {
+        let dilated =
+            if dilation == (1, 1) { String::new() } else { format!(" dilated by {dilation:?} (spanning {span:?})") };
+        format!("window {kernel:?}{dilated} does not fit input {input:?} with padding '{}'", padding.name())
+    };
+    let (oh, pt) = padding.resolve(h, span.0, strides.0).ok_or_else(too_small)?;
+    let (ow, pl) = padding.resolve(w, span.1, strides.1).ok_or_else(too_small)?;
+    let (kh, kw, sh, sw, dh, dw) = (kernel.0, kernel.1, strides.0, strides.1, dilation.0, dilation.1);
+    Ok(crate::kernels::Window { h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow })
 }
 
 /// A pooling layer's window arguments, Keras' `pool_size`, `strides` (default:

@@ -9,7 +9,7 @@ use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::depthwise;
 use crate::kernels::im2col::{col2im_add, im2col};
-use crate::kernels::matmul::{MatRef, matmul};
+use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::{Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
@@ -18,15 +18,24 @@ use rayon::prelude::*;
 /// Input channels up to which the direct kernels beat im2col + matrix product.
 const DIRECT_MAX_CHANNELS: usize = 4;
 
-/// Values of the direct path's padded kernel (none for im2col).
+/// Values of the direct path's padded kernel (none for im2col): the direct
+/// kernels take few input channels, no dilation, one group.
 fn padded_len(op: &ConvOp) -> usize {
-    if op.g.c <= DIRECT_MAX_CHANNELS { conv_direct::padded_len(op.g.patch_len(), op.filters) } else { 0 }
+    let g = &op.g;
+    if g.c <= DIRECT_MAX_CHANNELS && (g.dh, g.dw, op.groups) == (1, 1, 1) {
+        conv_direct::padded_len(g.patch_len(), op.filters)
+    } else {
+        0
+    }
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
 // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
 // Workspace: [dW parts, db parts, padded kernel]; argmax of the fused pool.
 pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    if op.groups > 1 {
+        return grouped_forward(op, x, y, n, ws);
+    }
     if op.act.needs_input() && op.pool.is_none() {
         forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws);
         return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
@@ -80,6 +89,9 @@ pub fn backward(
     n: usize,
     ws: &mut Workspace,
 ) {
+    if op.groups > 1 {
+        return grouped_backward(op, x, y, dy, dx, (gw, gb), n, ws);
+    }
     if op.act.needs_input() && op.pool.is_none() {
         through_kept_input(op.act, &mut dy[..n * op.g.positions() * op.filters], ws);
         return backward(&ConvOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
@@ -159,6 +171,150 @@ pub fn backward(
     }
     // The tasks' partial sums, added in task order.
     sum_rows(dw_parts, k * f, gw);
+    if let Some(gb) = gb {
+        sum_rows(db_parts, f, gb);
+    }
+}
+
+/// One group's channels of a grouped convolution: C/G inputs, F/G outputs.
+struct Group {
+    /// The window over one group's channels (`c` = C/G), and the full counts.
+    g: Window,
+    c: usize,
+    f: usize,
+    fg: usize,
+}
+
+impl Group {
+    fn of(op: &ConvOp) -> Group {
+        let cg = op.g.c / op.groups;
+        Group { g: Window { c: cg, ..op.g }, c: op.g.c, f: op.filters, fg: op.filters / op.groups }
+    }
+
+    /// The kernel's columns of group `k`: (KH*KW*C/G, F/G), rows F apart.
+    fn kernel<'a>(&self, kernel: &'a [f32], k: usize) -> MatRef<'a> {
+        MatRef::with_ld(&kernel[k * self.fg..], self.g.patch_len(), self.fg, self.f)
+    }
+
+    /// Copies channels of group `k` of samples x (s, H, W, C) into xg (s, H, W, C/G).
+    fn gather(&self, x: &[f32], k: usize, xg: &mut [f32]) {
+        let cg = self.g.c;
+        for (src, dst) in x.chunks_exact(self.c).zip(xg.chunks_exact_mut(cg)) {
+            dst.copy_from_slice(&src[k * cg..][..cg]);
+        }
+    }
+
+    /// The unfolded patches of group `k` of samples x: (s*OH*OW, KH*KW*C/G).
+    fn unfold(&self, x: &[f32], k: usize, xg: &mut [f32], cols: &mut [f32]) {
+        let (cg, p, kl) = (self.g.c, self.g.positions(), self.g.patch_len());
+        let s = x.len() / (self.g.h * self.g.w * self.c);
+        self.gather(x, k, &mut xg[..s * self.g.h * self.g.w * cg]);
+        for (xs, cs) in xg.chunks_exact(self.g.h * self.g.w * cg).zip(cols.chunks_exact_mut(p * kl)).take(s) {
+            im2col(&self.g, xs, cs);
+        }
+    }
+
+    /// Scratch values for `s` samples: a group's inputs and unfolded patches.
+    fn scratch(&self, s: usize) -> (usize, usize) {
+        (s * self.g.h * self.g.w * self.g.c, s * self.g.positions() * self.g.patch_len())
+    }
+}
+
+// x: (N,H,W,C) -> y: (N,OH,OW,F);  y[.., group k's F/G] = conv(x[.., group k's C/G], W_k), then act(y + b)
+fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+    let gr = Group::of(op);
+    let (in_len, out_len, p) = (op.g.h * op.g.w * op.g.c, op.g.positions() * op.filters, op.g.positions());
+    let act = if op.act.needs_input() { Activation::Linear } else { op.act };
+    y[..n * out_len]
+        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+        .for_each(|(yt, xt)| {
+            let s = xt.len() / in_len;
+            let (xg_len, cols_len) = gr.scratch(s);
+            with_scratch(xg_len + cols_len, |buf| {
+                let (xg, cols) = buf.split_at_mut(xg_len);
+                for k in 0..op.groups {
+                    gr.unfold(xt, k, xg, cols);
+                    let patches = MatRef::new(cols, s * p, gr.g.patch_len());
+                    matmul_ld(patches, gr.kernel(op.kernel, k), &mut yt[k * gr.fg..], gr.f, false);
+                }
+            });
+            activation::forward(act, yt, op.bias, op.filters);
+        });
+    if op.act.needs_input() {
+        activate_keeping_input(op.act, &mut y[..n * out_len], op.filters, ws);
+    }
+}
+
+// dz = dy * act'(y);  per group k: dW_k = unfold(x_k)^T . dz_k;  dx_k = fold(dz_k . W_k^T);  db = sum dz
+#[allow(clippy::too_many_arguments)]
+fn grouped_backward(
+    op: &ConvOp,
+    x: &[f32],
+    y: &[f32],
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+    (gw, gb): (&mut [f32], Option<&mut [f32]>),
+    n: usize,
+    ws: &mut Workspace,
+) {
+    let gr = Group::of(op);
+    let (in_len, out_len, p, f) =
+        (op.g.h * op.g.w * op.g.c, op.g.positions() * op.filters, op.g.positions(), op.filters);
+    let kl = gr.g.patch_len();
+    if op.act.needs_input() {
+        through_kept_input(op.act, &mut dy[..n * out_len], ws);
+    }
+    let act = if op.act.needs_input() { Activation::Linear } else { op.act };
+    let tasks = task_count(n);
+    let [dw_parts, db_parts] = ws.f32s([tasks * kl * f, tasks * f]);
+    let dx_tasks = match dx {
+        Some(dx) => Either::Left(dx[..n * in_len].par_chunks_mut(SAMPLES_PER_TASK * in_len).map(Some)),
+        None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
+    };
+    dy[..n * out_len]
+        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
+        .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
+        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
+        .zip(dw_parts.par_chunks_mut(kl * f).zip(db_parts.par_chunks_mut(f)))
+        .zip(dx_tasks)
+        .for_each(|((((dz, yt), xt), (dw, db)), dxt)| {
+            activation::backward(act, yt, dz, f);
+            sum_rows(dz, f, db);
+            let s = xt.len() / in_len;
+            let (xg_len, cols_len) = gr.scratch(s);
+            let dz = &*dz;
+            with_scratch(xg_len + cols_len, |buf| {
+                let (xg, cols) = buf.split_at_mut(xg_len);
+                for k in 0..op.groups {
+                    let dz_k = MatRef::with_ld(&dz[k * gr.fg..], s * p, gr.fg, f);
+                    gr.unfold(xt, k, xg, cols);
+                    matmul_ld(MatRef::new(cols, s * p, kl).t(), dz_k, &mut dw[k * gr.fg..], f, false);
+                }
+            });
+            if let Some(dxt) = dxt {
+                // dcols = dz_k . W_k^T, folded into group k's input channels (each
+                // input channel belongs to one group: the gradients are scattered back).
+                with_scratch(xg_len + cols_len, |buf| {
+                    let (dxg, cols) = buf.split_at_mut(xg_len);
+                    for k in 0..op.groups {
+                        let dz_k = MatRef::with_ld(&dz[k * gr.fg..], s * p, gr.fg, f);
+                        matmul(dz_k, gr.kernel(op.kernel, k).t(), cols, false);
+                        dxg.fill(0.0);
+                        let sample = gr.g.h * gr.g.w * gr.g.c;
+                        for (dxs, dc) in dxg.chunks_exact_mut(sample).zip(cols.chunks_exact(p * kl)) {
+                            col2im_add(&gr.g, dc, dxs);
+                        }
+                        let cg = gr.g.c;
+                        for (dst, src) in dxt.chunks_exact_mut(gr.c).zip(dxg.chunks_exact(cg)) {
+                            dst[k * cg..][..cg].copy_from_slice(src);
+                        }
+                    }
+                });
+            }
+        });
+    // The tasks' partial sums, added in task order.
+    sum_rows(dw_parts, kl * f, gw);
     if let Some(gb) = gb {
         sum_rows(db_parts, f, gb);
     }

@@ -62,7 +62,7 @@ impl Model {
                 if w.state { state[w.range.clone()].to_vec() } else { params[w.range.clone()].to_vec() }
             };
             match layer.config() {
-                LayerConfig::Conv2D { kernel_size, strides, padding, activation, .. } => {
+                LayerConfig::Conv2D { kernel_size, strides, padding, dilation_rate, groups, activation, .. } => {
                     let kernel = weight("kernel").expect("Conv2D has a kernel");
                     let &[kh, kw, c, f] = kernel.shape.as_slice() else { unreachable!("Conv2D kernels are 4-D") };
                     // Keras (KH, KW, C, F) -> ONNX (F, C, KH, KW).
@@ -80,7 +80,12 @@ impl Model {
                     if let Some(bias) = weight("bias") {
                         inputs.push(g.constant(&bias.name, &bias.shape, params[bias.range.clone()].to_vec()));
                     }
-                    let attributes = window_attributes(input, kernel_size, strides, padding);
+                    let (d, k) = (dilation_rate, kernel_size);
+                    let span = Pair((k.0 - 1) * d.0 + 1, (k.1 - 1) * d.1 + 1);
+                    let mut attributes = window_attributes(input, span, strides, padding);
+                    attributes[0] = ints("kernel_shape", &[k.0 as i64, k.1 as i64]);
+                    attributes.push(ints("dilations", &[d.0 as i64, d.1 as i64]));
+                    attributes.push(int("group", groups as i64));
                     g.node("Conv", name, inputs, attributes);
                     g.activation(activation, name);
                 }
