@@ -670,6 +670,8 @@ mod tests {
             kernel_size: Pair(0, 3),
             strides: Pair(1, 1),
             padding: Padding::Valid,
+            dilation_rate: Pair(1, 1),
+            groups: 1,
             activation: Activation::Linear,
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,

@@ -183,7 +183,7 @@ impl Layer for Conv2D {
             ));
         }
         let channels = input.last().copied().unwrap_or(0);
-        if channels % self.groups != 0 || self.filters % self.groups != 0 {
+        if !channels.is_multiple_of(self.groups) || !self.filters.is_multiple_of(self.groups) {
             return Err(format!(
                 "groups {} must divide the {channels} input channels and the {} filters",
                 self.groups, self.filters
