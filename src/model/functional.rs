@@ -413,6 +413,9 @@ impl Model {
     ) -> Result<()> {
         let loss = loss.into();
         loss.check()?;
+        for metric in metrics {
+            metric.check()?;
+        }
         self.compiled = Some(Compiled { optimizer: optimizer.into(), loss, metrics: metrics.to_vec(), head: None });
         let first = self.nodes.iter().find(|n| n.inputs.as_slice() == [0]);
         if self.net.is_none()

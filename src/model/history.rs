@@ -87,7 +87,7 @@ pub struct Evaluation {
 impl Evaluation {
     /// The accuracy metric, whichever form ("accuracy", "categorical_accuracy", ...) was compiled.
     pub fn accuracy(&self) -> Option<f64> {
-        self.metrics.iter().find(|(k, _)| k.ends_with("accuracy")).map(|(_, &v)| v)
+        self.metrics.iter().find(|(k, _)| k.ends_with("accuracy") && !k.contains("top_k")).map(|(_, &v)| v)
     }
 
     /// Loss and metrics as one log ("loss", "accuracy", ...), with a prefix such as "val_".

@@ -324,7 +324,8 @@ impl Model {
     fn scratch(&mut self, batch: usize, target_len: usize) -> Result<BatchScratch> {
         let net = self.net.as_mut().expect("prepared models are built");
         net.ensure_capacity(&mut self.nodes, batch, true)?;
-        let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.len());
+        let width = net.output_width();
+        let metrics = self.compiled.as_ref().map_or(0, |c| c.metrics.iter().map(|m| m.state_len(width)).sum());
         Ok(BatchScratch {
             targets: vec![0.0; batch * target_len],
             probs: vec![0.0; batch * net.output_len()],
@@ -370,9 +371,15 @@ impl Model {
         let seen = seen.max(1) as f64;
         let mut logs = Logs::new();
         logs.insert("loss".into(), loss_sum / seen);
-        if let Some(c) = &self.compiled {
-            for (m, sum) in c.metrics.iter().zip(metric_sums) {
-                logs.insert(m.name().into(), sum / seen);
+        if let (Some(c), Some(net)) = (&self.compiled, &self.net) {
+            let width = net.output_width();
+            let mut state = metric_sums;
+            for m in &c.metrics {
+                let (mine, rest) = state.split_at(m.state_len(width));
+                for (name, value) in m.names(width).into_iter().zip(m.results(mine, seen, width)) {
+                    logs.insert(name, value);
+                }
+                state = rest;
             }
         }
         logs
@@ -433,8 +440,15 @@ impl Model {
             }
             None => out,
         };
-        for (sum, metric) in scratch.metric_sums.iter_mut().zip(&compiled.metrics) {
-            *sum = metric.resolve(compiled.loss.loss, width).sum(probs, targets, width) / rows_per_sample;
+        // Each metric's sums over this batch (per sample: averaged over its rows).
+        let sparse = width > 1 && compiled.loss.target_width(width) == 1;
+        scratch.metric_sums.fill(0.0);
+        let mut state = &mut scratch.metric_sums[..];
+        for metric in &compiled.metrics {
+            let (mine, rest) = state.split_at_mut(metric.state_len(width));
+            metric.resolve(compiled.loss.loss, width).update(probs, targets, width, sparse, mine);
+            mine.iter_mut().for_each(|v| *v /= rows_per_sample);
+            state = rest;
         }
         let loss = loss / rows_per_sample;
         if mode == Mode::Train && (loss.is_finite() || grouped) {
