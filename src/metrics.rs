@@ -250,6 +250,17 @@ impl Metric {
     }
 }
 
+/// `matrix[true][predicted]` counts of `classes` classes.
+pub fn confusion_counts(truth: &[usize], predicted: &[usize], classes: usize) -> Vec<Vec<usize>> {
+    let mut matrix = vec![vec![0; classes]; classes];
+    for (&t, &p) in truth.iter().zip(predicted) {
+        if t < classes && p < classes {
+            matrix[t][p] += 1;
+        }
+    }
+    matrix
+}
+
 /// Classes of an output of `width` values: two for one binary output.
 fn classes(width: usize) -> usize {
     if width == 1 { 2 } else { width }

@@ -51,6 +51,12 @@ pub fn argmax(probabilities: &Tensor) -> Vec<usize> {
     probabilities.to_f32_vec().chunks_exact(width).map(argmax_row).collect()
 }
 
+/// Each sample's class from its targets: one-hot rows, a class index, or (for
+/// one binary output) 0/1.
+pub fn class_indices(y: &Tensor) -> Vec<usize> {
+    if y.row_len() == 1 { y.to_f32_vec().iter().map(|&v| v.max(0.0).round() as usize).collect() } else { argmax(y) }
+}
+
 /// Index of the largest value (the first one on ties).
 pub fn argmax_row(row: &[f32]) -> usize {
     let mut best = 0;

@@ -529,4 +529,13 @@ optimizer = { class_name = "AdamW", weight_decay = 0.01, clipnorm = 1.0, learnin
     assert_eq!(p.len(), 2);
     assert!((p[0].as_f64().unwrap() + p[1].as_f64().unwrap() - 1.0).abs() < 1e-5);
     assert_eq!(report[0]["top"][0]["class"], "red", "{report}");
+    // The classification report names the folder's classes, in their order.
+    let out = keel(&["evaluate", s, "--report", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(report["classes"][0]["name"], "green");
+    assert_eq!(report["classes"][1]["support"], 6);
+    assert!((report["accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-3, "{report}");
+    let out = keel(&["evaluate", s, "--report"], &[]);
+    assert!(text(&out.stdout).contains("weighted avg") && text(&out.stdout).contains("confusion matrix"));
 }

@@ -127,3 +127,27 @@ fn metrics_in_compile_fit_evaluate_and_model_files() {
         assert!(parsed.is_err(), "{bad}");
     }
 }
+
+#[test]
+fn classification_report_as_scikit_learn_computes_it() {
+    use keel::model::ClassificationReport;
+    let names: Vec<String> = ["cat", "dog", "emu"].map(String::from).to_vec();
+    let probs = Tensor::from_vec(&[4, 3], OUT.to_vec()).unwrap();
+    // Predicted 0, 2, 2, 0 against 0, 1, 2, 2.
+    let report = ClassificationReport::from_probabilities(&probs, &[0, 1, 2, 2], &names);
+    let scores: Vec<(f64, f64, f64, usize)> =
+        report.classes.iter().map(|c| (c.precision, c.recall, c.f1, c.support)).collect();
+    assert_eq!(scores, [(0.5, 1.0, 2.0 / 3.0, 1), (0.0, 0.0, 0.0, 1), (0.5, 0.5, 0.5, 2)]);
+    assert_eq!(report.accuracy, 0.5);
+    assert!((report.macro_avg.precision - 1.0 / 3.0).abs() < 1e-12);
+    assert!((report.weighted_avg.f1 - (2.0 / 3.0 + 1.0) / 4.0).abs() < 1e-12);
+    assert_eq!(report.top_k, [(1, 0.5)]);
+    assert_eq!(report.confusion, [[1, 0, 0], [0, 0, 1], [1, 0, 1]]);
+    let pairs: Vec<(&str, &str, usize)> =
+        report.most_confused.iter().map(|c| (c.truth.as_str(), c.predicted.as_str(), c.count)).collect();
+    assert_eq!(pairs, [("dog", "emu", 1), ("emu", "cat", 1)]);
+    let text = report.to_string();
+    assert!(text.contains("         emu     0.5000     0.5000     0.5000          2"), "{text}");
+    assert!(text.contains("weighted avg"), "{text}");
+    assert_eq!(report.to_json()["classes"][0]["name"], "cat");
+}

@@ -51,12 +51,6 @@ fn parse_size(text: &str) -> Result<(usize, usize), String> {
 /// Images (N, H, W, C), in memory or streamed, and one-hot labels.
 pub type Split = (Box<dyn Samples>, Tensor);
 
-/// Each sample's class from its targets: one-hot rows, a class index, or (for
-/// one binary output) 0/1.
-pub fn class_indices(y: &Tensor) -> Vec<usize> {
-    if y.row_len() == 1 { y.to_f32_vec().iter().map(|&v| v.max(0.0).round() as usize).collect() } else { argmax(y) }
-}
-
 /// Train and (when there is one) test splits, and what they mean.
 pub struct Prepared {
     pub train: Split,

@@ -26,6 +26,13 @@ pub struct EvaluateArgs {
     /// Write test loss and metrics as JSON to this file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
+    /// Print a classification report: per class precision, recall, F1 and support,
+    /// averages, top-1/top-5 accuracy, the most confused classes, the confusion matrix.
+    #[arg(long)]
+    report: bool,
+    /// With --report: print it as JSON instead.
+    #[arg(long, requires = "report")]
+    json: bool,
     #[command(flatten)]
     mpi: MpiArgs,
 }
@@ -54,12 +61,26 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
             )));
         };
         let scores = model.evaluate(x.as_ref(), y)?;
+        let report = if args.report { Some(model.classification_report(x.as_ref(), y)?) } else { None };
         if !root {
             return Ok(());
         }
-        println!("Test loss: {:.4}", scores.loss);
-        for (name, value) in &scores.metrics {
-            println!("Test {name}: {value:.4}");
+        match &report {
+            Some(report) if args.json => {
+                let mut json = report.to_json();
+                json["test_loss"] = json!(scores.loss);
+                json["metrics"] = json!(scores.metrics);
+                println!("{}", serde_json::to_string_pretty(&json).expect("JSON values serialise"));
+            }
+            _ => {
+                println!("Test loss: {:.4}", scores.loss);
+                for (name, value) in &scores.metrics {
+                    println!("Test {name}: {value:.4}");
+                }
+                if let Some(report) = &report {
+                    println!("\n{report}");
+                }
+            }
         }
         if let Some(dir) = &args.plots {
             super::report::write_plots(&mut model, x.as_ref(), y, None, dir)?;
@@ -72,6 +93,7 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
                 "test_loss": scores.loss,
                 "test_accuracy": accuracy,
                 "metrics": scores.metrics,
+                "report": report.as_ref().map(|r| r.to_json()),
             });
             write_json(path, &report)?;
         }

@@ -146,14 +146,6 @@ fn is_root(communicator: &Option<Arc<dyn Communicator>>) -> bool {
     communicator.as_ref().is_none_or(|c| c.rank() == 0)
 }
 
-/// The model's class names for its `classes` outputs, or their indices when it has none.
-fn class_names(model: &Model, classes: usize) -> Vec<String> {
-    match model.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
-        Some(names) => names,
-        None => (0..classes).map(|i| i.to_string()).collect(),
-    }
-}
-
 /// Writes `value` as pretty JSON, atomically.
 fn write_json(path: &std::path::Path, value: &serde_json::Value) -> keel::Result<()> {
     let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");

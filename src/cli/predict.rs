@@ -47,7 +47,7 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
         let x = Tensor::from_u8(&[n_good, h, w, c], good)? * scale;
         let probabilities = if n_good > 0 { model.class_probabilities(&x)?.to_f32_vec() } else { Vec::new() };
         let classes = model.output_shape()?.iter().product::<usize>().max(2);
-        let names = super::class_names(&model, classes);
+        let names = model.class_names(classes);
         let mut rows = probabilities.chunks(classes);
         let mut report = Vec::new();
         let mut failed = 0;

@@ -20,10 +20,10 @@ pub fn write_plots(
         plots::training_curves(history, dir)?;
     }
     let predicted = argmax(&model.class_probabilities(x)?);
-    let truth = super::data::class_indices(y);
+    let truth = keel::utils::class_indices(y);
     let classes = y.row_len().max(2);
-    let names = super::class_names(model, classes);
-    plots::confusion_matrix(&plots::confusion_counts(&truth, &predicted, classes), &names, dir)?;
+    let names = model.class_names(classes);
+    plots::confusion_matrix(&keel::metrics::confusion_counts(&truth, &predicted, classes), &names, dir)?;
     let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
     let shape = &x.shape()[1..];
     let (height, width, channels) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));

@@ -535,6 +535,15 @@ impl Model {
         Ok(&self.network()?.shapes)
     }
 
+    /// The names of `classes` output classes: the dataset's (folder names,
+    /// Fashion-MNIST's labels...) when the model records them, else "0", "1", ...
+    pub fn class_names(&self, classes: usize) -> Vec<String> {
+        match self.data_info().map(|i| i.class_names.clone()).filter(|n| n.len() == classes) {
+            Some(names) => names,
+            None => (0..classes).map(|i| i.to_string()).collect(),
+        }
+    }
+
     /// The compiled loss, if any.
     pub fn loss(&self) -> Option<LossConfig> {
         self.compiled.as_ref().map(|c| c.loss)

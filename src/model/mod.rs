@@ -8,6 +8,7 @@ mod graph;
 mod history;
 mod network;
 mod progress;
+mod report;
 mod summary;
 mod training;
 
@@ -16,5 +17,6 @@ pub use functional::{LayerHandle, Model, Sequential, WeightInfo};
 pub use graph::{Input, IntoInputs, LayerExt, Spec, SymbolicTensor};
 pub use history::{EpochLog, Evaluation, History, Logs};
 pub use progress::{Verbosity, format_progress_line};
+pub use report::{ClassScores, ClassificationReport, Confusion};
 pub use summary::shape_str;
 pub use training::{FitOptions, validation_split_at};

@@ -106,17 +106,6 @@ where
     Ok(())
 }
 
-/// `matrix[true][predicted]` counts of `classes` classes.
-pub fn confusion_counts(truth: &[usize], predicted: &[usize], classes: usize) -> Vec<Vec<usize>> {
-    let mut matrix = vec![vec![0; classes]; classes];
-    for (&t, &p) in truth.iter().zip(predicted) {
-        if t < classes && p < classes {
-            matrix[t][p] += 1;
-        }
-    }
-    matrix
-}
-
 /// `confusion_matrix.{png,svg}`: counts per (true, predicted) class, shaded
 /// by the share of the true class, with each class's accuracy beside its row.
 pub fn confusion_matrix(matrix: &[Vec<usize>], class_names: &[String], dir: &Path) -> Result<PathBuf> {
