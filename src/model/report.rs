@@ -97,7 +97,7 @@ impl ClassificationReport {
             .filter(|&(t, p)| t != p && confusion[t][p] > 0)
             .map(|(t, p)| Confusion { truth: names[t].clone(), predicted: names[p].clone(), count: confusion[t][p] })
             .collect();
-        pairs.sort_by(|a, b| b.count.cmp(&a.count));
+        pairs.sort_by_key(|c| std::cmp::Reverse(c.count));
         pairs.truncate(10);
         ClassificationReport {
             classes: per_class,
