@@ -188,6 +188,20 @@ pub enum ChannelSums<'a> {
     Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32] },
 }
 
+/// What the backward pass of an operation with weights reads and writes, for
+/// a batch of `n` samples: the forward input and output, dL/dy (turned into
+/// dL/dz in place), dL/dx when it is asked for, and the kernel's and bias'
+/// gradients (written).
+pub struct WeightGrads<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub dy: &'a mut [f32],
+    pub dx: Option<&'a mut [f32]>,
+    pub kernel: &'a mut [f32],
+    pub bias: Option<&'a mut [f32]>,
+    pub n: usize,
+}
+
 /// The operations. Shapes in each comment are per batch of `n` samples.
 pub trait Device: Send + Sync {
     /// A name for messages ("cpu").
@@ -269,53 +283,20 @@ pub trait Device: Send + Sync {
     fn dense_forward(&self, op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
 
     /// From dL/dy in `dy` (overwritten with dL/dz): dW = x^T . dz, db = sum dz, dx = dz . W^T.
-    #[allow(clippy::too_many_arguments)]
-    fn dense_backward(
-        &self,
-        op: &DenseOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    );
+    fn dense_backward(&self, op: &DenseOp, pass: WeightGrads, ws: &mut Workspace);
 
     /// x: (N,H,W,C) -> y: (N,OH,OW,F), or the pooled (N,PH,PW,F) with `op.pool`.
     fn conv2d_forward(&self, op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
 
     /// dW, db and (when asked) dx from dL/dy (overwritten). Runs after this
     /// layer's forward on the same batch (it reads what that saved in `ws`).
-    #[allow(clippy::too_many_arguments)]
-    fn conv2d_backward(
-        &self,
-        op: &ConvOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    );
+    fn conv2d_backward(&self, op: &ConvOp, pass: WeightGrads, ws: &mut Workspace);
 
     /// x: (N,H,W,C) -> y: (N,OH,OW,C*M).
     fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
 
     /// dW, db and (when asked) dx from dL/dy (overwritten).
-    #[allow(clippy::too_many_arguments)]
-    fn depthwise_backward(
-        &self,
-        op: &DepthwiseOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    );
+    fn depthwise_backward(&self, op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspace);
 
     // ---- pooling ----------------------------------------------------------------
 

@@ -2,7 +2,7 @@ use super::LayerConfig;
 use super::padding::dilated_window;
 use super::{Backward, Layer, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::device::{self, ConvOp, Workspace};
+use crate::device::{self, ConvOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::kernels::Window;
 use crate::regularizers::Regularizer;
@@ -230,7 +230,8 @@ impl Layer for Conv2D {
         let op = self.op(params);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
-        device::current().conv2d_backward(&op, x, y, dy, dx, (gw, gb), n, &mut self.ws);
+        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        device::current().conv2d_backward(&op, pass, &mut self.ws);
     }
 }
 

@@ -1,7 +1,7 @@
 use super::LayerConfig;
 use super::{Backward, Layer, Mode, Weight};
 use crate::activations::Activation;
-use crate::device::{self, DenseOp, Workspace};
+use crate::device::{self, DenseOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
 
@@ -148,7 +148,8 @@ impl Layer for Dense {
         let op = self.op(params);
         let (gw, gb) = grads.split_at_mut(self.features * self.units);
         let gb = self.use_bias.then_some(gb);
-        device::current().dense_backward(&op, x, y, dy, dx, (gw, gb), n, &mut self.ws);
+        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        device::current().dense_backward(&op, pass, &mut self.ws);
     }
 }
 

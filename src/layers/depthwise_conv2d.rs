@@ -1,6 +1,6 @@
 use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::device::{self, DepthwiseOp, Workspace};
+use crate::device::{self, DepthwiseOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::kernels::depthwise::Depthwise;
 use crate::regularizers::Regularizer;
@@ -175,7 +175,8 @@ impl Layer for DepthwiseConv2D {
         let op = self.op(params);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
-        device::current().depthwise_backward(&op, x, y, dy, dx, (gw, gb), n, &mut self.ws);
+        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        device::current().depthwise_backward(&op, pass, &mut self.ws);
     }
 }
 

@@ -1,7 +1,7 @@
 use super::depthwise_conv2d::geometry;
 use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::device::{self, DenseOp, DepthwiseOp, Workspace};
+use crate::device::{self, DenseOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::kernels::depthwise::Depthwise;
 use crate::regularizers::Regularizer;
@@ -242,7 +242,10 @@ impl Layer for SeparableConv2D {
         let (g_pointwise, g_bias) = rest.split_at_mut(kp);
         let g_bias = self.use_bias.then_some(g_bias);
         let device = device::current();
-        device.dense_backward(&pw, &self.mid, y, dy, Some(&mut self.dmid), (g_pointwise, g_bias), n, &mut self.ws.1);
-        device.depthwise_backward(&dw, x, &self.mid, &mut self.dmid, dx, (g_depthwise, None), n, &mut self.ws.0);
+        let pointwise =
+            WeightGrads { x: &self.mid, y, dy, dx: Some(&mut self.dmid), kernel: g_pointwise, bias: g_bias, n };
+        device.dense_backward(&pw, pointwise, &mut self.ws.1);
+        let depthwise = WeightGrads { x, y: &self.mid, dy: &mut self.dmid, dx, kernel: g_depthwise, bias: None, n };
+        device.depthwise_backward(&dw, depthwise, &mut self.ws.0);
     }
 }

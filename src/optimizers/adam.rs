@@ -1,5 +1,5 @@
 use super::{LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State, ensure_len, update_each};
-use super::{base_builders, optimizer_fields};
+use super::{base_builders, moment_builders, optimizer_fields};
 use std::ops::Range;
 
 /// Adam, as `keras.optimizers.Adam` (defaults: learning_rate 0.001, beta_1 0.9,
@@ -46,27 +46,10 @@ impl Adam {
     pub fn new(learning_rate: f32) -> Self {
         Adam { learning_rate: learning_rate.into(), ..Self::default() }
     }
-
-    /// Decay of the first-moment average.
-    pub fn beta_1(mut self, beta_1: f32) -> Self {
-        self.beta_1 = beta_1;
-        self
-    }
-
-    /// Decay of the second-moment average.
-    pub fn beta_2(mut self, beta_2: f32) -> Self {
-        self.beta_2 = beta_2;
-        self
-    }
-
-    /// Added to the denominator for stability.
-    pub fn epsilon(mut self, epsilon: f32) -> Self {
-        self.epsilon = epsilon;
-        self
-    }
 }
 
 base_builders!(Adam, weight_decay);
+moment_builders!(Adam);
 
 impl Optimizer for Adam {
     optimizer_fields!();
@@ -148,27 +131,10 @@ impl AdamW {
         self.weight_decay = weight_decay;
         self
     }
-
-    /// Decay of the first-moment average.
-    pub fn beta_1(mut self, beta_1: f32) -> Self {
-        self.beta_1 = beta_1;
-        self
-    }
-
-    /// Decay of the second-moment average.
-    pub fn beta_2(mut self, beta_2: f32) -> Self {
-        self.beta_2 = beta_2;
-        self
-    }
-
-    /// Added to the denominator for stability.
-    pub fn epsilon(mut self, epsilon: f32) -> Self {
-        self.epsilon = epsilon;
-        self
-    }
 }
 
 base_builders!(AdamW);
+moment_builders!(AdamW);
 
 impl Optimizer for AdamW {
     optimizer_fields!();

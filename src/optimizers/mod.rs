@@ -322,6 +322,32 @@ macro_rules! base_builders {
 }
 pub(crate) use base_builders;
 
+/// `beta_1`, `beta_2` and `epsilon` builders, for the optimizers with Adam's moments.
+macro_rules! moment_builders {
+    ($name:ident) => {
+        impl $name {
+            /// Decay of the first-moment average.
+            pub fn beta_1(mut self, beta_1: f32) -> Self {
+                self.beta_1 = beta_1;
+                self
+            }
+
+            /// Decay of the second-moment average.
+            pub fn beta_2(mut self, beta_2: f32) -> Self {
+                self.beta_2 = beta_2;
+                self
+            }
+
+            /// Added to the denominator for stability.
+            pub fn epsilon(mut self, epsilon: f32) -> Self {
+                self.epsilon = epsilon;
+                self
+            }
+        }
+    };
+}
+pub(crate) use moment_builders;
+
 /// Runs `f` on every value of `variables`, in parallel chunks.
 fn for_each_value(values: &mut [f32], variables: &[Range<usize>], f: impl Fn(&mut f32) + Sync) {
     for r in variables {

@@ -1,5 +1,5 @@
 use super::{LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State, ensure_len, update_each};
-use super::{base_builders, optimizer_fields};
+use super::{base_builders, moment_builders, optimizer_fields};
 use std::ops::Range;
 
 /// Nadam (Adam with Nesterov momentum), as `keras.optimizers.Nadam`
@@ -56,24 +56,6 @@ impl Nadam {
         Nadam { learning_rate: learning_rate.into(), ..Self::default() }
     }
 
-    /// Decay of the first-moment average.
-    pub fn beta_1(mut self, beta_1: f32) -> Self {
-        self.beta_1 = beta_1;
-        self
-    }
-
-    /// Decay of the second-moment average.
-    pub fn beta_2(mut self, beta_2: f32) -> Self {
-        self.beta_2 = beta_2;
-        self
-    }
-
-    /// Added to the denominator for stability.
-    pub fn epsilon(mut self, epsilon: f32) -> Self {
-        self.epsilon = epsilon;
-        self
-    }
-
     /// u_t = beta_1 * (1 - 0.5 * 0.96^t).
     fn momentum_at(&self, t: u64) -> f64 {
         self.beta_1 as f64 * (1.0 - 0.5 * 0.96f64.powf(t as f64))
@@ -81,6 +63,7 @@ impl Nadam {
 }
 
 base_builders!(Nadam, weight_decay);
+moment_builders!(Nadam);
 
 impl Optimizer for Nadam {
     optimizer_fields!();

@@ -4,7 +4,7 @@
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
-use crate::device::{ConvOp, DepthwiseOp, Workspace};
+use crate::device::{ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::depthwise;
@@ -78,24 +78,15 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
 //   dz = dy * act'(y);  dW = conv_weight_grad(x, dz);  db = sum(dz);  dx = conv_input_grad(dz, W)
 // With a fused pool, y = maxpool(act(z)) and dz is first scattered to the
 // argmax positions: dz[argmax[i]] += dy[i] * act'(y[i]).
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    op: &ConvOp,
-    x: &[f32],
-    y: &[f32],
-    dy: &mut [f32],
-    dx: Option<&mut [f32]>,
-    (gw, gb): (&mut [f32], Option<&mut [f32]>),
-    n: usize,
-    ws: &mut Workspace,
-) {
+pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     if op.groups > 1 {
-        return grouped_backward(op, x, y, dy, dx, (gw, gb), n, ws);
+        return grouped_backward(op, pass, ws);
     }
     if op.act.needs_input() && op.pool.is_none() {
-        through_kept_input(op.act, &mut dy[..n * op.g.positions() * op.filters], ws);
-        return backward(&ConvOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+        through_kept_input(op.act, &mut pass.dy[..pass.n * op.g.positions() * op.filters], ws);
+        return backward(&ConvOp { act: Activation::Linear, ..*op }, pass, ws);
     }
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
     let (g, f, act) = (op.g, op.filters, op.act);
     let k = g.patch_len();
     let tasks = task_count(n);
@@ -247,17 +238,8 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
 }
 
 // dz = dy * act'(y);  per group k: dW_k = unfold(x_k)^T . dz_k;  dx_k = fold(dz_k . W_k^T);  db = sum dz
-#[allow(clippy::too_many_arguments)]
-fn grouped_backward(
-    op: &ConvOp,
-    x: &[f32],
-    y: &[f32],
-    dy: &mut [f32],
-    dx: Option<&mut [f32]>,
-    (gw, gb): (&mut [f32], Option<&mut [f32]>),
-    n: usize,
-    ws: &mut Workspace,
-) {
+fn grouped_backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
     let gr = Group::of(op);
     let (in_len, out_len, p, f) =
         (op.g.h * op.g.w * op.g.c, op.g.positions() * op.filters, op.g.positions(), op.filters);
@@ -433,22 +415,13 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
 
 // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
 // Workspace: [dW parts, db parts].
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise_backward(
-    op: &DepthwiseOp,
-    x: &[f32],
-    y: &[f32],
-    dy: &mut [f32],
-    dx: Option<&mut [f32]>,
-    (gw, gb): (&mut [f32], Option<&mut [f32]>),
-    n: usize,
-    ws: &mut Workspace,
-) {
+pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspace) {
     if op.act.needs_input() {
         let (co, g) = (op.g.out_channels(), op.g);
-        through_kept_input(op.act, &mut dy[..n * g.oh * g.ow * co], ws);
-        return depthwise_backward(&DepthwiseOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+        through_kept_input(op.act, &mut pass.dy[..pass.n * g.oh * g.ow * co], ws);
+        return depthwise_backward(&DepthwiseOp { act: Activation::Linear, ..*op }, pass, ws);
     }
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
     let g = op.g;
     let co = g.out_channels();
     let k = g.kh * g.kw * co;

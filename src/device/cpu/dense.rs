@@ -3,7 +3,7 @@
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, through_kept_input};
 use crate::activations::Activation;
-use crate::device::{DenseOp, Workspace};
+use crate::device::{DenseOp, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{activation, narrow, sum_rows};
 use rayon::prelude::*;
@@ -54,21 +54,12 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
 
 // Differentiates y = act(x . W + b):
 //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    op: &DenseOp,
-    x: &[f32],
-    y: &[f32],
-    dy: &mut [f32],
-    dx: Option<&mut [f32]>,
-    (gw, gb): (&mut [f32], Option<&mut [f32]>),
-    n: usize,
-    ws: &mut Workspace,
-) {
+pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     if op.act.needs_input() {
-        through_kept_input(op.act, &mut dy[..n * op.rows_per_sample * op.u], ws);
-        return backward(&DenseOp { act: Activation::Linear, ..*op }, x, y, dy, dx, (gw, gb), n, ws);
+        through_kept_input(op.act, &mut pass.dy[..pass.n * op.rows_per_sample * op.u], ws);
+        return backward(&DenseOp { act: Activation::Linear, ..*op }, pass, ws);
     }
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
     let task_rows = task_rows(op);

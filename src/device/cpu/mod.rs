@@ -11,7 +11,7 @@ mod elementwise;
 mod norm;
 mod pool;
 
-use super::{ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, Workspace};
+use super::{ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, WeightGrads, Workspace};
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
@@ -167,54 +167,24 @@ impl Device for Cpu {
         dense::forward(op, x, y, n, ws)
     }
 
-    fn dense_backward(
-        &self,
-        op: &DenseOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    ) {
-        dense::backward(op, x, y, dy, dx, grads, n, ws)
+    fn dense_backward(&self, op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
+        dense::backward(op, pass, ws)
     }
 
     fn conv2d_forward(&self, op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
         conv::forward(op, x, y, n, ws)
     }
 
-    fn conv2d_backward(
-        &self,
-        op: &ConvOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    ) {
-        conv::backward(op, x, y, dy, dx, grads, n, ws)
+    fn conv2d_backward(&self, op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
+        conv::backward(op, pass, ws)
     }
 
     fn depthwise_forward(&self, op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
         conv::depthwise_forward(op, x, y, n, ws)
     }
 
-    fn depthwise_backward(
-        &self,
-        op: &DepthwiseOp,
-        x: &[f32],
-        y: &[f32],
-        dy: &mut [f32],
-        dx: Option<&mut [f32]>,
-        grads: (&mut [f32], Option<&mut [f32]>),
-        n: usize,
-        ws: &mut Workspace,
-    ) {
-        conv::depthwise_backward(op, x, y, dy, dx, grads, n, ws)
+    fn depthwise_backward(&self, op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspace) {
+        conv::depthwise_backward(op, pass, ws)
     }
 
     fn max_pool_forward(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
