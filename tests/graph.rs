@@ -291,3 +291,29 @@ fn sequential_models_accept_named_and_frozen_layers() {
     assert!(!summary.contains("Connected to"), "{summary}");
     let _ = Verbosity::Silent;
 }
+
+#[test]
+fn a_sample_predicts_the_same_alone_and_in_a_batch() {
+    // Batches under one task of samples split each sample's positions (convolutions)
+    // and rows (depthwise) over threads instead: the values must not change.
+    let inputs = Input::new([19, 17, 6]);
+    let x = Conv2D::new(8, (3, 3)).padding(Padding::Same).activation(Activation::Relu).apply(&inputs).unwrap();
+    let x = DepthwiseConv2D::new((3, 3)).strides((2, 2)).padding(Padding::Same).apply(&x).unwrap();
+    let x = DepthwiseConv2D::new((5, 3)).padding(Padding::Same).depth_multiplier(2).apply(&x).unwrap();
+    let x = Conv2D::new(4, (3, 3)).dilation_rate((2, 2)).activation(Activation::Silu).apply(&x).unwrap();
+    let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+    let outputs = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+    let mut model = Model::new(&inputs, &outputs).unwrap();
+    model.build().unwrap();
+    let n = 20;
+    let values: Vec<f32> = (0..n * 19 * 17 * 6).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let batch = Tensor::from_vec(&[n, 19, 17, 6], values.clone()).unwrap();
+    let together = model.predict(&batch).unwrap().to_f32_vec();
+    for i in [0, 7, 19] {
+        let one = Tensor::from_vec(&[1, 19, 17, 6], values[i * 1938..(i + 1) * 1938].to_vec()).unwrap();
+        let alone = model.predict(&one).unwrap().to_f32_vec();
+        for (a, b) in alone.iter().zip(&together[i * 3..(i + 1) * 3]) {
+            assert!((a - b).abs() < 1e-6, "sample {i}: {alone:?} vs {:?}", &together[i * 3..(i + 1) * 3]);
+        }
+    }
+}

@@ -7,13 +7,20 @@ use super::Window;
 
 /// x: (H,W,C) -> cols: (OH*OW, KH*KW*C), zeros where the window hangs over
 /// padding; taps `dh` rows and `dw` columns apart.
-#[multiversion(targets = "simd")]
 pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
+    im2col_positions(g, x, 0..g.positions(), cols)
+}
+
+/// [`im2col`] of the output positions `positions` (flat, OY * OW + OX) only:
+/// cols (positions.len(), KH*KW*C).
+#[multiversion(targets = "simd")]
+pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>, cols: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
     let span = g.kw * c;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let row = &mut cols[(oy * g.ow + ox) * k..][..k];
+    let first = positions.start;
+    for (oy, ox) in positions.map(|at| (at / g.ow, at % g.ow)) {
+        {
+            let row = &mut cols[(oy * g.ow + ox - first) * k..][..k];
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ix0 = (ox * g.sw) as isize - g.pl as isize;
             for (ky, dst) in row.chunks_exact_mut(span).enumerate() {

@@ -7,13 +7,17 @@ use crate::activations::Activation;
 use crate::device::{ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
-use crate::kernels::depthwise;
-use crate::kernels::im2col::{col2im_add, im2col};
+use crate::kernels::depthwise::{self, Depthwise};
+use crate::kernels::im2col::{col2im_add, im2col, im2col_positions};
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::{Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
+
+/// Output positions per task when a batch smaller than one task of samples is
+/// split within its samples (so that batch-1 inference uses every thread).
+const POSITIONS_PER_TASK: usize = 256;
 
 /// Input channels up to which the direct kernels beat im2col + matrix product.
 const DIRECT_MAX_CHANNELS: usize = 4;
@@ -52,6 +56,21 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
+        if n < SAMPLES_PER_TASK && !direct {
+            // One task's worth of samples: split each sample's output positions instead.
+            let k = g.patch_len();
+            let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
+            return samples.for_each(|(ys, xs)| {
+                ys.par_chunks_mut(POSITIONS_PER_TASK * f).enumerate().for_each(|(t, yt)| {
+                    let (first, count) = (t * POSITIONS_PER_TASK, yt.len() / f);
+                    with_scratch(count * k, |cols| {
+                        im2col_positions(&g, xs, first..first + count, cols);
+                        matmul(MatRef::new(cols, count, k), MatRef::new(op.kernel, k, f), yt, false);
+                    });
+                    activation::forward(act, yt, bias, f);
+                });
+            });
+        }
         return y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
             with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols, bias, act));
         });
@@ -402,6 +421,18 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
     let g = op.g;
     let (in_len, co) = (g.h * g.w * g.c, g.out_channels());
     let out_len = g.oh * g.ow * co;
+    if n < SAMPLES_PER_TASK {
+        // One task's worth of samples: split each sample into bands of output rows.
+        let rows = POSITIONS_PER_TASK.div_ceil(g.ow).max(1);
+        let samples = y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len));
+        return samples.for_each(|(ys, xs)| {
+            ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each(|(b, yb)| {
+                let (band, xb) = depthwise_band(&g, xs, b * rows, yb.len() / (g.ow * co));
+                depthwise::forward(&band, xb, op.kernel, op.bias, yb);
+                activation::forward(op.act, yb, None, co);
+            });
+        });
+    }
     y[..n * out_len]
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
@@ -411,6 +442,16 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
             }
             activation::forward(op.act, yt, None, co);
         });
+}
+
+/// The geometry of output rows `first..first + rows` of a depthwise
+/// convolution as a convolution of its own, and the input rows it reads from:
+/// the input starts at the band's first row (or keeps its top padding).
+fn depthwise_band<'a>(g: &Depthwise, x: &'a [f32], first: usize, rows: usize) -> (Depthwise, &'a [f32]) {
+    let top = first * g.sh;
+    let (skip, pt) = if top >= g.pt { (top - g.pt, 0) } else { (0, g.pt - top) };
+    let band = Depthwise { h: g.h - skip, oh: rows, pt, ..*g };
+    (band, &x[skip * g.w * g.c..])
 }
 
 // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
