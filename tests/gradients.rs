@@ -44,6 +44,9 @@ fn conv2d_dilated_and_grouped() {
     let grouped = Conv2D::new(4, (3, 3)).groups(2).dilation_rate((2, 2)).activation(Activation::Silu);
     check_layer(grouped, &[7, 6, 8], 2, x(4, 2 * 336), 363);
     check_layer(Conv2D::new(4, (3, 3)).groups(4).strides((2, 2)).use_bias(false), &[6, 6, 4], 17, x(5, 17 * 144), 364);
+    // 1x1 convolutions read their input as the patches (no unfolding), in small and large batches.
+    check_layer(Conv2D::new(5, (1, 1)).activation(Activation::Tanh), &[4, 3, 6], 2, x(6, 2 * 72), 365);
+    check_layer(Conv2D::new(3, (1, 1)).padding(Padding::Same), &[3, 3, 7], 18, x(7, 18 * 63), 366);
     // Keras' rules, at build time.
     let err = Conv2D::new(6, (3, 3)).groups(4).build(&[5, 5, 8]).unwrap_err();
     assert!(err.contains("groups 4 must divide the 8 input channels and the 6 filters"), "{err}");
