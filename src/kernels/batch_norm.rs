@@ -2,7 +2,10 @@
 //! values. Sums are f64 and taken row by row in order, so callers that split
 //! rows into fixed tasks and add the task sums in order are deterministic.
 
+use multiversion::multiversion;
+
 /// sums[ch] += sum over rows of x[row, ch].
+#[multiversion(targets = "simd")]
 pub fn add_channel_sums(x: &[f32], c: usize, sums: &mut [f64]) {
     for row in x.chunks_exact(c) {
         for (s, &v) in sums.iter_mut().zip(row) {
@@ -12,6 +15,7 @@ pub fn add_channel_sums(x: &[f32], c: usize, sums: &mut [f64]) {
 }
 
 /// sums[ch] += sum over rows of (x[row, ch] - mean[ch])^2.
+#[multiversion(targets = "simd")]
 pub fn add_squared_deviations(x: &[f32], mean: &[f32], sums: &mut [f64]) {
     for row in x.chunks_exact(mean.len()) {
         for ((s, &v), &m) in sums.iter_mut().zip(row).zip(mean) {
@@ -22,6 +26,7 @@ pub fn add_squared_deviations(x: &[f32], mean: &[f32], sums: &mut [f64]) {
 }
 
 /// y = x * a + b per channel (a = gamma / sqrt(var + eps), b = beta - mean * a).
+#[multiversion(targets = "simd")]
 pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32]) {
     let c = a.len();
     for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
@@ -33,6 +38,7 @@ pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32]) {
 
 /// sums[ch] += sum dy and sums[c + ch] += sum dy * xhat, with xhat = (x - mean) * inv_std:
 /// the gradients of beta and gamma.
+#[multiversion(targets = "simd")]
 pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], sums: &mut [f64]) {
     let c = mean.len();
     let (dbeta, dgamma) = sums.split_at_mut(c);
@@ -58,12 +64,17 @@ pub struct InputGrad<'a> {
 
 impl InputGrad<'_> {
     pub fn write(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        let c = self.mean.len();
-        for ((xr, dr), out) in x.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dx.chunks_exact_mut(c)) {
-            for ch in 0..c {
-                let xhat = (xr[ch] - self.mean[ch]) * self.inv_std[ch];
-                out[ch] = self.a[ch] * (dr[ch] - self.k1[ch] - xhat * self.k2[ch]);
-            }
+        input_grad(self, x, dy, dx)
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn input_grad(g: &InputGrad, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let c = g.mean.len();
+    for ((xr, dr), out) in x.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dx.chunks_exact_mut(c)) {
+        for ch in 0..c {
+            let xhat = (xr[ch] - g.mean[ch]) * g.inv_std[ch];
+            out[ch] = g.a[ch] * (dr[ch] - g.k1[ch] - xhat * g.k2[ch]);
         }
     }
 }

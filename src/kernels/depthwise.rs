@@ -3,6 +3,8 @@
 //! c * m .. (c + 1) * m (Keras' `DepthwiseConv2D` with `depth_multiplier` m),
 //! with strides, padding and dilation.
 
+use multiversion::multiversion;
+
 /// The geometry of a depthwise convolution over one sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Depthwise {
@@ -58,6 +60,7 @@ impl Depthwise {
 }
 
 /// x: (H,W,C), kernel (KH,KW,C,M), bias (C*M) -> y: (OH,OW,C*M), written.
+#[multiversion(targets = "simd")]
 pub fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (c, m, co) = (g.c, g.m, g.out_channels());
     for out in y.chunks_exact_mut(co) {
@@ -83,6 +86,7 @@ pub fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y
 }
 
 /// dz: (OH,OW,C*M) -> dW (KH,KW,C,M) and db (C*M), added to.
+#[multiversion(targets = "simd")]
 pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
     let (c, m, co) = (g.c, g.m, g.out_channels());
     for d in dz.chunks_exact(co) {
@@ -101,6 +105,7 @@ pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mu
 }
 
 /// dz: (OH,OW,C*M) -> dx: (H,W,C), written.
+#[multiversion(targets = "simd")]
 pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
     let (c, m, co) = (g.c, g.m, g.out_channels());
     dx.fill(0.0);

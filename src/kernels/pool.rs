@@ -133,6 +133,7 @@ fn covered(pos: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usi
 
 /// x: (H,W,C) -> y: (OH,OW,C): the mean of each window's inputs inside the
 /// image (padding is not counted, as TensorFlow's average pooling).
+#[multiversion(targets = "simd")]
 pub fn avg_pool_forward(g: &Window, x: &[f32], y: &mut [f32]) {
     let c = g.c;
     for oy in 0..g.oh {
@@ -153,6 +154,7 @@ pub fn avg_pool_forward(g: &Window, x: &[f32], y: &mut [f32]) {
 }
 
 /// dy: (OH,OW,C) -> dx: (H,W,C), written: each input receives dy / count of every window covering it.
+#[multiversion(targets = "simd")]
 pub fn avg_pool_backward(g: &Window, dy: &[f32], dx: &mut [f32]) {
     let c = g.c;
     dx.fill(0.0);
@@ -174,6 +176,7 @@ pub fn avg_pool_backward(g: &Window, dy: &[f32], dx: &mut [f32]) {
 }
 
 /// x: (P,C) -> y: (C): the mean over the P positions.
+#[multiversion(targets = "simd")]
 pub fn global_avg_forward(x: &[f32], y: &mut [f32]) {
     let c = y.len();
     y.fill(0.0);
@@ -183,6 +186,7 @@ pub fn global_avg_forward(x: &[f32], y: &mut [f32]) {
 }
 
 /// dy: (C) -> dx: (P,C), written: dy / P everywhere.
+#[multiversion(targets = "simd")]
 pub fn global_avg_backward(dy: &[f32], dx: &mut [f32]) {
     let inv = 1.0 / (dx.len() / dy.len()).max(1) as f32;
     for row in dx.chunks_exact_mut(dy.len()) {
