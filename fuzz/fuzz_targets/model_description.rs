@@ -15,7 +15,8 @@ fn small(architecture: &Architecture) -> bool {
         && architecture.layers.len() <= 32
         && architecture.layers.iter().all(|l| match l.config {
             LayerConfig::Dense { units, .. } => units <= 256,
-            LayerConfig::Conv2D { filters, .. } => filters <= 64,
+            LayerConfig::Conv2D { filters, .. } | LayerConfig::SeparableConv2D { filters, .. } => filters <= 64,
+            LayerConfig::UpSampling2D { size, .. } => size.0 * size.1 <= 16,
             LayerConfig::Resizing { height, width } => height * width <= 64 * 64,
             LayerConfig::ZeroPadding2D { padding } => padding.0.iter().flatten().all(|&p| p <= 16),
             _ => true,
