@@ -8,6 +8,7 @@
 mod synthetic;
 
 use keel::distributed::{Communicator, shard};
+use keel::metrics::F1Average;
 use keel::model::History;
 use keel::prelude::*;
 use keel::random::BatchDraws;
@@ -88,7 +89,14 @@ fn augmented_cnn(seed: u64) -> Model {
         .add(Flatten::new())
         .add(Dropout::new(0.3))
         .add(Dense::new(3).activation(Activation::Softmax));
-    model.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    // Metrics kept as sums over the epoch (counts, histograms) are summed over ranks too.
+    let metrics = [
+        Metric::Accuracy,
+        Metric::SparseTopKCategoricalAccuracy(2),
+        Metric::F1Score(F1Average::Macro),
+        Metric::Auc { multi_label: true },
+    ];
+    model.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &metrics).unwrap();
     model
 }
 
