@@ -1,0 +1,86 @@
+"""ImageNet-size inference, side by side: keel, onnxruntime running keel's own
+ONNX export of the same network and weights, and Keras (keras.applications,
+random weights), on the same number of threads: batch 1 latency (ms) and
+batch 32 throughput (images/s), median of several runs.
+
+    python bench/inference.py [--models resnet50,mobilenet_v2] [--threads 2] [--runs 5]
+"""
+import argparse, os, re, statistics, subprocess, tempfile, time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def keel(name, threads, runs, onnx_path):
+    model = os.path.join(ROOT, "examples", "models", f"{name}.toml")
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(["cargo", "run", "--release", "--quiet", "--example", "inference_latency", "--",
+                          model, str(runs), "--onnx", onnx_path], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    ms = dict((int(b), float(v)) for b, v in re.findall(r"batch +(\d+): +([\d.]+) ms", out))
+    return ms[1], 32 / (ms[32] / 1000)
+
+
+def onnxruntime(path, threads, runs):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    results = []
+    for batch in (1, 32):
+        x = np.random.default_rng(0).random([batch] + shape[1:], dtype=np.float32)
+        results.append(timed(lambda: session.run(None, {inp.name: x}), runs))
+    return results[0] * 1000, 32 / results[1]
+
+
+def keras_model(name, threads, runs):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    make = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}[name]
+    model = make(weights=None)
+    results = []
+    for batch in (1, 32):
+        x = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+        results.append(timed(lambda: model(x, training=False), runs))
+    return results[0] * 1000, 32 / results[1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="resnet50,mobilenet_v2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    print(f"{'model':14} {'system':26} {'batch 1 (ms)':>13} {'batch 32 (images/s)':>20}")
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{name}.onnx")
+            rows = [("keel", keel(name, args.threads, args.runs, path)),
+                    ("onnxruntime (keel's ONNX)", onnxruntime(path, args.threads, args.runs))]
+        try:
+            rows.append(("Keras 3 / TensorFlow", keras_model(name, args.threads, args.runs)))
+        except ImportError:
+            pass
+        for system, (ms, ips) in rows:
+            print(f"{name:14} {system:26} {ms:>13.1f} {ips:>20.1f}")
+
+
+if __name__ == "__main__":
+    main()
