@@ -3,9 +3,9 @@ ONNX export of the same network and weights, and Keras (keras.applications,
 random weights), on the same number of threads: batch 1 latency (ms) and
 batch 32 throughput (images/s), median of several runs.
 
-    python bench/inference.py [--models resnet50,mobilenet_v2] [--threads 2] [--runs 5]
+    cargo build --release && python bench/inference.py [--models resnet50,mobilenet_v2] [--threads 2] [--runs 5]
 """
-import argparse, os, re, statistics, subprocess, tempfile, time
+import argparse, json, os, statistics, subprocess, tempfile, time
 
 import numpy as np
 
@@ -23,14 +23,17 @@ def timed(fn, runs):
     return statistics.median(times)
 
 
+KEEL = os.path.join(ROOT, "target", "release", "keel")
+
+
 def keel(name, threads, runs, onnx_path):
+    """`keel bench` on the model file; `keel export` writes the same network and weights as ONNX."""
     model = os.path.join(ROOT, "examples", "models", f"{name}.toml")
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = subprocess.run(["cargo", "run", "--release", "--quiet", "--example", "inference_latency", "--",
-                          model, str(runs), "--onnx", onnx_path], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    ms = dict((int(b), float(v)) for b, v in re.findall(r"batch +(\d+): +([\d.]+) ms", out))
-    return ms[1], 32 / (ms[32] / 1000)
+    subprocess.run([KEEL, "export", "--model", model, "--onnx", onnx_path], check=True, capture_output=True)
+    out = subprocess.run([KEEL, "bench", "--model", model, "--batch", "1,32", "--runs", str(runs),
+                          "--threads", str(threads), "--json"], check=True, capture_output=True, text=True).stdout
+    rows = {r["batch"]: r for r in json.loads(out)["rows"]}
+    return rows[1]["latency_ms_p50"], rows[32]["images_per_s"]
 
 
 def onnxruntime(path, threads, runs):

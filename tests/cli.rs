@@ -539,3 +539,27 @@ optimizer = { class_name = "AdamW", weight_decay = 0.01, clipnorm = 1.0, learnin
     let out = keel(&["evaluate", s, "--report"], &[]);
     assert!(text(&out.stdout).contains("weighted avg") && text(&out.stdout).contains("confusion matrix"));
 }
+
+#[test]
+fn bench_times_a_model_file_and_export_writes_its_onnx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mnist_convnet.toml");
+    let m = model.to_str().unwrap();
+    let out = keel(&["bench", "--model", m, "--batch", "1,4", "--train", "--runs", "2", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4]);
+    for row in rows {
+        for key in ["latency_ms_p50", "latency_ms_p90", "images_per_s", "train_s_per_step"] {
+            assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+        }
+    }
+    let out = keel(&["bench", "--model", m, "--batch", "0"], &[]);
+    assert!(text(&out.stderr).contains("at least 1"), "{}", text(&out.stderr));
+    let onnx = tmp.path().join("m.onnx");
+    let out = keel(&["export", "--model", m, "--onnx", onnx.to_str().unwrap()], &[]);
+    assert!(out.status.success() && onnx.is_file(), "{}", text(&out.stderr));
+    let out = keel(&["export", "--onnx", onnx.to_str().unwrap()], &[]);
+    assert!(text(&out.stderr).contains("give a .keel file or --model FILE"), "{}", text(&out.stderr));
+}

@@ -2,6 +2,7 @@
 //! mistakes end with a message on stderr and exit code 1 (2 for bad
 //! arguments, from clap), never a panic.
 
+mod bench;
 mod data;
 mod datasets;
 mod evaluate;
@@ -40,8 +41,10 @@ enum Command {
         #[arg(long, conflicts_with = "saved")]
         model: Option<PathBuf>,
     },
-    /// Convert a saved model to another format.
+    /// Convert a saved model (or a model file, with random weights) to another format.
     Export(export::ExportArgs),
+    /// Time a model on random data: inference latency and images/s per batch size, training steps.
+    Bench(bench::BenchArgs),
     /// List, fetch and verify the named datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(&args),
         Command::Summary { saved, model } => summary(saved, model),
         Command::Export(args) => export::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Datasets(command) => datasets::run(&command),
     };
     match result {
@@ -70,12 +74,16 @@ pub fn main() -> ExitCode {
 }
 
 fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result<()> {
-    let mut model = match (saved, description) {
-        (Some(path), _) => Model::load(path)?,
-        (None, Some(path)) => Model::from_architecture(&keel::model::Architecture::read(path)?)?,
-        (None, None) => train::reference_model(0, [28, 28, 1], 10)?,
-    };
-    model.summary()
+    load_model(saved, description)?.summary()
+}
+
+/// A saved model, a model file's (random weights), or the reference model.
+fn load_model(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result<Model> {
+    match (saved, description) {
+        (Some(path), _) => Model::load(path),
+        (None, Some(path)) => Model::from_architecture(&keel::model::Architecture::read(path)?),
+        (None, None) => train::reference_model(0, [28, 28, 1], 10),
+    }
 }
 
 /// Most worker threads keel starts.
