@@ -317,3 +317,43 @@ fn a_sample_predicts_the_same_alone_and_in_a_batch() {
         }
     }
 }
+
+#[test]
+fn batch_normalization_applies_the_activation_after_it_with_the_same_results() {
+    // BatchNormalization -> ReLU, -> ReLU(6) and -> Activation("relu") at the end are
+    // fused into one pass; the unfused model must train to the same weights.
+    let make = |fuse: bool| {
+        let inputs = Input::new([6, 6, 2]);
+        let x = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
+        let x = BatchNormalization::new().momentum(0.9).apply(&x).unwrap();
+        let x = ReLU::new().apply(&x).unwrap();
+        let y = DepthwiseConv2D::new((3, 3)).padding(Padding::Same).apply(&x).unwrap();
+        let y = BatchNormalization::new().apply(&y).unwrap();
+        let y = ReLU::new().max_value(6.0).apply(&y).unwrap();
+        let x = Add::new().apply(&[&x, &y]).unwrap();
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let x = Dense::new(5).apply(&x).unwrap();
+        let x = BatchNormalization::new().apply(&x).unwrap();
+        let x = ActivationLayer::new(Activation::Relu).apply(&x).unwrap();
+        let outputs = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(5).fuse_layers(fuse);
+        model.compile(SGD::new(0.05), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        model
+    };
+    let n = 40;
+    let x =
+        Tensor::from_vec(&[n, 6, 6, 2], (0..n * 72).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect()).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let options = FitOptions { epochs: 3, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut fused, mut separate) = (make(true), make(false));
+    fused.fit(&x, &y, &options).unwrap();
+    separate.fit(&x, &y, &options).unwrap();
+    for (a, b) in fused.params().unwrap().iter().zip(separate.params().unwrap()) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    for (a, b) in fused.state().unwrap().iter().zip(separate.state().unwrap()) {
+        assert!((a - b).abs() < 1e-4, "moving statistics {a} vs {b}");
+    }
+    let (p, q) = (fused.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
+    assert!(p.iter().zip(&q).all(|(a, b)| (a - b).abs() < 1e-4));
+}

@@ -229,8 +229,8 @@ pub trait Device: Send + Sync {
     /// dx = dy * f'(x) over `len` values.
     fn rectifier_backward(&self, f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize);
 
-    /// y = x * a[ch] + b[ch] over `len` values, channels last (`a.len()` of them).
-    fn scale_shift(&self, x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize);
+    /// y = act(x * a[ch] + b[ch]) over `len` values, channels last (`a.len()` of them), in one pass.
+    fn scale_shift(&self, x: &[f32], ab: (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize);
 
     /// y = xs[0] + xs[1] + ..., added in input order, over `len` values.
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize);

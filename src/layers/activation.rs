@@ -61,6 +61,11 @@ impl Layer for ActivationLayer {
         Ok(input.to_vec())
     }
 
+    fn as_activation(&self) -> Option<Activation> {
+        let act = self.activation;
+        (!self.deferred && act != Activation::Softmax && !act.needs_input()).then_some(act)
+    }
+
     fn output_activation(&self) -> Activation {
         self.activation
     }

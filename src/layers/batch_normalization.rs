@@ -1,4 +1,5 @@
 use super::{Backward, Layer, LayerConfig, Mode, Weight};
+use crate::activations::Activation;
 use crate::device::{self, ChannelSums, Workspace};
 use crate::distributed::Communicator;
 use crate::error::Error;
@@ -38,6 +39,8 @@ pub struct BatchNormalization {
     b: Vec<f32>,
     /// Whether the last forward used the batch's statistics.
     batch_statistics: bool,
+    /// The activation of the layer after it, applied here when the model fuses the two.
+    act: Activation,
     /// Per-channel f64 sums over the batch (2 * c), and what the device keeps for them.
     sums: Vec<f64>,
     ws: Workspace,
@@ -76,6 +79,7 @@ impl BatchNormalization {
             a: Vec::new(),
             b: Vec::new(),
             batch_statistics: false,
+            act: Activation::Linear,
             sums: Vec::new(),
             ws: Workspace::default(),
             k1: Vec::new(),
@@ -207,6 +211,11 @@ impl Layer for BatchNormalization {
         self.trainable = trainable;
     }
 
+    fn fuse_activation(&mut self, act: Option<Activation>) -> bool {
+        self.act = act.unwrap_or(Activation::Linear);
+        act.is_some()
+    }
+
     fn set_group(&mut self, group: Option<Arc<dyn Communicator>>) -> bool {
         self.group = group.filter(|g| g.size() > 1);
         self.group.is_some()
@@ -260,15 +269,20 @@ impl Layer for BatchNormalization {
             self.a[ch] = self.inv_std[ch] * gamma.map_or(1.0, |g| g[ch]);
             self.b[ch] = beta.map_or(0.0, |b| b[ch]) - self.mean[ch] * self.a[ch];
         }
-        device::current().scale_shift(x, &self.a, &self.b, y, n * self.sample_len);
+        device::current().scale_shift(x, (&self.a, &self.b), self.act, y, n * self.sample_len);
     }
 
     // dbeta = sum dy;  dgamma = sum dy * xhat;
     // dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M) with batch statistics (M rows),
     // dx = gamma * inv_std * dy with fixed ones.
     fn backward(&mut self, pass: Backward) {
-        let Backward { x, dy, dx, grads, n, .. } = pass;
+        let Backward { x, y, dy, dx, grads, n, .. } = pass;
         let c = self.c;
+        if self.act != Activation::Linear {
+            // y = act(z): the fused activation's gradient first, from the output.
+            let len = n * self.sample_len;
+            device::current().activation_backward(self.act, &y[..len], &mut dy[..len], c);
+        }
         let (device, len) = (device::current(), n * self.sample_len);
         let what = ChannelSums::Gradients { dy, mean: &self.mean, inv_std: &self.inv_std };
         device.channel_sums(what, x, c, self.sample_len, len, &mut self.sums, &mut self.ws);

@@ -260,6 +260,21 @@ pub trait Layer: Send {
         false
     }
 
+    /// For a layer that only applies an elementwise activation differentiable
+    /// from its output (ReLU, ReLU(6), Activation("relu")...), that activation,
+    /// so that the layer before it may apply it itself.
+    fn as_activation(&self) -> Option<Activation> {
+        None
+    }
+
+    /// Asks this layer to also apply the activation `act` of the layer that
+    /// follows it (`None` undoes it); returns whether it does. When it does,
+    /// `forward` writes the activated output, `backward` receives its
+    /// gradient, and the model skips the activation layer.
+    fn fuse_activation(&mut self, _act: Option<Activation>) -> bool {
+        false
+    }
+
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);
 

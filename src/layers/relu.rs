@@ -3,6 +3,7 @@
 //! the input x (which the model keeps), so any slope or threshold is exact.
 
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::activations::Activation;
 use crate::device;
 use crate::kernels::activation::Rectifier;
 
@@ -17,6 +18,15 @@ impl Elementwise {
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         self.len = input.iter().product();
         Ok(input.to_vec())
+    }
+
+    /// The same function as one of the activations, when it is one: max(x, 0) or relu6.
+    fn as_activation(&self) -> Option<Activation> {
+        match self.f {
+            Rectifier::Relu { max_value: None, negative_slope: 0.0, threshold: 0.0 } => Some(Activation::Relu),
+            Rectifier::Relu { max_value: Some(6.0), negative_slope: 0.0, threshold: 0.0 } => Some(Activation::Relu6),
+            _ => None,
+        }
     }
 
     // x: (N, ...) -> y: (N, ...);  y = f(x)
@@ -57,6 +67,10 @@ macro_rules! rectifier_layer {
 
             fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
                 self.0.forward(x, y, n)
+            }
+
+            fn as_activation(&self) -> Option<crate::activations::Activation> {
+                self.0.as_activation()
             }
 
             fn backward(&mut self, pass: Backward) {

@@ -1,4 +1,5 @@
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::activations::Activation;
 use crate::device;
 
 /// Multiplies inputs by `scale` and adds `offset`, as `keras.layers.Rescaling`:
@@ -62,13 +63,13 @@ impl Layer for Rescaling {
 
     // x: (N, ...) -> y = x * scale + offset
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().scale_shift(x, &[self.scale], &[self.offset], y, n * self.len);
+        device::current().scale_shift(x, (&[self.scale], &[self.offset]), Activation::Linear, y, n * self.len);
     }
 
     // y = x * scale + offset  =>  dx = dy * scale
     fn backward(&mut self, pass: Backward) {
         if let Some(dx) = pass.dx {
-            device::current().scale_shift(pass.dy, &[self.scale], &[0.0], dx, pass.n * self.len);
+            device::current().scale_shift(pass.dy, (&[self.scale], &[0.0]), Activation::Linear, dx, pass.n * self.len);
         }
     }
 }

@@ -396,6 +396,12 @@ impl Model {
             if self.nodes[k].layer.fuse_max_pool(window) {
                 pools[k] = only;
             }
+            // A following elementwise activation (BatchNormalization -> ReLU) is applied in the same pass.
+            let act =
+                only.filter(|_| self.fuse && pools[k].is_none()).and_then(|j| self.nodes[j].layer.as_activation());
+            if self.nodes[k].layer.fuse_activation(act) {
+                pools[k] = only;
+            }
             let node = &self.nodes[k];
             let input = node.inputs[0];
             aliases[k] = node.layer.is_reshape() && consumers[input].len() == 1;

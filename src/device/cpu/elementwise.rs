@@ -61,13 +61,15 @@ pub fn rectifier_backward(f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], l
     );
 }
 
-// y = x * a[ch] + b[ch]
-pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize) {
+// y = act(x * a[ch] + b[ch]), a chunk at a time while it is in cache
+pub fn scale_shift(x: &[f32], (a, b): (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize) {
     let chunk = rows_chunk(a.len());
-    y[..len]
-        .par_chunks_mut(chunk)
-        .zip(x[..len].par_chunks(chunk))
-        .for_each(|(y, x)| batch_norm::scale_shift(x, a, b, y));
+    y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).for_each(|(y, x)| {
+        batch_norm::scale_shift(x, a, b, y);
+        if act != Activation::Linear {
+            activation::forward(act, y, None, a.len());
+        }
+    });
 }
 
 // y = sum_k xs[k], in input order

@@ -105,8 +105,8 @@ impl Device for Cpu {
         elementwise::rectifier_backward(f, x, dy, dx, len)
     }
 
-    fn scale_shift(&self, x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], len: usize) {
-        elementwise::scale_shift(x, a, b, y, len)
+    fn scale_shift(&self, x: &[f32], ab: (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize) {
+        elementwise::scale_shift(x, ab, act, y, len)
     }
 
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize) {
