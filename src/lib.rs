@@ -33,6 +33,7 @@
 
 pub mod activations;
 pub mod callbacks;
+pub mod classical;
 pub mod datasets;
 pub mod device;
 pub mod distributed;

@@ -236,9 +236,58 @@ impl Samples for Tensor {
     }
 }
 
+/// The first `n` samples of another set, without copying them.
+pub struct FirstRows<'a> {
+    inner: &'a dyn Samples,
+    shape: Vec<usize>,
+}
+
+impl<'a> FirstRows<'a> {
+    /// The first `n` samples of `inner` (all of them when it has fewer).
+    pub fn new(inner: &'a dyn Samples, n: usize) -> Self {
+        let mut shape = inner.shape().to_vec();
+        shape[0] = shape[0].min(n);
+        FirstRows { inner, shape }
+    }
+}
+
+impl Samples for FirstRows<'_> {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.shape[0]) {
+            return Err(Error::InvalidArgument(format!("sample {i} is past the first {}", self.shape[0])));
+        }
+        self.inner.gather(indices, out)
+    }
+
+    fn prefetch(&self, indices: &[usize]) {
+        self.inner.prefetch(indices)
+    }
+
+    fn values(&self) -> Option<&[f32]> {
+        let len = self.shape.iter().product();
+        self.inner.values().map(|v| &v[..len])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_rows_are_a_prefix() {
+        let t = Tensor::from_vec(&[3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let first = FirstRows::new(&t, 2);
+        assert_eq!(first.shape(), &[2, 2]);
+        assert_eq!(first.values(), Some(&[1.0, 2.0, 3.0, 4.0][..]));
+        let mut out = [0.0; 2];
+        first.gather(&[1], &mut out).unwrap();
+        assert_eq!(out, [3.0, 4.0]);
+        assert!(first.gather(&[2], &mut out).is_err());
+    }
 
     #[test]
     fn u8_scaling_is_lazy_and_exact() {

@@ -157,19 +157,21 @@ fn load_folder(root: &Path, args: &FolderArgs) -> keel::Result<Prepared> {
     Ok(Prepared { train, test, info })
 }
 
-/// The data to evaluate or resume `model` (read from `model_path`) on: the
-/// dataset given, else the one recorded in the model file. A folder taken
+/// The data to evaluate or resume a model (read from `model_path`, with
+/// `recorded` data info) on: the dataset given, else the one recorded in the
+/// model file. A folder taken
 /// from the file is named on standard error, and every folder must hold the
 /// classes the model was trained on: that is checked on the folder names,
 /// before any image is read.
 pub fn load_for_model(
-    model: &Model,
+    recorded: Option<&DataInfo>,
     model_path: &Path,
     given: Option<String>,
     data_dir: Option<PathBuf>,
     folder: &FolderArgs,
 ) -> keel::Result<(String, Prepared)> {
-    let recorded = model.data_info().and_then(|d| d.dataset.clone());
+    let info = recorded;
+    let recorded = info.and_then(|d| d.dataset.clone());
     let from_file = given.is_none() && recorded.is_some();
     let dataset = given.or(recorded).unwrap_or_else(|| "mnist".into());
     let root = Path::new(&dataset);
@@ -181,7 +183,7 @@ pub fn load_for_model(
                 model_path.display()
             );
         }
-        let trained: &[String] = model.data_info().map_or(&[], |d| &d.class_names);
+        let trained: &[String] = info.map_or(&[], |d| &d.class_names);
         let found = class_folders(root);
         if !trained.is_empty() && found != trained {
             let shown = |names: &[String]| {

@@ -1,13 +1,15 @@
 //! `keel evaluate MODEL`: test loss and accuracy of a saved model.
 
+use super::classifier::Classifier;
 use super::{MpiArgs, data, is_root, with_threads, write_json};
+use keel::model::ClassificationReport;
 use keel::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
-    /// A .keel model file.
+    /// A .keel model file (or a baseline saved by keel baseline --save).
     model: PathBuf,
     /// Dataset to evaluate on: a name or a folder (default: the one the model was trained on).
     #[arg(long)]
@@ -41,6 +43,9 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
     let communicator = args.mpi.communicator()?;
     let root = is_root(&communicator);
     with_threads(args.threads, |_| {
+        if keel::classical::Baseline::is_baseline_file(&args.model)? {
+            return evaluate_baseline(args, root);
+        }
         let mut model = Model::load(&args.model)?;
         if let Some(communicator) = communicator {
             model.set_communicator(communicator);
@@ -53,7 +58,7 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
         }
         let folder = args.folder.for_input(&model.shapes()?[0]);
         let (dataset, data) =
-            data::load_for_model(&model, &args.model, args.dataset.clone(), args.data_dir.clone(), &folder)?;
+            data::load_for_model(model.data_info(), &args.model, args.dataset.clone(), args.data_dir.clone(), &folder)?;
         let data = data.targets_for(&model)?;
         let Some((x, y)) = &data.test else {
             return Err(Error::InvalidArgument(format!(
@@ -99,4 +104,68 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `keel evaluate` of a classical baseline: its test accuracy, macro F1 and
+/// classification report (a baseline has no loss).
+fn evaluate_baseline(args: &EvaluateArgs, root: bool) -> keel::Result<()> {
+    let mut classifier = Classifier::load(&args.model)?;
+    let folder = args.folder.for_input(&classifier.input_shape()?);
+    let (dataset, data) = data::load_for_model(
+        classifier.data_info(),
+        &args.model,
+        args.dataset.clone(),
+        args.data_dir.clone(),
+        &folder,
+    )?;
+    let Some((x, y)) = &data.test else {
+        return Err(Error::InvalidArgument(format!(
+            "{dataset} has no test split; give a folder with train/ and test/ subfolders"
+        )));
+    };
+    let names = classifier.class_names()?;
+    if y.row_len() != names.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{dataset} has {} classes but {} was fitted on {}; give --dataset with the baseline's classes",
+            y.row_len(),
+            args.model.display(),
+            names.len()
+        )));
+    }
+    let start = std::time::Instant::now();
+    let scores = classifier.class_probabilities(x.as_ref())?;
+    let predict_s = start.elapsed().as_secs_f64();
+    let report = ClassificationReport::from_probabilities(&scores, &keel::utils::class_indices(y), &names);
+    if !root {
+        return Ok(());
+    }
+    if args.report && args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON values serialise"));
+    } else {
+        println!("Test accuracy: {:.4}", report.accuracy);
+        println!("Test macro F1: {:.4}", report.macro_avg.f1);
+        if args.report {
+            println!("\n{report}");
+        }
+    }
+    if let Some(dir) = &args.plots {
+        super::report::write_test_plots(&scores, x.as_ref(), y, &names, classifier.scale(), dir)?;
+    }
+    if let Some(path) = &args.metrics_out {
+        write_json(
+            path,
+            &json!({
+                "model": args.model,
+                "kind": "baseline",
+                "dataset": dataset,
+                "test_samples": y.rows(),
+                "test_accuracy": report.accuracy,
+                "macro_f1": report.macro_avg.f1,
+                "timings": { "predict_s": predict_s },
+                "predict_images_per_s": y.rows() as f64 / predict_s.max(1e-9),
+                "report": report.to_json(),
+            }),
+        )?;
+    }
+    Ok(())
 }

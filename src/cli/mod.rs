@@ -2,7 +2,10 @@
 //! mistakes end with a message on stderr and exit code 1 (2 for bad
 //! arguments, from clap), never a panic.
 
+mod baseline;
 mod bench;
+mod classifier;
+mod compare;
 mod data;
 mod datasets;
 mod evaluate;
@@ -43,6 +46,10 @@ enum Command {
     },
     /// Convert a saved model (or a model file, with random weights) to another format.
     Export(export::ExportArgs),
+    /// Fit a classical classifier (logistic regression, SVMs, tree, forest, k-NN) on a dataset and score it.
+    Baseline(baseline::BaselineArgs),
+    /// One table (and a bar chart) of runs' --metrics-out files: networks and baselines side by side.
+    Compare(compare::CompareArgs),
     /// Time a model on random data: inference latency and images/s per batch size, training steps.
     Bench(bench::BenchArgs),
     /// List, fetch and verify the named datasets.
@@ -59,6 +66,8 @@ pub fn main() -> ExitCode {
         Command::Summary { saved, model } => summary(saved, model),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Baseline(args) => baseline::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Datasets(command) => datasets::run(&command),
     };
     match result {

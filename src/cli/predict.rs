@@ -1,5 +1,6 @@
 //! `keel predict MODEL IMAGE...`: classify image files with a saved model.
 
+use super::classifier::Classifier;
 use super::with_threads;
 use keel::datasets::image_folder::{ColorMode, decode, decode_bytes};
 use keel::prelude::*;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// A .keel model file.
+    /// A .keel model file (or a baseline saved by keel baseline --save).
     model: PathBuf,
     /// PNG, JPEG or BMP files (`-`: one image on standard input); each is
     /// converted to the model's input (grey or colour, resized to its size,
@@ -31,14 +32,14 @@ pub struct PredictArgs {
 
 pub fn run(args: &PredictArgs) -> keel::Result<()> {
     with_threads(args.threads, |_| {
-        let mut model = Model::load(&args.model)?;
-        let input = model.shapes()?[0].clone();
+        let mut model = Classifier::load(&args.model)?;
+        let input = model.input_shape()?;
         let &[h, w, c] = input.as_slice() else {
             return Err(Error::InvalidArgument(format!(
                 "the model takes inputs of shape {input:?}, not images (height, width, channels)"
             )));
         };
-        let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
+        let scale = model.scale();
         // Every image is tried; one that cannot be read is reported in its place.
         let decoded: Vec<keel::Result<Vec<u8>>> =
             args.images.iter().map(|path| read_image(path, h, w, c, args.invert)).collect();
@@ -46,8 +47,8 @@ pub fn run(args: &PredictArgs) -> keel::Result<()> {
         let n_good = good.len() / (h * w * c);
         let x = Tensor::from_u8(&[n_good, h, w, c], good)? * scale;
         let probabilities = if n_good > 0 { model.class_probabilities(&x)?.to_f32_vec() } else { Vec::new() };
-        let classes = model.output_shape()?.iter().product::<usize>().max(2);
-        let names = model.class_names(classes);
+        let names = model.class_names()?;
+        let classes = names.len();
         let mut rows = probabilities.chunks(classes);
         let mut report = Vec::new();
         let mut failed = 0;

@@ -19,12 +19,26 @@ pub fn write_plots(
     if let Some(history) = history {
         plots::training_curves(history, dir)?;
     }
-    let predicted = argmax(&model.class_probabilities(x)?);
-    let truth = keel::utils::class_indices(y);
+    let probabilities = model.class_probabilities(x)?;
     let classes = y.row_len().max(2);
     let names = model.class_names(classes);
-    plots::confusion_matrix(&keel::metrics::confusion_counts(&truth, &predicted, classes), &names, dir)?;
     let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
+    write_test_plots(&probabilities, x, y, &names, scale, dir)
+}
+
+/// The confusion matrix and the misclassified images of a classifier's
+/// class probabilities (or scores) on `x`, `y`, into `dir`.
+pub fn write_test_plots(
+    probabilities: &Tensor,
+    x: &dyn Samples,
+    y: &Tensor,
+    names: &[String],
+    scale: f32,
+    dir: &Path,
+) -> keel::Result<()> {
+    let predicted = argmax(probabilities);
+    let truth = keel::utils::class_indices(y);
+    plots::confusion_matrix(&keel::metrics::confusion_counts(&truth, &predicted, names.len()), names, dir)?;
     let shape = &x.shape()[1..];
     let (height, width, channels) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
     let wrong: Vec<Misclassified> = (0..truth.len())

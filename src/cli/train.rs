@@ -117,7 +117,8 @@ fn model_and_data(args: &TrainArgs) -> keel::Result<(Model, usize, data::Prepare
             );
         }
         let folder = args.folder.for_input(&model.shapes()?[0]);
-        let (_, data) = data::load_for_model(&model, path, args.dataset.clone(), args.data_dir.clone(), &folder)?;
+        let (_, data) =
+            data::load_for_model(model.data_info(), path, args.dataset.clone(), args.data_dir.clone(), &folder)?;
         return Ok((with_learning_rate(model, args.learning_rate)?, done, data));
     }
     let (mut model, data) = match &args.model {
@@ -265,11 +266,15 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
         model.history().save(path)?;
     }
     let mut predict_s = 0.0;
+    let mut report = None;
     match (&data.test, &test) {
-        (Some((test_images, _)), Some(scores)) => {
+        (Some((test_images, test_labels)), Some(scores)) => {
             let predict_start = Instant::now();
-            model.predict(test_images.as_ref())?;
+            let probabilities = model.class_probabilities(test_images.as_ref())?;
             predict_s = predict_start.elapsed().as_secs_f64();
+            let names = model.class_names(probabilities.row_len().max(2));
+            let truth = keel::utils::class_indices(test_labels);
+            report = Some(keel::model::ClassificationReport::from_probabilities(&probabilities, &truth, &names));
             println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN));
         }
         _ => println!("No test split (the folder has no train/ and test/ subfolders): nothing to evaluate"),
@@ -294,9 +299,15 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     }
     if let Some(path) = &args.metrics_out {
         let optimizer = model.optimizer().expect("training models are compiled");
-        let report = json!({
+        let test_samples = data.test.as_ref().map(|(x, _)| x.rows());
+        let metrics = json!({
             "test_accuracy": test.as_ref().and_then(|t| t.accuracy()),
             "test_loss": test.as_ref().map(|t| t.loss),
+            "macro_f1": report.as_ref().map(|r| r.macro_avg.f1),
+            "train_samples": keel::model::validation_split_at(data.train.0.rows(), validation_split),
+            "test_samples": test_samples,
+            "predict_images_per_s": test_samples.map(|n| n as f64 / predict_s.max(1e-9)),
+            "report": report.as_ref().map(|r| r.to_json()),
             "history": history,
             "config": {
                 "dataset": dataset,
@@ -321,7 +332,7 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
                 "total_s": start.elapsed().as_secs_f64(),
             },
         });
-        write_json(path, &report)?;
+        write_json(path, &metrics)?;
     }
     Ok(())
 }

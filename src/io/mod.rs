@@ -6,6 +6,7 @@
 mod model_file;
 mod onnx;
 
+pub(crate) use model_file::{BASELINE_KEY, KeelFile, read_keel_file, read_keel_header, write_keel_file};
 pub use model_file::{FORMAT, FORMAT_VERSION};
 pub use onnx::OPSET as ONNX_OPSET;
 

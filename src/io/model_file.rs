@@ -89,6 +89,12 @@ impl Model {
     /// [`Model::load`] from a file's bytes; `path` names it in errors.
     pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
         let file = ModelFile::parse(path, bytes)?;
+        if file.optional_metadata(BASELINE_KEY).is_some() {
+            return Err(file.corrupt(
+                "it holds a classical baseline (`keel baseline --save`), not a network; load it with Baseline::load"
+                    .into(),
+            ));
+        }
         let architecture_text = file.metadata("architecture")?;
         let architecture: Architecture = serde_json::from_str(architecture_text)
             .map_err(|e| file.corrupt(format!("its architecture is not valid: {e}")))?;
@@ -155,6 +161,78 @@ impl Model {
     }
 }
 
+/// The metadata key of a classical baseline's description.
+pub(crate) const BASELINE_KEY: &str = "baseline";
+
+/// A keel file's metadata and tensors (name, shape, values), after the
+/// checks every keel file gets: a bounded header consistent with the file's
+/// length, the format and its version, every tensor's checksum.
+pub(crate) struct KeelFile {
+    pub metadata: HashMap<String, String>,
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// Reads any keel file (a model, a baseline) as [`KeelFile`].
+pub(crate) fn read_keel_file(path: &Path) -> Result<KeelFile> {
+    let bytes = read_checked(path)?;
+    let file = ModelFile::parse(path, &bytes)?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = file
+        .tensors
+        .iter()
+        .map(|(name, view)| {
+            let values =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+            (name.to_string(), view.shape().to_vec(), values)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(KeelFile { metadata: file.metadata, tensors })
+}
+
+/// The metadata of the keel file at `path`, from its header alone (bounded
+/// as [`read_keel_file`] bounds it).
+pub(crate) fn read_keel_header(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut size = [0u8; 8];
+    if len < 8 || file.read_exact(&mut size).is_err() {
+        return Err(corrupt(format!("{NOT_KEEL} ({len} bytes)")));
+    }
+    let n = u64::from_le_bytes(size);
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(corrupt(format!("{NOT_KEEL} (its header claims {n} bytes of a {len}-byte file)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("{NOT_KEEL} (its header is not valid: {e})")))?;
+    if header.metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(corrupt(format!("{NOT_KEEL} (no \"format\": \"keel\" in its metadata)")));
+    }
+    Ok(header.metadata)
+}
+
+/// Writes a keel file of F32 tensors with `metadata` (format, version and
+/// checksums added), atomically.
+pub(crate) fn write_keel_file(
+    path: &Path,
+    tensors: Vec<(String, Vec<usize>, &[f32])>,
+    mut metadata: HashMap<String, String>,
+) -> Result<()> {
+    metadata.insert("format".into(), FORMAT.into());
+    metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
+    write_tensors(path, tensors, metadata)
+}
+
+const NOT_KEEL: &str = "not a keel model file; it may be truncated or another kind of file: save models with model.save or `keel train --save`";
+
 /// Largest header a keel file may have (the safetensors crate's own bound).
 const MAX_HEADER: u64 = 100_000_000;
 
@@ -165,7 +243,7 @@ const MAX_HEADER: u64 = 100_000_000;
 fn read_checked(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
-    let not_keel = "not a keel model file; it may be truncated or another kind of file: save models with model.save or `keel train --save`";
+    let not_keel = NOT_KEEL;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut size = [0u8; 8];

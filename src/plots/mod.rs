@@ -223,3 +223,83 @@ where
     root.present()?;
     Ok(())
 }
+
+/// One classifier's bars in [`comparison`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub name: String,
+    pub accuracy: f64,
+    pub macro_f1: Option<f64>,
+}
+
+/// `comparison.{png,svg}`: test accuracy and macro F1 per classifier, as
+/// horizontal bars, best first as given.
+pub fn comparison(runs: &[Scored], dir: &Path) -> Result<PathBuf> {
+    if runs.is_empty() {
+        return Err(Error::InvalidArgument("no runs to compare".into()));
+    }
+    let size = (1000, 120 + 56 * runs.len() as u32);
+    render(dir, "comparison", size, |root| draw_comparison(root, runs), |root| draw_comparison(root, runs))
+}
+
+fn draw_comparison<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Scored]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let lowest = runs.iter().flat_map(|r| [Some(r.accuracy), r.macro_f1]).flatten().fold(1.0f64, f64::min);
+    let from = ((lowest - 0.05).max(0.0) * 10.0).floor() / 10.0;
+    let n = runs.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("test accuracy and macro F1", (FONT, 24))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(260)
+        .build_cartesian_2d(from..1.0, 0.0..n)?;
+    let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("score")
+        .y_labels(runs.len() * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = (n - y - 0.5).round();
+            if (n - y - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .draw()?;
+    for (i, run) in runs.iter().enumerate() {
+        let top = n - i as f64;
+        let bars = [(Some(run.accuracy), TRAIN, 0.1, 0.5), (run.macro_f1, VALIDATION, 0.5, 0.9)];
+        for (value, colour, a, b) in bars {
+            if let Some(v) = value {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(from, top - b), (v.max(from), top - a)],
+                    colour.filled(),
+                )))?;
+                chart.draw_series(std::iter::once(Text::new(
+                    format!("{v:.4}"),
+                    (v.max(from) + 0.002, top - (a + b) / 2.0 + 0.12),
+                    (FONT, 14),
+                )))?;
+            }
+        }
+    }
+    for (label, colour) in [("accuracy", TRAIN), ("macro F1", VALIDATION)] {
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
