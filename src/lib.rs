@@ -49,6 +49,7 @@ pub mod optimizers;
 pub mod plots;
 pub mod random;
 pub mod regularizers;
+pub mod serve;
 pub mod tensor;
 pub mod utils;
 

@@ -198,6 +198,10 @@ const CHECKSUM_KEY: &str = "baseline_sha256";
 const MAX_TREES: usize = 10_000;
 /// Most classes a baseline file may claim.
 const MAX_CLASSES: usize = 100_000;
+/// Most bytes of features a baseline fits on (and holds, for k-NN).
+const MAX_FEATURES: usize = 4 << 30;
+/// Samples scored at once (their features are gathered per block).
+const PREDICT_BLOCK: usize = 8192;
 /// Samples per block when images are gathered and turned into features.
 const GATHER: usize = 1024;
 /// Tree node indices are stored as f32 and must be exact.
@@ -265,7 +269,7 @@ impl Baseline {
             )));
         }
         let input_shape = x.shape()[1..].to_vec();
-        let features = featurize(x, options.features)?;
+        let features = featurize(x, 0..n, options.features)?;
         let iterations = |default: usize| options.max_iter.unwrap_or(default);
         let mut gamma = None;
         let fitted = match options.method {
@@ -313,19 +317,22 @@ impl Baseline {
                 self.description.input_shape
             )));
         }
-        let features = featurize(x, self.description.options.features)?;
-        let k = self.description.classes;
-        let scores = match &self.fitted {
-            Fitted::Linear(model) => {
-                let mut z = model.decision(&features);
-                z.chunks_exact_mut(k).for_each(softmax);
-                z
-            }
-            Fitted::Svm(model) => model.scores(&features),
-            Fitted::Trees(trees) => tree::scores(trees, &features),
-            Fitted::Knn(model) => model.scores(&features),
-        };
-        Tensor::from_vec(&[x.shape()[0], k], scores)
+        let (n, k) = (x.shape()[0], self.description.classes);
+        let mut scores = Vec::with_capacity(n * k);
+        for start in (0..n).step_by(PREDICT_BLOCK) {
+            let features = featurize(x, start..(start + PREDICT_BLOCK).min(n), self.description.options.features)?;
+            scores.extend(match &self.fitted {
+                Fitted::Linear(model) => {
+                    let mut z = model.decision(&features);
+                    z.chunks_exact_mut(k).for_each(softmax);
+                    z
+                }
+                Fitted::Svm(model) => model.scores(&features),
+                Fitted::Trees(trees) => tree::scores(trees, &features),
+                Fitted::Knn(model) => model.scores(&features),
+            });
+        }
+        Tensor::from_vec(&[n, k], scores)
     }
 
     pub fn method(&self) -> Method {
@@ -469,14 +476,22 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v /= sum);
 }
 
-/// The samples' features, gathered block by block.
-fn featurize(x: &dyn Samples, features: Features) -> Result<Matrix> {
-    let (n, shape) = (x.shape()[0], &x.shape()[1..]);
+/// The features of samples `range`, gathered block by block.
+fn featurize(x: &dyn Samples, range: std::ops::Range<usize>, features: Features) -> Result<Matrix> {
+    let (n, shape) = (range.len(), &x.shape()[1..]);
     let (raw, cols) = (shape.iter().product::<usize>(), features.len(shape)?);
+    let bytes = (n * cols).saturating_mul(4);
+    if bytes > MAX_FEATURES {
+        return Err(Error::InvalidArgument(format!(
+            "the features of {n} samples of shape {shape:?} take {:.1} GiB, more than the {} GiB a baseline holds; give --limit, a smaller --image-size or --features hog",
+            bytes as f64 / (1u64 << 30) as f64,
+            MAX_FEATURES >> 30
+        )));
+    }
     let mut data = vec![0.0f32; n * cols];
     let mut block = vec![0.0f32; GATHER.min(n) * raw];
     for start in (0..n).step_by(GATHER) {
-        let rows: Vec<usize> = (start..(start + GATHER).min(n)).collect();
+        let rows: Vec<usize> = (range.start + start..range.start + (start + GATHER).min(n)).collect();
         let block = &mut block[..rows.len() * raw];
         x.gather(&rows, block)?;
         if let Some(bad) = block.iter().find(|v| !v.is_finite()) {

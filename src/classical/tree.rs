@@ -99,7 +99,7 @@ impl Binned {
             .map(|f| {
                 let column: Vec<f32> = (0..n).map(|i| x.data[i * d + f]).collect();
                 let mut values = column.clone();
-                values.sort_by(f32::total_cmp);
+                values.sort_unstable_by(f32::total_cmp);
                 values.dedup();
                 let cuts: Vec<f32> = if values.len() <= BINS {
                     values.windows(2).map(|w| midpoint(w[0], w[1])).collect()
@@ -158,14 +158,22 @@ pub fn grow(
     let mut indices: Vec<u32> = (0..data.samples as u32).filter(|&i| weights[i as usize] > 0).collect();
     let mut tree =
         Tree { feature: vec![-1], threshold: vec![0.0], left: vec![0], right: vec![0], leaves: vec![], classes };
-    let mut stack = vec![(0usize, 0usize, indices.len(), 0usize)];
-    let mut order: Vec<usize> = (0..data.features()).collect();
+    // (node, its members' range in `indices`, depth, features known to be constant in it).
+    let mut stack = vec![(0usize, 0usize, indices.len(), 0usize, Vec::<u32>::new())];
+    let mut candidates: Vec<usize> = Vec::with_capacity(data.features());
+    let mut known = vec![false; data.features()];
     let mut scratch = Scratch::new(classes);
-    while let Some((node, lo, hi, depth)) = stack.pop() {
+    // The node's members' (class, weight), in member order: read once per feature.
+    let mut labels: Vec<(u32, u32)> = Vec::new();
+    let mut right: Vec<u32> = Vec::new();
+    while let Some((node, lo, hi, depth, mut constants)) = stack.pop() {
         let members = &mut indices[lo..hi];
         let mut counts = vec![0.0f64; classes];
+        labels.clear();
         for &i in members.iter() {
-            counts[y[i as usize]] += weights[i as usize] as f64;
+            let (class, weight) = (y[i as usize], weights[i as usize]);
+            counts[class] += weight as f64;
+            labels.push((class as u32, weight));
         }
         let pure = counts.iter().filter(|&&c| c > 0.0).count() <= 1;
         let n = members.len();
@@ -176,7 +184,13 @@ pub fn grow(
         {
             None
         } else {
-            best_split(data, y, classes, weights, members, &counts, params, rng, &mut order, &mut scratch, parallel)
+            // A feature constant in a node is constant in its children: never searched again.
+            constants.iter().for_each(|&f| known[f as usize] = true);
+            candidates.clear();
+            candidates.extend((0..data.features()).filter(|&f| !known[f]));
+            constants.iter().for_each(|&f| known[f as usize] = false);
+            let node = Node { members, labels: &labels, counts: &counts };
+            best_split(data, &node, classes, params, rng, &mut candidates, &mut constants, &mut scratch, parallel)
         };
         match split {
             None => {
@@ -185,14 +199,21 @@ pub fn grow(
                 tree.leaves.extend(counts.iter().map(|&c| (c / total) as f32));
             }
             Some((feature, bin)) => {
+                // A stable partition: members stay in sample order, so every
+                // search reads the columns front to back.
                 let column = data.column(feature);
                 let mut mid = 0;
+                right.clear();
                 for k in 0..members.len() {
-                    if column[members[k] as usize] as usize <= bin {
-                        members.swap(k, mid);
+                    let i = members[k];
+                    if column[i as usize] as usize <= bin {
+                        members[mid] = i;
                         mid += 1;
+                    } else {
+                        right.push(i);
                     }
                 }
+                members[mid..].copy_from_slice(&right);
                 let left = tree.feature.len();
                 for _ in 0..2 {
                     tree.feature.push(-1);
@@ -204,142 +225,128 @@ pub fn grow(
                 tree.threshold[node] = data.thresholds[feature][bin];
                 tree.left[node] = left as u32;
                 tree.right[node] = left as u32 + 1;
-                stack.push((left + 1, lo + mid, hi, depth + 1));
-                stack.push((left, lo, lo + mid, depth + 1));
+                stack.push((left + 1, lo + mid, hi, depth + 1, constants.clone()));
+                stack.push((left, lo, lo + mid, depth + 1, constants));
             }
         }
     }
     tree
 }
 
-/// The split of `members` that maximises sum L_c^2 / |L| + sum R_c^2 / |R|
+/// A node's samples: their indices, (class, weight) and weight per class.
+struct Node<'a> {
+    members: &'a [u32],
+    labels: &'a [(u32, u32)],
+    counts: &'a [f64],
+}
+
+/// What the search over one feature found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Found {
+    /// The feature has one value in the node.
+    Constant,
+    /// No split leaves enough samples on each side.
+    Nothing,
+    /// The best split: its score and the last bin on the left.
+    Split(f64, usize),
+}
+
+/// The split of the node that maximises sum L_c^2 / |L| + sum R_c^2 / |R|
 /// (the least weighted Gini impurity of the children), as (feature, last
-/// bin on the left); ties go to the feature examined first, then the lower bin.
+/// bin on the left), among `candidates` (all of them in order, or drawn at
+/// random until `max_features` vary, as scikit-learn draws them); ties go to
+/// the feature examined first, then the lower bin. Features found constant
+/// are added to `constants`.
 #[allow(clippy::too_many_arguments)]
 fn best_split(
     data: &Binned,
-    y: &[usize],
+    node: &Node,
     classes: usize,
-    weights: &[u32],
-    members: &[u32],
-    counts: &[f64],
     params: &TreeParams,
     rng: &mut Rng,
-    order: &mut [usize],
+    candidates: &mut [usize],
+    constants: &mut Vec<u32>,
     scratch: &mut Scratch,
     parallel: bool,
 ) -> Option<(usize, usize)> {
-    let search = |scratch: &mut Scratch, f: usize| {
-        search_feature(scratch, data.column(f), y, classes, weights, members, counts, params.min_samples_leaf)
+    let search = |scratch: &mut Scratch, &f: &usize| {
+        (f, search_feature(scratch, data.column(f), node, classes, params.min_samples_leaf))
     };
-    match params.max_features {
-        None if parallel && members.len() * data.features() > PARALLEL_WORK => {
-            let found: Vec<Option<(f64, usize)>> =
-                (0..data.features()).into_par_iter().map_init(|| Scratch::new(classes), search).collect();
-            pick(found.into_iter().enumerate())
+    let found: Vec<(usize, Found)> = match params.max_features {
+        None if parallel && node.members.len() * candidates.len() > PARALLEL_WORK => {
+            candidates.par_iter().map_init(|| Scratch::new(classes), search).collect()
         }
-        None => pick((0..data.features()).map(|f| (f, search(scratch, f)))),
+        None => candidates.iter().map(|f| search(scratch, f)).collect(),
         Some(wanted) => {
-            // Features in random order until `wanted` of them vary in the node
-            // (as scikit-learn, constant ones do not count).
-            let d = order.len();
-            let mut best: Option<(f64, usize, usize)> = None;
+            let d = candidates.len();
+            let mut found = Vec::with_capacity(wanted);
             let mut varying = 0;
             for k in 0..d {
                 let pick = rng.random_range(k..d);
-                order.swap(k, pick);
-                let f = order[k];
-                match search(scratch, f) {
-                    Some((score, bin)) => {
-                        varying += 1;
-                        if best.is_none_or(|(s, _, _)| score > s) {
-                            best = Some((score, f, bin));
-                        }
-                    }
-                    None if constant(data.column(f), members) => {}
-                    None => varying += 1,
-                }
+                candidates.swap(k, pick);
+                let result = search(scratch, &candidates[k]);
+                varying += usize::from(result.1 != Found::Constant);
+                found.push(result);
                 if varying >= wanted {
                     break;
                 }
             }
-            best.map(|(_, f, b)| (f, b))
+            found
         }
-    }
-}
-
-/// A class histogram per bin, and the samples per bin, all zero between uses.
-struct Scratch {
-    hist: Vec<f64>,
-    samples: Vec<u32>,
-}
-
-impl Scratch {
-    fn new(classes: usize) -> Scratch {
-        Scratch { hist: vec![0.0; BINS * classes], samples: vec![0; BINS] }
-    }
-}
-
-fn pick(found: impl Iterator<Item = (usize, Option<(f64, usize)>)>) -> Option<(usize, usize)> {
+    };
     let mut best: Option<(f64, usize, usize)> = None;
     for (f, result) in found {
-        if let Some((score, bin)) = result
-            && best.is_none_or(|(s, _, _)| score > s)
-        {
-            best = Some((score, f, bin));
+        match result {
+            Found::Constant => constants.push(f as u32),
+            Found::Nothing => {}
+            Found::Split(score, bin) => {
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    best = Some((score, f, bin));
+                }
+            }
         }
     }
     best.map(|(_, f, b)| (f, b))
 }
 
-fn constant(column: &[u8], members: &[u32]) -> bool {
-    let first = column[members[0] as usize];
-    members.iter().all(|&i| column[i as usize] == first)
+/// A class histogram per bin, and the samples per bin, all zero between uses.
+struct Scratch {
+    hist: Vec<u32>,
+    samples: Vec<u32>,
+    /// Class weights left of the bin being scanned.
+    left: Vec<f64>,
 }
 
-/// The best split of one feature: (score, last bin on the left), or None
-/// when it does not vary in the node or no split leaves `min_leaf` samples
-/// on each side.
-#[allow(clippy::too_many_arguments)]
-fn search_feature(
-    scratch: &mut Scratch,
-    column: &[u8],
-    y: &[usize],
-    classes: usize,
-    weights: &[u32],
-    members: &[u32],
-    counts: &[f64],
-    min_leaf: usize,
-) -> Option<(f64, usize)> {
-    let Scratch { hist, samples } = scratch;
+impl Scratch {
+    fn new(classes: usize) -> Scratch {
+        Scratch { hist: vec![0; BINS * classes], samples: vec![0; BINS], left: vec![0.0; classes] }
+    }
+}
+
+/// The best split of one feature (see [`Found`]), leaving `scratch` zero.
+fn search_feature(scratch: &mut Scratch, column: &[u8], node: &Node, classes: usize, min_leaf: usize) -> Found {
+    let (members, labels, counts) = (node.members, node.labels, node.counts);
+    let Scratch { hist, samples, left } = scratch;
     let (mut lo, mut hi) = (BINS - 1, 0);
-    for &i in members {
+    for (&i, &(class, weight)) in members.iter().zip(labels) {
         let b = column[i as usize] as usize;
-        hist[b * classes + y[i as usize]] += weights[i as usize] as f64;
+        hist[b * classes + class as usize] += weight;
         samples[b] += 1;
         lo = lo.min(b);
         hi = hi.max(b);
     }
-    let best = if lo < hi { scan(hist, samples, lo, hi, classes, counts, members.len(), min_leaf) } else { None };
-    hist[lo * classes..(hi + 1) * classes].fill(0.0);
-    samples[lo..=hi].fill(0);
-    best
-}
-
-/// The best split among bins lo..hi of a node's histogram.
-#[allow(clippy::too_many_arguments)]
-fn scan(
-    hist: &[f64],
-    samples: &[u32],
-    lo: usize,
-    hi: usize,
-    classes: usize,
-    counts: &[f64],
-    members: usize,
-    min_leaf: usize,
-) -> Option<(f64, usize)> {
+    // The scan leaves every bin it read zero again, so clearing costs the
+    // bins the node fills, not the span between its extremes.
+    let clear = |hist: &mut [u32], samples: &mut [u32], b: usize| {
+        hist[b * classes..(b + 1) * classes].fill(0);
+        samples[b] = 0;
+    };
+    if lo >= hi {
+        clear(hist, samples, lo);
+        return Found::Constant;
+    }
     let total: f64 = counts.iter().sum();
-    let mut left = vec![0.0f64; classes];
+    left.fill(0.0);
     let (mut left_sq, mut right_sq) = (0.0f64, counts.iter().map(|c| c * c).sum::<f64>());
     let (mut left_w, mut left_n) = (0.0f64, 0usize);
     let mut best: Option<(f64, usize)> = None;
@@ -348,7 +355,7 @@ fn scan(
             continue;
         }
         for c in 0..classes {
-            let h = hist[b * classes + c];
+            let h = hist[b * classes + c] as f64;
             if h > 0.0 {
                 let (l, r) = (left[c], counts[c] - left[c]);
                 left_sq += (l + h) * (l + h) - l * l;
@@ -358,7 +365,8 @@ fn scan(
             }
         }
         left_n += samples[b] as usize;
-        if left_n < min_leaf || members - left_n < min_leaf {
+        clear(hist, samples, b);
+        if left_n < min_leaf || members.len() - left_n < min_leaf {
             continue;
         }
         let score = left_sq / left_w + right_sq / (total - left_w);
@@ -366,7 +374,8 @@ fn scan(
             best = Some((score, b));
         }
     }
-    best
+    clear(hist, samples, hi);
+    best.map_or(Found::Nothing, |(score, bin)| Found::Split(score, bin))
 }
 
 /// A random forest of `trees` trees, tree t drawing its bootstrap sample and

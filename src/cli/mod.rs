@@ -1,5 +1,5 @@
-//! The `keel` command line: train, evaluate, predict, summary, export. User
-//! mistakes end with a message on stderr and exit code 1 (2 for bad
+//! The `keel` command line: train, evaluate, predict, summary, export, bench,
+//! baseline, compare, serve, datasets. User mistakes end with a message on stderr and exit code 1 (2 for bad
 //! arguments, from clap), never a panic.
 
 mod baseline;
@@ -12,6 +12,7 @@ mod evaluate;
 mod export;
 mod predict;
 mod report;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Fit a classical classifier (logistic regression, SVMs, tree, forest, k-NN) on a dataset and score it.
     Baseline(baseline::BaselineArgs),
+    /// Serve a model over HTTP: TF Serving's REST API, image uploads, metrics and a page to draw a digit on.
+    Serve(serve::ServeArgs),
     /// One table (and a bar chart) of runs' --metrics-out files: networks and baselines side by side.
     Compare(compare::CompareArgs),
     /// Time a model on random data: inference latency and images/s per batch size, training steps.
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Baseline(args) => baseline::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Datasets(command) => datasets::run(&command),
     };
     match result {
@@ -83,6 +87,19 @@ pub fn main() -> ExitCode {
 }
 
 fn summary(saved: Option<PathBuf>, description: Option<PathBuf>) -> keel::Result<()> {
+    if let Some(path) = &saved
+        && keel::classical::Baseline::is_baseline_file(path)?
+    {
+        let baseline = keel::classical::Baseline::load(path)?;
+        println!("Baseline: {}", baseline.describe());
+        println!(
+            "Input shape: {:?}, {} classes: {}",
+            baseline.input_shape(),
+            baseline.classes(),
+            baseline.class_names().join(", ")
+        );
+        return Ok(());
+    }
     load_model(saved, description)?.summary()
 }
 
