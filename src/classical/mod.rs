@@ -17,7 +17,8 @@
 //! use keel::classical::{Baseline, BaselineOptions, Method};
 //! # fn f(x: &Tensor, y: &[usize], x_test: &Tensor) -> keel::Result<()> {
 //! let options = BaselineOptions { method: Method::Forest, ..Default::default() };
-//! let forest = Baseline::fit(x, y, 10, &options, Default::default())?;
+//! let data = keel::model::DataInfo { dataset: Some("mnist".into()), class_names: vec![], scale: 1.0 / 255.0 };
+//! let forest = Baseline::fit(x, y, 10, &options, data)?;
 //! let scores = forest.scores(x_test)?; // (n, 10), each row summing to 1
 //! forest.save("forest.keel")?;
 //! # Ok(()) }

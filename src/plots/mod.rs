@@ -254,7 +254,7 @@ where
         .caption("test accuracy and macro F1", (FONT, 24))
         .margin(15)
         .x_label_area_size(40)
-        .y_label_area_size(260)
+        .y_label_area_size(200)
         .build_cartesian_2d(from..1.0, 0.0..n)?;
     let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
     chart

@@ -103,7 +103,7 @@ fn flatten(value: &Value, shape: &[usize], out: &mut Vec<f32>) -> Result<(), Str
         (Value::Array(items), [len, ..]) => Err(format!("has a list of {} where {len} belong", items.len())),
         (Value::Array(_), []) => Err("has a list where a number belongs".into()),
         (other, _) => {
-            Err(format!("holds {} where {} belongs", kind(other), if shape.is_empty() { "a number" } else { "a list" }))
+            Err(format!("holds {} where {} belongs", kind(other), if shape.len() <= 1 { "a number" } else { "a list" }))
         }
     }
 }
@@ -196,6 +196,12 @@ mod tests {
         png.extend_from_slice(&[8, 0, 0, 0, 0]);
         let crc = crc32(&png[12..]);
         png.extend_from_slice(&crc.to_be_bytes());
+        // An empty IDAT and IEND: a complete header, no pixels.
+        for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
+            png.extend_from_slice(&0u32.to_be_bytes());
+            png.extend_from_slice(chunk);
+            png.extend_from_slice(&crc32(chunk).to_be_bytes());
+        }
         let error = image_input(&png, &spec(), false).unwrap_err();
         assert!(error.contains("50000x50000"), "{error}");
     }
