@@ -17,18 +17,11 @@ import argparse, gzip, json, os, subprocess, sys, tempfile, time
 
 import numpy as np
 
+from keras_reference import read_idx as idx
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 METHODS = ["logistic", "linear-svm", "svm", "tree", "forest", "knn"]
-
-
-def idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def find(dataset, name):

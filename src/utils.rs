@@ -97,3 +97,16 @@ pub fn check_memory(bytes: usize, what: impl FnOnce() -> String, fix: &str) -> c
         _ => Ok(()),
     }
 }
+
+/// 54410 -> "54,410"
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

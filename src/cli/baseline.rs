@@ -133,15 +133,7 @@ pub fn run(args: &BaselineArgs) -> keel::Result<()> {
         let predict_s = start.elapsed().as_secs_f64();
         let truth = keel::utils::class_indices(test_y);
         let report = ClassificationReport::from_probabilities(&scores, &truth, &baseline.class_names());
-        if args.report && args.json {
-            println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON values serialise"));
-        } else {
-            println!("Test accuracy: {:.4}", report.accuracy);
-            println!("Test macro F1: {:.4}", report.macro_avg.f1);
-            if args.report {
-                println!("\n{report}");
-            }
-        }
+        super::report::print_scores(&report, args.report, args.json);
         if let Some(dir) = &args.plots {
             super::report::write_test_plots(
                 &scores,

@@ -129,15 +129,7 @@ fn render(rows: &[Row], markdown: bool) -> String {
 }
 
 fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    keel::utils::thousands(n as usize)
 }
 
 /// A run's row from its metrics file.

@@ -139,15 +139,7 @@ fn evaluate_baseline(args: &EvaluateArgs, root: bool) -> keel::Result<()> {
     if !root {
         return Ok(());
     }
-    if args.report && args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON values serialise"));
-    } else {
-        println!("Test accuracy: {:.4}", report.accuracy);
-        println!("Test macro F1: {:.4}", report.macro_avg.f1);
-        if args.report {
-            println!("\n{report}");
-        }
-    }
+    super::report::print_scores(&report, args.report, args.json);
     if let Some(dir) = &args.plots {
         super::report::write_test_plots(&scores, x.as_ref(), y, &names, classifier.scale(), dir)?;
     }

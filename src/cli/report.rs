@@ -60,3 +60,17 @@ pub fn write_test_plots(
     plots::misclassified(&wrong, dir)?;
     Ok(())
 }
+
+/// Prints a classifier's test scores: accuracy and macro F1, with the whole
+/// classification report when asked (as JSON with `json`).
+pub fn print_scores(report: &keel::model::ClassificationReport, full: bool, json: bool) {
+    if full && json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON values serialise"));
+    } else {
+        println!("Test accuracy: {:.4}", report.accuracy);
+        println!("Test macro F1: {:.4}", report.macro_avg.f1);
+        if full {
+            println!("\n{report}");
+        }
+    }
+}

@@ -192,20 +192,8 @@ pub(crate) fn read_keel_file(path: &Path) -> Result<KeelFile> {
 /// The metadata of the keel file at `path`, from its header alone (bounded
 /// as [`read_keel_file`] bounds it).
 pub(crate) fn read_keel_header(path: &Path) -> Result<HashMap<String, String>> {
-    use std::io::Read;
     let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut size = [0u8; 8];
-    if len < 8 || file.read_exact(&mut size).is_err() {
-        return Err(corrupt(format!("{NOT_KEEL} ({len} bytes)")));
-    }
-    let n = u64::from_le_bytes(size);
-    if n > MAX_HEADER || 8 + n > len {
-        return Err(corrupt(format!("{NOT_KEEL} (its header claims {n} bytes of a {len}-byte file)")));
-    }
-    let mut header = vec![0u8; n as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let (_, _, header) = open_header(path)?;
     #[derive(serde::Deserialize)]
     struct Header {
         #[serde(rename = "__metadata__", default)]
@@ -236,6 +224,26 @@ const NOT_KEEL: &str = "not a keel model file; it may be truncated or another ki
 /// Largest header a keel file may have (the safetensors crate's own bound).
 const MAX_HEADER: u64 = 100_000_000;
 
+/// The open file, its length and its header's bytes, the header's length
+/// bounded and inside the file.
+fn open_header(path: &Path) -> Result<(std::fs::File, u64, Vec<u8>)> {
+    use std::io::Read;
+    let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut size = [0u8; 8];
+    if len < 8 || file.read_exact(&mut size).is_err() {
+        return Err(corrupt(format!("{NOT_KEEL} ({len} bytes)")));
+    }
+    let n = u64::from_le_bytes(size);
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(corrupt(format!("{NOT_KEEL} (its header claims {n} bytes of a {len}-byte file)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    Ok((file, len, header))
+}
+
 /// A model file's bytes, read only after its header proves consistent with
 /// the file's length: the header's length is bounded, and the tensors it
 /// declares end exactly at the end of the file. A damaged or hostile file is
@@ -244,18 +252,8 @@ fn read_checked(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let corrupt = |message: String| Error::CorruptFile { path: path.into(), message };
     let not_keel = NOT_KEEL;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut size = [0u8; 8];
-    if len < 8 || file.read_exact(&mut size).is_err() {
-        return Err(corrupt(format!("{not_keel} ({len} bytes)")));
-    }
-    let n = u64::from_le_bytes(size);
-    if n > MAX_HEADER || 8 + n > len {
-        return Err(corrupt(format!("{not_keel} (its header claims {n} bytes of a {len}-byte file)")));
-    }
-    let mut header = vec![0u8; n as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let (mut file, len, header) = open_header(path)?;
+    let n = header.len() as u64;
     let header: HashMap<String, serde_json::Value> =
         serde_json::from_slice(&header).map_err(|e| corrupt(format!("{not_keel} (its header is not valid: {e})")))?;
     let end = header

@@ -1,5 +1,7 @@
 //! The Keras `model.summary()` table.
 
+use crate::utils::thousands;
+
 /// One layer's line in the table.
 pub(super) struct Row {
     pub name: String,
@@ -14,19 +16,6 @@ pub(super) struct Row {
 pub fn shape_str(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     format!("(None, {})", dims.join(", "))
-}
-
-/// 54410 -> "54,410"
-pub(crate) fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Bytes in Keras' units: 217640 -> "212.54 KB".
