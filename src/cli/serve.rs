@@ -23,8 +23,9 @@ pub struct ServeArgs {
     /// Most instances predicted together.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
-    /// How long the first request of a batch waits for others to join it, microseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// How long the first request of a batch waits for others to join it, microseconds (0: a batch
+    /// is what queued while the model was busy, so a lone request never waits).
+    #[arg(long, default_value_t = 0)]
     batch_timeout_us: u64,
     /// Requests that may wait for the model; beyond it the server answers 503 at once.
     #[arg(long, default_value_t = 512)]

@@ -68,7 +68,7 @@ impl Default for ServeOptions {
             port: 8501,
             name: "keel".into(),
             max_batch: 64,
-            batch_timeout: Duration::from_micros(1000),
+            batch_timeout: Duration::ZERO,
             queue: 512,
             max_body: 4 << 20,
             max_pixels: 4096 * 4096,
