@@ -53,18 +53,8 @@ pub struct BaselineArgs {
     /// Save the fitted baseline to this file (keel evaluate and keel predict read it).
     #[arg(long)]
     save: Option<PathBuf>,
-    /// Write test accuracy, macro F1, timings and the classification report as JSON to this file (keel compare reads it).
-    #[arg(long)]
-    metrics_out: Option<PathBuf>,
-    /// Print a classification report (as keel evaluate --report).
-    #[arg(long)]
-    report: bool,
-    /// With --report: print it as JSON instead.
-    #[arg(long, requires = "report")]
-    json: bool,
-    /// Write confusion_matrix.png and misclassified.png (and .svg) into this directory.
-    #[arg(long)]
-    plots: Option<PathBuf>,
+    #[command(flatten)]
+    output: super::report::ReportArgs,
 }
 
 pub fn run(args: &BaselineArgs) -> keel::Result<()> {
@@ -87,10 +77,10 @@ pub fn run(args: &BaselineArgs) -> keel::Result<()> {
     if let Some(path) = &args.save {
         keel::io::check_output_file(path, "--save")?;
     }
-    if let Some(path) = &args.metrics_out {
+    if let Some(path) = &args.output.metrics_out {
         keel::io::check_output_file(path, "--metrics-out")?;
     }
-    if let Some(dir) = &args.plots {
+    if let Some(dir) = &args.output.plots {
         keel::io::check_output_dir(dir, "--plots")?;
     }
     with_threads(args.threads, |threads| {
@@ -133,8 +123,8 @@ pub fn run(args: &BaselineArgs) -> keel::Result<()> {
         let predict_s = start.elapsed().as_secs_f64();
         let truth = keel::utils::class_indices(test_y);
         let report = ClassificationReport::from_probabilities(&scores, &truth, &baseline.class_names());
-        super::report::print_scores(&report, args.report, args.json);
-        if let Some(dir) = &args.plots {
+        super::report::print_scores(&report, args.output.report, args.output.json);
+        if let Some(dir) = &args.output.plots {
             super::report::write_test_plots(
                 &scores,
                 test_x.as_ref(),
@@ -144,7 +134,7 @@ pub fn run(args: &BaselineArgs) -> keel::Result<()> {
                 dir,
             )?;
         }
-        if let Some(path) = &args.metrics_out {
+        if let Some(path) = &args.output.metrics_out {
             let test_samples = truth.len();
             write_json(
                 path,

@@ -22,19 +22,8 @@ pub struct EvaluateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Write confusion_matrix.png and misclassified.png (and .svg) into this directory.
-    #[arg(long)]
-    plots: Option<std::path::PathBuf>,
-    /// Write test loss and metrics as JSON to this file.
-    #[arg(long)]
-    metrics_out: Option<PathBuf>,
-    /// Print a classification report: per class precision, recall, F1 and support,
-    /// averages, top-1/top-5 accuracy, the most confused classes, the confusion matrix.
-    #[arg(long)]
-    report: bool,
-    /// With --report: print it as JSON instead.
-    #[arg(long, requires = "report")]
-    json: bool,
+    #[command(flatten)]
+    output: super::report::ReportArgs,
     #[command(flatten)]
     mpi: MpiArgs,
 }
@@ -66,12 +55,12 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
             )));
         };
         let scores = model.evaluate(x.as_ref(), y)?;
-        let report = if args.report { Some(model.classification_report(x.as_ref(), y)?) } else { None };
+        let report = if args.output.report { Some(model.classification_report(x.as_ref(), y)?) } else { None };
         if !root {
             return Ok(());
         }
         match &report {
-            Some(report) if args.json => {
+            Some(report) if args.output.json => {
                 let mut json = report.to_json();
                 json["test_loss"] = json!(scores.loss);
                 json["metrics"] = json!(scores.metrics);
@@ -87,10 +76,10 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
                 }
             }
         }
-        if let Some(dir) = &args.plots {
+        if let Some(dir) = &args.output.plots {
             super::report::write_plots(&mut model, x.as_ref(), y, None, dir)?;
         }
-        if let Some(path) = &args.metrics_out {
+        if let Some(path) = &args.output.metrics_out {
             let accuracy = scores.accuracy().unwrap_or(f64::NAN);
             let report = json!({
                 "model": args.model,
@@ -139,11 +128,11 @@ fn evaluate_baseline(args: &EvaluateArgs, root: bool) -> keel::Result<()> {
     if !root {
         return Ok(());
     }
-    super::report::print_scores(&report, args.report, args.json);
-    if let Some(dir) = &args.plots {
+    super::report::print_scores(&report, args.output.report, args.output.json);
+    if let Some(dir) = &args.output.plots {
         super::report::write_test_plots(&scores, x.as_ref(), y, &names, classifier.scale(), dir)?;
     }
-    if let Some(path) = &args.metrics_out {
+    if let Some(path) = &args.output.metrics_out {
         write_json(
             path,
             &json!({

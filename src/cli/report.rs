@@ -5,6 +5,24 @@ use keel::prelude::*;
 use keel::tensor::Samples;
 use std::path::Path;
 
+/// What to report about a classifier on the test set (keel evaluate, keel baseline).
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Write confusion_matrix.png and misclassified.png (and .svg) into this directory.
+    #[arg(long)]
+    pub plots: Option<std::path::PathBuf>,
+    /// Write test accuracy, macro F1, the metrics, timings and the classification report as JSON to this file (keel compare reads it).
+    #[arg(long)]
+    pub metrics_out: Option<std::path::PathBuf>,
+    /// Print a classification report: per class precision, recall, F1 and support,
+    /// averages, top-1/top-5 accuracy, the most confused classes, the confusion matrix.
+    #[arg(long)]
+    pub report: bool,
+    /// With --report: print it as JSON instead.
+    #[arg(long, requires = "report")]
+    pub json: bool,
+}
+
 /// How many misclassified images the grid shows.
 const GRID: usize = 24;
 
