@@ -287,10 +287,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-type Shared_ = State<Arc<Shared>>;
+type AppState = State<Arc<Shared>>;
 
 /// Counts every answer by route and status, with its latency.
-async fn track(State(shared): Shared_, path: Option<MatchedPath>, request: Request, next: Next) -> Response {
+async fn track(State(shared): AppState, path: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = path.map_or("other".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
@@ -303,11 +303,11 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 /// The page, with the model's name (letters, digits, '-', '_', '.' only) filled in.
-async fn page(State(shared): Shared_) -> Html<String> {
+async fn page(State(shared): AppState) -> Html<String> {
     Html(include_str!("page.html").replace("{{NAME}}", &shared.options.name))
 }
 
-async fn metrics_text(State(shared): Shared_) -> Response {
+async fn metrics_text(State(shared): AppState) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render()).into_response()
 }
 
@@ -323,7 +323,7 @@ fn check_name(shared: &Shared, name: &str) -> Option<Response> {
     }
 }
 
-async fn status(State(shared): Shared_, Path(target): Path<String>) -> Response {
+async fn status(State(shared): AppState, Path(target): Path<String>) -> Response {
     if let Some(r) = check_name(&shared, &target) {
         return r;
     }
@@ -333,7 +333,7 @@ async fn status(State(shared): Shared_, Path(target): Path<String>) -> Response 
     .into_response()
 }
 
-async fn status_version(state: Shared_, Path((name, version)): Path<(String, String)>) -> Response {
+async fn status_version(state: AppState, Path((name, version)): Path<(String, String)>) -> Response {
     if version != "1" {
         return error(
             StatusCode::NOT_FOUND,
@@ -343,7 +343,7 @@ async fn status_version(state: Shared_, Path((name, version)): Path<(String, Str
     status(state, Path(name)).await
 }
 
-async fn metadata(State(shared): Shared_, Path(name): Path<String>) -> Response {
+async fn metadata(State(shared): AppState, Path(name): Path<String>) -> Response {
     if let Some(r) = check_name(&shared, &name) {
         return r;
     }
@@ -374,7 +374,7 @@ async fn metadata(State(shared): Shared_, Path(name): Path<String>) -> Response 
 }
 
 async fn predict_version(
-    state: Shared_,
+    state: AppState,
     Path((name, target)): Path<(String, String)>,
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -390,7 +390,7 @@ async fn predict_version(
 }
 
 async fn predict(
-    State(shared): Shared_,
+    State(shared): AppState,
     Path(target): Path<String>,
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -463,7 +463,7 @@ fn three() -> usize {
 
 /// Image files in, `keel predict --json` out.
 async fn predict_images(
-    State(shared): Shared_,
+    State(shared): AppState,
     query: std::result::Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     request: Request,
