@@ -325,7 +325,7 @@ impl Baseline {
             scores.extend(match &self.fitted {
                 Fitted::Linear(model) => {
                     let mut z = model.decision(&features);
-                    z.chunks_exact_mut(k).for_each(softmax);
+                    z.chunks_exact_mut(k).for_each(crate::kernels::activation::softmax_row);
                     z
                 }
                 Fitted::Svm(model) => model.scores(&features),
@@ -465,16 +465,6 @@ fn one_class(found: usize) -> Error {
         "the training samples hold {found} class{}; a classifier needs at least two (give a dataset with two or more class folders)",
         if found == 1 { "" } else { "es" }
     ))
-}
-
-fn softmax(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    row.iter_mut().for_each(|v| {
-        *v = (*v - max).exp();
-        sum += *v;
-    });
-    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// The features of samples `range`, gathered block by block.

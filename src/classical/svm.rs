@@ -118,6 +118,8 @@ impl Svm {
         out.par_chunks_mut(QUERIES * classes).zip(x.data.par_chunks(QUERIES * d)).for_each(|(out, q)| {
             let m = q.len() / d;
             let mut k = vec![0.0f32; m * sv];
+            let (mut votes, mut confidence, mut raw) =
+                (vec![0.0f64; classes], vec![0.0f64; classes], vec![0.0f64; classes]);
             if sv > 0 {
                 matmul(MatRef::new(q, m, d), MatRef::new(&self.support.data, sv, d).t(), &mut k, false);
             }
@@ -126,8 +128,8 @@ impl Svm {
                 row.iter_mut()
                     .zip(&sv_norms)
                     .for_each(|(k, n)| *k = (-self.gamma * (qn + n - 2.0 * *k).max(0.0)).exp());
-                let mut votes = vec![0.0f64; classes];
-                let mut confidence = vec![0.0f64; classes];
+                votes.fill(0.0);
+                confidence.fill(0.0);
                 for (p, &(a, b)) in pairs.iter().enumerate() {
                     let coef = &self.coef[p * sv..(p + 1) * sv];
                     let f: f64 = coef.iter().zip(row.iter()).map(|(c, k)| (*c as f64) * (*k as f64)).sum::<f64>()
@@ -141,9 +143,9 @@ impl Svm {
                     confidence[b] -= f;
                 }
                 // scikit-learn's transform of the confidences into (-1/3, 1/3): below one vote.
-                let raw: Vec<f64> = (0..classes)
-                    .map(|c| votes[c] + confidence[c] / (3.0 * (confidence[c].abs() + 1.0)) + 1.0 / 3.0)
-                    .collect();
+                for c in 0..classes {
+                    raw[c] = votes[c] + confidence[c] / (3.0 * (confidence[c].abs() + 1.0)) + 1.0 / 3.0;
+                }
                 let total: f64 = raw.iter().sum();
                 scores.iter_mut().zip(&raw).for_each(|(s, r)| *s = (r / total) as f32);
             }

@@ -95,15 +95,7 @@ const MAX_STDIN_IMAGE: u64 = 64 << 20;
 
 /// The image at `path` as `h` x `w` x `c` bytes (c = 1: grey, 3: RGB).
 fn read_image(path: &Path, h: usize, w: usize, c: usize, invert: bool) -> keel::Result<Vec<u8>> {
-    let mode = match c {
-        1 => ColorMode::Grayscale,
-        3 => ColorMode::Rgb,
-        _ => {
-            return Err(Error::InvalidArgument(format!(
-                "the model takes {c} channels; images have 1 (grey) or 3 (RGB)"
-            )));
-        }
-    };
+    let mode = ColorMode::for_channels(c)?;
     let (mut bytes, _) = if path.as_os_str() == "-" {
         use std::io::Read;
         let mut raw = Vec::new();

@@ -25,6 +25,17 @@ pub enum ColorMode {
 }
 
 impl ColorMode {
+    /// The mode of images with `channels` channels (1: grey, 3: RGB), or an error naming them.
+    pub fn for_channels(channels: usize) -> Result<ColorMode> {
+        match channels {
+            1 => Ok(ColorMode::Grayscale),
+            3 => Ok(ColorMode::Rgb),
+            _ => Err(Error::InvalidArgument(format!(
+                "the model takes {channels} channels; images have 1 (grey) or 3 (RGB)"
+            ))),
+        }
+    }
+
     pub fn channels(self) -> usize {
         match self {
             ColorMode::Grayscale => 1,

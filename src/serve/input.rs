@@ -125,11 +125,7 @@ pub fn image_input(bytes: &[u8], spec: &InputSpec, invert: bool) -> Result<Vec<f
     let &[h, w, c] = spec.shape.as_slice() else {
         return Err(format!("the model takes inputs of shape {:?}, not images", spec.shape));
     };
-    let mode = match c {
-        1 => ColorMode::Grayscale,
-        3 => ColorMode::Rgb,
-        _ => return Err(format!("the model takes {c} channels; images have 1 (grey) or 3 (RGB)")),
-    };
+    let mode = ColorMode::for_channels(c).map_err(|e| e.to_string())?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("unreadable image: {e}"))?;

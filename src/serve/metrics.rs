@@ -57,28 +57,26 @@ impl Metrics {
         out += &format!(
             "# HELP keel_errors_total Requests answered with a 4xx or 5xx status.\n# TYPE keel_errors_total counter\nkeel_errors_total {errors}\n"
         );
-        out += "# HELP keel_request_seconds Time from request to answer.\n# TYPE keel_request_seconds histogram\n";
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
-            out += &format!("keel_request_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n");
-        }
-        out += &format!(
-            "keel_request_seconds_sum {}\nkeel_request_seconds_count {cumulative}\n",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        out += "# HELP keel_batch_size Instances per prediction batch.\n# TYPE keel_batch_size histogram\n";
-        let mut cumulative = 0;
-        for (i, bound) in BATCH.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).enumerate() {
-            cumulative += self.batches[i].load(Ordering::Relaxed);
-            out += &format!("keel_batch_size_bucket{{le=\"{bound}\"}} {cumulative}\n");
-        }
-        out += &format!(
-            "keel_batch_size_sum {}\nkeel_batch_size_count {cumulative}\n",
-            self.batch_instances.load(Ordering::Relaxed)
-        );
+        let latency: Vec<String> = LATENCY.iter().map(f64::to_string).collect();
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        histogram(&mut out, "keel_request_seconds", "Time from request to answer.", &latency, &self.latency, sum);
+        let batch: Vec<String> = BATCH.iter().map(u64::to_string).collect();
+        let sum = self.batch_instances.load(Ordering::Relaxed) as f64;
+        histogram(&mut out, "keel_batch_size", "Instances per prediction batch.", &batch, &self.batches, sum);
         out
     }
+}
+
+/// One histogram in Prometheus' format: cumulative buckets (`bounds`, then
+/// +Inf, from per-bucket `counts`), sum and count.
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[String], counts: &[AtomicU64], sum: f64) {
+    *out += &format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().map(String::as_str).chain(["+Inf"]).zip(counts) {
+        cumulative += count.load(Ordering::Relaxed);
+        *out += &format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n");
+    }
+    *out += &format!("{name}_sum {sum}\n{name}_count {cumulative}\n");
 }
 
 #[cfg(test)]
