@@ -354,3 +354,100 @@ fn bad_options_are_refused_before_listening() {
     assert!(e.contains("another --port"), "{e}");
     first.shutdown().unwrap();
 }
+
+/// Opens `GET /events` (resuming after `last_id`) and reads until the `end`
+/// event has arrived; the rest is read by `finish` once the stream ends.
+fn open_events(addr: SocketAddr, last_id: Option<usize>) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).expect("the dashboard accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let resume = last_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n{resume}Connection: close\r\n\r\n").unwrap();
+    let (mut raw, mut buffer) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&raw).contains("event: end") {
+        let n = stream.read(&mut buffer).expect("events keep coming");
+        assert!(n > 0, "the stream ended before the end event: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buffer[..n]);
+    }
+    (stream, raw)
+}
+
+/// Reads an event stream to its end: (id, kind, data) of each event.
+fn finish_events((mut stream, mut raw): (TcpStream, Vec<u8>)) -> Vec<(usize, String, Value)> {
+    stream.read_to_end(&mut raw).expect("the stream ends when the dashboard stops");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&raw[..end]).contains("text/event-stream"));
+    let body = String::from_utf8(dechunk(&raw[end + 4..])).unwrap();
+    body.split("\n\n")
+        .filter(|event| event.contains("event: "))
+        .map(|event| {
+            let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).unwrap().to_string();
+            (field("id: ").parse().unwrap(), field("event: "), serde_json::from_str(&field("data: ")).unwrap())
+        })
+        .collect()
+}
+
+/// The training dashboard: every event of a run, in order, for a page
+/// opened after training; a reconnecting page resumes after its last event;
+/// the pictures; stopping ends the streams.
+#[test]
+fn the_dashboard_streams_a_runs_progress_and_its_pictures() {
+    let dashboard = keel::serve::Dashboard::start("127.0.0.1".parse().unwrap(), 0).unwrap();
+    let addr = dashboard.addr();
+    let (x, y) = synthetic::stripes(96, 4, 1);
+    let mut model = synthetic::small_cnn(5, 4, Activation::Softmax);
+    model.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let mut live = dashboard.callback("stripes");
+    let options = synthetic::quiet(3, 16, 0.25);
+    model.fit_with_callbacks(&x, &y, &options, &mut [&mut live]).unwrap();
+    let curves = keel::plots::curves_picture(model.history()).unwrap();
+    dashboard.finish(json!({"test_accuracy": 0.75}), vec![curves]);
+
+    let (status, svg) = http(addr, "GET", "/plots/curves.svg", "text/plain", b"");
+    assert!(status == 200 && svg.starts_with(b"<svg"), "{status}");
+    let (status, png) = http(addr, "GET", "/plots/curves.png", "text/plain", b"");
+    assert!(status == 200 && png.starts_with(b"\x89PNG"), "{status}");
+    assert_eq!(http(addr, "GET", "/plots/confusion_matrix.svg", "text/plain", b"").0, 404);
+    let (status, page) = http(addr, "GET", "/", "text/plain", b"");
+    assert!(status == 200 && String::from_utf8_lossy(&page).contains("EventSource(\"/events\")"));
+
+    let whole = open_events(addr, None);
+    let resumed = open_events(addr, Some(3));
+    let mut after_stop = dashboard.callback("stopped");
+    dashboard.shutdown().unwrap();
+    // Training under a stopped dashboard (Ctrl-C) ends after its first batch.
+    let history = model.fit_with_callbacks(&x, &y, &options, &mut [&mut after_stop]).unwrap();
+    assert!(history.epochs.is_empty());
+    let events = finish_events(whole);
+    let ids: Vec<usize> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (0..events.len()).collect::<Vec<_>>());
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(kinds[0], "start");
+    assert_eq!(&kinds[kinds.len() - 2..], ["trained", "end"]);
+    let start = &events[0].2;
+    assert_eq!(
+        (start["title"].as_str(), start["epochs"].as_u64(), start["steps"].as_u64()),
+        (Some("stripes"), Some(3), Some(5))
+    );
+    assert_eq!(start["samples"], 72);
+    // Each epoch: its first and last batch at least, then its logs.
+    let epochs: Vec<&Value> = events.iter().filter(|e| e.1 == "epoch").map(|e| &e.2).collect();
+    assert_eq!(epochs.len(), 3);
+    for (k, epoch) in epochs.iter().enumerate() {
+        let logged = &model.history().epochs[k].logs;
+        assert_eq!(epoch["logs"]["val_accuracy"].as_f64(), logged.get("val_accuracy").copied());
+        let batches: Vec<u64> = events
+            .iter()
+            .filter(|e| e.1 == "batch" && e.2["epoch"] == k + 1)
+            .map(|e| e.2["batch"].as_u64().unwrap())
+            .collect();
+        assert!(batches.first() == Some(&1) && batches.last() == Some(&5), "epoch {}: {batches:?}", k + 1);
+        let last = events.iter().rfind(|e| e.1 == "batch" && e.2["epoch"] == k + 1).unwrap();
+        assert_eq!(last.2["logs"]["loss"].as_f64(), logged.get("loss").copied());
+        assert_eq!(last.2["x"].as_f64(), Some(k as f64 + 1.0));
+    }
+    assert_eq!(events.last().unwrap().2["pictures"], json!(["curves"]));
+    let resumed = finish_events(resumed);
+    assert_eq!(resumed.first().map(|e| e.0), Some(4));
+    assert_eq!(resumed.len(), events.len() - 4);
+    assert!(TcpStream::connect(addr).is_err());
+}

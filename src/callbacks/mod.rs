@@ -26,10 +26,26 @@ pub enum Control {
     Stop,
 }
 
+/// What `fit` is about to do, as Keras' `callback.params`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FitParams {
+    /// The last epoch (epochs run: `initial_epoch + 1 ..= epochs`).
+    pub epochs: usize,
+    pub initial_epoch: usize,
+    /// Batches per epoch.
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Training samples per epoch (validation samples excluded).
+    pub samples: usize,
+}
+
 /// Hooks into [`Model::fit_with_callbacks`]. Epochs are numbered from 1,
 /// as printed; batches from 1 within their epoch. Every method has a default
 /// that does nothing. An error ends `fit` with that error.
 pub trait Callback {
+    /// Called once before `on_train_begin`, as Keras' `set_params`.
+    fn set_params(&mut self, _params: &FitParams) {}
+
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }

@@ -77,7 +77,7 @@ pub fn run(args: &EvaluateArgs) -> keel::Result<()> {
             }
         }
         if let Some(dir) = &args.output.plots {
-            super::report::write_plots(&mut model, x.as_ref(), y, None, dir)?;
+            super::report::write_plots(&mut model, x.as_ref(), y, dir)?;
         }
         if let Some(path) = &args.output.metrics_out {
             let accuracy = scores.accuracy().unwrap_or(f64::NAN);

@@ -1,6 +1,6 @@
 //! `--plots DIR`: curves, confusion matrix and misclassified test images.
 
-use keel::plots::{self, Misclassified};
+use keel::plots::{self, Misclassified, Picture};
 use keel::prelude::*;
 use keel::tensor::Samples;
 use std::path::Path;
@@ -26,17 +26,8 @@ pub struct ReportArgs {
 /// How many misclassified images the grid shows.
 const GRID: usize = 24;
 
-/// Writes the test-set plots (and the training curves when `history` is given) into `dir`.
-pub fn write_plots(
-    model: &mut Model,
-    x: &dyn Samples,
-    y: &Tensor,
-    history: Option<&History>,
-    dir: &Path,
-) -> keel::Result<()> {
-    if let Some(history) = history {
-        plots::training_curves(history, dir)?;
-    }
+/// Writes a model's test-set plots into `dir`.
+pub fn write_plots(model: &mut Model, x: &dyn Samples, y: &Tensor, dir: &Path) -> keel::Result<()> {
     let probabilities = model.class_probabilities(x)?;
     let classes = y.row_len().max(2);
     let names = model.class_names(classes);
@@ -54,9 +45,24 @@ pub fn write_test_plots(
     scale: f32,
     dir: &Path,
 ) -> keel::Result<()> {
+    for picture in test_pictures(probabilities, x, y, names, scale)? {
+        picture.write(dir)?;
+    }
+    Ok(())
+}
+
+/// The pictures of [`write_test_plots`], in memory.
+pub fn test_pictures(
+    probabilities: &Tensor,
+    x: &dyn Samples,
+    y: &Tensor,
+    names: &[String],
+    scale: f32,
+) -> keel::Result<[Picture; 2]> {
     let predicted = argmax(probabilities);
     let truth = keel::utils::class_indices(y);
-    plots::confusion_matrix(&keel::metrics::confusion_counts(&truth, &predicted, names.len()), names, dir)?;
+    let confusion =
+        plots::confusion_matrix_picture(&keel::metrics::confusion_counts(&truth, &predicted, names.len()), names)?;
     let shape = &x.shape()[1..];
     let (height, width, channels) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
     let wrong: Vec<Misclassified> = (0..truth.len())
@@ -75,8 +81,7 @@ pub fn write_test_plots(
             })
         })
         .collect::<keel::Result<_>>()?;
-    plots::misclassified(&wrong, dir)?;
-    Ok(())
+    Ok([confusion, plots::misclassified_picture(&wrong)?])
 }
 
 /// Prints a classifier's test scores: accuracy and macro F1, with the whole

@@ -7,6 +7,7 @@ use keel::distributed::Communicator;
 use keel::model::{Architecture, Verbosity};
 use keel::prelude::*;
 use serde_json::json;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +70,12 @@ pub struct TrainArgs {
     /// Print only the test accuracy.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve a live dashboard of the run on this port (TensorBoard's 6006 when no port is given; 0 picks a free one): loss and accuracy curves, progress, ETA, learning rate, and at the end the test scores, confusion matrix and misclassified images. It stays up after training until Ctrl-C; Ctrl-C during training stops training after the batch.
+    #[arg(long, num_args = 0..=1, default_missing_value = "6006", value_name = "PORT")]
+    dashboard: Option<u16>,
+    /// Address of the dashboard; 127.0.0.1 keeps it to this machine.
+    #[arg(long, default_value = "127.0.0.1", requires = "dashboard")]
+    dashboard_host: IpAddr,
     #[command(flatten)]
     mpi: MpiArgs,
 }
@@ -202,6 +209,14 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     // Every output is checked (and the save path and checkpoint directory
     // locked) before anything is loaded or trained.
     let _locks = if root { check_outputs(args)? } else { Vec::new() };
+    let dashboard = match args.dashboard.filter(|_| root) {
+        Some(port) => {
+            let dashboard = keel::serve::Dashboard::start(args.dashboard_host, port)?;
+            eprintln!("Dashboard: http://{}/", dashboard.addr());
+            Some(dashboard)
+        }
+        None => None,
+    };
     let (mut model, initial_epoch, data) = model_and_data(args)?;
     let classes = data.train.1.row_len();
     let data = data.targets_for(&model)?;
@@ -240,7 +255,13 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
         let name = if args.save_best_only { "best.keel" } else { "epoch-{epoch:03}.keel" };
         ModelCheckpoint::new(dir.join(name).to_string_lossy().into_owned()).save_best_only(args.save_best_only)
     });
+    let title = match &args.model {
+        Some(path) => format!("{} on {dataset}", path.file_stem().unwrap_or_default().to_string_lossy()),
+        None => format!("the reference model on {dataset}"),
+    };
+    let mut live = dashboard.as_ref().map(|d| d.callback(title));
     let mut callbacks: Vec<&mut dyn Callback> = checkpoint.iter_mut().map(|c| c as &mut dyn Callback).collect();
+    callbacks.extend(live.iter_mut().map(|c| c as &mut dyn Callback));
     let (x, y) = &data.train;
     let history = model.fit_with_callbacks(x.as_ref(), y, &options, &mut callbacks)?;
     let fit_s = fit_start.elapsed().as_secs_f64();
@@ -267,6 +288,7 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     }
     let mut predict_s = 0.0;
     let mut report = None;
+    let mut scored = None;
     match (&data.test, &test) {
         (Some((test_images, test_labels)), Some(scores)) => {
             let predict_start = Instant::now();
@@ -276,14 +298,22 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
             let truth = keel::utils::class_indices(test_labels);
             report = Some(keel::model::ClassificationReport::from_probabilities(&probabilities, &truth, &names));
             println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN));
+            scored = Some((probabilities, names));
         }
         _ => println!("No test split (the folder has no train/ and test/ subfolders): nothing to evaluate"),
     }
+    // The pictures --plots writes and the dashboard shows: curves, then the test set's.
+    let mut pictures = Vec::new();
+    if args.plots.is_some() || dashboard.is_some() {
+        pictures.push(keel::plots::curves_picture(model.history())?);
+        if let (Some((x, y)), Some((probabilities, names))) = (&data.test, &scored) {
+            let scale = model.data_info().map_or(1.0 / 255.0, |i| i.scale);
+            pictures.extend(super::report::test_pictures(probabilities, x.as_ref(), y, names, scale)?);
+        }
+    }
     if let Some(dir) = &args.plots {
-        let history = model.history().clone();
-        match &data.test {
-            Some((x, y)) => super::report::write_plots(&mut model, x.as_ref(), y, Some(&history), dir)?,
-            None => drop(keel::plots::training_curves(&history, dir)?),
+        for picture in &pictures {
+            picture.write(dir)?;
         }
     }
     if !args.quiet && !history.epochs.is_empty() {
@@ -333,6 +363,19 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
             },
         });
         write_json(path, &metrics)?;
+    }
+    if let Some(dashboard) = dashboard {
+        let results = json!({
+            "test_accuracy": test.as_ref().and_then(|t| t.accuracy()),
+            "test_loss": test.as_ref().map(|t| t.loss),
+            "macro_f1": report.as_ref().map(|r| r.macro_avg.f1),
+        });
+        // Its own curves are live; it shows the test set's pictures.
+        dashboard.finish(results, pictures.into_iter().filter(|p| p.name != "curves").collect());
+        if !dashboard.is_closed() {
+            eprintln!("Training finished; the dashboard stays at http://{}/ until Ctrl-C", dashboard.addr());
+            dashboard.wait()?;
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::functional::Model;
 use super::history::{EpochLog, Evaluation, History, Logs};
 use super::progress::{Progress, Verbosity};
 use super::summary::shape_str;
-use crate::callbacks::{Callback, Control};
+use crate::callbacks::{Callback, Control, FitParams};
 use crate::distributed::{self, Communicator};
 use crate::error::{Error, Result};
 use crate::kernels::activation;
@@ -152,7 +152,15 @@ impl Model {
         let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let steps = n_train.div_ceil(options.batch_size);
         let mut history = History::default();
+        let params = FitParams {
+            epochs: options.epochs,
+            initial_epoch: options.initial_epoch,
+            steps,
+            batch_size: options.batch_size,
+            samples: n_train,
+        };
         for cb in callbacks.iter_mut() {
+            cb.set_params(&params);
             cb.on_train_begin(self)?;
         }
         // What the optimizer updates and which weights carry a penalty (fixed during fit).

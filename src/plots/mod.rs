@@ -1,7 +1,8 @@
 //! Pictures of a training run (plotters; PNG and SVG, text in the embedded
 //! DejaVu Sans, so no system fonts are needed): loss and accuracy curves, the
 //! confusion matrix, and a grid of misclassified images. Each function writes
-//! `DIR/NAME.png` and `DIR/NAME.svg`, atomically.
+//! `DIR/NAME.png` and `DIR/NAME.svg`, atomically; its `*_picture` sibling
+//! returns the same [`Picture`] in memory (the training dashboard serves it).
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -24,17 +25,35 @@ fn register_font() {
     });
 }
 
-/// Draws with `draw` on a `size` PNG and SVG, written to `dir/name.{png,svg}`; returns the PNG's path.
+/// A drawn picture, as PNG bytes and SVG text.
+#[derive(Clone, Debug)]
+pub struct Picture {
+    /// What it shows, the files' stem: "curves", "confusion_matrix", ...
+    pub name: &'static str,
+    pub png: Vec<u8>,
+    pub svg: String,
+}
+
+impl Picture {
+    /// Writes `dir/NAME.png` and `dir/NAME.svg`, atomically; returns the PNG's path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let png_path = dir.join(format!("{}.png", self.name));
+        write_atomic(&png_path, &self.png)?;
+        write_atomic(&dir.join(format!("{}.svg", self.name)), self.svg.as_bytes())?;
+        Ok(png_path)
+    }
+}
+
+/// Draws a `size` picture twice, with `draw_png` on a bitmap and `draw_svg` on an SVG.
 fn render(
-    dir: &Path,
-    name: &str,
+    name: &'static str,
     size: (u32, u32),
     draw_png: impl FnOnce(DrawingArea<BitMapBackend, Shift>) -> DrawResult,
     draw_svg: impl FnOnce(DrawingArea<SVGBackend, Shift>) -> DrawResult,
-) -> Result<PathBuf> {
+) -> Result<Picture> {
     register_font();
     let failed = |e: Box<dyn std::error::Error>| Error::State(format!("cannot draw {name}: {e}"));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     draw_png(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area()).map_err(failed)?;
     let image = image::RgbImage::from_raw(size.0, size.1, rgb).expect("buffer sized for the image");
@@ -42,21 +61,23 @@ fn render(
     image
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| Error::State(format!("cannot encode {name}.png: {e}")))?;
-    let png_path = dir.join(format!("{name}.png"));
-    write_atomic(&png_path, &png)?;
     let mut svg = String::new();
     draw_svg(SVGBackend::with_string(&mut svg, size).into_drawing_area()).map_err(failed)?;
-    write_atomic(&dir.join(format!("{name}.svg")), svg.as_bytes())?;
-    Ok(png_path)
+    Ok(Picture { name, png, svg })
 }
 
 /// `curves.{png,svg}`: loss and accuracy per epoch, training and validation.
 pub fn training_curves(history: &History, dir: &Path) -> Result<PathBuf> {
+    curves_picture(history)?.write(dir)
+}
+
+/// The picture of [`training_curves`].
+pub fn curves_picture(history: &History) -> Result<Picture> {
     if history.epochs.is_empty() {
         return Err(Error::InvalidArgument("the History has no epochs to plot".into()));
     }
     let size = (1200, 500);
-    render(dir, "curves", size, |root| draw_curves(root, history), |root| draw_curves(root, history))
+    render("curves", size, |root| draw_curves(root, history), |root| draw_curves(root, history))
 }
 
 fn draw_curves<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, history: &History) -> DrawResult
@@ -109,6 +130,11 @@ where
 /// `confusion_matrix.{png,svg}`: counts per (true, predicted) class, shaded
 /// by the share of the true class, with each class's accuracy beside its row.
 pub fn confusion_matrix(matrix: &[Vec<usize>], class_names: &[String], dir: &Path) -> Result<PathBuf> {
+    confusion_matrix_picture(matrix, class_names)?.write(dir)
+}
+
+/// The picture of [`confusion_matrix`].
+pub fn confusion_matrix_picture(matrix: &[Vec<usize>], class_names: &[String]) -> Result<Picture> {
     let n = matrix.len();
     if n == 0 || class_names.len() != n {
         return Err(Error::InvalidArgument(format!("{n} classes in the matrix but {} names", class_names.len())));
@@ -117,7 +143,6 @@ pub fn confusion_matrix(matrix: &[Vec<usize>], class_names: &[String], dir: &Pat
     let size = (cell * n as u32 + 260, cell * n as u32 + 170);
     let (names, cell) = (class_names, cell as i32);
     render(
-        dir,
         "confusion_matrix",
         size,
         |r| draw_confusion(r, matrix, names, cell),
@@ -183,11 +208,16 @@ pub struct Misclassified {
 /// `misclassified.{png,svg}`: a grid of wrongly classified images, each
 /// titled with its true and predicted class.
 pub fn misclassified(images: &[Misclassified], dir: &Path) -> Result<PathBuf> {
+    misclassified_picture(images)?.write(dir)
+}
+
+/// The picture of [`misclassified`].
+pub fn misclassified_picture(images: &[Misclassified]) -> Result<Picture> {
     let columns = images.len().clamp(1, 6);
     let rows = images.len().div_ceil(columns).max(1);
     let tile = 150u32;
     let size = (tile * columns as u32, tile * rows as u32 + 50);
-    render(dir, "misclassified", size, |r| draw_grid(r, images, columns, tile), |r| draw_grid(r, images, columns, tile))
+    render("misclassified", size, |r| draw_grid(r, images, columns, tile), |r| draw_grid(r, images, columns, tile))
 }
 
 fn draw_grid<DB: DrawingBackend>(
@@ -239,7 +269,7 @@ pub fn comparison(runs: &[Scored], dir: &Path) -> Result<PathBuf> {
         return Err(Error::InvalidArgument("no runs to compare".into()));
     }
     let size = (1000, 120 + 56 * runs.len() as u32);
-    render(dir, "comparison", size, |root| draw_comparison(root, runs), |root| draw_comparison(root, runs))
+    render("comparison", size, |root| draw_comparison(root, runs), |root| draw_comparison(root, runs))?.write(dir)
 }
 
 fn draw_comparison<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Scored]) -> DrawResult

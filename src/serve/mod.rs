@@ -17,10 +17,12 @@
 //! system.
 
 pub mod batcher;
+pub mod dashboard;
 pub mod input;
 pub mod metrics;
 
 pub use batcher::{Batcher, Predictor, Refused};
+pub use dashboard::{Dashboard, DashboardCallback};
 
 use crate::error::{Error, Result};
 use axum::Router;
@@ -162,12 +164,7 @@ impl Server {
                 "--max-batch, --queue, --max-body and --max-instances must be at least 1".into(),
             ));
         }
-        let addr = SocketAddr::new(options.host, options.port);
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {addr}: {e}; give another --port (or stop what uses it)"))
-        })?;
-        listener.set_nonblocking(true).map_err(|e| Error::State(format!("cannot set up {addr}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::State(format!("cannot read the bound address: {e}")))?;
+        let listener = bind(options.host, options.port, "--port")?;
         let metrics = Arc::new(Metrics::default());
         let spec = InputSpec {
             shape: card.input_shape.clone(),
@@ -183,33 +180,49 @@ impl Server {
             options.queue,
             metrics.clone(),
         );
-        let shared = Arc::new(Shared { options, card, spec, batcher, metrics });
+        let app = router(Arc::new(Shared { options, card, spec, batcher, metrics }));
+        // Every request has its answer: the batching thread ends with the last sender.
+        Server::spawn(listener, app, 2, || {}, move || drop(batching.join()))
+    }
+
+    /// Serves `app` on `listener` from a background thread running a tokio
+    /// runtime with `workers` threads, until [`Server::shutdown`], SIGINT or
+    /// SIGTERM. `stopping` runs when the shutdown begins (then requests in
+    /// flight finish, so endless responses must end on it); `after` runs
+    /// once the runtime is gone.
+    pub(crate) fn spawn(
+        listener: std::net::TcpListener,
+        app: Router,
+        workers: usize,
+        stopping: impl FnOnce() + Send + 'static,
+        after: impl FnOnce() + Send + 'static,
+    ) -> Result<Server> {
+        let addr = listener.local_addr().map_err(|e| Error::State(format!("cannot read the bound address: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("keel-serve".into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(workers)
                     .enable_all()
                     .build()
                     .map_err(|e| Error::State(format!("cannot start the server's runtime: {e}")))?;
                 let served = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .map_err(|e| Error::State(format!("cannot listen on {addr}: {e}")))?;
-                    let app = router(shared);
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async move {
                             tokio::select! {
                                 _ = stopped => {}
                                 _ = signal() => {}
                             }
+                            stopping();
                         })
                         .await
                         .map_err(|e| Error::State(format!("the server stopped: {e}")))
                 });
-                // Every request has its answer: the batching thread ends with the last sender.
                 drop(runtime);
-                let _ = batching.join();
+                after();
                 served
             })
             .map_err(|e| Error::State(format!("cannot start the server thread: {e}")))?;
@@ -250,6 +263,16 @@ impl Drop for Server {
         }
         let _ = self.join();
     }
+}
+
+/// A listening socket on `host:port` (port 0: a free one); `flag` is the option to change when it is taken.
+pub(crate) fn bind(host: IpAddr, port: u16, flag: &str) -> Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::InvalidArgument(format!("cannot listen on {addr}: {e}; give another {flag} (or stop what uses it)"))
+    })?;
+    listener.set_nonblocking(true).map_err(|e| Error::State(format!("cannot set up {addr}: {e}")))?;
+    Ok(listener)
 }
 
 /// SIGINT or SIGTERM.
