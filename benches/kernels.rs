@@ -1,5 +1,6 @@
-//! `cargo bench`: every kernel of a training step of the reference model, and the
-//! 32 -> 64 convolution of the bigger CNN, on a batch of 128 through the layer
+//! `cargo bench`: every kernel of a training step of the reference model, the
+//! 32 -> 64 convolution of the bigger CNN, and ResNet-20's stride-1
+//! convolutions both ways (unfolded, padded layout), on a batch of 128 through the layer
 //! interface the model uses (rayon over the batch, all threads; `RAYON_NUM_THREADS`
 //! to change). Compute-bound kernels report GFLOP/s as criterion's throughput
 //! ("Gelem/s" = GFLOP/s, counting multiply and add as 2); memory-bound ones bytes/s.
@@ -125,6 +126,98 @@ fn conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// ResNet-20's 3x3 stride-1 'same' convolutions, one task of 16 samples on one
+/// thread (as the device runs them): unfolding (im2col + one matrix product,
+/// the reference path) against the padded layout ([`Wide`]: KH products).
+fn conv_stride1(c: &mut Criterion) {
+    use keel::kernels::conv_wide::Wide;
+    use keel::kernels::im2col::{col2im_add, im2col};
+    use keel::kernels::matmul::{MatRef, matmul};
+    const TASK: usize = 16;
+    let mut group = c.benchmark_group("conv2d 3x3 stride 1, 16 samples, 1 thread");
+    for (side, ch) in [(32, 16), (16, 32), (8, 64)] {
+        let g = Window {
+            h: side,
+            w: side,
+            c: ch,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            pt: 1,
+            pl: 1,
+            oh: side,
+            ow: side,
+        };
+        let wide = Wide::of(&g).expect("stride 1");
+        let t = wide.transposed(ch);
+        let (p, k, f) = (g.positions(), g.patch_len(), ch);
+        let mut rng = stream(2, 0);
+        let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (x, w, dz) = (values(TASK * p * ch), values(k * f), values(TASK * p * f));
+        let mut cols = vec![0.0; TASK * p * k];
+        let mut y = vec![0.0; TASK * p * f];
+        let mut dw = vec![0.0; k * f];
+        let mut dx = vec![0.0; TASK * p * ch];
+        let mut xp = vec![0.0; wide.padded_len(TASK).max(t.padded_len(TASK))];
+        let mut wide_out = vec![0.0; wide.rows(TASK).max(t.rows(TASK)) * f];
+        let mut turned = vec![0.0; k * f];
+        group.throughput(Throughput::Elements(conv_flops(p, k, f) / (BATCH / TASK) as u64));
+        let shape = format!("{side}x{side}x{ch}->{f}");
+        group.bench_function(format!("forward {shape}, unfolding"), |b| {
+            b.iter(|| {
+                for (xs, cs) in x.chunks_exact(p * ch).zip(cols.chunks_exact_mut(p * k)) {
+                    im2col(&g, xs, cs);
+                }
+                matmul(MatRef::new(&cols, TASK * p, k), MatRef::new(&w, k, f), &mut y, false);
+            })
+        });
+        group.bench_function(format!("forward {shape}, padded layout"), |b| {
+            b.iter(|| {
+                wide.pad(&x, &mut xp);
+                wide.forward(&xp, &w, f, 0..wide.rows(TASK), &mut wide_out);
+                wide.compact(&wide_out, f, &mut y);
+            })
+        });
+        group.bench_function(format!("weight gradient {shape}, unfolding"), |b| {
+            b.iter(|| {
+                for (xs, cs) in x.chunks_exact(p * ch).zip(cols.chunks_exact_mut(p * k)) {
+                    im2col(&g, xs, cs);
+                }
+                matmul(MatRef::new(&cols, TASK * p, k).t(), MatRef::new(&dz, TASK * p, f), &mut dw, false);
+            })
+        });
+        group.bench_function(format!("weight gradient {shape}, padded layout"), |b| {
+            b.iter(|| {
+                wide.pad(&x, &mut xp);
+                wide.expand(&dz, f, &mut wide_out);
+                dw.fill(0.0);
+                wide.weight_grad(&xp, &wide_out, f, TASK, &mut dw);
+            })
+        });
+        group.bench_function(format!("input gradient {shape}, unfolding"), |b| {
+            b.iter(|| {
+                matmul(MatRef::new(&dz, TASK * p, f), MatRef::new(&w, k, f).t(), &mut cols, false);
+                dx.fill(0.0);
+                for (dxs, dc) in dx.chunks_exact_mut(p * ch).zip(cols.chunks_exact(p * k)) {
+                    col2im_add(&g, dc, dxs);
+                }
+            })
+        });
+        group.bench_function(format!("input gradient {shape}, padded layout"), |b| {
+            b.iter(|| {
+                wide.turn_kernel(&w, f, &mut turned);
+                t.pad(&dz, &mut xp);
+                t.forward(&xp, &turned, ch, 0..t.rows(TASK), &mut wide_out);
+                t.compact(&wide_out, ch, &mut dx);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn max_pool(c: &mut Criterion) {
     let mut group = c.benchmark_group("max_pooling2d");
     let mut bench = Bench::new(Box::new(MaxPooling2D::new((2, 2))), &[26, 26, 32], None);
@@ -177,5 +270,5 @@ fn loss_and_optimizer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, max_pool, dense, loss_and_optimizer);
+criterion_group!(benches, conv, conv_stride1, max_pool, dense, loss_and_optimizer);
 criterion_main!(benches);

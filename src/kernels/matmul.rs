@@ -25,6 +25,14 @@ impl<'a> MatRef<'a> {
         MatRef { data, rows, cols, ld, transposed: false }
     }
 
+    /// `rows x cols` whose rows start `step` values apart, `step` possibly
+    /// below `cols`: consecutive rows then overlap (the patches of a
+    /// convolution's neighbouring positions, read in place).
+    pub fn overlapping(data: &'a [f32], rows: usize, cols: usize, step: usize) -> Self {
+        assert!(rows == 0 || (rows - 1) * step + cols <= data.len(), "matrix out of bounds");
+        MatRef { data, rows, cols, ld: step, transposed: false }
+    }
+
     /// The transpose (no copy).
     pub fn t(self) -> Self {
         MatRef { transposed: !self.transposed, ..self }
@@ -66,7 +74,7 @@ pub fn matmul_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bo
     let (b_rs, b_cs) = b.strides();
     // The kernels want a column-major destination: compute c^T = b^T a^T, which
     // is row-major c seen column-major (as the `gemm` crate's front end does).
-    // SAFETY: MatRef::with_ld checked every operand lies inside its slice, `c` was
+    // SAFETY: MatRef::with_ld (or ::overlapping) checked every operand lies inside its slice, `c` was
     // checked above, and `c` is a unique borrow so it cannot alias `a` or `b`.
     unsafe {
         gemm_f32::gemm::f32::get_gemm_fn()(
