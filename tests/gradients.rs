@@ -149,6 +149,20 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
     assert_close("fused input", &fused_dx, &dx, 1e-5);
 }
 
+/// Stride-1 convolutions on images large enough for the padded-layout path
+/// (matrix products over a padded copy, input gradient through the turned
+/// kernel): same and valid padding, and few input channels (direct forward
+/// pass, gradients through the padded layout for a partial filter block).
+#[test]
+fn conv2d_stride_one_through_the_padded_layout() {
+    let cases = [([14, 14, 5], Padding::Same, 3), ([15, 15, 4], Padding::Valid, 5), ([14, 14, 2], Padding::Same, 3)];
+    for (i, (shape, padding, filters)) in cases.into_iter().enumerate() {
+        let x = uniform(&mut stream(13, i as u64), 2 * shape.iter().product::<usize>(), -1.0, 1.0);
+        let conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(Activation::Tanh);
+        check_layer(conv, &shape, 2, x, 130 + i as u64);
+    }
+}
+
 #[test]
 fn conv2d_with_fused_max_pooling_matches_separate_layers() {
     // Direct path (1 channel), tanh, 2x2 pooling, a partial filter block, tasks of 16 and a partial one.

@@ -455,6 +455,18 @@ mod avx2 {
     }
 }
 
+/// Whether [`conv_weight_grad`] has a SIMD path for `f` filters (else it runs the scalar reference).
+pub fn fast_weight_grad(f: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if f.is_multiple_of(BLOCK)
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        return true;
+    }
+    false
+}
+
 // Differentiates y[p, f] = sum_t x[p + t] * w[t, f]:  dw[t, f] += sum_p x[p + t] * dz[p, f]
 pub fn conv_weight_grad(g: &Window, x: &[f32], dz: &[f32], f: usize, dw: &mut [f32]) {
     assert!(x.len() >= g.h * g.w * g.c && dz.len() >= g.positions() * f && dw.len() >= g.patch_len() * f);

@@ -56,7 +56,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let wide = ConvKernel::choose_wide(op, direct);
     // A padded sample for batches below one task.
     let padded_sample = match wide {
-        Some(wide) if n < SAMPLES_PER_TASK && !wide.pointwise() => wide.padded_len(1),
+        Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
         _ => 0,
     };
     let ([_, _, wp, padded], argmax) = ws.with_indices([0, 0, padded_len(op), padded_sample], n * pooled_len);
@@ -68,7 +68,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
-        if let (true, Some(wide)) = (n < SAMPLES_PER_TASK, conv.wide) {
+        if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, conv.wide) {
             // One task's worth of samples, at stride 1: split each sample's output rows into bands.
             let rows = POSITIONS_PER_TASK.div_ceil(g.ow);
             for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
@@ -380,14 +380,19 @@ impl<'a> ConvKernel<'a> {
         // than unfolding (measured on Keras' MNIST and CIFAR-10 CNNs); and the
         // dropped outputs cost more than unfolding saves on small images (8x8:
         // 27% dropped, 15% slower than unfolding; 16x16: 13% dropped, 8-17% faster).
-        let wide = if direct || op.pool.is_some() { None } else { Wide::of(&op.g) };
+        // The direct kernels' weight gradient is scalar for filters not in
+        // blocks of 32: the padded layout's products take it (and the input
+        // gradient) then, the direct kernels keep the forward pass.
+        let direct_grads = direct && conv_direct::fast_weight_grad(op.filters);
+        let wide = if direct_grads || op.pool.is_some() { None } else { Wide::of(&op.g) };
         wide.filter(|w| w.pointwise() || w.overhead() <= MAX_WIDE_OVERHEAD)
     }
 
     /// Scratch values needed for `s` samples: the padded input and the wide
     /// output (or output gradient), and for the input gradient the padded
     /// output gradient, the wide input gradient and the turned kernel; or
-    /// unfolded patches, which the direct path only needs for the input gradient.
+    /// unfolded patches, which the direct path only needs for the input gradient
+    /// (and, with filters not in blocks of 32, for its gradients through the padded layout).
     fn cols_len(&self, s: usize, input_grad: bool) -> usize {
         let (g, f) = (&self.g, self.f);
         if let Some(wide) = &self.wide {
@@ -456,7 +461,7 @@ impl<'a> ConvKernel<'a> {
     fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], cols: &mut [f32]) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
-        if self.direct {
+        if self.direct && self.wide.is_none() {
             for (xs, dzs) in x.chunks_exact(in_len).zip(dz.chunks_exact(p * f)) {
                 conv_direct::conv_weight_grad(g, xs, dzs, f, dw);
             }
