@@ -289,7 +289,10 @@ fn train(args: &TrainArgs, threads: usize, communicator: Option<Arc<dyn Communic
     let mut predict_s = 0.0;
     let mut report = None;
     let mut scored = None;
+    // The class probabilities (for the classification report and the pictures) only when something shows them.
+    let reported = args.metrics_out.is_some() || args.plots.is_some() || dashboard.is_some();
     match (&data.test, &test) {
+        (Some(_), Some(scores)) if !reported => println!("Test accuracy: {:.4}", scores.accuracy().unwrap_or(f64::NAN)),
         (Some((test_images, test_labels)), Some(scores)) => {
             let predict_start = Instant::now();
             let probabilities = model.class_probabilities(test_images.as_ref())?;
