@@ -138,13 +138,8 @@ impl Browser {
 
 /// The reference model: trained for one epoch on MNIST's first 10,000 images
 /// when KEEL_DATA_DIR has MNIST (then it reads digits), else untrained.
-fn reference_model(dir: &Path) -> (PathBuf, bool) {
-    let mut model = Sequential::new()
-        .seed(42)
-        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Flatten::new())
-        .add(Dense::new(10).activation(Activation::Softmax));
+fn digits_model(dir: &Path) -> (PathBuf, bool) {
+    let mut model = synthetic::reference_model(42);
     model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     let trained = std::env::var_os("KEEL_DATA_DIR").is_some();
     if trained {
@@ -213,7 +208,7 @@ fn start_server(model: &Path) -> Server {
 async fn a_digit_drawn_on_the_page_is_answered_as_keel_predict_does() {
     let Some(browser) = Browser::start().await else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (model, trained) = reference_model(tmp.path());
+    let (model, trained) = digits_model(tmp.path());
     let server = start_server(&model);
     browser.client.goto(&format!("http://{}/", server.addr())).await.unwrap();
     browser.wait_until("the model's metadata", "return document.querySelectorAll('#bars .bar').length === 10").await;
@@ -264,7 +259,7 @@ async fn a_digit_drawn_on_the_page_is_answered_as_keel_predict_does() {
 async fn an_uploaded_image_is_answered_as_keel_predict_does() {
     let Some(browser) = Browser::start().await else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (model, trained) = reference_model(tmp.path());
+    let (model, trained) = digits_model(tmp.path());
     let server = start_server(&model);
     // A ring, drawn at twice MNIST's size: the server resizes it.
     let ring = image::GrayImage::from_fn(56, 56, |x, y| {

@@ -4,16 +4,7 @@ mod synthetic;
 
 use keel::model::validation_split_at;
 use keel::prelude::*;
-use synthetic::{quiet, small_cnn, stripes};
-
-fn reference_model(seed: u64) -> Model {
-    Sequential::new()
-        .seed(seed)
-        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Flatten::new())
-        .add(Dense::new(10).activation(Activation::Softmax))
-}
+use synthetic::{quiet, reference_model, small_cnn, stripes};
 
 #[test]
 fn reference_model_summary_matches_keras() {

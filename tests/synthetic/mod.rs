@@ -7,6 +7,16 @@ use keel::prelude::*;
 use keel::random::stream;
 use rand::Rng as _;
 
+/// The reference model: Conv2D(32, 3x3, relu) -> MaxPooling2D -> Flatten -> Dense(10, softmax).
+pub fn reference_model(seed: u64) -> Model {
+    Sequential::new()
+        .seed(seed)
+        .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape([28, 28, 1]))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(10).activation(Activation::Softmax))
+}
+
 /// A small CNN for 8x8 single-channel images.
 pub fn small_cnn(seed: u64, classes: usize, head: Activation) -> Model {
     Sequential::new()
