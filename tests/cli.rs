@@ -85,6 +85,13 @@ fn user_mistakes_are_errors_not_panics() {
     let out = keel(&["train", "--validation-split", "1.5", "--data-dir", tmp.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("validation_split"));
+    // A dashboard port in use is refused before any data is read.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = keel(&["train", "--dashboard", &port, "--data-dir", "/nonexistent"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("give another --dashboard PORT") && !stderr.contains("not found"), "{stderr}");
 }
 
 /// A synthetic digit of class `label` as `write_synthetic_mnist` draws it, `scale` times larger.
