@@ -40,7 +40,7 @@ fn padded_len(op: &ConvOp) -> usize {
 
 // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
 // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
-// Workspace: [dW parts, db parts, padded kernel]; argmax of the fused pool.
+// Workspace: [dW parts, db parts, padded kernel, padded sample]; argmax of the fused pool.
 pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
     if op.groups > 1 {
         return grouped_forward(op, x, y, n, ws);
@@ -51,10 +51,9 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     }
     let (g, f, bias) = (op.g, op.filters, op.bias);
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
-    // A padded sample for batches below one task (stride 1).
     let direct = padded_len(op) > 0;
     let wide = ConvKernel::choose_wide(op, direct);
-    // A padded sample for batches below one task.
+    // A padded sample for batches below one task (stride 1).
     let padded_sample = match wide {
         Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
         _ => 0,
