@@ -58,6 +58,11 @@ impl Wide {
         if s == 0 { 0 } else { (s - 1) * self.hp * self.wp + (self.g.oh - 1) * self.wp + self.g.ow }
     }
 
+    /// The wide row of output position `p` (OY * OW + OX) of the first sample.
+    pub fn row_of(&self, p: usize) -> usize {
+        p / self.g.ow * self.wp + p % self.g.ow
+    }
+
     /// The wide rows of output rows `first..first + count` of the first sample.
     pub fn band(&self, first: usize, count: usize) -> std::ops::Range<usize> {
         first * self.wp..(first + count - 1) * self.wp + self.g.ow
@@ -95,12 +100,25 @@ impl Wide {
     // xp: padded -> y_wide: (rows.len(), F), wide rows m in `rows` (all: 0..rows(s)) =
     //   sum over kernel rows a of xp[(m + a*WP)*C ..][..KW*C] . W[a] (KW*C, F)
     pub fn forward(&self, xp: &[f32], kernel: &[f32], f: usize, rows: std::ops::Range<usize>, y_wide: &mut [f32]) {
+        self.forward_filters(xp, kernel, f, 0..f, rows, y_wide);
+    }
+
+    // [`Wide::forward`] of the output channels `filters` only: y_wide (rows.len(), filters.len()).
+    pub fn forward_filters(
+        &self,
+        xp: &[f32],
+        kernel: &[f32],
+        f: usize,
+        filters: std::ops::Range<usize>,
+        rows: std::ops::Range<usize>,
+        y_wide: &mut [f32],
+    ) {
         let g = &self.g;
-        let (k, m) = (g.kw * g.c, rows.len());
+        let (k, m, fb) = (g.kw * g.c, rows.len(), filters.len());
         for a in 0..g.kh {
             let patches = MatRef::overlapping(&xp[(rows.start + a * self.wp) * g.c..], m, k, g.c);
-            let w = MatRef::new(&kernel[a * k * f..][..k * f], k, f);
-            matmul_ld(patches, w, &mut y_wide[..m * f], f, a > 0);
+            let w = MatRef::with_ld(&kernel[a * k * f + filters.start..], k, fb, f);
+            matmul_ld(patches, w, &mut y_wide[..m * fb], fb, a > 0);
         }
     }
 
@@ -244,6 +262,16 @@ mod tests {
                     &y,
                     &want[first * g.ow * f..][..count * g.ow * f],
                 );
+            }
+            // A block of output channels of the first sample, as batch-1 inference splits small images.
+            if f > 1 {
+                let (filters, rows) = (1..f, wide.band(0, g.oh));
+                let mut block = vec![f32::NAN; rows.len() * (f - 1)];
+                wide.forward_filters(&xp, &kernel, f, filters, rows, &mut block);
+                let mut y = vec![0.0; p * (f - 1)];
+                wide.compact_band(&block, f - 1, &mut y);
+                let want: Vec<f32> = want[..p * f].chunks_exact(f).flat_map(|r| r[1..].to_vec()).collect();
+                assert_close(&format!("filters 1.. {what}"), &y, &want);
             }
             if wide.pointwise() {
                 assert_eq!((xp.as_slice(), y_wide.as_slice()), (x.as_slice(), y.as_slice()), "{what}");

@@ -21,6 +21,9 @@ use rayon::prelude::*;
 /// split within its samples (so that batch-1 inference uses every thread).
 const POSITIONS_PER_TASK: usize = 256;
 
+/// Output channels per task when batch-1 inference splits a convolution by channels.
+const FILTER_BLOCK: usize = 16;
+
 /// Most outputs computed per real one for the padded layout to be used.
 const MAX_WIDE_OVERHEAD: f64 = 1.16;
 
@@ -58,7 +61,13 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
         _ => 0,
     };
-    let ([_, _, wp, padded], argmax) = ws.with_indices([0, 0, padded_len(op), padded_sample], n * pooled_len);
+    // Output channel blocks of one sample, when batch-1 inference splits by channels.
+    let blocks_len = match wide {
+        Some(wide) if n < SAMPLES_PER_TASK && !direct => wide.band(0, g.oh).len() * f,
+        _ => 0,
+    };
+    let ([_, _, wp, padded, _, blocks], argmax) =
+        ws.with_indices([0, 0, padded_len(op), padded_sample, 0, blocks_len], n * pooled_len);
     if direct {
         conv_direct::pad_filters(op.kernel, bias, f, wp);
     }
@@ -68,8 +77,13 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
         if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, conv.wide) {
-            // One task's worth of samples, at stride 1: split each sample's output rows into bands.
+            // One task's worth of samples, at stride 1: split each sample's output
+            // rows into bands, or, when there are too few rows for every thread,
+            // its output channels into blocks (each reads only its block of the kernel).
             let rows = POSITIONS_PER_TASK.div_ceil(g.ow);
+            let threads = rayon::current_num_threads();
+            let block = f.div_ceil(threads).next_multiple_of(FILTER_BLOCK);
+            let by_filters = g.oh.div_ceil(rows) < threads && block < f;
             for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
                 let xp: &[f32] = if wide.pointwise() {
                     xs
@@ -77,6 +91,23 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     wide.pad(xs, &mut padded[..wide.padded_len(1)]);
                     &padded[..wide.padded_len(1)]
                 };
+                if by_filters {
+                    let all = wide.band(0, g.oh);
+                    let m = all.len();
+                    blocks[..m * f].par_chunks_mut(m * block).enumerate().for_each(|(b, yb)| {
+                        let filters = b * block..(b * block + yb.len() / m);
+                        wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb);
+                    });
+                    // Block-major wide rows -> the sample's rows of F channels.
+                    for (r, row) in ys.chunks_exact_mut(f).enumerate() {
+                        let at = wide.row_of(r);
+                        for (b, dst) in row.chunks_mut(block).enumerate() {
+                            dst.copy_from_slice(&blocks[b * m * block + at * dst.len()..][..dst.len()]);
+                        }
+                    }
+                    activation::forward(act, ys, bias, f);
+                    continue;
+                }
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                     let band = wide.band(b * rows, yb.len() / (g.ow * f));
                     with_scratch(band.len() * f, |y_wide| {
