@@ -71,12 +71,12 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     if direct {
         conv_direct::pad_filters(op.kernel, bias, f, wp);
     }
-    let conv = ConvKernel::new(op, direct, wp);
+    let conv = ConvKernel::new(op, direct, wide, wp);
     let act = op.act;
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
-        if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, conv.wide) {
+        if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, wide) {
             // One task's worth of samples, at stride 1: split each sample's output
             // rows into bands, or, when there are too few rows for every thread,
             // its output channels into blocks (each reads only its block of the kernel).
@@ -176,7 +176,8 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let ([dw_parts, db_parts, wp], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op)], n * pooled_len);
     let (wp, argmax) = (&*wp, &*argmax);
-    let conv = ConvKernel::new(op, !wp.is_empty(), wp);
+    let direct = !wp.is_empty();
+    let conv = ConvKernel::new(op, direct, ConvKernel::choose_wide(op, direct), wp);
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -398,8 +399,8 @@ struct ConvKernel<'a> {
 }
 
 impl<'a> ConvKernel<'a> {
-    fn new(op: &ConvOp<'a>, direct: bool, wp: &'a [f32]) -> Self {
-        let wide = Self::choose_wide(op, direct);
+    /// `wide`: what [`ConvKernel::choose_wide`] chose for `op`.
+    fn new(op: &ConvOp<'a>, direct: bool, wide: Option<Wide>, wp: &'a [f32]) -> Self {
         ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp }
     }
 
