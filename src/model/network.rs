@@ -14,6 +14,12 @@
 //! first of them (in backward order) writes straight into the value's
 //! gradient buffer and the others write into a scratch buffer that is then
 //! added to it, in a fixed order.
+//!
+//! Gradient buffers are shared: dL/dv is needed only from the backward pass
+//! of v's last consumer (the first to write it) to that of v's producer (the
+//! last to read it), so a chain of layers needs two gradient buffers however
+//! deep it is, and a residual block one or two more. `gradient_slots` assigns
+//! them once per graph by walking the backward pass.
 
 use super::functional::Node;
 use crate::layers::{Backward, Mode};
@@ -37,11 +43,16 @@ pub(crate) struct Network {
     gradient_capacity: usize,
     /// The value the model outputs.
     pub output: usize,
-    /// Values and gradients dL/d(values), by buffer; see `storage`.
+    /// Values, by buffer; see `storage`.
     acts: Vec<Vec<f32>>,
+    /// Gradients dL/d(values), by slot; see `slots`.
     deltas: Vec<Vec<f32>>,
     /// storage[v]: the buffer holding value v.
     storage: Vec<usize>,
+    /// slots[s]: the gradient slot of value buffer s (none for the model's input).
+    slots: Vec<Option<usize>>,
+    /// Values per sample each gradient slot holds.
+    slot_lens: Vec<usize>,
     /// What each node does in a pass.
     steps: Vec<Step>,
     /// Node k's input values.
@@ -93,8 +104,10 @@ impl Network {
             steps[k] = Step::Run { output };
         }
         let grads = vec![0.0; params.len()];
-        let (acts, deltas) = (vec![Vec::new(); values], vec![Vec::new(); values]);
-        let inputs = nodes.iter().map(|n| n.inputs.clone()).collect();
+        let inputs: Vec<Inputs> = nodes.iter().map(|n| n.inputs.clone()).collect();
+        let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
+        let (acts, deltas) = (vec![Vec::new(); values], vec![Vec::new(); slot_lens.len()]);
         Network {
             shapes,
             ranges,
@@ -108,6 +121,8 @@ impl Network {
             acts,
             deltas,
             storage,
+            slots,
+            slot_lens,
             steps,
             inputs,
             sum_scratch: Vec::new(),
@@ -137,7 +152,8 @@ impl Network {
     /// The model's output, and the buffer for dL/d(output).
     pub fn output_and_delta(&mut self) -> (&[f32], &mut [f32]) {
         let last = self.storage[self.output];
-        (&self.acts[last], &mut self.deltas[last])
+        let slot = self.slots[last].expect("the output has a gradient slot");
+        (&self.acts[last], &mut self.deltas[slot])
     }
 
     /// Makes room for batches of up to `batch` samples (only ever grows),
@@ -149,23 +165,7 @@ impl Network {
             return Ok(());
         }
         let batch = batch.max(self.capacity);
-        let per_sample: usize = self
-            .steps
-            .iter()
-            .filter_map(|s| match *s {
-                Step::Run { output } => Some(self.sample_len(output)),
-                Step::Skip => None,
-            })
-            .sum::<usize>()
-            + self.sample_len(0);
-        // Values (and their gradients), f32.
-        let copies = if gradients || self.gradient_capacity > 0 { 8 } else { 4 };
-        let bytes = per_sample.saturating_mul(batch).saturating_mul(copies);
-        crate::utils::check_memory(
-            bytes,
-            || format!("the activations of a batch of {batch} ({per_sample} values per sample, and their gradients)"),
-            "use a smaller batch size (--batch-size) or smaller inputs or layers",
-        )?;
+        let with_gradients = gradients || self.gradient_capacity > 0;
         // A buffer is needed for the input and each running layer's output.
         let mut needed = vec![false; self.shapes.len()];
         needed[0] = true;
@@ -174,28 +174,34 @@ impl Network {
                 needed[output] = true;
             }
         }
-        let with_gradients = gradients || self.gradient_capacity > 0;
-        let output = self.storage[self.output];
-        let mut shared = 0;
+        let values: usize = (0..self.shapes.len()).filter(|&v| needed[v]).map(|v| self.sample_len(v)).sum();
         let mut consumers = vec![0usize; self.shapes.len()];
         for inputs in &self.inputs {
             for &v in inputs {
                 consumers[self.storage[v]] += 1;
             }
         }
+        let shared =
+            (1..self.shapes.len()).filter(|&s| needed[s] && consumers[s] > 1).map(|s| self.sample_len(s)).max();
+        let gradients_len = self.slot_lens.iter().sum::<usize>() + shared.unwrap_or(0);
+        // Values (and their gradients), f32.
+        let per_sample = values + if with_gradients { gradients_len } else { 0 };
+        let bytes = per_sample.saturating_mul(batch).saturating_mul(4);
+        crate::utils::check_memory(
+            bytes,
+            || format!("the activations of a batch of {batch} ({per_sample} values per sample, with gradients)"),
+            "use a smaller batch size (--batch-size) or smaller inputs or layers",
+        )?;
         for (v, need) in needed.into_iter().enumerate() {
             let len = if need { batch * self.sample_len(v) } else { 0 };
             self.acts[v].resize(len, 0.0);
-            if with_gradients {
-                // The input needs no gradient, unless no layer runs and it is the output.
-                let delta_len = if v > 0 || v == output { len } else { 0 };
-                self.deltas[v].resize(delta_len, 0.0);
-                if consumers[v] > 1 && v > 0 {
-                    shared = shared.max(len);
-                }
-            }
         }
-        self.sum_scratch.resize(shared, 0.0);
+        if with_gradients {
+            for (delta, len) in self.deltas.iter_mut().zip(&self.slot_lens) {
+                delta.resize(batch * len, 0.0);
+            }
+            self.sum_scratch.resize(batch * shared.unwrap_or(0), 0.0);
+        }
         for node in nodes.iter_mut() {
             node.layer.allocate(batch);
         }
@@ -244,47 +250,223 @@ impl Network {
     /// deltas[output][..n] -> grads (and the deltas of every hidden value on the way).
     pub fn backward(&mut self, nodes: &mut [Node], n: usize) {
         let Network {
-            shapes, acts, deltas, grads, params, ranges, storage, steps, inputs, sum_scratch, written, ..
+            shapes,
+            acts,
+            deltas,
+            grads,
+            params,
+            ranges,
+            storage,
+            slots,
+            steps,
+            inputs,
+            sum_scratch,
+            written,
+            ..
         } = self;
         written.fill(false);
+        written[storage[shapes.len() - 1]] = true; // by the loss
         for (k, node) in nodes.iter_mut().enumerate().rev() {
             let Step::Run { output } = steps[k] else { continue };
             let o = storage[output];
-            let (before, after) = deltas.split_at_mut(o);
-            let dy = &mut after[0];
+            let out_slot = slots[o].expect("a layer's output has a gradient slot");
+            if !written[o] {
+                // Nothing reads this value: its gradient is zero.
+                let len = n * shapes[output].iter().product::<usize>();
+                deltas[out_slot][..len].fill(0.0);
+            }
             let range = ranges[k].clone();
-            // Where dL/d(input) goes: straight into its buffer the first time,
+            // Where dL/d(input) goes: straight into its slot the first time,
             // else into the scratch buffer, added afterwards.
-            let mut target = |v: usize, f: &mut dyn FnMut(Option<&mut [f32]>)| {
+            let mut target = |v: usize, f: &mut dyn FnMut(&mut [f32], Option<&mut [f32]>)| {
                 let s = storage[v];
-                if s == 0 {
-                    f(None); // the model's input needs no gradient
-                } else if !written[s] {
+                let Some(slot) = slots[s].filter(|_| s != 0) else {
+                    return f(&mut deltas[out_slot], None); // the model's input needs no gradient
+                };
+                if !written[s] {
                     written[s] = true;
-                    f(Some(&mut before[s]));
+                    let [dy, dx] =
+                        deltas.get_disjoint_mut([out_slot, slot]).expect("live gradients have their own slots");
+                    f(dy, Some(dx));
                 } else {
                     let len = n * shapes[v].iter().product::<usize>();
                     let scratch = &mut sum_scratch[..len];
-                    f(Some(&mut *scratch));
-                    crate::kernels::add_assign(&mut before[s][..len], scratch);
+                    f(&mut deltas[out_slot], Some(&mut *scratch));
+                    crate::kernels::add_assign(&mut deltas[slot][..len], scratch);
                 }
             };
             if let [v] = inputs[k][..] {
                 let (params, grads) = (&params[range.clone()], &mut grads[range]);
                 let (x, y) = (&acts[storage[v]], &acts[o]);
-                target(v, &mut |dx| {
-                    node.layer.backward(Backward { params, x, y, dy: &mut *dy, dx, grads: &mut *grads, n })
-                });
+                target(v, &mut |dy, dx| node.layer.backward(Backward { params, x, y, dy, dx, grads: &mut *grads, n }));
             } else {
                 let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| acts[storage[v]].as_slice()).collect();
                 for (j, &v) in inputs[k].iter().enumerate() {
-                    target(v, &mut |dx| {
+                    target(v, &mut |dy, dx| {
                         if let Some(dx) = dx {
                             node.layer.backward_input(j, &xs, dy, dx, n);
                         }
                     });
                 }
             }
+        }
+    }
+}
+
+/// Assigns gradient slots to value buffers by walking the backward pass:
+/// the output's gradient (written by the loss) is live from the start, an
+/// input's from the first layer (in backward order) that writes it, and a
+/// value's slot is free again once the layer that produced it has run. A
+/// value takes the smallest free slot that holds it, else grows the largest
+/// free one, else opens a new one. Returns each buffer's slot and each
+/// slot's values per sample.
+fn gradient_slots(
+    storage: &[usize],
+    steps: &[Step],
+    inputs: &[Inputs],
+    sample_lens: &[usize],
+) -> (Vec<Option<usize>>, Vec<usize>) {
+    let mut slots: Vec<Option<usize>> = vec![None; storage.len()];
+    let mut lens: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut acquire = |s: usize, slots: &mut [Option<usize>], free: &mut Vec<usize>| {
+        if slots[s].is_some() {
+            return;
+        }
+        let need = sample_lens[s];
+        let fits = free.iter().enumerate().filter(|&(_, &f)| lens[f] >= need).min_by_key(|&(_, &f)| lens[f]);
+        let largest = free.iter().enumerate().max_by_key(|&(_, &f)| lens[f]);
+        let slot = match fits.or(largest).map(|(i, _)| i) {
+            Some(i) => free.swap_remove(i),
+            None => {
+                lens.push(0);
+                lens.len() - 1
+            }
+        };
+        lens[slot] = lens[slot].max(need);
+        slots[s] = Some(slot);
+    };
+    acquire(storage[storage.len() - 1], &mut slots, &mut free);
+    for (k, step) in steps.iter().enumerate().rev() {
+        let Step::Run { output } = *step else { continue };
+        let o = storage[output];
+        acquire(o, &mut slots, &mut free); // a value nothing reads: zero
+        for &v in &inputs[k] {
+            if storage[v] != 0 {
+                acquire(storage[v], &mut slots, &mut free);
+            }
+        }
+        free.extend(slots[o]);
+    }
+    (slots, lens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random graphs: value 0 is the input, node k reads one or two earlier
+    /// values (the last node reads the one before it), some node outputs are
+    /// fused away (Skip) or rename their input (share its buffer).
+    fn random_graph(seed: u64, nodes: usize) -> (Vec<usize>, Vec<Step>, Vec<Inputs>, Vec<usize>) {
+        let mut state = seed;
+        let mut next = |m: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % m
+        };
+        let mut storage: Vec<usize> = vec![0];
+        let (mut steps, mut inputs) = (Vec::new(), Vec::new());
+        let lens: Vec<usize> = (0..=nodes).map(|_| 1 + next(5)).collect();
+        for k in 0..nodes {
+            let v = if k + 1 == nodes { k } else { next(k + 1) };
+            let mut ins: Inputs = [v].into_iter().collect();
+            if next(3) == 0 {
+                ins.push(next(k + 1));
+            }
+            if ins.len() == 1 && next(6) == 0 && k + 1 < nodes {
+                storage.push(storage[v]); // renames its input
+                steps.push(Step::Skip);
+            } else {
+                storage.push(k + 1);
+                steps.push(Step::Run { output: k + 1 });
+            }
+            inputs.push(ins);
+        }
+        (storage, steps, inputs, lens)
+    }
+
+    /// Whether two value buffers whose gradients are live at once never share a slot.
+    fn check(storage: &[usize], steps: &[Step], inputs: &[Inputs], lens: &[usize]) -> usize {
+        let (slots, slot_lens) = gradient_slots(storage, steps, inputs, lens);
+        // Live intervals, in backward steps (step i = node len-1-i), by buffer.
+        let count = steps.len();
+        let mut live: Vec<Option<(usize, usize)>> = vec![None; storage.len()];
+        live[storage[storage.len() - 1]] = Some((0, 0));
+        for (i, k) in (0..count).rev().enumerate() {
+            let Step::Run { output } = steps[k] else { continue };
+            let o = storage[output];
+            let start = live[o].map_or(i + 1, |(s, _)| s);
+            live[o] = Some((start, i + 1));
+            for &v in &inputs[k] {
+                let s = storage[v];
+                if s != 0 && live[s].is_none() {
+                    live[s] = Some((i + 1, usize::MAX));
+                }
+            }
+        }
+        for a in 0..storage.len() {
+            for b in a + 1..storage.len() {
+                let (Some((a0, a1)), Some((b0, b1))) = (live[a], live[b]) else { continue };
+                if a0 <= b1 && b0 <= a1 {
+                    assert_ne!(slots[a], slots[b], "buffers {a} and {b} are live together");
+                }
+            }
+            if let Some(slot) = slots[a] {
+                assert!(slot_lens[slot] >= lens[a], "slot {slot} too small for buffer {a}");
+            }
+        }
+        slot_lens.len()
+    }
+
+    #[test]
+    fn a_chain_needs_two_gradient_slots_however_deep() {
+        let n = 30;
+        let storage: Vec<usize> = (0..=n).collect();
+        let steps: Vec<Step> = (0..n).map(|k| Step::Run { output: k + 1 }).collect();
+        let inputs: Vec<Inputs> = (0..n).map(|k| [k].into_iter().collect()).collect();
+        let lens: Vec<usize> = (0..=n).map(|v| 100 - v).collect();
+        assert_eq!(check(&storage, &steps, &inputs, &lens), 2);
+    }
+
+    #[test]
+    fn residual_blocks_need_four_gradient_slots_however_many() {
+        // x -> [conv, bn, relu, conv, bn, add(x), relu] repeated: 7 nodes per block.
+        let blocks = 9;
+        let (mut steps, mut inputs) = (Vec::new(), Vec::new());
+        let mut x = 0;
+        for _ in 0..blocks {
+            let v = steps.len();
+            for j in 0..7 {
+                let ins: Inputs = match j {
+                    0 => [x].into_iter().collect(),
+                    5 => [v + 5, x].into_iter().collect(),
+                    _ => [v + j].into_iter().collect(),
+                };
+                steps.push(Step::Run { output: v + j + 1 });
+                inputs.push(ins);
+            }
+            x = v + 7;
+        }
+        let storage: Vec<usize> = (0..=steps.len()).collect();
+        let lens = vec![64; storage.len()];
+        assert!(check(&storage, &steps, &inputs, &lens) <= 4);
+    }
+
+    #[test]
+    fn values_live_together_never_share_a_gradient_slot() {
+        for seed in 0..200 {
+            let (storage, steps, inputs, lens) = random_graph(seed, 2 + (seed as usize % 25));
+            check(&storage, &steps, &inputs, &lens);
         }
     }
 }
