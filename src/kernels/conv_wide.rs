@@ -104,6 +104,8 @@ impl Wide {
     }
 
     // [`Wide::forward`] of the output channels `filters` only: y_wide (rows.len(), filters.len()).
+    // 16 or 32 filters run through [`narrow`]'s register-blocked kernel where
+    // the CPU has AVX-512; the matrix products below are its reference.
     pub fn forward_filters(
         &self,
         xp: &[f32],
@@ -115,6 +117,9 @@ impl Wide {
     ) {
         let g = &self.g;
         let (k, m, fb) = (g.kw * g.c, rows.len(), filters.len());
+        if narrow::forward(self, xp, kernel, f, filters.clone(), rows.clone(), y_wide) {
+            return;
+        }
         for a in 0..g.kh {
             let patches = MatRef::overlapping(&xp[(rows.start + a * self.wp) * g.c..], m, k, g.c);
             let w = MatRef::with_ld(&kernel[a * k * f + filters.start..], k, fb, f);
@@ -127,6 +132,9 @@ impl Wide {
     pub fn weight_grad(&self, xp: &[f32], dz_wide: &[f32], f: usize, s: usize, dw: &mut [f32]) {
         let (g, m) = (&self.g, self.rows(s));
         let k = g.kw * g.c;
+        if narrow::weight_grad(self, xp, &dz_wide[..m * f], f, dw) {
+            return;
+        }
         for a in 0..g.kh {
             let patches = MatRef::overlapping(&xp[a * self.wp * g.c..], m, k, g.c);
             matmul_ld(patches.t(), MatRef::new(&dz_wide[..m * f], m, f), &mut dw[a * k * f..][..k * f], f, true);
@@ -190,6 +198,201 @@ impl Wide {
     }
 }
 
+/// The forward pass over the padded layout for 16 or 32 filters: there the
+/// matrix-product microkernels, which tile the output along its filters, hold
+/// one or two vectors of output per register tile and spend most of their
+/// time loading. Here a block of consecutive output positions keeps all its
+/// filters in registers (24 vectors of 16) through every kernel row and tap,
+/// so each output is written once, and each step loads the tap's weights once
+/// and broadcasts one input value per position into its multiply-add.
+/// AVX-512 only: with 16 registers of 8 values this measured no faster than
+/// the matrix products.
+mod narrow {
+    use super::Wide;
+    use std::ops::Range;
+
+    /// Filters per register.
+    const LANES: usize = 16;
+    /// Accumulator registers per block of positions.
+    const ACCUMULATORS: usize = 24;
+
+    /// Runs [`Wide::forward_filters`] when this kernel applies (AVX-512, 16
+    /// or 32 filters, enough positions for one block); returns whether it did.
+    pub fn forward(
+        wide: &Wide,
+        xp: &[f32],
+        kernel: &[f32],
+        f: usize,
+        filters: Range<usize>,
+        rows: Range<usize>,
+        y_wide: &mut [f32],
+    ) -> bool {
+        let fb = filters.len();
+        let vectors = fb / LANES;
+        if fb % LANES != 0 || !(1..=2).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let g = &wide.g;
+            let (k, wp) = (g.kw * g.c, wide.wp);
+            // Every value the kernel reads and writes, checked once.
+            assert!(xp.len() >= (rows.end - 1 + (g.kh - 1) * wp) * g.c + k, "padded input too short");
+            assert!(kernel.len() >= ((g.kh - 1) * k + k - 1) * f + filters.end, "kernel too short");
+            assert!(y_wide.len() >= rows.len() * fb, "output too short");
+            let args = Args { c: g.c, wp, kh: g.kh, k, f };
+            let (xp, w, y) = (&xp[rows.start * g.c..], &kernel[filters.start..], &mut y_wide[..rows.len() * fb]);
+            // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+            unsafe {
+                match vectors {
+                    1 => avx512::forward::<1, 24>(&args, xp, w, y),
+                    _ => avx512::forward::<2, 12>(&args, xp, w, y),
+                }
+            }
+            return true;
+        }
+        let _ = (wide, xp, kernel, f, y_wide);
+        false
+    }
+
+    /// Runs [`Wide::weight_grad`] when this kernel applies (AVX-512, 16 or 32
+    /// filters, KW*C a multiple of 4 or more); returns whether it did.
+    pub fn weight_grad(wide: &Wide, xp: &[f32], dz_wide: &[f32], f: usize, dw: &mut [f32]) -> bool {
+        let g = &wide.g;
+        let (k, vectors) = (g.kw * g.c, f / LANES);
+        if f % LANES != 0 || !(1..=2).contains(&vectors) || dz_wide.is_empty() {
+            return false;
+        }
+        // Taps per block: the most that fit the accumulators and divide KW*C.
+        let Some(taps) = [24, 16, 12, 8, 6, 4].into_iter().find(|&t| t * vectors <= ACCUMULATORS && k % t == 0) else {
+            return false;
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let rows = dz_wide.len() / f;
+            assert!(xp.len() >= (rows - 1 + (g.kh - 1) * wide.wp) * g.c + k, "padded input too short");
+            assert!(dw.len() >= g.kh * k * f, "kernel gradient too short");
+            let args = Args { c: g.c, wp: wide.wp, kh: g.kh, k, f };
+            // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+            unsafe {
+                match (vectors, taps) {
+                    (1, 24) => avx512::weight_grad::<1, 24>(&args, xp, dz_wide, dw),
+                    (1, 16) => avx512::weight_grad::<1, 16>(&args, xp, dz_wide, dw),
+                    (1, 12) => avx512::weight_grad::<1, 12>(&args, xp, dz_wide, dw),
+                    (1, 8) => avx512::weight_grad::<1, 8>(&args, xp, dz_wide, dw),
+                    (1, _) => avx512::weight_grad::<1, 4>(&args, xp, dz_wide, dw),
+                    (_, 12) => avx512::weight_grad::<2, 12>(&args, xp, dz_wide, dw),
+                    (_, 8) => avx512::weight_grad::<2, 8>(&args, xp, dz_wide, dw),
+                    (_, 6) => avx512::weight_grad::<2, 6>(&args, xp, dz_wide, dw),
+                    _ => avx512::weight_grad::<2, 4>(&args, xp, dz_wide, dw),
+                }
+            }
+            return true;
+        }
+        let _ = (xp, dw, taps);
+        false
+    }
+
+    /// The layout's strides: channels, pixels per padded row, kernel rows,
+    /// values per kernel row (KW*C), filters of the whole kernel.
+    struct Args {
+        c: usize,
+        wp: usize,
+        kh: usize,
+        k: usize,
+        f: usize,
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use super::Args;
+        use std::arch::x86_64::*;
+
+        // xp: padded, from the first row; w: the kernel from the first filter
+        // (stride F); y: (rows, V*16) with rows = y.len() / (V*16) >= P:
+        //   y[m] = sum over a, j of xp[(m + a*WP)*C + j] * w[(a*K + j)*F ..][..V*16].
+        // Blocks of P positions; the last block ends at the last row (it may
+        // recompute rows of the block before it, with the same result).
+        // Safety: AVX-512F, and the lengths the caller checked.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn forward<const V: usize, const P: usize>(a: &Args, xp: &[f32], w: &[f32], y: &mut [f32]) {
+            let fb = V * 16;
+            let rows = y.len() / fb;
+            let mut m = 0;
+            while m < rows {
+                let first = m.min(rows - P);
+                // SAFETY: rows first..first + P are inside y, and their windows inside xp.
+                unsafe { block::<V, P>(a, xp.as_ptr().add(first * a.c), w.as_ptr(), y.as_mut_ptr().add(first * fb)) };
+                m += P;
+            }
+        }
+
+        // xp: padded; dz: (rows, V*16) with zeros at dropped positions; dw (KH*K, V*16):
+        //   dw[a*K + j] += sum over m of xp[(m + a*WP)*C + j] * dz[m].
+        // Blocks of T taps j, each through all rows m with its T x V sums in registers.
+        // Safety: AVX-512F, T divides K, and the lengths the caller checked.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn weight_grad<const V: usize, const T: usize>(a: &Args, xp: &[f32], dz: &[f32], dw: &mut [f32]) {
+            let rows = dz.len() / (V * 16);
+            for row in 0..a.kh {
+                for j in (0..a.k).step_by(T) {
+                    let mut acc = [[_mm512_setzero_ps(); V]; T];
+                    // SAFETY: in bounds by the caller's checks.
+                    unsafe {
+                        let (x, d) = (xp.as_ptr().add(row * a.wp * a.c + j), dz.as_ptr());
+                        for m in 0..rows {
+                            let ds: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(d.add(m * V * 16 + 16 * v)));
+                            let xm = x.add(m * a.c);
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let xv = _mm512_set1_ps(*xm.add(t));
+                                for v in 0..V {
+                                    acc[v] = _mm512_fmadd_ps(xv, ds[v], acc[v]);
+                                }
+                            }
+                        }
+                        let out = dw.as_mut_ptr().add((row * a.k + j) * a.f);
+                        for (t, acc) in acc.iter().enumerate() {
+                            for (v, &sum) in acc.iter().enumerate() {
+                                let o = out.add(t * a.f + 16 * v);
+                                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), sum));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// P consecutive positions, V vectors of 16 filters each, in registers
+        /// through all KH*KW*C taps.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn block<const V: usize, const P: usize>(a: &Args, x: *const f32, w: *const f32, y: *mut f32) {
+            let mut acc = [[_mm512_setzero_ps(); V]; P];
+            // SAFETY: in bounds by the caller's checks.
+            unsafe {
+                for row in 0..a.kh {
+                    let (xr, wr) = (x.add(row * a.wp * a.c), w.add(row * a.k * a.f));
+                    for j in 0..a.k {
+                        let wj = wr.add(j * a.f);
+                        let ws: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wj.add(16 * v)));
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*xr.add(p * a.c + j));
+                            for v in 0..V {
+                                acc[v] = _mm512_fmadd_ps(xv, ws[v], acc[v]);
+                            }
+                        }
+                    }
+                }
+                for (p, acc) in acc.iter().enumerate() {
+                    for (v, &sum) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(y.add(p * V * 16 + 16 * v), sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +429,13 @@ mod tests {
             (1, 6, 4, 1, 3, true, 3, 3),
             (7, 4, 3, 3, 1, false, 2, 1),
             (8, 8, 16, 1, 1, false, 8, 2),
+            // 16 and 32 filters or channels: the register-blocked kernels where the CPU has AVX-512
+            // (taps per block 24 and 12; too few rows for a block; too many filters but a block of 16).
+            (9, 9, 16, 3, 3, true, 16, 2),
+            (5, 6, 4, 3, 3, true, 32, 2),
+            (6, 7, 32, 3, 3, false, 48, 2),
+            (3, 3, 16, 3, 3, false, 16, 1),
+            (6, 6, 16, 1, 1, false, 32, 3),
         ];
         for (h, w, c, kh, kw, same, f, s) in cases {
             let g = window(h, w, c, kh, kw, same);
@@ -272,6 +482,15 @@ mod tests {
                 wide.compact_band(&block, f - 1, &mut y);
                 let want: Vec<f32> = want[..p * f].chunks_exact(f).flat_map(|r| r[1..].to_vec()).collect();
                 assert_close(&format!("filters 1.. {what}"), &y, &want);
+            }
+            if f >= 32 {
+                let (filters, rows) = (f - 16..f, wide.band(0, g.oh));
+                let mut block = vec![f32::NAN; rows.len() * 16];
+                wide.forward_filters(&xp, &kernel, f, filters, rows, &mut block);
+                let mut y = vec![0.0; p * 16];
+                wide.compact_band(&block, 16, &mut y);
+                let want: Vec<f32> = want[..p * f].chunks_exact(f).flat_map(|r| r[f - 16..].to_vec()).collect();
+                assert_close(&format!("filters {}.. {what}", f - 16), &y, &want);
             }
             if wide.pointwise() {
                 assert_eq!((xp.as_slice(), y_wide.as_slice()), (x.as_slice(), y.as_slice()), "{what}");
