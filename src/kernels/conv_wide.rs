@@ -229,7 +229,7 @@ mod narrow {
     ) -> bool {
         let fb = filters.len();
         let vectors = fb / LANES;
-        if fb % LANES != 0 || !(1..=2).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
+        if !fb.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -260,7 +260,7 @@ mod narrow {
     pub fn weight_grad(wide: &Wide, xp: &[f32], dz_wide: &[f32], f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
-        if f % LANES != 0 || !(1..=2).contains(&vectors) || dz_wide.is_empty() {
+        if !f.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || dz_wide.is_empty() {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C.

@@ -26,6 +26,9 @@ use crate::layers::{Backward, Mode};
 use smallvec::SmallVec;
 use std::ops::Range;
 
+/// What a layer's backward pass gets: dL/dy, and where dL/dx goes (none for the model's input).
+type GradientPass<'a> = dyn FnMut(&mut [f32], Option<&mut [f32]>) + 'a;
+
 /// A node's input values (most nodes have one, merges two).
 pub(crate) type Inputs = SmallVec<[usize; 2]>;
 
@@ -278,7 +281,7 @@ impl Network {
             let range = ranges[k].clone();
             // Where dL/d(input) goes: straight into its slot the first time,
             // else into the scratch buffer, added afterwards.
-            let mut target = |v: usize, f: &mut dyn FnMut(&mut [f32], Option<&mut [f32]>)| {
+            let mut target = |v: usize, f: &mut GradientPass| {
                 let s = storage[v];
                 let Some(slot) = slots[s].filter(|_| s != 0) else {
                     return f(&mut deltas[out_slot], None); // the model's input needs no gradient
