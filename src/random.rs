@@ -49,6 +49,30 @@ impl BatchDraws {
     pub fn sample(&self, i: usize) -> Rng {
         stream(self.key, self.first + i as u64)
     }
+
+    /// Dropout masks, `per` values for each sample of the batch (`masks.len() / per`
+    /// samples): 0 with probability `rate`, else `keep`. Each 64-bit draw of a
+    /// sample's stream gives two values (24-bit uniforms, as `random::<f32>()`);
+    /// samples are drawn in parallel.
+    pub fn fill_masks(&self, masks: &mut [f32], per: usize, rate: f32, keep: f32) {
+        use rand::RngCore as _;
+        use rayon::prelude::*;
+        // u / 2^24 < rate  <=>  u < ceil(rate * 2^24), for integers u.
+        let below = (rate as f64 * (1u64 << 24) as f64).ceil() as u64;
+        let pick = |u: u64| if u < below { 0.0 } else { keep };
+        masks.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, mask)| {
+            let mut rng = self.sample(i);
+            let mut pairs = mask.chunks_exact_mut(2);
+            for pair in &mut pairs {
+                let w = rng.next_u64();
+                pair[0] = pick((w >> 8) & 0xFF_FFFF);
+                pair[1] = pick(w >> 40);
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = pick(rng.next_u64() >> 40);
+            }
+        });
+    }
 }
 
 /// Stream numbers, so each use draws from its own stream.
@@ -61,4 +85,30 @@ pub mod streams {
     pub const SHUFFLE: u64 = 3 << 32;
     /// The order of an image folder's samples.
     pub const FOLDER: u64 = 4 << 32;
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::BatchDraws;
+
+    #[test]
+    fn dropout_masks_drop_the_rate_and_depend_only_on_the_sample() {
+        for (rate, per) in [(0.25f32, 1001), (0.5, 2), (0.0, 7), (0.9, 333)] {
+            let keep = 1.0 / (1.0 - rate);
+            let draws = BatchDraws::new(11, 40);
+            let mut masks = vec![f32::NAN; 6 * per];
+            draws.fill_masks(&mut masks, per, rate, keep);
+            assert!(masks.iter().all(|&m| m == 0.0 || m == keep), "rate {rate}: values 0 or {keep}");
+            let dropped = masks.iter().filter(|&&m| m == 0.0).count() as f32 / masks.len() as f32;
+            let spread = 4.0 * (rate * (1.0 - rate) / masks.len() as f32).sqrt() + 1e-6;
+            assert!((dropped - rate).abs() <= spread, "rate {rate}: dropped {dropped}");
+            // Sample 3 of this batch is sample 0 of a batch starting three later.
+            let mut alone = vec![f32::NAN; per];
+            BatchDraws::new(11, 43).fill_masks(&mut alone, per, rate, keep);
+            assert_eq!(alone, masks[3 * per..4 * per], "rate {rate}");
+            if rate > 0.0 && per > 2 {
+                assert_ne!(masks[..per], masks[per..2 * per], "rate {rate}: samples draw independently");
+            }
+        }
+    }
 }

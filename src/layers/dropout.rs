@@ -2,7 +2,6 @@ use super::LayerConfig;
 use super::{Backward, Layer, Mode};
 use crate::device::{self, ProductOp, Span};
 use crate::random::BatchDraws;
-use rand::Rng as _;
 
 /// Randomly zeroes a fraction `rate` of the inputs while training and scales
 /// the rest by 1 / (1 - rate), as `keras.layers.Dropout`. The identity at
@@ -94,12 +93,7 @@ impl Drop {
             return self.mask[..masked].fill(1.0);
         }
         let (keep, per) = (1.0 / (1.0 - self.rate), self.mask_len());
-        for (i, mask) in self.mask[..n * per].chunks_mut(per).enumerate() {
-            let mut rng = self.draws.sample(i);
-            for m in mask {
-                *m = if rng.random::<f32>() < self.rate { 0.0 } else { keep };
-            }
-        }
+        self.draws.fill_masks(&mut self.mask[..n * per], per, self.rate, keep);
         device::current().multiply_forward(&self.op(), &[x, &self.mask], y, n);
     }
 
