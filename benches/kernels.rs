@@ -156,7 +156,7 @@ fn conv_stride1(c: &mut Criterion) {
         let (p, k, f) = (g.positions(), g.patch_len(), ch);
         let mut rng = stream(2, 0);
         let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-        let (x, w, dz) = (values(TASK * p * ch), values(k * f), values(TASK * p * f));
+        let (x, w, dz, bias) = (values(TASK * p * ch), values(k * f), values(TASK * p * f), values(f));
         let mut cols = vec![0.0; TASK * p * k];
         let mut y = vec![0.0; TASK * p * f];
         let mut dw = vec![0.0; k * f];
@@ -178,7 +178,7 @@ fn conv_stride1(c: &mut Criterion) {
             b.iter(|| {
                 wide.pad(&x, &mut xp);
                 wide.forward(&xp, &w, f, 0..wide.rows(TASK), &mut wide_out);
-                wide.compact(&wide_out, f, &mut y);
+                wide.compact(&wide_out, f, Some(&bias), &mut y);
             })
         });
         group.bench_function(format!("weight gradient {shape}, unfolding"), |b| {
@@ -192,9 +192,8 @@ fn conv_stride1(c: &mut Criterion) {
         group.bench_function(format!("weight gradient {shape}, padded layout"), |b| {
             b.iter(|| {
                 wide.pad(&x, &mut xp);
-                wide.expand(&dz, f, &mut wide_out);
                 dw.fill(0.0);
-                wide.weight_grad(&xp, &wide_out, f, TASK, &mut dw);
+                wide.weight_grad_real(&xp, &dz, f, TASK, &mut wide_out, &mut dw);
             })
         });
         group.bench_function(format!("input gradient {shape}, unfolding"), |b| {
@@ -211,7 +210,7 @@ fn conv_stride1(c: &mut Criterion) {
                 wide.turn_kernel(&w, f, &mut turned);
                 t.pad(&dz, &mut xp);
                 t.forward(&xp, &turned, ch, 0..t.rows(TASK), &mut wide_out);
-                t.compact(&wide_out, ch, &mut dx);
+                t.compact(&wide_out, ch, None, &mut dx);
             })
         });
     }

@@ -104,7 +104,7 @@ impl Wide {
     }
 
     // [`Wide::forward`] of the output channels `filters` only: y_wide (rows.len(), filters.len()).
-    // 16 or 32 filters run through [`narrow`]'s register-blocked kernel where
+    // 16 or 32 filters run through [`blocked`]'s register-blocked kernel where
     // the CPU has AVX-512; the matrix products below are its reference.
     pub fn forward_filters(
         &self,
@@ -115,11 +115,11 @@ impl Wide {
         rows: std::ops::Range<usize>,
         y_wide: &mut [f32],
     ) {
-        let g = &self.g;
-        let (k, m, fb) = (g.kw * g.c, rows.len(), filters.len());
-        if narrow::forward(self, xp, kernel, f, filters.clone(), rows.clone(), y_wide) {
+        if blocked::forward(self, xp, kernel, f, filters.clone(), rows.clone(), y_wide) {
             return;
         }
+        let g = &self.g;
+        let (k, m, fb) = (g.kw * g.c, rows.len(), filters.len());
         for a in 0..g.kh {
             let patches = MatRef::overlapping(&xp[(rows.start + a * self.wp) * g.c..], m, k, g.c);
             let w = MatRef::with_ld(&kernel[a * k * f + filters.start..], k, fb, f);
@@ -130,11 +130,27 @@ impl Wide {
     // dw (KH*KW*C, F) += sum over kernel rows a of xp_a^T . dz_wide, per a its KW*C rows;
     // dz_wide: (rows(s), F) with zeros at the dropped positions.
     pub fn weight_grad(&self, xp: &[f32], dz_wide: &[f32], f: usize, s: usize, dw: &mut [f32]) {
-        let (g, m) = (&self.g, self.rows(s));
-        let k = g.kw * g.c;
-        if narrow::weight_grad(self, xp, &dz_wide[..m * f], f, dw) {
+        let m = self.rows(s);
+        if blocked::weight_grad(self, xp, &dz_wide[..m * f], false, f, dw) {
             return;
         }
+        self.weight_products(xp, dz_wide, f, s, dw);
+    }
+
+    // [`Wide::weight_grad`] from the real outputs' gradient dz (s,OH,OW,F);
+    // dz_wide: room for (rows(s), F), used where the register-blocked kernel does not apply.
+    pub fn weight_grad_real(&self, xp: &[f32], dz: &[f32], f: usize, s: usize, dz_wide: &mut [f32], dw: &mut [f32]) {
+        if blocked::weight_grad(self, xp, dz, true, f, dw) {
+            return;
+        }
+        self.expand(dz, f, dz_wide);
+        self.weight_products(xp, dz_wide, f, s, dw);
+    }
+
+    // [`Wide::weight_grad`] through the matrix products alone.
+    fn weight_products(&self, xp: &[f32], dz_wide: &[f32], f: usize, s: usize, dw: &mut [f32]) {
+        let (g, m) = (&self.g, self.rows(s));
+        let k = g.kw * g.c;
         for a in 0..g.kh {
             let patches = MatRef::overlapping(&xp[a * self.wp * g.c..], m, k, g.c);
             matmul_ld(patches.t(), MatRef::new(&dz_wide[..m * f], m, f), &mut dw[a * k * f..][..k * f], f, true);
@@ -149,12 +165,22 @@ impl Wide {
         }
     }
 
-    /// y_wide (rows(s), F) -> y (s,OH,OW,F): the real outputs.
-    pub fn compact(&self, y_wide: &[f32], f: usize, y: &mut [f32]) {
+    /// y_wide (rows(s), F) -> y (s,OH,OW,F): the real outputs, plus `bias`.
+    pub fn compact(&self, y_wide: &[f32], f: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         let g = &self.g;
         for (s, ys) in y.chunks_exact_mut(g.oh * g.ow * f).enumerate() {
             for (r, row) in ys.chunks_exact_mut(g.ow * f).enumerate() {
-                row.copy_from_slice(&y_wide[(s * self.hp * self.wp + r * self.wp) * f..][..g.ow * f]);
+                let src = &y_wide[(s * self.hp * self.wp + r * self.wp) * f..][..g.ow * f];
+                match bias {
+                    None => row.copy_from_slice(src),
+                    Some(b) => {
+                        for (yp, xp) in row.chunks_exact_mut(f).zip(src.chunks_exact(f)) {
+                            for ((y, x), b) in yp.iter_mut().zip(xp).zip(&b[..f]) {
+                                *y = x + b;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -207,7 +233,7 @@ impl Wide {
 /// and broadcasts one input value per position into its multiply-add.
 /// AVX-512 only: with 16 registers of 8 values this measured no faster than
 /// the matrix products.
-mod narrow {
+mod blocked {
     use super::Wide;
     use std::ops::Range;
 
@@ -217,7 +243,7 @@ mod narrow {
     const ACCUMULATORS: usize = 24;
 
     /// Runs [`Wide::forward_filters`] when this kernel applies (AVX-512, 16
-    /// or 32 filters, enough positions for one block); returns whether it did.
+    /// or 32 filters, enough rows for one block); returns whether it did.
     pub fn forward(
         wide: &Wide,
         xp: &[f32],
@@ -255,12 +281,14 @@ mod narrow {
         false
     }
 
-    /// Runs [`Wide::weight_grad`] when this kernel applies (AVX-512, 16 or 32
-    /// filters, KW*C a multiple of 4 or more); returns whether it did.
-    pub fn weight_grad(wide: &Wide, xp: &[f32], dz_wide: &[f32], f: usize, dw: &mut [f32]) -> bool {
+    /// Runs the weight gradient when this kernel applies (AVX-512, 16 or 32
+    /// filters, KW*C a multiple of 4 or more); returns whether it did. `dz`
+    /// is the wide (rows, F), zeros at dropped rows, or with `real` only the
+    /// real outputs (s,OH,OW,F), read in place.
+    pub fn weight_grad(wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
-        if !f.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || dz_wide.is_empty() {
+        if !f.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || dz.is_empty() {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C.
@@ -269,27 +297,36 @@ mod narrow {
         };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
-            let rows = dz_wide.len() / f;
-            assert!(xp.len() >= (rows - 1 + (g.kh - 1) * wide.wp) * g.c + k, "padded input too short");
+            // Runs of consecutive rows: (first wide row, first row of dz, length).
+            let runs: Vec<(usize, usize, usize)> = if real {
+                let s = dz.len() / (g.oh * g.ow * f);
+                let per = wide.hp * wide.wp;
+                (0..s * g.oh).map(|r| ((r / g.oh) * per + (r % g.oh) * wide.wp, r * g.ow, g.ow)).collect()
+            } else {
+                vec![(0, 0, dz.len() / f)]
+            };
+            let last = runs.last().map_or(0, |&(m, _, len)| m + len);
+            assert!(xp.len() >= (last - 1 + (g.kh - 1) * wide.wp) * g.c + k, "padded input too short");
+            assert!(runs.iter().all(|&(_, d, len)| (d + len) * f <= dz.len()), "output gradient too short");
             assert!(dw.len() >= g.kh * k * f, "kernel gradient too short");
             let args = Args { c: g.c, wp: wide.wp, kh: g.kh, k, f };
             // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
             unsafe {
                 match (vectors, taps) {
-                    (1, 24) => avx512::weight_grad::<1, 24>(&args, xp, dz_wide, dw),
-                    (1, 16) => avx512::weight_grad::<1, 16>(&args, xp, dz_wide, dw),
-                    (1, 12) => avx512::weight_grad::<1, 12>(&args, xp, dz_wide, dw),
-                    (1, 8) => avx512::weight_grad::<1, 8>(&args, xp, dz_wide, dw),
-                    (1, _) => avx512::weight_grad::<1, 4>(&args, xp, dz_wide, dw),
-                    (_, 12) => avx512::weight_grad::<2, 12>(&args, xp, dz_wide, dw),
-                    (_, 8) => avx512::weight_grad::<2, 8>(&args, xp, dz_wide, dw),
-                    (_, 6) => avx512::weight_grad::<2, 6>(&args, xp, dz_wide, dw),
-                    _ => avx512::weight_grad::<2, 4>(&args, xp, dz_wide, dw),
+                    (1, 24) => avx512::weight_grad::<1, 24>(&args, &runs, xp, dz, dw),
+                    (1, 16) => avx512::weight_grad::<1, 16>(&args, &runs, xp, dz, dw),
+                    (1, 12) => avx512::weight_grad::<1, 12>(&args, &runs, xp, dz, dw),
+                    (1, 8) => avx512::weight_grad::<1, 8>(&args, &runs, xp, dz, dw),
+                    (1, _) => avx512::weight_grad::<1, 4>(&args, &runs, xp, dz, dw),
+                    (_, 12) => avx512::weight_grad::<2, 12>(&args, &runs, xp, dz, dw),
+                    (_, 8) => avx512::weight_grad::<2, 8>(&args, &runs, xp, dz, dw),
+                    (_, 6) => avx512::weight_grad::<2, 6>(&args, &runs, xp, dz, dw),
+                    _ => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
                 }
             }
             return true;
         }
-        let _ = (xp, dw, taps);
+        let _ = (xp, dw, taps, real);
         false
     }
 
@@ -311,7 +348,7 @@ mod narrow {
         // xp: padded, from the first row; w: the kernel from the first filter
         // (stride F); y: (rows, V*16) with rows = y.len() / (V*16) >= P:
         //   y[m] = sum over a, j of xp[(m + a*WP)*C + j] * w[(a*K + j)*F ..][..V*16].
-        // Blocks of P positions; the last block ends at the last row (it may
+        // Blocks of P rows; the last block ends at the last row (it may
         // recompute rows of the block before it, with the same result).
         // Safety: AVX-512F, and the lengths the caller checked.
         #[target_feature(enable = "avx512f")]
@@ -322,43 +359,16 @@ mod narrow {
             while m < rows {
                 let first = m.min(rows - P);
                 // SAFETY: rows first..first + P are inside y, and their windows inside xp.
-                unsafe { block::<V, P>(a, xp.as_ptr().add(first * a.c), w.as_ptr(), y.as_mut_ptr().add(first * fb)) };
-                m += P;
-            }
-        }
-
-        // xp: padded; dz: (rows, V*16) with zeros at dropped positions; dw (KH*K, V*16):
-        //   dw[a*K + j] += sum over m of xp[(m + a*WP)*C + j] * dz[m].
-        // Blocks of T taps j, each through all rows m with its T x V sums in registers.
-        // Safety: AVX-512F, T divides K, and the lengths the caller checked.
-        #[target_feature(enable = "avx512f")]
-        pub unsafe fn weight_grad<const V: usize, const T: usize>(a: &Args, xp: &[f32], dz: &[f32], dw: &mut [f32]) {
-            let rows = dz.len() / (V * 16);
-            for row in 0..a.kh {
-                for j in (0..a.k).step_by(T) {
-                    let mut acc = [[_mm512_setzero_ps(); V]; T];
-                    // SAFETY: in bounds by the caller's checks.
-                    unsafe {
-                        let (x, d) = (xp.as_ptr().add(row * a.wp * a.c + j), dz.as_ptr());
-                        for m in 0..rows {
-                            let ds: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(d.add(m * V * 16 + 16 * v)));
-                            let xm = x.add(m * a.c);
-                            for (t, acc) in acc.iter_mut().enumerate() {
-                                let xv = _mm512_set1_ps(*xm.add(t));
-                                for v in 0..V {
-                                    acc[v] = _mm512_fmadd_ps(xv, ds[v], acc[v]);
-                                }
-                            }
-                        }
-                        let out = dw.as_mut_ptr().add((row * a.k + j) * a.f);
-                        for (t, acc) in acc.iter().enumerate() {
-                            for (v, &sum) in acc.iter().enumerate() {
-                                let o = out.add(t * a.f + 16 * v);
-                                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), sum));
-                            }
+                unsafe {
+                    let acc = block::<V, P>(a, xp.as_ptr().add(first * a.c), w.as_ptr());
+                    let out = y.as_mut_ptr().add(first * fb);
+                    for (p, acc) in acc.iter().enumerate() {
+                        for (v, &sum) in acc.iter().enumerate() {
+                            _mm512_storeu_ps(out.add(p * fb + 16 * v), sum);
                         }
                     }
                 }
+                m += P;
             }
         }
 
@@ -366,7 +376,7 @@ mod narrow {
         /// through all KH*KW*C taps.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn block<const V: usize, const P: usize>(a: &Args, x: *const f32, w: *const f32, y: *mut f32) {
+        unsafe fn block<const V: usize, const P: usize>(a: &Args, x: *const f32, w: *const f32) -> [[__m512; V]; P] {
             let mut acc = [[_mm512_setzero_ps(); V]; P];
             // SAFETY: in bounds by the caller's checks.
             unsafe {
@@ -383,9 +393,49 @@ mod narrow {
                         }
                     }
                 }
-                for (p, acc) in acc.iter().enumerate() {
-                    for (v, &sum) in acc.iter().enumerate() {
-                        _mm512_storeu_ps(y.add(p * V * 16 + 16 * v), sum);
+            }
+            acc
+        }
+
+        // xp: padded; dz: rows of V*16; runs: (first wide row m, first dz row, length);
+        // dw (KH*K, V*16):
+        //   dw[a*K + j] += sum over the runs' rows of xp[(m + a*WP)*C + j] * dz[row].
+        // Blocks of T taps j, each through all rows with its T x V sums in registers.
+        // Safety: AVX-512F, T divides K, and the lengths the caller checked.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn weight_grad<const V: usize, const T: usize>(
+            a: &Args,
+            runs: &[(usize, usize, usize)],
+            xp: &[f32],
+            dz: &[f32],
+            dw: &mut [f32],
+        ) {
+            for row in 0..a.kh {
+                for j in (0..a.k).step_by(T) {
+                    let mut acc = [[_mm512_setzero_ps(); V]; T];
+                    // SAFETY: in bounds by the caller's checks.
+                    unsafe {
+                        let x = xp.as_ptr().add(row * a.wp * a.c + j);
+                        for &(m0, d0, len) in runs {
+                            for i in 0..len {
+                                let d = dz.as_ptr().add((d0 + i) * V * 16);
+                                let ds: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(d.add(16 * v)));
+                                let xm = x.add((m0 + i) * a.c);
+                                for (t, acc) in acc.iter_mut().enumerate() {
+                                    let xv = _mm512_set1_ps(*xm.add(t));
+                                    for v in 0..V {
+                                        acc[v] = _mm512_fmadd_ps(xv, ds[v], acc[v]);
+                                    }
+                                }
+                            }
+                        }
+                        let out = dw.as_mut_ptr().add((row * a.k + j) * a.f);
+                        for (t, acc) in acc.iter().enumerate() {
+                            for (v, &sum) in acc.iter().enumerate() {
+                                let o = out.add(t * a.f + 16 * v);
+                                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), sum));
+                            }
+                        }
                     }
                 }
             }
@@ -455,8 +505,14 @@ mod tests {
             let mut y_wide = vec![f32::NAN; wide.rows(s) * f];
             wide.forward(&xp, &kernel, f, 0..wide.rows(s), &mut y_wide);
             let mut y = vec![0.0; s * p * f];
-            wide.compact(&y_wide, f, &mut y);
+            wide.compact(&y_wide, f, None, &mut y);
             assert_close(&format!("forward {what}"), &y, &want);
+            // The real outputs with a bias added.
+            let bias = values(f, 4);
+            let mut y_real = vec![f32::NAN; s * p * f];
+            wide.compact(&y_wide, f, Some(&bias), &mut y_real);
+            let want_biased: Vec<f32> = want.iter().enumerate().map(|(i, v)| v + bias[i % f]).collect();
+            assert_close(&format!("forward with a bias {what}"), &y_real, &want_biased);
             // Bands of output rows of the first sample, as batch-1 inference splits it.
             for (first, count) in [(0, 1), (1, g.oh - 1), (g.oh - 1, 1)] {
                 if count == 0 {
@@ -504,6 +560,9 @@ mod tests {
             let mut dw = vec![0.5; k * f];
             wide.weight_grad(&xp, &dz_wide, f, s, &mut dw);
             assert_close(&format!("weight gradient {what}"), &dw, &want_dw);
+            let mut dw = vec![0.5; k * f];
+            wide.weight_grad_real(&xp, &dz, f, s, &mut vec![f32::NAN; wide.rows(s) * f], &mut dw);
+            assert_close(&format!("weight gradient from real outputs {what}"), &dw, &want_dw);
 
             let mut dcols = vec![0.0; s * p * k];
             matmul(MatRef::new(&dz, s * p, f), MatRef::new(&kernel, k, f).t(), &mut dcols, false);
@@ -519,7 +578,7 @@ mod tests {
             let mut dx_wide = vec![f32::NAN; t.rows(s) * c];
             t.forward(&dzp, &turned, c, 0..t.rows(s), &mut dx_wide);
             let mut dx = vec![0.0; s * h * w * c];
-            t.compact(&dx_wide, c, &mut dx);
+            t.compact(&dx_wide, c, None, &mut dx);
             assert_close(&format!("input gradient {what}"), &dx, &want_dx);
         }
     }

@@ -460,7 +460,8 @@ impl<'a> ConvKernel<'a> {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
-            wide.compact(y_wide, f, y);
+            wide.compact(y_wide, f, bias, y);
+            return activation::forward(act, y, None, f);
         } else {
             for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
                 im2col(g, xs, cs);
@@ -505,8 +506,7 @@ impl<'a> ConvKernel<'a> {
         if let Some(wide) = &self.wide {
             let (xp, dz_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
-            wide.expand(dz, f, dz_wide);
-            return wide.weight_grad(xp, dz_wide, f, s, dw);
+            return wide.weight_grad_real(xp, dz, f, s, dz_wide, dw);
         }
         for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
             im2col(g, xs, cs);
@@ -530,7 +530,7 @@ impl<'a> ConvKernel<'a> {
             wide.turn_kernel(self.w, f, &mut turned[..k * f]);
             t.pad(dz, dzp);
             t.forward(dzp, &turned[..k * f], g.c, 0..t.rows(s), dx_wide);
-            return t.compact(dx_wide, g.c, dx);
+            return t.compact(dx_wide, g.c, None, dx);
         }
         dx.fill(0.0);
         let dcols = &mut dcols[..s * p * k];
