@@ -155,7 +155,14 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
 /// pass, gradients through the padded layout for a partial filter block).
 #[test]
 fn conv2d_stride_one_through_the_padded_layout() {
-    let cases = [([14, 14, 5], Padding::Same, 3), ([15, 15, 4], Padding::Valid, 5), ([14, 14, 2], Padding::Same, 3)];
+    // The last two: 16 and 32 channels and filters, the register-blocked kernels where the CPU has AVX-512.
+    let cases = [
+        ([14, 14, 5], Padding::Same, 3),
+        ([15, 15, 4], Padding::Valid, 5),
+        ([14, 14, 2], Padding::Same, 3),
+        ([6, 6, 16], Padding::Same, 16),
+        ([5, 5, 32], Padding::Valid, 32),
+    ];
     for (i, (shape, padding, filters)) in cases.into_iter().enumerate() {
         let x = uniform(&mut stream(13, i as u64), 2 * shape.iter().product::<usize>(), -1.0, 1.0);
         let conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(Activation::Tanh);
@@ -173,6 +180,10 @@ fn conv2d_with_fused_max_pooling_matches_separate_layers() {
     let x = uniform(&mut stream(12, 1), 3 * 7 * 7 * 6, -1.0, 1.0);
     let conv = Conv2D::new(3, (3, 3)).padding(Padding::Same).activation(Activation::Sigmoid);
     check_fusion_matches_separate_layers(conv, MaxPooling2D::new((3, 3)).strides((2, 2)), [7, 7, 6], x, 121);
+    // 16 channels, 32 filters (the padded layout's register-blocked kernels where the CPU has AVX-512).
+    let x = uniform(&mut stream(12, 3), 18 * 8 * 8 * 16, -1.0, 1.0);
+    let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [8, 8, 16], x, 123);
     // ReLU, the reference model's shape.
     let x = uniform(&mut stream(12, 2), 2 * 28 * 28, 0.0, 1.0);
     let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);

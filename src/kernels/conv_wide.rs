@@ -48,6 +48,12 @@ impl Wide {
         Some(Wide { g: *g, wp, hp, lead: g.pt * wp + g.pl })
     }
 
+    /// Whether `f` filters (or input channels, for the input gradient) run
+    /// through the register-blocked kernel on this CPU.
+    pub fn blocked(f: usize) -> bool {
+        blocked::applies(f)
+    }
+
     /// Values of the padded copy of `s` samples.
     pub fn padded_len(&self, s: usize) -> usize {
         (self.lead + s * self.hp * self.wp) * self.g.c
@@ -241,6 +247,21 @@ mod blocked {
     const LANES: usize = 16;
     /// Accumulator registers per block of positions.
     const ACCUMULATORS: usize = 24;
+
+    /// Whether `f` filters run here: AVX-512, 16 or 32 of them.
+    pub fn applies(f: usize) -> bool {
+        let avx512 = {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx512f")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                false
+            }
+        };
+        avx512 && f.is_multiple_of(LANES) && (1..=2).contains(&(f / LANES))
+    }
 
     /// Runs [`Wide::forward_filters`] when this kernel applies (AVX-512, 16
     /// or 32 filters, enough rows for one block); returns whether it did.

@@ -414,8 +414,11 @@ impl<'a> ConvKernel<'a> {
         // The direct kernels' weight gradient is scalar for filters not in
         // blocks of 32: the padded layout's products take it (and the input
         // gradient) then, the direct kernels keep the forward pass.
+        // With the register-blocked kernels (16 or 32 filters and input
+        // channels) a fused pool takes the padded layout too.
+        let blocked = Wide::blocked(op.filters) && Wide::blocked(op.g.c);
         let direct_grads = direct && conv_direct::fast_weight_grad(op.filters);
-        let wide = if direct_grads || op.pool.is_some() { None } else { Wide::of(&op.g) };
+        let wide = if direct_grads || (op.pool.is_some() && !blocked) { None } else { Wide::of(&op.g) };
         wide.filter(|w| w.pointwise() || w.overhead() <= MAX_WIDE_OVERHEAD)
     }
 
