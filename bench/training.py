@@ -149,10 +149,11 @@ def keras_run(row, data_dir, epochs, threads):
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.start)
 
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch, validation_split=0.1, verbose=0,
-              callbacks=[EpochTimer()])
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch, validation_split=0.1, verbose=0,
+                        callbacks=[EpochTimer()])
     _, acc = model.evaluate(x_test, y_test, verbose=0)
-    return {"system": f"Keras {keras.__version__} / TF {tf.__version__}", "epoch_s": times, "test_accuracy": acc}
+    return {"system": f"Keras {keras.__version__} / TF {tf.__version__}", "epoch_s": times,
+            "train_accuracy": history.history["accuracy"][-1], "test_accuracy": acc}
 
 
 def pytorch_model(row, torch, nn):
@@ -234,17 +235,21 @@ def pytorch_run(row, data_dir, epochs, threads):
     for epoch in range(epochs):
         start = time.perf_counter()
         order = torch.randperm(len(x))
+        correct = 0
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
             opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
+            out = model(x[idx])
+            correct += (out.argmax(1) == y[idx]).sum().item()
+            loss = loss_fn(out, y[idx])
             if kernels:
                 loss = loss + 1e-4 * sum((w * w).sum() for w in kernels)
             loss.backward()
             opt.step()
         evaluate(xv, yv)
         times.append(time.perf_counter() - start)
-    return {"system": f"PyTorch {torch.__version__}", "epoch_s": times, "test_accuracy": evaluate(xt, yt)}
+    return {"system": f"PyTorch {torch.__version__}", "epoch_s": times, "train_accuracy": correct / len(x),
+            "test_accuracy": evaluate(xt, yt)}
 
 
 def keel_run(row, data_dir, epochs, threads):
@@ -264,7 +269,8 @@ def keel_run(row, data_dir, epochs, threads):
         with open(metrics) as f:
             m = json.load(f)
     return {"system": "keel", "epoch_s": [e["seconds"] for e in m["history"]],
-            "test_accuracy": m["test_accuracy"], "peak_rss_mb": usage.ru_maxrss / 1024}
+            "train_accuracy": m["history"][-1]["accuracy"], "test_accuracy": m["test_accuracy"],
+            "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main():
@@ -308,20 +314,20 @@ def main():
                 results[row, s].append(res)
                 print(f"round {r + 1} {row} {s}: {json.dumps(res)}", file=sys.stderr)
     print(f"Training, {args.threads} thread(s), {args.epochs} epochs, median of {args.rounds} round(s); "
-          "s/epoch is each run's median epoch (the first includes warm-up)\n")
-    print("| model | system | s/epoch | peak RSS MB | test acc | s/epoch vs keel | RSS vs keel |")
-    print("|---|---|---|---|---|---|---|")
+          "s/epoch is each run's median epoch (the first includes warm-up); train acc is the last epoch's\n")
+    print("| model | system | s/epoch | peak RSS MB | train acc | test acc | s/epoch vs keel | RSS vs keel |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         med = {s: {k: statistics.median(f(x) for x in results[row, s]) for k, f in (
             ("s", lambda x: statistics.median(x["epoch_s"])), ("rss", lambda x: x["peak_rss_mb"]),
-            ("acc", lambda x: x["test_accuracy"]))} for s in systems}
+            ("train", lambda x: x["train_accuracy"]), ("acc", lambda x: x["test_accuracy"]))} for s in systems}
         keel = med.get("keel")
         for s in systems:
             m = med[s]
             ratio = f"{m['s'] / keel['s']:.2f}x" if keel else "-"
             rss = f"{m['rss'] / keel['rss']:.2f}x" if keel else "-"
             print(f"| {ROWS[row][3]} | {results[row, s][0]['system']} | {m['s']:.2f} | {m['rss']:.0f} | "
-                  f"{m['acc']:.4f} | {ratio} | {rss} |")
+                  f"{m['train']:.4f} | {m['acc']:.4f} | {ratio} | {rss} |")
 
 
 if __name__ == "__main__":

@@ -184,6 +184,10 @@ fn conv2d_with_fused_max_pooling_matches_separate_layers() {
     let x = uniform(&mut stream(12, 3), 18 * 8 * 8 * 16, -1.0, 1.0);
     let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);
     check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [8, 8, 16], x, 123);
+    // Keras' MNIST convnet's second convolution: 32 channels, 64 filters.
+    let x = uniform(&mut stream(12, 4), 17 * 9 * 9 * 32, -1.0, 1.0);
+    let conv = Conv2D::new(64, (3, 3)).activation(Activation::Relu);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [9, 9, 32], x, 124);
     // ReLU, the reference model's shape.
     let x = uniform(&mut stream(12, 2), 2 * 28 * 28, 0.0, 1.0);
     let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);

@@ -110,7 +110,7 @@ impl Wide {
     }
 
     // [`Wide::forward`] of the output channels `filters` only: y_wide (rows.len(), filters.len()).
-    // 16 or 32 filters run through [`blocked`]'s register-blocked kernel where
+    // 16 to 64 filters run through [`blocked`]'s register-blocked kernel where
     // the CPU has AVX-512; the matrix products below are its reference.
     pub fn forward_filters(
         &self,
@@ -230,25 +230,29 @@ impl Wide {
     }
 }
 
-/// The forward pass over the padded layout for 16 or 32 filters: there the
-/// matrix-product microkernels, which tile the output along its filters, hold
-/// one or two vectors of output per register tile and spend most of their
-/// time loading. Here a block of consecutive output positions keeps all its
-/// filters in registers (24 vectors of 16) through every kernel row and tap,
-/// so each output is written once, and each step loads the tap's weights once
-/// and broadcasts one input value per position into its multiply-add.
-/// AVX-512 only: with 16 registers of 8 values this measured no faster than
-/// the matrix products.
+/// Register-blocked kernels over the padded layout for 16 to 64 filters
+/// (1-4 registers of 16): there the matrix-product microkernels, which tile
+/// the output along its filters, hold one or two vectors of output per
+/// register tile and spend most of their time loading. Here a block of
+/// consecutive output positions keeps all its filters in registers (24
+/// accumulators) through every kernel row and tap, so each output is written
+/// once, and each step loads the tap's weights once and broadcasts one input
+/// value per position into its multiply-add. The weight gradient keeps a
+/// block of taps' sums in registers through every output position, reading
+/// the output gradient in place. AVX-512 only: with 16 registers of 8 values
+/// this measured no faster than the matrix products.
 mod blocked {
     use super::Wide;
     use std::ops::Range;
 
     /// Filters per register.
     const LANES: usize = 16;
+    /// Registers of filters per position (up to 64 filters).
+    const MAX_VECTORS: usize = 4;
     /// Accumulator registers per block of positions.
     const ACCUMULATORS: usize = 24;
 
-    /// Whether `f` filters run here: AVX-512, 16 or 32 of them.
+    /// Whether `f` filters run here: AVX-512, 16, 32, 48 or 64 of them.
     pub fn applies(f: usize) -> bool {
         let avx512 = {
             #[cfg(target_arch = "x86_64")]
@@ -260,11 +264,11 @@ mod blocked {
                 false
             }
         };
-        avx512 && f.is_multiple_of(LANES) && (1..=2).contains(&(f / LANES))
+        avx512 && f.is_multiple_of(LANES) && (1..=MAX_VECTORS).contains(&(f / LANES))
     }
 
     /// Runs [`Wide::forward_filters`] when this kernel applies (AVX-512, 16
-    /// or 32 filters, enough rows for one block); returns whether it did.
+    /// to 64 filters, enough rows for one block); returns whether it did.
     pub fn forward(
         wide: &Wide,
         xp: &[f32],
@@ -276,7 +280,7 @@ mod blocked {
     ) -> bool {
         let fb = filters.len();
         let vectors = fb / LANES;
-        if !fb.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
+        if !fb.is_multiple_of(LANES) || !(1..=MAX_VECTORS).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -293,7 +297,9 @@ mod blocked {
             unsafe {
                 match vectors {
                     1 => avx512::forward::<1, 24>(&args, xp, w, y),
-                    _ => avx512::forward::<2, 12>(&args, xp, w, y),
+                    2 => avx512::forward::<2, 12>(&args, xp, w, y),
+                    3 => avx512::forward::<3, 8>(&args, xp, w, y),
+                    _ => avx512::forward::<4, 6>(&args, xp, w, y),
                 }
             }
             return true;
@@ -302,14 +308,14 @@ mod blocked {
         false
     }
 
-    /// Runs the weight gradient when this kernel applies (AVX-512, 16 or 32
+    /// Runs the weight gradient when this kernel applies (AVX-512, 16 to 64
     /// filters, KW*C a multiple of 4 or more); returns whether it did. `dz`
     /// is the wide (rows, F), zeros at dropped rows, or with `real` only the
     /// real outputs (s,OH,OW,F), read in place.
     pub fn weight_grad(wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
-        if !f.is_multiple_of(LANES) || !(1..=2).contains(&vectors) || dz.is_empty() {
+        if !f.is_multiple_of(LANES) || !(1..=MAX_VECTORS).contains(&vectors) || dz.is_empty() {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C.
@@ -339,10 +345,15 @@ mod blocked {
                     (1, 12) => avx512::weight_grad::<1, 12>(&args, &runs, xp, dz, dw),
                     (1, 8) => avx512::weight_grad::<1, 8>(&args, &runs, xp, dz, dw),
                     (1, _) => avx512::weight_grad::<1, 4>(&args, &runs, xp, dz, dw),
-                    (_, 12) => avx512::weight_grad::<2, 12>(&args, &runs, xp, dz, dw),
-                    (_, 8) => avx512::weight_grad::<2, 8>(&args, &runs, xp, dz, dw),
-                    (_, 6) => avx512::weight_grad::<2, 6>(&args, &runs, xp, dz, dw),
-                    _ => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
+                    (2, 12) => avx512::weight_grad::<2, 12>(&args, &runs, xp, dz, dw),
+                    (2, 8) => avx512::weight_grad::<2, 8>(&args, &runs, xp, dz, dw),
+                    (2, 6) => avx512::weight_grad::<2, 6>(&args, &runs, xp, dz, dw),
+                    (2, _) => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
+                    (3, 8) => avx512::weight_grad::<3, 8>(&args, &runs, xp, dz, dw),
+                    (3, 6) => avx512::weight_grad::<3, 6>(&args, &runs, xp, dz, dw),
+                    (3, _) => avx512::weight_grad::<3, 4>(&args, &runs, xp, dz, dw),
+                    (_, 6) => avx512::weight_grad::<4, 6>(&args, &runs, xp, dz, dw),
+                    _ => avx512::weight_grad::<4, 4>(&args, &runs, xp, dz, dw),
                 }
             }
             return true;
@@ -500,13 +511,15 @@ mod tests {
             (1, 6, 4, 1, 3, true, 3, 3),
             (7, 4, 3, 3, 1, false, 2, 1),
             (8, 8, 16, 1, 1, false, 8, 2),
-            // 16 and 32 filters or channels: the register-blocked kernels where the CPU has AVX-512
-            // (taps per block 24 and 12; too few rows for a block; too many filters but a block of 16).
+            // 16 to 64 filters or channels: the register-blocked kernels where the CPU has AVX-512
+            // (taps per block 24, 12, 8 and 6; too few rows for a block; blocks of filters).
             (9, 9, 16, 3, 3, true, 16, 2),
             (5, 6, 4, 3, 3, true, 32, 2),
             (6, 7, 32, 3, 3, false, 48, 2),
             (3, 3, 16, 3, 3, false, 16, 1),
             (6, 6, 16, 1, 1, false, 32, 3),
+            (5, 5, 8, 3, 3, true, 64, 2),
+            (7, 6, 64, 3, 3, false, 48, 1),
         ];
         for (h, w, c, kh, kw, same, f, s) in cases {
             let g = window(h, w, c, kh, kw, same);

@@ -414,7 +414,7 @@ impl<'a> ConvKernel<'a> {
         // The direct kernels' weight gradient is scalar for filters not in
         // blocks of 32: the padded layout's products take it (and the input
         // gradient) then, the direct kernels keep the forward pass.
-        // With the register-blocked kernels (16 or 32 filters and input
+        // With the register-blocked kernels (16 to 64 filters and input
         // channels) a fused pool takes the padded layout too.
         let blocked = Wide::blocked(op.filters) && Wide::blocked(op.g.c);
         let direct_grads = direct && conv_direct::fast_weight_grad(op.filters);
