@@ -22,27 +22,32 @@ def run(cmd, env=None):
     return proc.stdout
 
 
-def run_keel(data_dir, epochs, threads):
+def keel_train(keel, args):
+    """Runs `keel train --quiet ARGS --metrics-out FILE` (stdout discarded); returns its
+    metrics JSON and its peak RSS in MB (from wait4 on its process)."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "m.json")
         pid = os.fork()
         if pid == 0:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
-            os.execv(KEEL, [KEEL, "train", "--quiet", "--epochs", str(epochs), "--threads", str(threads),
-                            "--data-dir", data_dir, "--metrics-out", metrics])
+            os.execv(keel, [keel, "train", "--quiet", *args, "--metrics-out", metrics])
         _, status, usage = os.wait4(pid, 0)
         if status != 0:
-            sys.exit("keel train failed")
+            sys.exit(f"keel train {' '.join(args)} failed")
         with open(metrics) as f:
-            m = json.load(f)
+            return json.load(f), usage.ru_maxrss / 1024
+
+
+def run_keel(data_dir, epochs, threads):
+    m, rss = keel_train(KEEL, ["--epochs", str(epochs), "--threads", str(threads), "--data-dir", data_dir])
     return {
         "system": "keel",
         "s_per_epoch": statistics.median(e["seconds"] for e in m["history"]),
         "fit_s": m["timings"]["fit_s"],
         "evaluate_s": m["timings"]["evaluate_s"],
         "predict_img_per_s": 10000 / m["timings"]["predict_s"],
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": rss,
         "test_accuracy": m["test_accuracy"],
     }
 

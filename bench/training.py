@@ -24,6 +24,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from compare import keel_train  # noqa: E402
 from keras_reference import find, read_idx  # noqa: E402
 
 KEEL = os.environ.get("KEEL_BIN", os.path.join(HERE, "..", "target", "release", "keel"))
@@ -254,23 +255,10 @@ def pytorch_run(row, data_dir, epochs, threads):
 
 def keel_run(row, data_dir, epochs, threads):
     model, _, batch, _ = ROWS[row]
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = os.path.join(tmp, "m.json")
-        pid = os.fork()
-        if pid == 0:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.execv(KEEL, [KEEL, "train", "--quiet", "--model", os.path.join(MODELS, model), "--data-dir", data_dir,
-                            "--epochs", str(epochs), "--batch-size", str(batch), "--threads", str(threads),
-                            "--metrics-out", metrics])
-        _, status, usage = os.wait4(pid, 0)
-        if status != 0:
-            sys.exit(f"keel train failed on {row}")
-        with open(metrics) as f:
-            m = json.load(f)
+    m, rss = keel_train(KEEL, ["--model", os.path.join(MODELS, model), "--data-dir", data_dir, "--epochs",
+                               str(epochs), "--batch-size", str(batch), "--threads", str(threads)])
     return {"system": "keel", "epoch_s": [e["seconds"] for e in m["history"]],
-            "train_accuracy": m["history"][-1]["accuracy"], "test_accuracy": m["test_accuracy"],
-            "peak_rss_mb": usage.ru_maxrss / 1024}
+            "train_accuracy": m["history"][-1]["accuracy"], "test_accuracy": m["test_accuracy"], "peak_rss_mb": rss}
 
 
 def main():
