@@ -319,9 +319,10 @@ fn a_sample_predicts_the_same_alone_and_in_a_batch() {
 }
 
 #[test]
-fn batch_normalization_applies_the_activation_after_it_with_the_same_results() {
-    // BatchNormalization -> ReLU, -> ReLU(6) and -> Activation("relu") at the end are
-    // fused into one pass; the unfused model must train to the same weights.
+fn batch_normalization_and_add_apply_the_activation_after_them_with_the_same_results() {
+    // BatchNormalization -> ReLU, -> ReLU(6) and -> Activation("relu") at the end, and
+    // Add -> ReLU (a residual block's end) are fused into one pass; the unfused model
+    // must train to the same weights.
     let make = |fuse: bool| {
         let inputs = Input::new([6, 6, 2]);
         let x = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
@@ -331,6 +332,10 @@ fn batch_normalization_applies_the_activation_after_it_with_the_same_results() {
         let y = BatchNormalization::new().apply(&y).unwrap();
         let y = ReLU::new().max_value(6.0).apply(&y).unwrap();
         let x = Add::new().apply(&[&x, &y]).unwrap();
+        let x = ReLU::new().apply(&x).unwrap();
+        let y = Conv2D::new(4, (1, 1)).apply(&x).unwrap();
+        let x = Add::new().apply(&[&x, &y]).unwrap();
+        let x = ActivationLayer::new(Activation::Relu6).apply(&x).unwrap();
         let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
         let x = Dense::new(5).apply(&x).unwrap();
         let x = BatchNormalization::new().apply(&x).unwrap();

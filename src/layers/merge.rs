@@ -1,6 +1,7 @@
 //! Layers that merge several inputs: `Add`, `Multiply` and `Concatenate`.
 
 use super::{Backward, Layer, LayerConfig, Mode};
+use crate::activations::Activation;
 use crate::device::{self, ProductOp, Span};
 use crate::model::shape_str;
 
@@ -16,6 +17,8 @@ use crate::model::shape_str;
 #[derive(Clone, Debug, Default)]
 pub struct Add {
     len: usize,
+    /// The elementwise activation of the layer after it, applied in the same pass (fused by the model).
+    act: Activation,
 }
 
 impl Add {
@@ -72,9 +75,22 @@ impl Layer for Add {
         super::copy_backward(pass, self.len);
     }
 
-    // xs[k]: (N, S) -> y: (N, S);  y = sum_k xs[k], added in input order
+    fn fuse_activation(&mut self, act: Option<Activation>) -> bool {
+        self.act = act.unwrap_or(Activation::Linear);
+        act.is_some()
+    }
+
+    // xs[k]: (N, S) -> y: (N, S);  y = act(sum_k xs[k]), added in input order
     fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().add(xs, y, n * self.len);
+        device::current().add(xs, y, n * self.len, self.act);
+    }
+
+    // dy (of act's output) -> dL/d(sum), in place
+    fn backward_activation(&mut self, y: &[f32], dy: &mut [f32], n: usize) {
+        if self.act != Activation::Linear {
+            let len = n * self.len;
+            device::current().activation_backward(self.act, &y[..len], &mut dy[..len], self.len);
+        }
     }
 
     // dL/dxs[k] = dy

@@ -293,6 +293,11 @@ pub trait Layer: Send {
         self.forward(params, xs[0], y, n, mode)
     }
 
+    /// Several inputs, an activation fused in ([`Layer::fuse_activation`]): turns
+    /// dy, the gradient of the activated output y, into that of the layer's own
+    /// output, in place, before [`Layer::backward_input`] runs for each input.
+    fn backward_activation(&mut self, _y: &[f32], _dy: &mut [f32], _n: usize) {}
+
     /// Several inputs: writes dL/d(input k) to `dx` from `dy` (read-only: it
     /// serves every input). Parameter-free layers only.
     fn backward_input(&mut self, _k: usize, _xs: &[&[f32]], _dy: &[f32], _dx: &mut [f32], _n: usize) {}

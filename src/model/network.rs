@@ -278,6 +278,9 @@ impl Network {
                 let len = n * shapes[output].iter().product::<usize>();
                 deltas[out_slot][..len].fill(0.0);
             }
+            if inputs[k].len() > 1 {
+                node.layer.backward_activation(&acts[o], &mut deltas[out_slot], n);
+            }
             let range = ranges[k].clone();
             // Where dL/d(input) goes: straight into its slot the first time,
             // else into the scratch buffer, added afterwards.

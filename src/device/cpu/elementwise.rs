@@ -72,13 +72,17 @@ pub fn scale_shift(x: &[f32], (a, b): (&[f32], &[f32]), act: Activation, y: &mut
     });
 }
 
-// y = sum_k xs[k], in input order
-pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize) {
+// y = act(sum_k xs[k]), in input order, a chunk at a time while it is in cache (act elementwise)
+pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation) {
     y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {
         let at = t * CHUNK;
         yt.copy_from_slice(&xs[0][at..at + yt.len()]);
         for x in &xs[1..] {
             crate::kernels::add_assign(yt, &x[at..at + yt.len()]);
+        }
+        if act != Activation::Linear {
+            let width = yt.len();
+            activation::forward(act, yt, None, width);
         }
     });
 }

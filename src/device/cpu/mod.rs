@@ -109,8 +109,8 @@ impl Device for Cpu {
         elementwise::scale_shift(x, ab, act, y, len)
     }
 
-    fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize) {
-        elementwise::add(xs, y, len)
+    fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation) {
+        elementwise::add(xs, y, len, act)
     }
 
     fn multiply_forward(&self, op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize) {
