@@ -324,17 +324,15 @@ mod blocked {
         };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // Runs of consecutive rows: (first wide row, first row of dz, length).
-            let runs: Vec<(usize, usize, usize)> = if real {
-                let s = dz.len() / (g.oh * g.ow * f);
-                let per = wide.hp * wide.wp;
-                (0..s * g.oh).map(|r| ((r / g.oh) * per + (r % g.oh) * wide.wp, r * g.ow, g.ow)).collect()
+            let runs = if real {
+                let per_sample = wide.hp * wide.wp;
+                Runs { count: dz.len() / (g.ow * f), len: g.ow, oh: g.oh, wp: wide.wp, per_sample }
             } else {
-                vec![(0, 0, dz.len() / f)]
+                Runs { count: 1, len: dz.len() / f, oh: 1, wp: 0, per_sample: 0 }
             };
-            let last = runs.last().map_or(0, |&(m, _, len)| m + len);
-            assert!(xp.len() >= (last - 1 + (g.kh - 1) * wide.wp) * g.c + k, "padded input too short");
-            assert!(runs.iter().all(|&(_, d, len)| (d + len) * f <= dz.len()), "output gradient too short");
+            let (last, _, len) = runs.run(runs.count - 1);
+            assert!(xp.len() >= (last + len - 1 + (g.kh - 1) * wide.wp) * g.c + k, "padded input too short");
+            assert!(runs.count * runs.len * f <= dz.len(), "output gradient too short");
             assert!(dw.len() >= g.kh * k * f, "kernel gradient too short");
             let args = Args { c: g.c, wp: wide.wp, kh: g.kh, k, f };
             // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
@@ -362,6 +360,23 @@ mod blocked {
         false
     }
 
+    /// The rows of the output gradient the weight gradient reads: `count` runs
+    /// of `len` consecutive rows (an output row each, or all the wide rows at once).
+    struct Runs {
+        count: usize,
+        len: usize,
+        oh: usize,
+        wp: usize,
+        per_sample: usize,
+    }
+
+    impl Runs {
+        /// Run r: (its first wide row, its first row of the output gradient, its length).
+        fn run(&self, r: usize) -> (usize, usize, usize) {
+            ((r / self.oh) * self.per_sample + (r % self.oh) * self.wp, r * self.len, self.len)
+        }
+    }
+
     /// The layout's strides: channels, pixels per padded row, kernel rows,
     /// values per kernel row (KW*C), filters of the whole kernel.
     struct Args {
@@ -374,7 +389,7 @@ mod blocked {
 
     #[cfg(target_arch = "x86_64")]
     mod avx512 {
-        use super::Args;
+        use super::{Args, Runs};
         use std::arch::x86_64::*;
 
         // xp: padded, from the first row; w: the kernel from the first filter
@@ -437,7 +452,7 @@ mod blocked {
         #[target_feature(enable = "avx512f")]
         pub unsafe fn weight_grad<const V: usize, const T: usize>(
             a: &Args,
-            runs: &[(usize, usize, usize)],
+            runs: &Runs,
             xp: &[f32],
             dz: &[f32],
             dw: &mut [f32],
@@ -448,7 +463,8 @@ mod blocked {
                     // SAFETY: in bounds by the caller's checks.
                     unsafe {
                         let x = xp.as_ptr().add(row * a.wp * a.c + j);
-                        for &(m0, d0, len) in runs {
+                        for r in 0..runs.count {
+                            let (m0, d0, len) = runs.run(r);
                             for i in 0..len {
                                 let d = dz.as_ptr().add((d0 + i) * V * 16);
                                 let ds: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(d.add(16 * v)));
