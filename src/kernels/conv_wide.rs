@@ -177,15 +177,9 @@ impl Wide {
         for (s, ys) in y.chunks_exact_mut(g.oh * g.ow * f).enumerate() {
             for (r, row) in ys.chunks_exact_mut(g.ow * f).enumerate() {
                 let src = &y_wide[(s * self.hp * self.wp + r * self.wp) * f..][..g.ow * f];
-                match bias {
-                    None => row.copy_from_slice(src),
-                    Some(b) => {
-                        for (yp, xp) in row.chunks_exact_mut(f).zip(src.chunks_exact(f)) {
-                            for ((y, x), b) in yp.iter_mut().zip(xp).zip(&b[..f]) {
-                                *y = x + b;
-                            }
-                        }
-                    }
+                row.copy_from_slice(src);
+                if let Some(b) = bias {
+                    row.chunks_exact_mut(f).for_each(|pixel| super::add_assign(pixel, &b[..f]));
                 }
             }
         }
@@ -278,9 +272,8 @@ mod blocked {
         rows: Range<usize>,
         y_wide: &mut [f32],
     ) -> bool {
-        let fb = filters.len();
-        let vectors = fb / LANES;
-        if !fb.is_multiple_of(LANES) || !(1..=MAX_VECTORS).contains(&vectors) || rows.len() < ACCUMULATORS / vectors {
+        let (fb, vectors) = (filters.len(), filters.len() / LANES);
+        if !applies(fb) || rows.len() < ACCUMULATORS / vectors {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -315,7 +308,7 @@ mod blocked {
     pub fn weight_grad(wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
-        if !f.is_multiple_of(LANES) || !(1..=MAX_VECTORS).contains(&vectors) || dz.is_empty() {
+        if !applies(f) || dz.is_empty() {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C.

@@ -265,10 +265,11 @@ impl Network {
             inputs,
             sum_scratch,
             written,
+            output,
             ..
         } = self;
         written.fill(false);
-        written[storage[shapes.len() - 1]] = true; // by the loss
+        written[storage[*output]] = true; // by the loss
         for (k, node) in nodes.iter_mut().enumerate().rev() {
             let Step::Run { output } = steps[k] else { continue };
             let o = storage[output];
