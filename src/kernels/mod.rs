@@ -27,6 +27,32 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
 /// Copies each row of `src` (rows of `cols` values) to the start of a row of
 /// `width` values in `out`, zeros after it: the padded layouts SIMD kernels read
 /// in whole vectors. Stops at whichever runs out first.
+/// Rows of the source per block of [`transpose_rows`]: a block's reads and
+/// writes stay in L1 while it is turned.
+const TRANSPOSE_BLOCK: usize = 16;
+
+/// a: (rows, cols) -> t: (cols, rows)
+pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
+    transpose_columns(a, rows, cols, 0..cols, t);
+}
+
+/// Columns `range` of a: (rows, cols) -> t: (range.len(), rows), in blocks of
+/// rows and columns (the rows of `t` a caller's task writes).
+pub fn transpose_columns(a: &[f32], rows: usize, cols: usize, range: std::ops::Range<usize>, t: &mut [f32]) {
+    assert!(a.len() >= rows * cols && range.end <= cols && t.len() >= range.len() * rows);
+    for r0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
+        let r1 = (r0 + TRANSPOSE_BLOCK).min(rows);
+        for c0 in range.clone().step_by(TRANSPOSE_BLOCK) {
+            for c in c0..(c0 + TRANSPOSE_BLOCK).min(range.end) {
+                let out = &mut t[(c - range.start) * rows..][r0..r1];
+                for (o, r) in out.iter_mut().zip(r0..r1) {
+                    *o = a[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 pub fn pad_rows(src: &[f32], cols: usize, width: usize, out: &mut [f32]) {
     for (s, d) in src.chunks_exact(cols).zip(out.chunks_exact_mut(width)) {
         d[..cols].copy_from_slice(s);
@@ -81,5 +107,24 @@ impl Window {
     /// Output positions per sample: OH*OW.
     pub fn positions(&self) -> usize {
         self.oh * self.ow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transposing_by_column_ranges_matches_the_definition() {
+        // Sizes that are not multiples of the block, ranges starting inside a block.
+        let (rows, cols) = (37, 45);
+        let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        for range in [0..cols, 0..1, 5..21, 16..45, 44..45] {
+            let mut t = vec![f32::NAN; range.len() * rows];
+            super::transpose_columns(&a, rows, cols, range.clone(), &mut t);
+            for (j, c) in range.clone().enumerate() {
+                for r in 0..rows {
+                    assert_eq!(t[j * rows + r], a[r * cols + c], "column {c}, row {r}, range {range:?}");
+                }
+            }
+        }
     }
 }

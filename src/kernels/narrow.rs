@@ -14,15 +14,6 @@ pub fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
     super::pad_rows(a, cols, WIDTH, out);
 }
 
-/// a: (rows, cols) -> t: (cols, rows)
-pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
-    for (r, row) in a.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
-    }
-}
-
 // x: (R, D), wp: (D, WIDTH) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j], d ascending
 pub fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
     let rows = y.len() / u;
@@ -227,7 +218,7 @@ mod tests {
             let (mut wp, mut dzp, mut wt) = (vec![0.0; d * WIDTH], vec![0.0; rows * WIDTH], vec![0.0; u * d]);
             pad_columns(&w, u, &mut wp);
             pad_columns(&dz, u, &mut dzp);
-            transpose(&w, d, u, &mut wt);
+            crate::kernels::transpose(&w, d, u, &mut wt);
 
             let (mut fast, mut reference) = (vec![0.0; rows * u], vec![0.0; rows * u]);
             x_times_w(&x, &wp, d, u, &mut fast);

@@ -5,11 +5,14 @@ use super::{SAMPLES_PER_TASK, activate_keeping_input, through_kept_input};
 use crate::activations::Activation;
 use crate::device::{DenseOp, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{activation, narrow, sum_rows};
+use crate::kernels::{self, activation, narrow, sum_rows};
 use rayon::prelude::*;
 
 /// Input features per task of the weight gradient.
 const FEATURES_PER_TASK: usize = 256;
+
+/// Units per task turning the kernel for the input gradient.
+const UNITS_PER_TASK: usize = 64;
 
 /// Rows per parallel task: whole samples, at most [`ROWS_PER_TASK`] rows (a
 /// Dense over an image's positions, such as a pointwise convolution, splits
@@ -80,9 +83,18 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
             matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
         });
         if let Some(dx) = dx {
-            dx[..rows * d].par_chunks_mut(task_rows * d).zip(dz.par_chunks(task_rows * u)).for_each(|(dxt, dzt)| {
-                matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(w, d, u).t(), dxt, false)
+            // dx = dz . W^T through W^T copied row-major (one pass over W), which
+            // the matrix products read as it is instead of each task turning all of W.
+            let [wt] = ws.f32s([u * d]);
+            wt.par_chunks_mut(UNITS_PER_TASK * d).enumerate().for_each(|(t, wtt)| {
+                let first = t * UNITS_PER_TASK;
+                kernels::transpose_columns(w, d, u, first..first + wtt.len() / d, wtt);
             });
+            let wt = &*wt;
+            dx[..rows * d]
+                .par_chunks_mut(task_rows * d)
+                .zip(dz.par_chunks(task_rows * u))
+                .for_each(|(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(wt, u, d), dxt, false));
         }
         return;
     }
@@ -93,7 +105,7 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         .enumerate()
         .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
     if let Some(dx) = dx {
-        narrow::transpose(w, d, u, wt);
+        kernels::transpose(w, d, u, wt);
         let wt = &*wt;
         dx[..rows * d]
             .par_chunks_mut(task_rows * d)
