@@ -291,7 +291,25 @@ fn small_batches_predict_as_large_ones() {
         .add(Conv2D::new(40, (3, 3)).padding(Padding::Same).input_shape([14, 14, 6]))
         .add(Flatten::new())
         .add(Dense::new(3).activation(Activation::Softmax));
-    for (mut model, shape) in [(first, [20, 23, 5]), (second, [14, 14, 6])] {
+    // Few input channels (the direct kernels, split into bands of rows), then a
+    // stride-2 convolution with too few positions to split: by blocks of 64
+    // output channels, the last one narrower.
+    let third = Sequential::new()
+        .seed(13)
+        .add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape([20, 23, 3]))
+        .add(Conv2D::new(130, (3, 3)).strides((2, 2)).padding(Padding::Same))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    // A patch too large for the direct kernels (7x7x3), unfolded in bands of
+    // positions whatever the batch.
+    let fourth = Sequential::new()
+        .seed(14)
+        .add(Conv2D::new(8, (7, 7)).padding(Padding::Same).activation(Activation::Relu).input_shape([32, 32, 3]))
+        .add(Conv2D::new(4, (3, 3)).strides((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    let models = [(first, [20, 23, 5]), (second, [14, 14, 6]), (third, [20, 23, 3]), (fourth, [32, 32, 3])];
+    for (mut model, shape) in models {
         model.build().unwrap();
         let (n, len) = (20, shape.iter().product::<usize>());
         let values = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();

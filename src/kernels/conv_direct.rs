@@ -4,12 +4,19 @@
 //! these loops keep a block of output channels in registers instead.
 
 use super::Window;
+use std::ops::Range;
 
 /// Output channels per register block: 4 AVX2 or 2 AVX-512 vectors.
 const BLOCK: usize = 32;
 
 /// Taps (KH*KW*C) up to which the tap offsets are precomputed for the fast path.
 const MAX_TAPS: usize = 64;
+
+/// Whether a K-tap patch is small enough for these kernels' fast path (larger
+/// ones, such as ResNet-50's 7x7x3 first layer, are faster unfolded).
+pub fn fast_taps(k: usize) -> bool {
+    k <= MAX_TAPS
+}
 
 /// Valid output rows (or columns) `lo..hi` for kernel offset `k`: those whose
 /// input index `o * s + k - pad` lies in `0..len`.
@@ -45,23 +52,29 @@ pub fn pad_filters(w: &[f32], bias: Option<&[f32]>, f: usize, wp: &mut [f32]) {
 // x: (H,W,C), wp: (KH*KW*C + 1, F padded) -> y: (OH,OW,F);
 //   y[p, f] = b[f] + sum_t x[p + t] * w[t, f], then max(y, 0) when `relu`
 pub fn conv_forward(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, y: &mut [f32]) {
-    assert!(x.len() >= g.h * g.w * g.c && wp.len() >= padded_len(g.patch_len(), f) && y.len() >= g.positions() * f);
+    conv_forward_rows(g, x, wp, f, relu, 0..g.oh, y);
+}
+
+// x: (H,W,C), wp: (KH*KW*C + 1, F padded) -> y: (rows.len(),OW,F), output rows `rows` of [`conv_forward`]
+pub fn conv_forward_rows(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, rows: Range<usize>, y: &mut [f32]) {
+    assert!(x.len() >= g.h * g.w * g.c && wp.len() >= padded_len(g.patch_len(), f));
+    assert!(rows.end <= g.oh && y.len() >= rows.len() * g.ow * f);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        unsafe { avx2::conv_forward(g, x, wp, f, relu, y) };
+        unsafe { avx2::conv_forward(g, x, wp, f, relu, rows, y) };
         return;
     }
-    conv_forward_scalar(g, x, wp, f, relu, y);
+    conv_forward_scalar(g, x, wp, f, relu, rows, y);
 }
 
-/// Portable reference version of [`conv_forward`].
-pub fn conv_forward_scalar(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, y: &mut [f32]) {
+/// Portable reference version of [`conv_forward_rows`].
+pub fn conv_forward_scalar(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, rows: Range<usize>, y: &mut [f32]) {
     let fp = padded_filters(f);
     let bias = &wp[g.patch_len() * fp..][..f];
-    for oy in 0..g.oh {
+    for oy in rows.clone() {
         for ox in 0..g.ow {
-            let out = &mut y[(oy * g.ow + ox) * f..][..f];
+            let out = &mut y[((oy - rows.start) * g.ow + ox) * f..][..f];
             out.copy_from_slice(bias);
             for (t, v) in taps(g, x, oy, ox) {
                 for (o, &wv) in out.iter_mut().zip(&wp[t * fp..]) {
@@ -129,7 +142,7 @@ pub(crate) fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> imp
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK, MAX_TAPS, Window, padded_filters, valid_range};
+    use super::{BLOCK, MAX_TAPS, Range, Window, padded_filters, valid_range};
     use std::arch::x86_64::*;
 
     /// [`super::conv_forward`] with the 32 output channels of a block in four
@@ -137,7 +150,15 @@ mod avx2 {
     /// windows lie inside the input (8 independent FMA chains, shared weight
     /// loads). Callers check the CPU has AVX2 and FMA and the slice sizes.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn conv_forward(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, y: &mut [f32]) {
+    pub unsafe fn conv_forward(
+        g: &Window,
+        x: &[f32],
+        wp: &[f32],
+        f: usize,
+        relu: bool,
+        rows: Range<usize>,
+        y: &mut [f32],
+    ) {
         let fp = padded_filters(f);
         let bias = &wp[g.patch_len() * fp..];
         let kx_range = |ox: usize| {
@@ -148,9 +169,10 @@ mod avx2 {
         let k = g.patch_len();
         let (offsets, known) = tap_offsets(g);
         let offsets = &offsets[..known];
-        for oy in 0..g.oh {
+        for oy in rows.clone() {
             let iy0 = (oy * g.sh) as isize - g.pt as isize;
             let ky = ((-iy0).max(0) as usize, (g.h as isize - iy0).clamp(0, g.kh as isize) as usize);
+            let y = &mut y[(oy - rows.start) * g.ow * f..];
             let mut ox = 0;
             while ox < g.ow {
                 let (ix0, kx_lo, kx_hi) = kx_range(ox);
@@ -168,16 +190,16 @@ mod avx2 {
                         assert!(last < x.len() && (k - 1) * fp + fb + BLOCK <= wp.len());
                         // SAFETY: the largest x index and the last weight block are in bounds (asserted).
                         let [a, b] = unsafe { interior::<2>(x, corners, offsets, &wp[fb..], fp) };
-                        store(a, &bias[fb..], relu, &mut y[(oy * g.ow + ox) * f + fb..][..nb]);
-                        store(b, &bias[fb..], relu, &mut y[(oy * g.ow + ox + 1) * f + fb..][..nb]);
+                        store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
+                        store(b, &bias[fb..], relu, &mut y[(ox + 1) * f + fb..][..nb]);
                     } else if pair {
                         let ix1 = ix0 + g.sw as isize;
                         let [a, b] = taps::<2>(g, x, wp, fp, fb, iy0, ky, [ix0, ix1], (0, g.kw));
-                        store(a, &bias[fb..], relu, &mut y[(oy * g.ow + ox) * f + fb..][..nb]);
-                        store(b, &bias[fb..], relu, &mut y[(oy * g.ow + ox + 1) * f + fb..][..nb]);
+                        store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
+                        store(b, &bias[fb..], relu, &mut y[(ox + 1) * f + fb..][..nb]);
                     } else {
                         let [a] = taps::<1>(g, x, wp, fp, fb, iy0, ky, [ix0], (kx_lo, kx_hi));
-                        store(a, &bias[fb..], relu, &mut y[(oy * g.ow + ox) * f + fb..][..nb]);
+                        store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
                     }
                 }
                 ox += if pair { 2 } else { 1 };
@@ -514,11 +536,19 @@ mod tests {
             for relu in [false, true] {
                 let (mut fast, mut reference) = (vec![0.0; oh * ow * f], vec![0.0; oh * ow * f]);
                 conv_forward(&g, &x, &wp, f, relu, &mut fast);
-                conv_forward_scalar(&g, &x, &wp, f, relu, &mut reference);
+                conv_forward_scalar(&g, &x, &wp, f, relu, 0..oh, &mut reference);
                 for (a, b) in fast.iter().zip(&reference) {
                     assert!((a - b).abs() < 1e-5, "{a} vs {b}");
                 }
                 assert_eq!(relu, fast.iter().all(|v| *v >= 0.0));
+                // Bands of output rows (how batch-1 inference splits a sample) give the same rows exactly.
+                for rows in [0..1, 1..oh, oh / 2..oh, oh - 1..oh] {
+                    let mut band = vec![f32::NAN; rows.len() * ow * f];
+                    conv_forward_rows(&g, &x, &wp, f, relu, rows.clone(), &mut band);
+                    assert_eq!(band[..], fast[rows.start * ow * f..rows.end * ow * f], "rows {rows:?}");
+                    conv_forward_scalar(&g, &x, &wp, f, relu, rows.clone(), &mut band);
+                    assert_eq!(band[..], reference[rows.start * ow * f..rows.end * ow * f], "rows {rows:?}");
+                }
             }
         }
     }

@@ -242,7 +242,7 @@ mod tests {
             pad_filters(&kernel, None, f, &mut wp);
             for act in [Activation::Relu, Activation::Linear, Activation::Tanh] {
                 let mut z = vec![0.0; conv.positions() * f];
-                crate::kernels::conv_direct::conv_forward_scalar(&conv, &x, &wp, f, false, &mut z);
+                crate::kernels::conv_direct::conv_forward_scalar(&conv, &x, &wp, f, false, 0..conv.oh, &mut z);
                 crate::kernels::activation::forward(act, &mut z, None, f);
                 let (mut y, mut a) = (vec![0.0; pool.positions() * f], vec![0u32; pool.positions() * f]);
                 max_pool_forward(&pool, &z, &mut y, &mut a);

@@ -16,6 +16,7 @@ use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::{Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Output positions per task when a batch smaller than one task of samples is
 /// split within its samples (so that batch-1 inference uses every thread).
@@ -23,6 +24,23 @@ const POSITIONS_PER_TASK: usize = 256;
 
 /// Output channels per task when batch-1 inference splits a convolution by channels.
 const FILTER_BLOCK: usize = 16;
+
+/// Unfolded values per band of the forward pass's positions (512 KiB).
+const UNFOLD_VALUES: usize = 1 << 17;
+
+/// Output channels per task when batch-1 inference splits an unfolded convolution by channels.
+const UNFOLDED_FILTER_BLOCK: usize = 64;
+
+/// Block-major rows (blocks of `block` channels, `m` rows each, the last block
+/// possibly narrower) -> y: (positions, F), position r from row `row_of(r)`.
+fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl Fn(usize) -> usize, y: &mut [f32]) {
+    for (r, row) in y.chunks_exact_mut(f).enumerate() {
+        let at = row_of(r);
+        for (b, dst) in row.chunks_mut(block).enumerate() {
+            dst.copy_from_slice(&blocks[b * m * block + at * dst.len()..][..dst.len()]);
+        }
+    }
+}
 
 /// Most outputs computed per real one for the padded layout to be used.
 const MAX_WIDE_OVERHEAD: f64 = 1.16;
@@ -34,7 +52,7 @@ const DIRECT_MAX_CHANNELS: usize = 4;
 /// kernels take few input channels, no dilation, one group.
 fn padded_len(op: &ConvOp) -> usize {
     let g = &op.g;
-    if g.c <= DIRECT_MAX_CHANNELS && (g.dh, g.dw, op.groups) == (1, 1, 1) {
+    if g.c <= DIRECT_MAX_CHANNELS && conv_direct::fast_taps(g.patch_len()) && (g.dh, g.dw, op.groups) == (1, 1, 1) {
         conv_direct::padded_len(g.patch_len(), op.filters)
     } else {
         0
@@ -61,13 +79,19 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
         _ => 0,
     };
+    // Unfolded by channel blocks: batch-1 inference with too few positions to split.
+    let unfolded_blocks = n < SAMPLES_PER_TASK && !direct && wide.is_none() && op.pool.is_none() && {
+        g.positions() <= POSITIONS_PER_TASK && f >= 2 * UNFOLDED_FILTER_BLOCK
+    };
     // Output channel blocks of one sample, when batch-1 inference splits by channels.
     let blocks_len = match wide {
         Some(wide) if n < SAMPLES_PER_TASK && !direct => wide.band(0, g.oh).len() * f,
+        _ if unfolded_blocks => g.positions() * f,
         _ => 0,
     };
-    let ([_, _, wp, padded, _, blocks], argmax) =
-        ws.with_indices([0, 0, padded_len(op), padded_sample, 0, blocks_len], n * pooled_len);
+    let cols_len = if unfolded_blocks { g.positions() * g.patch_len() } else { 0 };
+    let ([_, _, wp, padded, cols, blocks], argmax) =
+        ws.with_indices([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
     if direct {
         conv_direct::pad_filters(op.kernel, bias, f, wp);
     }
@@ -98,13 +122,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         let filters = b * block..(b * block + yb.len() / m);
                         wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb);
                     });
-                    // Block-major wide rows -> the sample's rows of F channels.
-                    for (r, row) in ys.chunks_exact_mut(f).enumerate() {
-                        let at = wide.row_of(r);
-                        for (b, dst) in row.chunks_mut(block).enumerate() {
-                            dst.copy_from_slice(&blocks[b * m * block + at * dst.len()..][..dst.len()]);
-                        }
-                    }
+                    gather_blocks(blocks, m, block, f, |r| wide.row_of(r), ys);
                     activation::forward(act, ys, bias, f);
                     continue;
                 }
@@ -116,6 +134,34 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     });
                     activation::forward(act, yb, bias, f);
                 });
+            }
+            return;
+        }
+        if n < SAMPLES_PER_TASK && direct {
+            // One task's worth of samples: split each sample's output rows into bands.
+            let rows = POSITIONS_PER_TASK.div_ceil(g.ow);
+            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                    let band = b * rows..b * rows + yb.len() / (g.ow * f);
+                    conv.forward_direct(xs, band, yb, act);
+                });
+            }
+            return;
+        }
+        if unfolded_blocks {
+            // Too few positions to split (a 7x7 or 14x14 stage): unfold the sample
+            // once, then products by blocks of output channels (a fixed split,
+            // whatever the number of threads).
+            let (p, k, block) = (g.positions(), g.patch_len(), UNFOLDED_FILTER_BLOCK);
+            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+                im2col(&g, xs, cols);
+                let cols = &*cols;
+                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
+                    let w = MatRef::with_ld(&op.kernel[b * block..], k, yb.len() / p, f);
+                    matmul(MatRef::new(cols, p, k), w, yb, false);
+                });
+                gather_blocks(blocks, p, block, f, |r| r, ys);
+                activation::forward(act, ys, bias, f);
             }
             return;
         }
@@ -135,7 +181,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             });
         }
         return y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
-            with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.forward(xt, yt, cols, bias, act));
+            with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, bias, act));
         });
     };
     y[..n * pooled_len]
@@ -143,7 +189,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         .zip(argmax.par_chunks_mut(SAMPLES_PER_TASK * pooled_len))
         .zip(xs)
         .for_each(|((yt, at), xt)| {
-            with_scratch(conv_len + conv.cols_len(1, false), |buf| {
+            with_scratch(conv_len + conv.forward_cols_len(1), |buf| {
                 let (z, cols) = buf.split_at_mut(conv_len);
                 let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
                 for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
@@ -441,18 +487,41 @@ impl<'a> ConvKernel<'a> {
         if self.direct && !input_grad { 0 } else { s * g.positions() * g.patch_len() }
     }
 
+    /// Scratch values the forward pass needs for `s` samples: unfolded, a band
+    /// of [`ConvKernel::unfold_positions`] positions at a time.
+    fn forward_cols_len(&self, s: usize) -> usize {
+        match self.unfold_positions() {
+            Some(band) => band * self.g.patch_len(),
+            None => self.cols_len(s, false),
+        }
+    }
+
+    /// Output positions the forward pass unfolds at a time where a sample's
+    /// patches exceed [`UNFOLD_VALUES`] (an ImageNet-size image's are
+    /// megabytes): a band's patches stay in cache while its product reads them.
+    /// None where the patches of the task's samples are unfolded together.
+    fn unfold_positions(&self) -> Option<usize> {
+        let (p, k) = (self.g.positions(), self.g.patch_len());
+        let unfolded = self.wide.is_none() && !self.direct;
+        (unfolded && p * k > UNFOLD_VALUES).then(|| (UNFOLD_VALUES / k).max(POSITIONS_PER_TASK))
+    }
+
+    // x: (H,W,C) -> y: (rows.len(),OW,F), output rows `rows` of act(conv(x, W) + b), by
+    // the direct kernels (which take the bias from `wp` and apply a ReLU in registers)
+    fn forward_direct(&self, x: &[f32], rows: Range<usize>, y: &mut [f32], act: Activation) {
+        conv_direct::conv_forward_rows(&self.g, x, self.wp, self.f, act == Activation::Relu, rows, y);
+        if !matches!(act, Activation::Relu | Activation::Linear) {
+            activation::forward(act, y, None, self.f);
+        }
+    }
+
     // x: (s,H,W,C) -> y: (s,OH,OW,F) = act(conv(x, W) + b)
-    // (the direct path takes the bias from `wp` and applies a ReLU in registers)
     fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], bias: Option<&[f32]>, act: Activation) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         if self.direct {
-            let relu = act == Activation::Relu;
             for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
-                conv_direct::conv_forward(g, xs, self.wp, f, relu, ys);
-            }
-            if !matches!(act, Activation::Relu | Activation::Linear) {
-                activation::forward(act, y, None, f);
+                self.forward_direct(xs, 0..g.oh, ys, act);
             }
             return;
         }
@@ -465,6 +534,14 @@ impl<'a> ConvKernel<'a> {
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
             wide.compact(y_wide, f, bias, y);
             return activation::forward(act, y, None, f);
+        } else if let Some(band) = self.unfold_positions() {
+            for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
+                for (b, yb) in ys.chunks_mut(band * f).enumerate() {
+                    let (first, count) = (b * band, yb.len() / f);
+                    im2col_positions(g, xs, first..first + count, &mut cols[..count * k]);
+                    matmul(MatRef::new(&cols[..count * k], count, k), MatRef::new(self.w, k, f), yb, false);
+                }
+            }
         } else {
             for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
                 im2col(g, xs, cs);
