@@ -330,21 +330,25 @@ mod blocked {
             let args = Args { c: g.c, wp: wide.wp, kh: g.kh, k, f };
             // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
             unsafe {
+                // Every (vectors, taps) the search above can pick, exactly: a
+                // kernel with other taps per block would step past KW*C.
                 match (vectors, taps) {
                     (1, 24) => avx512::weight_grad::<1, 24>(&args, &runs, xp, dz, dw),
                     (1, 16) => avx512::weight_grad::<1, 16>(&args, &runs, xp, dz, dw),
                     (1, 12) => avx512::weight_grad::<1, 12>(&args, &runs, xp, dz, dw),
                     (1, 8) => avx512::weight_grad::<1, 8>(&args, &runs, xp, dz, dw),
-                    (1, _) => avx512::weight_grad::<1, 4>(&args, &runs, xp, dz, dw),
+                    (1, 6) => avx512::weight_grad::<1, 6>(&args, &runs, xp, dz, dw),
+                    (1, 4) => avx512::weight_grad::<1, 4>(&args, &runs, xp, dz, dw),
                     (2, 12) => avx512::weight_grad::<2, 12>(&args, &runs, xp, dz, dw),
                     (2, 8) => avx512::weight_grad::<2, 8>(&args, &runs, xp, dz, dw),
                     (2, 6) => avx512::weight_grad::<2, 6>(&args, &runs, xp, dz, dw),
-                    (2, _) => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
+                    (2, 4) => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
                     (3, 8) => avx512::weight_grad::<3, 8>(&args, &runs, xp, dz, dw),
                     (3, 6) => avx512::weight_grad::<3, 6>(&args, &runs, xp, dz, dw),
-                    (3, _) => avx512::weight_grad::<3, 4>(&args, &runs, xp, dz, dw),
-                    (_, 6) => avx512::weight_grad::<4, 6>(&args, &runs, xp, dz, dw),
-                    _ => avx512::weight_grad::<4, 4>(&args, &runs, xp, dz, dw),
+                    (3, 4) => avx512::weight_grad::<3, 4>(&args, &runs, xp, dz, dw),
+                    (4, 6) => avx512::weight_grad::<4, 6>(&args, &runs, xp, dz, dw),
+                    (4, 4) => avx512::weight_grad::<4, 4>(&args, &runs, xp, dz, dw),
+                    _ => return false,
                 }
             }
             return true;
@@ -450,6 +454,7 @@ mod blocked {
             dz: &[f32],
             dw: &mut [f32],
         ) {
+            assert!(a.k.is_multiple_of(T), "taps per block must divide KW*C");
             for row in 0..a.kh {
                 for j in (0..a.k).step_by(T) {
                     let mut acc = [[_mm512_setzero_ps(); V]; T];
@@ -523,6 +528,8 @@ mod tests {
             // 16 to 64 filters or channels: the register-blocked kernels where the CPU has AVX-512
             // (taps per block 24, 12, 8 and 6; too few rows for a block; blocks of filters).
             (9, 9, 16, 3, 3, true, 16, 2),
+            (6, 6, 2, 3, 3, true, 16, 2),
+            (5, 7, 10, 3, 3, false, 16, 2),
             (5, 6, 4, 3, 3, true, 32, 2),
             (6, 7, 32, 3, 3, false, 48, 2),
             (3, 3, 16, 3, 3, false, 16, 1),
