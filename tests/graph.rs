@@ -362,3 +362,66 @@ fn batch_normalization_and_add_apply_the_activation_after_them_with_the_same_res
     let (p, q) = (fused.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
     assert!(p.iter().zip(&q).all(|(a, b)| (a - b).abs() < 1e-4));
 }
+
+#[test]
+fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
+    // At inference a Conv2D or DepthwiseConv2D applies the BatchNormalization that
+    // is its only consumer (and the activation fused into it) as it writes: the
+    // direct kernels (3 channels), the padded layout in bands and whole, unfolded
+    // patches by blocks of channels (batch 1) and whole, depthwise, 1x1. Not folded:
+    // a convolution read twice, one with an activation of its own. Predictions
+    // must agree with the model run layer by layer, at batch 20 and batch 1.
+    let make = |fuse: bool| {
+        let bn = || BatchNormalization::new().momentum(0.5);
+        let inputs = Input::new([24, 30, 3]);
+        let x = Conv2D::new(32, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
+        let x = ReLU::new().apply(&bn().apply(&x).unwrap()).unwrap();
+        let x = Conv2D::new(16, (3, 3)).padding(Padding::Same).use_bias(false).apply(&x).unwrap();
+        let x = bn().apply(&x).unwrap();
+        let x = Conv2D::new(130, (3, 3)).strides((2, 2)).padding(Padding::Same).apply(&x).unwrap();
+        let x = ReLU::new().max_value(6.0).apply(&bn().apply(&x).unwrap()).unwrap();
+        let x = DepthwiseConv2D::new((3, 3)).padding(Padding::Same).apply(&x).unwrap();
+        let x = ReLU::new().apply(&bn().apply(&x).unwrap()).unwrap();
+        let y = Conv2D::new(16, (1, 1)).apply(&x).unwrap();
+        let y = bn().apply(&y).unwrap();
+        let z = Conv2D::new(16, (3, 3)).padding(Padding::Same).apply(&x).unwrap();
+        let x = Add::new().apply(&[&y, &z]).unwrap();
+        let x = Add::new().apply(&[&bn().apply(&z).unwrap(), &x]).unwrap();
+        let x = Conv2D::new(8, (3, 3)).activation(Activation::Relu).apply(&x).unwrap();
+        let x = bn().apply(&x).unwrap();
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let outputs = Dense::new(3).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(8).fuse_layers(fuse);
+        model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
+        model
+    };
+    let n = 20;
+    let len = 24 * 30 * 3;
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&[n, 24, 30, 3], values.clone()).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    // Training moves the moving statistics away from (0, 1) and gamma, beta from (1, 0).
+    let options = FitOptions { epochs: 2, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut folded, mut separate) = (make(true), make(false));
+    folded.fit(&x, &y, &options).unwrap();
+    // Biases and betas away from zero, gammas from one, everywhere.
+    for (i, p) in folded.params_mut().unwrap().iter_mut().enumerate() {
+        *p = *p * 1.25 + ((i * 7919) % 1000) as f32 / 10_000.0 - 0.05;
+    }
+    separate.params_mut().unwrap().copy_from_slice(folded.params().unwrap());
+    separate.state_mut().unwrap().copy_from_slice(folded.state().unwrap());
+    let state = folded.state().unwrap();
+    assert!(state.iter().any(|v| (v - 1.0).abs() > 0.1 && v.abs() > 0.1), "the statistics did not move");
+    let (p, q) = (folded.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+    for (i, (a, b)) in p.iter().zip(&q).enumerate() {
+        assert!(close(*a, *b), "value {i}: folded {a} vs layer by layer {b}");
+    }
+    for i in [0, 13] {
+        let one = Tensor::from_vec(&[1, 24, 30, 3], values[i * len..(i + 1) * len].to_vec()).unwrap();
+        let alone = folded.predict(&one).unwrap().to_f32_vec();
+        for (a, b) in alone.iter().zip(&q[i * 3..(i + 1) * 3]) {
+            assert!(close(*a, *b), "sample {i} alone: folded {a} vs layer by layer {b}");
+        }
+    }
+}

@@ -119,6 +119,18 @@ pub struct ConvOp<'a> {
     pub act: Activation,
     /// A max pooling over the activated output, fused into the convolution.
     pub pool: Option<Window>,
+    /// At inference, the BatchNormalization after the layer folded in (no pool then).
+    pub affine: Option<Affine<'a>>,
+}
+
+/// y = z * scale + shift per output channel, in place of a convolution's bias:
+/// the BatchNormalization after it at inference, folded in (`shift` includes
+/// the bias), so that its output is written once instead of normalised in a
+/// pass of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
 }
 
 /// y = act(depthwise(x, W) + b): DepthwiseConv2D.
@@ -129,6 +141,8 @@ pub struct DepthwiseOp<'a> {
     pub kernel: &'a [f32],
     pub bias: Option<&'a [f32]>,
     pub act: Activation,
+    /// At inference, the BatchNormalization after the layer folded in.
+    pub affine: Option<Affine<'a>>,
 }
 
 /// Zeros around each image: (H, W, C) -> (H + top + bottom, W + left + right, C).

@@ -13,21 +13,40 @@ pub fn forward(act: Activation, z: &mut [f32], bias: Option<&[f32]>, width: usiz
         if let Some(b) = bias {
             super::add_assign(row, b);
         }
-        match act {
-            Activation::Linear => {}
-            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
-            Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
-            Activation::Softmax => softmax_row(row),
-            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-            Activation::LeakyRelu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { LEAKY_SLOPE * *v }),
-            Activation::Elu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { v.exp_m1() }),
-            Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
-            Activation::HardSigmoid => row.iter_mut().for_each(|v| *v = ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
-            Activation::Silu => row.iter_mut().for_each(|v| *v *= sigmoid(*v)),
-            Activation::Gelu => row.iter_mut().for_each(|v| *v *= 0.5 * (1.0 + libm::erff(*v * FRAC_1_SQRT_2))),
-            Activation::HardSilu => row.iter_mut().for_each(|v| *v *= ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
+        activate_row(act, row);
+    }
+}
+
+/// z: (rows, width) -> y = f(z * scale + shift), in place, row by row: a
+/// per-channel affine map (a BatchNormalization at inference) and the activation in one pass.
+#[multiversion(targets = "simd")]
+pub fn forward_affine(act: Activation, z: &mut [f32], scale: &[f32], shift: &[f32], width: usize) {
+    let (scale, shift) = (&scale[..width], &shift[..width]);
+    for row in z.chunks_exact_mut(width) {
+        for ((v, &a), &b) in row.iter_mut().zip(scale).zip(shift) {
+            *v = *v * a + b;
         }
+        activate_row(act, row);
+    }
+}
+
+/// One row of [`forward`] after the bias.
+#[inline(always)]
+fn activate_row(act: Activation, row: &mut [f32]) {
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
+        Activation::Softmax => softmax_row(row),
+        Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::LeakyRelu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { LEAKY_SLOPE * *v }),
+        Activation::Elu => row.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { v.exp_m1() }),
+        Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
+        Activation::HardSigmoid => row.iter_mut().for_each(|v| *v = ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
+        Activation::Silu => row.iter_mut().for_each(|v| *v *= sigmoid(*v)),
+        Activation::Gelu => row.iter_mut().for_each(|v| *v *= 0.5 * (1.0 + libm::erff(*v * FRAC_1_SQRT_2))),
+        Activation::HardSilu => row.iter_mut().for_each(|v| *v *= ((*v + 3.0) / 6.0).clamp(0.0, 1.0)),
     }
 }
 

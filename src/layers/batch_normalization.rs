@@ -128,6 +128,23 @@ impl BatchNormalization {
         let beta = self.center.then(|| &params[if self.scale { c } else { 0 }..][..c]);
         (gamma, beta)
     }
+
+    /// The moving statistics as the mean and 1/sqrt(var + eps) to normalise with.
+    fn use_moving_statistics(&mut self, moving_mean: &[f32], moving_var: &[f32]) {
+        self.mean.copy_from_slice(moving_mean);
+        for (inv, &v) in self.inv_std.iter_mut().zip(moving_var) {
+            *inv = 1.0 / (v + self.epsilon).sqrt();
+        }
+    }
+
+    /// y = x * a + b's a and b from the mean and inverse deviation in use.
+    fn set_map(&mut self, params: &[f32]) {
+        let (gamma, beta) = self.gamma_beta(params);
+        for ch in 0..self.c {
+            self.a[ch] = self.inv_std[ch] * gamma.map_or(1.0, |g| g[ch]);
+            self.b[ch] = beta.map_or(0.0, |b| b[ch]) - self.mean[ch] * self.a[ch];
+        }
+    }
 }
 
 impl BatchNormalization {
@@ -211,6 +228,21 @@ impl Layer for BatchNormalization {
         self.trainable = trainable;
     }
 
+    fn affine_channels(&self) -> Option<usize> {
+        Some(self.c)
+    }
+
+    // scale = gamma / sqrt(moving_var + eps);  shift = beta - moving_mean * scale
+    fn inference_affine(&mut self, params: &[f32], state: &[f32], scale: &mut [f32], shift: &mut [f32]) -> Activation {
+        let (moving_mean, moving_var) = state.split_at(self.c);
+        self.batch_statistics = false;
+        self.use_moving_statistics(moving_mean, moving_var);
+        self.set_map(params);
+        scale.copy_from_slice(&self.a);
+        shift.copy_from_slice(&self.b);
+        self.act
+    }
+
     fn fuse_activation(&mut self, act: Option<Activation>) -> bool {
         self.act = act.unwrap_or(Activation::Linear);
         act.is_some()
@@ -259,16 +291,9 @@ impl Layer for BatchNormalization {
                 moving_var[ch] = moving_var[ch] * momentum + var * (1.0 - momentum);
             }
         } else {
-            self.mean.copy_from_slice(moving_mean);
-            for (inv, &v) in self.inv_std.iter_mut().zip(moving_var.iter()) {
-                *inv = 1.0 / (v + self.epsilon).sqrt();
-            }
+            self.use_moving_statistics(moving_mean, moving_var);
         }
-        let (gamma, beta) = self.gamma_beta(params);
-        for ch in 0..c {
-            self.a[ch] = self.inv_std[ch] * gamma.map_or(1.0, |g| g[ch]);
-            self.b[ch] = beta.map_or(0.0, |b| b[ch]) - self.mean[ch] * self.a[ch];
-        }
+        self.set_map(params);
         device::current().scale_shift(x, (&self.a, &self.b), self.act, y, n * self.sample_len);
     }
 

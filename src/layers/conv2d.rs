@@ -2,7 +2,7 @@ use super::LayerConfig;
 use super::padding::dilated_window;
 use super::{Backward, Layer, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::device::{self, ConvOp, WeightGrads, Workspace};
+use crate::device::{self, Affine, ConvOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::kernels::Window;
 use crate::regularizers::Regularizer;
@@ -202,6 +202,29 @@ impl Layer for Conv2D {
         self.deferred = deferred;
     }
 
+    fn folds_affine(&self) -> bool {
+        self.activation == Activation::Linear && self.pool.is_none() && !self.deferred
+    }
+
+    // y = act(conv(x, W) * scale + (b * scale + shift)): the BatchNormalization after it, at inference.
+    fn forward_affine(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        map: (&[f32], &mut [f32]),
+        act: Activation,
+    ) {
+        let (scale, shift) = map;
+        let op = self.op(params);
+        if let Some(b) = op.bias {
+            shift.iter_mut().zip(b.iter().zip(scale)).for_each(|(t, (b, s))| *t += b * s);
+        }
+        let op = ConvOp { act, affine: Some(Affine { scale, shift }), ..op };
+        device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
+    }
+
     fn fuse_max_pool(&mut self, pool: Option<Window>) -> bool {
         let g = self.geometry();
         let fits = |p: &Window| p.h == g.oh && p.w == g.ow && p.c == self.filters;
@@ -247,6 +270,7 @@ impl Conv2D {
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },
             pool: self.pool,
+            affine: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
-use crate::device::{self, DepthwiseOp, WeightGrads, Workspace};
+use crate::device::{self, Affine, DepthwiseOp, WeightGrads, Workspace};
 use crate::initializers::Initializer;
 use crate::kernels::depthwise::Depthwise;
 use crate::regularizers::Regularizer;
@@ -163,6 +163,29 @@ impl Layer for DepthwiseConv2D {
         self.deferred = deferred;
     }
 
+    fn folds_affine(&self) -> bool {
+        self.activation == Activation::Linear && !self.deferred
+    }
+
+    // y = act(depthwise(x, W) * scale + (b * scale + shift)): the BatchNormalization after it, at inference.
+    fn forward_affine(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        map: (&[f32], &mut [f32]),
+        act: Activation,
+    ) {
+        let (scale, shift) = map;
+        let op = self.op(params);
+        if let Some(b) = op.bias {
+            shift.iter_mut().zip(b.iter().zip(scale)).for_each(|(t, (b, s))| *t += b * s);
+        }
+        let op = DepthwiseOp { act, affine: Some(Affine { scale, shift }), ..op };
+        device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
+    }
+
     // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
         let op = self.op(params);
@@ -189,6 +212,7 @@ impl DepthwiseConv2D {
             kernel,
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },
+            affine: None,
         }
     }
 }

@@ -275,6 +275,55 @@ pub trait Layer: Send {
         false
     }
 
+    /// For a layer that at inference applies a per-channel map over the last
+    /// axis, y = act(x * scale + shift) (BatchNormalization), its channels, so
+    /// that the convolution before it may apply the map itself.
+    fn affine_channels(&self) -> Option<usize> {
+        None
+    }
+
+    /// The inference map of [`Layer::affine_channels`]: writes `scale` and
+    /// `shift` from the layer's weights and state, and returns the activation
+    /// after them (a fused one, else linear).
+    fn inference_affine(
+        &mut self,
+        _params: &[f32],
+        _state: &[f32],
+        _scale: &mut [f32],
+        _shift: &mut [f32],
+    ) -> Activation {
+        Activation::Linear
+    }
+
+    /// Whether [`Layer::forward_affine`] applies a following per-channel map
+    /// as it writes its output (a convolution with no activation or pooling of its own).
+    fn folds_affine(&self) -> bool {
+        false
+    }
+
+    /// Inference with the map of the layer after it (see
+    /// [`Layer::inference_affine`]) applied to the output: y = act(layer(x) *
+    /// scale + shift). The model skips that layer then. `shift` is scratch
+    /// the layer may change (a convolution adds its bias times the scale).
+    /// This default runs the layer, then the map in a pass of its own.
+    fn forward_affine(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        map: (&[f32], &mut [f32]),
+        act: Activation,
+    ) {
+        self.forward(params, x, y, n, Mode::Infer);
+        let (scale, shift) = map;
+        for row in y.chunks_exact_mut(scale.len()) {
+            row.iter_mut().zip(scale.iter().zip(shift.iter())).for_each(|(v, (s, t))| *v = *v * s + t);
+        }
+        let len = y.len() / scale.len() * scale.len();
+        crate::device::current().activation_forward(act, &mut y[..len], scale.len());
+    }
+
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);
 

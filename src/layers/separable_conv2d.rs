@@ -141,7 +141,7 @@ impl SeparableConv2D {
         let (depthwise, rest) = params.split_at(kd);
         let (pointwise, bias) = rest.split_at(kp);
         let act = if self.deferred { Activation::Linear } else { self.activation };
-        let dw = DepthwiseOp { g, kernel: depthwise, bias: None, act: Activation::Linear };
+        let dw = DepthwiseOp { g, kernel: depthwise, bias: None, act: Activation::Linear, affine: None };
         let pw = DenseOp {
             d: g.out_channels(),
             u: self.filters,

@@ -364,7 +364,7 @@ impl Model {
             crate::layers::init_weights(&node.layer.weights(), p, s, &mut rng);
         }
         self.fuse_head()?;
-        let fusion = self.fusion();
+        let fusion = self.fusion(&shapes);
         self.net = Some(Network::new(shapes, (ranges, state_ranges), (params, state), &self.nodes, &fusion));
         Ok(())
     }
@@ -383,7 +383,7 @@ impl Model {
     /// The graph's fusion passes, where a value has one consumer: a layer
     /// computes the max-pooling that is its only consumer, and a reshape of a
     /// value nothing else reads only renames it.
-    fn fusion(&mut self) -> Fusion {
+    fn fusion(&mut self, shapes: &[Vec<usize>]) -> Fusion {
         let consumers = self.consumers();
         let mut pools = vec![None; self.nodes.len()];
         let mut aliases = vec![false; self.nodes.len()];
@@ -406,7 +406,19 @@ impl Model {
             let input = node.inputs[0];
             aliases[k] = node.layer.is_reshape() && consumers[input].len() == 1;
         }
-        Fusion { pools, aliases }
+        // At inference a convolution applies the BatchNormalization that is its
+        // only consumer (with that one's fused activation) as it writes.
+        let mut folds = vec![None; self.nodes.len()];
+        for (k, fold) in folds.iter_mut().enumerate() {
+            let [j] = consumers[k + 1][..] else { continue };
+            let (node, next) = (&self.nodes[k], &self.nodes[j]);
+            let channels = shapes[k + 1].last().copied();
+            if self.fuse && pools[k].is_none() && node.layer.folds_affine() && next.layer.affine_channels() == channels
+            {
+                *fold = Some(j);
+            }
+        }
+        Fusion { pools, aliases, folds }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.

@@ -8,7 +8,10 @@
 //! (Flatten) whose input feeds nothing else only renames it, and a max-pooling
 //! computed by the layer before it (its only consumer) makes that layer's own
 //! output transient. These are the graph's fusion passes; both apply only
-//! where a value has one consumer.
+//! where a value has one consumer. At inference a third applies: a
+//! convolution whose only consumer is a BatchNormalization applies that
+//! layer's map (and activation) as it writes, into the normalisation's buffer,
+//! and the normalisation is skipped (`infer_steps`).
 //!
 //! Gradients: a layer writes dL/dx; where a value feeds several nodes, the
 //! first of them (in backward order) writes straight into the value's
@@ -58,6 +61,13 @@ pub(crate) struct Network {
     slot_lens: Vec<usize>,
     /// What each node does in a pass.
     steps: Vec<Step>,
+    /// What each node does at inference, where convolutions apply the
+    /// BatchNormalization after them (`folds`) and those are skipped.
+    infer_steps: Vec<Step>,
+    /// folds[k]: the node whose inference map node k applies.
+    folds: Vec<Option<usize>>,
+    /// The scale and shift of a folded map.
+    affine: Vec<f32>,
     /// Node k's input values.
     inputs: Vec<Inputs>,
     /// Gradients of a value's second and later consumers, before they are added.
@@ -75,11 +85,13 @@ enum Step {
     Skip,
 }
 
-/// Buffer assignments for a graph: `pooled_by[k]` = the node whose pooling node k
-/// computes (its only consumer), `alias[k]` = node k only renames its input.
+/// Buffer assignments for a graph: `pools[k]` = the node whose pooling node k
+/// computes (its only consumer), `alias[k]` = node k only renames its input,
+/// `folds[k]` = the node (its only consumer) whose inference map node k applies.
 pub(crate) struct Fusion {
     pub pools: Vec<Option<usize>>,
     pub aliases: Vec<bool>,
+    pub folds: Vec<Option<usize>>,
 }
 
 impl Network {
@@ -106,6 +118,16 @@ impl Network {
             let output = fusion.pools[k].map_or(k + 1, |pool| pool + 1);
             steps[k] = Step::Run { output };
         }
+        // At inference a folding node writes what the node it folds in wrote.
+        let mut infer_steps = steps.clone();
+        for (k, fold) in fusion.folds.iter().enumerate() {
+            if let (Some(j), Step::Run { .. }) = (*fold, steps[k]) {
+                infer_steps[k] = steps[j];
+                infer_steps[j] = Step::Skip;
+            }
+        }
+        let folds = fusion.folds.clone();
+        let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
         let grads = vec![0.0; params.len()];
         let inputs: Vec<Inputs> = nodes.iter().map(|n| n.inputs.clone()).collect();
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
@@ -127,6 +149,9 @@ impl Network {
             slots,
             slot_lens,
             steps,
+            infer_steps,
+            folds,
+            affine: vec![0.0; 2 * affine_len],
             inputs,
             sum_scratch: Vec::new(),
             written: vec![false; values],
@@ -217,12 +242,26 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, storage, steps, inputs, .. } = self;
-        for (k, node) in nodes.iter_mut().enumerate() {
+        let Network { acts, params, state, ranges, state_ranges, storage, inputs, affine, folds, .. } = self;
+        let steps = if mode == Mode::Infer { &self.infer_steps } else { &self.steps };
+        for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
             // Inputs are stored at lower buffer indices than outputs.
             let (before, after) = acts.split_at_mut(storage[output]);
-            let (params, y) = (&params[ranges[k].clone()], &mut after[0]);
+            let y = &mut after[0];
+            if let (Some(j), Mode::Infer) = (folds[k], mode) {
+                // Node j's map, applied by node k as it writes its output.
+                let c = affine.len() / 2;
+                let (scale, shift) = affine.split_at_mut(c);
+                let c = nodes[j].layer.affine_channels().unwrap_or(0);
+                let (scale, shift) = (&mut scale[..c], &mut shift[..c]);
+                let state = &state[state_ranges[j].clone()];
+                let act = nodes[j].layer.inference_affine(&params[ranges[j].clone()], state, scale, shift);
+                let x = &before[storage[inputs[k][0]]];
+                nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, y, n, (scale, shift), act);
+                continue;
+            }
+            let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);
             if let [v] = inputs[k][..] {
                 let x = &before[storage[v]];
                 node.layer.forward_stateful(params, &mut state[state_ranges[k].clone()], x, y, n, mode);

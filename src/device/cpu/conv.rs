@@ -5,7 +5,7 @@
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
-use crate::device::{ConvOp, DepthwiseOp, WeightGrads, Workspace};
+use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::conv_wide::Wide;
@@ -30,6 +30,43 @@ const UNFOLD_VALUES: usize = 1 << 17;
 
 /// Output channels per task when batch-1 inference splits an unfolded convolution by channels.
 const UNFOLDED_FILTER_BLOCK: usize = 64;
+
+/// What a convolution applies to its output channels before writing them:
+/// its bias, or the BatchNormalization folded into it, then its activation.
+#[derive(Clone, Copy)]
+struct Finish<'a> {
+    bias: Option<&'a [f32]>,
+    affine: Option<Affine<'a>>,
+    act: Activation,
+}
+
+impl<'a> Finish<'a> {
+    fn of(op: &ConvOp<'a>) -> Self {
+        Finish { bias: op.bias, affine: op.affine, act: op.act }
+    }
+
+    /// z: (rows, f) -> act(z + bias), or act(z * scale + shift), in place.
+    fn apply(&self, z: &mut [f32], f: usize) {
+        match self.affine {
+            Some(a) => activation::forward_affine(self.act, z, a.scale, a.shift, f),
+            None => activation::forward(self.act, z, self.bias, f),
+        }
+    }
+
+    /// The bias, for kernels that add it as they write (none with a folded
+    /// normalisation, whose shift includes it).
+    fn bias_inside(&self) -> Option<&'a [f32]> {
+        if self.affine.is_some() { None } else { self.bias }
+    }
+
+    /// [`Finish::apply`] after a kernel added [`Finish::bias_inside`].
+    fn apply_after_bias(&self, z: &mut [f32], f: usize) {
+        match self.affine {
+            Some(a) => activation::forward_affine(self.act, z, a.scale, a.shift, f),
+            None => activation::forward(self.act, z, None, f),
+        }
+    }
+}
 
 /// Block-major rows (blocks of `block` channels, `m` rows each, the last block
 /// possibly narrower) -> y: (positions, F), position r from row `row_of(r)`.
@@ -70,7 +107,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws);
         return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
     }
-    let (g, f, bias) = (op.g, op.filters, op.bias);
+    let (g, f, fin) = (op.g, op.filters, Finish::of(op));
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let direct = padded_len(op) > 0;
     let wide = ConvKernel::choose_wide(op, direct);
@@ -93,10 +130,16 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let ([_, _, wp, padded, cols, blocks], argmax) =
         ws.with_indices([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
     if direct {
-        conv_direct::pad_filters(op.kernel, bias, f, wp);
+        conv_direct::pad_filters(op.kernel, op.affine.map_or(op.bias, |a| Some(a.shift)), f, wp);
+        if let Some(a) = op.affine {
+            // The folded normalisation's scale, in the kernel: conv(x, W * scale) + shift.
+            let fp = conv_direct::padded_filters(f);
+            for row in wp[..g.patch_len() * fp].chunks_exact_mut(fp) {
+                row[..f].iter_mut().zip(a.scale).for_each(|(w, s)| *w *= s);
+            }
+        }
     }
     let conv = ConvKernel::new(op, direct, wide, wp);
-    let act = op.act;
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
@@ -123,7 +166,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb);
                     });
                     gather_blocks(blocks, m, block, f, |r| wide.row_of(r), ys);
-                    activation::forward(act, ys, bias, f);
+                    fin.apply(ys, f);
                     continue;
                 }
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
@@ -132,7 +175,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         wide.forward(xp, op.kernel, f, band, y_wide);
                         wide.compact_band(y_wide, f, yb);
                     });
-                    activation::forward(act, yb, bias, f);
+                    fin.apply(yb, f);
                 });
             }
             return;
@@ -143,7 +186,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                     let band = b * rows..b * rows + yb.len() / (g.ow * f);
-                    conv.forward_direct(xs, band, yb, act);
+                    conv.forward_direct(xs, band, yb, fin.act);
                 });
             }
             return;
@@ -161,7 +204,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     matmul(MatRef::new(cols, p, k), w, yb, false);
                 });
                 gather_blocks(blocks, p, block, f, |r| r, ys);
-                activation::forward(act, ys, bias, f);
+                fin.apply(ys, f);
             }
             return;
         }
@@ -176,12 +219,12 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         im2col_positions(&g, xs, first..first + count, cols);
                         matmul(MatRef::new(cols, count, k), MatRef::new(op.kernel, k, f), yt, false);
                     });
-                    activation::forward(act, yt, bias, f);
+                    fin.apply(yt, f);
                 });
             });
         }
         return y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
-            with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, bias, act));
+            with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, fin));
         });
     };
     y[..n * pooled_len]
@@ -193,8 +236,8 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 let (z, cols) = buf.split_at_mut(conv_len);
                 let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
                 for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
-                    if !conv.forward_relu_pool2x2(&pg, xs, ys, a, act) {
-                        conv.forward(xs, z, cols, bias, act);
+                    if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act) {
+                        conv.forward(xs, z, cols, fin);
                         max_pool_forward(&pg, z, ys, a);
                     }
                 }
@@ -359,7 +402,7 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
                     matmul_ld(patches, gr.kernel(op.kernel, k), &mut yt[k * gr.fg..], gr.f, false);
                 }
             });
-            activation::forward(act, yt, op.bias, op.filters);
+            Finish { act, ..Finish::of(op) }.apply(yt, op.filters);
         });
     if op.act.needs_input() {
         activate_keeping_input(op.act, &mut y[..n * out_len], op.filters, ws);
@@ -516,12 +559,12 @@ impl<'a> ConvKernel<'a> {
     }
 
     // x: (s,H,W,C) -> y: (s,OH,OW,F) = act(conv(x, W) + b)
-    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], bias: Option<&[f32]>, act: Activation) {
+    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], fin: Finish) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         if self.direct {
             for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
-                self.forward_direct(xs, 0..g.oh, ys, act);
+                self.forward_direct(xs, 0..g.oh, ys, fin.act);
             }
             return;
         }
@@ -532,8 +575,8 @@ impl<'a> ConvKernel<'a> {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
-            wide.compact(y_wide, f, bias, y);
-            return activation::forward(act, y, None, f);
+            wide.compact(y_wide, f, fin.bias_inside(), y);
+            return fin.apply_after_bias(y, f);
         } else if let Some(band) = self.unfold_positions() {
             for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
                 for (b, yb) in ys.chunks_mut(band * f).enumerate() {
@@ -548,7 +591,7 @@ impl<'a> ConvKernel<'a> {
             }
             matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
         }
-        activation::forward(act, y, bias, f);
+        fin.apply(y, f);
     }
 
     /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one
@@ -628,7 +671,7 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         let (co, g) = (op.g.out_channels(), op.g);
         return activate_keeping_input(op.act, &mut y[..n * g.oh * g.ow * co], co, ws);
     }
-    let g = op.g;
+    let (g, fin) = (op.g, Finish { bias: op.bias, affine: op.affine, act: op.act });
     let (in_len, co) = (g.h * g.w * g.c, g.out_channels());
     let out_len = g.oh * g.ow * co;
     if n < SAMPLES_PER_TASK {
@@ -638,8 +681,8 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         return samples.for_each(|(ys, xs)| {
             ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each(|(b, yb)| {
                 let (band, xb) = depthwise_band(&g, xs, b * rows, yb.len() / (g.ow * co));
-                depthwise::forward(&band, xb, op.kernel, op.bias, yb);
-                activation::forward(op.act, yb, None, co);
+                depthwise::forward(&band, xb, op.kernel, fin.bias_inside(), yb);
+                fin.apply_after_bias(yb, co);
             });
         });
     }
@@ -648,9 +691,9 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .for_each(|(yt, xt)| {
             for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
-                depthwise::forward(&g, xs, op.kernel, op.bias, ys);
+                depthwise::forward(&g, xs, op.kernel, fin.bias_inside(), ys);
             }
-            activation::forward(op.act, yt, None, co);
+            fin.apply_after_bias(yt, co);
         });
 }
 
