@@ -24,11 +24,8 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
     }
 }
 
-/// Copies each row of `src` (rows of `cols` values) to the start of a row of
-/// `width` values in `out`, zeros after it: the padded layouts SIMD kernels read
-/// in whole vectors. Stops at whichever runs out first.
-/// Rows of the source per block of [`transpose_rows`]: a block's reads and
-/// writes stay in L1 while it is turned.
+/// Rows and columns of the source per block of [`transpose_columns`]: a
+/// block's reads and writes stay in L1 while it is turned.
 const TRANSPOSE_BLOCK: usize = 16;
 
 /// a: (rows, cols) -> t: (cols, rows)
@@ -53,6 +50,9 @@ pub fn transpose_columns(a: &[f32], rows: usize, cols: usize, range: std::ops::R
     }
 }
 
+/// Copies each row of `src` (rows of `cols` values) to the start of a row of
+/// `width` values in `out`, zeros after it: the padded layouts SIMD kernels read
+/// in whole vectors. Stops at whichever runs out first.
 pub fn pad_rows(src: &[f32], cols: usize, width: usize, out: &mut [f32]) {
     for (s, d) in src.chunks_exact(cols).zip(out.chunks_exact_mut(width)) {
         d[..cols].copy_from_slice(s);

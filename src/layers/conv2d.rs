@@ -218,9 +218,7 @@ impl Layer for Conv2D {
     ) {
         let (scale, shift) = map;
         let op = self.op(params);
-        if let Some(b) = op.bias {
-            shift.iter_mut().zip(b.iter().zip(scale)).for_each(|(t, (b, s))| *t += b * s);
-        }
+        super::fold_bias(op.bias, scale, shift);
         let op = ConvOp { act, affine: Some(Affine { scale, shift }), ..op };
         device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
     }

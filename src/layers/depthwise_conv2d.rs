@@ -179,9 +179,7 @@ impl Layer for DepthwiseConv2D {
     ) {
         let (scale, shift) = map;
         let op = self.op(params);
-        if let Some(b) = op.bias {
-            shift.iter_mut().zip(b.iter().zip(scale)).for_each(|(t, (b, s))| *t += b * s);
-        }
+        super::fold_bias(op.bias, scale, shift);
         let op = DepthwiseOp { act, affine: Some(Affine { scale, shift }), ..op };
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }

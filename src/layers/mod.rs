@@ -145,6 +145,14 @@ pub(crate) fn copy_backward(pass: Backward, len: usize) {
     }
 }
 
+/// shift += bias * scale: a convolution's bias moved into the shift of the
+/// BatchNormalization folded into it ([`Layer::forward_affine`]).
+pub(crate) fn fold_bias(bias: Option<&[f32]>, scale: &[f32], shift: &mut [f32]) {
+    if let Some(b) = bias {
+        shift.iter_mut().zip(b.iter().zip(scale)).for_each(|(t, (b, s))| *t += b * s);
+    }
+}
+
 /// Fills a layer's trainable weights (`params`) and state with their
 /// initialisers, in declaration order, all drawing from `rng`.
 pub fn init_weights(weights: &[Weight], params: &mut [f32], state: &mut [f32], rng: &mut crate::random::Rng) {

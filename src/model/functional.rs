@@ -381,8 +381,10 @@ impl Model {
     }
 
     /// The graph's fusion passes, where a value has one consumer: a layer
-    /// computes the max-pooling that is its only consumer, and a reshape of a
-    /// value nothing else reads only renames it.
+    /// computes the max-pooling (or applies the elementwise activation) that is
+    /// its only consumer, a reshape of a value nothing else reads only renames
+    /// it, and at inference a convolution applies the BatchNormalization that
+    /// is its only consumer.
     fn fusion(&mut self, shapes: &[Vec<usize>]) -> Fusion {
         let consumers = self.consumers();
         let mut pools = vec![None; self.nodes.len()];

@@ -251,8 +251,8 @@ impl Network {
             let y = &mut after[0];
             if let (Some(j), Mode::Infer) = (folds[k], mode) {
                 // Node j's map, applied by node k as it writes its output.
-                let c = affine.len() / 2;
-                let (scale, shift) = affine.split_at_mut(c);
+                let half = affine.len() / 2;
+                let (scale, shift) = affine.split_at_mut(half);
                 let c = nodes[j].layer.affine_channels().unwrap_or(0);
                 let (scale, shift) = (&mut scale[..c], &mut shift[..c]);
                 let state = &state[state_ranges[j].clone()];

@@ -61,10 +61,7 @@ impl<'a> Finish<'a> {
 
     /// [`Finish::apply`] after a kernel added [`Finish::bias_inside`].
     fn apply_after_bias(&self, z: &mut [f32], f: usize) {
-        match self.affine {
-            Some(a) => activation::forward_affine(self.act, z, a.scale, a.shift, f),
-            None => activation::forward(self.act, z, None, f),
-        }
+        Finish { bias: None, ..*self }.apply(z, f)
     }
 }
 
