@@ -60,6 +60,12 @@ pub fn conv_forward_rows(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool
     assert!(x.len() >= g.h * g.w * g.c && wp.len() >= padded_len(g.patch_len(), f));
     assert!(rows.end <= g.oh && y.len() >= rows.len() * g.ow * f);
     #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+        unsafe { avx512::conv_forward(g, x, wp, f, relu, rows, y) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         unsafe { avx2::conv_forward(g, x, wp, f, relu, rows, y) };
@@ -112,8 +118,14 @@ pub fn conv_relu_pool2x2(
         assert!(pool.h == g.oh && pool.w == g.ow && pool.c == f);
         assert!(x.len() >= g.h * g.w * g.c && wp.len() >= padded_len(g.patch_len(), f));
         assert!(y.len() >= pool.positions() * f && argmax.len() >= pool.positions() * f);
-        // SAFETY: the CPU has AVX2 and FMA; shapes and sizes are checked above.
-        unsafe { avx2::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax) };
+        // SAFETY: the CPU has AVX2 and FMA (and AVX-512F for the first); shapes and sizes are checked above.
+        unsafe {
+            if avx512::available() {
+                avx512::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax)
+            } else {
+                avx2::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax)
+            }
+        }
         return true;
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -140,9 +152,21 @@ pub(crate) fn taps<'a>(g: &'a Window, x: &'a [f32], oy: usize, ox: usize) -> imp
         .flatten()
 }
 
+/// Offsets in x of each tap (ky, kx, c) from its window's corner, for the
+/// first min(K, MAX_TAPS) taps, and how many that is.
+fn tap_offsets(g: &Window) -> ([usize; MAX_TAPS], usize) {
+    let taps = g.patch_len().min(MAX_TAPS);
+    let mut offsets = [0usize; MAX_TAPS];
+    for (t, o) in offsets.iter_mut().enumerate().take(taps) {
+        let (ky, kx, ci) = (t / (g.kw * g.c), t / g.c % g.kw, t % g.c);
+        *o = (ky * g.w + kx) * g.c + ci;
+    }
+    (offsets, taps)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK, MAX_TAPS, Range, Window, padded_filters, valid_range};
+    use super::{BLOCK, MAX_TAPS, Range, Window, padded_filters, tap_offsets, valid_range};
     use std::arch::x86_64::*;
 
     /// [`super::conv_forward`] with the 32 output channels of a block in four
@@ -284,18 +308,6 @@ mod avx2 {
     #[inline]
     fn lane_indices(first: usize, lanes: __m256i) -> __m256i {
         _mm256_add_epi32(_mm256_set1_epi32(first as i32), lanes)
-    }
-
-    /// Offsets in x of each tap (ky, kx, c) from its window's corner, for the
-    /// first min(K, MAX_TAPS) taps, and how many that is.
-    fn tap_offsets(g: &Window) -> ([usize; MAX_TAPS], usize) {
-        let taps = g.patch_len().min(MAX_TAPS);
-        let mut offsets = [0usize; MAX_TAPS];
-        for (t, o) in offsets.iter_mut().enumerate().take(taps) {
-            let (ky, kx, ci) = (t / (g.kw * g.c), t / g.c % g.kw, t % g.c);
-            *o = (ky * g.w + kx) * g.c + ci;
-        }
-        (offsets, taps)
     }
 
     /// The larger of (a, ia) and (b, ib) per lane; `a` on ties.
@@ -444,6 +456,23 @@ mod avx2 {
         acc
     }
 
+    /// Output channels of pixel (oy, ox) of [`super::conv_forward`], over the
+    /// taps that fall inside the input: y (F).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn pixel(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bool, oy: usize, ox: usize, y: &mut [f32]) {
+        let fp = padded_filters(f);
+        let bias = &wp[g.patch_len() * fp..];
+        let iy0 = (oy * g.sh) as isize - g.pt as isize;
+        let ky = ((-iy0).max(0) as usize, (g.h as isize - iy0).clamp(0, g.kh as isize) as usize);
+        let ix0 = (ox * g.sw) as isize - g.pl as isize;
+        let kx = ((-ix0).max(0) as usize, (g.w as isize - ix0).clamp(0, g.kw as isize) as usize);
+        for fb in (0..f).step_by(BLOCK) {
+            let [a] = taps::<1>(g, x, wp, fp, fb, iy0, ky, [ix0], kx);
+            store(a, &bias[fb..], relu, &mut y[fb..f.min(fb + BLOCK)]);
+        }
+    }
+
     /// Writes the first `dst.len()` (at most 32) lanes of `acc + bias`, through a ReLU when `relu`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -477,6 +506,315 @@ mod avx2 {
     }
 }
 
+/// The same kernels with 16 lanes per register: a block of 32 output channels
+/// is two registers per pixel (one where it holds 16 or fewer), and more
+/// pixels share each weight load. Per lane they do the operations of the
+/// AVX2 kernels in the same order, so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BLOCK, MAX_TAPS, Range, Window, avx2, padded_filters, tap_offsets, valid_range};
+    use std::arch::x86_64::*;
+
+    /// Neighbouring pixels computed together where their windows lie inside the input.
+    const RUN: usize = 8;
+
+    /// Whether the CPU has what these kernels use (they take the AVX2 kernels' edge paths).
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// [`super::conv_forward_rows`]: runs of RUN pixels of a row whose windows lie
+    /// inside the input share each tap's weight loads (16 FMA chains); the
+    /// other pixels take the AVX2 kernel's edge path. Callers check
+    /// [`available`] and the slice sizes.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn conv_forward(
+        g: &Window,
+        x: &[f32],
+        wp: &[f32],
+        f: usize,
+        relu: bool,
+        rows: Range<usize>,
+        y: &mut [f32],
+    ) {
+        let k = g.patch_len();
+        // Output columns whose windows lie inside the input across.
+        let ox_lo = g.pl.div_ceil(g.sw).min(g.ow);
+        let ox_hi = if g.w + g.pl >= g.kw { ((g.w + g.pl - g.kw) / g.sw + 1).min(g.ow) } else { 0 };
+        if k > MAX_TAPS || ox_hi < ox_lo + RUN {
+            // SAFETY: the CPU has AVX2 and FMA (the caller checked).
+            return unsafe { avx2::conv_forward(g, x, wp, f, relu, rows, y) };
+        }
+        let fp = padded_filters(f);
+        let bias = &wp[k * fp..];
+        let (offsets, _) = tap_offsets(g);
+        let offsets = &offsets[..k];
+        for oy in rows.clone() {
+            let y = &mut y[(oy - rows.start) * g.ow * f..][..g.ow * f];
+            let iy0 = (oy * g.sh) as isize - g.pt as isize;
+            if iy0 < 0 || iy0 as usize + g.kh > g.h {
+                // SAFETY: as above.
+                unsafe { avx2::conv_forward(g, x, wp, f, relu, oy..oy + 1, y) };
+                continue;
+            }
+            for ox in (0..ox_lo).chain(ox_hi..g.ow) {
+                avx2::pixel(g, x, wp, f, relu, oy, ox, &mut y[ox * f..][..f]);
+            }
+            for start in (ox_lo..ox_hi).step_by(RUN) {
+                // The last run ends at the last inside pixel (recomputing some, with the same result).
+                let first = start.min(ox_hi - RUN);
+                let corners: [usize; RUN] =
+                    std::array::from_fn(|p| (iy0 as usize * g.w + (first + p) * g.sw - g.pl) * g.c);
+                assert!(corners[RUN - 1] + offsets[k - 1] < x.len() && (k - 1) * fp + fp <= wp.len());
+                for fb in (0..f).step_by(BLOCK) {
+                    let nb = (f - fb).min(BLOCK);
+                    let out = |p: usize| (first + p) * f + fb;
+                    // SAFETY: the largest x index and the weight rows are in bounds (asserted).
+                    unsafe {
+                        if nb <= 16 {
+                            let acc = interior::<1, RUN>(x, corners, offsets, &wp[fb..], fp);
+                            for (p, a) in acc.into_iter().enumerate() {
+                                store(a, &bias[fb..], relu, &mut y[out(p)..][..nb]);
+                            }
+                        } else {
+                            let acc = interior::<2, RUN>(x, corners, offsets, &wp[fb..], fp);
+                            for (p, a) in acc.into_iter().enumerate() {
+                                store(a, &bias[fb..], relu, &mut y[out(p)..][..nb]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::conv_relu_pool2x2`]: the four convolution outputs of two
+    /// neighbouring pooled pixels' windows at a time (one where the row has a
+    /// last odd one), in registers, then reduced to their maximum and its
+    /// index as the AVX2 kernel does. Callers check [`available`], the shapes and sizes.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn conv_relu_pool2x2(
+        g: &Window,
+        pool: &Window,
+        x: &[f32],
+        wp: &[f32],
+        f: usize,
+        relu: bool,
+        y: &mut [f32],
+        argmax: &mut [u32],
+    ) {
+        let (fp, k) = (padded_filters(f), g.patch_len());
+        let (offsets, _) = tap_offsets(g);
+        let offsets = &offsets[..k];
+        for py in 0..pool.oh {
+            let mut px = 0;
+            while px < pool.ow {
+                // SAFETY: the caller's checks.
+                unsafe {
+                    if px + 1 < pool.ow {
+                        pooled::<2, 8>(g, pool, x, wp, (offsets, fp), f, relu, (py, px), y, argmax);
+                        px += 2;
+                    } else {
+                        pooled::<1, 4>(g, pool, x, wp, (offsets, fp), f, relu, (py, px), y, argmax);
+                        px += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pooled pixels px..px+Q of row py (P = 4Q convolution outputs).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    unsafe fn pooled<const Q: usize, const P: usize>(
+        g: &Window,
+        pool: &Window,
+        x: &[f32],
+        wp: &[f32],
+        (offsets, fp): (&[usize], usize),
+        f: usize,
+        relu: bool,
+        (py, px): (usize, usize),
+        y: &mut [f32],
+        argmax: &mut [u32],
+    ) {
+        let (c, k) = (g.c, offsets.len());
+        let bias = &wp[k * fp..];
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let (oy, ox) = (2 * py, 2 * px);
+        let top = (oy * g.sh * g.w + ox * g.sw) * c;
+        let bottom = top + g.sh * g.w * c;
+        // Window order per pooled pixel: (0,0) (0,1) (1,0) (1,1).
+        let corners: [usize; P] = std::array::from_fn(|p| {
+            let (q, i) = (p / 4, p % 4);
+            let row = if i < 2 { top } else { bottom };
+            row + (2 * q + i % 2) * g.sw * c
+        });
+        assert!(corners[P - 1] + offsets[k - 1] < x.len() && (k - 1) * fp + f <= wp.len());
+        for fb in (0..f).step_by(BLOCK) {
+            // SAFETY: every corner + offset indexes x (asserted) and wp holds the block.
+            let acc = unsafe { interior::<2, P>(x, corners, offsets, &wp[fb..], fp) };
+            for q in 0..Q {
+                // Flat indices in the convolution output of the window's four pixels.
+                let (cy, cx) = (oy, ox + 2 * q);
+                let conv_index = [
+                    (cy * g.ow + cx) * f,
+                    (cy * g.ow + cx + 1) * f,
+                    ((cy + 1) * g.ow + cx) * f,
+                    ((cy + 1) * g.ow + cx + 1) * f,
+                ];
+                let out = (py * pool.ow + px + q) * f + fb;
+                let (ys, idx) = (&mut y[out..out + BLOCK], &mut argmax[out..out + BLOCK]);
+                for (j, first) in (fb..fb + BLOCK).step_by(16).enumerate() {
+                    let at = |p: usize| _mm512_add_epi32(_mm512_set1_epi32((conv_index[p] + first) as i32), lanes);
+                    // SAFETY: bias holds the padded filters.
+                    let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(first)) };
+                    let v = |p: usize| activate(acc[4 * q + p][j], b, relu);
+                    // Strictly greater keeps the earlier pixel on ties.
+                    let (m01, i01) = pick(v(0), at(0), v(1), at(1));
+                    let (m23, i23) = pick(v(2), at(2), v(3), at(3));
+                    let (m, i) = pick(m01, i01, m23, i23);
+                    // SAFETY: ys and idx hold BLOCK values.
+                    unsafe {
+                        _mm512_storeu_ps(ys.as_mut_ptr().add(16 * j), m);
+                        _mm512_storeu_si512(idx.as_mut_ptr().add(16 * j) as *mut __m512i, i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// v + bias, rectified when `relu`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn activate(v: __m512, bias: __m512, relu: bool) -> __m512 {
+        let v = _mm512_add_ps(v, bias);
+        if relu { _mm512_max_ps(v, _mm512_setzero_ps()) } else { v }
+    }
+
+    /// The larger of (a, ia) and (b, ib) per lane; `a` on ties.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn pick(a: __m512, ia: __m512i, b: __m512, ib: __m512i) -> (__m512, __m512i) {
+        let b_wins = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, a);
+        (_mm512_mask_blend_ps(b_wins, a, b), _mm512_mask_blend_epi32(b_wins, ia, ib))
+    }
+
+    /// V registers of output channels of P pixels whose windows lie inside
+    /// the input, starting at x[corners[p]]: one tight loop over the taps.
+    /// Safety: `corners[p] + offsets[t]` must index `x` and `w` must hold
+    /// `(offsets.len() - 1) * fp + 16 * V` values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn interior<const V: usize, const P: usize>(
+        x: &[f32],
+        corners: [usize; P],
+        offsets: &[usize],
+        w: &[f32],
+        fp: usize,
+    ) -> [[__m512; V]; P] {
+        let mut acc = [[_mm512_setzero_ps(); V]; P];
+        let (x, w) = (x.as_ptr(), w.as_ptr());
+        for (t, &off) in offsets.iter().enumerate() {
+            // SAFETY: in bounds by this function's contract.
+            unsafe {
+                let wt = w.add(t * fp);
+                let ws: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wt.add(16 * v)));
+                for p in 0..P {
+                    let v = _mm512_set1_ps(*x.add(corners[p] + off));
+                    for j in 0..V {
+                        acc[p][j] = _mm512_fmadd_ps(v, ws[j], acc[p][j]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// Writes the first `dst.len()` (at most 16 V) lanes of `acc + bias`, through a ReLU when `relu`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store<const V: usize>(acc: [__m512; V], bias: &[f32], relu: bool, dst: &mut [f32]) {
+        let bias = &bias[..16 * V];
+        assert!(dst.len() <= 16 * V);
+        for (j, a) in acc.into_iter().enumerate() {
+            let lanes = dst.len().saturating_sub(16 * j).min(16);
+            // SAFETY: `bias` holds 16 V values and the mask keeps the store inside `dst`.
+            unsafe {
+                let a = activate(a, _mm512_loadu_ps(bias.as_ptr().add(16 * j)), relu);
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16 * j), ((1u32 << lanes) - 1) as __mmask16, a);
+            }
+        }
+    }
+
+    /// [`super::conv_weight_grad`] with the C channels of a tap (C = the input's,
+    /// up to 4) summed together, sharing each load of the output gradient; per
+    /// tap and block of 32 filters the sums over output positions run as the
+    /// AVX2 kernel's do (even and odd positions apart). Needs F a multiple of 32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn conv_weight_grad<const C: usize>(g: &Window, x: &[f32], dz: &[f32], f: usize, dw: &mut [f32]) {
+        assert_eq!(g.c, C);
+        let load = |d: &[f32]| -> [__m512; 2] {
+            let d = &d[..BLOCK];
+            // SAFETY: `d` holds BLOCK = 32 values.
+            unsafe { std::array::from_fn(|j| _mm512_loadu_ps(d.as_ptr().add(16 * j))) }
+        };
+        for ky in 0..g.kh {
+            let (oy_lo, oy_hi) = valid_range(g.oh, g.sh, ky, g.pt, g.h);
+            for kx in 0..g.kw {
+                let (ox_lo, ox_hi) = valid_range(g.ow, g.sw, kx, g.pl, g.w);
+                let t = (ky * g.kw + kx) * C;
+                for fb in (0..f).step_by(BLOCK) {
+                    let mut even = [[_mm512_setzero_ps(); 2]; C];
+                    let mut odd = [[_mm512_setzero_ps(); 2]; C];
+                    for oy in oy_lo..oy_hi {
+                        // The input pixel under tap (ky, kx) of output (oy, ox), inside by the valid ranges.
+                        let row = (oy * g.sh + ky - g.pt) * g.w;
+                        let at = |ox: usize| &x[(row + ox * g.sw + kx - g.pl) * C..][..C];
+                        let drow = oy * g.ow * f + fb;
+                        let mut ox = ox_lo;
+                        while ox + 1 < ox_hi {
+                            let (x0, x1) = (at(ox), at(ox + 1));
+                            let (d0, d1) = (load(&dz[drow + ox * f..]), load(&dz[drow + (ox + 1) * f..]));
+                            for ci in 0..C {
+                                let (v0, v1) = (_mm512_set1_ps(x0[ci]), _mm512_set1_ps(x1[ci]));
+                                for j in 0..2 {
+                                    even[ci][j] = _mm512_fmadd_ps(v0, d0[j], even[ci][j]);
+                                    odd[ci][j] = _mm512_fmadd_ps(v1, d1[j], odd[ci][j]);
+                                }
+                            }
+                            ox += 2;
+                        }
+                        if ox < ox_hi {
+                            let x0 = at(ox);
+                            let d0 = load(&dz[drow + ox * f..]);
+                            for ci in 0..C {
+                                let v0 = _mm512_set1_ps(x0[ci]);
+                                for j in 0..2 {
+                                    even[ci][j] = _mm512_fmadd_ps(v0, d0[j], even[ci][j]);
+                                }
+                            }
+                        }
+                    }
+                    for ci in 0..C {
+                        let out = &mut dw[(t + ci) * f + fb..][..BLOCK];
+                        let old = load(out);
+                        for j in 0..2 {
+                            let sum = _mm512_add_ps(old[j], _mm512_add_ps(even[ci][j], odd[ci][j]));
+                            // SAFETY: `out` holds BLOCK = 32 values.
+                            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), sum) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Whether [`conv_weight_grad`] has a SIMD path for `f` filters (else it runs the scalar reference).
 pub fn fast_weight_grad(f: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -497,8 +835,16 @@ pub fn conv_weight_grad(g: &Window, x: &[f32], dz: &[f32], f: usize, dw: &mut [f
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        unsafe { avx2::conv_weight_grad(g, x, dz, f, dw) };
+        // SAFETY: the CPU has AVX2 and FMA (checked above), and AVX-512F for the others.
+        unsafe {
+            match g.c {
+                1 if avx512::available() => avx512::conv_weight_grad::<1>(g, x, dz, f, dw),
+                2 if avx512::available() => avx512::conv_weight_grad::<2>(g, x, dz, f, dw),
+                3 if avx512::available() => avx512::conv_weight_grad::<3>(g, x, dz, f, dw),
+                4 if avx512::available() => avx512::conv_weight_grad::<4>(g, x, dz, f, dw),
+                _ => avx2::conv_weight_grad(g, x, dz, f, dw),
+            }
+        }
         return;
     }
     conv_weight_grad_scalar(g, x, dz, f, dw);
@@ -605,6 +951,94 @@ mod tests {
             conv_weight_grad_scalar(&g, &x, &dz, f, &mut reference);
             for (a, b) in fast.iter().zip(&reference) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// (H, W, C, K, stride, padding, F) with rows long enough for the AVX-512
+    /// runs: same and valid padding, strides 1 and 2, 1 to 3 channels, blocks of 16, 32 and 32 + 16 filters.
+    const WIDE_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+        (20, 19, 3, 3, 1, 1, 48),
+        (30, 30, 1, 3, 1, 0, 32),
+        (21, 23, 3, 3, 2, 1, 16),
+        (12, 40, 2, 5, 1, 2, 64),
+        (9, 11, 3, 3, 1, 1, 8),
+    ];
+
+    fn wide_case(case: (usize, usize, usize, usize, usize, usize, usize)) -> (Window, Vec<f32>, Vec<f32>, usize) {
+        let (h, w, c, k, s, pad, f) = case;
+        let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+        let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt: pad, pl: pad, oh, ow };
+        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
+        let kernel: Vec<f32> = (0..g.patch_len() * f).map(|i| ((i * 13) % 11) as f32 / 11.0 - 0.45).collect();
+        let bias: Vec<f32> = (0..f).map(|i| i as f32 / f as f32 - 0.5).collect();
+        let mut wp = vec![0.0; padded_len(g.patch_len(), f)];
+        pad_filters(&kernel, Some(&bias), f, &mut wp);
+        (g, x, wp, f)
+    }
+
+    #[test]
+    fn wide_rows_agree_with_the_scalar_reference() {
+        for case in WIDE_CASES {
+            let (g, x, wp, f) = wide_case(case);
+            for relu in [false, true] {
+                let (mut fast, mut reference) = (vec![0.0; g.positions() * f], vec![0.0; g.positions() * f]);
+                conv_forward(&g, &x, &wp, f, relu, &mut fast);
+                conv_forward_scalar(&g, &x, &wp, f, relu, 0..g.oh, &mut reference);
+                for (a, b) in fast.iter().zip(&reference) {
+                    assert!((a - b).abs() < 1e-5, "{case:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx512_kernels_give_the_avx2_kernels_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !avx512::available() {
+                eprintln!("no AVX-512 on this CPU: its kernels are not run");
+                return;
+            }
+            for case in WIDE_CASES {
+                let (g, x, wp, f) = wide_case(case);
+                for (relu, rows) in [(false, 0..g.oh), (true, 0..g.oh), (true, 1..g.oh - 1)] {
+                    let len = rows.len() * g.ow * f;
+                    let (mut wide, mut narrow) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                    // SAFETY: the CPU has AVX-512F, AVX2 and FMA; the sizes are the output's.
+                    unsafe {
+                        avx512::conv_forward(&g, &x, &wp, f, relu, rows.clone(), &mut wide);
+                        avx2::conv_forward(&g, &x, &wp, f, relu, rows.clone(), &mut narrow);
+                    }
+                    assert_eq!(
+                        wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        narrow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{case:?}"
+                    );
+                }
+                // The weight gradient, 32 and 64 filters.
+                for f in [32, 64] {
+                    let dz: Vec<f32> = (0..g.positions() * f).map(|i| ((i * 29) % 23) as f32 / 23.0 - 0.5).collect();
+                    let (mut wide, mut narrow) = (vec![0.5; g.patch_len() * f], vec![0.5; g.patch_len() * f]);
+                    conv_weight_grad(&g, &x, &dz, f, &mut wide);
+                    // SAFETY: as above.
+                    unsafe { avx2::conv_weight_grad(&g, &x, &dz, f, &mut narrow) };
+                    assert_eq!(wide, narrow, "{case:?} with {f} filters");
+                }
+            }
+            // The fused pool: an odd number of pooled columns (one pixel alone at the end of each row).
+            for (h, w, c, f, relu) in [(29, 29, 1, 32, true), (12, 14, 3, 64, false), (11, 21, 2, 32, true)] {
+                let (g, x, wp, _) = wide_case((h, w, c, 3, 1, 0, f));
+                let pool =
+                    Window { h: g.oh, w: g.ow, c: f, kh: 2, kw: 2, sh: 2, sw: 2, oh: g.oh / 2, ow: g.ow / 2, ..g };
+                let len = pool.positions() * f;
+                let (mut y, mut a, mut y2, mut a2) = (vec![0.0; len], vec![0; len], vec![0.0; len], vec![0; len]);
+                // SAFETY: as above, and the shapes conv_relu_pool2x2 checks.
+                unsafe {
+                    avx512::conv_relu_pool2x2(&g, &pool, &x, &wp, f, relu, &mut y, &mut a);
+                    avx2::conv_relu_pool2x2(&g, &pool, &x, &wp, f, relu, &mut y2, &mut a2);
+                }
+                assert_eq!((y, a), (y2, a2), "{h}x{w}x{c}");
             }
         }
     }
