@@ -43,9 +43,16 @@ pub fn conv_pool_weight_grad(
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has AVX2 and FMA; sizes and valid padding (every tap of
-        // every position inside x) are checked above. argmax values are only compared.
-        unsafe { avx2::conv_pool_weight_grad(conv, pool, act == Activation::Relu, x, dy, y, argmax, f, dw, db) };
+        let relu = act == Activation::Relu;
+        // SAFETY: the CPU has AVX2 and FMA (and AVX-512F for the first); sizes and valid
+        // padding (every tap of every position inside x) are checked above. argmax values are only compared.
+        unsafe {
+            if f.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+                avx512::conv_pool_weight_grad(conv, pool, relu, x, dy, y, argmax, f, dw, db)
+            } else {
+                avx2::conv_pool_weight_grad(conv, pool, relu, x, dy, y, argmax, f, dw, db)
+            }
+        }
         return;
     }
     conv_pool_weight_grad_scalar(conv, pool, act, x, dy, y, argmax, f, dw, db);
@@ -83,10 +90,24 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Taps accumulated per pass, one AVX register each.
-    const TAPS: usize = 9;
+    pub const TAPS: usize = 9;
 
     /// Most taps (KH*KW*C) handled: 8 passes.
     pub const MAX_TAPS: usize = 8 * TAPS;
+
+    /// Input offset of tap t from a position's window corner; taps past K
+    /// (padding the last pass) read offset 0 and are not stored.
+    pub fn tap_offsets(conv: &Window) -> [usize; MAX_TAPS] {
+        let mut offsets = [0usize; MAX_TAPS];
+        for ky in 0..conv.kh {
+            for kx in 0..conv.kw {
+                for ci in 0..conv.c {
+                    offsets[(ky * conv.kw + kx) * conv.c + ci] = (ky * conv.w + kx) * conv.c + ci;
+                }
+            }
+        }
+        offsets
+    }
 
     /// [`super::conv_pool_weight_grad`] for valid padding, F a multiple of 8, ReLU
     /// or linear. Per block of 8 filters and pass of 9 taps, every pooling window
@@ -108,17 +129,8 @@ mod avx2 {
         db: &mut [f32],
     ) {
         let k = conv.patch_len();
-        // Input offset of tap t from a position's window corner; taps past K
-        // (padding the last pass) read offset 0 and are not stored.
         let passes = k.div_ceil(TAPS);
-        let mut offsets = [0usize; MAX_TAPS];
-        for ky in 0..conv.kh {
-            for kx in 0..conv.kw {
-                for ci in 0..conv.c {
-                    offsets[(ky * conv.kw + kx) * conv.c + ci] = (ky * conv.w + kx) * conv.c + ci;
-                }
-            }
-        }
+        let offsets = tap_offsets(conv);
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for fb in (0..f).step_by(8) {
             for pass in 0..passes {
@@ -174,6 +186,93 @@ mod avx2 {
                     let out = &mut db[fb..][..8];
                     // SAFETY: `out` holds 8 values.
                     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(_mm256_loadu_ps(out.as_ptr()), bias)) };
+                }
+            }
+        }
+    }
+}
+
+/// The AVX2 kernel with 16 filters per register: per lane the same
+/// operations in the same order, so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Window;
+    use super::avx2::{MAX_TAPS, TAPS, tap_offsets};
+    use std::arch::x86_64::*;
+
+    /// [`super::avx2::conv_pool_weight_grad`] by blocks of 16 filters (F a multiple of 16).
+    /// Safety: AVX-512F; sizes, K <= MAX_TAPS and valid padding checked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn conv_pool_weight_grad(
+        conv: &Window,
+        pool: &Window,
+        relu: bool,
+        x: &[f32],
+        dy: &[f32],
+        y: &[f32],
+        argmax: &[u32],
+        f: usize,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let k = conv.patch_len();
+        let passes = k.div_ceil(TAPS);
+        let offsets: [usize; MAX_TAPS] = tap_offsets(conv);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for fb in (0..f).step_by(16) {
+            for pass in 0..passes {
+                let offsets: &[usize; TAPS] = offsets[pass * TAPS..][..TAPS].try_into().expect("TAPS offsets");
+                let mut acc = [_mm512_setzero_ps(); TAPS];
+                let mut bias = _mm512_setzero_ps();
+                for qy in 0..pool.oh {
+                    for qx in 0..pool.ow {
+                        let q = (qy * pool.ow + qx) * f + fb;
+                        // SAFETY: q + 16 <= PH*PW*F, checked by the caller.
+                        let (mut g, winners) = unsafe {
+                            (
+                                _mm512_loadu_ps(dy.as_ptr().add(q)),
+                                _mm512_loadu_si512(argmax.as_ptr().add(q) as *const __m512i),
+                            )
+                        };
+                        if relu {
+                            // SAFETY: as above.
+                            let out = unsafe { _mm512_loadu_ps(y.as_ptr().add(q)) };
+                            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(out, _mm512_setzero_ps()), g);
+                        }
+                        bias = _mm512_add_ps(bias, g);
+                        for wy in 0..pool.kh {
+                            let py = (qy * pool.sh + wy).wrapping_sub(pool.pt);
+                            if py >= pool.h {
+                                continue;
+                            }
+                            for wx in 0..pool.kw {
+                                let px = (qx * pool.sw + wx).wrapping_sub(pool.pl);
+                                if px >= pool.w {
+                                    continue;
+                                }
+                                let p = py * pool.w + px;
+                                let here = _mm512_add_epi32(_mm512_set1_epi32((p * f + fb) as i32), lanes);
+                                let gp = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(winners, here), g);
+                                let corner = (py * conv.sh * conv.w + px * conv.sw) * conv.c;
+                                for (a, &offset) in acc.iter_mut().zip(offsets) {
+                                    // SAFETY: corner + offset indexes x: valid padding, checked by the caller.
+                                    let v = unsafe { _mm512_set1_ps(*x.as_ptr().add(corner + offset)) };
+                                    *a = _mm512_fmadd_ps(v, gp, *a);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (j, a) in acc.iter().enumerate().take(k - pass * TAPS) {
+                    let out = &mut dw[(pass * TAPS + j) * f + fb..][..16];
+                    // SAFETY: `out` holds 16 values.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(out.as_ptr()), *a)) };
+                }
+                if pass == 0 {
+                    let out = &mut db[fb..][..16];
+                    // SAFETY: `out` holds 16 values.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(out.as_ptr()), bias)) };
                 }
             }
         }
@@ -258,6 +357,19 @@ mod tests {
                     for (got, want) in dw.iter().zip(&want_w).chain(db.iter().zip(&want_b)) {
                         assert!((got - want).abs() < 1e-4, "{act:?} fast={fast} h={h} c={c}: {got} vs {want}");
                     }
+                }
+                // The AVX-512 kernel gives the AVX2 kernel's bits (16 and 32 filters).
+                #[cfg(target_arch = "x86_64")]
+                if f.is_multiple_of(16) && act != Activation::Tanh && std::arch::is_x86_feature_detected!("avx512f") {
+                    let relu = act == Activation::Relu;
+                    let (mut dw, mut db) = (vec![0.25; conv.patch_len() * f], vec![0.5; f]);
+                    let (mut dw2, mut db2) = (dw.clone(), db.clone());
+                    // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA here); valid padding, K <= 72 taps.
+                    unsafe {
+                        avx512::conv_pool_weight_grad(&conv, &pool, relu, &x, &dy, &y, &a, f, &mut dw, &mut db);
+                        avx2::conv_pool_weight_grad(&conv, &pool, relu, &x, &dy, &y, &a, f, &mut dw2, &mut db2);
+                    }
+                    assert_eq!((dw, db), (dw2, db2), "{act:?} h={h} c={c} f={f}");
                 }
             }
         }
