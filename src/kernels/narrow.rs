@@ -19,6 +19,12 @@ pub fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
     let rows = y.len() / u;
     assert!(u <= WIDTH && x.len() >= rows * d && wp.len() >= d * WIDTH);
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; sizes asserted above.
+        unsafe { avx512::x_times_w(x, wp, d, u, y) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
         unsafe { avx2::x_times_w(x, wp, d, u, y) };
@@ -45,6 +51,12 @@ pub fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw:
     let rows = dzp.len() / WIDTH;
     assert!(u <= WIDTH && x.len() >= rows * d && first + dw.len() / u <= d);
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; sizes asserted above.
+        unsafe { avx512::xt_times_dz(x, d, first, dzp, u, dw) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
         unsafe { avx2::xt_times_dz(x, d, first, dzp, u, dw) };
@@ -70,6 +82,12 @@ pub fn xt_times_dz_scalar(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usi
 pub fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
     let rows = dx.len() / d;
     assert!(dz.len() >= rows * u && wt.len() >= u * d);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; sizes asserted above.
+        unsafe { avx512::dz_times_wt(dz, wt, u, d, dx) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
@@ -202,6 +220,104 @@ mod avx2 {
     }
 }
 
+/// The AVX2 kernels with a padded row in one register of 16 and more rows
+/// (or columns) per weight load; per lane the same operations in the same
+/// order, so every path gives the scalar reference's bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::WIDTH;
+    use std::arch::x86_64::*;
+
+    /// Rows (columns for the weight gradient) handled together.
+    const ROWS: usize = 8;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+        let rows = y.len() / u;
+        for r in (0..rows).step_by(ROWS) {
+            let n = ROWS.min(rows - r);
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            for k in 0..d {
+                // SAFETY: k < d and wp holds d * WIDTH values; (r + i) * d + k < rows * d <= x.len().
+                unsafe {
+                    let w = _mm512_loadu_ps(wp.as_ptr().add(k * WIDTH));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.as_ptr().add((r + i) * d + k)), w, *a);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
+        let (rows, cols) = (dzp.len() / WIDTH, dw.len() / u);
+        for c in (0..cols).step_by(ROWS) {
+            let n = ROWS.min(cols - c);
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            for r in 0..rows {
+                // SAFETY: r < rows, dzp holds rows * WIDTH values; first + c + i < d.
+                unsafe {
+                    let g = _mm512_loadu_ps(dzp.as_ptr().add(r * WIDTH));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.as_ptr().add(r * d + first + c + i)), g, *a);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                store(*a, &mut dw[(c + i) * u..(c + i + 1) * u]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+        let rows = dx.len() / d;
+        for r in 0..rows {
+            let g = &dz[r * u..(r + 1) * u];
+            let out = &mut dx[r * d..(r + 1) * d];
+            // 64 outputs at a time (four independent chains over j), then 16, then the rest masked.
+            let mut i = 0;
+            while i < d {
+                let lanes = (d - i).min(64);
+                let vectors = lanes.div_ceil(16);
+                let mask = |q: usize| -> __mmask16 {
+                    let n = lanes.saturating_sub(16 * q).min(16);
+                    ((1u32 << n) - 1) as __mmask16
+                };
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for (j, &gj) in g.iter().enumerate() {
+                    let gv = _mm512_set1_ps(gj);
+                    // SAFETY: the masks keep every lane below d: j * d + i + lane < u * d <= wt.len().
+                    unsafe {
+                        let w = wt.as_ptr().add(j * d + i);
+                        for (q, a) in acc.iter_mut().enumerate().take(vectors) {
+                            *a = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(mask(q), w.add(16 * q)), *a);
+                        }
+                    }
+                }
+                for (q, a) in acc.iter().enumerate().take(vectors) {
+                    // SAFETY: the mask keeps the store inside out (i + lane < d).
+                    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(i + 16 * q), mask(q), *a) };
+                }
+                i += lanes;
+            }
+        }
+    }
+
+    /// The first `dst.len()` (at most 16) lanes of `a`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store(a: __m512, dst: &mut [f32]) {
+        assert!(dst.len() <= WIDTH);
+        // SAFETY: the mask keeps the store inside `dst`.
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), ((1u32 << dst.len()) - 1) as __mmask16, a) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,8 +328,8 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_exactly() {
-        // Odd sizes: partial row groups, partial 32-blocks, u < WIDTH.
-        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1)] {
+        // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH.
+        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10)] {
             let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
             let (mut wp, mut dzp, mut wt) = (vec![0.0; d * WIDTH], vec![0.0; rows * WIDTH], vec![0.0; u * d]);
             pad_columns(&w, u, &mut wp);
@@ -240,6 +356,22 @@ mod tests {
             assert_eq!(fast, reference);
             let naive: f32 = (0..u).map(|j| dz[j] * w[j]).sum();
             assert!((fast[0] - naive).abs() < 1e-4);
+
+            // The AVX2 kernels too, where the dispatch above took the AVX-512 ones.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                let (mut y, mut gw, mut gx) = (vec![0.0; rows * u], vec![0.0; (d - 2) * u], vec![0.0; rows * d]);
+                // SAFETY: the CPU has AVX2 and FMA; the sizes are those of the calls above.
+                unsafe {
+                    avx2::x_times_w(&x, &wp, d, u, &mut y);
+                    avx2::xt_times_dz(&x, d, 2, &dzp, u, &mut gw);
+                    avx2::dz_times_wt(&dz, &wt, u, d, &mut gx);
+                }
+                let mut want = (vec![0.0; rows * u], vec![0.0; (d - 2) * u]);
+                x_times_w_scalar(&x, &wp, d, u, &mut want.0);
+                xt_times_dz_scalar(&x, d, 2, &dzp, u, &mut want.1);
+                assert_eq!((y, gw, &gx), (want.0, want.1, &reference));
+            }
         }
     }
 }
