@@ -425,3 +425,58 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
         }
     }
 }
+
+#[test]
+fn convolutions_pad_their_own_input_in_place_of_a_zero_padding_at_inference() {
+    // At inference a Conv2D or DepthwiseConv2D whose input is a ZeroPadding2D's
+    // output (read by nothing else) reads that layer's input and pads it itself:
+    // MobileNetV2's ((0, 1), (0, 1)) before a stride-2 depthwise convolution, the
+    // direct kernels (3 channels) with padding of their own added to, uneven
+    // padding on every side before the padded layout, 1x1. Not absorbed: a
+    // padding read twice. Predictions must agree with the model run layer by
+    // layer, at batch 20 and batch 1; training runs layer by layer either way.
+    let make = |fuse: bool| {
+        let pad = |p: ((usize, usize), (usize, usize))| ZeroPadding2D::new(p);
+        let inputs = Input::new([17, 15, 3]);
+        let x = pad(((1, 0), (2, 1))).apply(&inputs).unwrap();
+        let x = Conv2D::new(32, (3, 3)).strides((2, 2)).padding(Padding::Same).apply(&x).unwrap();
+        let x = ReLU::new().apply(&x).unwrap();
+        let x = pad(((0, 1), (0, 1))).apply(&x).unwrap();
+        let x = DepthwiseConv2D::new((3, 3)).strides((2, 2)).apply(&x).unwrap();
+        let x = ReLU::new().max_value(6.0).apply(&BatchNormalization::new().momentum(0.5).apply(&x).unwrap()).unwrap();
+        let x = pad(((2, 1), (1, 2))).apply(&x).unwrap();
+        let x = Conv2D::new(16, (3, 3)).activation(Activation::Relu).apply(&x).unwrap();
+        let shared = pad(((1, 1), (1, 1))).apply(&x).unwrap();
+        let a = Conv2D::new(16, (3, 3)).apply(&shared).unwrap();
+        let b = Conv2D::new(16, (3, 3)).apply(&shared).unwrap();
+        let x = Add::new().apply(&[&a, &b]).unwrap();
+        let x = pad(((1, 1), (0, 0))).apply(&x).unwrap();
+        let x = Conv2D::new(8, (1, 1)).apply(&x).unwrap();
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let outputs = Dense::new(3).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(9).fuse_layers(fuse);
+        model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
+        model
+    };
+    let (n, len) = (20, 17 * 15 * 3);
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&[n, 17, 15, 3], values.clone()).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let options = FitOptions { epochs: 1, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut absorbed, mut separate) = (make(true), make(false));
+    absorbed.fit(&x, &y, &options).unwrap();
+    separate.params_mut().unwrap().copy_from_slice(absorbed.params().unwrap());
+    separate.state_mut().unwrap().copy_from_slice(absorbed.state().unwrap());
+    let (p, q) = (absorbed.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+    for (i, (a, b)) in p.iter().zip(&q).enumerate() {
+        assert!(close(*a, *b), "value {i}: padded by the convolution {a} vs layer by layer {b}");
+    }
+    for i in [0, 13] {
+        let one = Tensor::from_vec(&[1, 17, 15, 3], values[i * len..(i + 1) * len].to_vec()).unwrap();
+        let alone = absorbed.predict(&one).unwrap().to_f32_vec();
+        for (a, b) in alone.iter().zip(&q[i * 3..(i + 1) * 3]) {
+            assert!(close(*a, *b), "sample {i} alone: {a} vs layer by layer {b}");
+        }
+    }
+}

@@ -1,5 +1,5 @@
 use super::LayerConfig;
-use super::padding::dilated_window;
+use super::padding::{absorb_padding, dilated_window};
 use super::{Backward, Layer, Mode, Padding, Weight};
 use crate::activations::Activation;
 use crate::device::{self, Affine, ConvOp, WeightGrads, Workspace};
@@ -36,6 +36,9 @@ pub struct Conv2D {
     input_shape: Option<Vec<usize>>,
     deferred: bool,
     g: Option<Window>,
+    /// The window over the input of a ZeroPadding2D before it, its padding
+    /// taken in, which this layer reads at inference (see [`Layer::absorb_padding`]).
+    unpadded: Option<Window>,
     /// A following max-pooling layer (its window) this layer computes in the
     /// same pass, if any: the convolution's output then lives only in a
     /// per-thread scratch buffer (cache), never in memory, which is where most
@@ -62,6 +65,7 @@ impl Conv2D {
             input_shape: None,
             deferred: false,
             g: None,
+            unpadded: None,
             pool: None,
             ws: Workspace::default(),
         }
@@ -217,7 +221,7 @@ impl Layer for Conv2D {
         act: Activation,
     ) {
         let (scale, shift) = map;
-        let op = self.op(params);
+        let op = self.op(params, Mode::Infer);
         super::fold_bias(op.bias, scale, shift);
         let op = ConvOp { act, affine: Some(Affine { scale, shift }), ..op };
         device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
@@ -237,9 +241,19 @@ impl Layer for Conv2D {
 
     // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
     // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
-    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let op = self.op(params);
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        let op = self.op(params, mode);
         device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
+    }
+
+    fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
+        let g = self.geometry();
+        self.unpadded = pad.and_then(|(rows, columns)| {
+            let (h, pt) = absorb_padding((g.h, g.pt, g.oh, g.kh, g.sh, g.dh), rows)?;
+            let (w, pl) = absorb_padding((g.w, g.pl, g.ow, g.kw, g.sw, g.dw), columns)?;
+            Some(Window { h, w, pt, pl, ..g })
+        });
+        self.unpadded.is_some()
     }
 
     // Differentiates y = act(z), z = conv(x, W) + b:
@@ -248,7 +262,7 @@ impl Layer for Conv2D {
     // argmax positions: dz[argmax[i]] += dy[i] * act'(y[i]).
     fn backward(&mut self, pass: Backward) {
         let Backward { params, x, y, dy, dx, grads, n } = pass;
-        let op = self.op(params);
+        let op = self.op(params, Mode::Train);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
         let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
@@ -257,11 +271,12 @@ impl Layer for Conv2D {
 }
 
 impl Conv2D {
-    /// The operation this layer runs, over its parameters.
-    fn op<'a>(&self, params: &'a [f32]) -> ConvOp<'a> {
+    /// The operation this layer runs, over its parameters: at inference over
+    /// the unpadded input where it took in the padding before it.
+    fn op<'a>(&self, params: &'a [f32], mode: Mode) -> ConvOp<'a> {
         let (kernel, bias) = params.split_at(self.kernel_len());
         ConvOp {
-            g: self.geometry(),
+            g: self.unpadded.filter(|_| mode == Mode::Infer).unwrap_or(self.geometry()),
             filters: self.filters,
             groups: self.groups,
             kernel,

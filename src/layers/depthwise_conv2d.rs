@@ -1,3 +1,4 @@
+use super::padding::absorb_padding;
 use super::{Backward, Layer, LayerConfig, Mode, Padding, Weight};
 use crate::activations::Activation;
 use crate::device::{self, Affine, DepthwiseOp, WeightGrads, Workspace};
@@ -32,6 +33,9 @@ pub struct DepthwiseConv2D {
     regularizer: Option<Regularizer>,
     deferred: bool,
     g: Option<Depthwise>,
+    /// The geometry over the input of a ZeroPadding2D before it, its padding
+    /// taken in, which this layer reads at inference (see [`Layer::absorb_padding`]).
+    unpadded: Option<Depthwise>,
     /// What the device keeps between forward and backward.
     ws: Workspace,
 }
@@ -51,6 +55,7 @@ impl DepthwiseConv2D {
             regularizer: None,
             deferred: false,
             g: None,
+            unpadded: None,
             ws: Workspace::default(),
         }
     }
@@ -178,22 +183,32 @@ impl Layer for DepthwiseConv2D {
         act: Activation,
     ) {
         let (scale, shift) = map;
-        let op = self.op(params);
+        let op = self.op(params, Mode::Infer);
         super::fold_bias(op.bias, scale, shift);
         let op = DepthwiseOp { act, affine: Some(Affine { scale, shift }), ..op };
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }
 
     // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
-    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        let op = self.op(params);
+    fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
+        let g = self.geometry();
+        self.unpadded = pad.and_then(|(rows, columns)| {
+            let (h, pt) = absorb_padding((g.h, g.pt, g.oh, g.kh, g.sh, g.dh), rows)?;
+            let (w, pl) = absorb_padding((g.w, g.pl, g.ow, g.kw, g.sw, g.dw), columns)?;
+            Some(Depthwise { h, w, pt, pl, ..g })
+        });
+        self.unpadded.is_some()
+    }
+
+    fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        let op = self.op(params, mode);
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }
 
     // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
     fn backward(&mut self, pass: Backward) {
         let Backward { params, x, y, dy, dx, grads, n } = pass;
-        let op = self.op(params);
+        let op = self.op(params, Mode::Train);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
         let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
@@ -202,11 +217,12 @@ impl Layer for DepthwiseConv2D {
 }
 
 impl DepthwiseConv2D {
-    /// The operation this layer runs, over its parameters.
-    fn op<'a>(&self, params: &'a [f32]) -> DepthwiseOp<'a> {
+    /// The operation this layer runs, over its parameters: at inference over
+    /// the unpadded input where it took in the padding before it.
+    fn op<'a>(&self, params: &'a [f32], mode: Mode) -> DepthwiseOp<'a> {
         let (kernel, bias) = params.split_at(self.kernel_len());
         DepthwiseOp {
-            g: self.geometry(),
+            g: self.unpadded.filter(|_| mode == Mode::Infer).unwrap_or(self.geometry()),
             kernel,
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },

@@ -283,6 +283,20 @@ pub trait Layer: Send {
         false
     }
 
+    /// For ZeroPadding2D, its padding ((top, bottom), (left, right)), so that
+    /// the convolution reading its output may pad the input itself.
+    fn zero_padding(&self) -> Option<((usize, usize), (usize, usize))> {
+        None
+    }
+
+    /// Asks a convolution to read, at inference, the input of the
+    /// ZeroPadding2D before it (`pad` its padding) in place of that layer's
+    /// output, its own window padded by as much (`None` undoes it); returns
+    /// whether it does. When it does, the model skips that layer at inference.
+    fn absorb_padding(&mut self, _pad: Option<((usize, usize), (usize, usize))>) -> bool {
+        false
+    }
+
     /// For a layer that at inference applies a per-channel map over the last
     /// axis, y = act(x * scale + shift) (BatchNormalization), its channels, so
     /// that the convolution before it may apply the map itself.

@@ -36,6 +36,10 @@ impl Layer for ZeroPadding2D {
         LayerConfig::ZeroPadding2D { padding: super::config::Padding2D([[t, b], [l, r]]) }
     }
 
+    fn zero_padding(&self) -> Option<((usize, usize), (usize, usize))> {
+        Some(self.padding)
+    }
+
     // (H,W,C) -> (H+top+bottom, W+left+right, C)
     fn build(&mut self, input: &[usize]) -> Result<Vec<usize>, String> {
         let &[h, w, c] = input else {

@@ -384,7 +384,7 @@ impl Model {
     /// computes the max-pooling (or applies the elementwise activation) that is
     /// its only consumer, a reshape of a value nothing else reads only renames
     /// it, and at inference a convolution applies the BatchNormalization that
-    /// is its only consumer.
+    /// is its only consumer and pads the input of the ZeroPadding2D before it itself.
     fn fusion(&mut self, shapes: &[Vec<usize>]) -> Fusion {
         let consumers = self.consumers();
         let mut pools = vec![None; self.nodes.len()];
@@ -420,7 +420,22 @@ impl Model {
                 *fold = Some(j);
             }
         }
-        Fusion { pools, aliases, folds }
+        // At inference a convolution reads the input of the ZeroPadding2D that is
+        // its input (and feeds nothing else), padding it itself; the padding is skipped.
+        let mut unpadded = vec![None; self.nodes.len()];
+        for (k, slot) in unpadded.iter_mut().enumerate() {
+            let pad = match self.nodes[k].inputs[..] {
+                [v] if v > 0 && consumers[v] == [k] && !aliases[v - 1] && pools[v - 1].is_none() => {
+                    self.nodes[v - 1].layer.zero_padding().map(|pad| (v - 1, pad))
+                }
+                _ => None,
+            };
+            let pad = pad.filter(|_| self.fuse);
+            if self.nodes[k].layer.absorb_padding(pad.map(|(_, pad)| pad)) {
+                *slot = pad.map(|(p, _)| p);
+            }
+        }
+        Fusion { pools, aliases, folds, unpadded }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.

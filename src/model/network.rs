@@ -8,10 +8,12 @@
 //! (Flatten) whose input feeds nothing else only renames it, and a max-pooling
 //! computed by the layer before it (its only consumer) makes that layer's own
 //! output transient. These are the graph's fusion passes; both apply only
-//! where a value has one consumer. At inference a third applies: a
+//! where a value has one consumer. At inference two more apply: a
 //! convolution whose only consumer is a BatchNormalization applies that
 //! layer's map (and activation) as it writes, into the normalisation's buffer,
-//! and the normalisation is skipped (`infer_steps`).
+//! and the normalisation is skipped (`infer_steps`); and a convolution whose
+//! input is a ZeroPadding2D's output, read by nothing else, reads that layer's
+//! input and pads it itself, and the padding is skipped.
 //!
 //! Gradients: a layer writes dL/dx; where a value feeds several nodes, the
 //! first of them (in backward order) writes straight into the value's
@@ -62,14 +64,17 @@ pub(crate) struct Network {
     /// What each node does in a pass.
     steps: Vec<Step>,
     /// What each node does at inference, where convolutions apply the
-    /// BatchNormalization after them (`folds`) and those are skipped.
+    /// BatchNormalization after them (`folds`) and pad their own input
+    /// (`infer_inputs`), and those layers are skipped.
     infer_steps: Vec<Step>,
     /// folds[k]: the node whose inference map node k applies.
     folds: Vec<Option<usize>>,
     /// The scale and shift of a folded map.
     affine: Vec<f32>,
-    /// Node k's input values.
+    /// Node k's input values, and at inference (where a convolution reads
+    /// the input of the ZeroPadding2D before it, which is skipped).
     inputs: Vec<Inputs>,
+    infer_inputs: Vec<Inputs>,
     /// Gradients of a value's second and later consumers, before they are added.
     sum_scratch: Vec<f32>,
     /// Per buffer, during backward: whether its gradient has been written yet.
@@ -92,6 +97,8 @@ pub(crate) struct Fusion {
     pub pools: Vec<Option<usize>>,
     pub aliases: Vec<bool>,
     pub folds: Vec<Option<usize>>,
+    /// unpadded[k]: the ZeroPadding2D node whose input convolution k reads at inference.
+    pub unpadded: Vec<Option<usize>>,
 }
 
 impl Network {
@@ -126,10 +133,18 @@ impl Network {
                 infer_steps[j] = Step::Skip;
             }
         }
+        // At inference a convolution reads the input of the padding before it, which is skipped.
+        let inputs: Vec<Inputs> = nodes.iter().map(|n| n.inputs.clone()).collect();
+        let mut infer_inputs = inputs.clone();
+        for (k, pad) in fusion.unpadded.iter().enumerate() {
+            if let (Some(p), Step::Run { .. }) = (*pad, steps[k]) {
+                infer_inputs[k] = inputs[p].clone();
+                infer_steps[p] = Step::Skip;
+            }
+        }
         let folds = fusion.folds.clone();
         let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
         let grads = vec![0.0; params.len()];
-        let inputs: Vec<Inputs> = nodes.iter().map(|n| n.inputs.clone()).collect();
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
         let (acts, deltas) = (vec![Vec::new(); values], vec![Vec::new(); slot_lens.len()]);
@@ -153,6 +168,7 @@ impl Network {
             folds,
             affine: vec![0.0; 2 * affine_len],
             inputs,
+            infer_inputs,
             sum_scratch: Vec::new(),
             written: vec![false; values],
         }
@@ -242,8 +258,11 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, storage, inputs, affine, folds, .. } = self;
-        let steps = if mode == Mode::Infer { &self.infer_steps } else { &self.steps };
+        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, .. } = self;
+        let (steps, inputs) = match mode {
+            Mode::Infer => (&self.infer_steps, &self.infer_inputs),
+            Mode::Train => (&self.steps, &self.inputs),
+        };
         for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
             // Inputs are stored at lower buffer indices than outputs.
