@@ -395,10 +395,9 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
         model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
         model
     };
-    let n = 20;
-    let len = 24 * 30 * 3;
+    let (n, len) = (20, 24 * 30 * 3);
     let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 24, 30, 3], values.clone()).unwrap();
+    let x = Tensor::from_vec(&[n, 24, 30, 3], values).unwrap();
     let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
     // Training moves the moving statistics away from (0, 1) and gamma, beta from (1, 0).
     let options = FitOptions { epochs: 2, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
@@ -412,16 +411,23 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
     separate.state_mut().unwrap().copy_from_slice(folded.state().unwrap());
     let state = folded.state().unwrap();
     assert!(state.iter().any(|v| (v - 1.0).abs() > 0.1 && v.abs() > 0.1), "the statistics did not move");
-    let (p, q) = (folded.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
+    predictions_agree(&mut folded, &mut separate, &x, &[24, 30, 3]);
+}
+
+/// `fused`'s predictions agree with `separate`'s (the same model run layer by
+/// layer), on the batch `x` and on samples 0 and 13 alone (batch 1): 3 outputs each.
+fn predictions_agree(fused: &mut Model, separate: &mut Model, x: &Tensor, sample: &[usize]) {
+    let (p, q) = (fused.predict(x).unwrap().to_f32_vec(), separate.predict(x).unwrap().to_f32_vec());
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
     for (i, (a, b)) in p.iter().zip(&q).enumerate() {
-        assert!(close(*a, *b), "value {i}: folded {a} vs layer by layer {b}");
+        assert!(close(*a, *b), "value {i}: fused {a} vs layer by layer {b}");
     }
+    let (values, len) = (x.to_f32_vec(), sample.iter().product::<usize>());
     for i in [0, 13] {
-        let one = Tensor::from_vec(&[1, 24, 30, 3], values[i * len..(i + 1) * len].to_vec()).unwrap();
-        let alone = folded.predict(&one).unwrap().to_f32_vec();
+        let one = Tensor::from_vec(&[&[1], sample].concat(), values[i * len..(i + 1) * len].to_vec()).unwrap();
+        let alone = fused.predict(&one).unwrap().to_f32_vec();
         for (a, b) in alone.iter().zip(&q[i * 3..(i + 1) * 3]) {
-            assert!(close(*a, *b), "sample {i} alone: folded {a} vs layer by layer {b}");
+            assert!(close(*a, *b), "sample {i} alone: fused {a} vs layer by layer {b}");
         }
     }
 }
@@ -460,23 +466,12 @@ fn convolutions_pad_their_own_input_in_place_of_a_zero_padding_at_inference() {
     };
     let (n, len) = (20, 17 * 15 * 3);
     let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 17, 15, 3], values.clone()).unwrap();
+    let x = Tensor::from_vec(&[n, 17, 15, 3], values).unwrap();
     let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
     let options = FitOptions { epochs: 1, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut absorbed, mut separate) = (make(true), make(false));
     absorbed.fit(&x, &y, &options).unwrap();
     separate.params_mut().unwrap().copy_from_slice(absorbed.params().unwrap());
     separate.state_mut().unwrap().copy_from_slice(absorbed.state().unwrap());
-    let (p, q) = (absorbed.predict(&x).unwrap().to_f32_vec(), separate.predict(&x).unwrap().to_f32_vec());
-    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
-    for (i, (a, b)) in p.iter().zip(&q).enumerate() {
-        assert!(close(*a, *b), "value {i}: padded by the convolution {a} vs layer by layer {b}");
-    }
-    for i in [0, 13] {
-        let one = Tensor::from_vec(&[1, 17, 15, 3], values[i * len..(i + 1) * len].to_vec()).unwrap();
-        let alone = absorbed.predict(&one).unwrap().to_f32_vec();
-        for (a, b) in alone.iter().zip(&q[i * 3..(i + 1) * 3]) {
-            assert!(close(*a, *b), "sample {i} alone: {a} vs layer by layer {b}");
-        }
-    }
+    predictions_agree(&mut absorbed, &mut separate, &x, &[17, 15, 3]);
 }

@@ -248,11 +248,9 @@ impl Layer for Conv2D {
 
     fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
         let g = self.geometry();
-        self.unpadded = pad.and_then(|(rows, columns)| {
-            let (h, pt) = absorb_padding((g.h, g.pt, g.oh, g.kh, g.sh, g.dh), rows)?;
-            let (w, pl) = absorb_padding((g.w, g.pl, g.ow, g.kw, g.sw, g.dw), columns)?;
-            Some(Window { h, w, pt, pl, ..g })
-        });
+        let axes = [(g.h, g.pt, g.oh, g.kh, g.sh, g.dh), (g.w, g.pl, g.ow, g.kw, g.sw, g.dw)];
+        self.unpadded =
+            pad.and_then(|pad| absorb_padding(axes, pad)).map(|[(h, pt), (w, pl)]| Window { h, w, pt, pl, ..g });
         self.unpadded.is_some()
     }
 

@@ -192,11 +192,9 @@ impl Layer for DepthwiseConv2D {
     // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
         let g = self.geometry();
-        self.unpadded = pad.and_then(|(rows, columns)| {
-            let (h, pt) = absorb_padding((g.h, g.pt, g.oh, g.kh, g.sh, g.dh), rows)?;
-            let (w, pl) = absorb_padding((g.w, g.pl, g.ow, g.kw, g.sw, g.dw), columns)?;
-            Some(Depthwise { h, w, pt, pl, ..g })
-        });
+        let axes = [(g.h, g.pt, g.oh, g.kh, g.sh, g.dh), (g.w, g.pl, g.ow, g.kw, g.sw, g.dw)];
+        self.unpadded =
+            pad.and_then(|pad| absorb_padding(axes, pad)).map(|[(h, pt), (w, pl)]| Depthwise { h, w, pt, pl, ..g });
         self.unpadded.is_some()
     }
 

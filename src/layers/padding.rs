@@ -48,20 +48,22 @@ impl FromStr for Padding {
     }
 }
 
-/// Zero rows or columns `(before, after)` added by a ZeroPadding2D, taken
-/// into a window along one axis whose input they padded: `(input, padding
-/// before, outputs, kernel, stride, dilation)` of the window over the padded
-/// input -> `(input, padding before)` over the unpadded one, the same outputs.
-/// None where a window would then lie wholly in padding (or the input vanishes).
-pub(crate) fn absorb_padding(
-    (input, before, outputs, kernel, stride, dilation): (usize, usize, usize, usize, usize, usize),
-    (pad_before, pad_after): (usize, usize),
-) -> Option<(usize, usize)> {
-    let input = input.checked_sub(pad_before + pad_after).filter(|&i| i > 0)?;
-    let before = before + pad_before;
-    let span = (kernel - 1) * dilation + 1;
-    let after = ((outputs - 1) * stride + span).saturating_sub(input + before);
-    (before < span && after < span).then_some((input, before))
+/// One axis of a window: (input, padding before, outputs, kernel, stride, dilation).
+pub(crate) type Axis = (usize, usize, usize, usize, usize, usize);
+
+/// The padding `((top, bottom), (left, right))` of a ZeroPadding2D taken into
+/// the window (rows and columns) over its output: per axis, (input, padding
+/// before) over the unpadded input, the same outputs. None where a window
+/// would then lie wholly in padding (or the input vanishes).
+pub(crate) fn absorb_padding(axes: [Axis; 2], pad: ((usize, usize), (usize, usize))) -> Option<[(usize, usize); 2]> {
+    let axis = |(input, before, outputs, kernel, stride, dilation): Axis, (pad_before, pad_after): (usize, usize)| {
+        let input = input.checked_sub(pad_before + pad_after).filter(|&i| i > 0)?;
+        let before = before + pad_before;
+        let span = (kernel - 1) * dilation + 1;
+        let after = ((outputs - 1) * stride + span).saturating_sub(input + before);
+        (before < span && after < span).then_some((input, before))
+    };
+    Some([axis(axes[0], pad.0)?, axis(axes[1], pad.1)?])
 }
 
 /// The window geometry for an (H,W,C) input, or a message saying why it does not fit.
