@@ -189,7 +189,6 @@ impl Layer for DepthwiseConv2D {
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }
 
-    // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
         let g = self.geometry();
         let axes = [(g.h, g.pt, g.oh, g.kh, g.sh, g.dh), (g.w, g.pl, g.ow, g.kw, g.sw, g.dw)];
@@ -198,6 +197,7 @@ impl Layer for DepthwiseConv2D {
         self.unpadded.is_some()
     }
 
+    // x: (N,H,W,C) -> y: (N,OH,OW,C*M);  y = act(depthwise(x, W) + b)
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         let op = self.op(params, mode);
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
