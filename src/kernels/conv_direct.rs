@@ -171,8 +171,9 @@ mod avx2 {
 
     /// [`super::conv_forward`] with the 32 output channels of a block in four
     /// AVX registers per pixel, two neighbouring pixels at a time where both
-    /// windows lie inside the input (8 independent FMA chains, shared weight
-    /// loads). Callers check the CPU has AVX2 and FMA and the slice sizes.
+    /// windows lie inside the input across (8 independent FMA chains, shared
+    /// weight loads), the others one by one ([`pixel`]). Callers check the
+    /// CPU has AVX2 and FMA and the slice sizes.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn conv_forward(
         g: &Window,
@@ -204,6 +205,11 @@ mod avx2 {
                     let (_, lo1, hi1) = kx_range(ox + 1);
                     kx_lo == 0 && kx_hi == g.kw && lo1 == 0 && hi1 == g.kw
                 };
+                if !pair {
+                    pixel(g, x, wp, f, relu, oy, ox, &mut y[ox * f..][..f]);
+                    ox += 1;
+                    continue;
+                }
                 let inside = pair && ky == (0, g.kh) && k <= MAX_TAPS;
                 for fb in (0..f).step_by(BLOCK) {
                     let nb = (f - fb).min(BLOCK);
@@ -216,17 +222,14 @@ mod avx2 {
                         let [a, b] = unsafe { interior::<2>(x, corners, offsets, &wp[fb..], fp) };
                         store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
                         store(b, &bias[fb..], relu, &mut y[(ox + 1) * f + fb..][..nb]);
-                    } else if pair {
+                    } else {
                         let ix1 = ix0 + g.sw as isize;
                         let [a, b] = taps::<2>(g, x, wp, fp, fb, iy0, ky, [ix0, ix1], (0, g.kw));
                         store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
                         store(b, &bias[fb..], relu, &mut y[(ox + 1) * f + fb..][..nb]);
-                    } else {
-                        let [a] = taps::<1>(g, x, wp, fp, fb, iy0, ky, [ix0], (kx_lo, kx_hi));
-                        store(a, &bias[fb..], relu, &mut y[ox * f + fb..][..nb]);
                     }
                 }
-                ox += if pair { 2 } else { 1 };
+                ox += 2;
             }
         }
     }
@@ -567,7 +570,7 @@ mod avx512 {
                 let first = start.min(ox_hi - RUN);
                 let corners: [usize; RUN] =
                     std::array::from_fn(|p| (iy0 as usize * g.w + (first + p) * g.sw - g.pl) * g.c);
-                assert!(corners[RUN - 1] + offsets[k - 1] < x.len() && (k - 1) * fp + fp <= wp.len());
+                assert!(corners[RUN - 1] + offsets[k - 1] < x.len() && k * fp <= wp.len());
                 for fb in (0..f).step_by(BLOCK) {
                     let nb = (f - fb).min(BLOCK);
                     let out = |p: usize| (first + p) * f + fb;
