@@ -133,6 +133,7 @@ fn conv_stride1(c: &mut Criterion) {
     use keel::kernels::conv_wide::Wide;
     use keel::kernels::im2col::{col2im_add, im2col};
     use keel::kernels::matmul::{MatRef, matmul};
+    use keel::kernels::winograd::Winograd;
     const TASK: usize = 16;
     let mut group = c.benchmark_group("conv2d 3x3 stride 1, 16 samples, 1 thread");
     for (side, ch) in [(32, 16), (16, 32), (8, 64)] {
@@ -179,6 +180,15 @@ fn conv_stride1(c: &mut Criterion) {
                 wide.pad(&x, &mut xp);
                 wide.forward(&xp, &w, f, 0..wide.rows(TASK), &mut wide_out);
                 wide.compact(&wide_out, f, Some(&bias), &mut y);
+            })
+        });
+        let wino = Winograd::of(&wide, f).expect("3x3, even sides, channels in 16s");
+        let (mut u, mut wino_scratch) = (vec![0.0; wino.kernel_len()], vec![0.0; wino.scratch_len()]);
+        group.bench_function(format!("forward {shape}, winograd"), |b| {
+            b.iter(|| {
+                wide.pad(&x, &mut xp);
+                wino.transform_kernel(&w, &mut u);
+                wino.forward(&xp, &u, TASK, Some(&bias), &mut wino_scratch, &mut y);
             })
         });
         group.bench_function(format!("weight gradient {shape}, unfolding"), |b| {

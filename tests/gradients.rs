@@ -168,6 +168,14 @@ fn conv2d_stride_one_through_the_padded_layout() {
         let conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(Activation::Tanh);
         check_layer(conv, &shape, 2, x, 130 + i as u64);
     }
+    // A whole task of 16 samples with 32 channels and filters: Winograd's tiles
+    // forward and for the input gradient where the CPU has AVX-512, on even and
+    // odd output sides.
+    for (i, (shape, padding)) in [([4, 4, 32], Padding::Same), ([3, 3, 32], Padding::Valid)].into_iter().enumerate() {
+        let x = uniform(&mut stream(14, i as u64), 16 * shape.iter().product::<usize>(), -1.0, 1.0);
+        let conv = Conv2D::new(32, (3, 3)).padding(padding).activation(Activation::Tanh);
+        check_layer(conv, &shape, 16, x, 140 + i as u64);
+    }
 }
 
 #[test]

@@ -64,6 +64,16 @@ impl Wide {
         if s == 0 { 0 } else { (s - 1) * self.hp * self.wp + (self.g.oh - 1) * self.wp + self.g.ow }
     }
 
+    /// Pixels per padded row (W + Z).
+    pub fn row_pixels(&self) -> usize {
+        self.wp
+    }
+
+    /// The padded pixel where the window of output (`oy`, `ox`) of sample `s` starts.
+    pub fn pixel(&self, s: usize, oy: usize, ox: usize) -> usize {
+        s * self.hp * self.wp + oy * self.wp + ox
+    }
+
     /// The wide row of output position `p` (OY * OW + OX) of the first sample.
     pub fn row_of(&self, p: usize) -> usize {
         p / self.g.ow * self.wp + p % self.g.ow

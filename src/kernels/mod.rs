@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod narrow;
 pub mod pool;
 pub mod resample;
+pub mod winograd;
 
 /// `acc += part` elementwise: the ordered reduction of per-task partial sums.
 #[inline]
@@ -107,6 +108,12 @@ impl Window {
     /// Output positions per sample: OH*OW.
     pub fn positions(&self) -> usize {
         self.oh * self.ow
+    }
+
+    /// A 1x1 window over `rows` positions of `c` values: the matrix product of
+    /// a (rows, C) matrix with a (C, F) kernel, as a convolution.
+    pub fn rows(rows: usize, c: usize) -> Window {
+        Window { h: rows, w: 1, c, kh: 1, kw: 1, sh: 1, sw: 1, dh: 1, dw: 1, pt: 0, pl: 0, oh: rows, ow: 1 }
     }
 }
 

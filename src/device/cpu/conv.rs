@@ -13,6 +13,7 @@ use crate::kernels::depthwise::{self, Depthwise};
 use crate::kernels::im2col::{col2im_add, im2col, im2col_positions};
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
+use crate::kernels::winograd::Winograd;
 use crate::kernels::{Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -76,6 +77,9 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl 
     }
 }
 
+/// Fewest input channels and filters for Winograd's tiles.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
 /// Most outputs computed per real one for the padded layout to be used.
 const MAX_WIDE_OVERHEAD: f64 = 1.16;
 
@@ -124,8 +128,15 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         _ => 0,
     };
     let cols_len = if unfolded_blocks { g.positions() * g.patch_len() } else { 0 };
+    // Whole samples at a time run the padded layout through Winograd's tiles where that applies.
+    let whole_samples = n >= SAMPLES_PER_TASK || op.pool.is_some();
+    let winograd = ConvKernel::choose_winograd(&g, f, false).filter(|_| whole_samples);
+    let prepared_len = winograd.map_or(padded_len(op), |w| w.kernel_len());
     let ([_, _, wp, padded, cols, blocks], argmax) =
-        ws.with_indices([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
+        ws.with_indices([0, 0, prepared_len, padded_sample, cols_len, blocks_len], n * pooled_len);
+    if let Some(w) = &winograd {
+        w.transform_kernel(op.kernel, wp);
+    }
     if direct {
         conv_direct::pad_filters(op.kernel, op.affine.map_or(op.bias, |a| Some(a.shift)), f, wp);
         if let Some(a) = op.affine {
@@ -136,7 +147,8 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             }
         }
     }
-    let conv = ConvKernel::new(op, direct, wide, wp);
+    let wp = &*wp;
+    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, wp)), wp);
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
@@ -259,11 +271,22 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let k = g.patch_len();
     let tasks = task_count(n);
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
-    let ([dw_parts, db_parts, wp], argmax) =
-        ws.with_indices([tasks * k * f, tasks * f, padded_len(op)], n * pooled_len);
+    let direct = padded_len(op) > 0;
+    let wide = ConvKernel::choose_wide(op, direct);
+    // The input gradient through Winograd's tiles: the transposed convolution's,
+    // with the kernel turned, then transformed.
+    let winograd = ConvKernel::choose_winograd(&g, f, true).filter(|_| dx.is_some());
+    let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
+    let ([dw_parts, db_parts, wp, turned], argmax) =
+        ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
+    if let (Some(w), Some(layout)) = (&winograd, Wide::of(&g)) {
+        let (turned, u) = turned.split_at_mut(k * f);
+        layout.turn_kernel(op.kernel, f, turned);
+        w.transform_kernel(turned, u);
+    }
     let (wp, argmax) = (&*wp, &*argmax);
-    let direct = !wp.is_empty();
-    let conv = ConvKernel::new(op, direct, ConvKernel::choose_wide(op, direct), wp);
+    let u = &turned[turned_len.min(k * f)..];
+    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -482,12 +505,39 @@ struct ConvKernel<'a> {
     /// Kernel (K, F) and, for the direct path, the same padded to register blocks.
     w: &'a [f32],
     wp: &'a [f32],
+    /// Winograd's tiles for this call's stride-1 convolution (the forward
+    /// pass's, or in a backward pass the input gradient's transposed one), and
+    /// the kernel transformed for them.
+    winograd: Option<(Winograd, &'a [f32])>,
 }
 
 impl<'a> ConvKernel<'a> {
-    /// `wide`: what [`ConvKernel::choose_wide`] chose for `op`.
-    fn new(op: &ConvOp<'a>, direct: bool, wide: Option<Wide>, wp: &'a [f32]) -> Self {
-        ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp }
+    /// `wide`: what [`ConvKernel::choose_wide`] chose for `op`; `winograd`: what
+    /// [`ConvKernel::choose_winograd`] chose for the pass, and its transformed kernel.
+    fn new(
+        op: &ConvOp<'a>,
+        direct: bool,
+        wide: Option<Wide>,
+        winograd: Option<(Winograd, &'a [f32])>,
+        wp: &'a [f32],
+    ) -> Self {
+        ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp, winograd }
+    }
+
+    /// Winograd's tiles for the convolution `g` with `f` filters (or, for
+    /// the input gradient, its transpose), where they beat the padded
+    /// layout's products and unfolding (`cargo bench -- "stride 1"`): 32 or
+    /// more input channels and filters, with the register-blocked kernel for
+    /// the tiles' products (blocks of up to 64 filters: it runs wherever it
+    /// runs 16). With 16 channels the transforms cost more than the 2.25x
+    /// fewer multiply-adds save. Tiles cover only real outputs, so small
+    /// images, where the padded layout computes too many dropped outputs,
+    /// take them too.
+    fn choose_winograd(g: &Window, f: usize, input_grad: bool) -> Option<Winograd> {
+        let wide = Wide::of(g)?;
+        let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
+        let enough = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS && Wide::blocked(16);
+        Winograd::of(&wide, out).filter(|_| enough)
     }
 
     /// The padded layout, where it beats unfolding (`cargo bench -- "stride 1"`).
@@ -515,6 +565,9 @@ impl<'a> ConvKernel<'a> {
     /// (and, with filters not in blocks of 32, for its gradients through the padded layout).
     fn cols_len(&self, s: usize, input_grad: bool) -> usize {
         let (g, f) = (&self.g, self.f);
+        // Winograd's padded input and scratch (its own convolution's: the
+        // forward pass's, or in a backward pass the transposed one's).
+        let tiles = self.winograd.map_or(0, |(w, _)| w.padded_len(s) + w.scratch_len());
         if let Some(wide) = &self.wide {
             if wide.pointwise() {
                 return 0;
@@ -522,9 +575,10 @@ impl<'a> ConvKernel<'a> {
             let through = wide.padded_len(s) + wide.rows(s) * f;
             let t = wide.transposed(f);
             let back = if input_grad { t.padded_len(s) + t.rows(s) * g.c + g.patch_len() * f } else { 0 };
-            return through.max(back);
+            return through.max(back).max(tiles);
         }
-        if self.direct && !input_grad { 0 } else { s * g.positions() * g.patch_len() }
+        let unfolded = if self.direct && !input_grad { 0 } else { s * g.positions() * g.patch_len() };
+        unfolded.max(tiles)
     }
 
     /// Scratch values the forward pass needs for `s` samples: unfolded, a band
@@ -542,7 +596,7 @@ impl<'a> ConvKernel<'a> {
     /// None where the patches of the task's samples are unfolded together.
     fn unfold_positions(&self) -> Option<usize> {
         let (p, k) = (self.g.positions(), self.g.patch_len());
-        let unfolded = self.wide.is_none() && !self.direct;
+        let unfolded = self.wide.is_none() && !self.direct && self.winograd.is_none();
         (unfolded && p * k > UNFOLD_VALUES).then(|| (UNFOLD_VALUES / k).max(POSITIONS_PER_TASK))
     }
 
@@ -566,6 +620,12 @@ impl<'a> ConvKernel<'a> {
             return;
         }
         let s = x.len() / in_len;
+        if let Some((winograd, u)) = &self.winograd {
+            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(s));
+            winograd.pad(x, xp);
+            winograd.forward(xp, u, s, fin.bias_inside(), scratch, y);
+            return fin.apply_after_bias(y, f);
+        }
         if let Some(wide) = self.wide.filter(Wide::pointwise) {
             wide.forward(x, self.w, f, 0..s * p, y);
         } else if let Some(wide) = &self.wide {
@@ -639,6 +699,12 @@ impl<'a> ConvKernel<'a> {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         let s = dx.len() / in_len;
+        if let Some((winograd, u)) = &self.winograd {
+            // The forward pass of the transposed convolution, with the kernel turned.
+            let (dzp, scratch) = dcols.split_at_mut(winograd.padded_len(s));
+            winograd.pad(dz, dzp);
+            return winograd.forward(dzp, u, s, None, scratch, dx);
+        }
         if self.wide.is_some_and(|w| w.pointwise()) {
             return matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dx, false);
         }
