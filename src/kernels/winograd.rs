@@ -25,6 +25,7 @@
 use super::Window;
 use super::conv_wide::Wide;
 use multiversion::multiversion;
+use std::ops::Range;
 
 /// Positions per transformed tile (4x4).
 const POSITIONS: usize = 16;
@@ -80,7 +81,7 @@ impl Winograd {
     }
 
     /// Tiles of `s` samples.
-    fn tiles(&self, s: usize) -> usize {
+    pub fn tiles(&self, s: usize) -> usize {
         let g = &self.wide.g;
         s * g.oh.div_ceil(2) * g.ow.div_ceil(2)
     }
@@ -121,27 +122,46 @@ impl Winograd {
     // xp: the padded layout of `s` samples; u: transform_kernel's (16,C,F) ->
     // y: (s,OH,OW,F) = conv(x, kernel) (+ bias). `scratch`: scratch_len() values.
     pub fn forward(&self, xp: &[f32], u: &[f32], s: usize, bias: Option<&[f32]>, scratch: &mut [f32], y: &mut [f32]) {
-        let (g, f) = (&self.wide.g, self.f);
+        self.forward_filters(xp, u, s, 0..self.f, bias, scratch, y)
+    }
+
+    // [`Winograd::forward`] of the output channels `filters` (multiples of 16) only:
+    // y (s,OH,OW,filters.len()), bias: all F values (or none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_filters(
+        &self,
+        xp: &[f32],
+        u: &[f32],
+        s: usize,
+        filters: Range<usize>,
+        bias: Option<&[f32]>,
+        scratch: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let (g, f, ld) = (&self.wide.g, self.f, filters.len());
         let (c, tiles) = (g.c, self.tiles(s));
-        assert!(u.len() >= self.kernel_len() && y.len() >= s * g.oh * g.ow * f, "output too short");
+        assert!(filters.end <= f && filters.start.is_multiple_of(LANES) && ld.is_multiple_of(LANES), "filter block");
+        assert!(u.len() >= self.kernel_len() && y.len() >= s * g.oh * g.ow * ld, "output too short");
         assert!(scratch.len() >= self.scratch_len(), "scratch too short");
         assert!(xp.len() >= self.padded_len(s), "padded input too short");
+        let bias = bias.map(|b| &b[filters.start..filters.end]);
         let (v, m) = scratch[..self.scratch_len()].split_at_mut(POSITIONS * self.block * c);
         for first in (0..tiles).step_by(self.block) {
             let t = self.block.min(tiles - first);
-            let (v, m) = (&mut v[..POSITIONS * t * c], &mut m[..POSITIONS * t * f]);
+            let (v, m) = (&mut v[..POSITIONS * t * c], &mut m[..POSITIONS * t * ld]);
             input_tiles(&self.wide, xp, first, t, v);
-            // One product per position: m[p] (t, F) = v[p] (t, C) . u[p] (C, F),
+            // One product per position: m[p] (t, FB) = v[p] (t, C) . u[p] (C, FB),
             // in blocks of filters, each block's (16, t, FB) together.
             let products = Wide::of(&Window::rows(t, c)).expect("a 1x1 window");
-            for f0 in (0..f).step_by(FILTER_BLOCK) {
-                let fb = FILTER_BLOCK.min(f - f0);
-                let mb = &mut m[POSITIONS * t * f0..][..POSITIONS * t * fb];
+            for f0 in filters.clone().step_by(FILTER_BLOCK) {
+                let fb = FILTER_BLOCK.min(filters.end - f0);
+                let column = f0 - filters.start;
+                let mb = &mut m[POSITIONS * t * column..][..POSITIONS * t * fb];
                 for (p, mp) in mb.chunks_exact_mut(t * fb).enumerate() {
                     let (vp, up) = (&v[p * t * c..][..t * c], &u[p * c * f..][..c * f]);
                     products.forward_filters(vp, up, f, f0..f0 + fb, 0..t, mp);
                 }
-                output_tiles(&self.wide, mb, first, t, f0, fb, f, bias, y);
+                output_tiles(&self.wide, mb, first, t, column, fb, ld, bias, y);
             }
         }
     }

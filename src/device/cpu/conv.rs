@@ -77,8 +77,11 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl 
     }
 }
 
-/// Fewest input channels and filters for Winograd's tiles.
-const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Input channels and filters for Winograd's tiles.
+const WINOGRAD_CHANNELS: std::ops::RangeInclusive<usize> = 32..=256;
+
+/// Fewest tiles per call for Winograd's tiles.
+const WINOGRAD_MIN_TILES: usize = 128;
 
 /// Most outputs computed per real one for the padded layout to be used.
 const MAX_WIDE_OVERHEAD: f64 = 1.16;
@@ -112,9 +115,14 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let direct = padded_len(op) > 0;
     let wide = ConvKernel::choose_wide(op, direct);
+    let winograd = ConvKernel::choose_winograd(&g, f, n, false);
+    // Batches below one task through Winograd's tiles: a sample at a time, its
+    // output channels split into blocks.
+    let winograd_blocks = n < SAMPLES_PER_TASK && op.pool.is_none() && winograd.is_some();
     // A padded sample for batches below one task (stride 1).
-    let padded_sample = match wide {
-        Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
+    let padded_sample = match (wide, winograd) {
+        (_, Some(w)) if winograd_blocks => w.padded_len(1),
+        (Some(wide), _) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
         _ => 0,
     };
     // Unfolded by channel blocks: batch-1 inference with too few positions to split.
@@ -123,14 +131,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     };
     // Output channel blocks of one sample, when batch-1 inference splits by channels.
     let blocks_len = match wide {
+        _ if winograd_blocks || unfolded_blocks => g.positions() * f,
         Some(wide) if n < SAMPLES_PER_TASK && !direct => wide.band(0, g.oh).len() * f,
-        _ if unfolded_blocks => g.positions() * f,
         _ => 0,
     };
     let cols_len = if unfolded_blocks { g.positions() * g.patch_len() } else { 0 };
-    // Whole samples at a time run the padded layout through Winograd's tiles where that applies.
-    let whole_samples = n >= SAMPLES_PER_TASK || op.pool.is_some();
-    let winograd = ConvKernel::choose_winograd(&g, f, false).filter(|_| whole_samples);
     let prepared_len = winograd.map_or(padded_len(op), |w| w.kernel_len());
     let ([_, _, wp, padded, cols, blocks], argmax) =
         ws.with_indices([0, 0, prepared_len, padded_sample, cols_len, blocks_len], n * pooled_len);
@@ -152,6 +157,24 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
+        if let (true, Some(w)) = (winograd_blocks, &winograd) {
+            // Each task transforms the whole sample, and computes its block of output channels.
+            let p = g.positions();
+            let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(FILTER_BLOCK);
+            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+                w.pad(xs, padded);
+                let xp = &*padded;
+                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
+                    let filters = b * block..b * block + yb.len() / p;
+                    with_scratch(w.scratch_len(), |scratch| {
+                        w.forward_filters(xp, wp, 1, filters, fin.bias_inside(), scratch, yb);
+                    });
+                });
+                gather_blocks(blocks, p, block, f, |r| r, ys);
+                fin.apply_after_bias(ys, f);
+            }
+            return;
+        }
         if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, wide) {
             // One task's worth of samples, at stride 1: split each sample's output
             // rows into bands, or, when there are too few rows for every thread,
@@ -275,7 +298,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let wide = ConvKernel::choose_wide(op, direct);
     // The input gradient through Winograd's tiles: the transposed convolution's,
     // with the kernel turned, then transformed.
-    let winograd = ConvKernel::choose_winograd(&g, f, true).filter(|_| dx.is_some());
+    let winograd = ConvKernel::choose_winograd(&g, f, n, true).filter(|_| dx.is_some());
     let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
     let ([dw_parts, db_parts, wp, turned], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
@@ -525,19 +548,23 @@ impl<'a> ConvKernel<'a> {
     }
 
     /// Winograd's tiles for the convolution `g` with `f` filters (or, for
-    /// the input gradient, its transpose), where they beat the padded
-    /// layout's products and unfolding (`cargo bench -- "stride 1"`): 32 or
-    /// more input channels and filters, with the register-blocked kernel for
-    /// the tiles' products (blocks of up to 64 filters: it runs wherever it
-    /// runs 16). With 16 channels the transforms cost more than the 2.25x
-    /// fewer multiply-adds save. Tiles cover only real outputs, so small
+    /// the input gradient, its transpose) over `n` samples, where they beat
+    /// the padded layout's products and unfolding (`cargo bench -- "stride
+    /// 1"`, and per layer on ResNet-50): 32 to 256 input channels and
+    /// filters, with the register-blocked kernel for the tiles' products
+    /// (blocks of up to 64 filters: it runs wherever it runs 16). With 16
+    /// channels the transforms cost more than the 2.25x fewer multiply-adds
+    /// save; with 512, or with few tiles per call (ResNet-50's 14x14 stage at
+    /// batch 1), reading and writing the transformed kernel (16 values per
+    /// weight, once per call) does. Tiles cover only real outputs, so small
     /// images, where the padded layout computes too many dropped outputs,
     /// take them too.
-    fn choose_winograd(g: &Window, f: usize, input_grad: bool) -> Option<Winograd> {
+    fn choose_winograd(g: &Window, f: usize, n: usize, input_grad: bool) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
-        let enough = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS && Wide::blocked(16);
-        Winograd::of(&wide, out).filter(|_| enough)
+        let channels = WINOGRAD_CHANNELS.contains(&wide.g.c) && WINOGRAD_CHANNELS.contains(&out);
+        let winograd = Winograd::of(&wide, out)?;
+        (channels && winograd.tiles(n) >= WINOGRAD_MIN_TILES && Wide::blocked(16)).then_some(winograd)
     }
 
     /// The padded layout, where it beats unfolding (`cargo bench -- "stride 1"`).
