@@ -128,7 +128,9 @@ fn conv(c: &mut Criterion) {
 
 /// ResNet-20's 3x3 stride-1 'same' convolutions, one task of 16 samples on one
 /// thread (as the device runs them): unfolding (im2col + one matrix product,
-/// the reference path) against the padded layout ([`Wide`]: KH products).
+/// the reference path) against the padded layout ([`Wide`]: KH products) and
+/// Winograd's F(2x2, 3x3) tiles over it (forward and weight gradient, the
+/// kernel's transform included).
 fn conv_stride1(c: &mut Criterion) {
     use keel::kernels::conv_wide::Wide;
     use keel::kernels::im2col::{col2im_add, im2col};
@@ -189,6 +191,15 @@ fn conv_stride1(c: &mut Criterion) {
                 wide.pad(&x, &mut xp);
                 wino.transform_kernel(&w, &mut u);
                 wino.forward(&xp, &u, TASK, Some(&bias), &mut wino_scratch, &mut y);
+            })
+        });
+        group.bench_function(format!("weight gradient {shape}, winograd"), |b| {
+            b.iter(|| {
+                wino.pad(&x, &mut xp);
+                u.fill(0.0);
+                wino.weight_grad(&xp, &dz, TASK, &mut wino_scratch, &mut u);
+                dw.fill(0.0);
+                wino.kernel_grad(&u, &mut dw);
             })
         });
         group.bench_function(format!("weight gradient {shape}, unfolding"), |b| {

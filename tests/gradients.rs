@@ -170,8 +170,8 @@ fn conv2d_stride_one_through_the_padded_layout() {
     }
 }
 
-/// A task of 16 samples with 32 to 256 channels and filters runs through
-/// Winograd's tiles, forward and for the input gradient (where the CPU has
+/// A task of 16 samples with 16 to 256 channels and filters runs through
+/// Winograd's tiles, forward and for both gradients (where the CPU has
 /// AVX-512): the same outputs and gradients, to rounding, as the samples run
 /// one at a time (too few tiles for them: the padded layout's products, whose
 /// backward passes are checked against finite differences above). Even and

@@ -7,20 +7,25 @@
 //! M = V . U over the channels; the 2x2 outputs are A^T M A. A tile costs
 //! 16 multiply-adds per (channel, filter) pair where the direct sum costs 36
 //! (2.25x fewer), plus the transforms, which cost a few additions per value.
+//! The weight gradient runs the same steps backwards: the output gradient's
+//! tiles are turned into 16 values per filter (A dY A^T), one product per
+//! position gathers V^T . that over the tiles, and G^T (.) G turns the sums
+//! into the kernel's gradient.
 //!
 //! The patches are read from the padded layout, whose windows start at
 //! `Wide::pixel`: the same reads as the padded layout's products, and the
 //! same zeros. Where an output side is odd, the last tile of each row (or
-//! column) has one output too many, which is not stored; its patch reaches one
-//! pixel further, into the next row, the next sample or [`Winograd::padded_len`]'s
-//! tail. Those values, whatever they are, reach only that output: in
-//! F(2, 3) the fourth input enters only the fourth transformed value, and
-//! that only the second output. The matrix products run through `Wide`'s pointwise products
-//! (the register-blocked kernel where it applies), a block of tiles at a
-//! time, so that a block's transformed values stay in cache between the
-//! three steps. The reference is the unfolding path, which the tests
-//! compare against (the sums are taken in another order: the results agree
-//! to rounding, not bit for bit).
+//! column) has one output too many, which is not stored (and whose gradient
+//! is zero); its patch reaches one pixel further, into the next row, the next
+//! sample or [`Winograd::padded_len`]'s tail (zeros). Those values reach only
+//! that output: in F(2, 3) the fourth input enters only the fourth
+//! transformed value, and that only the second output.
+//!
+//! The matrix products run through `Wide`'s pointwise products (the
+//! register-blocked kernels where they apply), a block of tiles at a time, so
+//! that a block's transformed values stay in cache between the steps. The
+//! reference is the unfolding path, which the tests compare against (the sums
+//! are taken in another order: the results agree to rounding, not bit for bit).
 
 use super::Window;
 use super::conv_wide::Wide;
@@ -59,7 +64,10 @@ impl Winograd {
         let g = &wide.g;
         let applies =
             (g.kh, g.kw) == (3, 3) && g.c.is_multiple_of(LANES) && f.is_multiple_of(LANES) && g.c > 0 && f > 0;
-        let block = (BLOCK_VALUES / (POSITIONS * (g.c + f))).max(MIN_BLOCK);
+        // An odd count: the 16 matrices of a block then start in different
+        // cache sets (a power-of-two stride between them would make each
+        // tile's 16 stores and loads collide in the same few).
+        let block = (BLOCK_VALUES / (POSITIONS * (g.c + f))).max(MIN_BLOCK) | 1;
         applies.then_some(Winograd { wide: *wide, f, block })
     }
 
@@ -75,9 +83,12 @@ impl Winograd {
         self.wide.padded_len(s).max((self.wide.pixel(last, oy, ox) + 3 * wp + 4) * self.wide.g.c)
     }
 
-    /// x: (s,H,W,C) -> xp: the padded layout (the first `self.padded_len(s)` values).
+    /// x: (s,H,W,C) -> xp: the padded layout and zeros in its tail (`padded_len(s)` values).
+    /// (The weight gradient multiplies the tail by zeros, which only finite values keep zero.)
     pub fn pad(&self, x: &[f32], xp: &mut [f32]) {
-        self.wide.pad(x, xp)
+        let s = x.len() / (self.wide.g.h * self.wide.g.w * self.wide.g.c);
+        self.wide.pad(x, xp);
+        xp[self.wide.padded_len(s)..self.padded_len(s)].fill(0.0);
     }
 
     /// Tiles of `s` samples.
@@ -162,6 +173,110 @@ impl Winograd {
                     products.forward_filters(vp, up, f, f0..f0 + fb, 0..t, mp);
                 }
                 output_tiles(&self.wide, mb, first, t, column, fb, ld, bias, y);
+            }
+        }
+    }
+
+    // xp: pad()'s layout of `s` samples, dz: (s,OH,OW,F) -> du (16,C,F) +=
+    //   sum over tiles of v[p] (t, C)^T . dm[p] (t, F), dm = A dz A^T (the
+    //   tile's 2x2 output gradient turned into 16 values, zeros for outputs
+    //   past an odd side). `scratch`: scratch_len() values.
+    pub fn weight_grad(&self, xp: &[f32], dz: &[f32], s: usize, scratch: &mut [f32], du: &mut [f32]) {
+        let (g, f) = (&self.wide.g, self.f);
+        let (c, tiles) = (g.c, self.tiles(s));
+        assert!(dz.len() >= s * g.oh * g.ow * f && du.len() >= self.kernel_len(), "output gradient too short");
+        assert!(scratch.len() >= self.scratch_len() && xp.len() >= self.padded_len(s), "scratch too short");
+        let (v, m) = scratch[..self.scratch_len()].split_at_mut(POSITIONS * self.block * c);
+        for first in (0..tiles).step_by(self.block) {
+            let t = self.block.min(tiles - first);
+            let (v, m) = (&mut v[..POSITIONS * t * c], &mut m[..POSITIONS * t * f]);
+            input_tiles(&self.wide, xp, first, t, v);
+            gradient_tiles(&self.wide, dz, first, t, f, m);
+            let products = Wide::of(&Window::rows(t, c)).expect("a 1x1 window");
+            for p in 0..POSITIONS {
+                let (vp, mp) = (&v[p * t * c..][..t * c], &m[p * t * f..][..t * f]);
+                products.weight_grad(vp, mp, f, 1, &mut du[p * c * f..][..c * f]);
+            }
+        }
+    }
+
+    /// du (16,C,F) -> dw (3,3,C,F) += G^T du G: the kernel's gradient from
+    /// the transformed kernel's (the transpose of [`Winograd::transform_kernel`]).
+    pub fn kernel_grad(&self, du: &[f32], dw: &mut [f32]) {
+        let cf = self.wide.g.c * self.f;
+        assert!(du.len() >= POSITIONS * cf && dw.len() >= 9 * cf, "kernel gradient too short");
+        for i in 0..cf {
+            let d = |r: usize, q: usize| du[(r * 4 + q) * cf + i];
+            // Columns: G^T du (3x4, by its columns q), then rows: (G^T du) G (3x3).
+            let columns: [[f32; 3]; 4] = std::array::from_fn(|q| {
+                let (d0, d1, d2, d3) = (d(0, q), d(1, q), d(2, q), d(3, q));
+                [d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3]
+            });
+            for a in 0..3 {
+                let [h0, h1, h2, h3] = [columns[0][a], columns[1][a], columns[2][a], columns[3][a]];
+                let row = [h0 + 0.5 * (h1 + h2), 0.5 * (h1 - h2), 0.5 * (h1 + h2) + h3];
+                for (b, v) in row.into_iter().enumerate() {
+                    dw[(a * 3 + b) * cf + i] += v;
+                }
+            }
+        }
+    }
+}
+
+// dz (s,OH,OW,F) -> m: (16, t, F), tiles first..first + t:
+//   m[:, tile, j] = A dz A^T, dz = the tile's 2x2 outputs of filter j (zeros past an odd side),
+//   A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+fn gradient_tiles(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
+    let g = &wide.g;
+    let (s, ..) = tile(g, first + t - 1);
+    assert!(dz.len() >= (s + 1) * g.oh * g.ow * f && m.len() >= POSITIONS * t * f, "output gradient too short");
+    assert!(f.is_multiple_of(LANES), "filters in 16s");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+        return unsafe { avx512::gradient_tiles(wide, dz, first, t, f, m) };
+    }
+    gradient_tiles_reference(wide, dz, first, t, f, m)
+}
+
+/// [`gradient_tiles`] in plain code: the reference of the SIMD path.
+#[multiversion(targets = "simd")]
+fn gradient_tiles_reference(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
+    let g = &wide.g;
+    for i in 0..t {
+        let (s, oy, ox) = tile(g, first + i);
+        for j0 in (0..f).step_by(LANES) {
+            // The tile's outputs, zeros past the last row and column.
+            let mut d = [[0.0f32; LANES]; 4];
+            for (k, d) in d.iter_mut().enumerate() {
+                let (y, x) = (oy + k / 2, ox + k % 2);
+                if y < g.oh && x < g.ow {
+                    d.copy_from_slice(&dz[((s * g.oh + y) * g.ow + x) * f + j0..][..LANES]);
+                }
+            }
+            // Columns (A d: 4x2), then rows (. A^T: 4x4).
+            let mut ad = [[0.0f32; LANES]; 8];
+            for q in 0..2 {
+                for l in 0..LANES {
+                    let (d0, d1) = (d[q][l], d[2 + q][l]);
+                    ad[q][l] = d0;
+                    ad[2 + q][l] = d0 + d1;
+                    ad[4 + q][l] = d0 - d1;
+                    ad[6 + q][l] = 0.0 - d1;
+                }
+            }
+            for r in 0..4 {
+                let mut out = [[0.0f32; LANES]; 4];
+                for l in 0..LANES {
+                    let (a0, a1) = (ad[2 * r][l], ad[2 * r + 1][l]);
+                    out[0][l] = a0;
+                    out[1][l] = a0 + a1;
+                    out[2][l] = a0 - a1;
+                    out[3][l] = 0.0 - a1;
+                }
+                for (q, o) in out.iter().enumerate() {
+                    m[((4 * r + q) * t + i) * f + j0..][..LANES].copy_from_slice(o);
+                }
             }
         }
     }
@@ -357,6 +472,46 @@ mod avx512 {
         }
     }
 
+    // gradient_tiles_reference's operations in the same order, 16 filters per register.
+    // Safety: AVX-512F, and the lengths the caller checked.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gradient_tiles(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
+        let g = &wide.g;
+        let (dp, out) = (dz.as_ptr(), m.as_mut_ptr());
+        for i in 0..t {
+            let (s, oy, ox) = tile(g, first + i);
+            for j0 in (0..f).step_by(LANES) {
+                // SAFETY: in bounds by the caller's checks (outputs past the sides are not read).
+                unsafe {
+                    let d: [__m512; 4] = std::array::from_fn(|k| {
+                        let (y, x) = (oy + k / 2, ox + k % 2);
+                        if y < g.oh && x < g.ow {
+                            _mm512_loadu_ps(dp.add(((s * g.oh + y) * g.ow + x) * f + j0))
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    });
+                    let zero = _mm512_setzero_ps();
+                    let mut ad = [zero; 8];
+                    for q in 0..2 {
+                        let (d0, d1) = (d[q], d[2 + q]);
+                        ad[q] = d0;
+                        ad[2 + q] = _mm512_add_ps(d0, d1);
+                        ad[4 + q] = _mm512_sub_ps(d0, d1);
+                        ad[6 + q] = _mm512_sub_ps(zero, d1);
+                    }
+                    for r in 0..4 {
+                        let (a0, a1) = (ad[2 * r], ad[2 * r + 1]);
+                        let row = [a0, _mm512_add_ps(a0, a1), _mm512_sub_ps(a0, a1), _mm512_sub_ps(zero, a1)];
+                        for (q, o) in row.into_iter().enumerate() {
+                            _mm512_storeu_ps(out.add(((4 * r + q) * t + i) * f + j0), o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     // output_tiles_reference's operations in the same order, 16 filters per register.
     // Safety: AVX-512F, and the lengths the caller checked.
     #[allow(clippy::too_many_arguments)]
@@ -459,6 +614,38 @@ mod tests {
         }
     }
 
+    // The weight gradient against the unfolding reference (im2col^T . dz),
+    // on even and odd output sides; the tail past an odd side starts as NaN,
+    // which pad() must clear.
+    #[test]
+    fn winograd_weight_gradient_matches_the_unfolding_reference() {
+        for (h, w, c, f, same, s) in [(8, 8, 32, 32, true, 3), (7, 9, 16, 48, true, 2), (9, 9, 32, 64, false, 2)] {
+            let (pt, oh, ow) = if same { (1, h, w) } else { (0, h - 2, w - 2) };
+            let g = Window { h, w, c, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt, pl: pt, oh, ow };
+            let wide = Wide::of(&g).expect("stride 1");
+            let wino = Winograd::of(&wide, f).expect("applies");
+            let (x, dz) = (values(s * h * w * c, 8), values(s * oh * ow * f, 9));
+            let mut xp = vec![f32::NAN; wino.padded_len(s)];
+            wino.pad(&x, &mut xp);
+            let (mut du, mut scratch) = (vec![0.0; wino.kernel_len()], vec![0.0; wino.scratch_len()]);
+            wino.weight_grad(&xp, &dz, s, &mut scratch, &mut du);
+            let mut dw = vec![1.0; 9 * c * f];
+            wino.kernel_grad(&du, &mut dw);
+
+            let (p, k) = (g.positions(), g.patch_len());
+            let mut cols = vec![0.0; p * k];
+            let mut want = vec![1.0; k * f];
+            for (xs, dzs) in x.chunks_exact(h * w * c).zip(dz.chunks_exact(p * f)) {
+                im2col(&g, xs, &mut cols);
+                matmul(MatRef::new(&cols, p, k).t(), MatRef::new(dzs, p, f), &mut want, true);
+            }
+            let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in dw.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * scale, "{h}x{w}x{c}->{f} at {i}: {a} vs {b}");
+            }
+        }
+    }
+
     // The SIMD transforms against their plain references, bit for bit (the
     // same additions in the same order), over odd sides and partial blocks.
     #[test]
@@ -485,6 +672,13 @@ mod tests {
             unsafe { avx512::output_tiles(&wide, &m, first, t, 16, 32, f, Some(&bias), &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
             assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
+
+            let dz = values(s * 7 * 9 * f, 8);
+            let (mut want, mut got) = (vec![0.0; POSITIONS * t * f], vec![1.0; POSITIONS * t * f]);
+            gradient_tiles_reference(&wide, &dz, first, t, f, &mut want);
+            // SAFETY: as above.
+            unsafe { avx512::gradient_tiles(&wide, &dz, first, t, f, &mut got) };
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "gradient transform");
         }
     }
 

@@ -78,7 +78,7 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl 
 }
 
 /// Input channels and filters for Winograd's tiles.
-const WINOGRAD_CHANNELS: std::ops::RangeInclusive<usize> = 32..=256;
+const WINOGRAD_CHANNELS: std::ops::RangeInclusive<usize> = 16..=256;
 
 /// Fewest tiles per call for Winograd's tiles.
 const WINOGRAD_MIN_TILES: usize = 128;
@@ -309,7 +309,10 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     }
     let (wp, argmax) = (&*wp, &*argmax);
     let u = &turned[turned_len.min(k * f)..];
-    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
+    let mut conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
+    // The weight gradient through the forward pass's tiles (their products
+    // through the register-blocked kernel: up to 64 filters).
+    conv.weight_tiles = ConvKernel::choose_winograd(&g, f, n, false).filter(|_| Wide::blocked(f));
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -360,16 +363,27 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                         }
                         return;
                     }
-                    with_scratch(conv_len + conv.cols_len(1, dxt.is_some()), |buf| {
-                        let (dz, cols) = buf.split_at_mut(conv_len);
+                    // With the weight gradient through tiles, the transformed
+                    // kernel's gradient gathers the task's samples, turned into dw once.
+                    let du_len = conv.weight_tiles.map_or(0, |w| w.kernel_len());
+                    with_scratch(conv_len + du_len + conv.cols_len(1, dxt.is_some()), |buf| {
+                        let (dz, rest) = buf.split_at_mut(conv_len);
+                        let (du, cols) = rest.split_at_mut(du_len);
+                        du.fill(0.0);
                         for (s, xs) in xt.chunks_exact(in_len).enumerate() {
                             let sample = s * pooled_len..(s + 1) * pooled_len;
                             max_pool_backward_through(act, &dyt[sample.clone()], &yt[sample.clone()], &at[sample], dz);
                             add_rows(dz, f, db);
-                            conv.weight_grad(xs, dz, dw, cols);
+                            match &conv.weight_tiles {
+                                Some(w) => conv.tile_weight_grad(w, xs, dz, du, cols),
+                                None => conv.weight_grad(xs, dz, dw, cols),
+                            }
                             if let Some(dxt) = dxt.as_deref_mut() {
                                 conv.input_grad(dz, &mut dxt[s * in_len..][..in_len], cols);
                             }
+                        }
+                        if let Some(w) = &conv.weight_tiles {
+                            w.kernel_grad(du, dw);
                         }
                     });
                 });
@@ -532,6 +546,8 @@ struct ConvKernel<'a> {
     /// pass's, or in a backward pass the input gradient's transposed one), and
     /// the kernel transformed for them.
     winograd: Option<(Winograd, &'a [f32])>,
+    /// Winograd's tiles for the weight gradient (a backward pass's).
+    weight_tiles: Option<Winograd>,
 }
 
 impl<'a> ConvKernel<'a> {
@@ -544,19 +560,19 @@ impl<'a> ConvKernel<'a> {
         winograd: Option<(Winograd, &'a [f32])>,
         wp: &'a [f32],
     ) -> Self {
-        ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp, winograd }
+        ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp, winograd, weight_tiles: None }
     }
 
     /// Winograd's tiles for the convolution `g` with `f` filters (or, for
     /// the input gradient, its transpose) over `n` samples, where they beat
     /// the padded layout's products and unfolding (`cargo bench -- "stride
-    /// 1"`, and per layer on ResNet-50): 32 to 256 input channels and
+    /// 1"`, and per layer on ResNet-50): 16 to 256 input channels and
     /// filters, with the register-blocked kernel for the tiles' products
-    /// (blocks of up to 64 filters: it runs wherever it runs 16). With 16
-    /// channels the transforms cost more than the 2.25x fewer multiply-adds
-    /// save; with 512, or with few tiles per call (ResNet-50's 14x14 stage at
+    /// (blocks of up to 64 filters: it runs wherever it runs 16). With 512
+    /// channels, or with few tiles per call (ResNet-50's 14x14 stage at
     /// batch 1), reading and writing the transformed kernel (16 values per
-    /// weight, once per call) does. Tiles cover only real outputs, so small
+    /// weight, once per call) costs more than the 2.25x fewer multiply-adds
+    /// save. Tiles cover only real outputs, so small
     /// images, where the padded layout computes too many dropped outputs,
     /// take them too.
     fn choose_winograd(g: &Window, f: usize, n: usize, input_grad: bool) -> Option<Winograd> {
@@ -595,6 +611,8 @@ impl<'a> ConvKernel<'a> {
         // Winograd's padded input and scratch (its own convolution's: the
         // forward pass's, or in a backward pass the transposed one's).
         let tiles = self.winograd.map_or(0, |(w, _)| w.padded_len(s) + w.scratch_len());
+        let weight_tiles = self.weight_tiles.map_or(0, |w| w.padded_len(s) + w.kernel_len() + w.scratch_len());
+        let tiles = tiles.max(weight_tiles);
         if let Some(wide) = &self.wide {
             if wide.pointwise() {
                 return 0;
@@ -700,6 +718,13 @@ impl<'a> ConvKernel<'a> {
     fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], cols: &mut [f32]) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
+        if let Some(w) = &self.weight_tiles {
+            // dw += G^T du G, du: the transformed kernel's gradient.
+            let (du, cols) = cols.split_at_mut(w.kernel_len());
+            du.fill(0.0);
+            self.tile_weight_grad(w, x, dz, du, cols);
+            return w.kernel_grad(du, dw);
+        }
         if self.direct && self.wide.is_none() {
             for (xs, dzs) in x.chunks_exact(in_len).zip(dz.chunks_exact(p * f)) {
                 conv_direct::conv_weight_grad(g, xs, dzs, f, dw);
@@ -719,6 +744,15 @@ impl<'a> ConvKernel<'a> {
             im2col(g, xs, cs);
         }
         matmul(MatRef::new(&cols[..s * p * k], s * p, k).t(), MatRef::new(dz, s * p, f), dw, true);
+    }
+
+    // du (16,C,F) += the transformed kernel's gradient from x (s,H,W,C) and dz (s,OH,OW,F),
+    // through Winograd's tiles `w` (the weight gradient's).
+    fn tile_weight_grad(&self, w: &Winograd, x: &[f32], dz: &[f32], du: &mut [f32], cols: &mut [f32]) {
+        let s = x.len() / (self.g.h * self.g.w * self.g.c);
+        let (xp, scratch) = cols.split_at_mut(w.padded_len(s));
+        w.pad(x, xp);
+        w.weight_grad(xp, dz, s, scratch, du);
     }
 
     // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T)
