@@ -77,8 +77,8 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl 
     }
 }
 
-/// Input channels and filters for Winograd's tiles.
-const WINOGRAD_CHANNELS: std::ops::RangeInclusive<usize> = 16..=256;
+/// Fewest input channels and filters for Winograd's tiles.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Fewest tiles per call for Winograd's tiles.
 const WINOGRAD_MIN_TILES: usize = 128;
@@ -566,19 +566,18 @@ impl<'a> ConvKernel<'a> {
     /// Winograd's tiles for the convolution `g` with `f` filters (or, for
     /// the input gradient, its transpose) over `n` samples, where they beat
     /// the padded layout's products and unfolding (`cargo bench -- "stride
-    /// 1"`, and per layer on ResNet-50): 16 to 256 input channels and
-    /// filters, with the register-blocked kernel for the tiles' products
-    /// (blocks of up to 64 filters: it runs wherever it runs 16). With 512
-    /// channels, or with few tiles per call (ResNet-50's 14x14 stage at
-    /// batch 1), reading and writing the transformed kernel (16 values per
-    /// weight, once per call) costs more than the 2.25x fewer multiply-adds
-    /// save. Tiles cover only real outputs, so small
+    /// 1"`, and on ResNet-50): 16 or more input channels and filters, with
+    /// the register-blocked kernel for the tiles' products (blocks of up to
+    /// 64 filters: it runs wherever it runs 16), and 128 tiles or more per
+    /// call: with fewer (ResNet-50's 14x14 and 7x7 stages at batch 1),
+    /// writing and reading the transformed kernel (16 values per weight,
+    /// once per call) costs more than the 2.25x fewer multiply-adds save. Tiles cover only real outputs, so small
     /// images, where the padded layout computes too many dropped outputs,
     /// take them too.
     fn choose_winograd(g: &Window, f: usize, n: usize, input_grad: bool) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
-        let channels = WINOGRAD_CHANNELS.contains(&wide.g.c) && WINOGRAD_CHANNELS.contains(&out);
+        let channels = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS;
         let winograd = Winograd::of(&wide, out)?;
         (channels && winograd.tiles(n) >= WINOGRAD_MIN_TILES && Wide::blocked(16)).then_some(winograd)
     }
