@@ -194,10 +194,8 @@ pub struct ProductOp<'a> {
 /// Per-channel sums over a batch that BatchNormalization needs, in f64.
 #[derive(Clone, Copy, Debug)]
 pub enum ChannelSums<'a> {
-    /// sums[ch] = sum x.
-    Values,
-    /// sums[ch] = sum (x - mean)^2.
-    SquaredDeviations { mean: &'a [f32] },
+    /// sums[ch] = sum x, sums[c + ch] = sum x^2.
+    Moments,
     /// sums[ch] = sum dy, sums[c + ch] = sum dy * (x - mean) * inv_std.
     Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32] },
 }

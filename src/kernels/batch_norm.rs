@@ -4,23 +4,16 @@
 
 use multiversion::multiversion;
 
-/// sums[ch] += sum over rows of x[row, ch].
+/// sums[ch] += sum over rows of x[row, ch] and sums[c + ch] += sum of x[row, ch]^2:
+/// the batch's mean and variance in one pass (var = E[x^2] - mean^2, in f64).
 #[multiversion(targets = "simd")]
-pub fn add_channel_sums(x: &[f32], c: usize, sums: &mut [f64]) {
+pub fn add_moments(x: &[f32], c: usize, sums: &mut [f64]) {
+    let (values, squares) = sums[..2 * c].split_at_mut(c);
     for row in x.chunks_exact(c) {
-        for (s, &v) in sums.iter_mut().zip(row) {
-            *s += v as f64;
-        }
-    }
-}
-
-/// sums[ch] += sum over rows of (x[row, ch] - mean[ch])^2.
-#[multiversion(targets = "simd")]
-pub fn add_squared_deviations(x: &[f32], mean: &[f32], sums: &mut [f64]) {
-    for row in x.chunks_exact(mean.len()) {
-        for ((s, &v), &m) in sums.iter_mut().zip(row).zip(mean) {
-            let d = (v - m) as f64;
-            *s += d * d;
+        for ((s, q), &v) in values.iter_mut().zip(squares.iter_mut()).zip(row) {
+            let v = v as f64;
+            *s += v;
+            *q += v * v;
         }
     }
 }

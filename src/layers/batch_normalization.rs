@@ -219,7 +219,7 @@ impl Layer for BatchNormalization {
         for v in [&mut self.mean, &mut self.inv_std, &mut self.a, &mut self.b, &mut self.k1, &mut self.k2] {
             v.resize(c, 0.0);
         }
-        self.sums.resize(2 * c, 0.0);
+        self.sums.resize(2 * c + 1, 0.0);
         self.own_state = [vec![0.0; c], vec![1.0; c]].concat();
         Ok(input.to_vec())
     }
@@ -271,21 +271,16 @@ impl Layer for BatchNormalization {
         self.batch_statistics = mode == Mode::Train && self.trainable;
         if self.batch_statistics {
             let (device, len, sample_len) = (device::current(), n * self.sample_len, self.sample_len);
-            device.channel_sums(ChannelSums::Values, x, c, sample_len, len, &mut self.sums, &mut self.ws);
-            // sums = [per-channel sums, rows], over every rank of a group.
-            self.sums[c] = (len / c) as f64;
-            self.sum_over_group(c + 1);
-            self.rows = self.sums[c].max(1.0);
-            let rows = self.rows;
-            for (m, s) in self.mean.iter_mut().zip(&self.sums) {
-                *m = (s / rows) as f32;
-            }
-            let what = ChannelSums::SquaredDeviations { mean: &self.mean };
-            device.channel_sums(what, x, c, sample_len, len, &mut self.sums, &mut self.ws);
-            self.sum_over_group(c);
-            let momentum = self.momentum;
+            device.channel_sums(ChannelSums::Moments, x, c, sample_len, len, &mut self.sums, &mut self.ws);
+            // sums = [per-channel sums, sums of squares, rows], over every rank of a group.
+            self.sums[2 * c] = (len / c) as f64;
+            self.sum_over_group(2 * c + 1);
+            self.rows = self.sums[2 * c].max(1.0);
+            let (rows, momentum) = (self.rows, self.momentum);
             for ch in 0..c {
-                let var = (self.sums[ch] / rows) as f32;
+                let mean = self.sums[ch] / rows;
+                self.mean[ch] = mean as f32;
+                let var = (self.sums[c + ch] / rows - mean * mean).max(0.0) as f32;
                 self.inv_std[ch] = 1.0 / (var + self.epsilon).sqrt();
                 moving_mean[ch] = moving_mean[ch] * momentum + self.mean[ch] * (1.0 - momentum);
                 moving_var[ch] = moving_var[ch] * momentum + var * (1.0 - momentum);

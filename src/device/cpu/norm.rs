@@ -17,17 +17,13 @@ pub fn channel_sums(
     sums: &mut [f64],
     ws: &mut Workspace,
 ) {
-    let width = match what {
-        ChannelSums::Gradients { .. } => 2 * c,
-        _ => c,
-    };
+    let width = 2 * c;
     let task = SAMPLES_PER_TASK * sample_len;
     let x = &x[..len];
     let parts = ws.f64s(len.div_ceil(task) * width);
     parts.fill(0.0);
     parts.par_chunks_mut(width).zip(x.par_chunks(task)).enumerate().for_each(|(t, (part, xt))| match what {
-        ChannelSums::Values => batch_norm::add_channel_sums(xt, c, part),
-        ChannelSums::SquaredDeviations { mean } => batch_norm::add_squared_deviations(xt, mean, part),
+        ChannelSums::Moments => batch_norm::add_moments(xt, c, part),
         ChannelSums::Gradients { dy, mean, inv_std } => {
             batch_norm::add_grad_sums(xt, &dy[t * task..][..xt.len()], mean, inv_std, part)
         }
