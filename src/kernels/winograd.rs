@@ -172,7 +172,7 @@ impl Winograd {
                     let (vp, up) = (&v[p * t * c..][..t * c], &u[p * c * f..][..c * f]);
                     products.forward_filters(vp, up, f, f0..f0 + fb, 0..t, mp);
                 }
-                output_tiles(&self.wide, mb, first, t, column, fb, ld, bias, y);
+                output_tiles(&self.wide, mb, first, t, Columns { f0: column, fb, f: ld, bias }, y);
             }
         }
     }
@@ -346,21 +346,20 @@ fn input_tiles_reference(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mu
     }
 }
 
-// m: (16, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles first..first + t:
-//   y[2x2 outputs of the tile] = A^T m[:, tile] A (+ bias),  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
-#[allow(clippy::too_many_arguments)]
-fn output_tiles(
-    wide: &Wide,
-    m: &[f32],
-    first: usize,
-    t: usize,
+/// The block of filters [`output_tiles`] writes: columns `f0..f0 + fb` of
+/// the output's `f` per position, plus `bias` (`f` values) if any.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
     f0: usize,
     fb: usize,
     f: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let g = &wide.g;
+    bias: Option<&'a [f32]>,
+}
+
+// m: (16, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles first..first + t:
+//   y[2x2 outputs of the tile] = A^T m[:, tile] A (+ bias),  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+fn output_tiles(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
+    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
     let (s, ..) = tile(g, first + t - 1);
     assert!(y.len() >= (s + 1) * g.oh * g.ow * f && f0 + fb <= f, "output too short");
     assert!(m.len() >= POSITIONS * t * fb && fb.is_multiple_of(LANES), "products too short");
@@ -368,26 +367,15 @@ fn output_tiles(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
-        return unsafe { avx512::output_tiles(wide, m, first, t, f0, fb, f, bias, y) };
+        return unsafe { avx512::output_tiles(wide, m, first, t, cols, y) };
     }
-    output_tiles_reference(wide, m, first, t, f0, fb, f, bias, y)
+    output_tiles_reference(wide, m, first, t, cols, y)
 }
 
 /// [`output_tiles`] in plain code: the reference of the SIMD path.
-#[allow(clippy::too_many_arguments)]
 #[multiversion(targets = "simd")]
-fn output_tiles_reference(
-    wide: &Wide,
-    m: &[f32],
-    first: usize,
-    t: usize,
-    f0: usize,
-    fb: usize,
-    f: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let g = &wide.g;
+fn output_tiles_reference(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
+    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
     for i in 0..t {
         let (s, oy, ox) = tile(g, first + i);
         for j0 in (0..fb).step_by(LANES) {
@@ -429,7 +417,7 @@ fn output_tiles_reference(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{LANES, POSITIONS, tile};
+    use super::{Columns, LANES, POSITIONS, tile};
     use crate::kernels::conv_wide::Wide;
     use std::arch::x86_64::*;
 
@@ -514,20 +502,9 @@ mod avx512 {
 
     // output_tiles_reference's operations in the same order, 16 filters per register.
     // Safety: AVX-512F, and the lengths the caller checked.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn output_tiles(
-        wide: &Wide,
-        m: &[f32],
-        first: usize,
-        t: usize,
-        f0: usize,
-        fb: usize,
-        f: usize,
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-    ) {
-        let g = &wide.g;
+    pub unsafe fn output_tiles(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
+        let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
         let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
         for i in 0..t {
             let (s, oy, ox) = tile(g, first + i);
@@ -667,9 +644,10 @@ mod tests {
 
             let (m, bias) = (values(POSITIONS * t * 32, 6), values(f, 7));
             let (mut want, mut got) = (vec![0.0; s * 7 * 9 * f], vec![0.0; s * 7 * 9 * f]);
-            output_tiles_reference(&wide, &m, first, t, 16, 32, f, Some(&bias), &mut want);
+            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias) };
+            output_tiles_reference(&wide, &m, first, t, cols, &mut want);
             // SAFETY: as above.
-            unsafe { avx512::output_tiles(&wide, &m, first, t, 16, 32, f, Some(&bias), &mut got) };
+            unsafe { avx512::output_tiles(&wide, &m, first, t, cols, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
             assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
 

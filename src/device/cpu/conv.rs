@@ -1,7 +1,8 @@
 //! Convolutions over tasks of samples: Conv2D (direct kernels for few input
-//! channels; else, at stride 1, matrix products over a padded copy of the
-//! input, and im2col + one matrix product otherwise; optionally with the max
-//! pooling after it fused in) and DepthwiseConv2D.
+//! channels; else, at stride 1, Winograd's tiles for 3x3 windows or matrix
+//! products over a padded copy of the input, and im2col + one matrix product
+//! otherwise; optionally with the max pooling after it fused in) and
+//! DepthwiseConv2D.
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
@@ -532,8 +533,9 @@ fn grouped_backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
 }
 
 /// The convolution of one layer over whole samples, by the direct kernels
-/// (few input channels), by matrix products over a padded copy of the input
-/// (stride 1: [`Wide`]), or by unfolding patches and a matrix product.
+/// (few input channels), by Winograd's tiles (3x3, stride 1: [`Winograd`]),
+/// by matrix products over a padded copy of the input (stride 1: [`Wide`]),
+/// or by unfolding patches and a matrix product.
 struct ConvKernel<'a> {
     g: Window,
     f: usize,
@@ -571,9 +573,9 @@ impl<'a> ConvKernel<'a> {
     /// 64 filters: it runs wherever it runs 16), and 128 tiles or more per
     /// call: with fewer (ResNet-50's 14x14 and 7x7 stages at batch 1),
     /// writing and reading the transformed kernel (16 values per weight,
-    /// once per call) costs more than the 2.25x fewer multiply-adds save. Tiles cover only real outputs, so small
-    /// images, where the padded layout computes too many dropped outputs,
-    /// take them too.
+    /// once per call) costs more than the 2.25x fewer multiply-adds save.
+    /// Tiles cover only real outputs, so small images, where the padded
+    /// layout computes too many dropped outputs, take them too.
     fn choose_winograd(g: &Window, f: usize, n: usize, input_grad: bool) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
