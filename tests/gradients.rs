@@ -472,6 +472,82 @@ fn batch_normalization_with_batch_statistics_and_frozen() {
     check_layer(frozen, &[2, 2, 3], 3, x, 303);
 }
 
+/// A BatchNormalization with a ReLU (or ReLU6) fused in, which takes the
+/// activation's gradient from the recomputed normalisation rather than from
+/// its output, gives bit for bit the outputs and gradients of the two layers
+/// run separately (each checked against finite differences above): on few
+/// channels, and on more than one run of the gate's 64 (80).
+#[test]
+fn batch_normalization_with_a_fused_relu_matches_separate_layers() {
+    for (i, act) in [Activation::Relu, Activation::Relu6, Activation::Sigmoid].into_iter().enumerate() {
+        for (shape, n) in [([4, 3, 5], 3), ([2, 2, 80], 5)] {
+            let (mut fused, mut bn, mut relu) =
+                (BatchNormalization::new(), BatchNormalization::new(), ActivationLayer::new(act));
+            assert!(fused.fuse_activation(Some(act)));
+            fused.build(&shape).unwrap();
+            bn.build(&shape).unwrap();
+            relu.build(&shape).unwrap();
+            for layer in [&mut fused as &mut dyn Layer, &mut bn, &mut relu] {
+                layer.allocate(n);
+            }
+            let len = n * shape.iter().product::<usize>();
+            let mut rng = stream(310 + i as u64, shape[2] as u64);
+            // gamma and beta of both signs, and inputs spread so that about
+            // half the values pass ReLU and some are cut at 6.
+            let params = uniform(&mut rng, bn.param_count(), -4.0, 4.0);
+            let x = uniform(&mut rng, len, -3.0, 3.0);
+            let dy = uniform(&mut rng, len, -1.0, 1.0);
+
+            let (mut z, mut y) = (vec![0.0; len], vec![0.0; len]);
+            bn.forward(&params, &x, &mut z, n, Mode::Train);
+            relu.forward(&[], &z, &mut y, n, Mode::Train);
+            let (mut dz, mut dx, mut grads) = (vec![0.0; len], vec![0.0; len], vec![0.0; params.len()]);
+            relu.backward(Backward {
+                params: &[],
+                x: &z,
+                y: &y,
+                dy: &mut dy.clone(),
+                dx: Some(&mut dz),
+                grads: &mut [],
+                n,
+            });
+            bn.backward(Backward {
+                params: &params,
+                x: &x,
+                y: &z,
+                dy: &mut dz,
+                dx: Some(&mut dx),
+                grads: &mut grads,
+                n,
+            });
+
+            let mut fused_y = vec![0.0; len];
+            fused.forward(&params, &x, &mut fused_y, n, Mode::Train);
+            let (mut fused_dx, mut fused_grads) = (vec![0.0; len], vec![0.0; params.len()]);
+            let (y_ref, dy_ref) = (&fused_y, &mut dy.clone());
+            let pass = Backward {
+                params: &params,
+                x: &x,
+                y: y_ref,
+                dy: dy_ref,
+                dx: Some(&mut fused_dx),
+                grads: &mut fused_grads,
+                n,
+            };
+            fused.backward(pass);
+            let what = format!("{act} on {shape:?}");
+            assert_eq!(fused_y, y, "{what}: outputs");
+            let cut = y.iter().filter(|&&v| v <= 0.0 || v >= 6.0).count();
+            assert!(
+                act == Activation::Sigmoid || cut > len / 8 && cut < len - len / 8,
+                "{what}: the data must cross the kinks ({cut} of {len} cut)"
+            );
+            assert_eq!(fused_grads, grads, "{what}: parameter gradients");
+            assert_eq!(fused_dx, dx, "{what}: input gradients");
+        }
+    }
+}
+
 #[test]
 fn batch_normalization_moving_statistics_follow_keras() {
     let (n, c) = (4, 2);

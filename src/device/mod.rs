@@ -21,7 +21,7 @@ pub use cpu::Cpu;
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
-use crate::kernels::batch_norm::InputGrad;
+use crate::kernels::batch_norm::{Gate, InputGrad};
 use crate::kernels::depthwise::Depthwise;
 use crate::kernels::resample::Tap;
 
@@ -196,8 +196,9 @@ pub struct ProductOp<'a> {
 pub enum ChannelSums<'a> {
     /// sums[ch] = sum x, sums[c + ch] = sum x^2.
     Moments,
-    /// sums[ch] = sum dy, sums[c + ch] = sum dy * (x - mean) * inv_std.
-    Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32] },
+    /// sums[ch] = sum dz, sums[c + ch] = sum dz * (x - mean) * inv_std, with
+    /// dz = dy through the fused activation's `gate` if any.
+    Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32], gate: Option<Gate<'a>> },
 }
 
 /// What the backward pass of an operation with weights reads and writes, for

@@ -4,7 +4,7 @@ use crate::device::{self, ChannelSums, Workspace};
 use crate::distributed::Communicator;
 use crate::error::Error;
 use crate::initializers::Initializer;
-use crate::kernels::batch_norm::InputGrad;
+use crate::kernels::batch_norm::{Gate, InputGrad};
 use std::sync::Arc;
 
 /// Batch normalisation over the last axis, as `keras.layers.BatchNormalization`
@@ -297,14 +297,14 @@ impl Layer for BatchNormalization {
     // dx = gamma * inv_std * dy with fixed ones.
     fn backward(&mut self, pass: Backward) {
         let Backward { x, y, dy, dx, grads, n, .. } = pass;
-        let c = self.c;
-        if self.act != Activation::Linear {
-            // y = act(z): the fused activation's gradient first, from the output.
-            let len = n * self.sample_len;
-            device::current().activation_backward(self.act, &y[..len], &mut dy[..len], c);
+        let (c, device, len) = (self.c, device::current(), n * self.sample_len);
+        // y = act(z), z = x * a + b: a ReLU's gradient is taken from z on the
+        // way (its gate); another activation's first, from the output, in place.
+        let gate = Gate::of(self.act, &self.a, &self.b);
+        if gate.is_none() && self.act != Activation::Linear {
+            device.activation_backward(self.act, &y[..len], &mut dy[..len], c);
         }
-        let (device, len) = (device::current(), n * self.sample_len);
-        let what = ChannelSums::Gradients { dy, mean: &self.mean, inv_std: &self.inv_std };
+        let what = ChannelSums::Gradients { dy, mean: &self.mean, inv_std: &self.inv_std, gate };
         device.channel_sums(what, x, c, self.sample_len, len, &mut self.sums, &mut self.ws);
         let (dbeta, dgamma) = self.sums.split_at(c);
         let mut offset = 0;
@@ -325,7 +325,8 @@ impl Layer for BatchNormalization {
             self.k1[ch] = (dbeta[ch] * batch) as f32;
             self.k2[ch] = (dgamma[ch] * batch) as f32;
         }
-        let grad = InputGrad { mean: &self.mean, inv_std: &self.inv_std, a: &self.a, k1: &self.k1, k2: &self.k2 };
+        let (mean, inv_std, a, k1, k2) = (&self.mean, &self.inv_std, &self.a, &self.k1, &self.k2);
+        let grad = InputGrad { mean, inv_std, a, k1, k2, gate: Gate::of(self.act, &self.a, &self.b) };
         device.batch_norm_input_grad(&grad, x, dy, dx, len);
     }
 }

@@ -65,8 +65,8 @@ pub fn rectifier_backward(f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], l
 pub fn scale_shift(x: &[f32], (a, b): (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize) {
     let chunk = rows_chunk(a.len());
     y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).for_each(|(y, x)| {
-        batch_norm::scale_shift(x, a, b, y);
-        if act != Activation::Linear {
+        batch_norm::scale_shift(x, a, b, act, y);
+        if !batch_norm::applies(act) {
             activation::forward(act, y, None, a.len());
         }
     });

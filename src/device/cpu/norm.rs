@@ -24,8 +24,8 @@ pub fn channel_sums(
     parts.fill(0.0);
     parts.par_chunks_mut(width).zip(x.par_chunks(task)).enumerate().for_each(|(t, (part, xt))| match what {
         ChannelSums::Moments => batch_norm::add_moments(xt, c, part),
-        ChannelSums::Gradients { dy, mean, inv_std } => {
-            batch_norm::add_grad_sums(xt, &dy[t * task..][..xt.len()], mean, inv_std, part)
+        ChannelSums::Gradients { dy, mean, inv_std, gate } => {
+            batch_norm::add_grad_sums(xt, &dy[t * task..][..xt.len()], mean, inv_std, gate, part)
         }
     });
     let total = &mut sums[..width];
