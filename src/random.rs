@@ -9,11 +9,23 @@ pub type Rng = rand_pcg::Pcg64Mcg;
 
 /// A generator for `stream` derived from `seed`.
 pub fn stream(seed: u64, stream: u64) -> Rng {
-    // splitmix64 of (seed, stream): nearby inputs give unrelated states.
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
+    Rng::seed_from_u64(stream_key(seed, stream))
+}
+
+/// The 64-bit key of `stream` under `seed`: nearby inputs give unrelated keys.
+fn stream_key(seed: u64, stream: u64) -> u64 {
+    mix(seed ^ stream.wrapping_mul(GOLDEN).wrapping_add(0xD1B5_4A32_D192_ED03))
+}
+
+/// The golden-ratio increment of splitmix64.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's output function (a bijection of u64 whose outputs look independent).
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    Rng::seed_from_u64(z ^ (z >> 31))
+    z ^ (z >> 31)
 }
 
 /// A generator for `stream` in epoch `epoch` (counted from 1 over the
@@ -51,27 +63,36 @@ impl BatchDraws {
     }
 
     /// Dropout masks, `per` values for each sample of the batch (`masks.len() / per`
-    /// samples): 0 with probability `rate`, else `keep`. Each 64-bit draw of a
-    /// sample's stream gives two values (24-bit uniforms, as `random::<f32>()`);
-    /// samples are drawn in parallel.
+    /// samples): 0 with probability `rate`, else `keep`. A sample's draws are
+    /// splitmix64's sequence from its stream's key (its k-th 64-bit draw is
+    /// mix(key + k * golden), so the draws are independent of each other and
+    /// vectorize); each gives two values (24-bit uniforms, as `random::<f32>()`).
+    /// Samples are drawn in parallel.
     pub fn fill_masks(&self, masks: &mut [f32], per: usize, rate: f32, keep: f32) {
-        use rand::RngCore as _;
         use rayon::prelude::*;
         // u / 2^24 < rate  <=>  u < ceil(rate * 2^24), for integers u.
         let below = (rate as f64 * (1u64 << 24) as f64).ceil() as u64;
-        let pick = |u: u64| if u < below { 0.0 } else { keep };
         masks.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, mask)| {
-            let mut rng = self.sample(i);
-            let mut pairs = mask.chunks_exact_mut(2);
-            for pair in &mut pairs {
-                let w = rng.next_u64();
-                pair[0] = pick((w >> 8) & 0xFF_FFFF);
-                pair[1] = pick(w >> 40);
-            }
-            if let [last] = pairs.into_remainder() {
-                *last = pick(rng.next_u64() >> 40);
-            }
+            let key = stream_key(self.key, self.first + i as u64);
+            fill_mask(mask, key, below, keep);
         });
+    }
+}
+
+/// One sample's dropout mask from its key (see [`BatchDraws::fill_masks`]).
+#[multiversion::multiversion(targets = "simd")]
+fn fill_mask(mask: &mut [f32], key: u64, below: u64, keep: f32) {
+    let pick = |u: u64| if u < below { 0.0 } else { keep };
+    let draw = |k: usize| mix(key.wrapping_add((k as u64 + 1).wrapping_mul(GOLDEN)));
+    let mut pairs = mask.chunks_exact_mut(2);
+    let tail = pairs.len();
+    for (k, pair) in (&mut pairs).enumerate() {
+        let w = draw(k);
+        pair[0] = pick((w >> 8) & 0xFF_FFFF);
+        pair[1] = pick(w >> 40);
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = pick(draw(tail) >> 40);
     }
 }
 
@@ -108,6 +129,15 @@ mod mask_tests {
             assert_eq!(alone, masks[3 * per..4 * per], "rate {rate}");
             if rate > 0.0 && per > 2 {
                 assert_ne!(masks[..per], masks[per..2 * per], "rate {rate}: samples draw independently");
+            }
+            // Neighbours (of one draw and of successive draws) are dropped independently.
+            for lag in [1, 2] {
+                let pairs = masks.len() - lag;
+                let both =
+                    (0..pairs).filter(|&i| masks[i] == 0.0 && masks[i + lag] == 0.0).count() as f32 / pairs as f32;
+                let p = rate * rate;
+                let spread = 4.0 * (p * (1.0 - p) / pairs as f32).sqrt() + 1e-6;
+                assert!((both - p).abs() <= spread, "rate {rate}, lag {lag}: both dropped {both}, expected {p}");
             }
         }
     }
