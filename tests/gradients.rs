@@ -178,10 +178,17 @@ fn conv2d_stride_one_through_the_padded_layout() {
 /// odd output sides, several filter blocks.
 #[test]
 fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
-    let cases = [([8, 8, 32], Padding::Same, 32), ([7, 9, 48], Padding::Same, 80), ([9, 9, 32], Padding::Valid, 48)];
-    for (i, (input, padding, filters)) in cases.into_iter().enumerate() {
+    // The last: 100 positions, so the forward pass finishes its outputs (the
+    // ReLU) in groups of 11 samples and a last group of 5.
+    let cases = [
+        ([8, 8, 32], Padding::Same, 32, Activation::Linear),
+        ([7, 9, 48], Padding::Same, 80, Activation::Linear),
+        ([9, 9, 32], Padding::Valid, 48, Activation::Linear),
+        ([10, 10, 16], Padding::Same, 16, Activation::Relu),
+    ];
+    for (i, (input, padding, filters, act)) in cases.into_iter().enumerate() {
         let (n, len) = (16, input.iter().product::<usize>());
-        let mut conv = Conv2D::new(filters, (3, 3)).padding(padding);
+        let mut conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(act);
         let out_len = conv.build(&input).unwrap().iter().product::<usize>();
         let mut rng = stream(15, i as u64);
         let params = uniform(&mut rng, conv.param_count(), -0.5, 0.5);

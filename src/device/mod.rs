@@ -317,6 +317,9 @@ pub trait Device: Send + Sync {
     /// x: (N,H,W,C) -> y: (N,OH,OW,C), the maximum of each window; argmax saved in `ws`.
     fn max_pool_forward(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
 
+    /// [`Device::max_pool_forward`] without recording the argmax (inference).
+    fn max_pool_values(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize);
+
     /// dx[argmax[i]] += dy[i], zero elsewhere.
     fn max_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut Workspace);
 

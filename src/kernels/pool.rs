@@ -44,6 +44,26 @@ pub fn max_pool_forward_scalar(g: &Window, x: &[f32], y: &mut [f32], argmax: &mu
     }
 }
 
+/// x: (H,W,C) -> y: (OH,OW,C): [`max_pool_forward`]'s maxima without their
+/// indices (inference, where nothing is differentiated), the window's rows
+/// and columns found once per output and its channels compared in vectors.
+#[multiversion(targets = "simd")]
+pub fn max_pool_values(g: &Window, x: &[f32], y: &mut [f32]) {
+    let c = g.c;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let yo = &mut y[(oy * g.ow + ox) * c..][..c];
+            yo.fill(f32::NEG_INFINITY);
+            for (iy, ix) in window_positions(g, oy, ox) {
+                for (m, &v) in yo.iter_mut().zip(&x[(iy * g.w + ix) * c..][..c]) {
+                    // Strictly greater, as the indexed kernels: a NaN never wins.
+                    *m = if v > *m { v } else { *m };
+                }
+            }
+        }
+    }
+}
+
 /// The input positions (row, column) of output (oy, ox)'s window, in order,
 /// leaving out those in the padding.
 fn window_positions(g: &Window, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
@@ -216,7 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn simd_and_scalar_pooling_agree_on_values_ties_and_padding() {
+    fn simd_scalar_and_unindexed_pooling_agree_on_values_ties_and_padding() {
         for (h, w, c, k, s, pt, pl, oh, ow) in
             [(6, 6, 16, 2, 2, 0, 0, 3, 3), (5, 7, 8, 3, 2, 1, 1, 3, 4), (4, 4, 8, 2, 1, 0, 0, 3, 3)]
         {
@@ -229,6 +249,9 @@ mod tests {
             max_pool_forward_scalar(&g, &x, &mut y2, &mut a2);
             assert_eq!(y1, y2);
             assert_eq!(a1, a2);
+            let mut y3 = vec![f32::NAN; oh * ow * c];
+            max_pool_values(&g, &x, &mut y3);
+            assert_eq!(y3, y1, "the maxima without their indices");
         }
     }
 }

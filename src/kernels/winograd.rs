@@ -91,6 +91,12 @@ impl Winograd {
         xp[self.wide.padded_len(s)..self.padded_len(s)].fill(0.0);
     }
 
+    /// Values per sample of the padded layout: sample i's padded input starts
+    /// i times this after sample 0's (and is a one-sample padded input itself).
+    pub fn sample_len(&self) -> usize {
+        self.wide.padded_len(1) - self.wide.padded_len(0)
+    }
+
     /// Tiles of `s` samples.
     pub fn tiles(&self, s: usize) -> usize {
         let g = &self.wide.g;

@@ -80,9 +80,12 @@ impl Layer for MaxPooling2D {
         self.window.geometry()
     }
 
-    // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window, argmax recorded
-    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().max_pool_forward(&self.geometry(), x, y, n, &mut self.ws);
+    // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window, argmax recorded (training)
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
+        match mode {
+            Mode::Infer => device::current().max_pool_values(&self.geometry(), x, y, n),
+            _ => device::current().max_pool_forward(&self.geometry(), x, y, n, &mut self.ws),
+        }
     }
 
     // Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]

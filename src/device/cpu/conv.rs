@@ -24,6 +24,10 @@ use std::ops::Range;
 /// split within its samples (so that batch-1 inference uses every thread).
 const POSITIONS_PER_TASK: usize = 256;
 
+/// Fewest output positions per group the forward pass finishes (activation,
+/// folded normalisation) while they are in cache.
+const FINISH_POSITIONS: usize = 1024;
+
 /// Output channels per task when batch-1 inference splits a convolution by channels.
 const FILTER_BLOCK: usize = 16;
 
@@ -666,14 +670,28 @@ impl<'a> ConvKernel<'a> {
             return;
         }
         let s = x.len() / in_len;
+        // The activation (and a folded normalisation) is applied a sample at a
+        // time, right after the sample's output is written, while it is in cache.
+        // The activation (and a folded normalisation) is applied to a group of
+        // samples right after their outputs are written, while they are in
+        // cache; a group has enough positions that the kernel is read once for many.
+        let group = FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1));
         if let Some((winograd, u)) = &self.winograd {
             let (xp, scratch) = cols.split_at_mut(winograd.padded_len(s));
             winograd.pad(x, xp);
-            winograd.forward(xp, u, s, fin.bias_inside(), scratch, y);
-            return fin.apply_after_bias(y, f);
+            for (i, ys) in y.chunks_mut(group * p * f).enumerate() {
+                let (first, count) = (i * group, ys.len() / (p * f));
+                winograd.forward(&xp[first * winograd.sample_len()..], u, count, fin.bias_inside(), scratch, ys);
+                fin.apply_after_bias(ys, f);
+            }
+            return;
         }
         if let Some(wide) = self.wide.filter(Wide::pointwise) {
-            wide.forward(x, self.w, f, 0..s * p, y);
+            for (i, ys) in y.chunks_mut(group * p * f).enumerate() {
+                wide.forward(x, self.w, f, i * group * p..i * group * p + ys.len() / f, ys);
+                fin.apply(ys, f);
+            }
+            return;
         } else if let Some(wide) = &self.wide {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
@@ -686,6 +704,7 @@ impl<'a> ConvKernel<'a> {
                     let (first, count) = (b * band, yb.len() / f);
                     im2col_positions(g, xs, first..first + count, &mut cols[..count * k]);
                     matmul(MatRef::new(&cols[..count * k], count, k), MatRef::new(self.w, k, f), yb, false);
+                    fin.apply(yb, f);
                 }
             }
         } else {
@@ -693,8 +712,8 @@ impl<'a> ConvKernel<'a> {
                 im2col(g, xs, cs);
             }
             matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
+            fin.apply(y, f);
         }
-        fin.apply(y, f);
     }
 
     /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one

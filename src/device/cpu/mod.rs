@@ -191,6 +191,10 @@ impl Device for Cpu {
         pool::max_forward(g, x, y, n, ws)
     }
 
+    fn max_pool_values(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize) {
+        pool::max_values(g, x, y, n)
+    }
+
     fn max_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut Workspace) {
         pool::max_backward(g, dy, dx, n, ws)
     }

@@ -5,7 +5,7 @@ use crate::device::Workspace;
 use crate::kernels::Window;
 use crate::kernels::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_backward, global_avg_forward, global_max_forward,
-    max_pool_backward, max_pool_forward,
+    max_pool_backward, max_pool_forward, max_pool_values,
 };
 use rayon::prelude::*;
 
@@ -24,6 +24,14 @@ pub fn max_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Work
                 max_pool_forward(g, xs, ys, a);
             }
         });
+}
+
+// x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window
+pub fn max_values(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
+    let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
+    y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len)).for_each(|(ys, xs)| {
+        max_pool_values(g, xs, ys);
+    });
 }
 
 // Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]
