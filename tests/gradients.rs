@@ -178,17 +178,19 @@ fn conv2d_stride_one_through_the_padded_layout() {
 /// odd output sides, several filter blocks.
 #[test]
 fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
-    // The last: 100 positions, so the forward pass finishes its outputs (the
-    // ReLU) in groups of 11 samples and a last group of 5.
+    // The last two: 100 positions, so the forward pass finishes its outputs
+    // (the ReLU) in groups of 11 samples and a last group of 5, through tiles
+    // and (strided) through the unfolded patches.
     let cases = [
-        ([8, 8, 32], Padding::Same, 32, Activation::Linear),
-        ([7, 9, 48], Padding::Same, 80, Activation::Linear),
-        ([9, 9, 32], Padding::Valid, 48, Activation::Linear),
-        ([10, 10, 16], Padding::Same, 16, Activation::Relu),
+        ([8, 8, 32], Padding::Same, 32, Activation::Linear, 1),
+        ([7, 9, 48], Padding::Same, 80, Activation::Linear, 1),
+        ([9, 9, 32], Padding::Valid, 48, Activation::Linear, 1),
+        ([10, 10, 16], Padding::Same, 16, Activation::Relu, 1),
+        ([20, 20, 16], Padding::Same, 16, Activation::Relu, 2),
     ];
-    for (i, (input, padding, filters, act)) in cases.into_iter().enumerate() {
+    for (i, (input, padding, filters, act, stride)) in cases.into_iter().enumerate() {
         let (n, len) = (16, input.iter().product::<usize>());
-        let mut conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(act);
+        let mut conv = Conv2D::new(filters, (3, 3)).padding(padding).activation(act).strides((stride, stride));
         let out_len = conv.build(&input).unwrap().iter().product::<usize>();
         let mut rng = stream(15, i as u64);
         let params = uniform(&mut rng, conv.param_count(), -0.5, 0.5);

@@ -670,34 +670,30 @@ impl<'a> ConvKernel<'a> {
             return;
         }
         let s = x.len() / in_len;
-        // The activation (and a folded normalisation) is applied a sample at a
-        // time, right after the sample's output is written, while it is in cache.
         // The activation (and a folded normalisation) is applied to a group of
         // samples right after their outputs are written, while they are in
         // cache; a group has enough positions that the kernel is read once for many.
         let group = FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1));
+        let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
         if let Some((winograd, u)) = &self.winograd {
             let (xp, scratch) = cols.split_at_mut(winograd.padded_len(s));
             winograd.pad(x, xp);
-            for (i, ys) in y.chunks_mut(group * p * f).enumerate() {
-                let (first, count) = (i * group, ys.len() / (p * f));
+            for (first, ys) in groups {
+                let count = ys.len() / (p * f);
                 winograd.forward(&xp[first * winograd.sample_len()..], u, count, fin.bias_inside(), scratch, ys);
                 fin.apply_after_bias(ys, f);
             }
-            return;
-        }
-        if let Some(wide) = self.wide.filter(Wide::pointwise) {
-            for (i, ys) in y.chunks_mut(group * p * f).enumerate() {
-                wide.forward(x, self.w, f, i * group * p..i * group * p + ys.len() / f, ys);
+        } else if let Some(wide) = self.wide.filter(Wide::pointwise) {
+            for (first, ys) in groups {
+                wide.forward(x, self.w, f, first * p..first * p + ys.len() / f, ys);
                 fin.apply(ys, f);
             }
-            return;
         } else if let Some(wide) = &self.wide {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
             wide.compact(y_wide, f, fin.bias_inside(), y);
-            return fin.apply_after_bias(y, f);
+            fin.apply_after_bias(y, f);
         } else if let Some(band) = self.unfold_positions() {
             for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
                 for (b, yb) in ys.chunks_mut(band * f).enumerate() {
@@ -708,11 +704,15 @@ impl<'a> ConvKernel<'a> {
                 }
             }
         } else {
-            for (xs, cs) in x.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
-                im2col(g, xs, cs);
+            for (first, ys) in groups {
+                let rows = ys.len() / f;
+                let xs = &x[first * in_len..][..rows / p * in_len];
+                for (xs, cs) in xs.chunks_exact(in_len).zip(cols.chunks_exact_mut(p * k)) {
+                    im2col(g, xs, cs);
+                }
+                matmul(MatRef::new(&cols[..rows * k], rows, k), MatRef::new(self.w, k, f), ys, false);
+                fin.apply(ys, f);
             }
-            matmul(MatRef::new(&cols[..s * p * k], s * p, k), MatRef::new(self.w, k, f), y, false);
-            fin.apply(y, f);
         }
     }
 
