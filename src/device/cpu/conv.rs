@@ -65,6 +65,11 @@ impl<'a> Finish<'a> {
         if self.affine.is_some() { None } else { self.bias }
     }
 
+    /// Whether [`Finish::apply_after_bias`] changes anything.
+    fn applies_after_bias(&self) -> bool {
+        self.affine.is_some() || self.act != Activation::Linear
+    }
+
     /// [`Finish::apply`] after a kernel added [`Finish::bias_inside`].
     fn apply_after_bias(&self, z: &mut [f32], f: usize) {
         Finish { bias: None, ..*self }.apply(z, f)
@@ -672,8 +677,9 @@ impl<'a> ConvKernel<'a> {
         let s = x.len() / in_len;
         // The activation (and a folded normalisation) is applied to a group of
         // samples right after their outputs are written, while they are in
-        // cache; a group has enough positions that the kernel is read once for many.
-        let group = FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1));
+        // cache; a group has enough positions that the kernel is read once for
+        // many. With nothing to apply, the task is one group (fewer, fuller calls).
+        let group = if fin.applies_after_bias() { FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1)) } else { s.max(1) };
         let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
         if let Some((winograd, u)) = &self.winograd {
             let (xp, scratch) = cols.split_at_mut(winograd.padded_len(s));
