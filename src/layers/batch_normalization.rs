@@ -292,9 +292,10 @@ impl Layer for BatchNormalization {
         device::current().scale_shift(x, (&self.a, &self.b), self.act, y, n * self.sample_len);
     }
 
-    // dbeta = sum dy;  dgamma = sum dy * xhat;
-    // dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M) with batch statistics (M rows),
-    // dx = gamma * inv_std * dy with fixed ones.
+    // dz = dy * act'(z) (dy itself without a fused activation);
+    // dbeta = sum dz;  dgamma = sum dz * xhat;
+    // dx = gamma * inv_std * (dz - dbeta / M - xhat * dgamma / M) with batch statistics (M rows),
+    // dx = gamma * inv_std * dz with fixed ones.
     fn backward(&mut self, pass: Backward) {
         let Backward { x, y, dy, dx, grads, n, .. } = pass;
         let (c, device, len) = (self.c, device::current(), n * self.sample_len);
