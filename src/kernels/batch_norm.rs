@@ -146,16 +146,17 @@ fn pass_if(keep: bool, v: f32) -> f32 {
     f32::from_bits(v.to_bits() & (keep as u32).wrapping_neg())
 }
 
+/// dy through a gate of map (a, b) and cap, at one value x.
+#[inline(always)]
+fn through(x: f32, a: f32, b: f32, cap: f32, dy: f32) -> f32 {
+    let z = x * a + b;
+    pass_if((z > 0.0) & (z <= cap), dy)
+}
+
 /// dy through the gate at channel `ch` (dy itself without one).
 #[inline(always)]
 fn gated(gate: &Option<Gate>, x: f32, dy: f32, ch: usize) -> f32 {
-    match gate {
-        None => dy,
-        Some(g) => {
-            let z = x * g.a[ch] + g.b[ch];
-            pass_if((z > 0.0) & (z <= g.cap), dy)
-        }
-    }
+    gate.map_or(dy, |g| through(x, g.a[ch], g.b[ch], g.cap, dy))
 }
 
 /// A gate's block of channels at `c0`: (a, b, cap).
@@ -171,10 +172,7 @@ fn gate_block<'a>(gate: &Option<Gate<'a>>, c0: usize) -> GateBlock<'a> {
 fn gated_block(gate: GateBlock, x: &[f32; BLOCK], dy: &[f32; BLOCK]) -> [f32; BLOCK] {
     match gate {
         None => *dy,
-        Some((a, b, cap)) => std::array::from_fn(|l| {
-            let z = x[l] * a[l] + b[l];
-            pass_if((z > 0.0) & (z <= cap), dy[l])
-        }),
+        Some((a, b, cap)) => std::array::from_fn(|l| through(x[l], a[l], b[l], cap, dy[l])),
     }
 }
 
