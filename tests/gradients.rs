@@ -276,9 +276,9 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // More units than the narrow kernels take: the general matrix product.
     let x = uniform(&mut stream(6, 11), 3 * 9, -1.0, 1.0);
     check_layer(Dense::new(20).activation(Activation::Tanh), &[9], 3, x, 71);
-    // The input gradient reads the kernel turned by tasks of 64 units (the last narrower).
-    let x = uniform(&mut stream(6, 12), 2 * 30, -1.0, 1.0);
-    check_layer(Dense::new(150), &[30], 2, x, 72);
+    // The general product's gradients by tasks of 256 input features (the last narrower).
+    let x = uniform(&mut stream(6, 12), 2 * 300, -1.0, 1.0);
+    check_layer(Dense::new(20), &[300], 2, x, 72);
 }
 
 #[test]

@@ -25,25 +25,18 @@ pub fn add_assign(acc: &mut [f32], part: &[f32]) {
     }
 }
 
-/// Rows and columns of the source per block of [`transpose_columns`]: a
-/// block's reads and writes stay in L1 while it is turned.
+/// Rows and columns of the source per block of [`transpose`]: a block's
+/// reads and writes stay in L1 while it is turned.
 const TRANSPOSE_BLOCK: usize = 16;
 
-/// a: (rows, cols) -> t: (cols, rows)
+/// a: (rows, cols) -> t: (cols, rows), in blocks of rows and columns.
 pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
-    transpose_columns(a, rows, cols, 0..cols, t);
-}
-
-/// Columns `range` of a: (rows, cols) -> t: (range.len(), rows), in blocks of
-/// rows and columns (the rows of `t` a caller's task writes).
-pub fn transpose_columns(a: &[f32], rows: usize, cols: usize, range: std::ops::Range<usize>, t: &mut [f32]) {
-    assert!(a.len() >= rows * cols && range.end <= cols && t.len() >= range.len() * rows);
+    assert!(a.len() >= rows * cols && t.len() >= rows * cols);
     for r0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
         let r1 = (r0 + TRANSPOSE_BLOCK).min(rows);
-        for c0 in range.clone().step_by(TRANSPOSE_BLOCK) {
-            for c in c0..(c0 + TRANSPOSE_BLOCK).min(range.end) {
-                let out = &mut t[(c - range.start) * rows..][r0..r1];
-                for (o, r) in out.iter_mut().zip(r0..r1) {
+        for c0 in (0..cols).step_by(TRANSPOSE_BLOCK) {
+            for c in c0..(c0 + TRANSPOSE_BLOCK).min(cols) {
+                for (o, r) in t[c * rows..][r0..r1].iter_mut().zip(r0..r1) {
                     *o = a[r * cols + c];
                 }
             }
@@ -158,16 +151,15 @@ mod tests {
     }
 
     #[test]
-    fn transposing_by_column_ranges_matches_the_definition() {
-        // Sizes that are not multiples of the block, ranges starting inside a block.
-        let (rows, cols) = (37, 45);
-        let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        for range in [0..cols, 0..1, 5..21, 16..45, 44..45] {
-            let mut t = vec![f32::NAN; range.len() * rows];
-            super::transpose_columns(&a, rows, cols, range.clone(), &mut t);
-            for (j, c) in range.clone().enumerate() {
+    fn transposing_matches_the_definition() {
+        // Sizes that are not multiples of the block.
+        for (rows, cols) in [(37, 45), (1, 17), (16, 1), (32, 48)] {
+            let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut t = vec![f32::NAN; rows * cols];
+            super::transpose(&a, rows, cols, &mut t);
+            for c in 0..cols {
                 for r in 0..rows {
-                    assert_eq!(t[j * rows + r], a[r * cols + c], "column {c}, row {r}, range {range:?}");
+                    assert_eq!(t[c * rows + r], a[r * cols + c], "column {c}, row {r} of {rows}x{cols}");
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! otherwise; optionally with the max pooling after it fused in) and
 //! DepthwiseConv2D.
 
-use super::{SAMPLES_PER_TASK, activate_keeping_input, task_count, through_kept_input, with_scratch};
+use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::conv_direct;
@@ -73,17 +73,6 @@ impl<'a> Finish<'a> {
     /// [`Finish::apply`] after a kernel added [`Finish::bias_inside`].
     fn apply_after_bias(&self, z: &mut [f32], f: usize) {
         Finish { bias: None, ..*self }.apply(z, f)
-    }
-}
-
-/// Block-major rows (blocks of `block` channels, `m` rows each, the last block
-/// possibly narrower) -> y: (positions, F), position r from row `row_of(r)`.
-fn gather_blocks(blocks: &[f32], m: usize, block: usize, f: usize, row_of: impl Fn(usize) -> usize, y: &mut [f32]) {
-    for (r, row) in y.chunks_exact_mut(f).enumerate() {
-        let at = row_of(r);
-        for (b, dst) in row.chunks_mut(block).enumerate() {
-            dst.copy_from_slice(&blocks[b * m * block + at * dst.len()..][..dst.len()]);
-        }
     }
 }
 

@@ -1,18 +1,15 @@
 //! Dense: a matrix product over tasks of rows, or, for few units, the
 //! `narrow` kernels (the kernel padded to one SIMD register of columns).
 
-use super::{SAMPLES_PER_TASK, activate_keeping_input, through_kept_input};
+use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
 use crate::device::{DenseOp, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{self, activation, narrow, sum_rows};
 use rayon::prelude::*;
 
-/// Input features per task of the weight gradient.
+/// Input features per task of the weight and input gradients.
 const FEATURES_PER_TASK: usize = 256;
-
-/// Units per task turning the kernel for the input gradient.
-const UNITS_PER_TASK: usize = 64;
 
 /// Rows per parallel task: whole samples, at most [`ROWS_PER_TASK`] rows (a
 /// Dense over an image's positions, such as a pointwise convolution, splits
@@ -83,18 +80,16 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
             matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
         });
         if let Some(dx) = dx {
-            // dx = dz . W^T through W^T copied row-major (one pass over W), which
-            // the matrix products read as it is instead of each task turning all of W.
-            let [wt] = ws.f32s([u * d]);
-            wt.par_chunks_mut(UNITS_PER_TASK * d).enumerate().for_each(|(t, wtt)| {
-                let first = t * UNITS_PER_TASK;
-                kernels::transpose_columns(w, d, u, first..first + wtt.len() / d, wtt);
+            // dx = dz . W^T a block of input features at a time: each task reads
+            // (packs) only its rows of W, seen transposed, and writes its block
+            // of columns, block-major; the blocks are then gathered into dx.
+            let [blocks] = ws.f32s([rows * d]);
+            blocks.par_chunks_mut(rows * FEATURES_PER_TASK).enumerate().for_each(|(t, dxb)| {
+                let (first, width) = (t * FEATURES_PER_TASK, dxb.len() / rows);
+                let wb = MatRef::new(&w[first * u..(first + width) * u], width, u);
+                matmul(MatRef::new(dz, rows, u), wb.t(), dxb, false);
             });
-            let wt = &*wt;
-            dx[..rows * d]
-                .par_chunks_mut(task_rows * d)
-                .zip(dz.par_chunks(task_rows * u))
-                .for_each(|(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), MatRef::new(wt, u, d), dxt, false));
+            gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| r, &mut dx[..rows * d]);
         }
         return;
     }

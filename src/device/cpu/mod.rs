@@ -72,6 +72,17 @@ fn through_kept_input(act: Activation, dy: &mut [f32], ws: &mut Workspace) {
     elementwise::activation_backward_from_input(act, z, dy);
 }
 
+/// Block-major rows (blocks of `block` columns, `m` rows each, the last block
+/// possibly narrower) -> y: (rows, cols) row-major, row r from block row `row_of(r)`.
+fn gather_blocks(blocks: &[f32], m: usize, block: usize, cols: usize, row_of: impl Fn(usize) -> usize, y: &mut [f32]) {
+    for (r, row) in y.chunks_exact_mut(cols).enumerate() {
+        let at = row_of(r);
+        for (b, dst) in row.chunks_mut(block).enumerate() {
+            dst.copy_from_slice(&blocks[b * m * block + at * dst.len()..][..dst.len()]);
+        }
+    }
+}
+
 /// The CPU, with rayon's global thread pool (`keel::set_threads`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
