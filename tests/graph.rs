@@ -414,8 +414,74 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
     predictions_agree(&mut folded, &mut separate, &x, &[24, 30, 3]);
 }
 
+#[test]
+fn convolutions_add_the_residual_after_their_batch_normalization_at_inference() {
+    // At inference a convolution that applies the BatchNormalization after it
+    // also applies the two-input Add after that normalisation, when the Add's
+    // other input is computed before the convolution runs: ResNet's identity
+    // block (the block's input first, a ReLU after the Add), its projection
+    // block (the shortcut's convolution and normalisation computed first),
+    // MobileNetV2's block (the normalisation first, no activation); through the
+    // direct kernels (3 channels), Winograd's tiles, the padded layout in bands,
+    // 1x1 in groups of samples, unfolded patches (stride 2) whole and in bands
+    // of positions (7x7), grouped and depthwise convolutions. Not fused: an Add
+    // whose other input is computed after the convolution, one of three inputs.
+    // Predictions must agree with the model run layer by layer, at batch 20,
+    // 3 and 1.
+    let make = |fuse: bool| {
+        let bn = |x: &SymbolicTensor| BatchNormalization::new().momentum(0.5).apply(x).unwrap();
+        let relu = |x: &SymbolicTensor| ReLU::new().apply(x).unwrap();
+        let add = |xs: &[&SymbolicTensor]| Add::new().apply(xs).unwrap();
+        let conv = |f: usize, k: usize, s: usize, x: &SymbolicTensor| {
+            Conv2D::new(f, (k, k)).strides((s, s)).padding(Padding::Same).apply(x).unwrap()
+        };
+        let inputs = Input::new([24, 24, 3]);
+        let x = relu(&add(&[&inputs, &bn(&conv(3, 3, 1, &inputs))]));
+        let x = relu(&bn(&conv(32, 3, 1, &x)));
+        let x = relu(&add(&[&x, &bn(&conv(32, 3, 1, &x))]));
+        let x = add(&[&x, &bn(&conv(32, 1, 1, &x))]);
+        let shortcut = conv(24, 1, 1, &x);
+        let x = add(&[&shortcut, &bn(&conv(24, 3, 1, &x))]);
+        let shortcut = bn(&conv(64, 1, 2, &x));
+        let x = relu(&add(&[&shortcut, &bn(&conv(64, 7, 2, &x))]));
+        let shortcut = bn(&conv(64, 1, 2, &x));
+        let x = relu(&add(&[&shortcut, &bn(&conv(64, 3, 2, &x))]));
+        let e = ReLU::new().max_value(6.0).apply(&bn(&conv(96, 1, 1, &x))).unwrap();
+        let d = DepthwiseConv2D::new((3, 3)).padding(Padding::Same).apply(&e).unwrap();
+        let d = ReLU::new().max_value(6.0).apply(&bn(&d)).unwrap();
+        let p = bn(&Conv2D::new(64, (1, 1)).use_bias(false).apply(&d).unwrap());
+        let x = add(&[&p, &x]);
+        let d = bn(&DepthwiseConv2D::new((3, 3)).padding(Padding::Same).apply(&x).unwrap());
+        let x = add(&[&x, &d]);
+        let g = bn(&Conv2D::new(64, (3, 3)).padding(Padding::Same).groups(4).apply(&x).unwrap());
+        let x = relu(&add(&[&g, &x]));
+        let main = bn(&conv(64, 3, 1, &x));
+        let x = add(&[&main, &conv(64, 1, 1, &x)]);
+        let x = add(&[&bn(&conv(64, 1, 1, &x)), &x, &x]);
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let outputs = Dense::new(3).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(10).fuse_layers(fuse);
+        model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
+        model
+    };
+    let (n, len) = (20, 24 * 24 * 3);
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&[n, 24, 24, 3], values).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let options = FitOptions { epochs: 2, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut fused, mut separate) = (make(true), make(false));
+    fused.fit(&x, &y, &options).unwrap();
+    for (i, p) in fused.params_mut().unwrap().iter_mut().enumerate() {
+        *p = *p * 1.25 + ((i * 7919) % 1000) as f32 / 10_000.0 - 0.05;
+    }
+    separate.params_mut().unwrap().copy_from_slice(fused.params().unwrap());
+    separate.state_mut().unwrap().copy_from_slice(fused.state().unwrap());
+    predictions_agree(&mut fused, &mut separate, &x, &[24, 24, 3]);
+}
+
 /// `fused`'s predictions agree with `separate`'s (the same model run layer by
-/// layer), on the batch `x` and on samples 0 and 13 alone (batch 1): 3 outputs each.
+/// layer), on the batch `x`, on its first 3 samples (a batch below one task)
+/// and on samples 0 and 13 alone (batch 1): 3 outputs each.
 fn predictions_agree(fused: &mut Model, separate: &mut Model, x: &Tensor, sample: &[usize]) {
     let (p, q) = (fused.predict(x).unwrap().to_f32_vec(), separate.predict(x).unwrap().to_f32_vec());
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
@@ -423,6 +489,10 @@ fn predictions_agree(fused: &mut Model, separate: &mut Model, x: &Tensor, sample
         assert!(close(*a, *b), "value {i}: fused {a} vs layer by layer {b}");
     }
     let (values, len) = (x.to_f32_vec(), sample.iter().product::<usize>());
+    let three = Tensor::from_vec(&[&[3], sample].concat(), values[..3 * len].to_vec()).unwrap();
+    for (i, (a, b)) in fused.predict(&three).unwrap().to_f32_vec().iter().zip(&q).enumerate() {
+        assert!(close(*a, *b), "value {i} of a batch of 3: fused {a} vs layer by layer {b}");
+    }
     for i in [0, 13] {
         let one = Tensor::from_vec(&[&[1], sample].concat(), values[i * len..(i + 1) * len].to_vec()).unwrap();
         let alone = fused.predict(&one).unwrap().to_f32_vec();

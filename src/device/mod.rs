@@ -126,11 +126,15 @@ pub struct ConvOp<'a> {
 /// y = z * scale + shift per output channel, in place of a convolution's bias:
 /// the BatchNormalization after it at inference, folded in (`shift` includes
 /// the bias), so that its output is written once instead of normalised in a
-/// pass of its own.
+/// pass of its own. With a `residual`, the Add after that normalisation is
+/// folded in too: y = (z * scale + shift) + residual, the op's activation then
+/// being the Add's.
 #[derive(Clone, Copy, Debug)]
 pub struct Affine<'a> {
     pub scale: &'a [f32],
     pub shift: &'a [f32],
+    /// The Add's other input, shaped as the output (N, OH, OW, F).
+    pub residual: Option<&'a [f32]>,
 }
 
 /// y = act(depthwise(x, W) + b): DepthwiseConv2D.

@@ -19,14 +19,35 @@ pub fn forward(act: Activation, z: &mut [f32], bias: Option<&[f32]>, width: usiz
 
 /// z: (rows, width) -> y = f(z * scale + shift), in place, row by row: a
 /// per-channel affine map (a BatchNormalization at inference) and the activation in one pass.
+/// With a residual r (rows, width): y = f((z * scale + shift) + r), the Add after the map too.
 #[multiversion(targets = "simd")]
-pub fn forward_affine(act: Activation, z: &mut [f32], scale: &[f32], shift: &[f32], width: usize) {
+pub fn forward_affine(
+    act: Activation,
+    z: &mut [f32],
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    width: usize,
+) {
     let (scale, shift) = (&scale[..width], &shift[..width]);
-    for row in z.chunks_exact_mut(width) {
-        for ((v, &a), &b) in row.iter_mut().zip(scale).zip(shift) {
-            *v = *v * a + b;
+    match residual {
+        None => {
+            for row in z.chunks_exact_mut(width) {
+                for ((v, &a), &b) in row.iter_mut().zip(scale).zip(shift) {
+                    *v = *v * a + b;
+                }
+                activate_row(act, row);
+            }
         }
-        activate_row(act, row);
+        Some(r) => {
+            assert!(r.len() >= z.len() / width * width, "residual shorter than the output");
+            for (row, r) in z.chunks_exact_mut(width).zip(r.chunks_exact(width)) {
+                for (((v, &a), &b), &r) in row.iter_mut().zip(scale).zip(shift).zip(r) {
+                    *v = (*v * a + b) + r;
+                }
+                activate_row(act, row);
+            }
+        }
     }
 }
 

@@ -179,13 +179,12 @@ impl Layer for DepthwiseConv2D {
         x: &[f32],
         y: &mut [f32],
         n: usize,
-        map: (&[f32], &mut [f32]),
+        (scale, shift, residual): (&[f32], &mut [f32], Option<&[f32]>),
         act: Activation,
     ) {
-        let (scale, shift) = map;
         let op = self.op(params, Mode::Infer);
         super::fold_bias(op.bias, scale, shift);
-        let op = DepthwiseOp { act, affine: Some(Affine { scale, shift }), ..op };
+        let op = DepthwiseOp { act, affine: Some(Affine { scale, shift, residual }), ..op };
         device::current().depthwise_forward(&op, x, y, n, &mut self.ws);
     }
 

@@ -80,6 +80,10 @@ impl Layer for Add {
         act.is_some()
     }
 
+    fn residual_activation(&self) -> Option<Activation> {
+        Some(self.act)
+    }
+
     // xs[k]: (N, S) -> y: (N, S);  y = act(sum_k xs[k]), added in input order
     fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
         device::current().add(xs, y, n * self.len, self.act);

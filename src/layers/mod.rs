@@ -317,6 +317,13 @@ pub trait Layer: Send {
         Activation::Linear
     }
 
+    /// For an Add: the activation it applies to the sum (a fused one, else
+    /// linear), so that at inference the convolution before it may add its
+    /// other input and apply it as it writes ([`Layer::forward_affine`]'s residual).
+    fn residual_activation(&self) -> Option<Activation> {
+        None
+    }
+
     /// Whether [`Layer::forward_affine`] applies a following per-channel map
     /// as it writes its output (a convolution with no activation or pooling of its own).
     fn folds_affine(&self) -> bool {
@@ -325,24 +332,24 @@ pub trait Layer: Send {
 
     /// Inference with the map of the layer after it (see
     /// [`Layer::inference_affine`]) applied to the output: y = act(layer(x) *
-    /// scale + shift). The model skips that layer then. `shift` is scratch
-    /// the layer may change (a convolution adds its bias times the scale).
-    /// This default runs the layer, then the map in a pass of its own.
+    /// scale + shift), or with a residual (the other input of the Add after
+    /// that map, shaped as y) y = act((layer(x) * scale + shift) + residual),
+    /// `act` then being the Add's. The model skips those layers then. `shift`
+    /// is scratch the layer may change (a convolution adds its bias times the
+    /// scale). This default runs the layer, then the map in a pass of its own.
     fn forward_affine(
         &mut self,
         params: &[f32],
         x: &[f32],
         y: &mut [f32],
         n: usize,
-        map: (&[f32], &mut [f32]),
+        (scale, shift, residual): (&[f32], &mut [f32], Option<&[f32]>),
         act: Activation,
     ) {
         self.forward(params, x, y, n, Mode::Infer);
-        let (scale, shift) = map;
-        for row in y.chunks_exact_mut(scale.len()) {
-            row.iter_mut().zip(scale.iter().zip(shift.iter())).for_each(|(v, (s, t))| *v = *v * s + t);
-        }
         let len = y.len() / scale.len() * scale.len();
+        let y = &mut y[..len];
+        crate::kernels::activation::forward_affine(Activation::Linear, y, scale, shift, residual, scale.len());
         crate::device::current().activation_forward(act, &mut y[..len], scale.len());
     }
 

@@ -384,7 +384,8 @@ impl Model {
     /// computes the max-pooling (or applies the elementwise activation) that is
     /// its only consumer, a reshape of a value nothing else reads only renames
     /// it, and at inference a convolution applies the BatchNormalization that
-    /// is its only consumer and pads the input of the ZeroPadding2D before it itself.
+    /// is its only consumer (and the residual Add after that) and pads the
+    /// input of the ZeroPadding2D before it itself.
     fn fusion(&mut self, shapes: &[Vec<usize>]) -> Fusion {
         let consumers = self.consumers();
         let mut pools = vec![None; self.nodes.len()];
@@ -420,6 +421,22 @@ impl Model {
                 *fold = Some(j);
             }
         }
+        // At inference a convolution that applies a BatchNormalization also
+        // applies the two-input Add that is that one's only consumer, when the
+        // Add's other input is computed before the convolution runs (the
+        // residual blocks of ResNet and MobileNetV2): it adds that input and
+        // applies the Add's activation as it writes, into the Add's buffer.
+        let mut residuals = vec![None; self.nodes.len()];
+        for (k, residual) in residuals.iter_mut().enumerate() {
+            let Some(j) = folds[k].filter(|&j| pools[j].is_none()) else { continue };
+            let [a] = consumers[j + 1][..] else { continue };
+            let add = &self.nodes[a];
+            let (Some(_), &[u, v]) = (add.layer.residual_activation(), &add.inputs[..]) else { continue };
+            let other = if u == j + 1 { v } else { u };
+            if other != j + 1 && other <= k {
+                *residual = Some((a, other));
+            }
+        }
         // At inference a convolution reads the input of the ZeroPadding2D that is
         // its input (and feeds nothing else), padding it itself; the padding is skipped.
         let mut unpadded = vec![None; self.nodes.len()];
@@ -435,7 +452,7 @@ impl Model {
                 *slot = pad.map(|(p, _)| p);
             }
         }
-        Fusion { pools, aliases, folds, unpadded }
+        Fusion { pools, aliases, folds, residuals, unpadded }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.

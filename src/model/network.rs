@@ -11,7 +11,9 @@
 //! where a value has one consumer. At inference two more apply: a
 //! convolution whose only consumer is a BatchNormalization applies that
 //! layer's map (and activation) as it writes, into the normalisation's buffer,
-//! and the normalisation is skipped (`infer_steps`); and a convolution whose
+//! and the normalisation is skipped (`infer_steps`), as is a two-input Add
+//! after it whose other input is ready by then, which the convolution adds
+//! as it writes too (a residual block); and a convolution whose
 //! input is a ZeroPadding2D's output, read by nothing else, reads that layer's
 //! input and pads it itself, and the padding is skipped.
 //!
@@ -69,6 +71,8 @@ pub(crate) struct Network {
     infer_steps: Vec<Step>,
     /// folds[k]: the node whose inference map node k applies.
     folds: Vec<Option<usize>>,
+    /// residuals[k]: the Add after that map that node k applies too, and its other input value.
+    residuals: Vec<Option<(usize, usize)>>,
     /// The scale and shift of a folded map.
     affine: Vec<f32>,
     /// Node k's input values, and at inference (where a convolution reads
@@ -97,6 +101,9 @@ pub(crate) struct Fusion {
     pub pools: Vec<Option<usize>>,
     pub aliases: Vec<bool>,
     pub folds: Vec<Option<usize>>,
+    /// residuals[k] = (a, r): the Add node a after node folds[k] that node k
+    /// applies at inference too, adding value r (computed before node k).
+    pub residuals: Vec<Option<(usize, usize)>>,
     /// unpadded[k]: the ZeroPadding2D node whose input convolution k reads at inference.
     pub unpadded: Vec<Option<usize>>,
 }
@@ -131,6 +138,10 @@ impl Network {
             if let (Some(j), Step::Run { .. }) = (*fold, steps[k]) {
                 infer_steps[k] = steps[j];
                 infer_steps[j] = Step::Skip;
+                if let Some((a, _)) = fusion.residuals[k] {
+                    infer_steps[k] = steps[a];
+                    infer_steps[a] = Step::Skip;
+                }
             }
         }
         // At inference a convolution reads the input of the padding before it, which is skipped.
@@ -142,7 +153,7 @@ impl Network {
                 infer_steps[p] = Step::Skip;
             }
         }
-        let folds = fusion.folds.clone();
+        let (folds, residuals) = (fusion.folds.clone(), fusion.residuals.clone());
         let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
         let grads = vec![0.0; params.len()];
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
@@ -166,6 +177,7 @@ impl Network {
             steps,
             infer_steps,
             folds,
+            residuals,
             affine: vec![0.0; 2 * affine_len],
             inputs,
             infer_inputs,
@@ -258,7 +270,7 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, .. } = self;
+        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, residuals, .. } = self;
         let (steps, inputs) = match mode {
             Mode::Infer => (&self.infer_steps, &self.infer_inputs),
             Mode::Train => (&self.steps, &self.inputs),
@@ -275,9 +287,14 @@ impl Network {
                 let c = nodes[j].layer.affine_channels().unwrap_or(0);
                 let (scale, shift) = (&mut scale[..c], &mut shift[..c]);
                 let state = &state[state_ranges[j].clone()];
-                let act = nodes[j].layer.inference_affine(&params[ranges[j].clone()], state, scale, shift);
+                let mut act = nodes[j].layer.inference_affine(&params[ranges[j].clone()], state, scale, shift);
+                // With the Add after the map: its other input, and its activation.
+                let residual = residuals[k].map(|(a, r)| {
+                    act = nodes[a].layer.residual_activation().unwrap_or(act);
+                    before[storage[r]].as_slice()
+                });
                 let x = &before[storage[inputs[k][0]]];
-                nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, y, n, (scale, shift), act);
+                nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, y, n, (scale, shift, residual), act);
                 continue;
             }
             let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);

@@ -15,7 +15,7 @@ use crate::kernels::im2col::{col2im_add, im2col, im2col_positions};
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::winograd::Winograd;
-use crate::kernels::{Window, activation, add_rows, sum_rows};
+use crate::kernels::{self, Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -38,7 +38,8 @@ const UNFOLD_VALUES: usize = 1 << 17;
 const UNFOLDED_FILTER_BLOCK: usize = 64;
 
 /// What a convolution applies to its output channels before writing them:
-/// its bias, or the BatchNormalization folded into it, then its activation.
+/// its bias, or the BatchNormalization folded into it (and the residual Add
+/// after that), then its activation.
 #[derive(Clone, Copy)]
 struct Finish<'a> {
     bias: Option<&'a [f32]>,
@@ -51,10 +52,14 @@ impl<'a> Finish<'a> {
         Finish { bias: op.bias, affine: op.affine, act: op.act }
     }
 
-    /// z: (rows, f) -> act(z + bias), or act(z * scale + shift), in place.
-    fn apply(&self, z: &mut [f32], f: usize) {
+    /// z: (rows, f) -> act(z + bias), or act(z * scale + shift [+ residual]),
+    /// in place; z starts at value `at` of the output (where the residual is read).
+    fn apply(&self, z: &mut [f32], at: usize, f: usize) {
         match self.affine {
-            Some(a) => activation::forward_affine(self.act, z, a.scale, a.shift, f),
+            Some(a) => {
+                let residual = a.residual.map(|r| &r[at..]);
+                activation::forward_affine(self.act, z, a.scale, a.shift, residual, f)
+            }
             None => activation::forward(self.act, z, self.bias, f),
         }
     }
@@ -71,8 +76,8 @@ impl<'a> Finish<'a> {
     }
 
     /// [`Finish::apply`] after a kernel added [`Finish::bias_inside`].
-    fn apply_after_bias(&self, z: &mut [f32], f: usize) {
-        Finish { bias: None, ..*self }.apply(z, f)
+    fn apply_after_bias(&self, z: &mut [f32], at: usize, f: usize) {
+        Finish { bias: None, ..*self }.apply(z, at, f)
     }
 }
 
@@ -110,9 +115,17 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws);
         return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
     }
+    let direct = padded_len(op) > 0;
+    if let (true, Some(a)) = (direct, op.affine.filter(|a| a.residual.is_some())) {
+        // The direct kernels apply the map themselves: the residual Add after them.
+        let affine = Some(Affine { residual: None, ..a });
+        forward(&ConvOp { act: Activation::Linear, affine, ..*op }, x, y, n, ws);
+        let len = n * op.g.positions() * op.filters;
+        kernels::add_assign(&mut y[..len], &a.residual.unwrap_or_default()[..len]);
+        return activation::forward(op.act, &mut y[..len], None, op.filters);
+    }
     let (g, f, fin) = (op.g, op.filters, Finish::of(op));
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
-    let direct = padded_len(op) > 0;
     let wide = ConvKernel::choose_wide(op, direct);
     let winograd = ConvKernel::choose_winograd(&g, f, n, false);
     // Batches below one task through Winograd's tiles: a sample at a time, its
@@ -160,7 +173,8 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // Each task transforms the whole sample, and computes its block of output channels.
             let p = g.positions();
             let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(FILTER_BLOCK);
-            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            for (i, (ys, xs)) in samples.enumerate() {
                 w.pad(xs, padded);
                 let xp = &*padded;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
@@ -170,7 +184,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     });
                 });
                 gather_blocks(blocks, p, block, f, |r| r, ys);
-                fin.apply_after_bias(ys, f);
+                fin.apply_after_bias(ys, i * conv_len, f);
             }
             return;
         }
@@ -182,7 +196,8 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             let threads = rayon::current_num_threads();
             let block = f.div_ceil(threads).next_multiple_of(FILTER_BLOCK);
             let by_filters = g.oh.div_ceil(rows) < threads && block < f;
-            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            for (i, (ys, xs)) in samples.enumerate() {
                 let xp: &[f32] = if wide.pointwise() {
                     xs
                 } else {
@@ -197,7 +212,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb);
                     });
                     gather_blocks(blocks, m, block, f, |r| wide.row_of(r), ys);
-                    fin.apply(ys, f);
+                    fin.apply(ys, i * conv_len, f);
                     continue;
                 }
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
@@ -206,7 +221,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         wide.forward(xp, op.kernel, f, band, y_wide);
                         wide.compact_band(y_wide, f, yb);
                     });
-                    fin.apply(yb, f);
+                    fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
                 });
             }
             return;
@@ -227,7 +242,8 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // once, then products by blocks of output channels (a fixed split,
             // whatever the number of threads).
             let (p, k, block) = (g.positions(), g.patch_len(), UNFOLDED_FILTER_BLOCK);
-            for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
+            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            for (i, (ys, xs)) in samples.enumerate() {
                 im2col(&g, xs, cols);
                 let cols = &*cols;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
@@ -235,7 +251,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     matmul(MatRef::new(cols, p, k), w, yb, false);
                 });
                 gather_blocks(blocks, p, block, f, |r| r, ys);
-                fin.apply(ys, f);
+                fin.apply(ys, i * conv_len, f);
             }
             return;
         }
@@ -243,19 +259,21 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // One task's worth of samples: split each sample's output positions instead.
             let k = g.patch_len();
             let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
-            return samples.for_each(|(ys, xs)| {
+            return samples.enumerate().for_each(|(i, (ys, xs))| {
                 ys.par_chunks_mut(POSITIONS_PER_TASK * f).enumerate().for_each(|(t, yt)| {
                     let (first, count) = (t * POSITIONS_PER_TASK, yt.len() / f);
                     with_scratch(count * k, |cols| {
                         im2col_positions(&g, xs, first..first + count, cols);
                         matmul(MatRef::new(cols, count, k), MatRef::new(op.kernel, k, f), yt, false);
                     });
-                    fin.apply(yt, f);
+                    fin.apply(yt, i * conv_len + first * f, f);
                 });
             });
         }
-        return y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).for_each(|(yt, xt)| {
-            with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, fin));
+        let tasks = y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).enumerate();
+        return tasks.for_each(|(t, (yt, xt))| {
+            let at = t * SAMPLES_PER_TASK * conv_len;
+            with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, fin, at));
         });
     };
     y[..n * pooled_len]
@@ -268,7 +286,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
                 for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
                     if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act) {
-                        conv.forward(xs, z, cols, fin);
+                        conv.forward(xs, z, cols, fin, 0); // (no folded map, so no residual, with a pool)
                         max_pool_forward(&pg, z, ys, a);
                     }
                 }
@@ -447,7 +465,8 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
     y[..n * out_len]
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-        .for_each(|(yt, xt)| {
+        .enumerate()
+        .for_each(|(t, (yt, xt))| {
             let s = xt.len() / in_len;
             let (xg_len, cols_len) = gr.scratch(s);
             with_scratch(xg_len + cols_len, |buf| {
@@ -458,7 +477,7 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
                     matmul_ld(patches, gr.kernel(op.kernel, k), &mut yt[k * gr.fg..], gr.f, false);
                 }
             });
-            Finish { act, ..Finish::of(op) }.apply(yt, op.filters);
+            Finish { act, ..Finish::of(op) }.apply(yt, t * SAMPLES_PER_TASK * out_len, op.filters);
         });
     if op.act.needs_input() {
         activate_keeping_input(op.act, &mut y[..n * out_len], op.filters, ws);
@@ -654,7 +673,8 @@ impl<'a> ConvKernel<'a> {
     }
 
     // x: (s,H,W,C) -> y: (s,OH,OW,F) = act(conv(x, W) + b)
-    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], fin: Finish) {
+    /// `at`: the index of y's first value in the op's output (where `fin` reads a residual).
+    fn forward(&self, x: &[f32], y: &mut [f32], cols: &mut [f32], fin: Finish, at: usize) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         if self.direct {
@@ -676,26 +696,26 @@ impl<'a> ConvKernel<'a> {
             for (first, ys) in groups {
                 let count = ys.len() / (p * f);
                 winograd.forward(&xp[first * winograd.sample_len()..], u, count, fin.bias_inside(), scratch, ys);
-                fin.apply_after_bias(ys, f);
+                fin.apply_after_bias(ys, at + first * p * f, f);
             }
         } else if let Some(wide) = self.wide.filter(Wide::pointwise) {
             for (first, ys) in groups {
                 wide.forward(x, self.w, f, first * p..first * p + ys.len() / f, ys);
-                fin.apply(ys, f);
+                fin.apply(ys, at + first * p * f, f);
             }
         } else if let Some(wide) = &self.wide {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
             wide.compact(y_wide, f, fin.bias_inside(), y);
-            fin.apply_after_bias(y, f);
+            fin.apply_after_bias(y, at, f);
         } else if let Some(band) = self.unfold_positions() {
-            for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)) {
+            for (i, (xs, ys)) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)).enumerate() {
                 for (b, yb) in ys.chunks_mut(band * f).enumerate() {
                     let (first, count) = (b * band, yb.len() / f);
                     im2col_positions(g, xs, first..first + count, &mut cols[..count * k]);
                     matmul(MatRef::new(&cols[..count * k], count, k), MatRef::new(self.w, k, f), yb, false);
-                    fin.apply(yb, f);
+                    fin.apply(yb, at + (i * p + first) * f, f);
                 }
             }
         } else {
@@ -706,7 +726,7 @@ impl<'a> ConvKernel<'a> {
                     im2col(g, xs, cs);
                 }
                 matmul(MatRef::new(&cols[..rows * k], rows, k), MatRef::new(self.w, k, f), ys, false);
-                fin.apply(ys, f);
+                fin.apply(ys, at + first * p * f, f);
             }
         }
     }
@@ -817,22 +837,23 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         // One task's worth of samples: split each sample into bands of output rows.
         let rows = POSITIONS_PER_TASK.div_ceil(g.ow).max(1);
         let samples = y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len));
-        return samples.for_each(|(ys, xs)| {
+        return samples.enumerate().for_each(|(i, (ys, xs))| {
             ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each(|(b, yb)| {
                 let (band, xb) = depthwise_band(&g, xs, b * rows, yb.len() / (g.ow * co));
                 depthwise::forward(&band, xb, op.kernel, fin.bias_inside(), yb);
-                fin.apply_after_bias(yb, co);
+                fin.apply_after_bias(yb, i * out_len + b * rows * g.ow * co, co);
             });
         });
     }
     y[..n * out_len]
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-        .for_each(|(yt, xt)| {
+        .enumerate()
+        .for_each(|(t, (yt, xt))| {
             for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
                 depthwise::forward(&g, xs, op.kernel, fin.bias_inside(), ys);
             }
-            fin.apply_after_bias(yt, co);
+            fin.apply_after_bias(yt, t * SAMPLES_PER_TASK * out_len, co);
         });
 }
 
