@@ -347,10 +347,15 @@ pub trait Layer: Send {
         act: Activation,
     ) {
         self.forward(params, x, y, n, Mode::Infer);
-        let len = y.len() / scale.len() * scale.len();
-        let y = &mut y[..len];
-        crate::kernels::activation::forward_affine(Activation::Linear, y, scale, shift, residual, scale.len());
-        crate::device::current().activation_forward(act, &mut y[..len], scale.len());
+        let c = scale.len();
+        for (i, row) in y.chunks_exact_mut(c).enumerate() {
+            row.iter_mut().zip(scale.iter().zip(shift.iter())).for_each(|(v, (s, t))| *v = *v * s + t);
+            if let Some(r) = residual {
+                row.iter_mut().zip(&r[i * c..][..c]).for_each(|(v, r)| *v += r);
+            }
+        }
+        let len = y.len() / c * c;
+        crate::device::current().activation_forward(act, &mut y[..len], c);
     }
 
     /// x: (n, input shape) -> y: (n, output shape).
