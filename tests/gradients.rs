@@ -144,9 +144,11 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
         n,
     };
     fused.backward(pass);
-    assert_close("fused output", &fused_y, &y, 1e-5);
-    assert_close("fused params", &fused_grads, &grads, 1e-5);
-    assert_close("fused input", &fused_dx, &dx, 1e-5);
+    // Both run Winograd's 4x4 tiles on larger shapes, whose transforms round
+    // to a few 1e-5 of the largest value, summed in another order here.
+    assert_close("fused output", &fused_y, &y, 5e-5);
+    assert_close("fused params", &fused_grads, &grads, 5e-5);
+    assert_close("fused input", &fused_dx, &dx, 5e-5);
 }
 
 /// Stride-1 convolutions on images large enough for the padded-layout path
@@ -212,9 +214,12 @@ fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
             each_dx.extend(dxs);
             each_grads.iter_mut().zip(gs).for_each(|(a, g)| *a += g);
         }
-        assert_close("outputs", &y, &each_y, 1e-5);
-        assert_close("input gradient", &dx, &each_dx, 1e-5);
-        assert_close("parameter gradients", &grads, &each_grads, 1e-4);
+        // The task runs Winograd's 4x4 tiles, whose transforms (constants up to
+        // 8 and down to 1/24) round to about 1e-4 of the largest value over
+        // 256 channels (2x2 tiles: 1e-5).
+        assert_close("outputs", &y, &each_y, 1e-4);
+        assert_close("input gradient", &dx, &each_dx, 1e-4);
+        assert_close("parameter gradients", &grads, &each_grads, 2e-4);
     }
 }
 
