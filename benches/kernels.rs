@@ -129,8 +129,8 @@ fn conv(c: &mut Criterion) {
 /// ResNet-20's 3x3 stride-1 'same' convolutions, one task of 16 samples on one
 /// thread (as the device runs them): unfolding (im2col + one matrix product,
 /// the reference path) against the padded layout ([`Wide`]: KH products) and
-/// Winograd's F(2x2, 3x3) tiles over it (forward and weight gradient, the
-/// kernel's transform included).
+/// Winograd's F(2x2, 3x3) and F(4x4, 3x3) tiles over it (forward and weight
+/// gradient, the kernel's transform included).
 fn conv_stride1(c: &mut Criterion) {
     use keel::kernels::conv_wide::Wide;
     use keel::kernels::im2col::{col2im_add, im2col};
@@ -184,24 +184,27 @@ fn conv_stride1(c: &mut Criterion) {
                 wide.compact(&wide_out, f, Some(&bias), &mut y);
             })
         });
-        let wino = Winograd::of(&wide, f).expect("3x3, even sides, channels in 16s");
-        let (mut u, mut wino_scratch) = (vec![0.0; wino.kernel_len()], vec![0.0; wino.scratch_len()]);
-        group.bench_function(format!("forward {shape}, winograd"), |b| {
-            b.iter(|| {
-                wide.pad(&x, &mut xp);
-                wino.transform_kernel(&w, &mut u);
-                wino.forward(&xp, &u, TASK, Some(&bias), &mut wino_scratch, &mut y);
-            })
-        });
-        group.bench_function(format!("weight gradient {shape}, winograd"), |b| {
-            b.iter(|| {
-                wino.pad(&x, &mut xp);
-                u.fill(0.0);
-                wino.weight_grad(&xp, &dz, TASK, &mut wino_scratch, &mut u);
-                dw.fill(0.0);
-                wino.kernel_grad(&u, &mut dw);
-            })
-        });
+        for m in [2, 4] {
+            let wino = Winograd::with_tiles(&wide, f, m).expect("3x3, channels in 16s");
+            let (mut u, mut wino_scratch) = (vec![0.0; wino.kernel_len()], vec![0.0; wino.scratch_len()]);
+            let mut xp = vec![0.0; wino.padded_len(TASK)];
+            group.bench_function(format!("forward {shape}, winograd {m}x{m}"), |b| {
+                b.iter(|| {
+                    wino.pad(&x, &mut xp);
+                    wino.transform_kernel(&w, &mut u);
+                    wino.forward(&xp, &u, TASK, Some(&bias), &mut wino_scratch, &mut y);
+                })
+            });
+            group.bench_function(format!("weight gradient {shape}, winograd {m}x{m}"), |b| {
+                b.iter(|| {
+                    wino.pad(&x, &mut xp);
+                    u.fill(0.0);
+                    wino.weight_grad(&xp, &dz, TASK, &mut wino_scratch, &mut u);
+                    dw.fill(0.0);
+                    wino.kernel_grad(&u, &mut dw);
+                })
+            });
+        }
         group.bench_function(format!("weight gradient {shape}, unfolding"), |b| {
             b.iter(|| {
                 for (xs, cs) in x.chunks_exact(p * ch).zip(cols.chunks_exact_mut(p * k)) {
