@@ -116,20 +116,18 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
     }
     let direct = padded_len(op) > 0;
-    if let (true, Some(a)) = (direct, op.affine.filter(|a| a.residual.is_some())) {
+    if let Some((a, residual)) = op.affine.and_then(|a| Some((a, a.residual?))).filter(|_| direct) {
         // The direct kernels apply the map themselves: the residual Add after them.
         let affine = Some(Affine { residual: None, ..a });
         forward(&ConvOp { act: Activation::Linear, affine, ..*op }, x, y, n, ws);
         let len = n * op.g.positions() * op.filters;
-        kernels::add_assign(&mut y[..len], &a.residual.unwrap_or_default()[..len]);
+        kernels::add_assign(&mut y[..len], &residual[..len]);
         return activation::forward(op.act, &mut y[..len], None, op.filters);
     }
     let (g, f, fin) = (op.g, op.filters, Finish::of(op));
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let wide = ConvKernel::choose_wide(op, direct);
-    // Samples per call of the tiles: a task's, or one (a fused pool, a batch below one task).
-    let per_call = if op.pool.is_some() { 1 } else { n.min(SAMPLES_PER_TASK) };
-    let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, false);
+    let winograd = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), false);
     // Batches below one task through Winograd's tiles: a sample at a time, its
     // output channels split into blocks.
     let winograd_blocks = n < SAMPLES_PER_TASK && op.pool.is_none() && winograd.is_some();
@@ -317,8 +315,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let wide = ConvKernel::choose_wide(op, direct);
     // The input gradient through Winograd's tiles: the transposed convolution's,
     // with the kernel turned, then transformed.
-    let per_call = if op.pool.is_some() { 1 } else { n.min(SAMPLES_PER_TASK) };
-    let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, true).filter(|_| dx.is_some());
+    let winograd = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), true).filter(|_| dx.is_some());
     let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
     let ([dw_parts, db_parts, wp, turned], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
@@ -332,7 +329,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let mut conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
     // The weight gradient through the forward pass's tiles (their products
     // through the register-blocked kernel: up to 64 filters).
-    conv.weight_tiles = ConvKernel::choose_winograd(&g, f, n, per_call, false).filter(|_| Wide::blocked(f));
+    conv.weight_tiles = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), false).filter(|_| Wide::blocked(f));
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -598,14 +595,15 @@ impl<'a> ConvKernel<'a> {
     /// layout computes too many dropped outputs, take them too.
     /// Tiles of 4x4 (36 products per 16 outputs against 2x2's 16 per 4) where
     /// they need at most 3/4 of 2x2's products (sides they cover with little
-    /// waste) and a call of `per_call` samples has 64 of them or more: with
+    /// waste) and a call (a task's samples, or one sample's behind a fused
+    /// max pooling: `pooled`) has 64 of them or more: with
     /// fewer (a fused pool's calls of one sample: MNIST's 24x24), the weight
     /// gradient's products gather too few tiles per pass over the kernel's;
     /// and a batch of a task or more: below that, each thread transforms the
     /// whole sample for its block of filters, and 4x4's dearer input
     /// transform, done by every thread, outweighs (ResNet-50 at batch 1).
     /// (ResNet-20 trains 1.13x faster; ResNet-50 at batch 32 infers 1.05x.)
-    fn choose_winograd(g: &Window, f: usize, n: usize, per_call: usize, input_grad: bool) -> Option<Winograd> {
+    fn choose_winograd(g: &Window, f: usize, n: usize, pooled: bool, input_grad: bool) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
         let channels = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS;
@@ -615,6 +613,7 @@ impl<'a> ConvKernel<'a> {
         }
         let large = Winograd::with_tiles(&wide, out, 4)?;
         let fewer_products = 4 * 36 * large.tiles(n) <= 3 * 16 * small.tiles(n);
+        let per_call = if pooled { 1 } else { n.min(SAMPLES_PER_TASK) };
         let enough = large.tiles(per_call) >= 64 && n >= SAMPLES_PER_TASK;
         Some(if fewer_products && enough { large } else { small })
     }
