@@ -241,6 +241,11 @@ fn conv2d_with_fused_max_pooling_matches_separate_layers() {
     let x = uniform(&mut stream(12, 4), 17 * 9 * 9 * 32, -1.0, 1.0);
     let conv = Conv2D::new(64, (3, 3)).activation(Activation::Relu);
     check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [9, 9, 32], x, 124);
+    // Outputs of 20x20x32 (Winograd's 4x4 tiles): the forward pass computes 10
+    // samples at a time, then 6, then the partial task's 4.
+    let x = uniform(&mut stream(12, 5), 20 * 22 * 22 * 32, -1.0, 1.0);
+    let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);
+    check_fusion_matches_separate_layers(conv, MaxPooling2D::new((2, 2)), [22, 22, 32], x, 125);
     // ReLU, the reference model's shape.
     let x = uniform(&mut stream(12, 2), 2 * 28 * 28, 0.0, 1.0);
     let conv = Conv2D::new(32, (3, 3)).activation(Activation::Relu);

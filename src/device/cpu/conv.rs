@@ -28,6 +28,15 @@ const POSITIONS_PER_TASK: usize = 256;
 /// folded normalisation) while they are in cache.
 const FINISH_POSITIONS: usize = 1024;
 
+/// Convolution outputs a fused max pooling's forward pass computes at a time
+/// (512 KiB): a group of samples, pooled while they are in cache.
+const POOL_GROUP_VALUES: usize = 1 << 17;
+
+/// Samples per group of a fused pool's forward pass, `conv_len` outputs each.
+fn pool_group(conv_len: usize) -> usize {
+    (POOL_GROUP_VALUES / conv_len.max(1)).clamp(1, SAMPLES_PER_TASK)
+}
+
 /// Output channels per task when batch-1 inference splits a convolution by channels.
 const FILTER_BLOCK: usize = 16;
 
@@ -127,7 +136,9 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let (g, f, fin) = (op.g, op.filters, Finish::of(op));
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let wide = ConvKernel::choose_wide(op, direct);
-    let winograd = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), false);
+    // Samples per call of the tiles: a task's, or a group's behind a fused pool.
+    let per_call = if op.pool.is_some() { pool_group(g.positions() * f).min(n) } else { n.min(SAMPLES_PER_TASK) };
+    let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, false);
     // Batches below one task through Winograd's tiles: a sample at a time, its
     // output channels split into blocks.
     let winograd_blocks = n < SAMPLES_PER_TASK && op.pool.is_none() && winograd.is_some();
@@ -281,13 +292,30 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         .zip(argmax.par_chunks_mut(SAMPLES_PER_TASK * pooled_len))
         .zip(xs)
         .for_each(|((yt, at), xt)| {
-            with_scratch(conv_len + conv.forward_cols_len(1), |buf| {
-                let (z, cols) = buf.split_at_mut(conv_len);
-                let samples = xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(pooled_len));
-                for ((xs, ys), a) in samples.zip(at.chunks_exact_mut(pooled_len)) {
-                    if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act) {
-                        conv.forward(xs, z, cols, fin, 0); // (no folded map, so no residual, with a pool)
-                        max_pool_forward(&pg, z, ys, a);
+            // A group of samples at a time (`pool_group`), its outputs pooled while in cache.
+            let group = pool_group(conv_len).min(xt.len() / in_len);
+            with_scratch(group * conv_len + conv.forward_cols_len(group), |buf| {
+                let (z, cols) = buf.split_at_mut(group * conv_len);
+                let groups = xt.chunks(group * in_len).zip(yt.chunks_mut(group * pooled_len));
+                for ((xg, yg), ag) in groups.zip(at.chunks_mut(group * pooled_len)) {
+                    let samples = xg.chunks_exact(in_len).zip(yg.chunks_exact_mut(pooled_len));
+                    if conv.direct {
+                        for ((xs, ys), a) in samples.zip(ag.chunks_exact_mut(pooled_len)) {
+                            if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act) {
+                                conv.forward(xs, &mut z[..conv_len], cols, fin, 0);
+                                max_pool_forward(&pg, &z[..conv_len], ys, a);
+                            }
+                        }
+                        continue;
+                    }
+                    let z = &mut z[..xg.len() / in_len * conv_len];
+                    conv.forward(xg, z, cols, fin, 0); // (no folded map, so no residual, with a pool)
+                    for ((zs, ys), a) in z
+                        .chunks_exact(conv_len)
+                        .zip(yg.chunks_exact_mut(pooled_len))
+                        .zip(ag.chunks_exact_mut(pooled_len))
+                    {
+                        max_pool_forward(&pg, zs, ys, a);
                     }
                 }
             });
@@ -315,7 +343,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let wide = ConvKernel::choose_wide(op, direct);
     // The input gradient through Winograd's tiles: the transposed convolution's,
     // with the kernel turned, then transformed.
-    let winograd = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), true).filter(|_| dx.is_some());
+    let winograd = ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), true).filter(|_| dx.is_some());
     let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
     let ([dw_parts, db_parts, wp, turned], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
@@ -329,7 +357,8 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let mut conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
     // The weight gradient through the forward pass's tiles (their products
     // through the register-blocked kernel: up to 64 filters).
-    conv.weight_tiles = ConvKernel::choose_winograd(&g, f, n, op.pool.is_some(), false).filter(|_| Wide::blocked(f));
+    conv.weight_tiles =
+        ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), false).filter(|_| Wide::blocked(f));
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -368,7 +397,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                 .zip(xs)
                 .zip(parts)
                 .zip(dx_tasks)
-                .for_each(|(((((dyt, yt), at), xt), (dw, db)), mut dxt)| {
+                .for_each(|(((((dyt, yt), at), xt), (dw, db)), dxt)| {
                     dw.fill(0.0);
                     db.fill(0.0);
                     if dxt.is_none() && conv.direct {
@@ -380,27 +409,19 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                         }
                         return;
                     }
-                    // With the weight gradient through tiles, the transformed
-                    // kernel's gradient gathers the task's samples, turned into dw once.
-                    let du_len = conv.weight_tiles.map_or(0, |w| w.kernel_len());
-                    with_scratch(conv_len + du_len + conv.cols_len(1, dxt.is_some()), |buf| {
-                        let (dz, rest) = buf.split_at_mut(conv_len);
-                        let (du, cols) = rest.split_at_mut(du_len);
-                        du.fill(0.0);
-                        for (s, xs) in xt.chunks_exact(in_len).enumerate() {
-                            let sample = s * pooled_len..(s + 1) * pooled_len;
-                            max_pool_backward_through(act, &dyt[sample.clone()], &yt[sample.clone()], &at[sample], dz);
-                            add_rows(dz, f, db);
-                            match &conv.weight_tiles {
-                                Some(w) => conv.tile_weight_grad(w, xs, dz, du, cols),
-                                None => conv.weight_grad(xs, dz, dw, cols),
-                            }
-                            if let Some(dxt) = dxt.as_deref_mut() {
-                                conv.input_grad(dz, &mut dxt[s * in_len..][..in_len], cols);
-                            }
+                    // The task's dz scattered from the pooled gradients, then its
+                    // gradients as without a pool, over the whole task.
+                    let s = xt.len() / in_len;
+                    with_scratch(s * conv_len + conv.cols_len(s, dxt.is_some()), |buf| {
+                        let (dz, cols) = buf.split_at_mut(s * conv_len);
+                        for (i, dzs) in dz.chunks_exact_mut(conv_len).enumerate() {
+                            let sample = i * pooled_len..(i + 1) * pooled_len;
+                            max_pool_backward_through(act, &dyt[sample.clone()], &yt[sample.clone()], &at[sample], dzs);
                         }
-                        if let Some(w) = &conv.weight_tiles {
-                            w.kernel_grad(du, dw);
+                        add_rows(dz, f, db);
+                        conv.weight_grad(xt, dz, dw, cols);
+                        if let Some(dxt) = dxt {
+                            conv.input_grad(dz, dxt, cols);
                         }
                     });
                 });
@@ -595,15 +616,13 @@ impl<'a> ConvKernel<'a> {
     /// layout computes too many dropped outputs, take them too.
     /// Tiles of 4x4 (36 products per 16 outputs against 2x2's 16 per 4) where
     /// they need at most 3/4 of 2x2's products (sides they cover with little
-    /// waste) and a call (a task's samples, or one sample's behind a fused
-    /// max pooling: `pooled`) has 64 of them or more: with
-    /// fewer (a fused pool's calls of one sample: MNIST's 24x24), the weight
-    /// gradient's products gather too few tiles per pass over the kernel's;
+    /// waste) and a call of `per_call` samples has 64 of them or more: with
+    /// fewer, the products gather too few tiles per pass over the kernel's;
     /// and a batch of a task or more: below that, each thread transforms the
     /// whole sample for its block of filters, and 4x4's dearer input
     /// transform, done by every thread, outweighs (ResNet-50 at batch 1).
     /// (ResNet-20 trains 1.13x faster; ResNet-50 at batch 32 infers 1.05x.)
-    fn choose_winograd(g: &Window, f: usize, n: usize, pooled: bool, input_grad: bool) -> Option<Winograd> {
+    fn choose_winograd(g: &Window, f: usize, n: usize, per_call: usize, input_grad: bool) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
         let channels = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS;
@@ -613,16 +632,16 @@ impl<'a> ConvKernel<'a> {
         }
         let large = Winograd::with_tiles(&wide, out, 4)?;
         let fewer_products = 4 * 36 * large.tiles(n) <= 3 * 16 * small.tiles(n);
-        let per_call = if pooled { 1 } else { n.min(SAMPLES_PER_TASK) };
         let enough = large.tiles(per_call) >= 64 && n >= SAMPLES_PER_TASK;
         Some(if fewer_products && enough { large } else { small })
     }
 
     /// The padded layout, where it beats unfolding (`cargo bench -- "stride 1"`).
     fn choose_wide(op: &ConvOp, direct: bool) -> Option<Wide> {
-        // A fused pool runs the convolution one sample at a time, where the
-        // padded layout's KH products (and turned kernel) per sample cost more
-        // than unfolding (measured on Keras' MNIST and CIFAR-10 CNNs); and the
+        // A fused pool's forward pass runs a few samples at a time, where the
+        // padded layout's KH products (and turned kernel) per call cost more
+        // than unfolding (measured, a sample per call, on Keras' MNIST and
+        // CIFAR-10 CNNs); and the
         // dropped outputs cost more than unfolding saves on small images (8x8:
         // 27% dropped, 15% slower than unfolding; 16x16: 13% dropped, 8-17% faster).
         // The direct kernels' weight gradient is scalar for filters not in
