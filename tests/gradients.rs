@@ -289,6 +289,9 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // The general product's gradients by tasks of 256 input features (the last narrower).
     let x = uniform(&mut stream(6, 12), 2 * 300, -1.0, 1.0);
     check_layer(Dense::new(20), &[300], 2, x, 72);
+    // Fewer input features than one such task: the input gradient by tasks of rows.
+    let x = uniform(&mut stream(6, 13), 2 * 30, -1.0, 1.0);
+    check_layer(Dense::new(150), &[30], 2, x, 73);
 }
 
 #[test]

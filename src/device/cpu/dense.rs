@@ -79,17 +79,29 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
             let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
             matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
         });
-        if let Some(dx) = dx {
+        match dx {
+            // dx = dz . W^T by tasks of rows, each reading W (one block of
+            // features: small) transposed in place.
+            Some(dx) if d <= FEATURES_PER_TASK => {
+                let wt = MatRef::new(w, d, u).t();
+                dx[..rows * d]
+                    .par_chunks_mut(task_rows * d)
+                    .zip(dz.par_chunks(task_rows * u))
+                    .for_each(|(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), wt, dxt, false));
+            }
             // dx = dz . W^T a block of input features at a time: each task reads
             // (packs) only its rows of W, seen transposed, and writes its block
             // of columns, block-major; the blocks are then gathered into dx.
-            let [blocks] = ws.f32s([rows * d]);
-            blocks.par_chunks_mut(rows * FEATURES_PER_TASK).enumerate().for_each(|(t, dxb)| {
-                let (first, width) = (t * FEATURES_PER_TASK, dxb.len() / rows);
-                let wb = MatRef::new(&w[first * u..(first + width) * u], width, u);
-                matmul(MatRef::new(dz, rows, u), wb.t(), dxb, false);
-            });
-            gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| r, &mut dx[..rows * d]);
+            Some(dx) => {
+                let [blocks] = ws.f32s([rows * d]);
+                blocks.par_chunks_mut(rows * FEATURES_PER_TASK).enumerate().for_each(|(t, dxb)| {
+                    let (first, width) = (t * FEATURES_PER_TASK, dxb.len() / rows);
+                    let wb = MatRef::new(&w[first * u..(first + width) * u], width, u);
+                    matmul(MatRef::new(dz, rows, u), wb.t(), dxb, false);
+                });
+                gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| r, &mut dx[..rows * d]);
+            }
+            None => {}
         }
         return;
     }
