@@ -202,7 +202,7 @@ impl Winograd {
         for first in (0..tiles).step_by(self.block) {
             let t = self.block.min(tiles - first);
             let (v, m) = (&mut v[..positions * t * c], &mut m[..positions * t * ld]);
-            self.input_tiles(xp, first, t, v);
+            input_tiles(&self.wide, self.m, xp, first, t, v);
             // One product per position: m[p] (t, FB) = v[p] (t, C) . u[p] (C, FB),
             // in blocks of filters, each block's (16, t, FB) together.
             let products = Wide::of(&Window::rows(t, c)).expect("a 1x1 window");
@@ -215,10 +215,7 @@ impl Winograd {
                     products.forward_filters(vp, up, f, f0..f0 + fb, 0..t, mp);
                 }
                 let cols = Columns { f0: column, fb, f: ld, bias };
-                match self.m {
-                    4 => output_tiles4(&self.wide, mb, first, t, cols, y),
-                    _ => output_tiles(&self.wide, mb, first, t, cols, y),
-                }
+                output_tiles(&self.wide, self.m, mb, first, t, cols, y);
             }
         }
     }
@@ -237,11 +234,8 @@ impl Winograd {
         for first in (0..tiles).step_by(self.block) {
             let t = self.block.min(tiles - first);
             let (v, m) = (&mut v[..positions * t * c], &mut m[..positions * t * f]);
-            self.input_tiles(xp, first, t, v);
-            match self.m {
-                4 => gradient_tiles4(&self.wide, dz, first, t, f, m),
-                _ => gradient_tiles(&self.wide, dz, first, t, f, m),
-            }
+            input_tiles(&self.wide, self.m, xp, first, t, v);
+            gradient_tiles(&self.wide, self.m, dz, first, t, f, m);
             let products = Wide::of(&Window::rows(t, c)).expect("a 1x1 window");
             for p in 0..positions {
                 let (vp, mp) = (&v[p * t * c..][..t * c], &m[p * t * f..][..t * f]);
@@ -274,30 +268,30 @@ impl Winograd {
             }
         }
     }
-
-    /// The input transform of tiles first..first + t: v (positions, t, C).
-    fn input_tiles(&self, xp: &[f32], first: usize, t: usize, v: &mut [f32]) {
-        match self.m {
-            4 => input_tiles4(&self.wide, xp, first, t, v),
-            _ => input_tiles(&self.wide, xp, first, t, v),
-        }
-    }
 }
 
-// dz (s,OH,OW,F) -> m: (16, t, F), tiles first..first + t:
-//   m[:, tile, j] = A dz A^T, dz = the tile's 2x2 outputs of filter j (zeros past an odd side),
-//   A = [[1, 0], [1, 1], [1, -1], [0, -1]].
-fn gradient_tiles(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
+// dz (s,OH,OW,F) -> m: ((k + 2)^2, t, F), tiles of k x k outputs first..first + t:
+//   m[:, tile, j] = A dz A^T, dz = the tile's outputs of filter j (zeros past a side);
+//   for k = 2, A = [[1, 0], [1, 1], [1, -1], [0, -1]] (k = 4: the transpose of [`output6`]'s).
+fn gradient_tiles(wide: &Wide, k: usize, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
     let g = &wide.g;
-    let (s, ..) = tile(g, 2, first + t - 1);
-    assert!(dz.len() >= (s + 1) * g.oh * g.ow * f && m.len() >= POSITIONS * t * f, "output gradient too short");
+    let (s, ..) = tile(g, k, first + t - 1);
+    assert!(dz.len() >= (s + 1) * g.oh * g.ow * f && m.len() >= (k + 2) * (k + 2) * t * f, "output gradient too short");
     assert!(f.is_multiple_of(LANES), "filters in 16s");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
-        return unsafe { avx512::gradient_tiles(wide, dz, first, t, f, m) };
+        return unsafe {
+            match k {
+                4 => avx512::gradient_tiles4(wide, dz, first, t, f, m),
+                _ => avx512::gradient_tiles(wide, dz, first, t, f, m),
+            }
+        };
     }
-    gradient_tiles_reference(wide, dz, first, t, f, m)
+    match k {
+        4 => gradient_tiles4_lanes(wide, dz, first, t, f, m),
+        _ => gradient_tiles_reference(wide, dz, first, t, f, m),
+    }
 }
 
 /// [`gradient_tiles`] in plain code: the reference of the SIMD path.
@@ -350,21 +344,29 @@ fn tile(g: &Window, m: usize, i: usize) -> (usize, usize, usize) {
     (i / per_sample, m * (r / across), m * (r % across))
 }
 
-// xp: padded -> v: (16, t, C), tiles first..first + t:
-//   v[:, tile, ch] = B^T d B, d = the 4x4 patch of channel ch at the tile's window,
-//   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
-fn input_tiles(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [f32]) {
+// xp: padded -> v: ((k + 2)^2, t, C), tiles of k x k outputs first..first + t:
+//   v[:, tile, ch] = B^T d B, d = the (k + 2)^2 patch of channel ch at the tile's window;
+//   for k = 2, B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] (k = 4: [`input6`]'s).
+fn input_tiles(wide: &Wide, k: usize, xp: &[f32], first: usize, t: usize, v: &mut [f32]) {
     let (c, wp) = (wide.g.c, wide.row_pixels());
-    let (s, oy, ox) = tile(&wide.g, 2, first + t - 1);
-    assert!(xp.len() >= (wide.pixel(s, oy, ox) + 3 * wp + 4) * c, "padded input too short");
-    assert!(v.len() >= POSITIONS * t * c && c.is_multiple_of(LANES), "transformed inputs too short");
+    let (s, oy, ox) = tile(&wide.g, k, first + t - 1);
+    assert!(xp.len() >= (wide.pixel(s, oy, ox) + (k + 1) * wp + k + 2) * c, "padded input too short");
+    assert!(v.len() >= (k + 2) * (k + 2) * t * c && c.is_multiple_of(LANES), "transformed inputs too short");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F; every patch lies before the last tile's
-        // end (checked above), and v holds (16, t, C).
-        return unsafe { avx512::input_tiles(wide, xp, first, t, v) };
+        // end (checked above), and v holds ((k + 2)^2, t, C).
+        return unsafe {
+            match k {
+                4 => avx512::input_tiles4(wide, xp, first, t, v),
+                _ => avx512::input_tiles(wide, xp, first, t, v),
+            }
+        };
     }
-    input_tiles_reference(wide, xp, first, t, v)
+    match k {
+        4 => input_tiles4_lanes(wide, xp, first, t, v),
+        _ => input_tiles_reference(wide, xp, first, t, v),
+    }
 }
 
 /// [`input_tiles`] in plain code: the reference of the SIMD path.
@@ -417,20 +419,29 @@ struct Columns<'a> {
     bias: Option<&'a [f32]>,
 }
 
-// m: (16, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles first..first + t:
-//   y[2x2 outputs of the tile] = A^T m[:, tile] A (+ bias),  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
-fn output_tiles(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
+// m: ((k + 2)^2, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles of k x k outputs first..first + t:
+//   y[the tile's outputs] = A^T m[:, tile] A (+ bias), those past a side not stored;
+//   for k = 2, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] (k = 4: [`output6`]'s).
+fn output_tiles(wide: &Wide, k: usize, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
     let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
-    let (s, ..) = tile(g, 2, first + t - 1);
+    let (s, ..) = tile(g, k, first + t - 1);
     assert!(y.len() >= (s + 1) * g.oh * g.ow * f && f0 + fb <= f, "output too short");
-    assert!(m.len() >= POSITIONS * t * fb && fb.is_multiple_of(LANES), "products too short");
+    assert!(m.len() >= (k + 2) * (k + 2) * t * fb && fb.is_multiple_of(LANES), "products too short");
     assert!(bias.is_none_or(|b| b.len() >= f), "bias too short");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
-        return unsafe { avx512::output_tiles(wide, m, first, t, cols, y) };
+        return unsafe {
+            match k {
+                4 => avx512::output_tiles4(wide, m, first, t, cols, y),
+                _ => avx512::output_tiles(wide, m, first, t, cols, y),
+            }
+        };
     }
-    output_tiles_reference(wide, m, first, t, cols, y)
+    match k {
+        4 => output_tiles4_lanes(wide, m, first, t, cols, y),
+        _ => output_tiles_reference(wide, m, first, t, cols, y),
+    }
 }
 
 /// [`output_tiles`] in plain code: the reference of the SIMD path.
@@ -841,22 +852,7 @@ fn kernel_grad4(du: &[f32], cf: usize, dw: &mut [f32]) {
     }
 }
 
-// xp: padded -> v: (36, t, C), tiles (4x4 outputs) first..first + t:
-//   v[:, tile, ch] = B^T d B, d = the 6x6 patch of channel ch at the tile's window.
-fn input_tiles4(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [f32]) {
-    let (c, wp) = (wide.g.c, wide.row_pixels());
-    let (s, oy, ox) = tile(&wide.g, 4, first + t - 1);
-    assert!(xp.len() >= (wide.pixel(s, oy, ox) + 5 * wp + 6) * c, "padded input too short");
-    assert!(v.len() >= POSITIONS4 * t * c && c.is_multiple_of(LANES), "transformed inputs too short");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; every patch lies before the last tile's
-        // end (checked above), and v holds (36, t, C).
-        return unsafe { avx512::input_tiles4(wide, xp, first, t, v) };
-    }
-    input_tiles4_lanes(wide, xp, first, t, v)
-}
-
+/// [`input_tiles`] of 4x4 tiles in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn input_tiles4_lanes(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [f32]) {
     let (c, wp) = (wide.g.c, wide.row_pixels());
@@ -886,22 +882,7 @@ fn input_tiles4_lanes(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [
     }
 }
 
-// m: (36, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles (4x4 outputs) first..first + t:
-//   y[4x4 outputs of the tile] = A^T m[:, tile] A (+ bias); outputs past a side are not stored.
-fn output_tiles4(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
-    let (s, ..) = tile(g, 4, first + t - 1);
-    assert!(y.len() >= (s + 1) * g.oh * g.ow * f && f0 + fb <= f, "output too short");
-    assert!(m.len() >= POSITIONS4 * t * fb && fb.is_multiple_of(LANES), "products too short");
-    assert!(bias.is_none_or(|b| b.len() >= f), "bias too short");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
-        return unsafe { avx512::output_tiles4(wide, m, first, t, cols, y) };
-    }
-    output_tiles4_lanes(wide, m, first, t, cols, y)
-}
-
+/// [`output_tiles`] of 4x4 tiles in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
     let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
@@ -938,21 +919,7 @@ fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Col
     }
 }
 
-// dz (s,OH,OW,F) -> m: (36, t, F), tiles (4x4 outputs) first..first + t:
-//   m[:, tile, j] = A dz A^T, dz = the tile's 4x4 outputs of filter j (zeros past a side).
-fn gradient_tiles4(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
-    let g = &wide.g;
-    let (s, ..) = tile(g, 4, first + t - 1);
-    assert!(dz.len() >= (s + 1) * g.oh * g.ow * f && m.len() >= POSITIONS4 * t * f, "output gradient too short");
-    assert!(f.is_multiple_of(LANES), "filters in 16s");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
-        return unsafe { avx512::gradient_tiles4(wide, dz, first, t, f, m) };
-    }
-    gradient_tiles4_lanes(wide, dz, first, t, f, m)
-}
-
+/// [`gradient_tiles`] of 4x4 tiles in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn gradient_tiles4_lanes(wide: &Wide, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
     let g = &wide.g;
@@ -1140,7 +1107,7 @@ mod tests {
             let (first, t) = (2, wino.tiles(s) - 3);
             let (mut want, mut got) = (vec![0.0; POSITIONS4 * t * g.c], vec![1.0; POSITIONS4 * t * g.c]);
             input_tiles4_lanes(&wide, &xp, first, t, &mut want);
-            // SAFETY: AVX-512F is present; the lengths are input_tiles4's own checks, which pass.
+            // SAFETY: AVX-512F is present; the lengths are input_tiles' own checks, which pass.
             unsafe { avx512::input_tiles4(&wide, &xp, first, t, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "input transform");
 
