@@ -241,6 +241,47 @@ fn conv_stride1(c: &mut Criterion) {
     group.finish();
 }
 
+/// DepthwiseConv2D's forward pass over one sample at MobileNetV2's shapes
+/// (3x3, same padding), one thread: the register-blocked path against the
+/// tap-by-tap reference.
+fn depthwise(c: &mut Criterion) {
+    use keel::kernels::depthwise::{Depthwise, forward, forward_reference};
+    let mut group = c.benchmark_group("depthwise_conv2d 3x3, 1 sample, 1 thread");
+    for (side, ch, stride) in [(112, 96, 2), (56, 144, 1), (14, 384, 1), (7, 960, 1)] {
+        let out = side / stride;
+        let pad = if stride == 1 { 1 } else { 0 };
+        let g = Depthwise {
+            h: side,
+            w: side,
+            c: ch,
+            kh: 3,
+            kw: 3,
+            m: 1,
+            sh: stride,
+            sw: stride,
+            dh: 1,
+            dw: 1,
+            pt: pad,
+            pl: pad,
+            oh: out,
+            ow: out,
+        };
+        let mut rng = stream(3, 0);
+        let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (x, w, bias) = (values(side * side * ch), values(9 * ch), values(ch));
+        let mut y = vec![0.0; out * out * ch];
+        group.throughput(Throughput::Elements((2 * out * out * ch * 9) as u64));
+        let shape = format!("{side}x{side}x{ch}/{stride}");
+        group.bench_function(format!("forward {shape}, register-blocked"), |b| {
+            b.iter(|| forward(&g, black_box(&x), &w, Some(&bias), &mut y))
+        });
+        group.bench_function(format!("forward {shape}, tap by tap"), |b| {
+            b.iter(|| forward_reference(&g, black_box(&x), &w, Some(&bias), &mut y))
+        });
+    }
+    group.finish();
+}
+
 fn max_pool(c: &mut Criterion) {
     let mut group = c.benchmark_group("max_pooling2d");
     let mut bench = Bench::new(Box::new(MaxPooling2D::new((2, 2))), &[26, 26, 32], None);
@@ -293,5 +334,5 @@ fn loss_and_optimizer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, conv_stride1, max_pool, dense, loss_and_optimizer);
+criterion_group!(benches, conv, conv_stride1, depthwise, max_pool, dense, loss_and_optimizer);
 criterion_main!(benches);

@@ -42,6 +42,24 @@ impl Depthwise {
         (iy < self.h && ix < self.w).then_some((iy, ix))
     }
 
+    /// The output columns whose every tap lies inside the image's columns.
+    fn inside_columns(&self) -> std::ops::Range<usize> {
+        let first = self.pl.div_ceil(self.sw).min(self.ow);
+        // The last: ox * sw + (kw - 1) * dw - pl <= w - 1.
+        let end = match (self.w + self.pl).checked_sub((self.kw - 1) * self.dw + 1) {
+            Some(reach) => (reach / self.sw + 1).min(self.ow),
+            None => 0,
+        };
+        first..end.max(first)
+    }
+
+    /// The kernel rows whose taps from output row `oy` lie inside the image.
+    fn inside_rows(&self, oy: usize) -> std::ops::Range<usize> {
+        let inside = |ky: &usize| (oy * self.sh + ky * self.dh).checked_sub(self.pt).is_some_and(|iy| iy < self.h);
+        let first = (0..self.kh).find(inside).unwrap_or(self.kh);
+        first..(first..self.kh).find(|ky| !inside(ky)).unwrap_or(self.kh)
+    }
+
     /// Calls `f(output position, input position, kernel tap)` for every tap inside the image.
     #[inline]
     fn each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
@@ -64,14 +82,21 @@ impl Depthwise {
 const CHANNEL_BLOCKS: [usize; 3] = [64, 16, 1];
 
 /// x: (H,W,C), kernel (KH,KW,C,M), bias (C*M) -> y: (OH,OW,C*M), written.
-/// With one filter per channel (M = 1), each output pixel's sums stay in
-/// registers over its taps, a block of channels at a time, and are written
-/// once; the sums are [`forward_reference`]'s, in the same order.
+/// With one filter per channel (M = 1), each output's sums stay in registers
+/// over its taps and are written once; the sums are [`forward_reference`]'s,
+/// in the same order (fused multiply-adds in both). With AVX-512, the pixels
+/// whose taps all lie inside the image's columns go by blocks along their
+/// row ([`avx512::forward`]), the others one at a time.
 pub fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     if g.m == 1 {
         let (inputs, outputs) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
         assert!(x.len() >= inputs && y.len() >= outputs && kernel.len() >= g.kh * g.kw * g.c, "depthwise lengths");
         assert!(bias.is_none_or(|b| b.len() >= g.c), "bias too short");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+            return unsafe { avx512::forward(g, x, kernel, bias, y) };
+        }
         return forward_by_pixels(g, x, kernel, bias, y);
     }
     forward_reference(g, x, kernel, bias, y)
@@ -81,21 +106,27 @@ pub fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y
 fn forward_by_pixels(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     for oy in 0..g.oh {
         for ox in 0..g.ow {
-            let out = &mut y[(oy * g.ow + ox) * g.c..][..g.c];
-            let mut c0 = 0;
-            while c0 + CHANNEL_BLOCKS[0] <= g.c {
-                pixel_block::<64>(g, x, kernel, bias, (oy, ox, c0), out);
-                c0 += CHANNEL_BLOCKS[0];
-            }
-            while c0 + CHANNEL_BLOCKS[1] <= g.c {
-                pixel_block::<16>(g, x, kernel, bias, (oy, ox, c0), out);
-                c0 += CHANNEL_BLOCKS[1];
-            }
-            while c0 < g.c {
-                pixel_block::<1>(g, x, kernel, bias, (oy, ox, c0), out);
-                c0 += CHANNEL_BLOCKS[2];
-            }
+            forward_pixel(g, x, kernel, bias, (oy, ox), &mut y[(oy * g.ow + ox) * g.c..][..g.c]);
         }
+    }
+}
+
+/// Output pixel (oy, ox) of [`forward`] (M = 1), every channel: blocks of 64,
+/// then of 16, then single channels.
+#[inline(always)]
+fn forward_pixel(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, at: (usize, usize), out: &mut [f32]) {
+    let mut c0 = 0;
+    while c0 + CHANNEL_BLOCKS[0] <= g.c {
+        pixel_block::<64>(g, x, kernel, bias, at, c0, out);
+        c0 += CHANNEL_BLOCKS[0];
+    }
+    while c0 + CHANNEL_BLOCKS[1] <= g.c {
+        pixel_block::<16>(g, x, kernel, bias, at, c0, out);
+        c0 += CHANNEL_BLOCKS[1];
+    }
+    while c0 < g.c {
+        pixel_block::<1>(g, x, kernel, bias, at, c0, out);
+        c0 += CHANNEL_BLOCKS[2];
     }
 }
 
@@ -107,7 +138,8 @@ fn pixel_block<const W: usize>(
     x: &[f32],
     kernel: &[f32],
     bias: Option<&[f32]>,
-    (oy, ox, c0): (usize, usize, usize),
+    (oy, ox): (usize, usize),
+    c0: usize,
     out: &mut [f32],
 ) {
     let mut sums = [0.0f32; W];
@@ -120,12 +152,101 @@ fn pixel_block<const W: usize>(
                 let xs = &x[(iy * g.w + ix) * g.c + c0..][..W];
                 let ws = &kernel[(ky * g.kw + kx) * g.c + c0..][..W];
                 for ((s, &x), &w) in sums.iter_mut().zip(xs).zip(ws) {
-                    *s += x * w;
+                    *s = x.mul_add(w, *s);
                 }
             }
         }
     }
     out[c0..c0 + W].copy_from_slice(&sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Depthwise, forward_pixel, pixel_block};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    // [`super::forward`] (M = 1) by blocks of 16 channels, each over the whole
+    // image (so that the input rows an output row shares with the next stay
+    // in cache). In each output row, the pixels whose taps all lie inside the
+    // image's columns go by blocks of 8, 4, 2 and 1 pixels along the row,
+    // their sums in registers; then the pixels at the sides, and the
+    // channels past the last multiple of 16, one pixel at a time with every
+    // tap checked.
+    // Safety: AVX-512F, and the lengths [`super::forward`] checked.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+        let (c, vectors) = (g.c, g.c / 16 * 16);
+        let inside = g.inside_columns();
+        for c0 in (0..vectors).step_by(16) {
+            for oy in 0..g.oh {
+                let (rows, row) = (g.inside_rows(oy), &mut y[oy * g.ow * c..][..g.ow * c]);
+                let mut ox = inside.start;
+                while ox < inside.end {
+                    let width = [8, 4, 2, 1].into_iter().find(|&p| ox + p <= inside.end).unwrap_or(1);
+                    // SAFETY: every tap of pixels `inside` lies inside x; kernel and bias hold c values.
+                    unsafe {
+                        match width {
+                            8 => block::<8>(g, x, kernel, bias, (oy, ox), rows.clone(), c0, row),
+                            4 => block::<4>(g, x, kernel, bias, (oy, ox), rows.clone(), c0, row),
+                            2 => block::<2>(g, x, kernel, bias, (oy, ox), rows.clone(), c0, row),
+                            _ => block::<1>(g, x, kernel, bias, (oy, ox), rows.clone(), c0, row),
+                        }
+                    }
+                    ox += width;
+                }
+            }
+        }
+        for oy in 0..g.oh {
+            let row = &mut y[oy * g.ow * c..][..g.ow * c];
+            for ox in (0..inside.start).chain(inside.end..g.ow) {
+                forward_pixel(g, x, kernel, bias, (oy, ox), &mut row[ox * c..][..c]);
+            }
+            for ox in inside.clone() {
+                for c0 in vectors..c {
+                    pixel_block::<1>(g, x, kernel, bias, (oy, ox), c0, &mut row[ox * c..][..c]);
+                }
+            }
+        }
+    }
+
+    /// Channels c0..c0 + 16 of pixels ox..ox + P of output row oy (every
+    /// column tap inside the image; kernel rows `rows` inside it), into `row`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const P: usize>(
+        g: &Depthwise,
+        x: &[f32],
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        (oy, ox): (usize, usize),
+        rows: Range<usize>,
+        c0: usize,
+        row: &mut [f32],
+    ) {
+        let c = g.c;
+        // SAFETY: the caller's bounds: c0 + 16 <= C, and every tap read is inside x.
+        unsafe {
+            let first = bias.map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(c0)));
+            let mut acc = [first; P];
+            for ky in rows {
+                let iy = oy * g.sh + ky * g.dh - g.pt;
+                for kx in 0..g.kw {
+                    let w = _mm512_loadu_ps(kernel.as_ptr().add((ky * g.kw + kx) * c + c0));
+                    let ix = ox * g.sw + kx * g.dw - g.pl;
+                    let xs = x.as_ptr().add((iy * g.w + ix) * c + c0);
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(_mm512_loadu_ps(xs.add(p * g.sw * c)), w, *acc);
+                    }
+                }
+            }
+            let out = row.as_mut_ptr().add(ox * c + c0);
+            for (p, &acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.add(p * c), acc);
+            }
+        }
+    }
 }
 
 /// [`forward`] tap by tap over the whole output: the reference of the
@@ -143,12 +264,12 @@ pub fn forward_reference(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<
         let (xs, ys, ws) = (&x[i * c..][..c], &mut y[o * co..][..co], &kernel[t * co..][..co]);
         if m == 1 {
             for ((y, &x), &w) in ys.iter_mut().zip(xs).zip(ws) {
-                *y += x * w;
+                *y = x.mul_add(w, *y);
             }
         } else {
             for (ch, &xv) in xs.iter().enumerate() {
                 for k in 0..m {
-                    ys[ch * m + k] += xv * ws[ch * m + k];
+                    ys[ch * m + k] = xv.mul_add(ws[ch * m + k], ys[ch * m + k]);
                 }
             }
         }
@@ -193,17 +314,60 @@ pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
 mod tests {
     use super::*;
 
+    // The pixels and kernel rows the AVX-512 path reads without checks:
+    // exactly those whose taps lie inside the image, on every geometry.
+    #[test]
+    fn inside_columns_and_rows_are_exactly_the_taps_inside_the_image() {
+        for (size, k, s, d, pad) in
+            [(7, 3, 1, 1, 1), (8, 3, 2, 1, 1), (9, 5, 1, 2, 4), (5, 3, 2, 1, 0), (4, 5, 1, 1, 1), (3, 7, 1, 1, 3)]
+        {
+            let span = d * (k - 1) + 1;
+            let out = (size + 2 * pad - span) / s + 1;
+            let g = Depthwise {
+                h: size,
+                w: size,
+                c: 1,
+                kh: k,
+                kw: k,
+                m: 1,
+                sh: s,
+                sw: s,
+                dh: d,
+                dw: d,
+                pt: pad,
+                pl: pad,
+                oh: out,
+                ow: out,
+            };
+            let inside_x = |ox: usize| (0..k).all(|kx| (ox * s + kx * d).checked_sub(pad).is_some_and(|ix| ix < size));
+            let want: Vec<usize> = (0..out).filter(|&ox| inside_x(ox)).collect();
+            assert_eq!(g.inside_columns().collect::<Vec<_>>(), want, "{size} {k}/{s} d{d} p{pad}");
+            for oy in 0..out {
+                let inside_y = |ky: usize| (oy * s + ky * d).checked_sub(pad).is_some_and(|iy| iy < size);
+                let want: Vec<usize> = (0..k).filter(|&ky| inside_y(ky)).collect();
+                assert_eq!(g.inside_rows(oy).collect::<Vec<_>>(), want, "{size} {k}/{s} d{d} p{pad} row {oy}");
+            }
+        }
+    }
+
     // The register-blocked forward pass against the tap-by-tap reference, bit
-    // for bit: blocks of 64, 16 and single channels, strides, padding on
-    // every side, dilation, with and without a bias.
+    // for bit: blocks of 64, 16 and single channels, rows of 8, 4, 2 and 1
+    // pixels, strides, padding on every side, dilation, a kernel wider than
+    // the image, with and without a bias.
     #[test]
     fn forward_by_pixels_matches_the_reference_exactly() {
         let values = |n: usize, seed: usize| -> Vec<f32> {
             (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
         };
-        for (h, w, c, k, s, d, pad) in
-            [(9, 7, 144, 3, 1, 1, 1), (8, 8, 37, 3, 2, 1, 1), (10, 9, 96, 5, 1, 2, 4), (6, 5, 16, 3, 2, 1, 0)]
-        {
+        for (h, w, c, k, s, d, pad) in [
+            (9, 7, 144, 3, 1, 1, 1),
+            (8, 8, 37, 3, 2, 1, 1),
+            (10, 9, 96, 5, 1, 2, 4),
+            (6, 5, 16, 3, 2, 1, 0),
+            (5, 23, 48, 3, 1, 1, 1),
+            (4, 13, 33, 3, 1, 1, 1),
+            (4, 4, 16, 5, 1, 1, 1),
+        ] {
             let span = d * (k - 1) + 1;
             let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
             let g = Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow };
