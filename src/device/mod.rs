@@ -14,8 +14,10 @@
 //! What an operation keeps between calls (per-task partial sums, packed
 //! weights) lives in a [`Workspace`] that the layer owns and the device sizes.
 
+mod buffer;
 mod cpu;
 
+pub use buffer::Buffer;
 pub use cpu::Cpu;
 
 use crate::activations::Activation;
@@ -36,7 +38,7 @@ pub fn current() -> &'static dyn Device {
 /// reused, so steady-state training allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
-    f32s: Vec<Vec<f32>>,
+    f32s: Vec<Buffer>,
     f64s: Vec<f64>,
     u32s: Vec<u32>,
 }
@@ -51,7 +53,7 @@ impl Workspace {
     /// kept): positions saved for backward, such as a pooling's argmax.
     pub fn with_indices<const K: usize>(&mut self, lens: [usize; K], indices: usize) -> ([&mut [f32]; K], &mut [u32]) {
         if self.f32s.len() < K {
-            self.f32s.resize_with(K, Vec::new);
+            self.f32s.resize_with(K, Buffer::default);
         }
         let mut buffers = self.f32s.iter_mut();
         let f32s = lens.map(|len| {
@@ -82,7 +84,7 @@ impl Workspace {
 
     /// Values held, for memory estimates.
     pub fn len(&self) -> usize {
-        self.f32s.iter().map(Vec::len).sum::<usize>() + self.f64s.len() * 2 + self.u32s.len()
+        self.f32s.iter().map(|b| b.len()).sum::<usize>() + self.f64s.len() * 2 + self.u32s.len()
     }
 
     /// Whether nothing is held yet.

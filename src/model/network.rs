@@ -29,6 +29,7 @@
 //! them once per graph by walking the backward pass.
 
 use super::functional::Node;
+use crate::device::Buffer;
 use crate::layers::{Backward, Mode};
 use smallvec::SmallVec;
 use std::ops::Range;
@@ -45,8 +46,8 @@ pub(crate) struct Network {
     /// Node k's trainable weights are params[ranges[k]], its state state[state_ranges[k]].
     pub ranges: Vec<Range<usize>>,
     pub state_ranges: Vec<Range<usize>>,
-    pub params: Vec<f32>,
-    pub grads: Vec<f32>,
+    pub params: Buffer,
+    pub grads: Buffer,
     pub state: Vec<f32>,
     /// Largest batch the buffers hold, and the gradient buffers (0 before any training or evaluation).
     pub capacity: usize,
@@ -54,9 +55,9 @@ pub(crate) struct Network {
     /// The value the model outputs.
     pub output: usize,
     /// Values, by buffer; see `storage`.
-    acts: Vec<Vec<f32>>,
+    acts: Vec<Buffer>,
     /// Gradients dL/d(values), by slot; see `slots`.
-    deltas: Vec<Vec<f32>>,
+    deltas: Vec<Buffer>,
     /// storage[v]: the buffer holding value v.
     storage: Vec<usize>,
     /// slots[s]: the gradient slot of value buffer s (none for the model's input).
@@ -74,7 +75,7 @@ pub(crate) struct Network {
     /// residuals[k]: the Add after that map that node k applies too, and its other input value.
     residuals: Vec<Option<(usize, usize)>>,
     /// The scale and shift of a folded map.
-    affine: Vec<f32>,
+    affine: Buffer,
     /// Node k's input values, and at inference (where a convolution reads
     /// the input of the ZeroPadding2D before it, which is skipped).
     inputs: Vec<Inputs>,
@@ -155,10 +156,11 @@ impl Network {
         }
         let (folds, residuals) = (fusion.folds.clone(), fusion.residuals.clone());
         let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
-        let grads = vec![0.0; params.len()];
+        let (params, mut grads) = (Buffer::from(&params[..]), Buffer::new());
+        grads.resize(params.len(), 0.0);
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
-        let (acts, deltas) = (vec![Vec::new(); values], vec![Vec::new(); slot_lens.len()]);
+        let (acts, deltas) = (vec![Buffer::default(); values], vec![Buffer::default(); slot_lens.len()]);
         Network {
             shapes,
             ranges,
@@ -178,7 +180,12 @@ impl Network {
             infer_steps,
             folds,
             residuals,
-            affine: vec![0.0; 2 * affine_len],
+            affine: {
+                // Scale, then shift, each from a cache line.
+                let mut affine = Buffer::new();
+                affine.resize(2 * affine_len.next_multiple_of(16), 0.0);
+                affine
+            },
             inputs,
             infer_inputs,
             sum_scratch: Vec::new(),

@@ -11,7 +11,9 @@ mod elementwise;
 mod norm;
 mod pool;
 
-use super::{ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, WeightGrads, Workspace};
+use super::{
+    Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, WeightGrads, Workspace,
+};
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
@@ -29,7 +31,7 @@ pub fn task_count(n: usize) -> usize {
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Buffer> = const { std::cell::RefCell::new(Buffer::new()) };
 }
 
 /// Runs `f` with a per-thread scratch buffer of `len` values. It grows to the
