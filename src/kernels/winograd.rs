@@ -95,6 +95,11 @@ impl Winograd {
         applies.then_some(Winograd { wide: *wide, f, m, block })
     }
 
+    /// Outputs per tile side: 2 or 4.
+    pub fn tile_side(&self) -> usize {
+        self.m
+    }
+
     /// Transformed values per tile and channel: (m + 2)^2.
     fn positions(&self) -> usize {
         (self.m + 2) * (self.m + 2)
@@ -190,17 +195,52 @@ impl Winograd {
         scratch: &mut [f32],
         y: &mut [f32],
     ) {
-        let (g, f, ld) = (&self.wide.g, self.f, filters.len());
-        let (c, tiles) = (g.c, self.tiles(s));
-        assert!(filters.end <= f && filters.start.is_multiple_of(LANES) && ld.is_multiple_of(LANES), "filter block");
-        assert!(u.len() >= self.kernel_len() && y.len() >= s * g.oh * g.ow * ld, "output too short");
-        assert!(scratch.len() >= self.scratch_len(), "scratch too short");
+        let g = &self.wide.g;
+        assert!(y.len() >= s * g.oh * g.ow * filters.len(), "output too short");
         assert!(xp.len() >= self.padded_len(s), "padded input too short");
+        self.forward_tiles(xp, u, 0..self.tiles(s), 0, filters, bias, scratch, y)
+    }
+
+    // [`Winograd::forward`] of one sample's rows of tiles `rows` only:
+    // y (OH,OW,F) from output row rows.start * m on (the tiles' outputs).
+    pub fn forward_rows(
+        &self,
+        xp: &[f32],
+        u: &[f32],
+        rows: Range<usize>,
+        bias: Option<&[f32]>,
+        scratch: &mut [f32],
+        y: &mut [f32],
+    ) {
+        assert!(xp.len() >= self.padded_len(1), "padded input too short");
+        let across = self.wide.g.ow.div_ceil(self.m);
+        let tiles = rows.start * across..(rows.end * across).min(self.tiles(1));
+        self.forward_tiles(xp, u, tiles, rows.start * self.m, 0..self.f, bias, scratch, y)
+    }
+
+    // Tiles `tiles` of the output channels `filters` into y, which starts at output row `row0`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_tiles(
+        &self,
+        xp: &[f32],
+        u: &[f32],
+        tiles: Range<usize>,
+        row0: usize,
+        filters: Range<usize>,
+        bias: Option<&[f32]>,
+        scratch: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let (g, f, ld) = (&self.wide.g, self.f, filters.len());
+        let c = g.c;
+        assert!(filters.end <= f && filters.start.is_multiple_of(LANES) && ld.is_multiple_of(LANES), "filter block");
+        assert!(u.len() >= self.kernel_len(), "transformed kernel too short");
+        assert!(scratch.len() >= self.scratch_len(), "scratch too short");
         let bias = bias.map(|b| &b[filters.start..filters.end]);
         let positions = self.positions();
         let (v, m) = scratch[..self.scratch_len()].split_at_mut(positions * self.block * c);
-        for first in (0..tiles).step_by(self.block) {
-            let t = self.block.min(tiles - first);
+        for first in tiles.clone().step_by(self.block) {
+            let t = self.block.min(tiles.end - first);
             let (v, m) = (&mut v[..positions * t * c], &mut m[..positions * t * ld]);
             input_tiles(&self.wide, self.m, xp, first, t, v);
             // One product per position: m[p] (t, FB) = v[p] (t, C) . u[p] (C, FB),
@@ -214,7 +254,7 @@ impl Winograd {
                     let (vp, up) = (&v[p * t * c..][..t * c], &u[p * c * f..][..c * f]);
                     products.forward_filters(vp, up, f, f0..f0 + fb, 0..t, mp);
                 }
-                let cols = Columns { f0: column, fb, f: ld, bias };
+                let cols = Columns { f0: column, fb, f: ld, bias, row0 };
                 output_tiles(&self.wide, self.m, mb, first, t, cols, y);
             }
         }
@@ -417,15 +457,19 @@ struct Columns<'a> {
     fb: usize,
     f: usize,
     bias: Option<&'a [f32]>,
+    /// Output rows (over the samples) before y's first.
+    row0: usize,
 }
 
 // m: ((k + 2)^2, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles of k x k outputs first..first + t:
 //   y[the tile's outputs] = A^T m[:, tile] A (+ bias), those past a side not stored;
 //   for k = 2, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] (k = 4: [`output6`]'s).
 fn output_tiles(wide: &Wide, k: usize, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
-    let (s, ..) = tile(g, k, first + t - 1);
-    assert!(y.len() >= (s + 1) * g.oh * g.ow * f && f0 + fb <= f, "output too short");
+    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+    let ((s0, oy0, _), (s, oy, _)) = (tile(g, k, first), tile(g, k, first + t - 1));
+    assert!(row0 <= s0 * g.oh + oy0, "output rows before y's first");
+    let end = s * g.oh + (oy + k).min(g.oh);
+    assert!(y.len() >= (end - row0) * g.ow * f && f0 + fb <= f, "output too short");
     assert!(m.len() >= (k + 2) * (k + 2) * t * fb && fb.is_multiple_of(LANES), "products too short");
     assert!(bias.is_none_or(|b| b.len() >= f), "bias too short");
     #[cfg(target_arch = "x86_64")]
@@ -447,7 +491,7 @@ fn output_tiles(wide: &Wide, k: usize, m: &[f32], first: usize, t: usize, cols: 
 /// [`output_tiles`] in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn output_tiles_reference(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
+    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
     for i in 0..t {
         let (s, oy, ox) = tile(g, 2, first + i);
         for j0 in (0..fb).step_by(LANES) {
@@ -479,7 +523,7 @@ fn output_tiles_reference(wide: &Wide, m: &[f32], first: usize, t: usize, cols: 
                     break;
                 }
                 for (q, o) in out.iter().enumerate().take(g.ow - ox) {
-                    let at = (s * g.oh + oy + r) * g.ow + ox + q;
+                    let at = (s * g.oh + oy + r - row0) * g.ow + ox + q;
                     y[at * f + f0 + j0..][..LANES].copy_from_slice(o);
                 }
             }
@@ -576,7 +620,7 @@ mod avx512 {
     // Safety: AVX-512F, and the lengths the caller checked.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_tiles(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-        let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
+        let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
         let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
         for i in 0..t {
             let (s, oy, ox) = tile(g, 2, first + i);
@@ -595,7 +639,7 @@ mod avx512 {
                     for r in 0..2.min(g.oh - oy) {
                         let (a0, a1, a2, a3) = (am[4 * r], am[4 * r + 1], am[4 * r + 2], am[4 * r + 3]);
                         let left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), b);
-                        let at = (s * g.oh + oy + r) * g.ow + ox;
+                        let at = (s * g.oh + oy + r - row0) * g.ow + ox;
                         _mm512_storeu_ps(yp.add(at * f + f0 + j0), left);
                         if ox + 1 < g.ow {
                             let right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a1, a2), a3), b);
@@ -683,7 +727,7 @@ mod avx512 {
     // Safety: AVX-512F, and the lengths the caller checked.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_tiles4(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-        let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
+        let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
         let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
         for i in 0..t {
             let (s, oy, ox) = tile(g, 4, first + i);
@@ -703,7 +747,7 @@ mod avx512 {
                     for r in 0..rows {
                         let row = output6(std::array::from_fn(|q| am[6 * r + q]));
                         for (q, o) in row.into_iter().enumerate().take(across) {
-                            let at = ((s * g.oh + oy + r) * g.ow + ox + q) * f + f0 + j0;
+                            let at = ((s * g.oh + oy + r - row0) * g.ow + ox + q) * f + f0 + j0;
                             _mm512_storeu_ps(yp.add(at), _mm512_add_ps(o, b));
                         }
                     }
@@ -885,7 +929,7 @@ fn input_tiles4_lanes(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [
 /// [`output_tiles`] of 4x4 tiles in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias }) = (&wide.g, cols);
+    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
     for i in 0..t {
         let (s, oy, ox) = tile(g, 4, first + i);
         let (rows, across) = ((g.oh - oy).min(4), (g.ow - ox).min(4));
@@ -909,7 +953,7 @@ fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Col
             for r in 0..rows {
                 let row = lanewise(std::array::from_fn(|q| am[6 * r + q]), output6);
                 for (q, o) in row.iter().enumerate().take(across) {
-                    let at = ((s * g.oh + oy + r) * g.ow + ox + q) * f + f0 + j0;
+                    let at = ((s * g.oh + oy + r - row0) * g.ow + ox + q) * f + f0 + j0;
                     for ((y, &o), &b) in y[at..][..LANES].iter_mut().zip(o).zip(&b) {
                         *y = o + b;
                     }
@@ -1016,6 +1060,17 @@ mod tests {
                 for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                     assert!((a - b).abs() <= tolerance(m) * scale, "F({m}) {h}x{w}x{c}->{f} at {i}: {a} vs {b}");
                 }
+                // The first sample by bands of rows of tiles (1, 2, then the
+                // rest): each band's outputs where the whole sample's are.
+                let (rows, sample) = (oh.div_ceil(m), oh * ow * f);
+                let mut bands = vec![f32::NAN; sample];
+                for band in [0..1, 1..3, 3..rows].into_iter().filter(|b| b.start < rows) {
+                    let yb = &mut bands[band.start * m * ow * f..];
+                    wino.forward_rows(&xp, &u, band, Some(&bias), &mut scratch, yb);
+                }
+                for (i, (a, b)) in bands.iter().zip(&y[..sample]).enumerate() {
+                    assert!((a - b).abs() <= 1e-6 * scale, "F({m}) {h}x{w}x{c}->{f} by bands at {i}: {a} vs {b}");
+                }
             }
         }
     }
@@ -1073,12 +1128,15 @@ mod tests {
             unsafe { avx512::input_tiles(&wide, &xp, first, t, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "input transform");
 
-            let (m, bias) = (values(POSITIONS * t * 32, 6), values(f, 7));
-            let (mut want, mut got) = (vec![0.0; s * 7 * 9 * f], vec![0.0; s * 7 * 9 * f]);
-            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias) };
-            output_tiles_reference(&wide, &m, first, t, cols, &mut want);
+            // From the second row of tiles on, into outputs that start at its first row.
+            let (first_out, t_out, row0) = (5, wino.tiles(s) - 7, 2);
+            let (m, bias) = (values(POSITIONS * t_out * 32, 6), values(f, 7));
+            let len = (s * 7 - row0) * 9 * f;
+            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), row0 };
+            output_tiles_reference(&wide, &m, first_out, t_out, cols, &mut want);
             // SAFETY: as above.
-            unsafe { avx512::output_tiles(&wide, &m, first, t, cols, &mut got) };
+            unsafe { avx512::output_tiles(&wide, &m, first_out, t_out, cols, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
             assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
 
@@ -1111,12 +1169,15 @@ mod tests {
             unsafe { avx512::input_tiles4(&wide, &xp, first, t, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "input transform");
 
-            let (m, bias) = (values(POSITIONS4 * t * 32, 6), values(f, 7));
-            let (mut want, mut got) = (vec![0.0; s * 7 * 10 * f], vec![0.0; s * 7 * 10 * f]);
-            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias) };
-            output_tiles4_lanes(&wide, &m, first, t, cols, &mut want);
+            // From the second row of tiles on, into outputs that start at its first row.
+            let (first_out, t_out, row0) = (3, wino.tiles(s) - 4, 4);
+            let (m, bias) = (values(POSITIONS4 * t_out * 32, 6), values(f, 7));
+            let len = (s * 7 - row0) * 10 * f;
+            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), row0 };
+            output_tiles4_lanes(&wide, &m, first_out, t_out, cols, &mut want);
             // SAFETY: as above.
-            unsafe { avx512::output_tiles4(&wide, &m, first, t, cols, &mut got) };
+            unsafe { avx512::output_tiles4(&wide, &m, first_out, t_out, cols, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
             assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
 
