@@ -21,8 +21,25 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Output positions per task when a batch smaller than one task of samples is
-/// split within its samples (so that batch-1 inference uses every thread).
+/// split within its samples (so that batch-1 inference uses every thread):
+/// at most this many per band ([`bands`]).
 const POSITIONS_PER_TASK: usize = 256;
+
+/// Bands a sample of `positions` outputs splits into at batch 1: one up to
+/// [`POSITIONS_PER_TASK`] positions (which a split by output channels may
+/// serve better), otherwise a multiple of 4, so that the threads (2 or 4)
+/// get even shares. Depends on the shape only, never on the thread count.
+fn bands(positions: usize) -> usize {
+    match positions.div_ceil(POSITIONS_PER_TASK) {
+        0 | 1 => 1,
+        b => b.next_multiple_of(4),
+    }
+}
+
+/// Output rows per band of [`bands`] for a sample of `oh` rows of `ow` positions.
+fn band_rows(oh: usize, ow: usize) -> usize {
+    oh.div_ceil(bands(oh * ow)).max(1)
+}
 
 /// Fewest output positions per group the forward pass finishes (activation,
 /// folded normalisation) while they are in cache.
@@ -39,6 +56,10 @@ fn pool_group(conv_len: usize) -> usize {
 
 /// Output channels per task when batch-1 inference splits a convolution by channels.
 const FILTER_BLOCK: usize = 16;
+
+/// Fewest tiles per band when batch-1 inference splits Winograd's tiles by
+/// rows of them.
+const WINOGRAD_BAND_TILES: usize = 28;
 
 /// Unfolded values per band of the forward pass's positions (512 KiB).
 const UNFOLD_VALUES: usize = 1 << 17;
@@ -139,9 +160,14 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     // Samples per call of the tiles: a task's, or a group's behind a fused pool.
     let per_call = if op.pool.is_some() { pool_group(g.positions() * f).min(n) } else { n.min(SAMPLES_PER_TASK) };
     let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, false);
-    // Batches below one task through Winograd's tiles: a sample at a time, its
-    // output channels split into blocks.
+    // Batches below one task through Winograd's tiles: a sample at a time,
+    // split into bands of rows of tiles where there are two bands or more,
+    // otherwise its output channels into blocks.
     let winograd_blocks = n < SAMPLES_PER_TASK && op.pool.is_none() && winograd.is_some();
+    let winograd_band = winograd.filter(|_| winograd_blocks).and_then(|w| {
+        let band = WINOGRAD_BAND_TILES.div_ceil(g.ow.div_ceil(w.tile_side()));
+        (g.oh.div_ceil(w.tile_side()) >= 2 * band).then_some(band)
+    });
     // A padded sample for batches below one task (stride 1).
     let padded_sample = match (wide, winograd) {
         (_, Some(w)) if winograd_blocks => w.padded_len(1),
@@ -154,6 +180,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     };
     // Output channel blocks of one sample, when batch-1 inference splits by channels.
     let blocks_len = match wide {
+        _ if winograd_band.is_some() => 0,
         _ if winograd_blocks || unfolded_blocks => g.positions() * f,
         Some(wide) if n < SAMPLES_PER_TASK && !direct => wide.band(0, g.oh).len() * f,
         _ => 0,
@@ -181,10 +208,25 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
         if let (true, Some(w)) = (winograd_blocks, &winograd) {
+            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            if let Some(band) = winograd_band {
+                // Each task transforms its band of rows of tiles, and computes every output channel.
+                let rows = band * w.tile_side();
+                for (i, (ys, xs)) in samples.enumerate() {
+                    w.pad(xs, padded);
+                    let xp = &*padded;
+                    ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                        with_scratch(w.scratch_len(), |scratch| {
+                            w.forward_rows(xp, wp, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
+                        });
+                        fin.apply_after_bias(yb, i * conv_len + b * rows * g.ow * f, f);
+                    });
+                }
+                return;
+            }
             // Each task transforms the whole sample, and computes its block of output channels.
             let p = g.positions();
             let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(FILTER_BLOCK);
-            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             for (i, (ys, xs)) in samples.enumerate() {
                 w.pad(xs, padded);
                 let xp = &*padded;
@@ -203,7 +245,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // One task's worth of samples, at stride 1: split each sample's output
             // rows into bands, or, when there are too few rows for every thread,
             // its output channels into blocks (each reads only its block of the kernel).
-            let rows = POSITIONS_PER_TASK.div_ceil(g.ow);
+            let rows = band_rows(g.oh, g.ow);
             let threads = rayon::current_num_threads();
             let block = f.div_ceil(threads).next_multiple_of(FILTER_BLOCK);
             let by_filters = g.oh.div_ceil(rows) < threads && block < f;
@@ -239,7 +281,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         }
         if n < SAMPLES_PER_TASK && direct {
             // One task's worth of samples: split each sample's output rows into bands.
-            let rows = POSITIONS_PER_TASK.div_ceil(g.ow);
+            let rows = band_rows(g.oh, g.ow);
             for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                     let band = b * rows..b * rows + yb.len() / (g.ow * f);
@@ -271,8 +313,9 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             let k = g.patch_len();
             let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
             return samples.enumerate().for_each(|(i, (ys, xs))| {
-                ys.par_chunks_mut(POSITIONS_PER_TASK * f).enumerate().for_each(|(t, yt)| {
-                    let (first, count) = (t * POSITIONS_PER_TASK, yt.len() / f);
+                let per_task = g.positions().div_ceil(bands(g.positions()));
+                ys.par_chunks_mut(per_task * f).enumerate().for_each(|(t, yt)| {
+                    let (first, count) = (t * per_task, yt.len() / f);
                     with_scratch(count * k, |cols| {
                         im2col_positions(&g, xs, first..first + count, cols);
                         matmul(MatRef::new(cols, count, k), MatRef::new(op.kernel, k, f), yt, false);
@@ -870,8 +913,9 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
     let (in_len, co) = (g.h * g.w * g.c, g.out_channels());
     let out_len = g.oh * g.ow * co;
     if n < SAMPLES_PER_TASK {
-        // One task's worth of samples: split each sample into bands of output rows.
-        let rows = POSITIONS_PER_TASK.div_ceil(g.ow).max(1);
+        // One task's worth of samples: split each sample into bands of output
+        // rows, at least 4 (there is no split by channels to fall back on).
+        let rows = g.oh.div_ceil(bands(g.oh * g.ow).max(4)).max(1);
         let samples = y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len));
         return samples.enumerate().for_each(|(i, (ys, xs))| {
             ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each(|(b, yb)| {
