@@ -292,6 +292,9 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // Fewer input features than one such task: the input gradient by tasks of rows.
     let x = uniform(&mut stream(6, 13), 2 * 30, -1.0, 1.0);
     check_layer(Dense::new(150), &[30], 2, x, 73);
+    // A batch of one task of rows and 256 units or more: the forward pass by blocks of units.
+    let x = uniform(&mut stream(6, 14), 2 * 9, -1.0, 1.0);
+    check_layer(Dense::new(300).activation(Activation::Softmax), &[9], 2, x, 74);
 }
 
 #[test]

@@ -22,6 +22,9 @@ fn task_rows(op: &DenseOp) -> usize {
 /// The most rows a task takes.
 const ROWS_PER_TASK: usize = 256;
 
+/// Units per task where a batch of one task of rows splits by units instead.
+const UNITS_PER_TASK: usize = 128;
+
 /// Whether the narrow kernels fit: at most one register of units.
 fn narrow(op: &DenseOp) -> bool {
     op.u <= narrow::WIDTH
@@ -43,6 +46,18 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         narrow::pad_columns(w, u, wp);
         &*wp
     });
+    if rows <= task_rows && wp.is_none() && u >= 2 * UNITS_PER_TASK {
+        // The whole batch is one task of rows (batch-1 inference): blocks of
+        // units instead, each task reading only its columns of the kernel.
+        let [blocks] = ws.f32s([rows * u]);
+        blocks.par_chunks_mut(rows * UNITS_PER_TASK).enumerate().for_each(|(b, yb)| {
+            let w = MatRef::with_ld(&w[b * UNITS_PER_TASK..], d, yb.len() / rows, u);
+            matmul(MatRef::new(&x[..rows * d], rows, d), w, yb, false);
+        });
+        let y = &mut y[..rows * u];
+        gather_blocks(blocks, rows, UNITS_PER_TASK, u, |r| r, y);
+        return activation::forward(act, y, bias, u);
+    }
     y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
         match wp {
             Some(wp) => narrow::x_times_w(xt, wp, d, u, yt),
