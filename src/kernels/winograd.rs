@@ -159,21 +159,7 @@ impl Winograd {
         if self.m == 4 {
             return transform_kernel4(kernel, cf, u);
         }
-        let g = |a: usize, b: usize, i: usize| kernel[(a * 3 + b) * cf + i];
-        for i in 0..cf {
-            // Rows: G g (4x3, by its columns b), then columns: (G g) G^T (4x4).
-            let columns: [[f32; 4]; 3] = std::array::from_fn(|b| {
-                let (g0, g1, g2) = (g(0, b, i), g(1, b, i), g(2, b, i));
-                [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
-            });
-            let rows: [[f32; 3]; 4] = std::array::from_fn(|r| [columns[0][r], columns[1][r], columns[2][r]]);
-            for (r, [h0, h1, h2]) in rows.into_iter().enumerate() {
-                let turned = [h0, 0.5 * (h0 + h1 + h2), 0.5 * (h0 - h1 + h2), h2];
-                for (q, v) in turned.into_iter().enumerate() {
-                    u[(r * 4 + q) * cf + i] = v;
-                }
-            }
-        }
+        transform_kernel2(kernel, cf, u);
     }
 
     // xp: the padded layout of `s` samples; u: transform_kernel's (16,C,F) ->
@@ -855,6 +841,35 @@ const G4: [[f32; 3]; 6] = [
 /// kernel transform's weights, one row of 9 per transformed value.
 fn kernel_weights4() -> [[f32; 9]; POSITIONS4] {
     std::array::from_fn(|k| std::array::from_fn(|ab| G4[k / 6][ab / 3] * G4[k % 6][ab % 3]))
+}
+
+/// kernel (3,3,C,F) -> u (16,C,F) = G g G^T for each of the `cf` (channel,
+/// filter) pairs, 16 pairs at a time (the last ones one by one): G's 1-D
+/// transform of each column of taps, then of each row.
+#[multiversion(targets = "simd")]
+fn transform_kernel2(kernel: &[f32], cf: usize, u: &mut [f32]) {
+    let turn = |[g0, g1, g2]: [f32; 3]| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
+    let vectors = cf / LANES * LANES;
+    for i in (0..vectors).step_by(LANES) {
+        let g = |a: usize, b: usize| -> Lanes { kernel[(a * 3 + b) * cf + i..][..LANES].try_into().expect("16 values") };
+        // Rows: G g (4x3, by its columns b), then columns: (G g) G^T (4x4).
+        let columns: [[Lanes; 4]; 3] = std::array::from_fn(|b| lanewise([g(0, b), g(1, b), g(2, b)], turn));
+        for r in 0..4 {
+            let turned = lanewise([columns[0][r], columns[1][r], columns[2][r]], turn);
+            for (q, v) in turned.iter().enumerate() {
+                u[(r * 4 + q) * cf + i..][..LANES].copy_from_slice(v);
+            }
+        }
+    }
+    for i in vectors..cf {
+        let g = |a: usize, b: usize| kernel[(a * 3 + b) * cf + i];
+        let columns: [[f32; 4]; 3] = std::array::from_fn(|b| turn([g(0, b), g(1, b), g(2, b)]));
+        for r in 0..4 {
+            for (q, v) in turn([columns[0][r], columns[1][r], columns[2][r]]).into_iter().enumerate() {
+                u[(r * 4 + q) * cf + i] = v;
+            }
+        }
+    }
 }
 
 /// (Channel, filter) pairs per pass of [`transform_kernel4`] and
