@@ -44,15 +44,16 @@ pub fn max_pool_forward_scalar(g: &Window, x: &[f32], y: &mut [f32], argmax: &mu
     }
 }
 
-/// x: (H,W,C) -> y: (OH,OW,C): [`max_pool_forward`]'s maxima without their
-/// indices (inference, where nothing is differentiated), the window's rows
-/// and columns found once per output and its channels compared in vectors.
+/// x: (H,W,C) -> y: (rows.len(),OW,C), output rows `rows` of [`max_pool_forward`]'s
+/// maxima without their indices (inference, where nothing is differentiated),
+/// the window's rows and columns found once per output and its channels
+/// compared in vectors.
 #[multiversion(targets = "simd")]
-pub fn max_pool_values(g: &Window, x: &[f32], y: &mut [f32]) {
+pub fn max_pool_values(g: &Window, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
     let c = g.c;
-    for oy in 0..g.oh {
+    for oy in rows.clone() {
         for ox in 0..g.ow {
-            let yo = &mut y[(oy * g.ow + ox) * c..][..c];
+            let yo = &mut y[((oy - rows.start) * g.ow + ox) * c..][..c];
             yo.fill(f32::NEG_INFINITY);
             for (iy, ix) in window_positions(g, oy, ox) {
                 for (m, &v) in yo.iter_mut().zip(&x[(iy * g.w + ix) * c..][..c]) {
@@ -250,8 +251,14 @@ mod tests {
             assert_eq!(y1, y2);
             assert_eq!(a1, a2);
             let mut y3 = vec![f32::NAN; oh * ow * c];
-            max_pool_values(&g, &x, &mut y3);
+            max_pool_values(&g, &x, 0..oh, &mut y3);
             assert_eq!(y3, y1, "the maxima without their indices");
+            // Row by row, each into its own place.
+            let mut y4 = vec![f32::NAN; oh * ow * c];
+            for (oy, row) in y4.chunks_exact_mut(ow * c).enumerate() {
+                max_pool_values(&g, &x, oy..oy + 1, row);
+            }
+            assert_eq!(y4, y1, "the maxima row by row");
         }
     }
 }

@@ -851,7 +851,8 @@ fn transform_kernel2(kernel: &[f32], cf: usize, u: &mut [f32]) {
     let turn = |[g0, g1, g2]: [f32; 3]| [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
     let vectors = cf / LANES * LANES;
     for i in (0..vectors).step_by(LANES) {
-        let g = |a: usize, b: usize| -> Lanes { kernel[(a * 3 + b) * cf + i..][..LANES].try_into().expect("16 values") };
+        let g =
+            |a: usize, b: usize| -> Lanes { kernel[(a * 3 + b) * cf + i..][..LANES].try_into().expect("16 values") };
         // Rows: G g (4x3, by its columns b), then columns: (G g) G^T (4x4).
         let columns: [[Lanes; 4]; 3] = std::array::from_fn(|b| lanewise([g(0, b), g(1, b), g(2, b)], turn));
         for r in 0..4 {

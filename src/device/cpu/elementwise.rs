@@ -230,9 +230,19 @@ fn pad_rows(p: &Pad2D) -> impl Iterator<Item = (usize, usize)> + '_ {
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C), zeros around
+// (below one task of samples, by output rows, so that batch 1 uses every thread)
 pub fn pad2d_forward(p: &Pad2D, x: &[f32], y: &mut [f32], n: usize) {
     let (oh, ow) = p.out_hw();
     let (in_len, out_len, row) = (p.h * p.w * p.c, oh * ow * p.c, p.w * p.c);
+    if n < SAMPLES_PER_TASK {
+        return y[..n * out_len].par_chunks_mut(ow * p.c).enumerate().for_each(|(r, out)| {
+            let (s, oy) = (r / oh, r % oh);
+            out.fill(0.0);
+            if let Some(iy) = oy.checked_sub(p.top).filter(|&iy| iy < p.h) {
+                out[p.left * p.c..][..row].copy_from_slice(&x[s * in_len + iy * row..][..row]);
+            }
+        });
+    }
     y[..n * out_len]
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))

@@ -27,10 +27,17 @@ pub fn max_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Work
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window
+// (below one task of samples, by output rows, so that batch 1 uses every thread)
 pub fn max_values(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
+    if n < SAMPLES_PER_TASK {
+        return y[..n * out_len].par_chunks_mut(g.ow * g.c).enumerate().for_each(|(r, row)| {
+            let (s, oy) = (r / g.oh, r % g.oh);
+            max_pool_values(g, &x[s * in_len..][..in_len], oy..oy + 1, row);
+        });
+    }
     y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len)).for_each(|(ys, xs)| {
-        max_pool_values(g, xs, ys);
+        max_pool_values(g, xs, 0..g.oh, ys);
     });
 }
 
