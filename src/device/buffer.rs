@@ -27,6 +27,13 @@ impl Buffer {
         Buffer { lines: Vec::new(), len: 0 }
     }
 
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        let mut b = Buffer::new();
+        b.resize(len, 0.0);
+        b
+    }
+
     /// Sets the length to `len`, new values set to `value` (values below
     /// both lengths kept), as `Vec::resize`.
     pub fn resize(&mut self, len: usize, value: f32) {
@@ -46,8 +53,7 @@ impl Buffer {
 
 impl From<&[f32]> for Buffer {
     fn from(values: &[f32]) -> Self {
-        let mut b = Buffer::new();
-        b.resize(values.len(), 0.0);
+        let mut b = Buffer::zeros(values.len());
         b.copy_from_slice(values);
         b
     }

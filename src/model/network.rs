@@ -156,8 +156,7 @@ impl Network {
         }
         let (folds, residuals) = (fusion.folds.clone(), fusion.residuals.clone());
         let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
-        let (params, mut grads) = (Buffer::from(&params[..]), Buffer::new());
-        grads.resize(params.len(), 0.0);
+        let (params, grads) = (Buffer::from(&params[..]), Buffer::zeros(params.len()));
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
         let (acts, deltas) = (vec![Buffer::default(); values], vec![Buffer::default(); slot_lens.len()]);
@@ -180,12 +179,8 @@ impl Network {
             infer_steps,
             folds,
             residuals,
-            affine: {
-                // Scale, then shift, each from a cache line.
-                let mut affine = Buffer::new();
-                affine.resize(2 * affine_len.next_multiple_of(16), 0.0);
-                affine
-            },
+            // Scale, then shift, each from a cache line.
+            affine: Buffer::zeros(2 * affine_len.next_multiple_of(16)),
             inputs,
             infer_inputs,
             sum_scratch: Vec::new(),
