@@ -37,9 +37,19 @@ impl Depthwise {
     /// The input row and column tap (ky, kx) of output (oy, ox) reads, if inside the image.
     #[inline]
     fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
-        let iy = (oy * self.sh + ky * self.dh).checked_sub(self.pt)?;
-        let ix = (ox * self.sw + kx * self.dw).checked_sub(self.pl)?;
-        (iy < self.h && ix < self.w).then_some((iy, ix))
+        Some((self.tap_row(oy, ky)?, self.tap_column(ox, kx)?))
+    }
+
+    /// The input row kernel row `ky` of output row `oy` reads, if inside the image.
+    #[inline]
+    fn tap_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.sh + ky * self.dh).checked_sub(self.pt).filter(|&iy| iy < self.h)
+    }
+
+    /// The input column kernel column `kx` of output column `ox` reads, if inside the image.
+    #[inline]
+    fn tap_column(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.sw + kx * self.dw).checked_sub(self.pl).filter(|&ix| ix < self.w)
     }
 
     /// The output columns whose every tap lies inside the image's columns.
@@ -55,7 +65,7 @@ impl Depthwise {
 
     /// The kernel rows whose taps from output row `oy` lie inside the image.
     fn inside_rows(&self, oy: usize) -> std::ops::Range<usize> {
-        let inside = |ky: &usize| (oy * self.sh + ky * self.dh).checked_sub(self.pt).is_some_and(|iy| iy < self.h);
+        let inside = |ky: &usize| self.tap_row(oy, *ky).is_some();
         let first = (0..self.kh).find(inside).unwrap_or(self.kh);
         first..(first..self.kh).find(|ky| !inside(ky)).unwrap_or(self.kh)
     }
