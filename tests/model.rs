@@ -275,6 +275,83 @@ fn predicting_before_training_then_training_works() {
 /// of output rows) as inside a larger batch (split by samples), whatever the
 /// thread count: the paths differ only in how the work is cut.
 /// (On images with fewer rows than threads have work for, by blocks of output channels.)
+/// Batch-1 inference reads kernels packed (1x1 by bands and by blocks of
+/// channels, a 3x3 over the padded layout, a stride-2 one by positions and
+/// one unfolded by blocks; widths past a panel of 32) or transformed for
+/// Winograd's tiles once per version of the weights: its predictions agree
+/// with a batch's, and follow the weights wherever they change (written,
+/// trained, loaded).
+#[test]
+fn batch_one_predictions_follow_the_weights_as_they_change() {
+    let build = || {
+        let mut model = Sequential::new()
+            .seed(21)
+            .add(Conv2D::new(80, (1, 1)).activation(Activation::Relu).input_shape([28, 28, 8]))
+            .add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu))
+            .add(Conv2D::new(96, (3, 3)).strides((2, 2)).padding(Padding::Same).activation(Activation::Relu))
+            .add(Conv2D::new(80, (3, 3)).padding(Padding::Same))
+            .add(BatchNormalization::new())
+            .add(ReLU::new())
+            .add(Conv2D::new(130, (3, 3)).strides((2, 2)).padding(Padding::Same).activation(Activation::Relu))
+            .add(Conv2D::new(200, (1, 1)).activation(Activation::Relu))
+            .add(GlobalAveragePooling2D::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        model.compile(Adam::new(0.01), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        model
+    };
+    let mut model = build();
+    let (n, len) = (20, 28 * 28 * 8);
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 7919) % 1009) as f32 / 1009.0).collect();
+    let x = Tensor::from_vec(&[n, 28, 28, 8], values).unwrap();
+    let y =
+        Tensor::from_vec(&[n, 3], (0..n * 3).map(|v| if v % 3 == v / 3 % 3 { 1.0 } else { 0.0 }).collect()).unwrap();
+    // The model's predictions at batch 1 and on the batch against those of a
+    // model given its weights afresh, which has kept nothing.
+    let agree = |model: &mut Model, what: &str| {
+        let mut fresh = build();
+        fresh.params_mut().unwrap().copy_from_slice(model.params().unwrap());
+        fresh.state_mut().unwrap().copy_from_slice(model.state().unwrap());
+        let want = fresh.predict(&x).unwrap().to_f32_vec();
+        let alone = |model: &mut Model| {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                for i in [0, 13] {
+                    let one = pool.install(|| model.predict(&x.slice_rows(i, i + 1).unwrap()).unwrap().to_f32_vec());
+                    for (a, b) in one.iter().zip(&want[i * 3..]) {
+                        let want = &want[i * 3..][..3];
+                        assert!((a - b).abs() <= 2e-5, "{what}, {threads} threads, sample {i}: {one:?} vs {want:?}");
+                    }
+                }
+            }
+        };
+        // Batch 1 first (what the last call at batch 1 kept is still there),
+        // and last (keeping its own for the next check).
+        alone(model);
+        assert_eq!(model.predict(&x).unwrap().to_f32_vec(), want, "{what}: the batch");
+        alone(model);
+        want
+    };
+    let first = agree(&mut model, "as built");
+    for w in model.params_mut().unwrap() {
+        *w = -0.9 * *w + 0.001;
+    }
+    let written = agree(&mut model, "after writing the weights");
+    assert!(first.iter().zip(&written).any(|(a, b)| (a - b).abs() > 1e-3), "the new weights changed nothing");
+    // One step on the whole batch.
+    model.fit(&x, &y, &quiet(1, 20, 0.0)).unwrap();
+    agree(&mut model, "after training");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weights.safetensors");
+    model.save_weights(&path).unwrap();
+    let saved = model.predict(&x).unwrap().to_f32_vec();
+    for w in model.params_mut().unwrap() {
+        *w = 0.0;
+    }
+    agree(&mut model, "after zeroing the weights");
+    model.load_weights(&path).unwrap();
+    assert_eq!(agree(&mut model, "after loading the weights"), saved);
+}
+
 #[test]
 fn small_batches_predict_as_large_ones() {
     let first = Sequential::new()

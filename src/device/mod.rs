@@ -41,6 +41,68 @@ pub struct Workspace {
     f32s: Vec<Buffer>,
     f64s: Vec<f64>,
     u32s: Vec<u32>,
+    prepared: Prepared,
+}
+
+/// Values a kernel prepares from a layer's weights (packed, transformed),
+/// kept between inference calls while the weights stay the same: a batch-1
+/// pass then reads them as they are, where preparing them again would cost
+/// a pass over megabytes of weights per layer.
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    /// What `values` were prepared from (none: nothing kept).
+    key: Option<PreparedKey>,
+    values: Buffer,
+}
+
+/// What a [`Prepared`] holds: the weights' version (`ConvOp::version`),
+/// the form the kernel prepared them in (its own tag), and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PreparedKey {
+    version: u64,
+    form: u64,
+    len: usize,
+}
+
+impl Prepared {
+    /// `len` values that `prepare` writes in the kernel's `form` from weights
+    /// of `version`; when the last call's were of the same version and form,
+    /// the values it kept, as they are. Without a version, prepared anew.
+    pub fn get(&mut self, version: Option<u64>, form: u64, len: usize, prepare: impl FnOnce(&mut [f32])) -> &[f32] {
+        let key = version.map(|version| PreparedKey { version, form, len });
+        if key.is_none() || key != self.key {
+            self.key = None;
+            self.values.resize(len, 0.0);
+            prepare(&mut self.values[..len]);
+            self.key = key;
+        }
+        &self.values[..len]
+    }
+}
+
+/// The first `K` of `f32s`, at least `lens[i]` long each, and `indices` of
+/// `u32s` (contents kept); see [`Workspace::with_indices`].
+fn buffers<'a, const K: usize>(
+    f32s: &'a mut Vec<Buffer>,
+    u32s: &'a mut Vec<u32>,
+    lens: [usize; K],
+    indices: usize,
+) -> ([&'a mut [f32]; K], &'a mut [u32]) {
+    if f32s.len() < K {
+        f32s.resize_with(K, Buffer::default);
+    }
+    let mut buffers = f32s.iter_mut();
+    let f32s = lens.map(|len| {
+        let buffer = buffers.next().expect("K buffers exist");
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        &mut buffer[..len]
+    });
+    if u32s.len() < indices {
+        u32s.resize(indices, 0);
+    }
+    (f32s, &mut u32s[..indices])
 }
 
 impl Workspace {
@@ -52,21 +114,17 @@ impl Workspace {
     /// As [`Workspace::f32s`], and a u32 buffer of `indices` values (contents
     /// kept): positions saved for backward, such as a pooling's argmax.
     pub fn with_indices<const K: usize>(&mut self, lens: [usize; K], indices: usize) -> ([&mut [f32]; K], &mut [u32]) {
-        if self.f32s.len() < K {
-            self.f32s.resize_with(K, Buffer::default);
-        }
-        let mut buffers = self.f32s.iter_mut();
-        let f32s = lens.map(|len| {
-            let buffer = buffers.next().expect("K buffers exist");
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-            &mut buffer[..len]
-        });
-        if self.u32s.len() < indices {
-            self.u32s.resize(indices, 0);
-        }
-        (f32s, &mut self.u32s[..indices])
+        buffers(&mut self.f32s, &mut self.u32s, lens, indices)
+    }
+
+    /// [`Workspace::with_indices`], and the weights kept prepared.
+    pub fn with_prepared<const K: usize>(
+        &mut self,
+        lens: [usize; K],
+        indices: usize,
+    ) -> (&mut Prepared, [&mut [f32]; K], &mut [u32]) {
+        let (f32s, u32s) = buffers(&mut self.f32s, &mut self.u32s, lens, indices);
+        (&mut self.prepared, f32s, u32s)
     }
 
     /// An f64 buffer of `len` values (contents kept).
@@ -84,7 +142,8 @@ impl Workspace {
 
     /// Values held, for memory estimates.
     pub fn len(&self) -> usize {
-        self.f32s.iter().map(|b| b.len()).sum::<usize>() + self.f64s.len() * 2 + self.u32s.len()
+        let f32s = self.f32s.iter().map(|b| b.len()).sum::<usize>() + self.prepared.values.len();
+        f32s + self.f64s.len() * 2 + self.u32s.len()
     }
 
     /// Whether nothing is held yet.
@@ -123,6 +182,10 @@ pub struct ConvOp<'a> {
     pub pool: Option<Window>,
     /// At inference, the BatchNormalization after the layer folded in (no pool then).
     pub affine: Option<Affine<'a>>,
+    /// At inference, the weights' version (see [`Prepared`]): the same
+    /// version is the same kernel, so what a kernel prepared from it may be
+    /// kept across calls. None: prepare it on every call.
+    pub version: Option<u64>,
 }
 
 /// y = z * scale + shift per output channel, in place of a convolution's bias:

@@ -22,6 +22,7 @@
 
 use super::Window;
 use super::matmul::{MatRef, matmul_ld};
+use super::packed::{Packed, matmul_packed};
 
 /// The padded layout and output rows of a stride-1, undilated convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +141,23 @@ impl Wide {
             let patches = MatRef::overlapping(&xp[(rows.start + a * self.wp) * g.c..], m, k, g.c);
             let w = MatRef::with_ld(&kernel[a * k * f + filters.start..], k, fb, f);
             matmul_ld(patches, w, &mut y_wide[..m * fb], fb, a > 0);
+        }
+    }
+
+    // [`Wide::forward_filters`] with the kernel packed (see [`super::packed`]); `filters` starts at a panel.
+    pub fn forward_packed(
+        &self,
+        xp: &[f32],
+        kernel: Packed,
+        filters: std::ops::Range<usize>,
+        rows: std::ops::Range<usize>,
+        y_wide: &mut [f32],
+    ) {
+        let g = &self.g;
+        let (k, m, fb) = (g.kw * g.c, rows.len(), filters.len());
+        for a in 0..g.kh {
+            let patches = MatRef::overlapping(&xp[(rows.start + a * self.wp) * g.c..], m, k, g.c);
+            matmul_packed(patches, kernel, a * k..(a + 1) * k, filters.clone(), &mut y_wide[..m * fb], fb, a > 0);
         }
     }
 

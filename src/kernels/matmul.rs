@@ -39,8 +39,26 @@ impl<'a> MatRef<'a> {
     }
 
     /// (rows, cols) as used in the product.
-    fn dims(&self) -> (usize, usize) {
+    pub(super) fn dims(&self) -> (usize, usize) {
         if self.transposed { (self.cols, self.rows) } else { (self.rows, self.cols) }
+    }
+
+    pub(super) fn is_transposed(&self) -> bool {
+        self.transposed
+    }
+
+    /// The first value, and the distance between rows (as stored).
+    pub(super) fn as_ptr(&self) -> *const f32 {
+        self.data.as_ptr()
+    }
+
+    pub(super) fn ld(&self) -> usize {
+        self.ld
+    }
+
+    /// Value (i, j) as stored.
+    pub(super) fn get(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.ld + j]
     }
 
     /// (row stride, column stride) as used in the product.

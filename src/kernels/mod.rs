@@ -13,6 +13,7 @@ pub mod depthwise;
 pub mod im2col;
 pub mod matmul;
 pub mod narrow;
+pub mod packed;
 pub mod pool;
 pub mod resample;
 pub mod winograd;

@@ -46,6 +46,8 @@ pub struct Conv2D {
     pool: Option<Window>,
     /// What the device keeps between forward and backward.
     ws: Workspace,
+    /// The weights' version at inference (see `Layer::set_weights_version`).
+    version: Option<u64>,
 }
 
 impl Conv2D {
@@ -68,6 +70,7 @@ impl Conv2D {
             unpadded: None,
             pool: None,
             ws: Workspace::default(),
+            version: None,
         }
     }
 
@@ -245,6 +248,10 @@ impl Layer for Conv2D {
         device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
     }
 
+    fn set_weights_version(&mut self, version: Option<u64>) {
+        self.version = version;
+    }
+
     fn absorb_padding(&mut self, pad: Option<((usize, usize), (usize, usize))>) -> bool {
         let g = self.geometry();
         let axes = [(g.h, g.pt, g.oh, g.kh, g.sh, g.dh), (g.w, g.pl, g.ow, g.kw, g.sw, g.dw)];
@@ -281,6 +288,7 @@ impl Conv2D {
             act: if self.deferred { Activation::Linear } else { self.activation },
             pool: self.pool,
             affine: None,
+            version: self.version.filter(|_| mode == Mode::Infer),
         }
     }
 }

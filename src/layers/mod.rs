@@ -361,6 +361,11 @@ pub trait Layer: Send {
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);
 
+    /// The version of the weights the next inference passes get (the model
+    /// renews it whenever they may change; None: unknown, as in training):
+    /// a layer may keep what it prepared from the same version.
+    fn set_weights_version(&mut self, _version: Option<u64>) {}
+
     /// [`Layer::forward`] with the layer's slice of the model's state buffer
     /// (non-trainable weights), which training may update. Layers with state
     /// implement this; the model always calls it.

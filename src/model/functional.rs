@@ -507,19 +507,19 @@ impl Model {
     /// an error before the model is built.
     pub fn count_params(&self) -> Result<usize> {
         let net = self.network()?;
-        Ok(net.params.len() + net.state.len())
+        Ok(net.params().len() + net.state.len())
     }
 
     /// The trainable-kind weights (those with gradients; frozen layers' too)
     /// as one flat buffer, layer after layer, each layer in Keras' order
     /// (kernel then bias).
     pub fn params(&self) -> Result<&[f32]> {
-        Ok(&self.network()?.params)
+        Ok(self.network()?.params())
     }
 
     /// The flat parameters, writable (for loading weights or averaging across processes).
     pub fn params_mut(&mut self) -> Result<&mut [f32]> {
-        Ok(&mut self.network_mut()?.params)
+        Ok(self.network_mut()?.params_mut())
     }
 
     /// The non-trainable state (BatchNormalization's moving statistics), layer after layer.
@@ -543,7 +543,7 @@ impl Model {
         let range = net.ranges.get(i).ok_or_else(|| {
             Error::InvalidArgument(format!("layer index {i} out of range ({} layers)", self.nodes.len()))
         })?;
-        Ok(&net.params[range.clone()])
+        Ok(&net.params()[range.clone()])
     }
 
     /// The model's weight tensors in order: name ("conv2d/kernel"), Keras
@@ -654,7 +654,7 @@ impl Model {
         }
         let weights = self.weights()?;
         let trainable = weights.iter().filter(|w| w.trainable).map(|w| w.range.len()).sum();
-        let total = net.params.len() + net.state.len();
+        let total = net.params().len() + net.state.len();
         Ok(summary::render(&self.name, &rows, (total, trainable)))
     }
 

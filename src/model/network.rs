@@ -33,6 +33,7 @@ use crate::device::Buffer;
 use crate::layers::{Backward, Mode};
 use smallvec::SmallVec;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a layer's backward pass gets: dL/dy, and where dL/dx goes (none for the model's input).
 type GradientPass<'a> = dyn FnMut(&mut [f32], Option<&mut [f32]>) + 'a;
@@ -46,8 +47,14 @@ pub(crate) struct Network {
     /// Node k's trainable weights are params[ranges[k]], its state state[state_ranges[k]].
     pub ranges: Vec<Range<usize>>,
     pub state_ranges: Vec<Range<usize>>,
-    pub params: Buffer,
+    /// Read through [`Network::params`]; written only through the accessors
+    /// that renew `version`.
+    params: Buffer,
     pub grads: Buffer,
+    /// The weights' version: a number that no other weights in this process
+    /// had, renewed on any access that may change them. Layers keep weights
+    /// prepared for inference (packed, transformed) while it holds.
+    version: u64,
     pub state: Vec<f32>,
     /// Largest batch the buffers hold, and the gradient buffers (0 before any training or evaluation).
     pub capacity: usize,
@@ -109,7 +116,35 @@ pub(crate) struct Fusion {
     pub unpadded: Vec<Option<usize>>,
 }
 
+/// A weights version never handed out before (see `Network::version`).
+fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Network {
+    /// The trainable weights, read-only.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The trainable weights, to change: layers' prepared weights no longer hold.
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        self.version = next_version();
+        &mut self.params
+    }
+
+    /// [`Network::params_mut`] and the weights' gradients, for an optimizer step.
+    pub fn params_and_grads(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.version = next_version();
+        (&mut self.params, &mut self.grads)
+    }
+
+    /// The weights, read-only, and their gradients.
+    pub fn grads_and_params(&mut self) -> (&[f32], &mut [f32]) {
+        (&self.params, &mut self.grads)
+    }
+
     pub fn new(
         shapes: Vec<Vec<usize>>,
         (ranges, state_ranges): (Vec<Range<usize>>, Vec<Range<usize>>),
@@ -165,6 +200,7 @@ impl Network {
             ranges,
             state_ranges,
             params,
+            version: next_version(),
             grads,
             state,
             capacity: 0,
@@ -272,13 +308,16 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, residuals, .. } = self;
+        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, residuals, version, .. } =
+            self;
+        let version = (mode == Mode::Infer).then_some(*version);
         let (steps, inputs) = match mode {
             Mode::Infer => (&self.infer_steps, &self.infer_inputs),
             Mode::Train => (&self.steps, &self.inputs),
         };
         for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
+            nodes[k].layer.set_weights_version(version);
             // Inputs are stored at lower buffer indices than outputs.
             let (before, after) = acts.split_at_mut(storage[output]);
             let y = &mut after[0];

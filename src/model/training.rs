@@ -474,7 +474,8 @@ impl Model {
         if loss.is_finite() {
             let compiled = self.compiled.as_mut().expect("training models are compiled");
             let net = self.net.as_mut().expect("training models are built");
-            compiled.optimizer.step_ranges(&mut net.params, &net.grads, trainable);
+            let (params, grads) = net.params_and_grads();
+            compiled.optimizer.step_ranges(params, grads, trainable);
         }
     }
 
@@ -489,8 +490,9 @@ impl Model {
     fn regularize(&mut self, regularized: &[(std::ops::Range<usize>, f32)], gradients: bool) -> f64 {
         let Some(net) = self.net.as_mut() else { return 0.0 };
         let mut penalty = 0.0f64;
+        let (params, grads) = net.grads_and_params();
         for (range, l2) in regularized {
-            let (w, g) = (&net.params[range.clone()], &mut net.grads[range.clone()]);
+            let (w, g) = (&params[range.clone()], &mut grads[range.clone()]);
             penalty += *l2 as f64 * w.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
             if gradients {
                 for (g, &w) in g.iter_mut().zip(w) {
@@ -519,9 +521,9 @@ impl Model {
         let net = self.net.as_mut().expect("prepared models are built");
         let validation = options.validation_data.as_ref().map_or(0, |(x, _)| x.rows());
         let sizes =
-            [n as f64, validation as f64, net.params.len() as f64, net.state.len() as f64, options.batch_size as f64];
+            [n as f64, validation as f64, net.params().len() as f64, net.state.len() as f64, options.batch_size as f64];
         distributed::check_same(comm, "(samples, validation samples, parameters, state, batch size)", &sizes)?;
-        comm.broadcast(&mut net.params)?;
+        comm.broadcast(net.params_mut())?;
         comm.broadcast(&mut net.state)?;
         if let Some(compiled) = self.compiled.as_mut() {
             for (_, slot) in compiled.optimizer.slots_mut() {

@@ -13,6 +13,7 @@ use crate::kernels::conv_wide::Wide;
 use crate::kernels::depthwise::{self, Depthwise};
 use crate::kernels::im2col::{col2im_add, im2col, im2col_positions};
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
+use crate::kernels::packed::{self, PANEL, Packed, matmul_packed, pack, packed_len};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::winograd::Winograd;
 use crate::kernels::{self, Window, activation, add_rows, sum_rows};
@@ -111,6 +112,28 @@ impl<'a> Finish<'a> {
     }
 }
 
+/// Bands of rows [`gather_finishing`] splits a sample's output into (a
+/// fixed split: what each band does does not depend on the others).
+const GATHER_BANDS: usize = 4;
+
+/// ys: (rows, f) <- the blocks of output channels a sample was computed in
+/// (`(m, block, f)`: see [`gather_blocks`]), finished (`fin`, `at`: ys's
+/// first value in the op's output): by bands of rows, on every thread.
+fn gather_finishing(
+    blocks: &[f32],
+    (m, block, f): (usize, usize, usize),
+    row_of: impl Fn(usize) -> usize + Sync,
+    ys: &mut [f32],
+    fin: Finish,
+    at: usize,
+) {
+    let rows = (ys.len() / f).div_ceil(GATHER_BANDS).max(1);
+    ys.par_chunks_mut(rows * f).enumerate().for_each(|(b, yb)| {
+        gather_blocks(blocks, m, block, f, |r| row_of(b * rows + r), yb);
+        fin.apply(yb, at + b * rows * f, f);
+    });
+}
+
 /// Fewest input channels and filters for Winograd's tiles.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
@@ -186,12 +209,20 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         _ => 0,
     };
     let cols_len = if unfolded_blocks { g.positions() * g.patch_len() } else { 0 };
-    let prepared_len = winograd.map_or(padded_len(op), |w| w.kernel_len());
-    let ([_, _, wp, padded, cols, blocks], argmax) =
-        ws.with_indices([0, 0, prepared_len, padded_sample, cols_len, blocks_len], n * pooled_len);
-    if let Some(w) = &winograd {
-        w.transform_kernel(op.kernel, wp);
-    }
+    // Batch-1 inference's products read the kernel packed once per version
+    // of the weights, where the general product would run (not the
+    // register-blocked kernel of 16-64 filters).
+    let (k, packed) = (g.patch_len(), n < SAMPLES_PER_TASK && !direct && winograd.is_none() && op.pool.is_none());
+    let packed = packed && packed::available() && !(wide.is_some() && Wide::blocked(f));
+    let (prepared, [_, _, wp, padded, cols, blocks], argmax) =
+        ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
+    // The transformed kernel (form: the tiles' side) or the packed one (form 0).
+    let prepared = match &winograd {
+        Some(w) => prepared.get(op.version, w.tile_side() as u64, w.kernel_len(), |u| w.transform_kernel(op.kernel, u)),
+        None if packed => prepared.get(op.version, 0, packed_len(k, f), |p| pack(op.kernel, k, f, p)),
+        None => &[],
+    };
+    let packed = packed.then(|| Packed::new(prepared, k, f));
     if direct {
         conv_direct::pad_filters(op.kernel, op.affine.map_or(op.bias, |a| Some(a.shift)), f, wp);
         if let Some(a) = op.affine {
@@ -203,7 +234,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         }
     }
     let wp = &*wp;
-    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, wp)), wp);
+    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, prepared)), wp);
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
@@ -217,7 +248,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     let xp = &*padded;
                     ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                         with_scratch(w.scratch_len(), |scratch| {
-                            w.forward_rows(xp, wp, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
+                            w.forward_rows(xp, prepared, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
                         });
                         fin.apply_after_bias(yb, i * conv_len + b * rows * g.ow * f, f);
                     });
@@ -233,11 +264,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
                     let filters = b * block..b * block + yb.len() / p;
                     with_scratch(w.scratch_len(), |scratch| {
-                        w.forward_filters(xp, wp, 1, filters, fin.bias_inside(), scratch, yb);
+                        w.forward_filters(xp, prepared, 1, filters, fin.bias_inside(), scratch, yb);
                     });
                 });
-                gather_blocks(blocks, p, block, f, |r| r, ys);
-                fin.apply_after_bias(ys, i * conv_len, f);
+                let fin = Finish { bias: None, ..fin };
+                gather_finishing(blocks, (p, block, f), |r| r, ys, fin, i * conv_len);
             }
             return;
         }
@@ -247,7 +278,9 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // its output channels into blocks (each reads only its block of the kernel).
             let rows = band_rows(g.oh, g.ow);
             let threads = rayon::current_num_threads();
-            let block = f.div_ceil(threads).next_multiple_of(FILTER_BLOCK);
+            // (The packed kernel's blocks start at a panel.)
+            let unit = if packed.is_some() { PANEL } else { FILTER_BLOCK };
+            let block = f.div_ceil(threads).next_multiple_of(unit);
             let by_filters = g.oh.div_ceil(rows) < threads && block < f;
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             for (i, (ys, xs)) in samples.enumerate() {
@@ -262,16 +295,21 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     let m = all.len();
                     blocks[..m * f].par_chunks_mut(m * block).enumerate().for_each(|(b, yb)| {
                         let filters = b * block..(b * block + yb.len() / m);
-                        wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb);
+                        match packed {
+                            Some(p) => wide.forward_packed(xp, p, filters, all.clone(), yb),
+                            None => wide.forward_filters(xp, op.kernel, f, filters, all.clone(), yb),
+                        }
                     });
-                    gather_blocks(blocks, m, block, f, |r| wide.row_of(r), ys);
-                    fin.apply(ys, i * conv_len, f);
+                    gather_finishing(blocks, (m, block, f), |r| wide.row_of(r), ys, fin, i * conv_len);
                     continue;
                 }
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                     let band = wide.band(b * rows, yb.len() / (g.ow * f));
                     with_scratch(band.len() * f, |y_wide| {
-                        wide.forward(xp, op.kernel, f, band, y_wide);
+                        match packed {
+                            Some(p) => wide.forward_packed(xp, p, 0..f, band, y_wide),
+                            None => wide.forward(xp, op.kernel, f, band, y_wide),
+                        }
                         wide.compact_band(y_wide, f, yb);
                     });
                     fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
@@ -294,23 +332,24 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // Too few positions to split (a 7x7 or 14x14 stage): unfold the sample
             // once, then products by blocks of output channels (a fixed split,
             // whatever the number of threads).
-            let (p, k, block) = (g.positions(), g.patch_len(), UNFOLDED_FILTER_BLOCK);
+            let (p, block) = (g.positions(), UNFOLDED_FILTER_BLOCK);
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             for (i, (ys, xs)) in samples.enumerate() {
                 im2col(&g, xs, cols);
                 let cols = &*cols;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
-                    let w = MatRef::with_ld(&op.kernel[b * block..], k, yb.len() / p, f);
-                    matmul(MatRef::new(cols, p, k), w, yb, false);
+                    let (filters, a) = (b * block..b * block + yb.len() / p, MatRef::new(cols, p, k));
+                    match packed {
+                        Some(w) => matmul_packed(a, w, 0..k, filters.clone(), yb, filters.len(), false),
+                        None => matmul(a, MatRef::with_ld(&op.kernel[filters.start..], k, filters.len(), f), yb, false),
+                    }
                 });
-                gather_blocks(blocks, p, block, f, |r| r, ys);
-                fin.apply(ys, i * conv_len, f);
+                gather_finishing(blocks, (p, block, f), |r| r, ys, fin, i * conv_len);
             }
             return;
         }
         if n < SAMPLES_PER_TASK && !direct {
             // One task's worth of samples: split each sample's output positions instead.
-            let k = g.patch_len();
             let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
             return samples.enumerate().for_each(|(i, (ys, xs))| {
                 let per_task = g.positions().div_ceil(bands(g.positions()));
@@ -318,7 +357,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     let (first, count) = (t * per_task, yt.len() / f);
                     with_scratch(count * k, |cols| {
                         im2col_positions(&g, xs, first..first + count, cols);
-                        matmul(MatRef::new(cols, count, k), MatRef::new(op.kernel, k, f), yt, false);
+                        let a = MatRef::new(cols, count, k);
+                        match packed {
+                            Some(w) => matmul_packed(a, w, 0..k, 0..f, yt, f, false),
+                            None => matmul(a, MatRef::new(op.kernel, k, f), yt, false),
+                        }
                     });
                     fin.apply(yt, i * conv_len + first * f, f);
                 });

@@ -1,0 +1,319 @@
+//! Matrix products against a right operand packed once, for inference where
+//! the same weights serve call after call: `c = a * b[rows, cols]`, `b` a
+//! layer's kernel (K, F) laid out in panels of [`PANEL`] columns, each panel's
+//! K rows contiguous ([`pack`]).
+//!
+//! At batch 1 a convolution's product has few rows (49 positions on a 7x7
+//! image) against megabytes of weights, read from memory on every call: a
+//! general product packs them first (a pass over them before any
+//! multiply-add), where here they stream once, straight from the panels, and
+//! the next block is fetched while the current one is multiplied. The
+//! products' sums are those of [`matmul_packed_reference`], in the same order
+//! (fused multiply-adds in both).
+
+use super::matmul::MatRef;
+use std::ops::Range;
+
+/// Columns of `b` per panel: two AVX-512 vectors.
+pub const PANEL: usize = 32;
+
+/// Rows of `a` per block of the AVX-512 kernel: its 2 x 10 sums in
+/// registers. Ten rows of a, read in place, stay clear of the 12-way L1's
+/// conflicts where `a`'s rows are 4 KiB apart (1024 or 2048 channels).
+const ROWS: usize = 10;
+
+/// Rows of `b` per block: a block of a panel (32 KiB) stays in L1 while every
+/// block of `a`'s rows multiplies it.
+const DEPTH: usize = 256;
+
+/// Values of `b` (K, N) packed: `ceil(N / PANEL)` panels of K x [`PANEL`].
+pub fn packed_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PANEL) * k * PANEL
+}
+
+/// Whether [`matmul_packed`] beats the general product on this CPU (AVX-512);
+/// elsewhere callers keep [`super::matmul::matmul`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[allow(unreachable_code)]
+    false
+}
+
+/// b: (K, N) row-major -> packed: panels of [`PANEL`] columns, each (K, PANEL)
+/// row-major; the last panel's columns past N are zero.
+pub fn pack(b: &[f32], k: usize, n: usize, packed: &mut [f32]) {
+    assert!(b.len() >= k * n && packed.len() >= packed_len(k, n), "packed lengths");
+    for (j, panel) in packed[..packed_len(k, n)].chunks_exact_mut(k * PANEL).enumerate() {
+        let cols = PANEL.min(n - j * PANEL);
+        for (row, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+            dst[..cols].copy_from_slice(&b[row * n + j * PANEL..][..cols]);
+            dst[cols..].fill(0.0);
+        }
+    }
+}
+
+/// A matrix packed by [`pack`]: `k` rows, `n` columns.
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    data: &'a [f32],
+    k: usize,
+    n: usize,
+}
+
+impl<'a> Packed<'a> {
+    pub fn new(data: &'a [f32], k: usize, n: usize) -> Self {
+        assert!(data.len() >= packed_len(k, n), "packed matrix out of bounds");
+        Packed { data, k, n }
+    }
+
+    /// Row `row` of panel `j`: its [`PANEL`] values.
+    fn at(&self, j: usize, row: usize) -> &'a [f32] {
+        &self.from(j, row)[..PANEL]
+    }
+
+    /// The panels' values from row `row` of panel `j` on.
+    fn from(&self, j: usize, row: usize) -> &'a [f32] {
+        &self.data[(j * self.k + row) * PANEL..]
+    }
+}
+
+/// Checks the operands of `c = a * b[rows, cols]`; returns (m, panels).
+fn check(
+    a: &MatRef,
+    b: &Packed,
+    rows: &Range<usize>,
+    cols: &Range<usize>,
+    c: &[f32],
+    ldc: usize,
+) -> (usize, Range<usize>) {
+    let (m, k) = a.dims();
+    assert!(!a.is_transposed(), "a packed product reads a's rows in place");
+    assert_eq!(k, rows.len(), "inner dimensions differ");
+    assert!(
+        rows.end <= b.k && cols.end <= b.n && cols.start.is_multiple_of(PANEL),
+        "rows and columns of the packed matrix"
+    );
+    let n = cols.len();
+    assert!(n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + n), "output too small");
+    (m, cols.start / PANEL..cols.end.div_ceil(PANEL))
+}
+
+/// `c = a * b[rows, cols]` (or `c += ...` when `accumulate`): a (m, rows.len())
+/// read in place, `c` (m, cols.len()) with rows `ldc` apart; `cols` starts at
+/// a panel.
+pub fn matmul_packed(
+    a: MatRef,
+    b: Packed,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        let (m, panels) = check(&a, &b, &rows, &cols, c, ldc);
+        // SAFETY: the CPU has AVX-512F, and `check` bounded every operand.
+        return unsafe { avx512::matmul(a, b, rows, cols, panels, m, c, ldc, accumulate) };
+    }
+    matmul_packed_reference(a, b, rows, cols, c, ldc, accumulate)
+}
+
+/// [`matmul_packed`], plainly: each sum over `rows` in order, by fused multiply-adds.
+pub fn matmul_packed_reference(
+    a: MatRef,
+    b: Packed,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (m, _) = check(&a, &b, &rows, &cols, c, ldc);
+    for i in 0..m {
+        for (o, col) in c[i * ldc..][..cols.len()].iter_mut().zip(cols.clone()) {
+            let (j, lane) = (col / PANEL, col % PANEL);
+            let start = if accumulate { *o } else { 0.0 };
+            *o = rows.clone().enumerate().fold(start, |s, (t, row)| a.get(i, t).mul_add(b.at(j, row)[lane], s));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{DEPTH, PANEL, Packed, ROWS};
+    use crate::kernels::matmul::MatRef;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// See [`super::matmul_packed`]: for each panel, blocks of [`DEPTH`] rows
+    /// of b, and within one, blocks of [`ROWS`] rows of a.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul(
+        a: MatRef,
+        b: Packed,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        panels: Range<usize>,
+        m: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let (ap, lda) = (a.as_ptr(), a.ld());
+        for j in panels.clone() {
+            // The panel's columns in c, and the masks of those present.
+            let first = j * PANEL - cols.start;
+            let width = PANEL.min(cols.end - j * PANEL);
+            let masks = [lanes(width.min(16)), lanes(width.saturating_sub(16))];
+            for d in (0..rows.len()).step_by(DEPTH) {
+                let depth = DEPTH.min(rows.len() - d);
+                let bp = b.from(j, rows.start + d).as_ptr();
+                let load = accumulate || d > 0;
+                for i in (0..m).step_by(ROWS) {
+                    // SAFETY: rows i.. of a and c, and this block of the panel, lie
+                    // inside their slices (`super::check`); the CPU has AVX-512F.
+                    unsafe {
+                        let block = Block { a: ap.add(i * lda + d), lda, b: bp, depth, masks, load };
+                        let cp = c.as_mut_ptr().add(i * ldc + first);
+                        match ROWS.min(m - i) {
+                            10 => block.run::<10>(cp, ldc),
+                            9 => block.run::<9>(cp, ldc),
+                            8 => block.run::<8>(cp, ldc),
+                            7 => block.run::<7>(cp, ldc),
+                            6 => block.run::<6>(cp, ldc),
+                            5 => block.run::<5>(cp, ldc),
+                            4 => block.run::<4>(cp, ldc),
+                            3 => block.run::<3>(cp, ldc),
+                            2 => block.run::<2>(cp, ldc),
+                            _ => block.run::<1>(cp, ldc),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first `n` of 16 lanes.
+    fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// R rows of a times `depth` rows of a panel, into R x 32 values of c.
+    struct Block {
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        depth: usize,
+        masks: [__mmask16; 2],
+        /// Whether c holds sums to add to (else they start at zero).
+        load: bool,
+    }
+
+    impl Block {
+        // c[r][0..32] (+)= sum over t of a[r][t] * b[t][0..32], r < R
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run<const R: usize>(&self, c: *mut f32, ldc: usize) {
+            // SAFETY: the caller passes R rows of a and c, and `depth` rows of a
+            // panel, inside their slices; the CPU has AVX-512F.
+            unsafe {
+                let [m0, m1] = self.masks;
+                let mut lo = [_mm512_setzero_ps(); R];
+                let mut hi = [_mm512_setzero_ps(); R];
+                if self.load {
+                    for r in 0..R {
+                        lo[r] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                        hi[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+                    }
+                }
+                for t in 0..self.depth {
+                    let b = self.b.add(t * PANEL);
+                    // The next block of the panel (or the next panel), on its way to L2
+                    // while this one is multiplied (a prefetch never faults).
+                    let ahead = b.wrapping_add(super::DEPTH * PANEL);
+                    _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16) as *const i8);
+                    let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
+                    for r in 0..R {
+                        let x = _mm512_set1_ps(*self.a.add(r * self.lda + t));
+                        lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+                        hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+                    }
+                }
+                for r in 0..R {
+                    _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
+                    _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, hi[r]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::matmul::matmul_ld;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1999) as f32 / 1999.0) - 0.5).collect()
+    }
+
+    #[test]
+    fn packing_keeps_every_value_and_zeroes_the_rest() {
+        let (k, n) = (5, 37);
+        let b = values(k * n, 1);
+        let mut packed = vec![f32::NAN; packed_len(k, n)];
+        pack(&b, k, n, &mut packed);
+        let p = Packed::new(&packed, k, n);
+        for row in 0..k {
+            for col in 0..64 {
+                let want = if col < n { b[row * n + col] } else { 0.0 };
+                assert_eq!(p.at(col / PANEL, row)[col % PANEL], want, "row {row} column {col}");
+            }
+        }
+    }
+
+    /// The AVX-512 kernel equals the reference bit for bit, and both equal
+    /// the general product up to rounding: row blocks of 1 to 10 and past,
+    /// depths across a block of [`DEPTH`], partial panels, row and column
+    /// ranges of b, rows of a read in place at a stride, accumulation.
+    #[test]
+    fn packed_products_match_the_reference_and_the_general_product() {
+        for (m, k, n, rows, cols, accumulate) in [
+            (1, 3, 32, 0..3, 0..32, false),
+            (7, 300, 70, 0..300, 0..70, false),
+            (23, 600, 96, 40..560, 32..96, true),
+            (10, 17, 20, 0..17, 0..20, true),
+            (49, 64, 160, 0..64, 64..144, false),
+        ] {
+            let (depth, width) = (rows.len(), cols.len());
+            let lda = depth + 3;
+            let a = values(m * lda, 2);
+            let b = values(k * n, 3);
+            let mut packed = vec![0.0; packed_len(k, n)];
+            pack(&b, k, n, &mut packed);
+            let p = Packed::new(&packed, k, n);
+            let ldc = width + 5;
+            let start = values(m * ldc, 4);
+            let (mut got, mut want, mut general) = (start.clone(), start.clone(), start.clone());
+            let am = MatRef::with_ld(&a, m, depth, lda);
+            matmul_packed(am, p, rows.clone(), cols.clone(), &mut got, ldc, accumulate);
+            matmul_packed_reference(am, p, rows.clone(), cols.clone(), &mut want, ldc, accumulate);
+            assert_eq!(got, want, "m {m} k {k} n {n}");
+            let bm = MatRef::with_ld(&b[rows.start * n + cols.start..], depth, width, n);
+            matmul_ld(am, bm, &mut general, ldc, accumulate);
+            for i in 0..m {
+                for j in 0..ldc {
+                    let (x, y) = (got[i * ldc + j], general[i * ldc + j]);
+                    if j < width {
+                        assert!((x - y).abs() < 1e-4, "m {m} k {k} n {n}: ({i}, {j}) {x} against {y}");
+                    } else {
+                        assert_eq!(x, start[i * ldc + j], "a value past the columns was written");
+                    }
+                }
+            }
+        }
+    }
+}
