@@ -137,8 +137,10 @@ fn gather_finishing(
 /// Fewest input channels and filters for Winograd's tiles.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Fewest tiles per call for Winograd's tiles.
+/// Fewest tiles per call for Winograd's tiles: with the transformed kernel
+/// prepared on every call, and kept across calls (inference).
 const WINOGRAD_MIN_TILES: usize = 128;
+const WINOGRAD_MIN_TILES_KEPT: usize = 32;
 
 /// Most outputs computed per real one for the padded layout to be used.
 const MAX_WIDE_OVERHEAD: f64 = 1.16;
@@ -182,7 +184,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let wide = ConvKernel::choose_wide(op, direct);
     // Samples per call of the tiles: a task's, or a group's behind a fused pool.
     let per_call = if op.pool.is_some() { pool_group(g.positions() * f).min(n) } else { n.min(SAMPLES_PER_TASK) };
-    let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, false);
+    let winograd = ConvKernel::choose_winograd(&g, f, n, per_call, false, op.version.is_some());
     // Batches below one task through Winograd's tiles: a sample at a time,
     // split into bands of rows of tiles where there are two bands or more,
     // otherwise its output channels into blocks.
@@ -429,7 +431,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let wide = ConvKernel::choose_wide(op, direct);
     // The input gradient through Winograd's tiles: the transposed convolution's,
     // with the kernel turned, then transformed.
-    let winograd = ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), true).filter(|_| dx.is_some());
+    let winograd = ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), true, false).filter(|_| dx.is_some());
     let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
     let ([dw_parts, db_parts, wp, turned], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
@@ -444,7 +446,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     // The weight gradient through the forward pass's tiles (their products
     // through the register-blocked kernel: up to 64 filters).
     conv.weight_tiles =
-        ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), false).filter(|_| Wide::blocked(f));
+        ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), false, false).filter(|_| Wide::blocked(f));
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
@@ -698,6 +700,9 @@ impl<'a> ConvKernel<'a> {
     /// per call: with fewer (ResNet-50's 14x14 and 7x7 stages at batch 1),
     /// writing and reading the transformed kernel (16 or 36 values per
     /// weight, once per call) costs more than the fewer multiply-adds save.
+    /// Where the transformed kernel is `kept` across calls (inference), 32
+    /// tiles are enough: ResNet-50's 14x14 stage at batch 1 takes them
+    /// (1.07x faster), its 7x7 stage (16 tiles) does not (no faster).
     /// Tiles cover only real outputs, so small images, where the padded
     /// layout computes too many dropped outputs, take them too.
     /// Tiles of 4x4 (36 products per 16 outputs against 2x2's 16 per 4) where
@@ -708,12 +713,20 @@ impl<'a> ConvKernel<'a> {
     /// whole sample for its block of filters, and 4x4's dearer input
     /// transform, done by every thread, outweighs (ResNet-50 at batch 1).
     /// (ResNet-20 trains 1.13x faster; ResNet-50 at batch 32 infers 1.05x.)
-    fn choose_winograd(g: &Window, f: usize, n: usize, per_call: usize, input_grad: bool) -> Option<Winograd> {
+    fn choose_winograd(
+        g: &Window,
+        f: usize,
+        n: usize,
+        per_call: usize,
+        input_grad: bool,
+        kept: bool,
+    ) -> Option<Winograd> {
         let wide = Wide::of(g)?;
         let (wide, out) = if input_grad { (wide.transposed(f), g.c) } else { (wide, f) };
         let channels = wide.g.c >= WINOGRAD_MIN_CHANNELS && out >= WINOGRAD_MIN_CHANNELS;
         let small = Winograd::of(&wide, out)?;
-        if !(channels && small.tiles(n) >= WINOGRAD_MIN_TILES && Wide::blocked(16)) {
+        let min_tiles = if kept { WINOGRAD_MIN_TILES_KEPT } else { WINOGRAD_MIN_TILES };
+        if !(channels && small.tiles(n) >= min_tiles && Wide::blocked(16)) {
             return None;
         }
         let large = Winograd::with_tiles(&wide, out, 4)?;
