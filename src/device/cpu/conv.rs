@@ -307,6 +307,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 }
                 ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                     let band = wide.band(b * rows, yb.len() / (g.ow * f));
+                    if let (Some(p), true) = (packed, wide.pointwise()) {
+                        // 1x1 windows: the wide rows are the output's, written in place.
+                        wide.forward_packed(xp, p, 0..f, band, yb);
+                        return fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
+                    }
                     with_scratch(band.len() * f, |y_wide| {
                         match packed {
                             Some(p) => wide.forward_packed(xp, p, 0..f, band, y_wide),
