@@ -47,11 +47,12 @@ impl<'a> MatRef<'a> {
         self.transposed
     }
 
-    /// The first value, and the distance between rows (as stored).
+    /// The first value (as stored).
     pub(super) fn as_ptr(&self) -> *const f32 {
         self.data.as_ptr()
     }
 
+    /// The distance between rows (as stored).
     pub(super) fn ld(&self) -> usize {
         self.ld
     }

@@ -135,13 +135,13 @@ impl Network {
     }
 
     /// [`Network::params_mut`] and the weights' gradients, for an optimizer step.
-    pub fn params_and_grads(&mut self) -> (&mut [f32], &mut [f32]) {
+    pub fn params_mut_with_grads(&mut self) -> (&mut [f32], &[f32]) {
         self.version = next_version();
-        (&mut self.params, &mut self.grads)
+        (&mut self.params, &self.grads)
     }
 
-    /// The weights, read-only, and their gradients.
-    pub fn grads_and_params(&mut self) -> (&[f32], &mut [f32]) {
+    /// The weights, read-only, and their gradients, to add to (a penalty's).
+    pub fn params_with_grads_mut(&mut self) -> (&[f32], &mut [f32]) {
         (&self.params, &mut self.grads)
     }
 

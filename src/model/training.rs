@@ -474,7 +474,7 @@ impl Model {
         if loss.is_finite() {
             let compiled = self.compiled.as_mut().expect("training models are compiled");
             let net = self.net.as_mut().expect("training models are built");
-            let (params, grads) = net.params_and_grads();
+            let (params, grads) = net.params_mut_with_grads();
             compiled.optimizer.step_ranges(params, grads, trainable);
         }
     }
@@ -490,7 +490,7 @@ impl Model {
     fn regularize(&mut self, regularized: &[(std::ops::Range<usize>, f32)], gradients: bool) -> f64 {
         let Some(net) = self.net.as_mut() else { return 0.0 };
         let mut penalty = 0.0f64;
-        let (params, grads) = net.grads_and_params();
+        let (params, grads) = net.params_with_grads_mut();
         for (range, l2) in regularized {
             let (w, g) = (&params[range.clone()], &mut grads[range.clone()]);
             penalty += *l2 as f64 * w.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
