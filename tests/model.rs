@@ -313,15 +313,24 @@ fn batch_one_predictions_follow_the_weights_as_they_change() {
         fresh.params_mut().unwrap().copy_from_slice(model.params().unwrap());
         fresh.state_mut().unwrap().copy_from_slice(model.state().unwrap());
         let want = fresh.predict(&x).unwrap().to_f32_vec();
+        // (The same values on any number of threads, to the bit.)
         let alone = |model: &mut Model| {
-            for threads in [1, 2] {
+            let mut first_run = Vec::new();
+            for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut run = Vec::new();
                 for i in [0, 13] {
                     let one = pool.install(|| model.predict(&x.slice_rows(i, i + 1).unwrap()).unwrap().to_f32_vec());
                     for (a, b) in one.iter().zip(&want[i * 3..]) {
                         let want = &want[i * 3..][..3];
                         assert!((a - b).abs() <= 2e-5, "{what}, {threads} threads, sample {i}: {one:?} vs {want:?}");
                     }
+                    run.extend(one);
+                }
+                if threads == 1 {
+                    first_run = run;
+                } else {
+                    assert_eq!(run, first_run, "{what}: {threads} threads against 1");
                 }
             }
         };
