@@ -214,17 +214,18 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     // Batch-1 inference's products read the kernel packed once per version
     // of the weights, where the general product would run (not the
     // register-blocked kernel of 16-64 filters).
-    let (k, packed) = (g.patch_len(), n < SAMPLES_PER_TASK && !direct && winograd.is_none() && op.pool.is_none());
-    let packed = packed && packed::available() && !(wide.is_some() && Wide::blocked(f));
+    let k = g.patch_len();
+    let packs = n < SAMPLES_PER_TASK && !direct && winograd.is_none() && op.pool.is_none() && packed::available();
+    let packs = packs && !(wide.is_some() && Wide::blocked(f));
     let (prepared, [_, _, wp, padded, cols, blocks], argmax) =
         ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
     // The transformed kernel (form: the tiles' side) or the packed one (form 0).
     let prepared = match &winograd {
         Some(w) => prepared.get(op.version, w.tile_side() as u64, w.kernel_len(), |u| w.transform_kernel(op.kernel, u)),
-        None if packed => prepared.get(op.version, 0, packed_len(k, f), |p| pack(op.kernel, k, f, p)),
+        None if packs => prepared.get(op.version, 0, packed_len(k, f), |p| pack(op.kernel, k, f, p)),
         None => &[],
     };
-    let packed = packed.then(|| Packed::new(prepared, k, f));
+    let packed = packs.then(|| Packed::new(prepared, k, f));
     if direct {
         conv_direct::pad_filters(op.kernel, op.affine.map_or(op.bias, |a| Some(a.shift)), f, wp);
         if let Some(a) = op.affine {
