@@ -192,16 +192,19 @@ mod avx2 {
     }
 }
 
-/// The AVX2 kernel with 16 filters per register: per lane the same
-/// operations in the same order, so both give the same bits.
+/// The AVX2 kernel with 16 filters per register, and two registers sharing
+/// each broadcast input value: per lane the same operations in the same
+/// order, so both give the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::Window;
     use super::avx2::{MAX_TAPS, TAPS, tap_offsets};
     use std::arch::x86_64::*;
 
-    /// [`super::avx2::conv_pool_weight_grad`] by blocks of 16 filters (F a multiple of 16).
-    /// Safety: AVX-512F; sizes, K <= MAX_TAPS and valid padding checked by the caller.
+    /// [`super::avx2::conv_pool_weight_grad`] by blocks of 32 filters (two
+    /// registers sharing each input value's broadcast) where F is a multiple
+    /// of 32, else of 16. Safety: AVX-512F; sizes, K <= MAX_TAPS and valid
+    /// padding checked by the caller.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn conv_pool_weight_grad(
@@ -217,63 +220,120 @@ mod avx512 {
         db: &mut [f32],
     ) {
         let k = conv.patch_len();
-        let passes = k.div_ceil(TAPS);
         let offsets: [usize; MAX_TAPS] = tap_offsets(conv);
-        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        for fb in (0..f).step_by(16) {
-            for pass in 0..passes {
-                let offsets: &[usize; TAPS] = offsets[pass * TAPS..][..TAPS].try_into().expect("TAPS offsets");
-                let mut acc = [_mm512_setzero_ps(); TAPS];
-                let mut bias = _mm512_setzero_ps();
-                for qy in 0..pool.oh {
-                    for qx in 0..pool.ow {
-                        let q = (qy * pool.ow + qx) * f + fb;
-                        // SAFETY: q + 16 <= PH*PW*F, checked by the caller.
-                        let (mut g, winners) = unsafe {
-                            (
-                                _mm512_loadu_ps(dy.as_ptr().add(q)),
-                                _mm512_loadu_si512(argmax.as_ptr().add(q) as *const __m512i),
-                            )
-                        };
-                        if relu {
-                            // SAFETY: as above.
-                            let out = unsafe { _mm512_loadu_ps(y.as_ptr().add(q)) };
-                            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(out, _mm512_setzero_ps()), g);
+        for pass in 0..k.div_ceil(TAPS) {
+            let offsets: &[usize; TAPS] = offsets[pass * TAPS..][..TAPS].try_into().expect("TAPS offsets");
+            let taps = (k - pass * TAPS).min(TAPS);
+            let grads = Grads { conv, pool, relu, x, dy, y, argmax, f };
+            // SAFETY: the caller's checks; each block's filters lie below f.
+            unsafe {
+                if f.is_multiple_of(32) {
+                    for fb in (0..f).step_by(32) {
+                        grads.block::<2>(fb, offsets, (pass * TAPS, taps), dw, db);
+                    }
+                } else {
+                    for fb in (0..f).step_by(16) {
+                        grads.block::<1>(fb, offsets, (pass * TAPS, taps), dw, db);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The forward pass's values that the gradients read.
+    struct Grads<'a> {
+        conv: &'a Window,
+        pool: &'a Window,
+        relu: bool,
+        x: &'a [f32],
+        dy: &'a [f32],
+        y: &'a [f32],
+        argmax: &'a [u32],
+        f: usize,
+    }
+
+    impl Grads<'_> {
+        /// Adds the gradients of filters fb..fb + 16 V for the pass of taps
+        /// first_tap..first_tap + taps (and the bias's, on the first pass): every pooling window masks its
+        /// gradient vectors once per window position and adds them, times the
+        /// position's input values, to TAPS x V accumulators.
+        /// Safety: as [`conv_pool_weight_grad`], with fb + 16 V <= f.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn block<const V: usize>(
+            &self,
+            fb: usize,
+            offsets: &[usize; TAPS],
+            (first_tap, taps): (usize, usize),
+            dw: &mut [f32],
+            db: &mut [f32],
+        ) {
+            let Grads { conv, pool, relu, x, dy, y, argmax, f } = *self;
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let mut acc = [[_mm512_setzero_ps(); V]; TAPS];
+            let mut bias = [_mm512_setzero_ps(); V];
+            for qy in 0..pool.oh {
+                for qx in 0..pool.ow {
+                    let q = (qy * pool.ow + qx) * f + fb;
+                    let mut g = [_mm512_setzero_ps(); V];
+                    let mut winners = [_mm512_setzero_si512(); V];
+                    for v in 0..V {
+                        // SAFETY: q + 16 V <= PH*PW*F, checked by the caller.
+                        unsafe {
+                            g[v] = _mm512_loadu_ps(dy.as_ptr().add(q + 16 * v));
+                            winners[v] = _mm512_loadu_si512(argmax.as_ptr().add(q + 16 * v) as *const __m512i);
+                            if relu {
+                                let out = _mm512_loadu_ps(y.as_ptr().add(q + 16 * v));
+                                g[v] = _mm512_maskz_mov_ps(
+                                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(out, _mm512_setzero_ps()),
+                                    g[v],
+                                );
+                            }
                         }
-                        bias = _mm512_add_ps(bias, g);
-                        for wy in 0..pool.kh {
-                            let py = (qy * pool.sh + wy).wrapping_sub(pool.pt);
-                            if py >= pool.h {
+                        bias[v] = _mm512_add_ps(bias[v], g[v]);
+                    }
+                    for wy in 0..pool.kh {
+                        let py = (qy * pool.sh + wy).wrapping_sub(pool.pt);
+                        if py >= pool.h {
+                            continue;
+                        }
+                        for wx in 0..pool.kw {
+                            let px = (qx * pool.sw + wx).wrapping_sub(pool.pl);
+                            if px >= pool.w {
                                 continue;
                             }
-                            for wx in 0..pool.kw {
-                                let px = (qx * pool.sw + wx).wrapping_sub(pool.pl);
-                                if px >= pool.w {
-                                    continue;
-                                }
-                                let p = py * pool.w + px;
-                                let here = _mm512_add_epi32(_mm512_set1_epi32((p * f + fb) as i32), lanes);
-                                let gp = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(winners, here), g);
-                                let corner = (py * conv.sh * conv.w + px * conv.sw) * conv.c;
-                                for (a, &offset) in acc.iter_mut().zip(offsets) {
-                                    // SAFETY: corner + offset indexes x: valid padding, checked by the caller.
-                                    let v = unsafe { _mm512_set1_ps(*x.as_ptr().add(corner + offset)) };
-                                    *a = _mm512_fmadd_ps(v, gp, *a);
+                            let p = py * pool.w + px;
+                            let gp: [__m512; V] = std::array::from_fn(|v| {
+                                let here = _mm512_add_epi32(_mm512_set1_epi32((p * f + fb + 16 * v) as i32), lanes);
+                                _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(winners[v], here), g[v])
+                            });
+                            let corner = (py * conv.sh * conv.w + px * conv.sw) * conv.c;
+                            for (a, &offset) in acc.iter_mut().zip(offsets) {
+                                // SAFETY: corner + offset indexes x: valid padding, checked by the caller.
+                                let xv = unsafe { _mm512_set1_ps(*x.as_ptr().add(corner + offset)) };
+                                for (av, &gv) in a.iter_mut().zip(&gp) {
+                                    *av = _mm512_fmadd_ps(xv, gv, *av);
                                 }
                             }
                         }
                     }
                 }
-                for (j, a) in acc.iter().enumerate().take(k - pass * TAPS) {
-                    let out = &mut dw[(pass * TAPS + j) * f + fb..][..16];
-                    // SAFETY: `out` holds 16 values.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(out.as_ptr()), *a)) };
+            }
+            let add = |out: &mut [f32], sums: &[__m512; V]| {
+                let out = &mut out[..16 * V];
+                for (v, s) in sums.iter().enumerate() {
+                    // SAFETY: `out` holds 16 V values.
+                    unsafe {
+                        let o = out.as_mut_ptr().add(16 * v);
+                        _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), *s));
+                    }
                 }
-                if pass == 0 {
-                    let out = &mut db[fb..][..16];
-                    // SAFETY: `out` holds 16 values.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(out.as_ptr()), bias)) };
-                }
+            };
+            for (t, a) in acc.iter().enumerate().take(taps) {
+                add(&mut dw[(first_tap + t) * f + fb..], a);
+            }
+            if first_tap == 0 {
+                add(&mut db[fb..], &bias);
             }
         }
     }

@@ -45,6 +45,57 @@ pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     }
 }
 
+/// Asks the CPU to start loading `data` into its caches (nothing elsewhere):
+/// for rows read next from memory in an order no prefetcher can guess.
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..std::mem::size_of_val(data)).step_by(64) {
+        // SAFETY: prefetching is a hint that never faults; the address lies in `data`.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>((data.as_ptr() as *const i8).add(line));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// out[i] = table[bytes[i]]: byte images to floats, through their value table.
+pub fn look_up(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
+    assert_eq!(bytes.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; the lengths are equal (asserted).
+        return unsafe { look_up_avx512(table, bytes, out) };
+    }
+    look_up_scalar(table, bytes, out);
+}
+
+/// Portable reference version of [`look_up`].
+pub fn look_up_scalar(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
+    for (o, &b) in out.iter_mut().zip(bytes) {
+        *o = table[b as usize];
+    }
+}
+
+/// [`look_up`] 16 bytes at a time: widened to indices, then one gather from
+/// the table (in L1). Safety: AVX-512F, and equal lengths.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn look_up_avx512(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let whole = bytes.len() - bytes.len() % 16;
+    for i in (0..whole).step_by(16) {
+        // SAFETY: i + 16 <= whole <= both lengths; every index is a byte, below 256.
+        unsafe {
+            let b = _mm_loadu_si128(bytes.as_ptr().add(i) as *const __m128i);
+            let v = _mm512_i32gather_ps::<4>(_mm512_cvtepu8_epi32(b), table.as_ptr());
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), v);
+        }
+    }
+    look_up_scalar(table, &bytes[whole..], &mut out[whole..]);
+}
+
 /// Copies each row of `src` (rows of `cols` values) to the start of a row of
 /// `width` values in `out`, zeros after it: the padded layouts SIMD kernels read
 /// in whole vectors. Stops at whichever runs out first.
@@ -139,6 +190,20 @@ impl Window {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn looking_up_bytes_gives_the_reference_values() {
+        let table: [f32; 256] = std::array::from_fn(|b| (b as f64 / 255.0 - 0.13) as f32);
+        // Every byte value, at lengths with and without a partial vector.
+        for n in [0, 5, 16, 31, 256, 784 + 3] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 97 + 11) as u8).collect();
+            let (mut fast, mut reference) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            super::look_up(&table, &bytes, &mut fast);
+            super::look_up_scalar(&table, &bytes, &mut reference);
+            assert_eq!(fast, reference, "n={n}");
+            assert!(reference.iter().zip(&bytes).all(|(&v, &b)| v == table[b as usize]));
+        }
+    }
+
     #[test]
     fn blocked_row_sums_match_the_reference_bit_for_bit() {
         for cols in [16, 48] {

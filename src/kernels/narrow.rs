@@ -220,9 +220,11 @@ mod avx2 {
     }
 }
 
-/// The AVX2 kernels with a padded row in one register of 16 and more rows
-/// (or columns) per weight load; per lane the same operations in the same
-/// order, so every path gives the scalar reference's bits.
+/// The kernels in registers of 16, each load shared by more sums: x . W with
+/// a padded row of W per register; the weight gradient with 32 input features
+/// per register pair, for 10 units at a time; the input gradient with 6 rows
+/// per load of W^T. Every sum runs in the reference's order, so every path
+/// gives the scalar reference's bits.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::WIDTH;
@@ -252,60 +254,174 @@ mod avx512 {
         }
     }
 
+    /// Vectors of 16 input features in the weight gradient's register block.
+    const FEATURE_VECTORS: usize = 2;
+
+    /// The sums run along 32 input features in registers, for up to 10 units
+    /// at a time (20 chains): per row, two loads of x and a broadcast of each
+    /// unit's dz. Each sum adds the rows in order, as the reference does.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
-        let (rows, cols) = (dzp.len() / WIDTH, dw.len() / u);
-        for c in (0..cols).step_by(ROWS) {
-            let n = ROWS.min(cols - c);
-            let mut acc = [_mm512_setzero_ps(); ROWS];
-            for r in 0..rows {
-                // SAFETY: r < rows, dzp holds rows * WIDTH values; first + c + i < d.
-                unsafe {
-                    let g = _mm512_loadu_ps(dzp.as_ptr().add(r * WIDTH));
-                    for (i, a) in acc.iter_mut().enumerate().take(n) {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.as_ptr().add(r * d + first + c + i)), g, *a);
-                    }
+        let cols = dw.len() / u;
+        for c in (0..cols).step_by(16 * FEATURE_VECTORS) {
+            let lanes = (cols - c).min(16 * FEATURE_VECTORS);
+            // Units 0..10 (a classifier head's), then 10..16 where there are more.
+            // SAFETY: first + c + lanes <= first + cols <= d; the units lie in dzp's padded rows.
+            unsafe {
+                let low = unit_sums::<10>(x, d, first + c, lanes, dzp, 0);
+                scatter_sums(&low, u, c, 0, lanes, dw);
+                if u > 10 {
+                    let high = unit_sums::<{ WIDTH - 10 }>(x, d, first + c, lanes, dzp, 10);
+                    scatter_sums(&high, u, c, 10, lanes, dw);
                 }
-            }
-            for (i, a) in acc.iter().enumerate().take(n) {
-                store(*a, &mut dw[(c + i) * u..(c + i + 1) * u]);
             }
         }
     }
 
+    /// Sums over the rows of x[r, col..col + lanes] * dzp[r, u0 + k] for
+    /// k < K: register k, lane l holds the sum for feature col + l (then
+    /// col + 16 + l) and unit u0 + k. Safety: col + lanes <= d, u0 + K <= WIDTH,
+    /// lanes <= 32, and x holds the rows of dzp.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn unit_sums<const K: usize>(
+        x: &[f32],
+        d: usize,
+        col: usize,
+        lanes: usize,
+        dzp: &[f32],
+        u0: usize,
+    ) -> [[__m512; FEATURE_VECTORS]; K] {
+        let rows = dzp.len() / WIDTH;
+        let mask = |q: usize| mask_of(lanes.saturating_sub(16 * q));
+        let mut acc = [[_mm512_setzero_ps(); FEATURE_VECTORS]; K];
+        for r in 0..rows {
+            // SAFETY: the masks keep x's lanes below r * d + d; u0 + k < WIDTH (the contract).
+            unsafe {
+                let xr = x.as_ptr().add(r * d + col);
+                let xs: [__m512; FEATURE_VECTORS] =
+                    std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask(q), xr.add(16 * q)));
+                let g = dzp.as_ptr().add(r * WIDTH + u0);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let gv = _mm512_set1_ps(*g.add(k));
+                    for (aq, &xq) in a.iter_mut().zip(&xs) {
+                        *aq = _mm512_fmadd_ps(xq, gv, *aq);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// Writes the sums of units u0.. (below u) for features c..c + lanes into
+    /// dw (features, u).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn scatter_sums<const K: usize>(
+        acc: &[[__m512; FEATURE_VECTORS]; K],
+        u: usize,
+        c: usize,
+        u0: usize,
+        lanes: usize,
+        dw: &mut [f32],
+    ) {
+        for (k, a) in acc.iter().enumerate().take(u - u0) {
+            for (q, aq) in a.iter().enumerate() {
+                let mut sums = [0.0f32; 16];
+                // SAFETY: `sums` holds 16 values.
+                unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), *aq) };
+                for (l, &v) in sums.iter().enumerate().take(lanes.saturating_sub(16 * q)) {
+                    dw[(c + 16 * q + l) * u + u0 + k] = v;
+                }
+            }
+        }
+    }
+
+    /// Rows of the input gradient sharing each load of W^T.
+    const GRADIENT_ROWS: usize = 6;
+
+    /// Blocks of 64 outputs of 6 rows at a time (24 chains), each load of W^T
+    /// shared by the 6 rows: W^T (U x D) is read once per 6 rows rather than
+    /// once per row. Leftover rows go one at a time.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
         let rows = dx.len() / d;
-        for r in 0..rows {
-            let g = &dz[r * u..(r + 1) * u];
-            let out = &mut dx[r * d..(r + 1) * d];
-            // 64 outputs at a time (four independent chains over j), then 16, then the rest masked.
-            let mut i = 0;
-            while i < d {
-                let lanes = (d - i).min(64);
-                let vectors = lanes.div_ceil(16);
-                let mask = |q: usize| -> __mmask16 {
-                    let n = lanes.saturating_sub(16 * q).min(16);
-                    ((1u32 << n) - 1) as __mmask16
-                };
-                let mut acc = [_mm512_setzero_ps(); 4];
-                for (j, &gj) in g.iter().enumerate() {
-                    let gv = _mm512_set1_ps(gj);
-                    // SAFETY: the masks keep every lane below d: j * d + i + lane < u * d <= wt.len().
-                    unsafe {
-                        let w = wt.as_ptr().add(j * d + i);
-                        for (q, a) in acc.iter_mut().enumerate().take(vectors) {
-                            *a = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(mask(q), w.add(16 * q)), *a);
-                        }
-                    }
-                }
-                for (q, a) in acc.iter().enumerate().take(vectors) {
-                    // SAFETY: the mask keeps the store inside out (i + lane < d).
-                    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(i + 16 * q), mask(q), *a) };
-                }
-                i += lanes;
+        let blocked = rows - rows % GRADIENT_ROWS;
+        // SAFETY: every call's rows lie below `rows`, and its outputs below d.
+        unsafe {
+            for r in (0..blocked).step_by(GRADIENT_ROWS) {
+                output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx);
+            }
+            for r in blocked..rows {
+                output_blocks::<1>(dz, wt, u, d, r, dx);
             }
         }
+    }
+
+    /// Rows r..r + R of dx, in blocks of 64 outputs (the last masked).
+    /// Safety: r + R rows lie in dz (U values each) and dx (D each), wt holds U x D.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn output_blocks<const R: usize>(dz: &[f32], wt: &[f32], u: usize, d: usize, r: usize, dx: &mut [f32]) {
+        let full = d - d % 64;
+        // SAFETY: as the contract; each block's lanes lie below d.
+        unsafe {
+            for i in (0..full).step_by(64) {
+                output_block::<R, 4>(dz, wt, u, d, (r, i), 64, dx);
+            }
+            let lanes = d - full;
+            match lanes.div_ceil(16) {
+                0 => {}
+                1 => output_block::<R, 1>(dz, wt, u, d, (r, full), lanes, dx),
+                2 => output_block::<R, 2>(dz, wt, u, d, (r, full), lanes, dx),
+                3 => output_block::<R, 3>(dz, wt, u, d, (r, full), lanes, dx),
+                _ => output_block::<R, 4>(dz, wt, u, d, (r, full), lanes, dx),
+            }
+        }
+    }
+
+    /// dx[r..r + R, i..i + lanes] in R x V registers (lanes <= 16 V), the sums
+    /// over j in order. Safety: as [`output_blocks`], with i + lanes <= d.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn output_block<const R: usize, const V: usize>(
+        dz: &[f32],
+        wt: &[f32],
+        u: usize,
+        d: usize,
+        (r, i): (usize, usize),
+        lanes: usize,
+        dx: &mut [f32],
+    ) {
+        let mask = |q: usize| mask_of(lanes.saturating_sub(16 * q));
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for j in 0..u {
+            // SAFETY: the masks keep every lane below d: j * d + i + lane < u * d <= wt.len();
+            // (r + k) * u + j < (r + R) * u <= dz.len().
+            unsafe {
+                let w = wt.as_ptr().add(j * d + i);
+                let ws: [__m512; V] = std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask(q), w.add(16 * q)));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let gv = _mm512_set1_ps(*dz.as_ptr().add((r + k) * u + j));
+                    for (aq, &wq) in a.iter_mut().zip(&ws) {
+                        *aq = _mm512_fmadd_ps(gv, wq, *aq);
+                    }
+                }
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            for (q, aq) in a.iter().enumerate() {
+                // SAFETY: the mask keeps the store inside row r + k of dx (i + lane < d).
+                unsafe { _mm512_mask_storeu_ps(dx.as_mut_ptr().add((r + k) * d + i + 16 * q), mask(q), *aq) };
+            }
+        }
+    }
+
+    /// The mask of the first `n` (at most 16 counted) lanes.
+    #[inline(always)]
+    fn mask_of(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
     }
 
     /// The first `dst.len()` (at most 16) lanes of `a`.
