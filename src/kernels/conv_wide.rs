@@ -98,19 +98,37 @@ impl Wide {
 
     /// x: (s,H,W,C) -> xp: the padded layout, zeros around (`padded_len(s)` values).
     pub fn pad(&self, x: &[f32], xp: &mut [f32]) {
-        let (g, c) = (&self.g, self.g.c);
-        let s = x.len() / (g.h * g.w * c);
+        let s = x.len() / (self.g.h * self.g.w * self.g.c);
         let xp = &mut xp[..self.padded_len(s)];
-        let (lead, samples) = xp.split_at_mut(self.lead * c);
+        let (lead, samples) = xp.split_at_mut(self.lead_len());
         lead.fill(0.0);
-        for (xs, ps) in x.chunks_exact(g.h * g.w * c).zip(samples.chunks_exact_mut(self.hp * self.wp * c)) {
-            let (rows, below) = ps.split_at_mut(g.h * self.wp * c);
-            for (src, dst) in xs.chunks_exact(g.w * c).zip(rows.chunks_exact_mut(self.wp * c)) {
-                let (values, zeros) = dst.split_at_mut(g.w * c);
-                values.copy_from_slice(src);
-                zeros.fill(0.0);
-            }
-            below.fill(0.0);
+        let sample_len = self.hp * self.wp * self.g.c;
+        for (xs, ps) in x.chunks_exact(self.g.h * self.g.w * self.g.c).zip(samples.chunks_exact_mut(sample_len)) {
+            self.pad_rows(xs, 0, ps);
+        }
+    }
+
+    /// Values of the padded layout before the first sample's first row (zeros).
+    pub fn lead_len(&self) -> usize {
+        self.lead * self.g.c
+    }
+
+    /// Values per padded row: (W + Z) C.
+    pub fn row_len(&self) -> usize {
+        self.wp * self.g.c
+    }
+
+    /// One sample xs (H,W,C) -> padded rows first.. of its layout (after the
+    /// lead): the rows of xs then zeros, and zeros past its last row, to the
+    /// end of `rows` (which may end within a row). Bands of rows are
+    /// independent: threads may pad a sample's bands at once.
+    pub fn pad_rows(&self, xs: &[f32], first: usize, rows: &mut [f32]) {
+        let (g, c) = (&self.g, self.g.c);
+        for (i, dst) in (first..).zip(rows.chunks_mut(self.row_len())) {
+            let src = if i < g.h { &xs[i * g.w * c..][..(g.w * c).min(dst.len())] } else { &[] };
+            let (head, zeros) = dst.split_at_mut(src.len());
+            head.copy_from_slice(src);
+            zeros.fill(0.0);
         }
     }
 
@@ -537,6 +555,28 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{what}");
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{what}[{i}]: {a} vs {b}");
+        }
+    }
+
+    /// A sample padded band by band (as threads do it) equals it padded whole,
+    /// with zeros past the layout where the buffer is longer.
+    #[test]
+    fn padding_by_bands_of_rows_equals_padding_whole() {
+        for (g, extra) in [(window(7, 5, 3, 3, 3, true), 11), (window(6, 4, 2, 3, 3, false), 0), (window(5, 5, 1, 2, 2, true), 4)] {
+            let wide = Wide::of(&g).expect("stride 1");
+            let x = values(g.h * g.w * g.c, 3);
+            let mut whole = vec![f32::NAN; wide.padded_len(1) + extra];
+            wide.pad(&x, &mut whole);
+            whole[wide.padded_len(1)..].fill(0.0);
+            for band_rows in [1, 2, 3, 100] {
+                let mut banded = vec![f32::NAN; whole.len()];
+                let (lead, rows) = banded.split_at_mut(wide.lead_len());
+                lead.fill(0.0);
+                for (b, band) in rows.chunks_mut(band_rows * wide.row_len()).enumerate() {
+                    wide.pad_rows(&x, b * band_rows, band);
+                }
+                assert_eq!(banded, whole, "{g:?} in bands of {band_rows} rows");
+            }
         }
     }
 

@@ -126,6 +126,12 @@ impl Winograd {
         xp[self.wide.padded_len(s)..self.padded_len(s)].fill(0.0);
     }
 
+    /// The padded layout the tiles read ([`Winograd::pad`] zeroes `padded_len`
+    /// values: the layout's, and zeros past it).
+    pub fn wide(&self) -> &Wide {
+        &self.wide
+    }
+
     /// Values per sample of the padded layout: sample i's padded input starts
     /// i times this after sample 0's (and is a one-sample padded input itself).
     pub fn sample_len(&self) -> usize {

@@ -247,7 +247,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 // Each task transforms its band of rows of tiles, and computes every output channel.
                 let rows = band * w.tile_side();
                 for (i, (ys, xs)) in samples.enumerate() {
-                    w.pad(xs, padded);
+                    pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
                     let xp = &*padded;
                     ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                         with_scratch(w.scratch_len(), |scratch| {
@@ -262,7 +262,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             let p = g.positions();
             let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(FILTER_BLOCK);
             for (i, (ys, xs)) in samples.enumerate() {
-                w.pad(xs, padded);
+                pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
                 let xp = &*padded;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
                     let filters = b * block..b * block + yb.len() / p;
@@ -290,7 +290,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 let xp: &[f32] = if wide.pointwise() {
                     xs
                 } else {
-                    wide.pad(xs, &mut padded[..wide.padded_len(1)]);
+                    pad_sample(&wide, xs, &mut padded[..wide.padded_len(1)]);
                     &padded[..wide.padded_len(1)]
                 };
                 if by_filters {
@@ -526,6 +526,18 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     if let Some(gb) = gb {
         sum_rows(db_parts, f, gb);
     }
+}
+
+/// One sample xs (H,W,C) -> xp: its padded layout, in bands of rows over
+/// the threads (`Wide::pad`'s values). Anything in xp past the last row
+/// (Winograd's tiles read further) is zeroed too.
+fn pad_sample(wide: &Wide, xs: &[f32], xp: &mut [f32]) {
+    let (lead, rows) = xp.split_at_mut(wide.lead_len());
+    lead.fill(0.0);
+    let band_rows = (rows.len().div_ceil(wide.row_len())).div_ceil(rayon::current_num_threads()).max(1);
+    rows.par_chunks_mut(band_rows * wide.row_len()).enumerate().for_each(|(b, band)| {
+        wide.pad_rows(xs, b * band_rows, band);
+    });
 }
 
 /// One group's channels of a grouped convolution: C/G inputs, F/G outputs.
