@@ -562,7 +562,9 @@ mod tests {
     /// with zeros past the layout where the buffer is longer.
     #[test]
     fn padding_by_bands_of_rows_equals_padding_whole() {
-        for (g, extra) in [(window(7, 5, 3, 3, 3, true), 11), (window(6, 4, 2, 3, 3, false), 0), (window(5, 5, 1, 2, 2, true), 4)] {
+        for (g, extra) in
+            [(window(7, 5, 3, 3, 3, true), 11), (window(6, 4, 2, 3, 3, false), 0), (window(5, 5, 1, 2, 2, true), 4)]
+        {
             let wide = Wide::of(&g).expect("stride 1");
             let x = values(g.h * g.w * g.c, 3);
             let mut whole = vec![f32::NAN; wide.padded_len(1) + extra];

@@ -144,62 +144,104 @@ mod avx2 {
         }
     }
 
+    /// Units per pass of the weight gradient (5 x 2 registers of sums).
+    const UNITS: usize = 5;
+
+    /// The sums run along 16 input features in registers, for 5 units at a
+    /// time; features past the last 16 go one at a time. Each sum adds the
+    /// rows in order, as the reference does.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn xt_times_dz(x: &[f32], d: usize, first: usize, dzp: &[f32], u: usize, dw: &mut [f32]) {
         let (rows, cols) = (dzp.len() / WIDTH, dw.len() / u);
-        let mut c = 0;
-        while c < cols {
-            let n = ROWS.min(cols - c);
-            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-            for r in 0..rows {
-                // SAFETY: r < rows, dzp holds rows * WIDTH values; first + c + i < d.
-                unsafe {
-                    let g = dzp.as_ptr().add(r * WIDTH);
-                    let (g0, g1) = (_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(8)));
-                    for (i, a) in acc.iter_mut().enumerate().take(n) {
-                        let xv = _mm256_broadcast_ss(&*x.as_ptr().add(r * d + first + c + i));
-                        a[0] = _mm256_fmadd_ps(xv, g0, a[0]);
-                        a[1] = _mm256_fmadd_ps(xv, g1, a[1]);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate().take(n) {
-                store(*a, &mut dw[(c + i) * u..(c + i + 1) * u]);
-            }
-            c += n;
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
-        let rows = dx.len() / d;
-        for r in 0..rows {
-            let g = &dz[r * u..(r + 1) * u];
-            let out = &mut dx[r * d..(r + 1) * d];
-            let mut i = 0;
-            // 32 outputs at a time: four independent chains over j.
-            while i + 32 <= d {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for (j, &gj) in g.iter().enumerate() {
-                    let gv = _mm256_set1_ps(gj);
-                    // SAFETY: j * d + i + 32 <= u * d <= wt.len().
+        let full = cols - cols % 16;
+        for c in (0..full).step_by(16) {
+            for u0 in (0..u).step_by(UNITS) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; UNITS];
+                for r in 0..rows {
+                    // SAFETY: first + c + 16 <= first + cols <= d keeps x's loads in row r; the
+                    // unit read is below WIDTH, in row r of dzp (a unit past the last one
+                    // repeats it, and its sums are dropped).
                     unsafe {
-                        let w = wt.as_ptr().add(j * d + i);
-                        for (q, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(gv, _mm256_loadu_ps(w.add(8 * q)), *a);
+                        let xr = x.as_ptr().add(r * d + first + c);
+                        let xs = [_mm256_loadu_ps(xr), _mm256_loadu_ps(xr.add(8))];
+                        let g = dzp.as_ptr().add(r * WIDTH + u0);
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            let gv = _mm256_set1_ps(*g.add(k.min(WIDTH - 1 - u0)));
+                            a[0] = _mm256_fmadd_ps(xs[0], gv, a[0]);
+                            a[1] = _mm256_fmadd_ps(xs[1], gv, a[1]);
                         }
                     }
                 }
-                for (q, a) in acc.iter().enumerate() {
-                    // SAFETY: i + 32 <= d = out.len().
-                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i + 8 * q), *a) };
+                for (k, a) in acc.iter().enumerate().take(u - u0) {
+                    let mut sums = [0.0f32; 16];
+                    // SAFETY: `sums` holds 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(sums.as_mut_ptr(), a[0]);
+                        _mm256_storeu_ps(sums.as_mut_ptr().add(8), a[1]);
+                    }
+                    for (l, &v) in sums.iter().enumerate() {
+                        dw[(c + l) * u + u0 + k] = v;
+                    }
                 }
-                i += 32;
             }
-            for (k, o) in out.iter_mut().enumerate().skip(i) {
+        }
+        super::xt_times_dz_scalar(x, d, first + full, dzp, u, &mut dw[full * u..]);
+    }
+
+    /// Rows of the input gradient sharing each load of W^T.
+    const GRADIENT_ROWS: usize = 2;
+
+    /// Blocks of 32 outputs of 2 rows at a time (8 chains) sharing each load
+    /// of W^T; the outputs past the last whole block one by one.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+        let rows = dx.len() / d;
+        let blocked = rows - rows % GRADIENT_ROWS;
+        // SAFETY: every call's rows lie below `rows`.
+        unsafe {
+            for r in (0..blocked).step_by(GRADIENT_ROWS) {
+                output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx);
+            }
+            for r in blocked..rows {
+                output_blocks::<1>(dz, wt, u, d, r, dx);
+            }
+        }
+    }
+
+    /// Rows r..r + R of dx. Safety: r + R rows lie in dz (U values each) and
+    /// dx (D each), wt holds U x D.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn output_blocks<const R: usize>(dz: &[f32], wt: &[f32], u: usize, d: usize, r: usize, dx: &mut [f32]) {
+        let full = d - d % 32;
+        for i in (0..full).step_by(32) {
+            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            for j in 0..u {
+                // SAFETY: j * d + i + 32 <= u * d <= wt.len(); (r + k) * u + j < (r + R) * u <= dz.len().
+                unsafe {
+                    let w = wt.as_ptr().add(j * d + i);
+                    let ws: [__m256; 4] = std::array::from_fn(|q| _mm256_loadu_ps(w.add(8 * q)));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let gv = _mm256_set1_ps(*dz.as_ptr().add((r + k) * u + j));
+                        for (aq, &wq) in a.iter_mut().zip(&ws) {
+                            *aq = _mm256_fmadd_ps(gv, wq, *aq);
+                        }
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                for (q, aq) in a.iter().enumerate() {
+                    // SAFETY: i + 32 <= d: inside row r + k of dx.
+                    unsafe { _mm256_storeu_ps(dx.as_mut_ptr().add((r + k) * d + i + 8 * q), *aq) };
+                }
+            }
+        }
+        for k in 0..R {
+            let g = &dz[(r + k) * u..(r + k + 1) * u];
+            for (o, i) in dx[(r + k) * d..(r + k + 1) * d].iter_mut().zip(0..).skip(full) {
                 let mut acc = 0.0f32;
                 for (j, &gj) in g.iter().enumerate() {
-                    acc = gj.mul_add(wt[j * d + k], acc);
+                    acc = gj.mul_add(wt[j * d + i], acc);
                 }
                 *o = acc;
             }
