@@ -658,29 +658,26 @@ mod avx512 {
             row + (2 * q + i % 2) * g.sw * c
         });
         assert!(corners[P - 1] + offsets[k - 1] < x.len() && (k - 1) * fp + f <= wp.len());
+        // Each window pixel's step from the first, in the convolution output's flat indices.
+        let steps = [0, f, g.ow * f, (g.ow + 1) * f].map(|step| _mm512_set1_epi32(step as i32));
         for fb in (0..f).step_by(BLOCK) {
             // SAFETY: every corner + offset indexes x (asserted) and wp holds the block.
             let acc = unsafe { interior::<2, P>(x, corners, offsets, &wp[fb..], fp) };
             for q in 0..Q {
-                // Flat indices in the convolution output of the window's four pixels.
-                let (cy, cx) = (oy, ox + 2 * q);
-                let conv_index = [
-                    (cy * g.ow + cx) * f,
-                    (cy * g.ow + cx + 1) * f,
-                    ((cy + 1) * g.ow + cx) * f,
-                    ((cy + 1) * g.ow + cx + 1) * f,
-                ];
+                // The flat index in the convolution output of the window's first pixel.
+                let window = (oy * g.ow + ox + 2 * q) * f;
                 let out = (py * pool.ow + px + q) * f + fb;
                 let (ys, idx) = (&mut y[out..out + BLOCK], &mut argmax[out..out + BLOCK]);
                 for (j, first) in (fb..fb + BLOCK).step_by(16).enumerate() {
-                    let at = |p: usize| _mm512_add_epi32(_mm512_set1_epi32((conv_index[p] + first) as i32), lanes);
                     // SAFETY: bias holds the padded filters.
                     let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(first)) };
                     let v = |p: usize| activate(acc[4 * q + p][j], b, relu);
-                    // Strictly greater keeps the earlier pixel on ties.
-                    let (m01, i01) = pick(v(0), at(0), v(1), at(1));
-                    let (m23, i23) = pick(v(2), at(2), v(3), at(3));
-                    let (m, i) = pick(m01, i01, m23, i23);
+                    // Strictly greater keeps the earlier pixel on ties; the winner's
+                    // step is added to the first pixel's indices once.
+                    let (m01, s01) = pick(v(0), steps[0], v(1), steps[1]);
+                    let (m23, s23) = pick(v(2), steps[2], v(3), steps[3]);
+                    let (m, step) = pick(m01, s01, m23, s23);
+                    let i = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((window + first) as i32), lanes), step);
                     // SAFETY: ys and idx hold BLOCK values.
                     unsafe {
                         _mm512_storeu_ps(ys.as_mut_ptr().add(16 * j), m);
