@@ -110,6 +110,15 @@ pub fn dz_times_wt_scalar(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [
     }
 }
 
+/// Calls `each(r, true)` at the first row of each whole block of `block`
+/// rows, then `each(r, false)` for each row after the last whole block.
+#[cfg(target_arch = "x86_64")]
+fn by_row_blocks(rows: usize, block: usize, mut each: impl FnMut(usize, bool)) {
+    let blocked = rows - rows % block;
+    (0..blocked).step_by(block).for_each(|r| each(r, true));
+    (blocked..rows).for_each(|r| each(r, false));
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::WIDTH;
@@ -195,17 +204,16 @@ mod avx2 {
     /// of W^T; the outputs past the last whole block one by one.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
-        let rows = dx.len() / d;
-        let blocked = rows - rows % GRADIENT_ROWS;
-        // SAFETY: every call's rows lie below `rows`.
-        unsafe {
-            for r in (0..blocked).step_by(GRADIENT_ROWS) {
-                output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx);
+        super::by_row_blocks(dx.len() / d, GRADIENT_ROWS, |r, whole| {
+            // SAFETY: every call's rows lie below dx's.
+            unsafe {
+                if whole {
+                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx)
+                } else {
+                    output_blocks::<1>(dz, wt, u, d, r, dx)
+                }
             }
-            for r in blocked..rows {
-                output_blocks::<1>(dz, wt, u, d, r, dx);
-            }
-        }
+        });
     }
 
     /// Rows r..r + R of dx. Safety: r + R rows lie in dz (U values each) and
@@ -387,17 +395,16 @@ mod avx512 {
     /// once per row. Leftover rows go one at a time.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
-        let rows = dx.len() / d;
-        let blocked = rows - rows % GRADIENT_ROWS;
-        // SAFETY: every call's rows lie below `rows`, and its outputs below d.
-        unsafe {
-            for r in (0..blocked).step_by(GRADIENT_ROWS) {
-                output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx);
+        super::by_row_blocks(dx.len() / d, GRADIENT_ROWS, |r, whole| {
+            // SAFETY: every call's rows lie below dx's.
+            unsafe {
+                if whole {
+                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx)
+                } else {
+                    output_blocks::<1>(dz, wt, u, d, r, dx)
+                }
             }
-            for r in blocked..rows {
-                output_blocks::<1>(dz, wt, u, d, r, dx);
-            }
-        }
+        });
     }
 
     /// Rows r..r + R of dx, in blocks of 64 outputs (the last masked).
