@@ -160,35 +160,11 @@ impl Tensor {
         if row == 0 {
             return;
         }
-        // Tasks of at least 16 K values: a batch of MNIST images runs on every thread.
-        let rows_per_task = (16 * 1024 / row).max(1);
-        let tasks = out.par_chunks_mut(rows_per_task * row).zip(indices.par_chunks(rows_per_task));
-        // Rows come from anywhere in memory: each task asks for the rows it reads
-        // AHEAD rows later while it copies one.
-        const AHEAD: usize = 4;
-        let (ahead, row_of) =
-            (|indices: &[usize], k: usize| indices.get(k + AHEAD).copied(), |i: usize| i * row..(i + 1) * row);
         match &self.data {
-            Data::F32(v) => tasks.for_each(|(out, indices)| {
-                indices.iter().take(AHEAD).for_each(|&i| kernels::prefetch(&v[row_of(i)]));
-                for (k, (dst, &i)) in out.chunks_exact_mut(row).zip(indices).enumerate() {
-                    if let Some(next) = ahead(indices, k) {
-                        kernels::prefetch(&v[row_of(next)]);
-                    }
-                    dst.copy_from_slice(&v[row_of(i)]);
-                }
-            }),
+            Data::F32(v) => gather_from(v, row, indices, out, |src, dst| dst.copy_from_slice(src)),
             Data::U8 { bytes, values } => {
                 let table: [f32; 256] = values.map(|v| v as f32);
-                tasks.for_each(|(out, indices)| {
-                    indices.iter().take(AHEAD).for_each(|&i| kernels::prefetch(&bytes[row_of(i)]));
-                    for (k, (dst, &i)) in out.chunks_exact_mut(row).zip(indices).enumerate() {
-                        if let Some(next) = ahead(indices, k) {
-                            kernels::prefetch(&bytes[row_of(next)]);
-                        }
-                        kernels::look_up(&table, &bytes[row_of(i)], dst);
-                    }
-                })
+                gather_from(bytes, row, indices, out, |src, dst| kernels::look_up(&table, src, dst));
             }
         }
     }
@@ -240,6 +216,31 @@ pub trait Samples: Sync {
     fn rows(&self) -> usize {
         self.shape().first().copied().unwrap_or(0)
     }
+}
+
+/// Copies rows `indices` of `src` (rows of `row` values) one after another
+/// into `out` through `copy`, in tasks of at least 16 K values on every
+/// thread. Rows come from anywhere in memory: each task asks for the row it
+/// copies 4 rows later while it copies one.
+fn gather_from<T: Sync>(
+    src: &[T],
+    row: usize,
+    indices: &[usize],
+    out: &mut [f32],
+    copy: impl Fn(&[T], &mut [f32]) + Sync,
+) {
+    const AHEAD: usize = 4;
+    let rows_per_task = (16 * 1024 / row).max(1);
+    let row_of = |i: usize| &src[i * row..(i + 1) * row];
+    out.par_chunks_mut(rows_per_task * row).zip(indices.par_chunks(rows_per_task)).for_each(|(out, indices)| {
+        indices.iter().take(AHEAD).for_each(|&i| kernels::prefetch(row_of(i)));
+        for (k, (dst, &i)) in out.chunks_exact_mut(row).zip(indices).enumerate() {
+            if let Some(&next) = indices.get(k + AHEAD) {
+                kernels::prefetch(row_of(next));
+            }
+            copy(row_of(i), dst);
+        }
+    });
 }
 
 impl Samples for Tensor {
