@@ -32,21 +32,33 @@ pub fn add_moments(x: &[f32], c: usize, sums: &mut [f64]) {
     if c.is_multiple_of(BLOCK) { add_moments_blocked(x, c, sums) } else { add_moments_reference(x, c, sums) }
 }
 
+/// Values per chunk of rows the sums go through a block of channels at a
+/// time (16 KiB: the chunk stays in L1 while every block of its channels is
+/// summed, so each value is read from memory once whatever the channels).
+const CHUNK_VALUES: usize = 4096;
+
+/// Rows per chunk of [`CHUNK_VALUES`] for rows of `c` values.
+fn chunk_rows(c: usize) -> usize {
+    (CHUNK_VALUES / c).max(1)
+}
+
 #[multiversion(targets = "simd")]
 fn add_moments_blocked(x: &[f32], c: usize, sums: &mut [f64]) {
     let rows = x.len() / c;
-    for c0 in (0..c).step_by(BLOCK) {
-        let (mut s, mut q) = (sums_block(sums, c0), sums_block(sums, c + c0));
-        for r in 0..rows {
-            let v = block(x, r * c + c0);
-            for l in 0..BLOCK {
-                let v = v[l] as f64;
-                s[l] += v;
-                q[l] += v * v;
+    for chunk in x[..rows * c].chunks(chunk_rows(c) * c) {
+        for c0 in (0..c).step_by(BLOCK) {
+            let (mut s, mut q) = (sums_block(sums, c0), sums_block(sums, c + c0));
+            for row in chunk.chunks_exact(c) {
+                let v = block(row, c0);
+                for l in 0..BLOCK {
+                    let v = v[l] as f64;
+                    s[l] += v;
+                    q[l] += v * v;
+                }
             }
+            sums[c0..c0 + BLOCK].copy_from_slice(&s);
+            sums[c + c0..c + c0 + BLOCK].copy_from_slice(&q);
         }
-        sums[c0..c0 + BLOCK].copy_from_slice(&s);
-        sums[c + c0..c + c0 + BLOCK].copy_from_slice(&q);
     }
 }
 
@@ -91,14 +103,23 @@ pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], act: Activation, y: &mut [f3
 
 #[multiversion(targets = "simd")]
 fn scale_shift_blocked(x: &[f32], a: &[f32], b: &[f32], act: Activation, y: &mut [f32]) {
+    // One loop per activation, so that none decides per value.
+    match act {
+        Activation::Relu => scale_shift_rows(x, a, b, y, |z| rectify(Activation::Relu, z)),
+        Activation::Relu6 => scale_shift_rows(x, a, b, y, |z| rectify(Activation::Relu6, z)),
+        _ => scale_shift_rows(x, a, b, y, |z| z),
+    }
+}
+
+/// [`scale_shift_blocked`]'s loop, with the activation `act`.
+#[inline(always)]
+fn scale_shift_rows(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], act: impl Fn(f32) -> f32) {
     let c = a.len();
-    let rows = x.len().min(y.len()) / c;
-    for r in 0..rows {
-        for c0 in (0..c).step_by(BLOCK) {
-            let (xv, av, bv) = (block(x, r * c + c0), block(a, c0), block(b, c0));
-            let out: &mut [f32; BLOCK] = (&mut y[r * c + c0..][..BLOCK]).try_into().unwrap();
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        let blocks = yr.chunks_exact_mut(BLOCK).zip(xr.chunks_exact(BLOCK));
+        for ((out, xv), (av, bv)) in blocks.zip(a.chunks_exact(BLOCK).zip(b.chunks_exact(BLOCK))) {
             for l in 0..BLOCK {
-                out[l] = rectify(act, xv[l] * av[l] + bv[l]);
+                out[l] = act(xv[l] * av[l] + bv[l]);
             }
         }
     }
@@ -190,21 +211,24 @@ pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate:
 fn add_grad_sums_blocked(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     let c = mean.len();
     let rows = x.len().min(dy.len()) / c;
-    for c0 in (0..c).step_by(BLOCK) {
-        let (m, s, gb) = (block(mean, c0), block(inv_std, c0), gate_block(&gate, c0));
-        let (mut dbeta, mut dgamma) = (sums_block(sums, c0), sums_block(sums, c + c0));
-        for r in 0..rows {
-            let xv = block(x, r * c + c0);
-            let dz = gated_block(gb, xv, block(dy, r * c + c0));
-            for l in 0..BLOCK {
-                let dz = dz[l];
-                let xhat = (xv[l] - m[l]) * s[l];
-                dbeta[l] += dz as f64;
-                dgamma[l] += (dz * xhat) as f64;
+    let chunks = x[..rows * c].chunks(chunk_rows(c) * c).zip(dy[..rows * c].chunks(chunk_rows(c) * c));
+    for (x, dy) in chunks {
+        for c0 in (0..c).step_by(BLOCK) {
+            let (m, s, gb) = (block(mean, c0), block(inv_std, c0), gate_block(&gate, c0));
+            let (mut dbeta, mut dgamma) = (sums_block(sums, c0), sums_block(sums, c + c0));
+            for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                let xv = block(xr, c0);
+                let dz = gated_block(gb, xv, block(dr, c0));
+                for l in 0..BLOCK {
+                    let dz = dz[l];
+                    let xhat = (xv[l] - m[l]) * s[l];
+                    dbeta[l] += dz as f64;
+                    dgamma[l] += (dz * xhat) as f64;
+                }
             }
+            sums[c0..c0 + BLOCK].copy_from_slice(&dbeta);
+            sums[c + c0..c + c0 + BLOCK].copy_from_slice(&dgamma);
         }
-        sums[c0..c0 + BLOCK].copy_from_slice(&dbeta);
-        sums[c + c0..c + c0 + BLOCK].copy_from_slice(&dgamma);
     }
 }
 
@@ -303,7 +327,8 @@ mod tests {
     #[test]
     fn blocked_kernels_match_their_references_bit_for_bit() {
         for c in [16, 48] {
-            let rows = 37;
+            // Rows across several chunks of the sums (`chunk_rows`), and a partial one.
+            let rows = 2 * chunk_rows(16) + 37;
             let (x, dy) = (values(rows * c, 1, 3.0), values(rows * c, 2, 1.0));
             let (mean, inv_std) = (values(c, 3, 0.5), values(c, 4, 1.0));
             let (a, b, k1, k2) = (values(c, 5, 4.0), values(c, 6, 4.0), values(c, 7, 0.1), values(c, 8, 0.1));
