@@ -8,6 +8,7 @@
 //! so the results are those of the plain per-row loops (their references)
 //! bit for bit.
 
+use super::chunk_rows;
 use crate::activations::Activation;
 use multiversion::multiversion;
 
@@ -30,16 +31,6 @@ fn sums_block(v: &[f64], at: usize) -> [f64; BLOCK] {
 /// the batch's mean and variance in one pass (var = E[x^2] - mean^2, in f64).
 pub fn add_moments(x: &[f32], c: usize, sums: &mut [f64]) {
     if c.is_multiple_of(BLOCK) { add_moments_blocked(x, c, sums) } else { add_moments_reference(x, c, sums) }
-}
-
-/// Values per chunk of rows the sums go through a block of channels at a
-/// time (16 KiB: the chunk stays in L1 while every block of its channels is
-/// summed, so each value is read from memory once whatever the channels).
-const CHUNK_VALUES: usize = 4096;
-
-/// Rows per chunk of [`CHUNK_VALUES`] for rows of `c` values.
-fn chunk_rows(c: usize) -> usize {
-    (CHUNK_VALUES / c).max(1)
 }
 
 #[multiversion(targets = "simd")]

@@ -123,18 +123,30 @@ pub fn add_rows(m: &[f32], cols: usize, out: &mut [f32]) {
     }
 }
 
+/// Values per chunk of rows that column sums go through a block of columns
+/// at a time (16 KiB: the chunk stays in L1 while every block of its columns
+/// is summed, so each value is read from memory once whatever the columns).
+const CHUNK_VALUES: usize = 4096;
+
+/// Rows per chunk of [`CHUNK_VALUES`] for rows of `cols` values.
+pub(crate) fn chunk_rows(cols: usize) -> usize {
+    (CHUNK_VALUES / cols.max(1)).max(1)
+}
+
 #[multiversion(targets = "simd")]
 fn add_rows_blocked(m: &[f32], cols: usize, out: &mut [f32]) {
     let rows = m.len() / cols;
-    for c0 in (0..cols).step_by(16) {
-        let mut sums: [f32; 16] = out[c0..c0 + 16].try_into().unwrap();
-        for r in 0..rows {
-            let row: &[f32; 16] = m[r * cols + c0..][..16].try_into().unwrap();
-            for (s, v) in sums.iter_mut().zip(row) {
-                *s += v;
+    for chunk in m[..rows * cols].chunks(chunk_rows(cols) * cols) {
+        for c0 in (0..cols).step_by(16) {
+            let mut sums: [f32; 16] = out[c0..c0 + 16].try_into().unwrap();
+            for row in chunk.chunks_exact(cols) {
+                let row: &[f32; 16] = row[c0..c0 + 16].try_into().unwrap();
+                for (s, v) in sums.iter_mut().zip(row) {
+                    *s += v;
+                }
             }
+            out[c0..c0 + 16].copy_from_slice(&sums);
         }
-        out[c0..c0 + 16].copy_from_slice(&sums);
     }
 }
 
@@ -207,7 +219,9 @@ mod tests {
     #[test]
     fn blocked_row_sums_match_the_reference_bit_for_bit() {
         for cols in [16, 48] {
-            let m: Vec<f32> = (0..41 * cols).map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0).collect();
+            // Rows across several chunks (`chunk_rows`), and a partial one.
+            let rows = 2 * super::chunk_rows(16) + 41;
+            let m: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0).collect();
             let start: Vec<f32> = (0..cols).map(|i| i as f32 * 0.37).collect();
             let (mut fast, mut plain) = (start.clone(), start);
             super::add_rows_blocked(&m, cols, &mut fast);
