@@ -280,27 +280,42 @@ mod avx512 {
     use super::WIDTH;
     use std::arch::x86_64::*;
 
-    /// Rows (columns for the weight gradient) handled together.
-    const ROWS: usize = 8;
+    /// Rows sharing each load of W (16 sums in registers: a task's rows).
+    const ROWS: usize = 16;
 
+    /// Blocks of [`ROWS`] rows, each load of W shared by them; leftover rows
+    /// go one at a time.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
-        let rows = y.len() / u;
-        for r in (0..rows).step_by(ROWS) {
-            let n = ROWS.min(rows - r);
-            let mut acc = [_mm512_setzero_ps(); ROWS];
-            for k in 0..d {
-                // SAFETY: k < d and wp holds d * WIDTH values; (r + i) * d + k < rows * d <= x.len().
-                unsafe {
-                    let w = _mm512_loadu_ps(wp.as_ptr().add(k * WIDTH));
-                    for (i, a) in acc.iter_mut().enumerate().take(n) {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.as_ptr().add((r + i) * d + k)), w, *a);
-                    }
+        super::by_row_blocks(y.len() / u, ROWS, |r, whole| {
+            // SAFETY: every call's rows lie below y's, and x holds them.
+            unsafe {
+                match whole {
+                    true => rows_times_w::<ROWS>(x, wp, d, u, r, y),
+                    false => rows_times_w::<1>(x, wp, d, u, r, y),
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(n) {
-                store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
+        });
+    }
+
+    /// Rows r..r + R of y from those of x (its sums fully in registers).
+    /// Safety: r + R rows lie within y and x; wp holds d * WIDTH values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows_times_w<const R: usize>(x: &[f32], wp: &[f32], d: usize, u: usize, r: usize, y: &mut [f32]) {
+        let mut acc = [_mm512_setzero_ps(); R];
+        // SAFETY: the caller's contract.
+        unsafe {
+            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((r + i) * d));
+            for k in 0..d {
+                let w = _mm512_loadu_ps(wp.as_ptr().add(k * WIDTH));
+                for i in 0..R {
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*xs[i].add(k)), w, acc[i]);
+                }
             }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
         }
     }
 
@@ -494,7 +509,7 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_exactly() {
         // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH.
-        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10)] {
+        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10), (21, 40, 10)] {
             let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
             let (mut wp, mut dzp, mut wt) = (vec![0.0; d * WIDTH], vec![0.0; rows * WIDTH], vec![0.0; u * d]);
             pad_columns(&w, u, &mut wp);
