@@ -202,7 +202,8 @@ pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate:
 fn add_grad_sums_blocked(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     let c = mean.len();
     let rows = x.len().min(dy.len()) / c;
-    let chunks = x[..rows * c].chunks(chunk_rows(c) * c).zip(dy[..rows * c].chunks(chunk_rows(c) * c));
+    let chunk = chunk_rows(c) * c;
+    let chunks = x[..rows * c].chunks(chunk).zip(dy[..rows * c].chunks(chunk));
     for (x, dy) in chunks {
         for c0 in (0..c).step_by(BLOCK) {
             let (m, s, gb) = (block(mean, c0), block(inv_std, c0), gate_block(&gate, c0));
