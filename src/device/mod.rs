@@ -26,8 +26,6 @@ use crate::kernels::activation::Rectifier;
 use crate::kernels::batch_norm::{Gate, InputGrad};
 use crate::kernels::depthwise::Depthwise;
 use crate::kernels::resample::Tap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The device layers run on: the CPU today.
 pub fn current() -> &'static dyn Device {
@@ -287,39 +285,9 @@ pub struct WeightGrads<'a> {
 }
 
 /// The operations. Shapes in each comment are per batch of `n` samples.
-/// What [`Device::stay_warm`] holds: dropping it lets the device rest.
-pub struct Warm(Option<Arc<AtomicBool>>);
-
-impl Warm {
-    /// Nothing held.
-    pub fn cold() -> Warm {
-        Warm(None)
-    }
-
-    /// Held until dropped, when `stop` is set.
-    pub fn until(stop: Arc<AtomicBool>) -> Warm {
-        Warm(Some(stop))
-    }
-}
-
-impl Drop for Warm {
-    fn drop(&mut self) {
-        if let Some(stop) = &self.0 {
-            stop.store(true, Ordering::Release);
-        }
-    }
-}
-
 pub trait Device: Send + Sync {
     /// A name for messages ("cpu").
     fn name(&self) -> &'static str;
-
-    /// Keeps the device ready for the next operation, with no wait to wake
-    /// it, until the returned guard drops: held while a model runs batch
-    /// after batch. By default nothing is held.
-    fn stay_warm(&self) -> Warm {
-        Warm::cold()
-    }
 
     // ---- copies and elementwise -------------------------------------------------
 

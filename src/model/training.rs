@@ -117,7 +117,6 @@ impl Model {
             )));
         }
         let target_len = self.prepare(x, y)?;
-        let _warm = crate::device::current().stay_warm();
         let n = x.rows();
         let split = if options.validation_data.is_some() { 0.0 } else { options.validation_split };
         if let Some((x_val, y_val)) = &options.validation_data {
@@ -269,7 +268,6 @@ impl Model {
     /// Loss and metrics on `x`, `y`, as `model.evaluate(x, y)`.
     pub fn evaluate<X: Samples + ?Sized>(&mut self, x: &X, y: &Tensor) -> Result<Evaluation> {
         let target_len = self.prepare(x, y)?;
-        let _warm = crate::device::current().stay_warm();
         let batch = self.inference_batch(x.rows());
         let mut scratch = self.scratch(batch, target_len)?;
         let all: Vec<usize> = (0..x.rows()).collect();
@@ -282,7 +280,6 @@ impl Model {
             self.build_for(x.shape().get(1..).unwrap_or(&[]))?;
         }
         self.check_inputs(x)?;
-        let _warm = crate::device::current().stay_warm();
         let batch = self.inference_batch(x.rows());
         let net = self.net.as_mut().expect("built above");
         net.ensure_capacity(&mut self.nodes, batch, false)?;

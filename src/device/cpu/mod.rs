@@ -12,15 +12,12 @@ mod norm;
 mod pool;
 
 use super::{
-    Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, Warm, WeightGrads,
-    Workspace,
+    Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, WeightGrads, Workspace,
 };
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
 use crate::kernels::batch_norm::InputGrad;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Samples per parallel task.
 pub const SAMPLES_PER_TASK: usize = 16;
@@ -92,41 +89,9 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, cols: usize, row_of: im
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
-/// Threads held by [`Device::stay_warm`] guards, in every pool.
-static SPINNING: AtomicUsize = AtomicUsize::new(0);
-
 impl Device for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
-    }
-
-    /// The pool's other threads look for work without pause until the guard
-    /// drops, instead of going to sleep between operations: a sleeping
-    /// thread takes tens of microseconds to wake (more in a virtual machine),
-    /// paid at every operation that follows a serial stretch of the model's
-    /// loop (a step of the reference model has several). Only from within
-    /// the pool, whose caller's thread stays free for the serial work; from
-    /// outside it (tests, a caller without a pool) nothing is held.
-    fn stay_warm(&self) -> Warm {
-        let Some(caller) = rayon::current_thread_index().filter(|_| rayon::current_num_threads() > 1) else {
-            return Warm::cold();
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        rayon::spawn_broadcast(move |thread| {
-            if thread.index() == caller {
-                return;
-            }
-            SPINNING.fetch_add(1, Ordering::AcqRel);
-            while !stopped.load(Ordering::Acquire) {
-                // Runs any job the pool has (the caller's operations), else spins.
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::hint::spin_loop();
-                }
-            }
-            SPINNING.fetch_sub(1, Ordering::AcqRel);
-        });
-        Warm::until(stop)
     }
 
     fn copy(&self, x: &[f32], y: &mut [f32], len: usize) {
@@ -296,36 +261,5 @@ impl Device for Cpu {
 
     fn batch_norm_input_grad(&self, grad: &InputGrad, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize) {
         norm::input_grad(grad, x, dy, dx, len)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rayon::prelude::*;
-    use std::time::{Duration, Instant};
-
-    /// Within a pool the guard holds the other thread, which still runs the
-    /// caller's jobs, and frees it once dropped. Outside any pool nothing is held.
-    #[test]
-    fn staying_warm_runs_the_callers_work_and_ends_with_the_guard() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        let (held, sum) = pool.install(|| {
-            let warm = Cpu.stay_warm();
-            let sum: u64 = (0..10_000u32).into_par_iter().with_max_len(100).map(|i| i as u64 * i as u64).sum();
-            let start = Instant::now();
-            while SPINNING.load(Ordering::Acquire) == 0 && start.elapsed() < Duration::from_secs(60) {
-                std::thread::yield_now();
-            }
-            (warm.0.is_some() && SPINNING.load(Ordering::Acquire) > 0, sum)
-        });
-        assert!(held, "no thread was held within a pool of two");
-        assert_eq!(sum, (0..10_000u64).map(|i| i * i).sum::<u64>());
-        let start = Instant::now();
-        while SPINNING.load(Ordering::Acquire) > 0 && start.elapsed() < Duration::from_secs(60) {
-            std::thread::yield_now();
-        }
-        assert_eq!(SPINNING.load(Ordering::Acquire), 0, "a thread was still held after the guard dropped");
-        assert!(Cpu.stay_warm().0.is_none(), "held outside any pool");
     }
 }
