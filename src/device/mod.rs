@@ -284,10 +284,40 @@ pub struct WeightGrads<'a> {
     pub n: usize,
 }
 
+/// What [`Device::stay_warm`] holds: dropping it lets the device rest.
+pub struct Warm(Option<Box<dyn FnOnce()>>);
+
+impl Warm {
+    /// Nothing held.
+    pub fn cold() -> Warm {
+        Warm(None)
+    }
+
+    /// Held until dropped, which calls `release`.
+    pub fn until(release: impl FnOnce() + 'static) -> Warm {
+        Warm(Some(Box::new(release)))
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
+
 /// The operations. Shapes in each comment are per batch of `n` samples.
 pub trait Device: Send + Sync {
     /// A name for messages ("cpu").
     fn name(&self) -> &'static str;
+
+    /// Keeps the device ready for the next operation, with no wait to wake
+    /// it, until the returned guard drops: held while a model runs a batch.
+    /// By default nothing is held.
+    fn stay_warm(&self) -> Warm {
+        Warm::cold()
+    }
 
     // ---- copies and elementwise -------------------------------------------------
 

@@ -202,6 +202,8 @@ impl Model {
                     self.net.as_mut().expect("prepared models are built").empty_pass(&mut self.nodes, &synced);
                     collective_errors(&mut self.nodes)?;
                 }
+                // The pool stays warm through the step's operations, not through the callbacks.
+                let warm = crate::device::current().stay_warm();
                 let mut loss = self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?;
                 if let Some(comm) = &comm {
                     loss = self.all_reduce_step(comm.as_ref(), loss, &mut scratch)?;
@@ -209,6 +211,7 @@ impl Model {
                 // Weight penalties count once per batch, after the ranks' gradients are summed.
                 loss += self.regularize(&regularized, true) * batch.len() as f64;
                 self.apply_gradients(loss, &trainable);
+                drop(warm);
                 if !loss.is_finite() {
                     let logs = Logs::from([("loss".to_string(), loss)]);
                     for cb in callbacks.iter_mut() {
@@ -293,6 +296,7 @@ impl Model {
             if let Some(next) = chunks.get(k + 1) {
                 x.prefetch(next);
             }
+            let _warm = crate::device::current().stay_warm();
             x.gather(chunk, &mut net.input_mut()[..n * in_len])?;
             net.forward(&mut self.nodes, n, Mode::Infer);
             dst.copy_from_slice(&net.output_and_delta().0[..n * out_len]);
@@ -360,6 +364,7 @@ impl Model {
             if let Some(next) = chunks.get(k + 1) {
                 x.prefetch(next);
             }
+            let _warm = crate::device::current().stay_warm();
             sums[0] += self.run_batch(x, y, chunk, chunk.len(), Mode::Infer, scratch, None)?;
             for (total, part) in sums[1..].iter_mut().zip(&scratch.metric_sums) {
                 *total += part;

@@ -12,12 +12,16 @@ mod norm;
 mod pool;
 
 use super::{
-    Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, WeightGrads, Workspace,
+    Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, Warm, WeightGrads,
+    Workspace,
 };
 use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
 use crate::kernels::batch_norm::InputGrad;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Samples per parallel task.
 pub const SAMPLES_PER_TASK: usize = 16;
@@ -89,9 +93,70 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, cols: usize, row_of: im
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
+/// Whether a [`Device::stay_warm`] hold is active in this process. One at a
+/// time: a hold asked for within another (a nested loop) or beside it (a
+/// second caller) holds nothing more.
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Threads looking for work under a hold now, in every pool; and how many
+/// times a thread has started to.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+static HOLDS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a held thread looks for work and finds none before it returns to
+/// the pool (to sleep) anyway. rayon may run the holding job on a thread
+/// that is itself waiting inside a join, when a hold starts while another
+/// caller's work is in flight: the join then resumes after at most this
+/// idle time rather than when the hold drops, which could be never if the
+/// hold's owner waits on that join. Long enough to span the serial
+/// stretches inside a batch, far shorter than a batch of any real model.
+const IDLE_LIMIT: Duration = Duration::from_micros(500);
+
 impl Device for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    /// The pool's other threads look for work without pause until the guard
+    /// drops (or they have found none for [`IDLE_LIMIT`]), instead of going
+    /// to sleep between operations: a sleeping thread takes tens of
+    /// microseconds to wake (more in a virtual machine), paid at every
+    /// operation that follows a serial stretch of the model's loop (a step
+    /// of the reference model has several). Only from within the pool,
+    /// whose caller's thread stays free for the serial work; from outside
+    /// it (tests, a caller without a pool) nothing is held.
+    fn stay_warm(&self) -> Warm {
+        let Some(caller) = rayon::current_thread_index().filter(|_| rayon::current_num_threads() > 1) else {
+            return Warm::cold();
+        };
+        if HELD.swap(true, Ordering::AcqRel) {
+            return Warm::cold();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        rayon::spawn_broadcast(move |thread| {
+            if thread.index() == caller {
+                return;
+            }
+            SPINNING.fetch_add(1, Ordering::AcqRel);
+            HOLDS.fetch_add(1, Ordering::AcqRel);
+            let mut idle_since: Option<Instant> = None;
+            while !stopped.load(Ordering::Acquire) {
+                // Runs any job the pool has (the caller's operations), else spins.
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
+                    break;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            SPINNING.fetch_sub(1, Ordering::AcqRel);
+        });
+        Warm::until(move || {
+            stop.store(true, Ordering::Release);
+            HELD.store(false, Ordering::Release);
+        })
     }
 
     fn copy(&self, x: &[f32], y: &mut [f32], len: usize) {
@@ -261,5 +326,97 @@ impl Device for Cpu {
 
     fn batch_norm_input_grad(&self, grad: &InputGrad, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize) {
         norm::input_grad(grad, x, dy, dx, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+    use std::sync::mpsc;
+
+    /// Waits (at most a minute) for `done`; whether it came.
+    fn within_a_minute(done: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        while !done() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::yield_now();
+        }
+        done()
+    }
+
+    /// A hold, taken again until no other test's is active.
+    fn hold() -> Warm {
+        let start = Instant::now();
+        loop {
+            let warm = Cpu.stay_warm();
+            if warm.0.is_some() || start.elapsed() > Duration::from_secs(60) {
+                return warm;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Within a pool the hold puts the other thread to looking for work,
+    /// where it runs the caller's jobs; the thread gives up once idle for a
+    /// while even while held (what bounds a hold nested in a join), and
+    /// when the guard drops. A hold within a hold, or outside any pool,
+    /// holds nothing.
+    #[test]
+    fn staying_warm_runs_the_callers_work_and_ends_by_itself() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let entered = HOLDS.load(Ordering::Acquire);
+            let warm = hold();
+            assert!(warm.0.is_some(), "no hold within a pool of two");
+            assert!(Cpu.stay_warm().0.is_none(), "a hold within a hold held threads again");
+            let sum: u64 = (0..10_000u32).into_par_iter().with_max_len(100).map(|i| i as u64 * i as u64).sum();
+            assert_eq!(sum, (0..10_000u64).map(|i| i * i).sum::<u64>());
+            assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > entered), "the other thread was never held");
+            assert!(within_a_minute(|| SPINNING.load(Ordering::Acquire) == 0), "an idle thread stayed held");
+            drop(warm);
+            let _again = hold();
+            assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > entered + 1), "a second hold held nothing");
+        });
+        assert!(
+            within_a_minute(|| SPINNING.load(Ordering::Acquire) == 0),
+            "a thread stayed held after the guard dropped"
+        );
+        assert!(Cpu.stay_warm().0.is_none(), "held outside any pool");
+    }
+
+    /// Holds taken batch after batch while background jobs with joins of
+    /// their own run in the pool (as prefetching does): a held thread that
+    /// rayon runs inside one of their joins must not stall them for good.
+    #[test]
+    fn holds_beside_background_joins_finish() {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            let total = pool.install(|| {
+                let mut total = 0u64;
+                for step in 0..1_000u64 {
+                    let (sent, background) = mpsc::channel();
+                    rayon::spawn(move || {
+                        let s: u64 = (0..2_000u32).into_par_iter().with_max_len(50).map(|i| i as u64 ^ step).sum();
+                        sent.send(s).unwrap();
+                    });
+                    let _warm = Cpu.stay_warm();
+                    total += (0..2_000u32).into_par_iter().with_max_len(50).map(|i| i as u64 * step).sum::<u64>();
+                    // Waits the rayon way, running the pool's jobs meanwhile.
+                    let mut got = background.try_recv();
+                    while got.is_err() {
+                        rayon::yield_now();
+                        got = background.try_recv();
+                    }
+                    total += got.unwrap();
+                }
+                total
+            });
+            done.send(total).unwrap();
+        });
+        let expected: u64 = (0..1_000u64)
+            .map(|step| (0..2_000u64).map(|i| i * step).sum::<u64>() + (0..2_000u64).map(|i| i ^ step).sum::<u64>())
+            .sum();
+        assert_eq!(finished.recv_timeout(Duration::from_secs(120)), Ok(expected), "holds and background joins stalled");
     }
 }
