@@ -40,9 +40,31 @@ fn compiled(mut model: Model, optimizer: impl Into<Box<dyn Optimizer>>) -> Model
 
 #[test]
 fn graph_gradients_match_finite_differences_of_the_loss() {
+    check_gradients(residual_model(3, true));
+}
+
+/// Residual blocks whose Add hands its output's gradient to its last input
+/// (a buffer swap, not a copy), the first input also feeding the block.
+#[test]
+fn gradients_an_add_hands_to_its_input_match_finite_differences() {
+    let inputs = Input::new([8, 8, 1]);
+    let conv = || Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Tanh);
+    let a = conv().apply(&inputs).unwrap();
+    let b = conv().apply(&a).unwrap();
+    let sum = Add::new().apply(&[&a, &b]).unwrap();
+    let c = conv().apply(&sum).unwrap();
+    let sum = Add::new().apply(&[&sum, &c]).unwrap();
+    let flat = Flatten::new().apply(&sum).unwrap();
+    let outputs = Dense::new(4).activation(Activation::Softmax).apply(&flat).unwrap();
+    check_gradients(Model::new(&inputs, &outputs).unwrap().seed(4));
+}
+
+/// The gradient of one full-batch step against central differences of the
+/// loss, every fifth parameter.
+fn check_gradients(model: Model) {
     let (x, labels) = stripes(12, 4, 1);
     let y = to_categorical(&labels, None).unwrap();
-    let mut model = compiled(residual_model(3, true), SGD::new(1e-9));
+    let mut model = compiled(model, SGD::new(1e-9));
     let start = model.params().unwrap().to_vec();
     // One full-batch step: grads() is then the gradient at `start`, L2 included.
     let options = FitOptions { shuffle: false, ..quiet(1, 12, 0.0) };

@@ -84,6 +84,10 @@ impl Layer for Add {
         Some(self.act)
     }
 
+    fn passes_gradient(&self) -> bool {
+        true
+    }
+
     // xs[k]: (N, S) -> y: (N, S);  y = act(sum_k xs[k]), added in input order
     fn forward_inputs(&mut self, _params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, _mode: Mode) {
         device::current().add(xs, y, n * self.len, self.act);

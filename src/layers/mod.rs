@@ -317,6 +317,13 @@ pub trait Layer: Send {
         Activation::Linear
     }
 
+    /// Whether [`Layer::backward_input`] writes dy itself to every input (an
+    /// Add, after its activation's backward): the network may then hand dy's
+    /// buffer to the last input instead of copying it.
+    fn passes_gradient(&self) -> bool {
+        false
+    }
+
     /// For an Add: the activation it applies to the sum (a fused one, else
     /// linear), so that at inference the convolution before it may add its
     /// other input and apply it as it writes ([`Layer::forward_affine`]'s residual).

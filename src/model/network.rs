@@ -400,14 +400,20 @@ impl Network {
             }
             let range = ranges[k].clone();
             // Where dL/d(input) goes: straight into its slot the first time,
-            // else into the scratch buffer, added afterwards.
-            let mut target = |v: usize, f: &mut GradientPass| {
+            // else into the scratch buffer, added afterwards. `hand_over`: the
+            // input's gradient is dy itself and dy is not read after it, so
+            // the first time its buffer becomes the input's (no copy).
+            let mut target = |v: usize, hand_over: bool, f: &mut GradientPass| {
                 let s = storage[v];
                 let Some(slot) = slots[s].filter(|_| s != 0) else {
                     return f(&mut deltas[out_slot], None); // the model's input needs no gradient
                 };
                 if !written[s] {
                     written[s] = true;
+                    if hand_over && deltas[slot].len() == deltas[out_slot].len() {
+                        // dy is dead after this node: its slot takes the input slot's buffer instead.
+                        return deltas.swap(out_slot, slot);
+                    }
                     let [dy, dx] =
                         deltas.get_disjoint_mut([out_slot, slot]).expect("live gradients have their own slots");
                     f(dy, Some(dx));
@@ -421,11 +427,14 @@ impl Network {
             if let [v] = inputs[k][..] {
                 let (params, grads) = (&params[range.clone()], &mut grads[range]);
                 let (x, y) = (&acts[storage[v]], &acts[o]);
-                target(v, &mut |dy, dx| node.layer.backward(Backward { params, x, y, dy, dx, grads: &mut *grads, n }));
+                target(v, false, &mut |dy, dx| {
+                    node.layer.backward(Backward { params, x, y, dy, dx, grads: &mut *grads, n })
+                });
             } else {
                 let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| acts[storage[v]].as_slice()).collect();
+                let (last, passes) = (inputs[k].len() - 1, node.layer.passes_gradient());
                 for (j, &v) in inputs[k].iter().enumerate() {
-                    target(v, &mut |dy, dx| {
+                    target(v, passes && j == last, &mut |dy, dx| {
                         if let Some(dx) = dx {
                             node.layer.backward_input(j, &xs, dy, dx, n);
                         }
