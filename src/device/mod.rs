@@ -344,6 +344,9 @@ pub trait Device: Send + Sync {
     /// y = act(x * a[ch] + b[ch]) over `len` values, channels last (`a.len()` of them), in one pass.
     fn scale_shift(&self, x: &[f32], ab: (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize);
 
+    /// y += x over `len` values (a second contribution to a gradient).
+    fn add_to(&self, x: &[f32], y: &mut [f32], len: usize);
+
     /// y = act(xs[0] + xs[1] + ...), added in input order, over `len` values;
     /// `act` is elementwise (no softmax).
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation);

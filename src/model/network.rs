@@ -421,7 +421,7 @@ impl Network {
                     let len = n * shapes[v].iter().product::<usize>();
                     let scratch = &mut sum_scratch[..len];
                     f(&mut deltas[out_slot], Some(&mut *scratch));
-                    crate::kernels::add_assign(&mut deltas[slot][..len], scratch);
+                    crate::device::current().add_to(scratch, &mut deltas[slot], len);
                 }
             };
             if let [v] = inputs[k][..] {

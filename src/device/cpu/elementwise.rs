@@ -72,6 +72,11 @@ pub fn scale_shift(x: &[f32], (a, b): (&[f32], &[f32]), act: Activation, y: &mut
     });
 }
 
+// y += x over len values
+pub fn add_to(x: &[f32], y: &mut [f32], len: usize) {
+    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| crate::kernels::add_assign(y, x));
+}
+
 // y = act(sum_k xs[k]), in input order, a chunk at a time while it is in cache (act elementwise)
 pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation) {
     y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {

@@ -187,6 +187,10 @@ impl Device for Cpu {
         elementwise::scale_shift(x, ab, act, y, len)
     }
 
+    fn add_to(&self, x: &[f32], y: &mut [f32], len: usize) {
+        elementwise::add_to(x, y, len)
+    }
+
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation) {
         elementwise::add(xs, y, len, act)
     }
@@ -382,6 +386,20 @@ mod tests {
             "a thread stayed held after the guard dropped"
         );
         assert!(Cpu.stay_warm().0.is_none(), "held outside any pool");
+    }
+
+    /// A gradient's second contribution, added by chunks over the threads:
+    /// the serial sum's values, across several chunks and a partial one.
+    #[test]
+    fn add_to_adds_every_value() {
+        let len = 3 * CHUNK + 123;
+        let x: Vec<f32> = (0..len).map(|i| (i % 97) as f32 * 0.25 - 7.0).collect();
+        let mut y: Vec<f32> = (0..len + 5).map(|i| (i % 13) as f32 * 1.5).collect();
+        let mut want = y.clone();
+        crate::kernels::add_assign(&mut want[..len], &x);
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| Cpu.add_to(&x, &mut y, len));
+        // Bit for bit, and nothing past `len` touched.
+        assert_eq!(y, want);
     }
 
     /// Holds taken batch after batch while background jobs with joins of
