@@ -5,7 +5,7 @@ use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kep
 use crate::activations::Activation;
 use crate::device::{DenseOp, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{self, activation, narrow, sum_rows};
+use crate::kernels::{activation, narrow, sum_rows};
 use rayon::prelude::*;
 
 /// Input features per task of the weight and input gradients.
@@ -30,6 +30,14 @@ fn narrow(op: &DenseOp) -> bool {
     op.u <= narrow::WIDTH
 }
 
+/// a (R, cols) -> out (R, narrow::WIDTH), zeros past `cols`: by tasks of rows.
+fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
+    let rows = out.len() / narrow::WIDTH;
+    out.par_chunks_mut(ROWS_PER_TASK * narrow::WIDTH)
+        .zip(a[..rows * cols].par_chunks(ROWS_PER_TASK * cols))
+        .for_each(|(out, a)| narrow::pad_columns(a, cols, out));
+}
+
 // x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
 // Workspace (narrow): [W padded to WIDTH columns, W^T, dz padded].
 pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
@@ -43,7 +51,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
     let (w, act, bias) = (op.kernel, op.act, op.bias);
     let wp = narrow(op).then(|| {
         let [wp] = ws.f32s([d * narrow::WIDTH]);
-        narrow::pad_columns(w, u, wp);
+        pad_columns(w, u, wp);
         &*wp
     });
     if rows <= task_rows && wp.is_none() && u >= 2 * UNITS_PER_TASK {
@@ -121,13 +129,16 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         return;
     }
     let [_, wt, dzp] = ws.f32s([0, u * d, rows * narrow::WIDTH]);
-    narrow::pad_columns(dz, u, dzp);
+    pad_columns(dz, u, dzp);
     let dzp = &*dzp;
     gw.par_chunks_mut(FEATURES_PER_TASK * u)
         .enumerate()
         .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
     if let Some(dx) = dx {
-        kernels::transpose(w, d, u, wt);
+        // W^T (U x D): a row per unit, over the threads (a column of W each).
+        wt.par_chunks_mut(d).enumerate().for_each(|(j, row)| {
+            row.iter_mut().zip(w[j..].iter().step_by(u)).for_each(|(t, &v)| *t = v);
+        });
         let wt = &*wt;
         dx[..rows * d]
             .par_chunks_mut(task_rows * d)
