@@ -285,7 +285,7 @@ pub struct WeightGrads<'a> {
 }
 
 /// What [`Device::stay_warm`] holds: dropping it lets the device rest.
-pub struct Warm(Option<Box<dyn FnOnce()>>);
+pub struct Warm(Option<fn()>);
 
 impl Warm {
     /// Nothing held.
@@ -294,8 +294,8 @@ impl Warm {
     }
 
     /// Held until dropped, which calls `release`.
-    pub fn until(release: impl FnOnce() + 'static) -> Warm {
-        Warm(Some(Box::new(release)))
+    pub fn until(release: fn()) -> Warm {
+        Warm(Some(release))
     }
 }
 

@@ -19,7 +19,6 @@ use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
 use crate::kernels::batch_norm::InputGrad;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -98,6 +97,9 @@ pub struct Cpu;
 /// second caller) holds nothing more.
 static HELD: AtomicBool = AtomicBool::new(false);
 
+/// Holds released so far: a held thread stops once it changes.
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
 /// Threads looking for work under a hold now, in every pool; and how many
 /// times a thread has started to.
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
@@ -132,8 +134,7 @@ impl Device for Cpu {
         if HELD.swap(true, Ordering::AcqRel) {
             return Warm::cold();
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
+        let hold = RELEASED.load(Ordering::Acquire);
         rayon::spawn_broadcast(move |thread| {
             if thread.index() == caller {
                 return;
@@ -141,7 +142,7 @@ impl Device for Cpu {
             SPINNING.fetch_add(1, Ordering::AcqRel);
             HOLDS.fetch_add(1, Ordering::AcqRel);
             let mut idle_since: Option<Instant> = None;
-            while !stopped.load(Ordering::Acquire) {
+            while RELEASED.load(Ordering::Acquire) == hold {
                 // Runs any job the pool has (the caller's operations), else spins.
                 if rayon::yield_now() == Some(rayon::Yield::Executed) {
                     idle_since = None;
@@ -153,8 +154,8 @@ impl Device for Cpu {
             }
             SPINNING.fetch_sub(1, Ordering::AcqRel);
         });
-        Warm::until(move || {
-            stop.store(true, Ordering::Release);
+        Warm::until(|| {
+            RELEASED.fetch_add(1, Ordering::AcqRel);
             HELD.store(false, Ordering::Release);
         })
     }
