@@ -172,11 +172,18 @@ mod avx512 {
                 let depth = DEPTH.min(rows.len() - d);
                 let bp = b.from(j, rows.start + d).as_ptr();
                 let load = accumulate || d > 0;
+                // The next block of the panel (or the next panel) is fetched to L2
+                // while this one is multiplied, a share by each block of a's rows:
+                // spread out, the fetches never wait for a free fill buffer.
+                let share = (DEPTH * PANEL * 4).div_ceil(m.div_ceil(ROWS));
+                let step = share.div_ceil(depth);
                 for i in (0..m).step_by(ROWS) {
+                    let ahead = bp.wrapping_add(DEPTH * PANEL) as *const i8;
+                    let ahead = ahead.wrapping_add(i / ROWS * share);
                     // SAFETY: rows i.. of a and c, and this block of the panel, lie
                     // inside their slices (`super::check`); the CPU has AVX-512F.
                     unsafe {
-                        let block = Block { a: ap.add(i * lda + d), lda, b: bp, depth, masks, load };
+                        let block = Block { a: ap.add(i * lda + d), lda, b: bp, depth, masks, load, ahead, step };
                         let cp = c.as_mut_ptr().add(i * ldc + first);
                         match ROWS.min(m - i) {
                             10 => block.run::<10>(cp, ldc),
@@ -210,6 +217,9 @@ mod avx512 {
         masks: [__mmask16; 2],
         /// Whether c holds sums to add to (else they start at zero).
         load: bool,
+        /// Where this block's fetches ahead start, and the bytes between them.
+        ahead: *const i8,
+        step: usize,
     }
 
     impl Block {
@@ -228,13 +238,15 @@ mod avx512 {
                         hi[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
                     }
                 }
+                let two = self.step > 64;
                 for t in 0..self.depth {
                     let b = self.b.add(t * PANEL);
-                    // The next block of the panel (or the next panel), on its way to L2
-                    // while this one is multiplied (a prefetch never faults).
-                    let ahead = b.wrapping_add(super::DEPTH * PANEL);
-                    _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
-                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16) as *const i8);
+                    // (A prefetch never faults.)
+                    let ahead = self.ahead.wrapping_add(t * self.step);
+                    _mm_prefetch::<_MM_HINT_T1>(ahead);
+                    if two {
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+                    }
                     let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
                     for r in 0..R {
                         let x = _mm512_set1_ps(*self.a.add(r * self.lda + t));
