@@ -2,7 +2,8 @@
 //! 32 -> 64 convolution of the bigger CNN, and ResNet-20's stride-1
 //! convolutions both ways (unfolded, padded layout), on a batch of 128 through the layer
 //! interface the model uses (rayon over the batch, all threads; `RAYON_NUM_THREADS`
-//! to change). Compute-bound kernels report GFLOP/s as criterion's throughput
+//! to change), and batch-1 inference's packed product at ResNet-50's shapes
+//! on one thread. Compute-bound kernels report GFLOP/s as criterion's throughput
 //! ("Gelem/s" = GFLOP/s, counting multiply and add as 2); memory-bound ones bytes/s.
 //! The machine's peak is printed first, for comparison.
 
@@ -282,6 +283,46 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
+/// The packed product of batch-1 inference at ResNet-50's 7x7 and 14x14
+/// shapes (positions x K x filters), one thread: the kernel packed once and
+/// kept in cache, and streamed from memory as inference reads it (a
+/// different copy each call, 256 MiB of them, as every layer's weights are
+/// read once per image).
+fn packed_product(c: &mut Criterion) {
+    use keel::kernels::matmul::MatRef;
+    use keel::kernels::packed::{Packed, matmul_packed, pack, packed_len};
+    let mut group = c.benchmark_group("packed product, batch-1 shapes, 1 thread");
+    for (m, k, n) in [(49, 512, 2048), (49, 4608, 512), (196, 256, 1024)] {
+        let mut rng = stream(4, 0);
+        let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (a, b) = (values(m * k), values(k * n));
+        let copies = ((256 << 20) / (4 * packed_len(k, n))).max(2);
+        let packed: Vec<Vec<f32>> = (0..copies)
+            .map(|_| {
+                let mut p = vec![0.0; packed_len(k, n)];
+                pack(&b, k, n, &mut p);
+                p
+            })
+            .collect();
+        let mut out = vec![0.0; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let shape = format!("{m}x{k}x{n}");
+        let a = MatRef::new(&a, m, k);
+        group.bench_function(format!("{shape}, kernel in cache"), |bench| {
+            let p = Packed::new(&packed[0], k, n);
+            bench.iter(|| matmul_packed(a, p, 0..k, 0..n, &mut out, n, false))
+        });
+        let mut next = 0;
+        group.bench_function(format!("{shape}, kernel streamed"), |bench| {
+            bench.iter(|| {
+                next = (next + 1) % copies;
+                matmul_packed(a, Packed::new(&packed[next], k, n), 0..k, 0..n, &mut out, n, false)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn max_pool(c: &mut Criterion) {
     let mut group = c.benchmark_group("max_pooling2d");
     let mut bench = Bench::new(Box::new(MaxPooling2D::new((2, 2))), &[26, 26, 32], None);
@@ -334,5 +375,5 @@ fn loss_and_optimizer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, conv_stride1, depthwise, max_pool, dense, loss_and_optimizer);
+criterion_group!(benches, conv, conv_stride1, depthwise, packed_product, max_pool, dense, loss_and_optimizer);
 criterion_main!(benches);
