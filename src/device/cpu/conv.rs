@@ -342,8 +342,13 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // whatever the number of threads).
             let (p, block) = (g.positions(), UNFOLDED_FILTER_BLOCK);
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            // (A sample's patches, up to megabytes, are unfolded on every thread.)
+            let per_task = p.div_ceil(rayon::current_num_threads());
             for (i, (ys, xs)) in samples.enumerate() {
-                im2col(&g, xs, cols);
+                cols[..p * k].par_chunks_mut(per_task * k).enumerate().for_each(|(t, ct)| {
+                    let first = t * per_task;
+                    im2col_positions(&g, xs, first..first + ct.len() / k, ct);
+                });
                 let cols = &*cols;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
                     let (filters, a) = (b * block..b * block + yb.len() / p, MatRef::new(cols, p, k));
