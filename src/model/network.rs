@@ -17,6 +17,13 @@
 //! input is a ZeroPadding2D's output, read by nothing else, reads that layer's
 //! input and pads it itself, and the padding is skipped.
 //!
+//! At inference a value is dead once the last node reading it has run, and
+//! its buffer serves a later value (`inference_buffers`): the few buffers in
+//! use are written again and again while they are still in cache, where
+//! training keeps every value for the backward pass (a batch-1 ResNet-50
+//! would otherwise write each output into memory no pass had touched since
+//! the previous image).
+//!
 //! Gradients: a layer writes dL/dx; where a value feeds several nodes, the
 //! first of them (in backward order) writes straight into the value's
 //! gradient buffer and the others write into a scratch buffer that is then
@@ -65,8 +72,10 @@ pub(crate) struct Network {
     acts: Vec<Buffer>,
     /// Gradients dL/d(values), by slot; see `slots`.
     deltas: Vec<Buffer>,
-    /// storage[v]: the buffer holding value v.
+    /// storage[v]: the buffer holding value v; at inference infer_storage[v]
+    /// (buffers of dead values serve later ones).
     storage: Vec<usize>,
+    infer_storage: Vec<usize>,
     /// slots[s]: the gradient slot of value buffer s (none for the model's input).
     slots: Vec<Option<usize>>,
     /// Values per sample each gradient slot holds.
@@ -190,10 +199,21 @@ impl Network {
             }
         }
         let (folds, residuals) = (fusion.folds.clone(), fusion.residuals.clone());
+        // What each node reads at inference: its inputs, and a folded Add's other input.
+        let infer_reads: Vec<Inputs> = (0..nodes.len())
+            .map(|k| {
+                let mut reads = infer_inputs[k].clone();
+                if let (Some(_), Some((_, r)), Step::Run { .. }) = (folds[k], residuals[k], infer_steps[k]) {
+                    reads.push(r);
+                }
+                reads
+            })
+            .collect();
         let affine_len = folds.iter().flatten().filter_map(|&j| nodes[j].layer.affine_channels()).max().unwrap_or(0);
         let (params, grads) = (Buffer::from(&params[..]), Buffer::zeros(params.len()));
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
+        let infer_storage = inference_buffers(&storage, &infer_steps, &infer_reads, &sample_lens, values - 1);
         let (acts, deltas) = (vec![Buffer::default(); values], vec![Buffer::default(); slot_lens.len()]);
         Network {
             shapes,
@@ -209,6 +229,7 @@ impl Network {
             acts,
             deltas,
             storage,
+            infer_storage,
             slots,
             slot_lens,
             steps,
@@ -308,19 +329,17 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, storage, affine, folds, residuals, version, .. } =
-            self;
+        let Network { acts, params, state, ranges, state_ranges, affine, folds, residuals, version, .. } = self;
         let version = (mode == Mode::Infer).then_some(*version);
-        let (steps, inputs) = match mode {
-            Mode::Infer => (&self.infer_steps, &self.infer_inputs),
-            Mode::Train => (&self.steps, &self.inputs),
+        let (steps, inputs, storage) = match mode {
+            Mode::Infer => (&self.infer_steps, &self.infer_inputs, &self.infer_storage),
+            Mode::Train => (&self.steps, &self.inputs, &self.storage),
         };
         for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
             nodes[k].layer.set_weights_version(version);
-            // Inputs are stored at lower buffer indices than outputs.
-            let (before, after) = acts.split_at_mut(storage[output]);
-            let y = &mut after[0];
+            // The output's buffer, out of the list while the node reads the others.
+            let mut y = std::mem::take(&mut acts[storage[output]]);
             if let (Some(j), Mode::Infer) = (folds[k], mode) {
                 // Node j's map, applied by node k as it writes its output.
                 let half = affine.len() / 2;
@@ -332,20 +351,26 @@ impl Network {
                 // With the Add after the map: its other input, and its activation.
                 let residual = residuals[k].map(|(a, r)| {
                     act = nodes[a].layer.residual_activation().unwrap_or(act);
-                    before[storage[r]].as_slice()
+                    acts[storage[r]].as_slice()
                 });
-                let x = &before[storage[inputs[k][0]]];
-                nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, y, n, (scale, shift, residual), act);
-                continue;
-            }
-            let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);
-            if let [v] = inputs[k][..] {
-                let x = &before[storage[v]];
-                node.layer.forward_stateful(params, &mut state[state_ranges[k].clone()], x, y, n, mode);
+                let x = &acts[storage[inputs[k][0]]];
+                nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, &mut y, n, (scale, shift, residual), act);
+            } else if let [v] = inputs[k][..] {
+                let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);
+                node.layer.forward_stateful(
+                    params,
+                    &mut state[state_ranges[k].clone()],
+                    &acts[storage[v]],
+                    &mut y,
+                    n,
+                    mode,
+                );
             } else {
-                let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| before[storage[v]].as_slice()).collect();
-                node.layer.forward_inputs(params, &xs, y, n, mode);
+                let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);
+                let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| acts[storage[v]].as_slice()).collect();
+                node.layer.forward_inputs(params, &xs, &mut y, n, mode);
             }
+            acts[storage[output]] = y;
         }
     }
 
@@ -445,6 +470,53 @@ impl Network {
     }
 }
 
+/// The buffers values take at inference: walking the nodes that run
+/// (`steps`, reading `reads`), a node's output takes the buffer freed last
+/// by a dead value that holds it (its last reader has run), else its own. A
+/// buffer is handed on only once the value it was built for has died, so a
+/// value's own buffer is always still free when it is written; the model's
+/// input and output keep theirs (the caller writes and reads them). Returns
+/// each value's buffer.
+fn inference_buffers(
+    storage: &[usize],
+    steps: &[Step],
+    reads: &[Inputs],
+    sample_lens: &[usize],
+    output: usize,
+) -> Vec<usize> {
+    let runs = |k: usize| matches!(steps[k], Step::Run { .. });
+    // last[b]: the last node that reads the value in buffer b.
+    let mut last = vec![None; storage.len()];
+    for k in (0..steps.len()).filter(|&k| runs(k)) {
+        for &v in &reads[k] {
+            last[storage[v]] = Some(k);
+        }
+    }
+    let kept = |b: usize| b == storage[0] || b == storage[output];
+    // taken[b]: the buffer value-buffer b is written into; free: buffers of
+    // dead values, the last freed last.
+    let mut taken: Vec<usize> = (0..storage.len()).collect();
+    let mut live = vec![false; storage.len()];
+    let mut free: Vec<usize> = Vec::new();
+    for k in 0..steps.len() {
+        let Step::Run { output: o } = steps[k] else { continue };
+        let b = storage[o];
+        if !kept(b) {
+            let fits = free.iter().rposition(|&f| sample_lens[f] >= sample_lens[b]);
+            taken[b] = fits.map_or(b, |i| free.remove(i));
+        }
+        live[b] = true;
+        let dead = reads[k].iter().map(|&v| storage[v]).chain(last[b].is_none().then_some(b));
+        for d in dead {
+            if live[d] && !kept(d) && last[d].is_none_or(|l| l == k) {
+                live[d] = false;
+                free.push(taken[d]);
+            }
+        }
+    }
+    storage.iter().map(|&b| taken[b]).collect()
+}
+
 /// Assigns gradient slots to value buffers by walking the backward pass:
 /// the output's gradient (written by the loss) is live from the start, an
 /// input's from the first layer (in backward order) that writes it, and a
@@ -525,6 +597,62 @@ mod tests {
             inputs.push(ins);
         }
         (storage, steps, inputs, lens)
+    }
+
+    /// Whether two values live at once at inference never share a buffer, each
+    /// buffer holds what it is given, and the input and output keep their
+    /// own; returns the buffers in use.
+    fn check_inference(storage: &[usize], steps: &[Step], reads: &[Inputs], lens: &[usize]) -> usize {
+        let output = storage.len() - 1;
+        let taken = inference_buffers(storage, steps, reads, lens, output);
+        // Live intervals in nodes (the input from before the first), by value buffer.
+        let mut live: Vec<Option<(isize, isize)>> = vec![None; storage.len()];
+        live[storage[0]] = Some((-1, -1));
+        for (k, step) in steps.iter().enumerate() {
+            let Step::Run { output } = *step else { continue };
+            live[storage[output]] = Some((k as isize, k as isize));
+            for &v in &reads[k] {
+                let (start, _) = live[storage[v]].expect("a value is written before it is read");
+                live[storage[v]] = Some((start, k as isize));
+            }
+        }
+        let end = steps.len() as isize;
+        live[storage[output]] = live[storage[output]].map(|(s, _)| (s, end)); // read by the caller
+        for a in 0..storage.len() {
+            for b in a + 1..storage.len() {
+                let (Some((a0, a1)), Some((b0, b1))) = (live[a], live[b]) else { continue };
+                if a0 <= b1 && b0 <= a1 {
+                    assert_ne!(taken[a], taken[b], "values in buffers {a} and {b} are live together");
+                }
+            }
+            if live[a].is_some() {
+                assert!(lens[taken[a]] >= lens[a], "buffer {} too small for value buffer {a}", taken[a]);
+            }
+        }
+        assert_eq!(taken[0], storage[0], "the input keeps its buffer");
+        assert_eq!(taken[output], storage[output], "the output keeps its buffer");
+        let mut used: Vec<usize> = (0..storage.len()).filter(|&b| live[b].is_some()).map(|b| taken[b]).collect();
+        used.sort_unstable();
+        used.dedup();
+        used.len()
+    }
+
+    #[test]
+    fn a_chain_runs_in_four_buffers_at_inference_however_deep() {
+        // The input, the output, and two taking turns.
+        let n = 30;
+        let storage: Vec<usize> = (0..=n).collect();
+        let steps: Vec<Step> = (0..n).map(|k| Step::Run { output: k + 1 }).collect();
+        let reads: Vec<Inputs> = (0..n).map(|k| [k].into_iter().collect()).collect();
+        assert_eq!(check_inference(&storage, &steps, &reads, &vec![64; n + 1]), 4);
+    }
+
+    #[test]
+    fn values_live_together_never_share_a_buffer_at_inference() {
+        for seed in 0..200 {
+            let (storage, steps, reads, lens) = random_graph(seed, 2 + (seed as usize % 25));
+            check_inference(&storage, &steps, &reads, &lens);
+        }
     }
 
     /// Whether two value buffers whose gradients are live at once never share a slot.
