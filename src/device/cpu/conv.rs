@@ -27,15 +27,22 @@ use std::ops::Range;
 const POSITIONS_PER_TASK: usize = 256;
 
 /// Bands a sample of `positions` outputs splits into at batch 1: one up to
-/// [`POSITIONS_PER_TASK`] positions (which a split by output channels may
-/// serve better), otherwise a multiple of 4, so that the threads (2 or 4)
-/// get even shares. Depends on the shape only, never on the thread count.
+/// [`ONE_BAND_POSITIONS`] (which a split by output channels serves better),
+/// otherwise a multiple of 4, so that the threads (2 or 4) get even shares.
+/// Depends on the shape only, never on the thread count.
 fn bands(positions: usize) -> usize {
-    match positions.div_ceil(POSITIONS_PER_TASK) {
-        0 | 1 => 1,
-        b => b.next_multiple_of(4),
+    if positions <= ONE_BAND_POSITIONS {
+        return 1;
     }
+    positions.div_ceil(POSITIONS_PER_TASK).next_multiple_of(4)
 }
+
+/// Most output positions a sample keeps in one band at batch 1: a 7x7 image's
+/// 49 are split by output channels, a 14x14 image's 196 into bands of rows
+/// (by channels, the blocks are gathered into the output afterwards:
+/// ResNet-50's 14x14 pointwise convolutions 7% faster by rows, MobileNetV2
+/// at batch 1 9%).
+const ONE_BAND_POSITIONS: usize = 128;
 
 /// Output rows per band of [`bands`] for a sample of `oh` rows of `ow` positions.
 fn band_rows(oh: usize, ow: usize) -> usize {
