@@ -599,6 +599,31 @@ mod tests {
         (storage, steps, inputs, lens)
     }
 
+    /// A chain of `n` nodes, each reading the value before it.
+    fn chain(n: usize) -> (Vec<usize>, Vec<Step>, Vec<Inputs>) {
+        let storage: Vec<usize> = (0..=n).collect();
+        let steps: Vec<Step> = (0..n).map(|k| Step::Run { output: k + 1 }).collect();
+        let inputs: Vec<Inputs> = (0..n).map(|k| [k].into_iter().collect()).collect();
+        (storage, steps, inputs)
+    }
+
+    /// Asserts that no two buffers live at once (`live`: inclusive intervals)
+    /// are given the same place (`place`: a buffer or a slot).
+    fn assert_apart<T: PartialOrd + Copy, P: PartialEq + std::fmt::Debug>(
+        live: &[Option<(T, T)>],
+        place: impl Fn(usize) -> P,
+        what: &str,
+    ) {
+        for a in 0..live.len() {
+            for b in a + 1..live.len() {
+                let (Some((a0, a1)), Some((b0, b1))) = (live[a], live[b]) else { continue };
+                if a0 <= b1 && b0 <= a1 {
+                    assert_ne!(place(a), place(b), "{what} of buffers {a} and {b}, live together");
+                }
+            }
+        }
+    }
+
     /// Whether two values live at once at inference never share a buffer, each
     /// buffer holds what it is given, and the input and output keep their
     /// own; returns the buffers in use.
@@ -618,13 +643,8 @@ mod tests {
         }
         let end = steps.len() as isize;
         live[storage[output]] = live[storage[output]].map(|(s, _)| (s, end)); // read by the caller
+        assert_apart(&live, |b| taken[b], "the inference buffers");
         for a in 0..storage.len() {
-            for b in a + 1..storage.len() {
-                let (Some((a0, a1)), Some((b0, b1))) = (live[a], live[b]) else { continue };
-                if a0 <= b1 && b0 <= a1 {
-                    assert_ne!(taken[a], taken[b], "values in buffers {a} and {b} are live together");
-                }
-            }
             if live[a].is_some() {
                 assert!(lens[taken[a]] >= lens[a], "buffer {} too small for value buffer {a}", taken[a]);
             }
@@ -641,9 +661,7 @@ mod tests {
     fn a_chain_runs_in_four_buffers_at_inference_however_deep() {
         // The input, the output, and two taking turns.
         let n = 30;
-        let storage: Vec<usize> = (0..=n).collect();
-        let steps: Vec<Step> = (0..n).map(|k| Step::Run { output: k + 1 }).collect();
-        let reads: Vec<Inputs> = (0..n).map(|k| [k].into_iter().collect()).collect();
+        let (storage, steps, reads) = chain(n);
         assert_eq!(check_inference(&storage, &steps, &reads, &vec![64; n + 1]), 4);
     }
 
@@ -674,13 +692,8 @@ mod tests {
                 }
             }
         }
+        assert_apart(&live, |b| slots[b], "the gradient slots");
         for a in 0..storage.len() {
-            for b in a + 1..storage.len() {
-                let (Some((a0, a1)), Some((b0, b1))) = (live[a], live[b]) else { continue };
-                if a0 <= b1 && b0 <= a1 {
-                    assert_ne!(slots[a], slots[b], "buffers {a} and {b} are live together");
-                }
-            }
             if let Some(slot) = slots[a] {
                 assert!(slot_lens[slot] >= lens[a], "slot {slot} too small for buffer {a}");
             }
@@ -691,9 +704,7 @@ mod tests {
     #[test]
     fn a_chain_needs_two_gradient_slots_however_deep() {
         let n = 30;
-        let storage: Vec<usize> = (0..=n).collect();
-        let steps: Vec<Step> = (0..n).map(|k| Step::Run { output: k + 1 }).collect();
-        let inputs: Vec<Inputs> = (0..n).map(|k| [k].into_iter().collect()).collect();
+        let (storage, steps, inputs) = chain(n);
         let lens: Vec<usize> = (0..=n).map(|v| 100 - v).collect();
         assert_eq!(check(&storage, &steps, &inputs, &lens), 2);
     }
