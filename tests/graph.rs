@@ -445,8 +445,9 @@ fn convolutions_add_the_residual_after_their_batch_normalization_at_inference() 
     // block (the shortcut's convolution and normalisation computed first),
     // MobileNetV2's block (the normalisation first, no activation); through the
     // direct kernels (3 channels), Winograd's tiles, the padded layout in bands,
-    // 1x1 in groups of samples, unfolded patches (stride 2) whole and in bands
-    // of positions (7x7), grouped and depthwise convolutions. Not fused: an Add
+    // 1x1 in groups of samples, strided windows' patches (7x7, 3x3, 1x1 at
+    // stride 2) unfolded whole and, below a task of samples, read in place in
+    // bands of rows, grouped and depthwise convolutions. Not fused: an Add
     // whose other input is computed after the convolution, one of three inputs.
     // Predictions must agree with the model run layer by layer, at batch 20,
     // 3 and 1.

@@ -55,6 +55,33 @@ pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>
     }
 }
 
+/// Width of the padded input a window's outputs read (dilation 1):
+/// (OW-1)*SW + KW columns, from the left padding on.
+pub fn padded_width(g: &Window) -> usize {
+    (g.ow.max(1) - 1) * g.sw + g.kw
+}
+
+/// x: (H,W,C) -> xp: rows `rows` of x padded as the window reads it
+/// (dilation 1): (rows.len(), [`padded_width`], C), padded row r being input
+/// row r - PT and column q input column q - PL, zeros outside the input.
+pub fn pad_rows(g: &Window, x: &[f32], rows: std::ops::Range<usize>, xp: &mut [f32]) {
+    let (c, wp) = (g.c, padded_width(g));
+    // The input's columns inside the padded row: [left, left + inside).
+    let left = g.pl.min(wp);
+    let inside = g.w.min(wp - left);
+    for (r, row) in rows.zip(xp.chunks_exact_mut(wp * c)) {
+        let Some(iy) = r.checked_sub(g.pt).filter(|&iy| iy < g.h) else {
+            row.fill(0.0);
+            continue;
+        };
+        let (before, rest) = row.split_at_mut(left * c);
+        let (mid, after) = rest.split_at_mut(inside * c);
+        before.fill(0.0);
+        mid.copy_from_slice(&x[iy * g.w * c..][..inside * c]);
+        after.fill(0.0);
+    }
+}
+
 /// The adjoint of [`im2col`]: dx (H,W,C) += fold(dcols (OH*OW, KH*KW*C)).
 #[multiversion(targets = "simd")]
 pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {

@@ -47,19 +47,14 @@ impl<'a> MatRef<'a> {
         self.transposed
     }
 
-    /// The first value (as stored).
-    pub(super) fn as_ptr(&self) -> *const f32 {
-        self.data.as_ptr()
+    /// The values (as stored).
+    pub(super) fn data(&self) -> &'a [f32] {
+        self.data
     }
 
     /// The distance between rows (as stored).
     pub(super) fn ld(&self) -> usize {
         self.ld
-    }
-
-    /// Value (i, j) as stored.
-    pub(super) fn get(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.ld + j]
     }
 
     /// (row stride, column stride) as used in the product.

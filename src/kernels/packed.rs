@@ -78,32 +78,66 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// Checks the operands of `c = a * b[rows, cols]`; returns (m, panels).
-fn check(
-    a: &MatRef,
-    b: &Packed,
-    rows: &Range<usize>,
-    cols: &Range<usize>,
-    c: &[f32],
-    ldc: usize,
-) -> (usize, Range<usize>) {
-    let (m, k) = a.dims();
-    assert!(!a.is_transposed(), "a packed product reads a's rows in place");
-    assert_eq!(k, rows.len(), "inner dimensions differ");
+/// A left operand read in place as runs of values: row i's value t is
+/// `data[i * ld + (t / len) * stride + t % len]`. A matrix is one run per row;
+/// a strided convolution's patches in its padded input are a run of KW*C
+/// values per kernel row, `stride` apart (a padded row), positions `ld`
+/// apart (SW*C): no unfolding.
+#[derive(Clone, Copy)]
+pub struct Runs<'a> {
+    data: &'a [f32],
+    m: usize,
+    ld: usize,
+    count: usize,
+    len: usize,
+    stride: usize,
+}
+
+impl<'a> Runs<'a> {
+    /// `m` rows of `count` runs of `len` values (see [`Runs`]).
+    pub fn new(data: &'a [f32], m: usize, ld: usize, (count, len, stride): (usize, usize, usize)) -> Self {
+        let last = (m.max(1) - 1) * ld + (count.max(1) - 1) * stride + len;
+        assert!(m == 0 || count == 0 || last <= data.len(), "runs out of bounds");
+        Runs { data, m, ld, count, len, stride }
+    }
+
+    /// Values per row.
+    fn k(&self) -> usize {
+        self.count * self.len
+    }
+
+    /// Value t of row i.
+    fn get(&self, i: usize, t: usize) -> f32 {
+        self.data[i * self.ld + t / self.len * self.stride + t % self.len]
+    }
+}
+
+impl<'a> From<MatRef<'a>> for Runs<'a> {
+    /// A matrix read in place: a run per row.
+    fn from(a: MatRef<'a>) -> Self {
+        assert!(!a.is_transposed(), "a packed product reads a's rows in place");
+        let (m, k) = a.dims();
+        Runs { data: a.data(), m, ld: a.ld(), count: 1, len: k, stride: 0 }
+    }
+}
+
+/// Checks the operands of `c = a * b[rows, cols]`; returns the panels.
+fn check(a: &Runs, b: &Packed, rows: &Range<usize>, cols: &Range<usize>, c: &[f32], ldc: usize) -> Range<usize> {
+    assert_eq!(a.k(), rows.len(), "inner dimensions differ");
     assert!(
         rows.end <= b.k && cols.end <= b.n && cols.start.is_multiple_of(PANEL),
         "rows and columns of the packed matrix"
     );
-    let n = cols.len();
+    let (m, n) = (a.m, cols.len());
     assert!(n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + n), "output too small");
-    (m, cols.start / PANEL..cols.end.div_ceil(PANEL))
+    cols.start / PANEL..cols.end.div_ceil(PANEL)
 }
 
-/// `c = a * b[rows, cols]` (or `c += ...` when `accumulate`): a (m, rows.len())
-/// read in place, `c` (m, cols.len()) with rows `ldc` apart; `cols` starts at
-/// a panel.
-pub fn matmul_packed(
-    a: MatRef,
+/// `c = a * b[rows, cols]` (or `c += ...` when `accumulate`): a (m,
+/// rows.len()) read in place (a matrix or [`Runs`]), `c` (m, cols.len())
+/// with rows `ldc` apart; `cols` starts at a panel.
+pub fn matmul_packed<'a>(
+    a: impl Into<Runs<'a>>,
     b: Packed,
     rows: Range<usize>,
     cols: Range<usize>,
@@ -111,18 +145,19 @@ pub fn matmul_packed(
     ldc: usize,
     accumulate: bool,
 ) {
+    let a = a.into();
     #[cfg(target_arch = "x86_64")]
     if available() {
-        let (m, panels) = check(&a, &b, &rows, &cols, c, ldc);
+        let panels = check(&a, &b, &rows, &cols, c, ldc);
         // SAFETY: the CPU has AVX-512F, and `check` bounded every operand.
-        return unsafe { avx512::matmul(a, b, rows, cols, panels, m, c, ldc, accumulate) };
+        return unsafe { avx512::matmul(a, b, rows, cols, panels, c, ldc, accumulate) };
     }
     matmul_packed_reference(a, b, rows, cols, c, ldc, accumulate)
 }
 
 /// [`matmul_packed`], plainly: each sum over `rows` in order, by fused multiply-adds.
-pub fn matmul_packed_reference(
-    a: MatRef,
+pub fn matmul_packed_reference<'a>(
+    a: impl Into<Runs<'a>>,
     b: Packed,
     rows: Range<usize>,
     cols: Range<usize>,
@@ -130,8 +165,9 @@ pub fn matmul_packed_reference(
     ldc: usize,
     accumulate: bool,
 ) {
-    let (m, _) = check(&a, &b, &rows, &cols, c, ldc);
-    for i in 0..m {
+    let a = a.into();
+    check(&a, &b, &rows, &cols, c, ldc);
+    for i in 0..a.m {
         for (o, col) in c[i * ldc..][..cols.len()].iter_mut().zip(cols.clone()) {
             let (j, lane) = (col / PANEL, col % PANEL);
             let start = if accumulate { *o } else { 0.0 };
@@ -142,8 +178,7 @@ pub fn matmul_packed_reference(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{DEPTH, PANEL, Packed, ROWS};
-    use crate::kernels::matmul::MatRef;
+    use super::{DEPTH, PANEL, Packed, ROWS, Runs};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -152,17 +187,16 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn matmul(
-        a: MatRef,
+        a: Runs,
         b: Packed,
         rows: Range<usize>,
         cols: Range<usize>,
         panels: Range<usize>,
-        m: usize,
         c: &mut [f32],
         ldc: usize,
         accumulate: bool,
     ) {
-        let (ap, lda) = (a.as_ptr(), a.ld());
+        let (ap, lda, m) = (a.data.as_ptr(), a.ld, a.m);
         for j in panels.clone() {
             // The panel's columns in c, and the masks of those present.
             let first = j * PANEL - cols.start;
@@ -183,7 +217,9 @@ mod avx512 {
                     // SAFETY: rows i.. of a and c, and this block of the panel, lie
                     // inside their slices (`super::check`); the CPU has AVX-512F.
                     unsafe {
-                        let block = Block { a: ap.add(i * lda + d), lda, b: bp, depth, masks, load, ahead, step };
+                        let run = ap.add(i * lda + d / a.len * a.stride);
+                        let runs = (d % a.len, a.len, a.stride);
+                        let block = Block { run, runs, lda, b: bp, depth, masks, load, ahead, step };
                         let cp = c.as_mut_ptr().add(i * ldc + first);
                         match ROWS.min(m - i) {
                             10 => block.run::<10>(cp, ldc),
@@ -210,7 +246,10 @@ mod avx512 {
 
     /// R rows of a times `depth` rows of a panel, into R x 32 values of c.
     struct Block {
-        a: *const f32,
+        /// Row 0's run holding the block's first value, and (that value's
+        /// offset in it, the runs' length, the distance between them).
+        run: *const f32,
+        runs: (usize, usize, usize),
         lda: usize,
         b: *const f32,
         depth: usize,
@@ -239,20 +278,27 @@ mod avx512 {
                     }
                 }
                 let two = self.step > 64;
-                for t in 0..self.depth {
-                    let b = self.b.add(t * PANEL);
-                    // (A prefetch never faults.)
-                    let ahead = self.ahead.wrapping_add(t * self.step);
-                    _mm_prefetch::<_MM_HINT_T1>(ahead);
-                    if two {
-                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+                let (mut run, (mut off, len, stride)) = (self.run, self.runs);
+                let mut t = 0;
+                while t < self.depth {
+                    // The rest of this run.
+                    let (a, end) = (run.add(off), self.depth.min(t + len - off));
+                    for (u, t) in (t..end).enumerate() {
+                        let b = self.b.add(t * PANEL);
+                        // (A prefetch never faults.)
+                        let ahead = self.ahead.wrapping_add(t * self.step);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead);
+                        if two {
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+                        }
+                        let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
+                        for r in 0..R {
+                            let x = _mm512_set1_ps(*a.add(r * self.lda + u));
+                            lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+                            hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+                        }
                     }
-                    let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
-                    for r in 0..R {
-                        let x = _mm512_set1_ps(*self.a.add(r * self.lda + t));
-                        lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
-                        hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
-                    }
+                    (t, run, off) = (end, run.wrapping_add(stride), 0);
                 }
                 for r in 0..R {
                     _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
@@ -283,6 +329,54 @@ mod tests {
             for col in 0..64 {
                 let want = if col < n { b[row * n + col] } else { 0.0 };
                 assert_eq!(p.at(col / PANEL, row)[col % PANEL], want, "row {row} column {col}");
+            }
+        }
+    }
+
+    /// A strided convolution's patches read in place as runs (a run of KW*C
+    /// values per kernel row, from input rows padded by `pad_rows`): the
+    /// AVX-512 kernel equals the reference bit for bit, and both equal the
+    /// product over the unfolded patches up to rounding. 7x7 windows at
+    /// stride 2 over 3 channels (the runs' length below a depth block, a
+    /// partial panel), 1x1 windows at stride 2 over 300 channels (one run
+    /// across depth blocks), 3x3 windows at stride (2, 3) over 100 channels
+    /// (runs across depth blocks, the block ending inside a run).
+    #[test]
+    fn runs_read_a_strided_convolutions_patches_in_place() {
+        use super::super::Window;
+        use super::super::im2col::{im2col, pad_rows, padded_width};
+        for (h, w, c, k, (sh, sw), pad, f) in
+            [(15, 14, 3, 7, (2, 2), 3, 40), (8, 9, 300, 1, (2, 2), 0, 64), (9, 10, 100, 3, (2, 3), 1, 32)]
+        {
+            let (oh, ow) = ((h + 2 * pad - k) / sh + 1, (w + 2 * pad - k) / sw + 1);
+            let g = Window { h, w, c, kh: k, kw: k, sh, sw, dh: 1, dw: 1, pt: pad, pl: pad, oh, ow };
+            let x = values(h * w * c, 5);
+            let (wp, reads) = (padded_width(&g), (oh - 1) * sh + k);
+            let mut xp = vec![f32::NAN; reads * wp * c];
+            pad_rows(&g, &x, 0..reads, &mut xp);
+            let kernel = values(g.patch_len() * f, 6);
+            let mut packed = vec![0.0; packed_len(g.patch_len(), f)];
+            pack(&kernel, g.patch_len(), f, &mut packed);
+            let p = Packed::new(&packed, g.patch_len(), f);
+            let mut cols = vec![0.0; g.positions() * g.patch_len()];
+            im2col(&g, &x, &mut cols);
+            let mut unfolded = vec![0.0; g.positions() * f];
+            matmul_ld(
+                MatRef::new(&cols, g.positions(), g.patch_len()),
+                MatRef::new(&kernel, g.patch_len(), f),
+                &mut unfolded,
+                f,
+                false,
+            );
+            for oy in 0..oh {
+                let runs = Runs::new(&xp[oy * sh * wp * c..], ow, sw * c, (k, k * c, wp * c));
+                let (mut got, mut want) = (vec![0.0; ow * f], vec![0.0; ow * f]);
+                matmul_packed(runs, p, 0..g.patch_len(), 0..f, &mut got, f, false);
+                matmul_packed_reference(runs, p, 0..g.patch_len(), 0..f, &mut want, f, false);
+                assert_eq!(got, want, "{k}x{k} windows over {c} channels, output row {oy}");
+                for (i, (a, b)) in got.iter().zip(&unfolded[oy * ow * f..]).enumerate() {
+                    assert!((a - b).abs() < 1e-4, "{k}x{k} over {c}, row {oy}, value {i}: {a} against {b}");
+                }
             }
         }
     }

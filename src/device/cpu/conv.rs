@@ -1,8 +1,8 @@
 //! Convolutions over tasks of samples: Conv2D (direct kernels for few input
 //! channels; else, at stride 1, Winograd's tiles for 3x3 windows or matrix
 //! products over a padded copy of the input, and im2col + one matrix product
-//! otherwise; optionally with the max pooling after it fused in) and
-//! DepthwiseConv2D.
+//! otherwise, or at batch 1 the packed product reading the patches in place;
+//! optionally with the max pooling after it fused in) and DepthwiseConv2D.
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
@@ -11,9 +11,9 @@ use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::conv_wide::Wide;
 use crate::kernels::depthwise::{self, Depthwise};
-use crate::kernels::im2col::{col2im_add, im2col, im2col_positions};
+use crate::kernels::im2col::{col2im_add, im2col, im2col_positions, pad_rows, padded_width};
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
-use crate::kernels::packed::{self, PANEL, Packed, matmul_packed, pack, packed_len};
+use crate::kernels::packed::{self, PANEL, Packed, Runs, matmul_packed, pack, packed_len};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::winograd::Winograd;
 use crate::kernels::{self, Window, activation, add_rows, sum_rows};
@@ -365,6 +365,38 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     }
                 });
                 gather_finishing(blocks, (p, block, f), |r| r, ys, fin, i * conv_len);
+            }
+            return;
+        }
+        if let Some(p) = packed.filter(|_| wide.is_none() && !unfolded_blocks && (g.dh, g.dw) == (1, 1)) {
+            // Strided windows at batch 1: bands of output rows, each output row's
+            // patches read in place as runs of KW*C values, one per kernel row,
+            // from the input or, where the window hangs over padding, from the
+            // band's input rows padded (no unfolding).
+            let rows = band_rows(g.oh, g.ow);
+            let inside = (g.pt, g.pl) == (0, 0) && (g.oh - 1) * g.sh + g.kh <= g.h && padded_width(&g) <= g.w;
+            let row_len = if inside { g.w * g.c } else { padded_width(&g) * g.c };
+            let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
+            for (i, (ys, xs)) in samples.enumerate() {
+                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                    let (first, count) = (b * rows * g.sh, yb.len() / (g.ow * f));
+                    let reads = (count - 1) * g.sh + g.kh;
+                    let products = |xb: &[f32], yb: &mut [f32]| {
+                        for (r, yr) in yb.chunks_exact_mut(g.ow * f).enumerate() {
+                            let a = Runs::new(&xb[r * g.sh * row_len..], g.ow, g.sw * g.c, (g.kh, g.kw * g.c, row_len));
+                            matmul_packed(a, p, 0..k, 0..f, yr, f, false);
+                        }
+                    };
+                    if inside {
+                        products(&xs[first * row_len..], yb);
+                    } else {
+                        with_scratch(reads * row_len, |xb| {
+                            pad_rows(&g, xs, first..first + reads, xb);
+                            products(xb, yb);
+                        });
+                    }
+                    fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
+                });
             }
             return;
         }
