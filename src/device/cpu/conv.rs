@@ -15,7 +15,7 @@ use crate::kernels::im2col::{col2im_add, im2col, im2col_positions, pad_rows, pad
 use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::packed::{self, PANEL, Packed, Runs, matmul_packed, pack, packed_len};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
-use crate::kernels::winograd::Winograd;
+use crate::kernels::winograd::{Transformed, Winograd};
 use crate::kernels::{self, Window, activation, add_rows, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -226,8 +226,13 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let packs = packs && !(wide.is_some() && Wide::blocked(f));
     let (prepared, [_, _, wp, padded, cols, blocks], argmax) =
         ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
-    // The transformed kernel (form: the tiles' side) or the packed one (form 0).
+    // The transformed kernel (form: the tiles' side; at batch 1 packed for the
+    // packed product, form 16 + the side) or the packed one (form 0).
+    let tiles_packed = winograd_blocks && packed::available();
     let prepared = match &winograd {
+        Some(w) if tiles_packed => prepared.get(op.version, 16 + w.tile_side() as u64, w.packed_kernel_len(), |u| {
+            w.transform_kernel_packed(op.kernel, u)
+        }),
         Some(w) => prepared.get(op.version, w.tile_side() as u64, w.kernel_len(), |u| w.transform_kernel(op.kernel, u)),
         None if packs => prepared.get(op.version, 0, packed_len(k, f), |p| pack(op.kernel, k, f, p)),
         None => &[],
@@ -249,6 +254,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
         if let (true, Some(w)) = (winograd_blocks, &winograd) {
+            let u = if tiles_packed { Transformed::Packed(prepared) } else { Transformed::Rows(prepared) };
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             if let Some(band) = winograd_band {
                 // Each task transforms its band of rows of tiles, and computes every output channel.
@@ -258,7 +264,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     let xp = &*padded;
                     ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                         with_scratch(w.scratch_len(), |scratch| {
-                            w.forward_rows(xp, prepared, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
+                            w.forward_rows(xp, u, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
                         });
                         fin.apply_after_bias(yb, i * conv_len + b * rows * g.ow * f, f);
                     });
@@ -267,14 +273,15 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             }
             // Each task transforms the whole sample, and computes its block of output channels.
             let p = g.positions();
-            let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(FILTER_BLOCK);
+            let unit = if tiles_packed { PANEL } else { FILTER_BLOCK };
+            let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(unit);
             for (i, (ys, xs)) in samples.enumerate() {
                 pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
                 let xp = &*padded;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
                     let filters = b * block..b * block + yb.len() / p;
                     with_scratch(w.scratch_len(), |scratch| {
-                        w.forward_filters(xp, prepared, 1, filters, fin.bias_inside(), scratch, yb);
+                        w.forward_filters(xp, u, 1, filters, fin.bias_inside(), scratch, yb);
                     });
                 });
                 let fin = Finish { bias: None, ..fin };
