@@ -193,7 +193,7 @@ fn conv_stride1(c: &mut Criterion) {
                 b.iter(|| {
                     wino.pad(&x, &mut xp);
                     wino.transform_kernel(&w, &mut u);
-                    wino.forward(&xp, &u, TASK, Some(&bias), &mut wino_scratch, &mut y);
+                    wino.forward(&xp, u[..].into(), TASK, Some(&bias), &mut wino_scratch, &mut y);
                 })
             });
             group.bench_function(format!("weight gradient {shape}, winograd {m}x{m}"), |b| {

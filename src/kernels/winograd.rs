@@ -32,12 +32,12 @@
 //! finite: [`Winograd::pad`] writes zeros in the tail.
 //!
 //! The matrix products run through `Wide`'s pointwise products (the
-//! register-blocked kernels where they apply), or at batch-1 inference, where
-//! the transformed kernel is kept packed ([`Transformed::Packed`]), through
-//! the packed product (ResNet-50 at batch 1 about 8% faster: its 14x14
-//! stage's products read 4 MiB of transformed kernel per layer, streamed
-//! with the next block fetched ahead), a block of tiles at a time, so
-//! that a block's transformed values stay in cache between the steps. The
+//! register-blocked kernels where they apply), or at inference, where the
+//! transformed kernel is kept packed ([`Transformed::Packed`]), through the
+//! packed product (ResNet-50 about 8% faster at batch 1, where its 14x14
+//! stage's products stream 4 MiB of transformed kernel per layer with the
+//! next block fetched ahead, and 6% at batch 32), a block of tiles at a
+//! time, so that a block's transformed values stay in cache between the steps. The
 //! reference is the unfolding path, which the tests compare against (the sums
 //! are taken in another order: the results agree to rounding, not bit for bit).
 
@@ -68,7 +68,7 @@ const FILTER_BLOCK: usize = 64;
 
 /// The transformed kernel as the tiles' products read it: (positions, C, F)
 /// row-major (the register-blocked kernel's), or each position's (C, F)
-/// packed ([`packed`]: batch-1 inference, where the kernel is kept).
+/// packed ([`packed`]: inference, where the kernel is kept).
 #[derive(Clone, Copy)]
 pub enum Transformed<'a> {
     Rows(&'a [f32]),
@@ -209,8 +209,16 @@ impl Winograd {
 
     // xp: the padded layout of `s` samples; u: transform_kernel's (16,C,F) ->
     // y: (s,OH,OW,F) = conv(x, kernel) (+ bias). `scratch`: scratch_len() values.
-    pub fn forward(&self, xp: &[f32], u: &[f32], s: usize, bias: Option<&[f32]>, scratch: &mut [f32], y: &mut [f32]) {
-        self.forward_filters(xp, u.into(), s, 0..self.f, bias, scratch, y)
+    pub fn forward(
+        &self,
+        xp: &[f32],
+        u: Transformed,
+        s: usize,
+        bias: Option<&[f32]>,
+        scratch: &mut [f32],
+        y: &mut [f32],
+    ) {
+        self.forward_filters(xp, u, s, 0..self.f, bias, scratch, y)
     }
 
     // [`Winograd::forward`] of the output channels `filters` (multiples of 16) only:
@@ -1121,7 +1129,7 @@ mod tests {
                 wino.transform_kernel(&kernel, &mut u);
                 let mut scratch = vec![0.0; wino.scratch_len()];
                 let mut y = vec![f32::NAN; s * oh * ow * f];
-                wino.forward(&xp, &u, s, Some(&bias), &mut scratch, &mut y);
+                wino.forward(&xp, u[..].into(), s, Some(&bias), &mut scratch, &mut y);
 
                 let (p, k) = (g.positions(), g.patch_len());
                 let mut cols = vec![0.0; p * k];
@@ -1146,11 +1154,16 @@ mod tests {
                 for (i, (a, b)) in bands.iter().zip(&y[..sample]).enumerate() {
                     assert!((a - b).abs() <= 1e-6 * scale, "F({m}) {h}x{w}x{c}->{f} by bands at {i}: {a} vs {b}");
                 }
-                // Batch-1 inference's products through the packed kernel: the first
-                // sample by blocks of filters (from a panel on) and by bands of rows.
+                // Inference's products through the packed kernel: every sample, and
+                // the first by blocks of filters (from a panel on) and by bands of rows.
                 let mut up = vec![f32::NAN; wino.packed_kernel_len()];
                 wino.transform_kernel_packed(&kernel, &mut up);
                 let packed = Transformed::Packed(&up);
+                let mut all = vec![f32::NAN; s * oh * ow * f];
+                wino.forward(&xp, packed, s, Some(&bias), &mut scratch, &mut all);
+                for (i, (a, b)) in all.iter().zip(&y).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * scale, "F({m}) {h}x{w}x{c}->{f} packed at {i}: {a} vs {b}");
+                }
                 let mut by_bands = vec![f32::NAN; sample];
                 for band in [0..1, 1..rows].into_iter().filter(|b| b.start < rows) {
                     let yb = &mut by_bands[band.start * m * ow * f..];

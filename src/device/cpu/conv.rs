@@ -226,9 +226,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let packs = packs && !(wide.is_some() && Wide::blocked(f));
     let (prepared, [_, _, wp, padded, cols, blocks], argmax) =
         ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
-    // The transformed kernel (form: the tiles' side; at batch 1 packed for the
-    // packed product, form 16 + the side) or the packed one (form 0).
-    let tiles_packed = winograd_blocks && packed::available();
+    // The transformed kernel (form: the tiles' side; where it is kept across
+    // calls, packed for the packed product, form 16 + the side: ResNet-50 at
+    // batch 32 6% faster) or the packed one (form 0). (Packed on every
+    // training call, ResNet-20's steps are no faster.)
+    let tiles_packed = op.version.is_some() && packed::available();
     let prepared = match &winograd {
         Some(w) if tiles_packed => prepared.get(op.version, 16 + w.tile_side() as u64, w.packed_kernel_len(), |u| {
             w.transform_kernel_packed(op.kernel, u)
@@ -249,12 +251,12 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
         }
     }
     let wp = &*wp;
-    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, prepared)), wp);
+    let u = if tiles_packed { Transformed::Packed(prepared) } else { Transformed::Rows(prepared) };
+    let conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
     let Some(pg) = op.pool else {
         if let (true, Some(w)) = (winograd_blocks, &winograd) {
-            let u = if tiles_packed { Transformed::Packed(prepared) } else { Transformed::Rows(prepared) };
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             if let Some(band) = winograd_band {
                 // Each task transforms its band of rows of tiles, and computes every output channel.
@@ -499,7 +501,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     }
     let (wp, argmax) = (&*wp, &*argmax);
     let u = &turned[turned_len.min(k * f)..];
-    let mut conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, u)), wp);
+    let mut conv = ConvKernel::new(op, direct, wide, winograd.map(|w| (w, Transformed::Rows(u))), wp);
     // The weight gradient through the forward pass's tiles (their products
     // through the register-blocked kernel: up to 64 filters).
     conv.weight_tiles =
@@ -742,7 +744,7 @@ struct ConvKernel<'a> {
     /// Winograd's tiles for this call's stride-1 convolution (the forward
     /// pass's, or in a backward pass the input gradient's transposed one), and
     /// the kernel transformed for them.
-    winograd: Option<(Winograd, &'a [f32])>,
+    winograd: Option<(Winograd, Transformed<'a>)>,
     /// Winograd's tiles for the weight gradient (a backward pass's).
     weight_tiles: Option<Winograd>,
 }
@@ -754,7 +756,7 @@ impl<'a> ConvKernel<'a> {
         op: &ConvOp<'a>,
         direct: bool,
         wide: Option<Wide>,
-        winograd: Option<(Winograd, &'a [f32])>,
+        winograd: Option<(Winograd, Transformed<'a>)>,
         wp: &'a [f32],
     ) -> Self {
         ConvKernel { g: op.g, f: op.filters, direct, wide, w: op.kernel, wp, winograd, weight_tiles: None }
@@ -900,7 +902,7 @@ impl<'a> ConvKernel<'a> {
             winograd.pad(x, xp);
             for (first, ys) in groups {
                 let count = ys.len() / (p * f);
-                winograd.forward(&xp[first * winograd.sample_len()..], u, count, fin.bias_inside(), scratch, ys);
+                winograd.forward(&xp[first * winograd.sample_len()..], *u, count, fin.bias_inside(), scratch, ys);
                 fin.apply_after_bias(ys, at + first * p * f, f);
             }
         } else if let Some(wide) = self.wide.filter(Wide::pointwise) {
@@ -1004,7 +1006,7 @@ impl<'a> ConvKernel<'a> {
             // The forward pass of the transposed convolution, with the kernel turned.
             let (dzp, scratch) = dcols.split_at_mut(winograd.padded_len(s));
             winograd.pad(dz, dzp);
-            return winograd.forward(dzp, u, s, None, scratch, dx);
+            return winograd.forward(dzp, *u, s, None, scratch, dx);
         }
         if self.wide.is_some_and(|w| w.pointwise()) {
             return matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dx, false);
