@@ -341,6 +341,47 @@ fn a_sample_predicts_the_same_alone_and_in_a_batch() {
 }
 
 #[test]
+fn batch_one_predictions_are_bit_identical_on_any_thread_count() {
+    // Batch-1 inference splits each sample's work by bands of rows or blocks of
+    // filters, whose sizes may follow the thread count; no sum may. Winograd's
+    // tiles by bands (28x28) and by blocks of filters (14x14, 96 filters),
+    // strided windows read in place with padding (7x7, stride 2) and without
+    // (1x1, stride 2), unfolded patches by blocks of filters (3x3 on 7x7, 128 filters).
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let conv = |f: usize, k: usize, s: usize, x: &SymbolicTensor| {
+                Conv2D::new(f, (k, k))
+                    .strides((s, s))
+                    .padding(Padding::Same)
+                    .activation(Activation::Relu)
+                    .apply(x)
+                    .unwrap()
+            };
+            let inputs = Input::new([28, 28, 16]);
+            let x = conv(32, 3, 1, &inputs);
+            let x = conv(32, 7, 2, &x);
+            let x = conv(96, 3, 1, &x);
+            let x = conv(64, 1, 2, &x);
+            let x = conv(128, 3, 1, &x);
+            let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+            let outputs = Dense::new(3).apply(&x).unwrap();
+            let mut model = Model::new(&inputs, &outputs).unwrap().seed(3);
+            model.build().unwrap();
+            let values: Vec<f32> = (0..28 * 28 * 16).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.3).collect();
+            let one = Tensor::from_vec(&[1, 28, 28, 16], values).unwrap();
+            model.predict(&one).unwrap().to_f32_vec()
+        })
+    };
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let one = run(1);
+    assert!(one.iter().any(|v| *v != 0.0), "{one:?}");
+    for threads in [2, 3] {
+        assert_eq!(bits(&one), bits(&run(threads)), "1 against {threads} threads");
+    }
+}
+
+#[test]
 fn batch_normalization_and_add_apply_the_activation_after_them_with_the_same_results() {
     // BatchNormalization -> ReLU, -> ReLU(6) and -> Activation("relu") at the end, and
     // Add -> ReLU (a residual block's end) are fused into one pass; the unfused model
