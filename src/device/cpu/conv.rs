@@ -65,6 +65,14 @@ fn pool_group(conv_len: usize) -> usize {
 /// Output channels per task when batch-1 inference splits a convolution by channels.
 const FILTER_BLOCK: usize = 16;
 
+/// Output channels per thread where batch-1 inference splits `f` of them
+/// over the threads: whole blocks, starting at a panel for the `packed`
+/// product. (Each channel's sums are the same whatever the split.)
+fn thread_filters(f: usize, packed: bool) -> usize {
+    let unit = if packed { PANEL } else { FILTER_BLOCK };
+    f.div_ceil(rayon::current_num_threads()).next_multiple_of(unit)
+}
+
 /// Fewest tiles per band when batch-1 inference splits Winograd's tiles by
 /// rows of them.
 const WINOGRAD_BAND_TILES: usize = 28;
@@ -275,8 +283,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             }
             // Each task transforms the whole sample, and computes its block of output channels.
             let p = g.positions();
-            let unit = if tiles_packed { PANEL } else { FILTER_BLOCK };
-            let block = f.div_ceil(rayon::current_num_threads()).next_multiple_of(unit);
+            let block = thread_filters(f, tiles_packed);
             for (i, (ys, xs)) in samples.enumerate() {
                 pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
                 let xp = &*padded;
@@ -297,9 +304,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
             // its output channels into blocks (each reads only its block of the kernel).
             let rows = band_rows(g.oh, g.ow);
             let threads = rayon::current_num_threads();
-            // (The packed kernel's blocks start at a panel.)
-            let unit = if packed.is_some() { PANEL } else { FILTER_BLOCK };
-            let block = f.div_ceil(threads).next_multiple_of(unit);
+            let block = thread_filters(f, packed.is_some());
             let by_filters = g.oh.div_ceil(rows) < threads && block < f;
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             for (i, (ys, xs)) in samples.enumerate() {
