@@ -100,7 +100,9 @@ fn augmented_cnn(seed: u64) -> Model {
     model
 }
 
-/// A residual CNN with BatchNormalization (batch statistics over the global batch).
+/// A residual CNN with BatchNormalization (batch statistics over the global
+/// batch), one of them applying the Add after it in training, at the Add's
+/// turn: after the normalisation of its other input, defined after it.
 fn batch_norm_cnn(seed: u64) -> Model {
     let inputs = Input::new([8, 8, 1]);
     let c = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&inputs).unwrap();
@@ -108,6 +110,11 @@ fn batch_norm_cnn(seed: u64) -> Model {
     let r = ActivationLayer::new(Activation::Relu).apply(&n).unwrap();
     let c2 = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&r).unwrap();
     let s = Add::new().apply(&[&r, &c2]).unwrap();
+    let main = Conv2D::new(4, (3, 3)).padding(Padding::Same).apply(&s).unwrap();
+    let main = BatchNormalization::new().momentum(0.9).apply(&main).unwrap();
+    let shortcut = Conv2D::new(4, (1, 1)).apply(&s).unwrap();
+    let shortcut = BatchNormalization::new().momentum(0.8).apply(&shortcut).unwrap();
+    let s = Add::new().apply(&[&main, &shortcut]).unwrap();
     let f = Flatten::new().apply(&s).unwrap();
     let out = Dense::new(3).activation(Activation::Softmax).apply(&f).unwrap();
     let mut model = Model::new(&inputs, &out).unwrap().seed(seed);

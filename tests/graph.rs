@@ -427,6 +427,59 @@ fn batch_normalization_and_add_apply_the_activation_after_them_with_the_same_res
 }
 
 #[test]
+fn batch_normalizations_apply_the_add_after_them_in_training_with_the_same_results() {
+    // In training a BatchNormalization whose only consumer is a two-input Add
+    // writes the Add's output at the Add's turn: ResNet's identity block (the
+    // normalisation second, a ReLU after the Add), its projection block (the
+    // shortcut's convolution computed after the normalisation), the
+    // normalisation first with no activation (MobileNetV2), ReLU(6), a frozen
+    // normalisation (moving statistics), 16 channels (the blocked kernel) and
+    // 3 (the reference). Not fused: one of three inputs, a normalisation read
+    // twice, one with a ReLU of its own. Training must give the weights,
+    // moving statistics and losses of the model run layer by layer, bit for bit.
+    let make = |fuse: bool| {
+        let bn = |x: &SymbolicTensor| BatchNormalization::new().momentum(0.5).apply(x).unwrap();
+        let frozen = |x: &SymbolicTensor| BatchNormalization::new().trainable(false).apply(x).unwrap();
+        let relu = |x: &SymbolicTensor| ReLU::new().apply(x).unwrap();
+        let add = |xs: &[&SymbolicTensor]| Add::new().apply(xs).unwrap();
+        let conv = |f: usize, x: &SymbolicTensor| Conv2D::new(f, (3, 3)).padding(Padding::Same).apply(x).unwrap();
+        let inputs = Input::new([8, 8, 3]);
+        let x = relu(&add(&[&inputs, &bn(&conv(3, &inputs))]));
+        let x = relu(&bn(&conv(16, &x)));
+        let x = relu(&add(&[&x, &bn(&conv(16, &relu(&bn(&conv(16, &x)))))]));
+        let main = bn(&conv(16, &x));
+        let x = relu(&add(&[&conv(16, &x), &main]));
+        let x = add(&[&bn(&conv(16, &x)), &x]);
+        let x = ReLU::new().max_value(6.0).apply(&add(&[&x, &frozen(&conv(16, &x))])).unwrap();
+        let x = add(&[&bn(&conv(16, &x)), &x, &x]);
+        let twice = bn(&conv(16, &x));
+        let x = add(&[&twice, &add(&[&twice, &x])]);
+        let x = add(&[&x, &relu(&bn(&conv(16, &x)))]);
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let outputs = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(12).fuse_layers(fuse);
+        model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        model
+    };
+    let (n, len) = (24, 8 * 8 * 3);
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&[n, 8, 8, 3], values).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let options = FitOptions { epochs: 3, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut fused, mut separate) = (make(true), make(false));
+    let (a, b) = (fused.fit(&x, &y, &options).unwrap(), separate.fit(&x, &y, &options).unwrap());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(fused.params().unwrap()), bits(separate.params().unwrap()), "weights");
+    assert_eq!(bits(fused.state().unwrap()), bits(separate.state().unwrap()), "moving statistics");
+    let logs = |h: &keel::model::History| h.epochs.iter().map(|e| e.logs.clone()).collect::<Vec<_>>();
+    assert_eq!(logs(&a), logs(&b));
+    // Training moved the weights: the comparison is not of two untouched models.
+    let mut untrained = make(true);
+    untrained.build().unwrap();
+    assert_ne!(bits(fused.params().unwrap()), bits(untrained.params().unwrap()), "training changed nothing");
+}
+
+#[test]
 fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
     // At inference a Conv2D or DepthwiseConv2D applies the BatchNormalization that
     // is its only consumer (and the activation fused into it) as it writes: the

@@ -341,8 +341,17 @@ pub trait Device: Send + Sync {
     /// dx = dy * f'(x) over `len` values.
     fn rectifier_backward(&self, f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize);
 
-    /// y = act(x * a[ch] + b[ch]) over `len` values, channels last (`a.len()` of them), in one pass.
-    fn scale_shift(&self, x: &[f32], ab: (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize);
+    /// y = act(x * a[ch] + b[ch]) over `len` values, channels last (`a.len()` of them), in one pass;
+    /// with a residual (shaped as x), y = act((x * a[ch] + b[ch]) + residual).
+    fn scale_shift(
+        &self,
+        x: &[f32],
+        ab: (&[f32], &[f32]),
+        residual: Option<&[f32]>,
+        act: Activation,
+        y: &mut [f32],
+        len: usize,
+    );
 
     /// y += x over `len` values (a second contribution to a gradient).
     fn add_to(&self, x: &[f32], y: &mut [f32], len: usize);

@@ -82,35 +82,51 @@ fn rectify(act: Activation, z: f32) -> f32 {
 }
 
 /// y = act(x * a + b) per channel (a = gamma / sqrt(var + eps), b = beta - mean * a),
-/// act applied here if [`applies`] says so (else y = x * a + b).
-pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], act: Activation, y: &mut [f32]) {
+/// or with a residual (shaped as x) y = act((x * a + b) + residual): the sum of
+/// an Add after the normalisation, in the same pass. act applied here if
+/// [`applies`] says so (else y = x * a + b (+ residual)).
+pub fn scale_shift(x: &[f32], a: &[f32], b: &[f32], residual: Option<&[f32]>, act: Activation, y: &mut [f32]) {
     let act = if applies(act) { act } else { Activation::Linear };
     if a.len().is_multiple_of(BLOCK) {
-        scale_shift_blocked(x, a, b, act, y)
+        scale_shift_blocked(x, a, b, residual, act, y)
     } else {
-        scale_shift_reference(x, a, b, act, y)
+        scale_shift_reference(x, a, b, residual, act, y)
     }
 }
 
 #[multiversion(targets = "simd")]
-fn scale_shift_blocked(x: &[f32], a: &[f32], b: &[f32], act: Activation, y: &mut [f32]) {
+fn scale_shift_blocked(x: &[f32], a: &[f32], b: &[f32], residual: Option<&[f32]>, act: Activation, y: &mut [f32]) {
     // One loop per activation, so that none decides per value.
     match act {
-        Activation::Relu => scale_shift_rows(x, a, b, y, |z| rectify(Activation::Relu, z)),
-        Activation::Relu6 => scale_shift_rows(x, a, b, y, |z| rectify(Activation::Relu6, z)),
-        _ => scale_shift_rows(x, a, b, y, |z| z),
+        Activation::Relu => scale_shift_rows(x, a, b, residual, y, |z| rectify(Activation::Relu, z)),
+        Activation::Relu6 => scale_shift_rows(x, a, b, residual, y, |z| rectify(Activation::Relu6, z)),
+        _ => scale_shift_rows(x, a, b, residual, y, |z| z),
     }
 }
 
 /// [`scale_shift_blocked`]'s loop, with the activation `act`.
 #[inline(always)]
-fn scale_shift_rows(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], act: impl Fn(f32) -> f32) {
+fn scale_shift_rows(
+    x: &[f32],
+    a: &[f32],
+    b: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    act: impl Fn(f32) -> f32,
+) {
     let c = a.len();
-    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        let blocks = yr.chunks_exact_mut(BLOCK).zip(xr.chunks_exact(BLOCK));
-        for ((out, xv), (av, bv)) in blocks.zip(a.chunks_exact(BLOCK).zip(b.chunks_exact(BLOCK))) {
-            for l in 0..BLOCK {
-                out[l] = act(xv[l] * av[l] + bv[l]);
+    let rows = x.len().min(y.len()) / c;
+    for row in 0..rows {
+        for c0 in (0..c).step_by(BLOCK) {
+            let at = row * c + c0;
+            let (xv, av, bv) = (block(x, at), block(a, c0), block(b, c0));
+            let out: &mut [f32; BLOCK] = (&mut y[at..at + BLOCK]).try_into().unwrap();
+            match residual {
+                None => (0..BLOCK).for_each(|l| out[l] = act(xv[l] * av[l] + bv[l])),
+                Some(r) => {
+                    let rv = block(r, at);
+                    (0..BLOCK).for_each(|l| out[l] = act(xv[l] * av[l] + bv[l] + rv[l]));
+                }
             }
         }
     }
@@ -118,11 +134,12 @@ fn scale_shift_rows(x: &[f32], a: &[f32], b: &[f32], y: &mut [f32], act: impl Fn
 
 /// [`scale_shift`] row by row: the reference of the blocked kernel.
 #[multiversion(targets = "simd")]
-fn scale_shift_reference(x: &[f32], a: &[f32], b: &[f32], act: Activation, y: &mut [f32]) {
+fn scale_shift_reference(x: &[f32], a: &[f32], b: &[f32], residual: Option<&[f32]>, act: Activation, y: &mut [f32]) {
     let c = a.len();
-    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        for (((y, &x), &a), &b) in yr.iter_mut().zip(xr).zip(a).zip(b) {
-            *y = rectify(act, x * a + b);
+    for (i, (yr, xr)) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        for (ch, (y, &x)) in yr.iter_mut().zip(xr).enumerate() {
+            let z = x * a[ch] + b[ch];
+            *y = rectify(act, residual.map_or(z, |r| z + r[i * c + ch]));
         }
     }
 }
@@ -345,9 +362,19 @@ mod tests {
                 assert_eq!(fast, plain, "input gradient, {what}");
 
                 let (mut fast, mut plain) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
-                scale_shift_blocked(&x, &a, &b, act, &mut fast);
-                scale_shift_reference(&x, &a, &b, act, &mut plain);
+                scale_shift_blocked(&x, &a, &b, None, act, &mut fast);
+                scale_shift_reference(&x, &a, &b, None, act, &mut plain);
                 assert_eq!(fast, plain, "scale and shift, {what}");
+                // With a residual: the normalisation, then the sum, then the activation.
+                let (mut fast, mut summed) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
+                scale_shift_blocked(&x, &a, &b, Some(&dy), act, &mut fast);
+                scale_shift_reference(&x, &a, &b, Some(&dy), act, &mut summed);
+                assert_eq!(fast, summed, "scale, shift and residual, {what}");
+                let mut z = vec![0.0; x.len()];
+                scale_shift_reference(&x, &a, &b, None, Activation::Linear, &mut z);
+                let sum = z.iter().zip(&dy).map(|(z, r)| rectify(act, z + r));
+                assert!(sum.zip(&summed).all(|(s, v)| s.to_bits() == v.to_bits()), "residual added last, {what}");
+                assert_ne!(summed, plain, "the residual changes the output, {what}");
                 // The gate passes exactly where the activation's output does not cut.
                 let passed = plain.iter().filter(|&&y| y > 0.0 && (act != Activation::Relu6 || y < 6.0)).count();
                 if let Some(g) = gate {

@@ -158,6 +158,48 @@ impl BatchNormalization {
             self.error.get_or_insert(e);
         }
     }
+
+    /// The forward pass: the statistics (the batch's in training, updating
+    /// the moving ones), then y = act(x * a + b), or with `residual` = (r,
+    /// act) the sum of an Add after the layer: y = act((x * a + b) + r).
+    #[allow(clippy::too_many_arguments)]
+    fn normalize(
+        &mut self,
+        params: &[f32],
+        state: &mut [f32],
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        mode: Mode,
+        residual: Option<(&[f32], Activation)>,
+    ) {
+        let c = self.c;
+        let (moving_mean, moving_var) = state.split_at_mut(c);
+        self.batch_statistics = mode == Mode::Train && self.trainable;
+        if self.batch_statistics {
+            let (device, len, sample_len) = (device::current(), n * self.sample_len, self.sample_len);
+            device.channel_sums(ChannelSums::Moments, x, c, sample_len, len, &mut self.sums, &mut self.ws);
+            // sums = [per-channel sums, sums of squares, rows], over every rank of a group.
+            self.sums[2 * c] = (len / c) as f64;
+            self.sum_over_group(2 * c + 1);
+            self.rows = self.sums[2 * c].max(1.0);
+            let (rows, momentum) = (self.rows, self.momentum);
+            for ch in 0..c {
+                let mean = self.sums[ch] / rows;
+                self.mean[ch] = mean as f32;
+                let var = (self.sums[c + ch] / rows - mean * mean).max(0.0) as f32;
+                self.inv_std[ch] = 1.0 / (var + self.epsilon).sqrt();
+                moving_mean[ch] = moving_mean[ch] * momentum + self.mean[ch] * (1.0 - momentum);
+                moving_var[ch] = moving_var[ch] * momentum + var * (1.0 - momentum);
+            }
+        } else {
+            self.use_moving_statistics(moving_mean, moving_var);
+        }
+        self.set_map(params);
+        // With a residual: the Add's sum and activation (this layer's own is linear).
+        let (residual, act) = residual.map_or((None, self.act), |(r, act)| (Some(r), act));
+        device::current().scale_shift(x, (&self.a, &self.b), residual, act, y, n * self.sample_len);
+    }
 }
 
 impl std::fmt::Debug for BatchNormalization {
@@ -266,30 +308,25 @@ impl Layer for BatchNormalization {
     // x: (N, ..., C) -> y: (N, ..., C);  y = gamma * (x - mean) / sqrt(var + eps) + beta
     // mean, var: the batch's in training (moving statistics updated), else the moving ones.
     fn forward_stateful(&mut self, params: &[f32], state: &mut [f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
-        let c = self.c;
-        let (moving_mean, moving_var) = state.split_at_mut(c);
-        self.batch_statistics = mode == Mode::Train && self.trainable;
-        if self.batch_statistics {
-            let (device, len, sample_len) = (device::current(), n * self.sample_len, self.sample_len);
-            device.channel_sums(ChannelSums::Moments, x, c, sample_len, len, &mut self.sums, &mut self.ws);
-            // sums = [per-channel sums, sums of squares, rows], over every rank of a group.
-            self.sums[2 * c] = (len / c) as f64;
-            self.sum_over_group(2 * c + 1);
-            self.rows = self.sums[2 * c].max(1.0);
-            let (rows, momentum) = (self.rows, self.momentum);
-            for ch in 0..c {
-                let mean = self.sums[ch] / rows;
-                self.mean[ch] = mean as f32;
-                let var = (self.sums[c + ch] / rows - mean * mean).max(0.0) as f32;
-                self.inv_std[ch] = 1.0 / (var + self.epsilon).sqrt();
-                moving_mean[ch] = moving_mean[ch] * momentum + self.mean[ch] * (1.0 - momentum);
-                moving_var[ch] = moving_var[ch] * momentum + var * (1.0 - momentum);
-            }
-        } else {
-            self.use_moving_statistics(moving_mean, moving_var);
-        }
-        self.set_map(params);
-        device::current().scale_shift(x, (&self.a, &self.b), self.act, y, n * self.sample_len);
+        self.normalize(params, state, x, y, n, mode, None);
+    }
+
+    fn adds_residual(&self) -> bool {
+        self.act == Activation::Linear
+    }
+
+    // x, residual: (N, ..., C) -> y: (N, ..., C);  y = act(normalized(x) + residual)
+    fn forward_residual(
+        &mut self,
+        params: &[f32],
+        state: &mut [f32],
+        x: &[f32],
+        residual: (&[f32], Activation),
+        y: &mut [f32],
+        n: usize,
+        mode: Mode,
+    ) {
+        self.normalize(params, state, x, y, n, mode, Some(residual));
     }
 
     // dz = dy * act'(z) (dy itself without a fused activation);

@@ -331,6 +331,37 @@ pub trait Layer: Send {
         None
     }
 
+    /// Whether in training this layer may apply the two-input Add that is its
+    /// output's only consumer as it writes ([`Layer::forward_residual`]): a
+    /// layer whose backward pass reads its input, never its output
+    /// (BatchNormalization without an activation of its own).
+    fn adds_residual(&self) -> bool {
+        false
+    }
+
+    /// [`Layer::forward_stateful`] with the Add after the layer applied to
+    /// its output: y = act(layer(x) + residual), `residual` the Add's other
+    /// input (shaped as y) and `act` its activation (elementwise). y is the
+    /// Add's output; the layer's own output is never written. The model calls
+    /// it only where [`Layer::adds_residual`]. This default runs the layer,
+    /// then the sum and the activation in passes of their own.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_residual(
+        &mut self,
+        params: &[f32],
+        state: &mut [f32],
+        x: &[f32],
+        (residual, act): (&[f32], Activation),
+        y: &mut [f32],
+        n: usize,
+        mode: Mode,
+    ) {
+        self.forward_stateful(params, state, x, y, n, mode);
+        let len = y.len().min(residual.len());
+        crate::kernels::add_assign(&mut y[..len], &residual[..len]);
+        crate::device::current().activation_forward(act, &mut y[..len], len.max(1));
+    }
+
     /// Whether [`Layer::forward_affine`] applies a following per-channel map
     /// as it writes its output (a convolution with no activation or pooling of its own).
     fn folds_affine(&self) -> bool {

@@ -115,12 +115,12 @@ impl Layer for Normalization {
 
     // x: (N, ..., C) -> y = (x - mean[c]) / sqrt(variance[c]) = x * a[c] + b[c]
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().scale_shift(x, (&self.a, &self.b), Activation::Linear, y, n * self.len);
+        device::current().scale_shift(x, (&self.a, &self.b), None, Activation::Linear, y, n * self.len);
     }
 
     // y = (x - mean) / std  =>  dx = dy / std
     fn backward(&mut self, pass: Backward) {
         let Some(dx) = pass.dx else { return };
-        device::current().scale_shift(pass.dy, (&self.a, &self.zeros), Activation::Linear, dx, pass.n * self.len);
+        device::current().scale_shift(pass.dy, (&self.a, &self.zeros), None, Activation::Linear, dx, pass.n * self.len);
     }
 }

@@ -63,13 +63,20 @@ impl Layer for Rescaling {
 
     // x: (N, ...) -> y = x * scale + offset
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, _mode: Mode) {
-        device::current().scale_shift(x, (&[self.scale], &[self.offset]), Activation::Linear, y, n * self.len);
+        device::current().scale_shift(x, (&[self.scale], &[self.offset]), None, Activation::Linear, y, n * self.len);
     }
 
     // y = x * scale + offset  =>  dx = dy * scale
     fn backward(&mut self, pass: Backward) {
         if let Some(dx) = pass.dx {
-            device::current().scale_shift(pass.dy, (&[self.scale], &[0.0]), Activation::Linear, dx, pass.n * self.len);
+            device::current().scale_shift(
+                pass.dy,
+                (&[self.scale], &[0.0]),
+                None,
+                Activation::Linear,
+                dx,
+                pass.n * self.len,
+            );
         }
     }
 }

@@ -437,6 +437,27 @@ impl Model {
                 *residual = Some((a, other));
             }
         }
+        // In training a layer that can (a BatchNormalization with no activation
+        // of its own) applies the two-input Add that is its only consumer as it
+        // writes, into the Add's buffer, at the Add's turn (its other input is
+        // ready then): the Add is not run forward, the layer's own output not
+        // written (its backward pass reads only its input).
+        let mut train_residuals = vec![None; self.nodes.len()];
+        for (a, residual) in train_residuals.iter_mut().enumerate() {
+            let add = &self.nodes[a];
+            let (true, Some(_), &[u, v]) = (self.fuse, add.layer.residual_activation(), &add.inputs[..]) else {
+                continue;
+            };
+            let fits = |w: usize| {
+                w > 0
+                    && consumers[w] == [a]
+                    && pools[w - 1].is_none()
+                    && !aliases[w - 1]
+                    && self.nodes[w - 1].layer.adds_residual()
+            };
+            *residual =
+                [(u, v), (v, u)].into_iter().find(|&(w, other)| w != other && fits(w)).map(|(w, other)| (w - 1, other));
+        }
         // At inference a convolution reads the input of the ZeroPadding2D that is
         // its input (and feeds nothing else), padding it itself; the padding is skipped.
         let mut unpadded = vec![None; self.nodes.len()];
@@ -452,7 +473,7 @@ impl Model {
                 *slot = pad.map(|(p, _)| p);
             }
         }
-        Fusion { pools, aliases, folds, residuals, unpadded }
+        Fusion { pools, aliases, folds, residuals, unpadded, train_residuals }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.
@@ -690,4 +711,44 @@ fn not_built() -> Error {
     Error::State(
         "the model is not built yet: give an input shape (on the first layer or the model) or call fit first".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+
+    /// In training a BatchNormalization applies the two-input Add that is its
+    /// only consumer (identity and projection blocks, either input), and only
+    /// then: not one Add of three inputs, a normalisation read twice, one
+    /// with an activation of its own, or any with fusion off.
+    #[test]
+    fn batch_normalizations_apply_the_add_after_them_in_training_where_they_can() {
+        let fused_adds = |fuse: bool| {
+            let bn = |x: &SymbolicTensor, name: &str| BatchNormalization::new().named(name).apply(x).unwrap();
+            let add = |xs: &[&SymbolicTensor], name: &str| Add::new().named(name).apply(xs).unwrap();
+            let conv = |x: &SymbolicTensor| Conv2D::new(16, (3, 3)).padding(Padding::Same).apply(x).unwrap();
+            let relu = |x: &SymbolicTensor| ReLU::new().apply(x).unwrap();
+            let inputs = Input::new([8, 8, 16]);
+            let x = relu(&add(&[&inputs, &bn(&conv(&inputs), "identity_bn")], "identity"));
+            let main = bn(&conv(&x), "projection_bn");
+            let x = relu(&add(&[&conv(&x), &main], "projection"));
+            let x = add(&[&bn(&conv(&x), "first_bn"), &x], "first");
+            let x = add(&[&bn(&conv(&x), "of_three_bn"), &x, &x], "of_three");
+            let twice = bn(&conv(&x), "twice_bn");
+            let x = add(&[&twice, &add(&[&twice, &x], "twice_inner")], "twice_outer");
+            let x = add(&[&x, &relu(&bn(&conv(&x), "with_relu_bn"))], "with_relu");
+            let outputs = Dense::new(3).apply(&GlobalAveragePooling2D::new().apply(&x).unwrap()).unwrap();
+            let mut model = Model::new(&inputs, &outputs).unwrap().fuse_layers(fuse);
+            model.build().unwrap();
+            let net = model.net.as_ref().unwrap();
+            let name = |k: usize| model.nodes[k].name.clone();
+            let fused =
+                net.train_residuals().iter().enumerate().filter_map(|(a, f)| f.map(|(j, _)| (name(a), name(j))));
+            fused.collect::<Vec<_>>()
+        };
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, j)| (a.to_string(), j.to_string())).collect::<Vec<_>>();
+        let expected = [("identity", "identity_bn"), ("projection", "projection_bn"), ("first", "first_bn")];
+        assert_eq!(fused_adds(true), pairs(&expected));
+        assert_eq!(fused_adds(false), pairs(&[]));
+    }
 }

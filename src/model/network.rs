@@ -15,7 +15,11 @@
 //! after it whose other input is ready by then, which the convolution adds
 //! as it writes too (a residual block); and a convolution whose
 //! input is a ZeroPadding2D's output, read by nothing else, reads that layer's
-//! input and pads it itself, and the padding is skipped.
+//! input and pads it itself, and the padding is skipped. In training a
+//! BatchNormalization whose only consumer is a two-input Add runs at the
+//! Add's turn and writes the Add's output, the sum and its activation
+//! applied as it writes (`train_steps`); its own output is never written
+//! (its backward pass reads only its input), and the Add runs backward only.
 //!
 //! At inference a value is dead once the last node reading it has run, and
 //! its buffer serves a later value (`inference_buffers`): the few buffers in
@@ -36,6 +40,7 @@
 //! them once per graph by walking the backward pass.
 
 use super::functional::Node;
+use crate::activations::Activation;
 use crate::device::Buffer;
 use crate::layers::{Backward, Mode};
 use smallvec::SmallVec;
@@ -80,8 +85,14 @@ pub(crate) struct Network {
     slots: Vec<Option<usize>>,
     /// Values per sample each gradient slot holds.
     slot_lens: Vec<usize>,
-    /// What each node does in a pass.
+    /// What each node does in a pass (the backward pass; `train_steps` is the training forward pass).
     steps: Vec<Step>,
+    /// What each node does in a training forward pass, where a layer applies
+    /// the Add after it (`train_residuals`) at that one's turn and is skipped at its own.
+    train_steps: Vec<Step>,
+    /// train_residuals[a]: the node that runs at Add node a's turn in
+    /// training, writing a's output, and a's other input value.
+    train_residuals: Vec<Option<(usize, usize)>>,
     /// What each node does at inference, where convolutions apply the
     /// BatchNormalization after them (`folds`) and pad their own input
     /// (`infer_inputs`), and those layers are skipped.
@@ -123,6 +134,10 @@ pub(crate) struct Fusion {
     pub residuals: Vec<Option<(usize, usize)>>,
     /// unpadded[k]: the ZeroPadding2D node whose input convolution k reads at inference.
     pub unpadded: Vec<Option<usize>>,
+    /// train_residuals[a] = (j, r): in training, node j (the Add node a's
+    /// input, a's only) runs at a's turn and applies a as it writes, adding
+    /// value r, a's other input ([`crate::layers::Layer::forward_residual`]).
+    pub train_residuals: Vec<Option<(usize, usize)>>,
 }
 
 /// A weights version never handed out before (see `Network::version`).
@@ -189,6 +204,17 @@ impl Network {
                 }
             }
         }
+        // In training a layer that applies the Add after it runs at the Add's turn, not at its own.
+        let mut train_steps = steps.clone();
+        let mut train_residuals = fusion.train_residuals.clone();
+        for (a, fused) in train_residuals.iter_mut().enumerate() {
+            match (*fused, steps[a]) {
+                (Some((j, _)), Step::Run { .. }) if steps[j] == (Step::Run { output: j + 1 }) => {
+                    train_steps[j] = Step::Skip
+                }
+                _ => *fused = None,
+            }
+        }
         // At inference a convolution reads the input of the padding before it, which is skipped.
         let inputs: Vec<Inputs> = nodes.iter().map(|n| n.inputs.clone()).collect();
         let mut infer_inputs = inputs.clone();
@@ -233,6 +259,8 @@ impl Network {
             slots,
             slot_lens,
             steps,
+            train_steps,
+            train_residuals,
             infer_steps,
             folds,
             residuals,
@@ -243,6 +271,12 @@ impl Network {
             sum_scratch: Vec::new(),
             written: vec![false; values],
         }
+    }
+
+    /// train_residuals: for each Add node, the node that applies it in training, if any.
+    #[cfg(test)]
+    pub(crate) fn train_residuals(&self) -> &[Option<(usize, usize)>] {
+        &self.train_residuals
     }
 
     /// Values per sample of value v.
@@ -333,7 +367,7 @@ impl Network {
         let version = (mode == Mode::Infer).then_some(*version);
         let (steps, inputs, storage) = match mode {
             Mode::Infer => (&self.infer_steps, &self.infer_inputs, &self.infer_storage),
-            Mode::Train => (&self.steps, &self.inputs, &self.storage),
+            Mode::Train => (&self.train_steps, &self.inputs, &self.storage),
         };
         for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
@@ -355,6 +389,13 @@ impl Network {
                 });
                 let x = &acts[storage[inputs[k][0]]];
                 nodes[k].layer.forward_affine(&params[ranges[k].clone()], x, &mut y, n, (scale, shift, residual), act);
+            } else if let (Some((j, r)), Mode::Train) = (self.train_residuals[k], mode) {
+                // Node j, the Add's input, applies the Add (its other input r and its activation).
+                let act = nodes[k].layer.residual_activation().unwrap_or(Activation::Linear);
+                nodes[j].layer.set_weights_version(version);
+                let (x, residual) = (&acts[storage[inputs[j][0]]], &acts[storage[r]]);
+                let (params, state) = (&params[ranges[j].clone()], &mut state[state_ranges[j].clone()]);
+                nodes[j].layer.forward_residual(params, state, x, (residual, act), &mut y, n, mode);
             } else if let [v] = inputs[k][..] {
                 let (node, params) = (&mut nodes[k], &params[ranges[k].clone()]);
                 node.layer.forward_stateful(
@@ -378,11 +419,17 @@ impl Network {
     /// rank with an empty share of a batch runs so that layers summing batch
     /// statistics over the group's ranks still join every collective.
     pub fn empty_pass(&mut self, nodes: &mut [Node], synced: &[bool]) {
-        let Network { params, grads, state, ranges, state_ranges, steps, .. } = self;
+        let Network { params, grads, state, ranges, state_ranges, steps, train_steps, train_residuals, .. } = self;
         let runs = |k: usize| synced[k] && matches!(steps[k], Step::Run { .. });
-        for (k, node) in nodes.iter_mut().enumerate().filter(|(k, _)| runs(*k)) {
+        // In the forward pass's order: a layer applying the Add after it runs at the Add's turn.
+        let forward_order = (0..nodes.len()).filter_map(|k| match (train_residuals[k], train_steps[k]) {
+            (Some((j, _)), _) => Some(j),
+            (None, Step::Run { .. }) => Some(k),
+            (None, Step::Skip) => None,
+        });
+        for k in forward_order.filter(|&k| runs(k)) {
             let state = &mut state[state_ranges[k].clone()];
-            node.layer.forward_stateful(&params[ranges[k].clone()], state, &[], &mut [], 0, Mode::Train);
+            nodes[k].layer.forward_stateful(&params[ranges[k].clone()], state, &[], &mut [], 0, Mode::Train);
         }
         for (k, node) in nodes.iter_mut().enumerate().rev().filter(|(k, _)| runs(*k)) {
             let range = ranges[k].clone();

@@ -61,11 +61,19 @@ pub fn rectifier_backward(f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], l
     );
 }
 
-// y = act(x * a[ch] + b[ch]), a chunk at a time while it is in cache
-pub fn scale_shift(x: &[f32], (a, b): (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize) {
+// y = act(x * a[ch] + b[ch] (+ residual)), a chunk at a time while it is in cache
+pub fn scale_shift(
+    x: &[f32],
+    (a, b): (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    len: usize,
+) {
     let chunk = rows_chunk(a.len());
-    y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).for_each(|(y, x)| {
-        batch_norm::scale_shift(x, a, b, act, y);
+    y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).enumerate().for_each(|(i, (y, x))| {
+        let residual = residual.map(|r| &r[i * chunk..][..y.len()]);
+        batch_norm::scale_shift(x, a, b, residual, act, y);
         if !batch_norm::applies(act) {
             activation::forward(act, y, None, a.len());
         }

@@ -184,8 +184,16 @@ impl Device for Cpu {
         elementwise::rectifier_backward(f, x, dy, dx, len)
     }
 
-    fn scale_shift(&self, x: &[f32], ab: (&[f32], &[f32]), act: Activation, y: &mut [f32], len: usize) {
-        elementwise::scale_shift(x, ab, act, y, len)
+    fn scale_shift(
+        &self,
+        x: &[f32],
+        ab: (&[f32], &[f32]),
+        residual: Option<&[f32]>,
+        act: Activation,
+        y: &mut [f32],
+        len: usize,
+    ) {
+        elementwise::scale_shift(x, ab, residual, act, y, len)
     }
 
     fn add_to(&self, x: &[f32], y: &mut [f32], len: usize) {
