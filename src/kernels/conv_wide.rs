@@ -96,6 +96,12 @@ impl Wide {
         (self.g.kh, self.g.kw, self.wp, self.hp) == (1, 1, self.g.w, self.g.h)
     }
 
+    /// Whether the padded layout of a sample is the sample itself (a 'valid'
+    /// window: no padding), so that samples followed by others are read in place.
+    pub fn unpadded(&self) -> bool {
+        (self.lead, self.wp, self.hp) == (0, self.g.w, self.g.h)
+    }
+
     /// x: (s,H,W,C) -> xp: the padded layout, zeros around (`padded_len(s)` values).
     pub fn pad(&self, x: &[f32], xp: &mut [f32]) {
         let s = x.len() / (self.g.h * self.g.w * self.g.c);

@@ -905,11 +905,29 @@ impl<'a> ConvKernel<'a> {
         let group = if fin.applies_after_bias() { FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1)) } else { s.max(1) };
         let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
         if let Some((winograd, u)) = &self.winograd {
-            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(s));
-            winograd.pad(x, xp);
+            let in_place = winograd.wide().unpadded();
+            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(if in_place { 1 } else { s }));
+            if !in_place {
+                winograd.pad(x, xp);
+            }
             for (first, ys) in groups {
                 let count = ys.len() / (p * f);
-                winograd.forward(&xp[first * winograd.sample_len()..], *u, count, fin.bias_inside(), scratch, ys);
+                if in_place {
+                    // The samples read in place (their last tiles read on into the
+                    // next sample: only outputs that are not stored), but the last
+                    // one, from a copy with zeros after it.
+                    let inside = if first + count == s { count - 1 } else { count };
+                    let (yi, last) = ys.split_at_mut(inside * p * f);
+                    if inside > 0 {
+                        winograd.forward(&x[first * in_len..], *u, inside, fin.bias_inside(), scratch, yi);
+                    }
+                    if !last.is_empty() {
+                        winograd.pad(&x[(s - 1) * in_len..s * in_len], xp);
+                        winograd.forward(xp, *u, 1, fin.bias_inside(), scratch, last);
+                    }
+                } else {
+                    winograd.forward(&xp[first * winograd.sample_len()..], *u, count, fin.bias_inside(), scratch, ys);
+                }
                 fin.apply_after_bias(ys, at + first * p * f, f);
             }
         } else if let Some(wide) = self.wide.filter(Wide::pointwise) {
@@ -997,8 +1015,17 @@ impl<'a> ConvKernel<'a> {
 
     // du (16,C,F) += the transformed kernel's gradient from x (s,H,W,C) and dz (s,OH,OW,F),
     // through Winograd's tiles `w` (the weight gradient's).
+    // Without padding, the samples but the last are read in place (see `forward`).
     fn tile_weight_grad(&self, w: &Winograd, x: &[f32], dz: &[f32], du: &mut [f32], cols: &mut [f32]) {
-        let s = x.len() / (self.g.h * self.g.w * self.g.c);
+        let in_len = self.g.h * self.g.w * self.g.c;
+        let s = x.len() / in_len;
+        if w.wide().unpadded() && s > 1 {
+            let (xp, scratch) = cols.split_at_mut(w.padded_len(1));
+            w.weight_grad(x, dz, s - 1, scratch, du);
+            w.pad(&x[(s - 1) * in_len..], xp);
+            let dz_len = self.g.positions() * self.f;
+            return w.weight_grad(xp, &dz[(s - 1) * dz_len..], 1, scratch, du);
+        }
         let (xp, scratch) = cols.split_at_mut(w.padded_len(s));
         w.pad(x, xp);
         w.weight_grad(xp, dz, s, scratch, du);
