@@ -341,10 +341,11 @@ pub trait Layer: Send {
 
     /// [`Layer::forward_stateful`] with the Add after the layer applied to
     /// its output: y = act(layer(x) + residual), `residual` the Add's other
-    /// input (shaped as y) and `act` its activation (elementwise). y is the
-    /// Add's output; the layer's own output is never written. The model calls
-    /// it only where [`Layer::adds_residual`]. This default runs the layer,
-    /// then the sum and the activation in passes of their own.
+    /// input (the batch's n samples, shaped as the output) and `act` its
+    /// activation (elementwise). y is the Add's output; the layer's own output
+    /// is never written. The model calls it only where
+    /// [`Layer::adds_residual`]. This default runs the layer, then the sum and
+    /// the activation in passes of their own.
     #[allow(clippy::too_many_arguments)]
     fn forward_residual(
         &mut self,
@@ -357,8 +358,8 @@ pub trait Layer: Send {
         mode: Mode,
     ) {
         self.forward_stateful(params, state, x, y, n, mode);
-        let len = y.len().min(residual.len());
-        crate::kernels::add_assign(&mut y[..len], &residual[..len]);
+        let len = residual.len();
+        crate::kernels::add_assign(&mut y[..len], residual);
         crate::device::current().activation_forward(act, &mut y[..len], len.max(1));
     }
 

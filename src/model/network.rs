@@ -363,7 +363,7 @@ impl Network {
 
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
-        let Network { acts, params, state, ranges, state_ranges, affine, folds, residuals, version, .. } = self;
+        let Network { shapes, acts, params, state, ranges, state_ranges, affine, folds, residuals, version, .. } = self;
         let version = (mode == Mode::Infer).then_some(*version);
         let (steps, inputs, storage) = match mode {
             Mode::Infer => (&self.infer_steps, &self.infer_inputs, &self.infer_storage),
@@ -393,7 +393,8 @@ impl Network {
                 // Node j, the Add's input, applies the Add (its other input r and its activation).
                 let act = nodes[k].layer.residual_activation().unwrap_or(Activation::Linear);
                 nodes[j].layer.set_weights_version(version);
-                let (x, residual) = (&acts[storage[inputs[j][0]]], &acts[storage[r]]);
+                let len = n * shapes[r].iter().product::<usize>();
+                let (x, residual) = (&acts[storage[inputs[j][0]]], &acts[storage[r]][..len]);
                 let (params, state) = (&params[ranges[j].clone()], &mut state[state_ranges[j].clone()]);
                 nodes[j].layer.forward_residual(params, state, x, (residual, act), &mut y, n, mode);
             } else if let [v] = inputs[k][..] {
