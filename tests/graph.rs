@@ -480,6 +480,46 @@ fn batch_normalizations_apply_the_add_after_them_in_training_with_the_same_resul
 }
 
 #[test]
+fn dropout_passes_its_input_on_at_inference_with_the_same_predictions() {
+    // At inference a Dropout (or SpatialDropout2D) is skipped, its output being
+    // its input's buffer: after a convolution with a fused pool, two in a row,
+    // one whose output feeds two layers, one before a Flatten, and one that is
+    // the model's output (run: the output keeps its own buffer). Predictions
+    // and the evaluation must be those of the model run layer by layer, bit for bit.
+    let make = |fuse: bool| {
+        let inputs = Input::new([8, 8, 3]);
+        let x = Conv2D::new(16, (3, 3)).padding(Padding::Same).activation(Activation::Relu).apply(&inputs).unwrap();
+        let x = MaxPooling2D::new((2, 2)).apply(&x).unwrap();
+        let x = Dropout::new(0.25).apply(&x).unwrap();
+        let x = SpatialDropout2D::new(0.5).apply(&Dropout::new(0.5).apply(&x).unwrap()).unwrap();
+        let y = Conv2D::new(16, (3, 3)).padding(Padding::Same).apply(&x).unwrap();
+        let x = Add::new().apply(&[&x, &y]).unwrap();
+        let x = Flatten::new().apply(&Dropout::new(0.3).apply(&x).unwrap()).unwrap();
+        let x = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+        let outputs = Dropout::new(0.1).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(14).fuse_layers(fuse);
+        model.compile(SGD::new(0.05), Loss::MeanSquaredError, &[]).unwrap();
+        model
+    };
+    let (n, len) = (20, 8 * 8 * 3);
+    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&[n, 8, 8, 3], values).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let options = FitOptions { epochs: 2, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut fused, mut separate) = (make(true), make(false));
+    fused.fit(&x, &y, &options).unwrap();
+    separate.build().unwrap();
+    separate.params_mut().unwrap().copy_from_slice(fused.params().unwrap());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for batch in [&x, &Tensor::from_vec(&[1, 8, 8, 3], x.to_f32_vec()[..len].to_vec()).unwrap()] {
+        let (p, q) = (fused.predict(batch).unwrap().to_f32_vec(), separate.predict(batch).unwrap().to_f32_vec());
+        assert!(bits(&p) == bits(&q), "predictions {p:?} against {q:?}");
+    }
+    // The evaluation agrees too (the loss reads the output's buffer).
+    assert_eq!(fused.evaluate(&x, &y).unwrap().loss.to_bits(), separate.evaluate(&x, &y).unwrap().loss.to_bits());
+}
+
+#[test]
 fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
     // At inference a Conv2D or DepthwiseConv2D applies the BatchNormalization that
     // is its only consumer (and the activation fused into it) as it writes: the

@@ -151,6 +151,10 @@ macro_rules! dropout_layer {
                 self.body.draws = draws;
             }
 
+            fn identity_at_inference(&self) -> bool {
+                true
+            }
+
             fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
                 self.body.forward(x, y, n, mode)
             }

@@ -283,6 +283,12 @@ pub trait Layer: Send {
         false
     }
 
+    /// Whether at inference the layer passes its input on unchanged (Dropout):
+    /// the model then skips it there, its output being its input's buffer.
+    fn identity_at_inference(&self) -> bool {
+        false
+    }
+
     /// For ZeroPadding2D, its padding ((top, bottom), (left, right)), so that
     /// the convolution reading its output may pad the input itself.
     fn zero_padding(&self) -> Option<((usize, usize), (usize, usize))> {

@@ -473,7 +473,11 @@ impl Model {
                 *slot = pad.map(|(p, _)| p);
             }
         }
-        Fusion { pools, aliases, folds, residuals, unpadded, train_residuals }
+        // At inference a layer that passes its input on unchanged (Dropout) only renames it.
+        let passed = (0..self.nodes.len())
+            .map(|k| self.fuse && self.nodes[k].inputs.len() == 1 && self.nodes[k].layer.identity_at_inference())
+            .collect();
+        Fusion { pools, aliases, folds, residuals, unpadded, train_residuals, passed }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.

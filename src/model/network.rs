@@ -15,7 +15,9 @@
 //! after it whose other input is ready by then, which the convolution adds
 //! as it writes too (a residual block); and a convolution whose
 //! input is a ZeroPadding2D's output, read by nothing else, reads that layer's
-//! input and pads it itself, and the padding is skipped. In training a
+//! input and pads it itself, and the padding is skipped; a layer that
+//! passes its input on unchanged at inference (Dropout) is skipped there, its
+//! output taking its input's buffer. In training a
 //! BatchNormalization whose only consumer is a two-input Add runs at the
 //! Add's turn and writes the Add's output, the sum and its activation
 //! applied as it writes (`train_steps`); its own output is never written
@@ -138,6 +140,8 @@ pub(crate) struct Fusion {
     /// input, a's only) runs at a's turn and applies a as it writes, adding
     /// value r, a's other input ([`crate::layers::Layer::forward_residual`]).
     pub train_residuals: Vec<Option<(usize, usize)>>,
+    /// passed[k]: node k passes its one input on unchanged at inference (skipped there).
+    pub passed: Vec<bool>,
 }
 
 /// A weights version never handed out before (see `Network::version`).
@@ -224,6 +228,17 @@ impl Network {
                 infer_steps[p] = Step::Skip;
             }
         }
+        // At inference a layer that passes its input on unchanged is skipped, its
+        // output (and whatever renames it) taking its input's buffer; not the model's output.
+        let mut renamed: Vec<usize> = (0..values).collect();
+        for (k, _) in fusion.passed.iter().enumerate().filter(|(_, passed)| **passed) {
+            let b = storage[k + 1];
+            if infer_steps[k] == (Step::Run { output: k + 1 }) && b != storage[values - 1] {
+                renamed[b] = renamed[storage[infer_inputs[k][0]]];
+                infer_steps[k] = Step::Skip;
+            }
+        }
+        let infer_values: Vec<usize> = storage.iter().map(|&b| renamed[b]).collect();
         let (folds, residuals) = (fusion.folds.clone(), fusion.residuals.clone());
         // What each node reads at inference: its inputs, and a folded Add's other input.
         let infer_reads: Vec<Inputs> = (0..nodes.len())
@@ -239,7 +254,7 @@ impl Network {
         let (params, grads) = (Buffer::from(&params[..]), Buffer::zeros(params.len()));
         let sample_lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         let (slots, slot_lens) = gradient_slots(&storage, &steps, &inputs, &sample_lens);
-        let infer_storage = inference_buffers(&storage, &infer_steps, &infer_reads, &sample_lens, values - 1);
+        let infer_storage = inference_buffers(&infer_values, &infer_steps, &infer_reads, &sample_lens, values - 1);
         let (acts, deltas) = (vec![Buffer::default(); values], vec![Buffer::default(); slot_lens.len()]);
         Network {
             shapes,
