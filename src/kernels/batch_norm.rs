@@ -104,7 +104,8 @@ fn scale_shift_blocked(x: &[f32], a: &[f32], b: &[f32], residual: Option<&[f32]>
     }
 }
 
-/// [`scale_shift_blocked`]'s loop, with the activation `act`.
+/// [`scale_shift_blocked`]'s loops, with the activation `act`: one without a
+/// residual and one with, so that neither decides per block.
 #[inline(always)]
 fn scale_shift_rows(
     x: &[f32],
@@ -115,18 +116,22 @@ fn scale_shift_rows(
     act: impl Fn(f32) -> f32,
 ) {
     let c = a.len();
-    let rows = x.len().min(y.len()) / c;
-    for row in 0..rows {
-        for c0 in (0..c).step_by(BLOCK) {
-            let at = row * c + c0;
-            let (xv, av, bv) = (block(x, at), block(a, c0), block(b, c0));
-            let out: &mut [f32; BLOCK] = (&mut y[at..at + BLOCK]).try_into().unwrap();
-            match residual {
-                None => (0..BLOCK).for_each(|l| out[l] = act(xv[l] * av[l] + bv[l])),
-                Some(r) => {
-                    let rv = block(r, at);
-                    (0..BLOCK).for_each(|l| out[l] = act(xv[l] * av[l] + bv[l] + rv[l]));
+    let (ab, rows) = (a.chunks_exact(BLOCK).zip(b.chunks_exact(BLOCK)), y.chunks_exact_mut(c).zip(x.chunks_exact(c)));
+    let Some(residual) = residual else {
+        for (yr, xr) in rows {
+            for ((out, xv), (av, bv)) in yr.chunks_exact_mut(BLOCK).zip(xr.chunks_exact(BLOCK)).zip(ab.clone()) {
+                for l in 0..BLOCK {
+                    out[l] = act(xv[l] * av[l] + bv[l]);
                 }
+            }
+        }
+        return;
+    };
+    for ((yr, xr), rr) in rows.zip(residual.chunks_exact(c)) {
+        let blocks = yr.chunks_exact_mut(BLOCK).zip(xr.chunks_exact(BLOCK)).zip(rr.chunks_exact(BLOCK));
+        for (((out, xv), rv), (av, bv)) in blocks.zip(ab.clone()) {
+            for l in 0..BLOCK {
+                out[l] = act(xv[l] * av[l] + bv[l] + rv[l]);
             }
         }
     }
