@@ -183,7 +183,8 @@ fn conv2d_stride_one_through_the_padded_layout() {
 fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
     // The last two: 100 positions, so the forward pass finishes its outputs
     // (the ReLU) in groups of 11 samples and a last group of 5, through tiles
-    // and (strided) through the unfolded patches.
+    // and (strided) through the unfolded patches, which every pass unfolds in
+    // groups of 9 samples and a last one of 7.
     let cases = [
         ([8, 8, 32], Padding::Same, 32, Activation::Linear, 1),
         ([7, 9, 48], Padding::Same, 80, Activation::Linear, 1),
