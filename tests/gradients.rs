@@ -226,6 +226,30 @@ fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
 }
 
 #[test]
+fn conv2d_pads_a_task_for_winograd_in_groups_like_sample_by_sample() {
+    // A 24x24x16 sample's padded layout (26x26x16) is large enough that the
+    // forward pass pads a task's samples for Winograd's tiles in groups of 12
+    // and a last one of 4 (the gradients, summed over many more positions
+    // than above, round further apart than the per-sample check allows).
+    let (input, n) = ([24, 24, 16], 16);
+    let len = input.iter().product::<usize>();
+    let mut conv = Conv2D::new(16, (3, 3)).padding(Padding::Same);
+    let out_len = conv.build(&input).unwrap().iter().product::<usize>();
+    let mut rng = stream(16, 0);
+    let params = uniform(&mut rng, conv.param_count(), -0.5, 0.5);
+    let x = uniform(&mut rng, n * len, -1.0, 1.0);
+    let mut run = |n: usize, x: &[f32]| {
+        conv.allocate(n);
+        let mut y = vec![0.0; n * out_len];
+        conv.forward(&params, x, &mut y, n, Mode::Train);
+        y
+    };
+    let y = run(n, &x);
+    let each: Vec<f32> = x.chunks_exact(len).flat_map(|xs| run(1, xs)).collect();
+    assert_close("outputs", &y, &each, 1e-4);
+}
+
+#[test]
 fn conv2d_with_fused_max_pooling_matches_separate_layers() {
     // Direct path (1 channel), tanh, 2x2 pooling, a partial filter block, tasks of 16 and a partial one.
     let x = uniform(&mut stream(12, 0), 20 * 8 * 8, -1.0, 1.0);

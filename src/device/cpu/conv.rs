@@ -78,11 +78,18 @@ fn thread_filters(f: usize, packed: bool) -> usize {
 const WINOGRAD_BAND_TILES: usize = 28;
 
 /// Unfolded values per band of the forward pass's positions, and per group
-/// of samples unfolded together (512 KiB: they stay in L2 between the
-/// unfolding and the product; a task's 16 samples at once, 2.4 MB for
-/// ResNet-20's strided 3x3 convolution, did not, and its training step took
-/// 1.2 ms longer).
+/// of samples unfolded or padded together (512 KiB: they stay in L2 between
+/// the copy and the product that reads it; a task's 16 samples at once, 2.4
+/// MB of patches for ResNet-20's strided 3x3 convolution, did not, and its
+/// training step took 1.2 ms longer; its stage-1 Winograd layers' forward
+/// passes, padding 1.2 MB at once, took 5% longer).
 const UNFOLD_VALUES: usize = 1 << 17;
+
+/// Samples of `s` copied together where each takes `values` (its padded
+/// layout or unfolded patches): as many as fit [`UNFOLD_VALUES`], one at least.
+fn copy_group(values: usize, s: usize) -> usize {
+    (UNFOLD_VALUES / values.max(1)).clamp(1, s.max(1))
+}
 
 /// Output channels per task when batch-1 inference splits an unfolded convolution by channels.
 const UNFOLDED_FILTER_BLOCK: usize = 64;
@@ -864,9 +871,9 @@ impl<'a> ConvKernel<'a> {
     }
 
     /// Samples of `s` whose patches are unfolded together (each pass's
-    /// products take a group at a time): as many as fit [`UNFOLD_VALUES`], one at least.
+    /// products take a group at a time): [`copy_group`]'s.
     fn unfold_group(&self, s: usize) -> usize {
-        (UNFOLD_VALUES / (self.g.positions() * self.g.patch_len()).max(1)).clamp(1, s.max(1))
+        copy_group(self.g.positions() * self.g.patch_len(), s)
     }
 
     /// Scratch values the forward pass needs for `s` samples: unfolded, a band
@@ -913,14 +920,18 @@ impl<'a> ConvKernel<'a> {
         // samples right after their outputs are written, while they are in
         // cache; a group has enough positions that the kernel is read once for
         // many. With nothing to apply, the task is one group (fewer, fuller calls).
-        let group = if fin.applies_after_bias() { FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1)) } else { s.max(1) };
+        // Where a group's samples are first copied (Winograd's padded layout, or
+        // unfolded), no more than [`copy_group`]'s.
+        let finish = if fin.applies_after_bias() { FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1)) } else { s.max(1) };
+        let group = match &self.winograd {
+            Some((w, _)) if !w.wide().unpadded() => finish.min(copy_group(w.sample_len(), s)),
+            None if self.wide.is_none() => finish.min(self.unfold_group(s)),
+            _ => finish,
+        };
         let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
         if let Some((winograd, u)) = &self.winograd {
             let in_place = winograd.wide().unpadded();
-            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(if in_place { 1 } else { s }));
-            if !in_place {
-                winograd.pad(x, xp);
-            }
+            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(if in_place { 1 } else { group }));
             for (first, ys) in groups {
                 let count = ys.len() / (p * f);
                 if in_place {
@@ -937,7 +948,8 @@ impl<'a> ConvKernel<'a> {
                         winograd.forward(xp, *u, 1, fin.bias_inside(), scratch, last);
                     }
                 } else {
-                    winograd.forward(&xp[first * winograd.sample_len()..], *u, count, fin.bias_inside(), scratch, ys);
+                    winograd.pad(&x[first * in_len..][..count * in_len], xp);
+                    winograd.forward(xp, *u, count, fin.bias_inside(), scratch, ys);
                 }
                 fin.apply_after_bias(ys, at + first * p * f, f);
             }
@@ -962,8 +974,6 @@ impl<'a> ConvKernel<'a> {
                 }
             }
         } else {
-            let group = group.min(self.unfold_group(s));
-            let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
             for (first, ys) in groups {
                 let rows = ys.len() / f;
                 let xs = &x[first * in_len..][..rows / p * in_len];
