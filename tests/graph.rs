@@ -409,9 +409,7 @@ fn batch_normalization_and_add_apply_the_activation_after_them_with_the_same_res
         model
     };
     let n = 40;
-    let x =
-        Tensor::from_vec(&[n, 6, 6, 2], (0..n * 72).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect()).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let (x, y) = patterned([n, 6, 6, 2]);
     let options = FitOptions { epochs: 3, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut fused, mut separate) = (make(true), make(false));
     fused.fit(&x, &y, &options).unwrap();
@@ -461,10 +459,8 @@ fn batch_normalizations_apply_the_add_after_them_in_training_with_the_same_resul
         model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
         model
     };
-    let (n, len) = (24, 8 * 8 * 3);
-    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 8, 8, 3], values).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let n = 24;
+    let (x, y) = patterned([n, 8, 8, 3]);
     let options = FitOptions { epochs: 3, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut fused, mut separate) = (make(true), make(false));
     let (a, b) = (fused.fit(&x, &y, &options).unwrap(), separate.fit(&x, &y, &options).unwrap());
@@ -502,9 +498,7 @@ fn dropout_passes_its_input_on_at_inference_with_the_same_predictions() {
         model
     };
     let (n, len) = (20, 8 * 8 * 3);
-    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 8, 8, 3], values).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let (x, y) = patterned([n, 8, 8, 3]);
     let options = FitOptions { epochs: 2, batch_size: 8, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut fused, mut separate) = (make(true), make(false));
     fused.fit(&x, &y, &options).unwrap();
@@ -551,10 +545,8 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
         model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
         model
     };
-    let (n, len) = (20, 24 * 30 * 3);
-    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 24, 30, 3], values).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let n = 20;
+    let (x, y) = patterned([n, 24, 30, 3]);
     // Training moves the moving statistics away from (0, 1) and gamma, beta from (1, 0).
     let options = FitOptions { epochs: 2, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut folded, mut separate) = (make(true), make(false));
@@ -621,10 +613,8 @@ fn convolutions_add_the_residual_after_their_batch_normalization_at_inference() 
         model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
         model
     };
-    let (n, len) = (20, 24 * 24 * 3);
-    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 24, 24, 3], values).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let n = 20;
+    let (x, y) = patterned([n, 24, 24, 3]);
     let options = FitOptions { epochs: 2, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut fused, mut separate) = (make(true), make(false));
     fused.fit(&x, &y, &options).unwrap();
@@ -692,14 +682,22 @@ fn convolutions_pad_their_own_input_in_place_of_a_zero_padding_at_inference() {
         model.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
         model
     };
-    let (n, len) = (20, 17 * 15 * 3);
-    let values: Vec<f32> = (0..n * len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let x = Tensor::from_vec(&[n, 17, 15, 3], values).unwrap();
-    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    let n = 20;
+    let (x, y) = patterned([n, 17, 15, 3]);
     let options = FitOptions { epochs: 1, batch_size: 10, verbose: Verbosity::Silent, ..FitOptions::default() };
     let (mut absorbed, mut separate) = (make(true), make(false));
     absorbed.fit(&x, &y, &options).unwrap();
     separate.params_mut().unwrap().copy_from_slice(absorbed.params().unwrap());
     separate.state_mut().unwrap().copy_from_slice(absorbed.state().unwrap());
     predictions_agree(&mut absorbed, &mut separate, &x, &[17, 15, 3]);
+}
+
+/// A batch of `shape` (n, H, W, C) with values spread over [-1, 1) in a fixed
+/// pattern, and one-hot labels of three classes in turn.
+fn patterned(shape: [usize; 4]) -> (Tensor, Tensor) {
+    let n = shape[0];
+    let values = (0..shape.iter().product::<usize>()).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let x = Tensor::from_vec(&shape, values).unwrap();
+    let y = to_categorical(&Tensor::from_vec(&[n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap(), None).unwrap();
+    (x, y)
 }
