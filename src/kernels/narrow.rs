@@ -172,6 +172,8 @@ mod avx2 {
                     // repeats it, and its sums are dropped).
                     unsafe {
                         let xr = x.as_ptr().add(r * d + first + c);
+                        // The next pass's features of this row, to L2 (as the AVX-512 kernel).
+                        _mm_prefetch::<_MM_HINT_T1>(xr.wrapping_add(16) as *const i8);
                         let xs = [_mm256_loadu_ps(xr), _mm256_loadu_ps(xr.add(8))];
                         let g = dzp.as_ptr().add(r * WIDTH + u0);
                         for (k, a) in acc.iter_mut().enumerate() {
@@ -364,6 +366,12 @@ mod avx512 {
             // SAFETY: the masks keep x's lanes below r * d + d; u0 + k < WIDTH (the contract).
             unsafe {
                 let xr = x.as_ptr().add(r * d + col);
+                // The next pass's features of this row, to L2: the rows lie a
+                // page or more apart, beyond the hardware prefetchers' reach (a
+                // prefetch never faults; past the last feature it fetches nothing used).
+                let next = xr.wrapping_add(16 * FEATURE_VECTORS);
+                _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(16) as *const i8);
                 let xs: [__m512; FEATURE_VECTORS] =
                     std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask(q), xr.add(16 * q)));
                 let g = dzp.as_ptr().add(r * WIDTH + u0);
