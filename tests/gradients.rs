@@ -321,6 +321,9 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // A batch of one task of rows and 256 units or more: the forward pass by blocks of units.
     let x = uniform(&mut stream(6, 14), 2 * 9, -1.0, 1.0);
     check_layer(Dense::new(300).activation(Activation::Softmax), &[9], 2, x, 74);
+    // Two tasks of rows, but fewer rows than units: by blocks of units too.
+    let x = uniform(&mut stream(6, 15), 20 * 5, -1.0, 1.0);
+    check_layer(Dense::new(260), &[5], 20, x, 75);
 }
 
 #[test]

@@ -54,9 +54,12 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         pad_columns(w, u, wp);
         &*wp
     });
-    if rows <= task_rows && wp.is_none() && u >= 2 * UNITS_PER_TASK {
-        // The whole batch is one task of rows (batch-1 inference): blocks of
-        // units instead, each task reading only its columns of the kernel.
+    if (rows <= task_rows || rows <= u) && wp.is_none() && u >= 2 * UNITS_PER_TASK {
+        // The whole batch is one task of rows (batch-1 inference), or the
+        // input is no larger than the kernel (rows <= units: a classifier's
+        // hidden layer at batch 128): blocks of units instead, each task
+        // reading all of x but only its columns of the kernel, where each
+        // task of rows would pack the whole kernel.
         let [blocks] = ws.f32s([rows * u]);
         blocks.par_chunks_mut(rows * UNITS_PER_TASK).enumerate().for_each(|(b, yb)| {
             let w = MatRef::with_ld(&w[b * UNITS_PER_TASK..], d, yb.len() / rows, u);
