@@ -324,6 +324,10 @@ fn dense_on_vectors_and_on_the_last_axis() {
     // Two tasks of rows, but fewer rows than units: by blocks of units too.
     let x = uniform(&mut stream(6, 15), 20 * 5, -1.0, 1.0);
     check_layer(Dense::new(260), &[5], 20, x, 75);
+    // More input features than a task of the gradients takes, over two tasks
+    // of rows: the input gradient by blocks of features, gathered by rows.
+    let x = uniform(&mut stream(6, 16), 20 * 140, -1.0, 1.0);
+    check_layer(Dense::new(20), &[140], 20, x, 76);
 }
 
 #[test]

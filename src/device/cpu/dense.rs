@@ -8,8 +8,9 @@ use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{activation, narrow, sum_rows};
 use rayon::prelude::*;
 
-/// Input features per task of the weight and input gradients.
-const FEATURES_PER_TASK: usize = 256;
+/// Input features per task of the weight and input gradients (small enough
+/// that a few thousand features make an even number of tasks or many).
+const FEATURES_PER_TASK: usize = 128;
 
 /// Rows per parallel task: whole samples, at most [`ROWS_PER_TASK`] rows (a
 /// Dense over an image's positions, such as a pointwise convolution, splits
@@ -125,7 +126,11 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
                     let wb = MatRef::new(&w[first * u..(first + width) * u], width, u);
                     matmul(MatRef::new(dz, rows, u), wb.t(), dxb, false);
                 });
-                gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| r, &mut dx[..rows * d]);
+                let blocks = &*blocks;
+                dx[..rows * d]
+                    .par_chunks_mut(task_rows * d)
+                    .enumerate()
+                    .for_each(|(t, dxt)| gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| t * task_rows + r, dxt));
             }
             None => {}
         }
