@@ -5,8 +5,9 @@
 //! the same on every AVX2 machine, and the reference model trains
 //! bit-identically across them.
 
-/// Columns of the padded layouts: two AVX2 vectors. Layers with more units
-/// use the general matrix product.
+/// Columns of the padded layouts (the output gradient's in the weight
+/// gradient) and of the forward pass's sums: two AVX2 vectors. Layers with
+/// more units use the general matrix product.
 pub const WIDTH: usize = 16;
 
 /// a: (rows, cols) -> out: (rows, WIDTH), zeros in the padding.
@@ -14,30 +15,31 @@ pub fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
     super::pad_rows(a, cols, WIDTH, out);
 }
 
-// x: (R, D), wp: (D, WIDTH) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j], d ascending
-pub fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+// x: (R, D), w: (D, u) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j], d ascending.
+// The kernel is read where it lies, a row (u values) into a register's lanes.
+pub fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
     let rows = y.len() / u;
-    assert!(u <= WIDTH && x.len() >= rows * d && wp.len() >= d * WIDTH);
+    assert!(u <= WIDTH && x.len() >= rows * d && w.len() >= d * u);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F; sizes asserted above.
-        unsafe { avx512::x_times_w(x, wp, d, u, y) };
+        unsafe { avx512::x_times_w(x, w, d, u, y) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
-        unsafe { avx2::x_times_w(x, wp, d, u, y) };
+        unsafe { avx2::x_times_w(x, w, d, u, y) };
         return;
     }
-    x_times_w_scalar(x, wp, d, u, y);
+    x_times_w_scalar(x, w, d, u, y);
 }
 
 /// Portable reference version of [`x_times_w`].
-pub fn x_times_w_scalar(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+pub fn x_times_w_scalar(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
     for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(u)) {
         yr.fill(0.0);
-        for (&xv, w) in xr.iter().zip(wp.chunks_exact(WIDTH)) {
+        for (&xv, w) in xr.iter().zip(w.chunks_exact(u)) {
             for (o, &wv) in yr.iter_mut().zip(w) {
                 *o = xv.mul_add(wv, *o);
             }
@@ -127,18 +129,22 @@ mod avx2 {
     /// Rows handled together (independent FMA chains sharing weight loads).
     const ROWS: usize = 4;
 
+    /// Each row of W loaded masked into two registers (lanes past u zero).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+    pub unsafe fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
         let rows = y.len() / u;
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let masks = [u.min(8), u.saturating_sub(8)].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane));
         let mut r = 0;
         while r < rows {
             let n = ROWS.min(rows - r);
             let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
             for k in 0..d {
-                // SAFETY: k < d and wp holds d * WIDTH values; (r + i) * d + k < rows * d <= x.len().
+                // SAFETY: k < d and w holds d * u values, the masks keep the loads in row k;
+                // (r + i) * d + k < rows * d <= x.len().
                 unsafe {
-                    let w = wp.as_ptr().add(k * WIDTH);
-                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                    let w = w.as_ptr().add(k * u);
+                    let (w0, w1) = (_mm256_maskload_ps(w, masks[0]), _mm256_maskload_ps(w.add(8), masks[1]));
                     for (i, a) in acc.iter_mut().enumerate().take(n) {
                         let xv = _mm256_broadcast_ss(&*x.as_ptr().add((r + i) * d + k));
                         a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
@@ -288,29 +294,31 @@ mod avx512 {
     /// Blocks of [`ROWS`] rows, each load of W shared by them; leftover rows
     /// go one at a time.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn x_times_w(x: &[f32], wp: &[f32], d: usize, u: usize, y: &mut [f32]) {
+    pub unsafe fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
         super::by_row_blocks(y.len() / u, ROWS, |r, whole| {
             // SAFETY: every call's rows lie below y's, and x holds them.
             unsafe {
                 match whole {
-                    true => rows_times_w::<ROWS>(x, wp, d, u, r, y),
-                    false => rows_times_w::<1>(x, wp, d, u, r, y),
+                    true => rows_times_w::<ROWS>(x, w, d, u, r, y),
+                    false => rows_times_w::<1>(x, w, d, u, r, y),
                 }
             }
         });
     }
 
-    /// Rows r..r + R of y from those of x (its sums fully in registers).
-    /// Safety: r + R rows lie within y and x; wp holds d * WIDTH values.
+    /// Rows r..r + R of y from those of x (its sums fully in registers), each
+    /// row of W loaded masked (lanes past u zero).
+    /// Safety: r + R rows lie within y and x; w holds d * u values.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn rows_times_w<const R: usize>(x: &[f32], wp: &[f32], d: usize, u: usize, r: usize, y: &mut [f32]) {
+    unsafe fn rows_times_w<const R: usize>(x: &[f32], w: &[f32], d: usize, u: usize, r: usize, y: &mut [f32]) {
         let mut acc = [_mm512_setzero_ps(); R];
-        // SAFETY: the caller's contract.
+        let mask = mask_of(u);
+        // SAFETY: the caller's contract; the mask keeps each load in row k of w.
         unsafe {
             let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((r + i) * d));
             for k in 0..d {
-                let w = _mm512_loadu_ps(wp.as_ptr().add(k * WIDTH));
+                let w = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(k * u));
                 for i in 0..R {
                     acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*xs[i].add(k)), w, acc[i]);
                 }
@@ -519,14 +527,13 @@ mod tests {
         // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH.
         for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10), (21, 40, 10)] {
             let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
-            let (mut wp, mut dzp, mut wt) = (vec![0.0; d * WIDTH], vec![0.0; rows * WIDTH], vec![0.0; u * d]);
-            pad_columns(&w, u, &mut wp);
+            let (mut dzp, mut wt) = (vec![0.0; rows * WIDTH], vec![0.0; u * d]);
             pad_columns(&dz, u, &mut dzp);
             crate::kernels::transpose(&w, d, u, &mut wt);
 
             let (mut fast, mut reference) = (vec![0.0; rows * u], vec![0.0; rows * u]);
-            x_times_w(&x, &wp, d, u, &mut fast);
-            x_times_w_scalar(&x, &wp, d, u, &mut reference);
+            x_times_w(&x, &w, d, u, &mut fast);
+            x_times_w_scalar(&x, &w, d, u, &mut reference);
             assert_eq!(fast, reference);
             let naive: f32 = (0..d).map(|k| x[k] * w[k * u]).sum();
             assert!((fast[0] - naive).abs() < 1e-4);
@@ -551,12 +558,12 @@ mod tests {
                 let (mut y, mut gw, mut gx) = (vec![0.0; rows * u], vec![0.0; (d - 2) * u], vec![0.0; rows * d]);
                 // SAFETY: the CPU has AVX2 and FMA; the sizes are those of the calls above.
                 unsafe {
-                    avx2::x_times_w(&x, &wp, d, u, &mut y);
+                    avx2::x_times_w(&x, &w, d, u, &mut y);
                     avx2::xt_times_dz(&x, d, 2, &dzp, u, &mut gw);
                     avx2::dz_times_wt(&dz, &wt, u, d, &mut gx);
                 }
                 let mut want = (vec![0.0; rows * u], vec![0.0; (d - 2) * u]);
-                x_times_w_scalar(&x, &wp, d, u, &mut want.0);
+                x_times_w_scalar(&x, &w, d, u, &mut want.0);
                 xt_times_dz_scalar(&x, d, 2, &dzp, u, &mut want.1);
                 assert_eq!((y, gw, &gx), (want.0, want.1, &reference));
             }

@@ -40,7 +40,6 @@ fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
 }
 
 // x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
-// Workspace (narrow): [W padded to WIDTH columns, W^T, dz padded].
 pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
     if op.act.needs_input() {
         forward(&DenseOp { act: Activation::Linear, ..*op }, x, y, n, ws);
@@ -50,12 +49,8 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
     let rows = n * op.rows_per_sample;
     let task_rows = task_rows(op);
     let (w, act, bias) = (op.kernel, op.act, op.bias);
-    let wp = narrow(op).then(|| {
-        let [wp] = ws.f32s([d * narrow::WIDTH]);
-        pad_columns(w, u, wp);
-        &*wp
-    });
-    if (rows <= task_rows || rows <= u) && wp.is_none() && u >= 2 * UNITS_PER_TASK {
+    let few_units = narrow(op);
+    if (rows <= task_rows || rows <= u) && !few_units && u >= 2 * UNITS_PER_TASK {
         // The whole batch is one task of rows (batch-1 inference), or the
         // input is no larger than the kernel (rows <= units: a classifier's
         // hidden layer at batch 128): blocks of units instead, each task
@@ -71,9 +66,9 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         return activation::forward(act, y, bias, u);
     }
     y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
-        match wp {
-            Some(wp) => narrow::x_times_w(xt, wp, d, u, yt),
-            None => matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false),
+        match few_units {
+            true => narrow::x_times_w(xt, w, d, u, yt),
+            false => matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false),
         }
         activation::forward(act, yt, bias, u);
     });
@@ -81,6 +76,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
 
 // Differentiates y = act(x . W + b):
 //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
+// Workspace (narrow): [W^T, dz padded to WIDTH columns].
 pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     if op.act.needs_input() {
         through_kept_input(op.act, &mut pass.dy[..pass.n * op.rows_per_sample * op.u], ws);
@@ -136,7 +132,7 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         }
         return;
     }
-    let [_, wt, dzp] = ws.f32s([0, u * d, rows * narrow::WIDTH]);
+    let [wt, dzp] = ws.f32s([u * d, rows * narrow::WIDTH]);
     pad_columns(dz, u, dzp);
     let dzp = &*dzp;
     gw.par_chunks_mut(FEATURES_PER_TASK * u)
