@@ -66,9 +66,10 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         return activation::forward(act, y, bias, u);
     }
     y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
-        match few_units {
-            true => narrow::x_times_w(xt, w, d, u, yt),
-            false => matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false),
+        if few_units {
+            narrow::x_times_w(xt, w, d, u, yt)
+        } else {
+            matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false)
         }
         activation::forward(act, yt, bias, u);
     });
