@@ -63,6 +63,7 @@ impl Bench {
             y: &self.y,
             dy: &mut self.dy,
             dx: if input_gradient { Some(&mut self.dx) } else { None },
+            accumulate: false,
             grads: &mut self.grads,
             n: BATCH,
         });
@@ -182,7 +183,7 @@ fn conv_stride1(c: &mut Criterion) {
             b.iter(|| {
                 wide.pad(&x, &mut xp);
                 wide.forward(&xp, &w, f, 0..wide.rows(TASK), &mut wide_out);
-                wide.compact(&wide_out, f, Some(&bias), &mut y);
+                wide.compact(&wide_out, f, Some(&bias), false, &mut y);
             })
         });
         for m in [2, 4] {
@@ -235,7 +236,7 @@ fn conv_stride1(c: &mut Criterion) {
                 wide.turn_kernel(&w, f, &mut turned);
                 t.pad(&dz, &mut xp);
                 t.forward(&xp, &turned, ch, 0..t.rows(TASK), &mut wide_out);
-                t.compact(&wide_out, ch, None, &mut dx);
+                t.compact(&wide_out, ch, None, false, &mut dx);
             })
         });
     }

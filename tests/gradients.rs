@@ -128,8 +128,26 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
     conv.forward(&params, &x, &mut z, n, Mode::Train);
     pool.forward(&[], &z, &mut y, n, Mode::Train);
     let (mut dz, mut dx, mut grads) = (vec![0.0; conv_len], vec![0.0; x.len()], vec![0.0; params.len()]);
-    pool.backward(Backward { params: &[], x: &z, y: &y, dy: &mut dy.clone(), dx: Some(&mut dz), grads: &mut [], n });
-    conv.backward(Backward { params: &params, x: &x, y: &z, dy: &mut dz, dx: Some(&mut dx), grads: &mut grads, n });
+    pool.backward(Backward {
+        params: &[],
+        x: &z,
+        y: &y,
+        dy: &mut dy.clone(),
+        dx: Some(&mut dz),
+        accumulate: false,
+        grads: &mut [],
+        n,
+    });
+    conv.backward(Backward {
+        params: &params,
+        x: &x,
+        y: &z,
+        dy: &mut dz,
+        dx: Some(&mut dx),
+        accumulate: false,
+        grads: &mut grads,
+        n,
+    });
 
     let mut fused_y = vec![0.0; pooled_len];
     fused.forward(&params, &x, &mut fused_y, n, Mode::Train);
@@ -140,6 +158,7 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
         y: &fused_y,
         dy: &mut dy.clone(),
         dx: Some(&mut fused_dx),
+        accumulate: false,
         grads: &mut fused_grads,
         n,
     };
@@ -199,19 +218,34 @@ fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
         let mut rng = stream(15, i as u64);
         let params = uniform(&mut rng, conv.param_count(), -0.5, 0.5);
         let (x, dy) = (uniform(&mut rng, n * len, -1.0, 1.0), uniform(&mut rng, n * out_len, -1.0, 1.0));
-        let mut run = |n: usize, x: &[f32], dy: &[f32]| {
+        // `held`: another reader's gradient, which dx holds and the pass adds to.
+        let mut run = |n: usize, x: &[f32], dy: &[f32], held: Option<&[f32]>| {
             conv.allocate(n);
             let mut y = vec![0.0; n * out_len];
             conv.forward(&params, x, &mut y, n, Mode::Train);
-            let (mut dx, mut grads) = (vec![0.0; x.len()], vec![0.0; params.len()]);
+            let (mut dx, mut grads) = (held.map_or(vec![0.0; x.len()], <[f32]>::to_vec), vec![0.0; params.len()]);
             let dy = &mut dy.to_vec();
-            conv.backward(Backward { params: &params, x, y: &y, dy, dx: Some(&mut dx), grads: &mut grads, n });
+            conv.backward(Backward {
+                params: &params,
+                x,
+                y: &y,
+                dy,
+                dx: Some(&mut dx),
+                accumulate: held.is_some(),
+                grads: &mut grads,
+                n,
+            });
             (y, dx, grads)
         };
-        let (y, dx, grads) = run(n, &x, &dy);
+        let (y, dx, grads) = run(n, &x, &dy, None);
+        let held = uniform(&mut rng, n * len, -1.0, 1.0);
+        let (_, sum, again) = run(n, &x, &dy, Some(&held));
+        let want: Vec<f32> = held.iter().zip(&dx).map(|(h, d)| h + d).collect();
+        assert_close("input gradient added", &sum, &want, 1e-5);
+        assert_eq!(grads, again, "weight gradients when adding");
         let (mut each_y, mut each_dx, mut each_grads) = (Vec::new(), Vec::new(), vec![0.0; params.len()]);
         for s in 0..n {
-            let (ys, dxs, gs) = run(1, &x[s * len..][..len], &dy[s * out_len..][..out_len]);
+            let (ys, dxs, gs) = run(1, &x[s * len..][..len], &dy[s * out_len..][..out_len], None);
             each_y.extend(ys);
             each_dx.extend(dxs);
             each_grads.iter_mut().zip(gs).for_each(|(a, g)| *a += g);
@@ -364,7 +398,16 @@ fn dropout_backward_uses_the_forward_mask_and_inference_is_identity() {
     }
     let dy = uniform(&mut stream(9, 2), n * len, -1.0, 1.0);
     let mut dx = vec![0.0; n * len];
-    layer.backward(Backward { params: &[], x: &x, y: &y, dy: &mut dy.clone(), dx: Some(&mut dx), grads: &mut [], n });
+    layer.backward(Backward {
+        params: &[],
+        x: &x,
+        y: &y,
+        dy: &mut dy.clone(),
+        dx: Some(&mut dx),
+        accumulate: false,
+        grads: &mut [],
+        n,
+    });
     let want: Vec<f32> = dy.iter().zip(&mask).map(|(d, m)| d * m).collect();
     assert_close("dropout dx", &dx, &want, 1e-4);
     layer.forward(&[], &x, &mut y, n, Mode::Infer);
@@ -566,6 +609,7 @@ fn batch_normalization_with_a_fused_relu_matches_separate_layers() {
                 y: &y,
                 dy: &mut dy.clone(),
                 dx: Some(&mut dz),
+                accumulate: false,
                 grads: &mut [],
                 n,
             });
@@ -575,6 +619,7 @@ fn batch_normalization_with_a_fused_relu_matches_separate_layers() {
                 y: &z,
                 dy: &mut dz,
                 dx: Some(&mut dx),
+                accumulate: false,
                 grads: &mut grads,
                 n,
             });
@@ -589,6 +634,7 @@ fn batch_normalization_with_a_fused_relu_matches_separate_layers() {
                 y: y_ref,
                 dy: dy_ref,
                 dx: Some(&mut fused_dx),
+                accumulate: false,
                 grads: &mut fused_grads,
                 n,
             };
@@ -741,7 +787,16 @@ fn spatial_dropout_drops_whole_channels() {
     assert!((dropped as f32 / 300.0 - rate).abs() < 0.1, "dropped {dropped} of 300 channels");
     let dy = uniform(&mut stream(3, 2), n * 800, -1.0, 1.0);
     let mut dx = vec![0.0; n * 800];
-    layer.backward(Backward { params: &[], x: &x, y: &y, dy: &mut dy.clone(), dx: Some(&mut dx), grads: &mut [], n });
+    layer.backward(Backward {
+        params: &[],
+        x: &x,
+        y: &y,
+        dy: &mut dy.clone(),
+        dx: Some(&mut dx),
+        accumulate: false,
+        grads: &mut [],
+        n,
+    });
     let want: Vec<f32> = dy.iter().zip(y.iter().zip(&x)).map(|(d, (y, x))| d * y / x).collect();
     assert_close("spatial dropout dx", &dx, &want, 1e-3);
     layer.forward(&[], &x, &mut y, n, Mode::Infer);

@@ -272,13 +272,15 @@ pub enum ChannelSums<'a> {
 
 /// What the backward pass of an operation with weights reads and writes, for
 /// a batch of `n` samples: the forward input and output, dL/dy (turned into
-/// dL/dz in place), dL/dx when it is asked for, and the kernel's and bias'
+/// dL/dz in place), dL/dx when it is asked for (written, or with `accumulate`
+/// added to what dx holds: convolutions only), and the kernel's and bias'
 /// gradients (written).
 pub struct WeightGrads<'a> {
     pub x: &'a [f32],
     pub y: &'a [f32],
     pub dy: &'a mut [f32],
     pub dx: Option<&'a mut [f32]>,
+    pub accumulate: bool,
     pub kernel: &'a mut [f32],
     pub bias: Option<&'a mut [f32]>,
     pub n: usize,

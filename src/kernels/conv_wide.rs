@@ -223,13 +223,18 @@ impl Wide {
         }
     }
 
-    /// y_wide (rows(s), F) -> y (s,OH,OW,F): the real outputs, plus `bias`.
-    pub fn compact(&self, y_wide: &[f32], f: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    /// y_wide (rows(s), F) -> y (s,OH,OW,F): the real outputs, plus `bias`;
+    /// with `accumulate` added to y's values.
+    pub fn compact(&self, y_wide: &[f32], f: usize, bias: Option<&[f32]>, accumulate: bool, y: &mut [f32]) {
         let g = &self.g;
         for (s, ys) in y.chunks_exact_mut(g.oh * g.ow * f).enumerate() {
             for (r, row) in ys.chunks_exact_mut(g.ow * f).enumerate() {
                 let src = &y_wide[(s * self.hp * self.wp + r * self.wp) * f..][..g.ow * f];
-                row.copy_from_slice(src);
+                if accumulate {
+                    super::add_assign(row, src)
+                } else {
+                    row.copy_from_slice(src)
+                }
                 if let Some(b) = bias {
                     row.chunks_exact_mut(f).for_each(|pixel| super::add_assign(pixel, &b[..f]));
                 }
@@ -631,12 +636,12 @@ mod tests {
             let mut y_wide = vec![f32::NAN; wide.rows(s) * f];
             wide.forward(&xp, &kernel, f, 0..wide.rows(s), &mut y_wide);
             let mut y = vec![0.0; s * p * f];
-            wide.compact(&y_wide, f, None, &mut y);
+            wide.compact(&y_wide, f, None, false, &mut y);
             assert_close(&format!("forward {what}"), &y, &want);
             // The real outputs with a bias added.
             let bias = values(f, 4);
             let mut y_real = vec![f32::NAN; s * p * f];
-            wide.compact(&y_wide, f, Some(&bias), &mut y_real);
+            wide.compact(&y_wide, f, Some(&bias), false, &mut y_real);
             let want_biased: Vec<f32> = want.iter().enumerate().map(|(i, v)| v + bias[i % f]).collect();
             assert_close(&format!("forward with a bias {what}"), &y_real, &want_biased);
             // Bands of output rows of the first sample, as batch-1 inference splits it.
@@ -704,7 +709,7 @@ mod tests {
             let mut dx_wide = vec![f32::NAN; t.rows(s) * c];
             t.forward(&dzp, &turned, c, 0..t.rows(s), &mut dx_wide);
             let mut dx = vec![0.0; s * h * w * c];
-            t.compact(&dx_wide, c, None, &mut dx);
+            t.compact(&dx_wide, c, None, false, &mut dx);
             assert_close(&format!("input gradient {what}"), &dx, &want_dx);
         }
     }

@@ -221,6 +221,16 @@ impl Winograd {
         self.forward_filters(xp, u, s, 0..self.f, bias, scratch, y)
     }
 
+    // [`Winograd::forward`] added into y: y (s,OH,OW,F) += conv(x, kernel)
+    // (an input gradient into one that another reader's already holds).
+    pub fn forward_adding(&self, xp: &[f32], u: Transformed, s: usize, scratch: &mut [f32], y: &mut [f32]) {
+        let g = &self.wide.g;
+        assert!(y.len() >= s * g.oh * g.ow * self.f, "output too short");
+        assert!(xp.len() >= self.padded_len(s), "padded input too short");
+        let epilogue = Epilogue { bias: None, add: true };
+        self.forward_tiles(xp, u, 0..self.tiles(s), 0, 0..self.f, epilogue, scratch, y)
+    }
+
     // [`Winograd::forward`] of the output channels `filters` (multiples of 16) only:
     // y (s,OH,OW,filters.len()), bias: all F values (or none).
     #[allow(clippy::too_many_arguments)]
@@ -237,7 +247,7 @@ impl Winograd {
         let g = &self.wide.g;
         assert!(y.len() >= s * g.oh * g.ow * filters.len(), "output too short");
         assert!(xp.len() >= self.padded_len(s), "padded input too short");
-        self.forward_tiles(xp, u, 0..self.tiles(s), 0, filters, bias, scratch, y)
+        self.forward_tiles(xp, u, 0..self.tiles(s), 0, filters, Epilogue { bias, add: false }, scratch, y)
     }
 
     // [`Winograd::forward`] of one sample's rows of tiles `rows` only:
@@ -254,7 +264,7 @@ impl Winograd {
         assert!(xp.len() >= self.padded_len(1), "padded input too short");
         let across = self.wide.g.ow.div_ceil(self.m);
         let tiles = rows.start * across..(rows.end * across).min(self.tiles(1));
-        self.forward_tiles(xp, u, tiles, rows.start * self.m, 0..self.f, bias, scratch, y)
+        self.forward_tiles(xp, u, tiles, rows.start * self.m, 0..self.f, Epilogue { bias, add: false }, scratch, y)
     }
 
     // Tiles `tiles` of the output channels `filters` into y, which starts at output row `row0`.
@@ -266,7 +276,7 @@ impl Winograd {
         tiles: Range<usize>,
         row0: usize,
         filters: Range<usize>,
-        bias: Option<&[f32]>,
+        Epilogue { bias, add }: Epilogue,
         scratch: &mut [f32],
         y: &mut [f32],
     ) {
@@ -307,7 +317,7 @@ impl Winograd {
                         }
                     }
                 }
-                let cols = Columns { f0: column, fb, f: ld, bias, row0 };
+                let cols = Columns { f0: column, fb, f: ld, bias, add, row0 };
                 output_tiles(&self.wide, self.m, mb, first, t, cols, y);
             }
         }
@@ -502,23 +512,33 @@ fn input_tiles_reference(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mu
     }
 }
 
+/// What the output transform adds to each output: `bias` (F values) if any,
+/// and with `add` the value y holds (y += the convolution).
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    add: bool,
+}
+
 /// The block of filters [`output_tiles`] writes: columns `f0..f0 + fb` of
-/// the output's `f` per position, plus `bias` (`f` values) if any.
+/// the output's `f` per position, plus `bias` (`f` values) if any, added to
+/// y's values with `add`.
 #[derive(Clone, Copy)]
 struct Columns<'a> {
     f0: usize,
     fb: usize,
     f: usize,
     bias: Option<&'a [f32]>,
+    add: bool,
     /// Output rows (over the samples) before y's first.
     row0: usize,
 }
 
 // m: ((k + 2)^2, t, FB), filters f0..f0 + FB -> y (s,OH,OW,F), tiles of k x k outputs first..first + t:
-//   y[the tile's outputs] = A^T m[:, tile] A (+ bias), those past a side not stored;
+//   y[the tile's outputs] = A^T m[:, tile] A (+ bias) (+ y with `add`), those past a side not stored;
 //   for k = 2, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] (k = 4: [`output6`]'s).
 fn output_tiles(wide: &Wide, k: usize, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+    let (g, Columns { f0, fb, f, bias, row0, .. }) = (&wide.g, cols);
     let ((s0, oy0, _), (s, oy, _)) = (tile(g, k, first), tile(g, k, first + t - 1));
     assert!(row0 <= s0 * g.oh + oy0, "output rows before y's first");
     let end = s * g.oh + (oy + k).min(g.oh);
@@ -544,7 +564,7 @@ fn output_tiles(wide: &Wide, k: usize, m: &[f32], first: usize, t: usize, cols: 
 /// [`output_tiles`] in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn output_tiles_reference(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+    let (g, Columns { f0, fb, f, bias, add, row0 }) = (&wide.g, cols);
     for i in 0..t {
         let (s, oy, ox) = tile(g, 2, first + i);
         for j0 in (0..fb).step_by(LANES) {
@@ -577,7 +597,12 @@ fn output_tiles_reference(wide: &Wide, m: &[f32], first: usize, t: usize, cols: 
                 }
                 for (q, o) in out.iter().enumerate().take(g.ow - ox) {
                     let at = (s * g.oh + oy + r - row0) * g.ow + ox + q;
-                    y[at * f + f0 + j0..][..LANES].copy_from_slice(o);
+                    let y = &mut y[at * f + f0 + j0..][..LANES];
+                    if add {
+                        y.iter_mut().zip(o).for_each(|(y, &o)| *y += o);
+                    } else {
+                        y.copy_from_slice(o);
+                    }
                 }
             }
         }
@@ -673,7 +698,7 @@ mod avx512 {
     // Safety: AVX-512F, and the lengths the caller checked.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_tiles(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-        let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+        let (g, Columns { f0, fb, f, bias, add, row0 }) = (&wide.g, cols);
         let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
         for i in 0..t {
             let (s, oy, ox) = tile(g, 2, first + i);
@@ -693,16 +718,25 @@ mod avx512 {
                         let (a0, a1, a2, a3) = (am[4 * r], am[4 * r + 1], am[4 * r + 2], am[4 * r + 3]);
                         let left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), b);
                         let at = (s * g.oh + oy + r - row0) * g.ow + ox;
-                        _mm512_storeu_ps(yp.add(at * f + f0 + j0), left);
+                        store(yp.add(at * f + f0 + j0), left, add);
                         if ox + 1 < g.ow {
                             let right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a1, a2), a3), b);
-                            _mm512_storeu_ps(yp.add((at + 1) * f + f0 + j0), right);
+                            store(yp.add((at + 1) * f + f0 + j0), right, add);
                         }
                     }
                 }
             }
         }
     }
+    // *y = v, or with `add` *y = v + *y (16 values).
+    // Safety: AVX-512F, and 16 values at y.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store(y: *mut f32, v: __m512, add: bool) {
+        // SAFETY: the caller's.
+        unsafe { _mm512_storeu_ps(y, if add { _mm512_add_ps(v, _mm512_loadu_ps(y)) } else { v }) }
+    }
+
     // F(4x4, 3x3)'s 1-D transforms (input6, output6, gradient6) in the same
     // operations and order, 16 lanes per register.
     #[target_feature(enable = "avx512f")]
@@ -780,7 +814,7 @@ mod avx512 {
     // Safety: AVX-512F, and the lengths the caller checked.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_tiles4(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-        let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+        let (g, Columns { f0, fb, f, bias, add, row0 }) = (&wide.g, cols);
         let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
         for i in 0..t {
             let (s, oy, ox) = tile(g, 4, first + i);
@@ -801,7 +835,7 @@ mod avx512 {
                         let row = output6(std::array::from_fn(|q| am[6 * r + q]));
                         for (q, o) in row.into_iter().enumerate().take(across) {
                             let at = ((s * g.oh + oy + r - row0) * g.ow + ox + q) * f + f0 + j0;
-                            _mm512_storeu_ps(yp.add(at), _mm512_add_ps(o, b));
+                            store(yp.add(at), _mm512_add_ps(o, b), add);
                         }
                     }
                 }
@@ -1012,7 +1046,7 @@ fn input_tiles4_lanes(wide: &Wide, xp: &[f32], first: usize, t: usize, v: &mut [
 /// [`output_tiles`] of 4x4 tiles in plain code: the reference of the SIMD path.
 #[multiversion(targets = "simd")]
 fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
-    let (g, Columns { f0, fb, f, bias, row0 }) = (&wide.g, cols);
+    let (g, Columns { f0, fb, f, bias, add, row0 }) = (&wide.g, cols);
     for i in 0..t {
         let (s, oy, ox) = tile(g, 4, first + i);
         let (rows, across) = ((g.oh - oy).min(4), (g.ow - ox).min(4));
@@ -1038,7 +1072,7 @@ fn output_tiles4_lanes(wide: &Wide, m: &[f32], first: usize, t: usize, cols: Col
                 for (q, o) in row.iter().enumerate().take(across) {
                     let at = ((s * g.oh + oy + r - row0) * g.ow + ox + q) * f + f0 + j0;
                     for ((y, &o), &b) in y[at..][..LANES].iter_mut().zip(o).zip(&b) {
-                        *y = o + b;
+                        *y = if add { (o + b) + *y } else { o + b };
                     }
                 }
             }
@@ -1244,13 +1278,23 @@ mod tests {
             let (first_out, t_out, row0) = (5, wino.tiles(s) - 7, 2);
             let (m, bias) = (values(POSITIONS * t_out * 32, 6), values(f, 7));
             let len = (s * 7 - row0) * 9 * f;
-            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
-            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), row0 };
-            output_tiles_reference(&wide, &m, first_out, t_out, cols, &mut want);
-            // SAFETY: as above.
-            unsafe { avx512::output_tiles(&wide, &m, first_out, t_out, cols, &mut got) };
-            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
-            assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
+            // Written, then added to what y holds: y + the written outputs.
+            let mut written = vec![0.0; len];
+            for (add, before) in [(false, vec![0.0; len]), (true, values(len, 9))] {
+                let (mut want, mut got) = (before.clone(), before.clone());
+                let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), add, row0 };
+                output_tiles_reference(&wide, &m, first_out, t_out, cols, &mut want);
+                // SAFETY: as above.
+                unsafe { avx512::output_tiles(&wide, &m, first_out, t_out, cols, &mut got) };
+                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
+                assert!(want.iter().zip(&before).any(|(a, b)| a != b), "the tiles wrote outputs");
+                if add {
+                    let sums = written.iter().zip(&before).map(|(w, b)| w + b);
+                    assert!(sums.zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "added to y");
+                } else {
+                    written = want;
+                }
+            }
 
             let dz = values(s * 7 * 9 * f, 8);
             let (mut want, mut got) = (vec![0.0; POSITIONS * t * f], vec![1.0; POSITIONS * t * f]);
@@ -1285,13 +1329,23 @@ mod tests {
             let (first_out, t_out, row0) = (3, wino.tiles(s) - 4, 4);
             let (m, bias) = (values(POSITIONS4 * t_out * 32, 6), values(f, 7));
             let len = (s * 7 - row0) * 10 * f;
-            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
-            let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), row0 };
-            output_tiles4_lanes(&wide, &m, first_out, t_out, cols, &mut want);
-            // SAFETY: as above.
-            unsafe { avx512::output_tiles4(&wide, &m, first_out, t_out, cols, &mut got) };
-            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
-            assert!(want.iter().any(|&v| v != 0.0), "the tiles wrote outputs");
+            // Written, then added to what y holds: y + the written outputs.
+            let mut written = vec![0.0; len];
+            for (add, before) in [(false, vec![0.0; len]), (true, values(len, 9))] {
+                let (mut want, mut got) = (before.clone(), before.clone());
+                let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), add, row0 };
+                output_tiles4_lanes(&wide, &m, first_out, t_out, cols, &mut want);
+                // SAFETY: as above.
+                unsafe { avx512::output_tiles4(&wide, &m, first_out, t_out, cols, &mut got) };
+                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
+                assert!(want.iter().zip(&before).any(|(a, b)| a != b), "the tiles wrote outputs");
+                if add {
+                    let sums = written.iter().zip(&before).map(|(w, b)| w + b);
+                    assert!(sums.zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "added to y");
+                } else {
+                    written = want;
+                }
+            }
 
             let dz = values(s * 7 * 10 * f, 8);
             let (mut want, mut got) = (vec![0.0; POSITIONS4 * t * f], vec![1.0; POSITIONS4 * t * f]);

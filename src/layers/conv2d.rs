@@ -264,12 +264,16 @@ impl Layer for Conv2D {
     //   dz = dy * act'(y);  dW = conv_weight_grad(x, dz);  db = sum(dz);  dx = conv_input_grad(dz, W)
     // With a fused pool, y = maxpool(act(z)) and dz is first scattered to the
     // argmax positions: dz[argmax[i]] += dy[i] * act'(y[i]).
+    fn accumulates_input_gradient(&self) -> bool {
+        true
+    }
+
     fn backward(&mut self, pass: Backward) {
-        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let Backward { params, x, y, dy, dx, accumulate, grads, n } = pass;
         let op = self.op(params, Mode::Train);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
-        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        let pass = WeightGrads { x, y, dy, dx, accumulate, kernel: gw, bias: gb, n };
         device::current().conv2d_backward(&op, pass, &mut self.ws);
     }
 }

@@ -144,11 +144,11 @@ impl Layer for Dense {
     // Differentiates y = act(x . W + b):
     //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
     fn backward(&mut self, pass: Backward) {
-        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let Backward { params, x, y, dy, dx, grads, n, .. } = pass;
         let op = self.op(params);
         let (gw, gb) = grads.split_at_mut(self.features * self.units);
         let gb = self.use_bias.then_some(gb);
-        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        let pass = WeightGrads { x, y, dy, dx, accumulate: false, kernel: gw, bias: gb, n };
         device::current().dense_backward(&op, pass, &mut self.ws);
     }
 }

@@ -204,11 +204,11 @@ impl Layer for DepthwiseConv2D {
 
     // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
     fn backward(&mut self, pass: Backward) {
-        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let Backward { params, x, y, dy, dx, grads, n, .. } = pass;
         let op = self.op(params, Mode::Train);
         let (gw, gb) = grads.split_at_mut(self.kernel_len());
         let gb = self.use_bias.then_some(gb);
-        let pass = WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n };
+        let pass = WeightGrads { x, y, dy, dx, accumulate: false, kernel: gw, bias: gb, n };
         device::current().depthwise_backward(&op, pass, &mut self.ws);
     }
 }

@@ -86,8 +86,11 @@ pub struct Backward<'a> {
     pub y: &'a [f32],
     /// dL/dy on entry; scratch afterwards.
     pub dy: &'a mut [f32],
-    /// Where dL/dx goes (written, not added to), or `None` for the model's input (nobody needs it).
+    /// Where dL/dx goes, or `None` for the model's input (nobody needs it):
+    /// written, or with `accumulate` added to what dx holds (another reader's
+    /// gradient; only for layers whose [`Layer::accumulates_input_gradient`]).
     pub dx: Option<&'a mut [f32]>,
+    pub accumulate: bool,
     /// dL/dparams, same layout as `params`; overwritten.
     pub grads: &'a mut [f32],
     /// Samples in the batch.
@@ -420,6 +423,13 @@ pub trait Layer: Send {
 
     /// Gradients of the forward pass; see [`Backward`].
     fn backward(&mut self, pass: Backward);
+
+    /// Whether [`Layer::backward`] can add dL/dx into a buffer holding
+    /// another reader's gradient ([`Backward::accumulate`]): the model then
+    /// passes it that buffer rather than scratch it adds afterwards.
+    fn accumulates_input_gradient(&self) -> bool {
+        false
+    }
 
     /// Several inputs xs[k]: (n, input k's shape) -> y: (n, output shape).
     fn forward_inputs(&mut self, params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, mode: Mode) {

@@ -235,17 +235,34 @@ impl Layer for SeparableConv2D {
 
     // The pointwise step's backward gives dP, db and dmid; the depthwise one dD and dx from dmid.
     fn backward(&mut self, pass: Backward) {
-        let Backward { params, x, y, dy, dx, grads, n } = pass;
+        let Backward { params, x, y, dy, dx, grads, n, .. } = pass;
         let (dw, pw) = self.ops(params);
         let (kd, kp) = self.kernel_lens();
         let (g_depthwise, rest) = grads.split_at_mut(kd);
         let (g_pointwise, g_bias) = rest.split_at_mut(kp);
         let g_bias = self.use_bias.then_some(g_bias);
         let device = device::current();
-        let pointwise =
-            WeightGrads { x: &self.mid, y, dy, dx: Some(&mut self.dmid), kernel: g_pointwise, bias: g_bias, n };
+        let pointwise = WeightGrads {
+            x: &self.mid,
+            y,
+            dy,
+            dx: Some(&mut self.dmid),
+            accumulate: false,
+            kernel: g_pointwise,
+            bias: g_bias,
+            n,
+        };
         device.dense_backward(&pw, pointwise, &mut self.ws.1);
-        let depthwise = WeightGrads { x, y: &self.mid, dy: &mut self.dmid, dx, kernel: g_depthwise, bias: None, n };
+        let depthwise = WeightGrads {
+            x,
+            y: &self.mid,
+            dy: &mut self.dmid,
+            dx,
+            accumulate: false,
+            kernel: g_depthwise,
+            bias: None,
+            n,
+        };
         device.depthwise_backward(&dw, depthwise, &mut self.ws.0);
     }
 }

@@ -49,8 +49,9 @@ use smallvec::SmallVec;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What a layer's backward pass gets: dL/dy, and where dL/dx goes (none for the model's input).
-type GradientPass<'a> = dyn FnMut(&mut [f32], Option<&mut [f32]>) + 'a;
+/// What a layer's backward pass gets: dL/dy, where dL/dx goes (none for the
+/// model's input), and whether it is added to what that holds.
+type GradientPass<'a> = dyn FnMut(&mut [f32], Option<&mut [f32]>, bool) + 'a;
 
 /// A node's input values (most nodes have one, merges two).
 pub(crate) type Inputs = SmallVec<[usize; 2]>;
@@ -450,7 +451,16 @@ impl Network {
         for (k, node) in nodes.iter_mut().enumerate().rev().filter(|(k, _)| runs(*k)) {
             let range = ranges[k].clone();
             let (params, grads) = (&params[range.clone()], &mut grads[range]);
-            node.layer.backward(Backward { params, x: &[], y: &[], dy: &mut [], dx: None, grads, n: 0 });
+            node.layer.backward(Backward {
+                params,
+                x: &[],
+                y: &[],
+                dy: &mut [],
+                dx: None,
+                accumulate: false,
+                grads,
+                n: 0,
+            });
         }
     }
 
@@ -487,42 +497,45 @@ impl Network {
                 node.layer.backward_activation(&acts[o], &mut deltas[out_slot], n);
             }
             let range = ranges[k].clone();
-            // Where dL/d(input) goes: straight into its slot the first time,
-            // else into the scratch buffer, added afterwards. `hand_over`: the
-            // input's gradient is dy itself and dy is not read after it, so
-            // the first time its buffer becomes the input's (no copy).
+            // Where dL/d(input) goes: straight into its slot the first time;
+            // after that added to it, by the layer where it can
+            // (`accumulates`), else through the scratch buffer. `hand_over`:
+            // the input's gradient is dy itself and dy is not read after it,
+            // so the first time its buffer becomes the input's (no copy).
+            let accumulates = node.layer.accumulates_input_gradient();
             let mut target = |v: usize, hand_over: bool, f: &mut GradientPass| {
                 let s = storage[v];
                 let Some(slot) = slots[s].filter(|_| s != 0) else {
-                    return f(&mut deltas[out_slot], None); // the model's input needs no gradient
+                    return f(&mut deltas[out_slot], None, false); // the model's input needs no gradient
                 };
-                if !written[s] {
-                    written[s] = true;
-                    if hand_over && deltas[slot].len() == deltas[out_slot].len() {
-                        // dy is dead after this node: its slot takes the input slot's buffer instead.
-                        return deltas.swap(out_slot, slot);
-                    }
+                let first = !written[s];
+                written[s] = true;
+                if first && hand_over && deltas[slot].len() == deltas[out_slot].len() {
+                    // dy is dead after this node: its slot takes the input slot's buffer instead.
+                    return deltas.swap(out_slot, slot);
+                }
+                if first || accumulates {
                     let [dy, dx] =
                         deltas.get_disjoint_mut([out_slot, slot]).expect("live gradients have their own slots");
-                    f(dy, Some(dx));
+                    f(dy, Some(dx), !first);
                 } else {
                     let len = n * shapes[v].iter().product::<usize>();
                     let scratch = &mut sum_scratch[..len];
-                    f(&mut deltas[out_slot], Some(&mut *scratch));
+                    f(&mut deltas[out_slot], Some(&mut *scratch), false);
                     crate::device::current().add_to(scratch, &mut deltas[slot], len);
                 }
             };
             if let [v] = inputs[k][..] {
                 let (params, grads) = (&params[range.clone()], &mut grads[range]);
                 let (x, y) = (&acts[storage[v]], &acts[o]);
-                target(v, false, &mut |dy, dx| {
-                    node.layer.backward(Backward { params, x, y, dy, dx, grads: &mut *grads, n })
+                target(v, false, &mut |dy, dx, accumulate| {
+                    node.layer.backward(Backward { params, x, y, dy, dx, accumulate, grads: &mut *grads, n })
                 });
             } else {
                 let xs: SmallVec<[&[f32]; 4]> = inputs[k].iter().map(|&v| acts[storage[v]].as_slice()).collect();
                 let (last, passes) = (inputs[k].len() - 1, node.layer.passes_gradient());
                 for (j, &v) in inputs[k].iter().enumerate() {
-                    target(v, passes && j == last, &mut |dy, dx| {
+                    target(v, passes && j == last, &mut |dy, dx, _| {
                         if let Some(dx) = dx {
                             node.layer.backward_input(j, &xs, dy, dx, n);
                         }

@@ -65,7 +65,36 @@ pub fn check_layer_reseeded(
     let mut dy = r.clone();
     let mut dx = vec![0.0; in_len];
     let mut grads = vec![f32::NAN; params.len()];
-    layer.backward(Backward { params: &params, x: &x, y: &y, dy: &mut dy, dx: Some(&mut dx), grads: &mut grads, n });
+    layer.backward(Backward {
+        params: &params,
+        x: &x,
+        y: &y,
+        dy: &mut dy,
+        dx: Some(&mut dx),
+        accumulate: false,
+        grads: &mut grads,
+        n,
+    });
+    if layer.accumulates_input_gradient() {
+        // Added into a buffer that holds another reader's gradient: those
+        // values plus the same input gradient, and the same weight gradients.
+        let held = uniform(&mut rng, in_len, -1.0, 1.0);
+        let (mut dy, mut sum, mut again) = (r.clone(), held.clone(), vec![f32::NAN; params.len()]);
+        let pass = Backward {
+            params: &params,
+            x: &x,
+            y: &y,
+            dy: &mut dy,
+            dx: Some(&mut sum),
+            accumulate: true,
+            grads: &mut again,
+            n,
+        };
+        layer.backward(pass);
+        let want: Vec<f32> = held.iter().zip(&dx).map(|(h, d)| h + d).collect();
+        assert_close(&format!("{} input gradient added", layer.class_name()), &sum, &want, 1e-5);
+        assert_eq!(grads, again, "{}: weight gradients when adding", layer.class_name());
+    }
 
     let eps = 1e-2f32;
     let numeric = |f: &mut dyn FnMut(f32) -> f64| ((f(eps) - f(-eps)) / (2.0 * eps as f64)) as f32;

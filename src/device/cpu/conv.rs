@@ -7,6 +7,7 @@
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, task_count, through_kept_input, with_scratch};
 use crate::activations::Activation;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
+use crate::kernels::add_assign;
 use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::conv_wide::Wide;
@@ -497,7 +498,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
         through_kept_input(op.act, &mut pass.dy[..pass.n * op.g.positions() * op.filters], ws);
         return backward(&ConvOp { act: Activation::Linear, ..*op }, pass, ws);
     }
-    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
+    let WeightGrads { x, y, dy, dx, accumulate, kernel: gw, bias: gb, n } = pass;
     let (g, f, act) = (op.g, op.filters, op.act);
     let k = g.patch_len();
     let tasks = task_count(n);
@@ -543,7 +544,8 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                 dx.par_chunks_mut(SAMPLES_PER_TASK * in_len)
                     .zip(dy[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
                     .for_each(|(dxt, dz)| {
-                        with_scratch(conv.cols_len(dxt.len() / in_len, true), |dcols| conv.input_grad(dz, dxt, dcols));
+                        let s = dxt.len() / in_len;
+                        with_scratch(conv.cols_len(s, true), |dcols| conv.input_grad(dz, dxt, accumulate, dcols));
                     });
             }
         }
@@ -584,7 +586,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                         add_rows(dz, f, db);
                         conv.weight_grad(xt, dz, dw, cols);
                         if let Some(dxt) = dxt {
-                            conv.input_grad(dz, dxt, cols);
+                            conv.input_grad(dz, dxt, accumulate, cols);
                         }
                     });
                 });
@@ -682,7 +684,7 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
 
 // dz = dy * act'(y);  per group k: dW_k = unfold(x_k)^T . dz_k;  dx_k = fold(dz_k . W_k^T);  db = sum dz
 fn grouped_backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
-    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
+    let WeightGrads { x, y, dy, dx, accumulate, kernel: gw, bias: gb, n } = pass;
     let gr = Group::of(op);
     let (in_len, out_len, p, f) =
         (op.g.h * op.g.w * op.g.c, op.g.positions() * op.filters, op.g.positions(), op.filters);
@@ -732,7 +734,11 @@ fn grouped_backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                         }
                         let cg = gr.g.c;
                         for (dst, src) in dxt.chunks_exact_mut(gr.c).zip(dxg.chunks_exact(cg)) {
-                            dst[k * cg..][..cg].copy_from_slice(src);
+                            if accumulate {
+                                add_assign(&mut dst[k * cg..][..cg], src)
+                            } else {
+                                dst[k * cg..][..cg].copy_from_slice(src)
+                            }
                         }
                     }
                 });
@@ -962,7 +968,7 @@ impl<'a> ConvKernel<'a> {
             let (xp, y_wide) = cols.split_at_mut(wide.padded_len(s));
             wide.pad(x, xp);
             wide.forward(xp, self.w, f, 0..wide.rows(s), y_wide);
-            wide.compact(y_wide, f, fin.bias_inside(), y);
+            wide.compact(y_wide, f, fin.bias_inside(), false, y);
             fin.apply_after_bias(y, at, f);
         } else if let Some(band) = self.unfold_positions() {
             for (i, (xs, ys)) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(p * f)).enumerate() {
@@ -1059,8 +1065,9 @@ impl<'a> ConvKernel<'a> {
         w.weight_grad(xp, dz, s, scratch, du);
     }
 
-    // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T) (a group of samples at a time)
-    fn input_grad(&self, dz: &[f32], dx: &mut [f32], dcols: &mut [f32]) {
+    // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T) (a group of samples at a time),
+    // or with `accumulate` dx += it.
+    fn input_grad(&self, dz: &[f32], dx: &mut [f32], accumulate: bool, dcols: &mut [f32]) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         let s = dx.len() / in_len;
@@ -1068,10 +1075,14 @@ impl<'a> ConvKernel<'a> {
             // The forward pass of the transposed convolution, with the kernel turned.
             let (dzp, scratch) = dcols.split_at_mut(winograd.padded_len(s));
             winograd.pad(dz, dzp);
-            return winograd.forward(dzp, *u, s, None, scratch, dx);
+            return if accumulate {
+                winograd.forward_adding(dzp, *u, s, scratch, dx)
+            } else {
+                winograd.forward(dzp, *u, s, None, scratch, dx)
+            };
         }
         if self.wide.is_some_and(|w| w.pointwise()) {
-            return matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dx, false);
+            return matmul(MatRef::new(dz, s * p, f), MatRef::new(self.w, k, f).t(), dx, accumulate);
         }
         if let Some(wide) = &self.wide {
             // The forward pass of the transposed convolution, with the kernel turned.
@@ -1081,12 +1092,14 @@ impl<'a> ConvKernel<'a> {
             wide.turn_kernel(self.w, f, &mut turned[..k * f]);
             t.pad(dz, dzp);
             t.forward(dzp, &turned[..k * f], g.c, 0..t.rows(s), dx_wide);
-            return t.compact(dx_wide, g.c, None, dx);
+            return t.compact(dx_wide, g.c, None, accumulate, dx);
         }
         let group = self.unfold_group(s);
         for (dxg, dzg) in dx.chunks_mut(group * in_len).zip(dz.chunks(group * p * f)) {
             let sg = dxg.len() / in_len;
-            dxg.fill(0.0);
+            if !accumulate {
+                dxg.fill(0.0);
+            }
             let dcols = &mut dcols[..sg * p * k];
             matmul(MatRef::new(&dzg[..sg * p * f], sg * p, f), MatRef::new(self.w, k, f).t(), dcols, false);
             for (dxs, dc) in dxg.chunks_exact_mut(in_len).zip(dcols.chunks_exact(p * k)) {
@@ -1149,7 +1162,7 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
         through_kept_input(op.act, &mut pass.dy[..pass.n * g.oh * g.ow * co], ws);
         return depthwise_backward(&DepthwiseOp { act: Activation::Linear, ..*op }, pass, ws);
     }
-    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, .. } = pass;
     let g = op.g;
     let co = g.out_channels();
     let k = g.kh * g.kw * co;

@@ -83,7 +83,7 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         through_kept_input(op.act, &mut pass.dy[..pass.n * op.rows_per_sample * op.u], ws);
         return backward(&DenseOp { act: Activation::Linear, ..*op }, pass, ws);
     }
-    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n } = pass;
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, .. } = pass;
     let (d, u) = (op.d, op.u);
     let rows = n * op.rows_per_sample;
     let task_rows = task_rows(op);
