@@ -476,6 +476,51 @@ fn batch_normalizations_apply_the_add_after_them_in_training_with_the_same_resul
 }
 
 #[test]
+fn convolutions_gather_the_moments_of_the_batch_normalization_after_them_with_the_same_results() {
+    // In training a convolution sums its output's per-channel moments as it
+    // writes each task of samples, and the BatchNormalizations that read it
+    // take them in place of a pass of their own: 16 channels through
+    // Winograd's tiles and strided (the blocked sums), 3 (the plain ones), a
+    // convolution read by two normalisations and by an Add, one with a fused
+    // Add after it, a frozen one. Batches of 32 then a last one of 8 (below a
+    // task: summed by the normalisation itself). Training must give the
+    // weights, moving statistics and losses of the model run layer by layer,
+    // bit for bit.
+    let make = |fuse: bool| {
+        let bn = |x: &SymbolicTensor| BatchNormalization::new().momentum(0.5).apply(x).unwrap();
+        let relu = |x: &SymbolicTensor| ReLU::new().apply(x).unwrap();
+        let conv = |f: usize, s: usize, x: &SymbolicTensor| {
+            Conv2D::new(f, (3, 3)).strides((s, s)).padding(Padding::Same).apply(x).unwrap()
+        };
+        let inputs = Input::new([8, 8, 3]);
+        let x = relu(&bn(&conv(3, 1, &inputs)));
+        let x = relu(&bn(&conv(16, 1, &x)));
+        let shared = conv(16, 1, &x);
+        let x = Add::new().apply(&[&bn(&shared), &relu(&bn(&shared)), &shared]).unwrap();
+        let x = relu(&Add::new().apply(&[&x, &bn(&conv(16, 1, &x))]).unwrap());
+        let x = BatchNormalization::new().trainable(false).apply(&conv(16, 1, &x)).unwrap();
+        let x = relu(&bn(&conv(16, 2, &x)));
+        let x = GlobalAveragePooling2D::new().apply(&x).unwrap();
+        let outputs = Dense::new(3).activation(Activation::Softmax).apply(&x).unwrap();
+        let mut model = Model::new(&inputs, &outputs).unwrap().seed(14).fuse_layers(fuse);
+        model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        model
+    };
+    let (x, y) = patterned([40, 8, 8, 3]);
+    let options = FitOptions { epochs: 2, batch_size: 32, verbose: Verbosity::Silent, ..FitOptions::default() };
+    let (mut fused, mut separate) = (make(true), make(false));
+    let (a, b) = (fused.fit(&x, &y, &options).unwrap(), separate.fit(&x, &y, &options).unwrap());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(fused.params().unwrap()), bits(separate.params().unwrap()), "weights");
+    assert_eq!(bits(fused.state().unwrap()), bits(separate.state().unwrap()), "moving statistics");
+    let logs = |h: &keel::model::History| h.epochs.iter().map(|e| e.logs.clone()).collect::<Vec<_>>();
+    assert_eq!(logs(&a), logs(&b));
+    let mut untrained = make(true);
+    untrained.build().unwrap();
+    assert_ne!(bits(fused.params().unwrap()), bits(untrained.params().unwrap()), "training changed nothing");
+}
+
+#[test]
 fn dropout_passes_its_input_on_at_inference_with_the_same_predictions() {
     // At inference a Dropout (or SpatialDropout2D) is skipped, its output being
     // its input's buffer: after a convolution with a fused pool, two in a row,

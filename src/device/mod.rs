@@ -117,14 +117,19 @@ impl Workspace {
         buffers(&mut self.f32s, &mut self.u32s, lens, indices)
     }
 
-    /// [`Workspace::with_indices`], and the weights kept prepared.
+    /// [`Workspace::with_indices`], the weights kept prepared, and an f64
+    /// buffer of `wide` values (contents kept).
     pub fn with_prepared<const K: usize>(
         &mut self,
         lens: [usize; K],
         indices: usize,
-    ) -> (&mut Prepared, [&mut [f32]; K], &mut [u32]) {
+        wide: usize,
+    ) -> (&mut Prepared, [&mut [f32]; K], &mut [u32], &mut [f64]) {
         let (f32s, u32s) = buffers(&mut self.f32s, &mut self.u32s, lens, indices);
-        (&mut self.prepared, f32s, u32s)
+        if self.f64s.len() < wide {
+            self.f64s.resize(wide, 0.0);
+        }
+        (&mut self.prepared, f32s, u32s, &mut self.f64s[..wide])
     }
 
     /// An f64 buffer of `len` values (contents kept).
@@ -414,6 +419,21 @@ pub trait Device: Send + Sync {
 
     /// x: (N,H,W,C) -> y: (N,OH,OW,F), or the pooled (N,PH,PW,F) with `op.pool`.
     fn conv2d_forward(&self, op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace);
+
+    /// [`Device::conv2d_forward`], summing as it goes the output's per-channel
+    /// moments into `sums` (2F values: sum y, then sum y^2) as
+    /// [`ChannelSums::Moments`] would, bit for bit, for the
+    /// BatchNormalization that reads y. False (sums untouched) where the
+    /// pass does not gather them: the reader then sums them itself.
+    fn conv2d_forward_moments(
+        &self,
+        op: &ConvOp,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+        sums: &mut [f64],
+    ) -> bool;
 
     /// dW, db and (when asked) dx from dL/dy (overwritten). Runs after this
     /// layer's forward on the same batch (it reads what that saved in `ws`).

@@ -44,6 +44,9 @@ pub struct BatchNormalization {
     /// Per-channel f64 sums over the batch (2 * c), and what the device keeps for them.
     sums: Vec<f64>,
     ws: Workspace,
+    /// Whether `sums` holds the next training pass's input moments, gathered
+    /// by the layer before ([`Layer::take_input_moments`]).
+    given: bool,
     /// The input gradient's per-channel terms (see `InputGrad`).
     k1: Vec<f32>,
     k2: Vec<f32>,
@@ -82,6 +85,7 @@ impl BatchNormalization {
             act: Activation::Linear,
             sums: Vec::new(),
             ws: Workspace::default(),
+            given: false,
             k1: Vec::new(),
             k2: Vec::new(),
             own_state: Vec::new(),
@@ -176,9 +180,12 @@ impl BatchNormalization {
         let c = self.c;
         let (moving_mean, moving_var) = state.split_at_mut(c);
         self.batch_statistics = mode == Mode::Train && self.trainable;
+        let given = std::mem::take(&mut self.given);
         if self.batch_statistics {
             let (device, len, sample_len) = (device::current(), n * self.sample_len, self.sample_len);
-            device.channel_sums(ChannelSums::Moments, x, c, sample_len, len, &mut self.sums, &mut self.ws);
+            if !given {
+                device.channel_sums(ChannelSums::Moments, x, c, sample_len, len, &mut self.sums, &mut self.ws);
+            }
             // sums = [per-channel sums, sums of squares, rows], over every rank of a group.
             self.sums[2 * c] = (len / c) as f64;
             self.sum_over_group(2 * c + 1);
@@ -309,6 +316,17 @@ impl Layer for BatchNormalization {
     // mean, var: the batch's in training (moving statistics updated), else the moving ones.
     fn forward_stateful(&mut self, params: &[f32], state: &mut [f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         self.normalize(params, state, x, y, n, mode, None);
+    }
+
+    fn uses_input_moments(&self) -> bool {
+        true
+    }
+
+    fn take_input_moments(&mut self, sums: &[f64]) {
+        self.given = sums.len() == 2 * self.c;
+        if self.given {
+            self.sums[..2 * self.c].copy_from_slice(sums);
+        }
     }
 
     fn adds_residual(&self) -> bool {

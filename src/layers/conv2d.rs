@@ -48,6 +48,12 @@ pub struct Conv2D {
     ws: Workspace,
     /// The weights' version at inference (see `Layer::set_weights_version`).
     version: Option<u64>,
+    /// The per-channel sums of the output (sum y, then sum y^2) that
+    /// training passes gather for the BatchNormalization after it (empty:
+    /// not gathered; see [`Layer::gather_output_moments`]), and whether the
+    /// last pass did.
+    moments: Vec<f64>,
+    moments_ready: bool,
 }
 
 impl Conv2D {
@@ -71,6 +77,8 @@ impl Conv2D {
             pool: None,
             ws: Workspace::default(),
             version: None,
+            moments: Vec::new(),
+            moments_ready: false,
         }
     }
 
@@ -245,7 +253,24 @@ impl Layer for Conv2D {
     // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         let op = self.op(params, mode);
-        device::current().conv2d_forward(&op, x, y, n, &mut self.ws);
+        let (device, ws) = (device::current(), &mut self.ws);
+        self.moments_ready = match &mut self.moments[..] {
+            sums @ [_, ..] if mode == Mode::Train => device.conv2d_forward_moments(&op, x, y, n, ws, sums),
+            _ => {
+                device.conv2d_forward(&op, x, y, n, ws);
+                false
+            }
+        };
+    }
+
+    fn gather_output_moments(&mut self, gather: bool) -> bool {
+        let gather = gather && self.pool.is_none() && !self.deferred;
+        self.moments = vec![0.0; if gather { 2 * self.filters } else { 0 }];
+        gather
+    }
+
+    fn output_moments(&self) -> Option<&[f64]> {
+        self.moments_ready.then_some(&self.moments[..])
     }
 
     fn set_weights_version(&mut self, version: Option<u64>) {

@@ -378,6 +378,32 @@ pub trait Layer: Send {
         false
     }
 
+    /// Whether in training the layer normalises by its input's per-channel
+    /// batch moments, and takes them from the layer before where that one
+    /// gathers them ([`Layer::take_input_moments`]): BatchNormalization.
+    fn uses_input_moments(&self) -> bool {
+        false
+    }
+
+    /// Asks the layer to sum, in its training passes, its output's
+    /// per-channel moments as it writes them (`gather`), for the layer after
+    /// it ([`Layer::output_moments`]); returns whether it will.
+    fn gather_output_moments(&mut self, _gather: bool) -> bool {
+        false
+    }
+
+    /// After a training forward pass of a layer that gathers them: its
+    /// output's per-channel sums over the batch, sum y then sum y^2 (2C
+    /// values), or `None` where that pass did not gather them.
+    fn output_moments(&self) -> Option<&[f64]> {
+        None
+    }
+
+    /// The per-channel sums (as [`Layer::output_moments`]) of the input of
+    /// this layer's next training forward pass, which it uses in place of a
+    /// pass of its own over the input.
+    fn take_input_moments(&mut self, _sums: &[f64]) {}
+
     /// Inference with the map of the layer after it (see
     /// [`Layer::inference_affine`]) applied to the output: y = act(layer(x) *
     /// scale + shift), or with a residual (the other input of the Add after

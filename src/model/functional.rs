@@ -409,6 +409,18 @@ impl Model {
             let input = node.inputs[0];
             aliases[k] = node.layer.is_reshape() && consumers[input].len() == 1;
         }
+        // In training a convolution sums its output's per-channel moments as it
+        // writes them, for the BatchNormalizations that read it: their batch
+        // statistics without a pass of their own over it.
+        let mut moments = vec![None; self.nodes.len()];
+        for k in 0..self.nodes.len() {
+            let readers: Vec<usize> =
+                consumers[k + 1].iter().copied().filter(|&j| self.nodes[j].layer.uses_input_moments()).collect();
+            let wanted = self.fuse && pools[k].is_none() && !readers.is_empty();
+            if self.nodes[k].layer.gather_output_moments(wanted) {
+                readers.into_iter().for_each(|j| moments[j] = Some(k));
+            }
+        }
         // At inference a convolution applies the BatchNormalization that is its
         // only consumer (with that one's fused activation) as it writes.
         let mut folds = vec![None; self.nodes.len()];
@@ -477,7 +489,7 @@ impl Model {
         let passed = (0..self.nodes.len())
             .map(|k| self.fuse && self.nodes[k].inputs.len() == 1 && self.nodes[k].layer.identity_at_inference())
             .collect();
-        Fusion { pools, aliases, folds, residuals, unpadded, train_residuals, passed }
+        Fusion { pools, aliases, folds, residuals, unpadded, train_residuals, passed, moments }
     }
 
     /// Configures training: optimizer, loss and metrics, as `model.compile`.

@@ -96,6 +96,8 @@ pub(crate) struct Network {
     /// train_residuals[a]: the node that runs at Add node a's turn in
     /// training, writing a's output, and a's other input value.
     train_residuals: Vec<Option<(usize, usize)>>,
+    /// moments[k]: the node whose gathered output moments node k takes in training.
+    moments: Vec<Option<usize>>,
     /// What each node does at inference, where convolutions apply the
     /// BatchNormalization after them (`folds`) and pad their own input
     /// (`infer_inputs`), and those layers are skipped.
@@ -143,6 +145,10 @@ pub(crate) struct Fusion {
     pub train_residuals: Vec<Option<(usize, usize)>>,
     /// passed[k]: node k passes its one input on unchanged at inference (skipped there).
     pub passed: Vec<bool>,
+    /// moments[k] = j: in training node k takes its input's per-channel
+    /// moments from node j, which gathers them as it writes that input
+    /// ([`crate::layers::Layer::take_input_moments`]).
+    pub moments: Vec<Option<usize>>,
 }
 
 /// A weights version never handed out before (see `Network::version`).
@@ -277,6 +283,7 @@ impl Network {
             steps,
             train_steps,
             train_residuals,
+            moments: fusion.moments.clone(),
             infer_steps,
             folds,
             residuals,
@@ -388,6 +395,14 @@ impl Network {
         for k in 0..nodes.len() {
             let Step::Run { output } = steps[k] else { continue };
             nodes[k].layer.set_weights_version(version);
+            // The node that runs now takes its input's moments from the one that gathered them.
+            let runs = self.train_residuals[k].map_or(k, |(j, _)| j);
+            if let (Some(j), Mode::Train) = (self.moments[runs], mode) {
+                let (before, rest) = nodes.split_at_mut(runs);
+                if let Some(sums) = before[j].layer.output_moments() {
+                    rest[0].layer.take_input_moments(sums);
+                }
+            }
             // The output's buffer, out of the list while the node reads the others.
             let mut y = std::mem::take(&mut acts[storage[output]]);
             if let (Some(j), Mode::Infer) = (folds[k], mode) {

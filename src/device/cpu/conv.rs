@@ -4,7 +4,9 @@
 //! otherwise, or at batch 1 the packed product reading the patches in place;
 //! optionally with the max pooling after it fused in) and DepthwiseConv2D.
 
-use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, task_count, through_kept_input, with_scratch};
+use super::{
+    SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, norm, task_count, through_kept_input, with_scratch,
+};
 use crate::activations::Activation;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::add_assign;
@@ -17,7 +19,7 @@ use crate::kernels::matmul::{MatRef, matmul, matmul_ld};
 use crate::kernels::packed::{self, PANEL, Packed, Runs, matmul_packed, pack, packed_len};
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::winograd::{Transformed, Winograd};
-use crate::kernels::{self, Window, activation, add_rows, sum_rows};
+use crate::kernels::{self, Window, activation, add_rows, batch_norm, sum_rows};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -189,22 +191,35 @@ fn padded_len(op: &ConvOp) -> usize {
 // x: (N,H,W,C) -> y: (N,OH,OW,F);  y = act(conv(x, W) + b)
 // With a fused pool, y is the pooled output: y = maxpool(act(conv(x, W) + b)).
 // Workspace: [dW parts, db parts, padded kernel, padded sample]; argmax of the fused pool.
-pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
+// With `moments` (2F values), whole tasks of samples also sum their outputs'
+// per-channel moments while those are in cache, as BatchNormalization's own
+// pass (`norm::channel_sums`) would over y: returns whether they did.
+pub fn forward(
+    op: &ConvOp,
+    x: &[f32],
+    y: &mut [f32],
+    n: usize,
+    ws: &mut Workspace,
+    moments: Option<&mut [f64]>,
+) -> bool {
     if op.groups > 1 {
-        return grouped_forward(op, x, y, n, ws);
+        grouped_forward(op, x, y, n, ws);
+        return false;
     }
     if op.act.needs_input() && op.pool.is_none() {
-        forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws);
-        return activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
+        forward(&ConvOp { act: Activation::Linear, ..*op }, x, y, n, ws, None);
+        activate_keeping_input(op.act, &mut y[..n * op.g.positions() * op.filters], op.filters, ws);
+        return false;
     }
     let direct = padded_len(op) > 0;
     if let Some((a, residual)) = op.affine.and_then(|a| Some((a, a.residual?))).filter(|_| direct) {
         // The direct kernels apply the map themselves: the residual Add after them.
         let affine = Some(Affine { residual: None, ..a });
-        forward(&ConvOp { act: Activation::Linear, affine, ..*op }, x, y, n, ws);
+        forward(&ConvOp { act: Activation::Linear, affine, ..*op }, x, y, n, ws, None);
         let len = n * op.g.positions() * op.filters;
         kernels::add_assign(&mut y[..len], &residual[..len]);
-        return activation::forward(op.act, &mut y[..len], None, op.filters);
+        activation::forward(op.act, &mut y[..len], None, op.filters);
+        return false;
     }
     let (g, f, fin) = (op.g, op.filters, Finish::of(op));
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
@@ -244,8 +259,11 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
     let k = g.patch_len();
     let packs = n < SAMPLES_PER_TASK && !direct && winograd.is_none() && op.pool.is_none() && packed::available();
     let packs = packs && !(wide.is_some() && Wide::blocked(f));
-    let (prepared, [_, _, wp, padded, cols, blocks], argmax) =
-        ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len);
+    // The tasks' partial moments, where they are gathered (whole tasks, no pool).
+    let gathers = moments.is_some() && n >= SAMPLES_PER_TASK && op.pool.is_none();
+    let parts_len = if gathers { task_count(n) * 2 * f } else { 0 };
+    let (prepared, [_, _, wp, padded, cols, blocks], argmax, parts) =
+        ws.with_prepared([0, 0, padded_len(op), padded_sample, cols_len, blocks_len], n * pooled_len, parts_len);
     // The transformed kernel (form: the tiles' side; where it is kept across
     // calls, packed for the packed product, form 16 + the side: ResNet-50 at
     // batch 32 6% faster) or the packed one (form 0). (Packed on every
@@ -291,7 +309,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                         fin.apply_after_bias(yb, i * conv_len + b * rows * g.ow * f, f);
                     });
                 }
-                return;
+                return false;
             }
             // Each task transforms the whole sample, and computes its block of output channels.
             let p = g.positions();
@@ -308,7 +326,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 let fin = Finish { bias: None, ..fin };
                 gather_finishing(blocks, (p, block, f), |r| r, ys, fin, i * conv_len);
             }
-            return;
+            return false;
         }
         if let (true, false, Some(wide)) = (n < SAMPLES_PER_TASK, direct, wide) {
             // One task's worth of samples, at stride 1: split each sample's output
@@ -356,7 +374,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
                 });
             }
-            return;
+            return false;
         }
         if n < SAMPLES_PER_TASK && direct {
             // One task's worth of samples: split each sample's output rows into bands.
@@ -367,7 +385,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     conv.forward_direct(xs, band, yb, fin.act);
                 });
             }
-            return;
+            return false;
         }
         if unfolded_blocks {
             // Too few positions to split (a 7x7 or 14x14 stage): unfold the sample
@@ -392,7 +410,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 });
                 gather_finishing(blocks, (p, block, f), |r| r, ys, fin, i * conv_len);
             }
-            return;
+            return false;
         }
         if let Some(p) = packed.filter(|_| wide.is_none() && !unfolded_blocks && (g.dh, g.dw) == (1, 1)) {
             // Strided windows at batch 1: bands of output rows, each output row's
@@ -424,12 +442,12 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     fin.apply(yb, i * conv_len + b * rows * g.ow * f, f);
                 });
             }
-            return;
+            return false;
         }
         if n < SAMPLES_PER_TASK && !direct {
             // One task's worth of samples: split each sample's output positions instead.
             let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
-            return samples.enumerate().for_each(|(i, (ys, xs))| {
+            samples.enumerate().for_each(|(i, (ys, xs))| {
                 let per_task = g.positions().div_ceil(bands(g.positions()));
                 ys.par_chunks_mut(per_task * f).enumerate().for_each(|(t, yt)| {
                     let (first, count) = (t * per_task, yt.len() / f);
@@ -444,12 +462,27 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                     fin.apply(yt, i * conv_len + first * f, f);
                 });
             });
+            return false;
         }
         let tasks = y[..n * conv_len].par_chunks_mut(SAMPLES_PER_TASK * conv_len).zip(xs).enumerate();
-        return tasks.for_each(|(t, (yt, xt))| {
+        let width = 2 * f;
+        let task_parts = if gathers {
+            Either::Left(parts.par_chunks_mut(width).map(Some))
+        } else {
+            Either::Right((0..task_count(n)).into_par_iter().map(|_| None))
+        };
+        tasks.zip(task_parts).for_each(|((t, (yt, xt)), part)| {
             let at = t * SAMPLES_PER_TASK * conv_len;
             with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, fin, at));
+            if let Some(part) = part {
+                part.fill(0.0);
+                batch_norm::add_moments(yt, f, part);
+            }
         });
+        if let (true, Some(sums)) = (gathers, moments) {
+            norm::add_parts(parts, width, sums);
+        }
+        return gathers;
     };
     y[..n * pooled_len]
         .par_chunks_mut(SAMPLES_PER_TASK * pooled_len)
@@ -484,6 +517,7 @@ pub fn forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspa
                 }
             });
         });
+    false
 }
 
 // Differentiates y = act(z), z = conv(x, W) + b:

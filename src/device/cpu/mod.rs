@@ -263,7 +263,19 @@ impl Device for Cpu {
     }
 
     fn conv2d_forward(&self, op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
-        conv::forward(op, x, y, n, ws)
+        conv::forward(op, x, y, n, ws, None);
+    }
+
+    fn conv2d_forward_moments(
+        &self,
+        op: &ConvOp,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        ws: &mut Workspace,
+        sums: &mut [f64],
+    ) -> bool {
+        conv::forward(op, x, y, n, ws, Some(sums))
     }
 
     fn conv2d_backward(&self, op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {

@@ -28,6 +28,11 @@ pub fn channel_sums(
             batch_norm::add_grad_sums(xt, &dy[t * task..][..xt.len()], mean, inv_std, gate, part)
         }
     });
+    add_parts(parts, width, sums);
+}
+
+/// sums[..width] = the parts (of `width` values each) added in their order.
+pub fn add_parts(parts: &[f64], width: usize, sums: &mut [f64]) {
     let total = &mut sums[..width];
     total.fill(0.0);
     for part in parts.chunks_exact(width) {
