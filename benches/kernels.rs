@@ -201,7 +201,7 @@ fn conv_stride1(c: &mut Criterion) {
                 b.iter(|| {
                     wino.pad(&x, &mut xp);
                     u.fill(0.0);
-                    wino.weight_grad(&xp, &dz, TASK, &mut wino_scratch, &mut u);
+                    wino.weight_grad(&xp, &dz, TASK, &mut wino_scratch, &mut u, None);
                     dw.fill(0.0);
                     wino.kernel_grad(&u, &mut dw);
                 })

@@ -41,10 +41,10 @@
 //! reference is the unfolding path, which the tests compare against (the sums
 //! are taken in another order: the results agree to rounding, not bit for bit).
 
-use super::Window;
 use super::conv_wide::Wide;
 use super::matmul::MatRef;
 use super::packed::{self, PANEL, Packed, matmul_packed, packed_len};
+use super::{Window, add_rows};
 use multiversion::multiversion;
 use std::ops::Range;
 
@@ -326,8 +326,19 @@ impl Winograd {
     // xp: pad()'s layout of `s` samples, dz: (s,OH,OW,F) -> du (16,C,F) +=
     //   sum over tiles of v[p] (t, C)^T . dm[p] (t, F), dm = A dz A^T (the
     //   tile's 2x2 output gradient turned into 16 values, zeros for outputs
-    //   past an odd side). `scratch`: scratch_len() values.
-    pub fn weight_grad(&self, xp: &[f32], dz: &[f32], s: usize, scratch: &mut [f32], du: &mut [f32]) {
+    //   past an odd side). `scratch`: scratch_len() values. With `db` (F),
+    //   also db += the sum of dz over the samples: the sum of dm at the
+    //   position where both of A's rows are all ones (each tile's outputs
+    //   summed), read from the tiles rather than from dz again.
+    pub fn weight_grad(
+        &self,
+        xp: &[f32],
+        dz: &[f32],
+        s: usize,
+        scratch: &mut [f32],
+        du: &mut [f32],
+        mut db: Option<&mut [f32]>,
+    ) {
         let (g, f) = (&self.wide.g, self.f);
         let (c, tiles) = (g.c, self.tiles(s));
         assert!(dz.len() >= s * g.oh * g.ow * f && du.len() >= self.kernel_len(), "output gradient too short");
@@ -339,6 +350,11 @@ impl Winograd {
             let (v, m) = (&mut v[..positions * t * c], &mut m[..positions * t * f]);
             input_tiles(&self.wide, self.m, xp, first, t, v);
             gradient_tiles(&self.wide, self.m, dz, first, t, f, m);
+            if let Some(db) = db.as_deref_mut() {
+                // Row and column 1 of A: (1, 1) for 2x2 tiles, (1, 1, 1, 1) for 4x4.
+                let sums = (self.m + 2) + 1;
+                add_rows(&m[sums * t * f..][..t * f], f, db);
+            }
             let products = Wide::of(&Window::rows(t, c)).expect("a 1x1 window");
             for p in 0..positions {
                 let (vp, mp) = (&v[p * t * c..][..t * c], &m[p * t * f..][..t * f]);
@@ -1236,9 +1252,16 @@ mod tests {
                 let mut xp = vec![f32::NAN; wino.padded_len(s)];
                 wino.pad(&x, &mut xp);
                 let (mut du, mut scratch) = (vec![0.0; wino.kernel_len()], vec![0.0; wino.scratch_len()]);
-                wino.weight_grad(&xp, &dz, s, &mut scratch, &mut du);
+                let mut db = vec![1.0; f];
+                wino.weight_grad(&xp, &dz, s, &mut scratch, &mut du, Some(&mut db));
                 let mut dw = vec![1.0; 9 * c * f];
                 wino.kernel_grad(&du, &mut dw);
+                // The bias gradient from the tiles: 1 + the sum of dz's rows.
+                let mut sums = vec![1.0; f];
+                add_rows(&dz, f, &mut sums);
+                for (j, (a, b)) in db.iter().zip(&sums).enumerate() {
+                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "F({m}) bias {j}: {a} vs {b}");
+                }
 
                 let (p, k) = (g.positions(), g.patch_len());
                 let mut cols = vec![0.0; p * k];

@@ -571,8 +571,10 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                 .for_each(|(((dz, yt), xt), (dw, db))| {
                     activation::backward(act, yt, dz, f);
                     dw.fill(0.0);
-                    with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| conv.weight_grad(xt, dz, dw, cols));
-                    sum_rows(dz, f, db);
+                    db.fill(0.0);
+                    with_scratch(conv.cols_len(xt.len() / in_len, false), |cols| {
+                        conv.weight_grad(xt, dz, dw, db, cols)
+                    });
                 });
             if let Some(dx) = dx {
                 dx.par_chunks_mut(SAMPLES_PER_TASK * in_len)
@@ -617,8 +619,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                             let sample = i * pooled_len..(i + 1) * pooled_len;
                             max_pool_backward_through(act, &dyt[sample.clone()], &yt[sample.clone()], &at[sample], dzs);
                         }
-                        add_rows(dz, f, db);
-                        conv.weight_grad(xt, dz, dw, cols);
+                        conv.weight_grad(xt, dz, dw, db, cols);
                         if let Some(dxt) = dxt {
                             conv.input_grad(dz, dxt, accumulate, cols);
                         }
@@ -1045,17 +1046,19 @@ impl<'a> ConvKernel<'a> {
     }
 
     // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz
-    // (unfolded a group of samples at a time)
-    fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], cols: &mut [f32]) {
+    // (unfolded a group of samples at a time); db (F) += the sum of dz's rows
+    // (through Winograd's tiles: from the transformed dz, see `Winograd::weight_grad`).
+    fn weight_grad(&self, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32], cols: &mut [f32]) {
         let (g, f) = (&self.g, self.f);
         let (in_len, p, k) = (g.h * g.w * g.c, g.positions(), g.patch_len());
         if let Some(w) = &self.weight_tiles {
             // dw += G^T du G, du: the transformed kernel's gradient.
             let (du, cols) = cols.split_at_mut(w.kernel_len());
             du.fill(0.0);
-            self.tile_weight_grad(w, x, dz, du, cols);
+            self.tile_weight_grad(w, x, dz, du, db, cols);
             return w.kernel_grad(du, dw);
         }
+        add_rows(dz, f, db);
         if self.direct && self.wide.is_none() {
             for (xs, dzs) in x.chunks_exact(in_len).zip(dz.chunks_exact(p * f)) {
                 conv_direct::conv_weight_grad(g, xs, dzs, f, dw);
@@ -1084,19 +1087,19 @@ impl<'a> ConvKernel<'a> {
     // du (16,C,F) += the transformed kernel's gradient from x (s,H,W,C) and dz (s,OH,OW,F),
     // through Winograd's tiles `w` (the weight gradient's).
     // Without padding, the samples but the last are read in place (see `forward`).
-    fn tile_weight_grad(&self, w: &Winograd, x: &[f32], dz: &[f32], du: &mut [f32], cols: &mut [f32]) {
+    fn tile_weight_grad(&self, w: &Winograd, x: &[f32], dz: &[f32], du: &mut [f32], db: &mut [f32], cols: &mut [f32]) {
         let in_len = self.g.h * self.g.w * self.g.c;
         let s = x.len() / in_len;
         if w.wide().unpadded() && s > 1 {
             let (xp, scratch) = cols.split_at_mut(w.padded_len(1));
-            w.weight_grad(x, dz, s - 1, scratch, du);
+            w.weight_grad(x, dz, s - 1, scratch, du, Some(&mut *db));
             w.pad(&x[(s - 1) * in_len..], xp);
             let dz_len = self.g.positions() * self.f;
-            return w.weight_grad(xp, &dz[(s - 1) * dz_len..], 1, scratch, du);
+            return w.weight_grad(xp, &dz[(s - 1) * dz_len..], 1, scratch, du, Some(db));
         }
         let (xp, scratch) = cols.split_at_mut(w.padded_len(s));
         w.pad(x, xp);
-        w.weight_grad(xp, dz, s, scratch, du);
+        w.weight_grad(xp, dz, s, scratch, du, Some(db));
     }
 
     // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T) (a group of samples at a time),
