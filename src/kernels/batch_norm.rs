@@ -1,6 +1,7 @@
 //! Batch normalisation over the last axis (channels) of row-major rows of `c`
-//! values. Sums are f64 and taken row by row in order, so callers that split
-//! rows into fixed tasks and add the task sums in order are deterministic.
+//! values. Sums are f64 and taken row by row in order (the gradients' by
+//! groups of rows summed in f32 first, in a fixed order), so callers that
+//! split rows into fixed tasks and add the task sums in order are deterministic.
 //!
 //! Where the channels come in blocks of 16, the kernels go a block of
 //! channels at a time, its sums and terms held in registers rather than
@@ -210,8 +211,14 @@ fn gated_block(gate: GateBlock, x: &[f32; BLOCK], dy: &[f32; BLOCK]) -> [f32; BL
     }
 }
 
+/// Rows per group of [`add_grad_sums`]: each group's sums are taken in f32,
+/// its even and odd rows apart (two chains of additions, not one), then
+/// added together into the f64 totals.
+const GROUP: usize = 8;
+
 /// sums[ch] += sum dz and sums[c + ch] += sum dz * xhat, with xhat = (x - mean) * inv_std
-/// and dz = dy through `gate` if any: the gradients of beta and gamma.
+/// and dz = dy through `gate` if any: the gradients of beta and gamma. By
+/// groups of [`GROUP`] rows from the first.
 pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     if mean.len().is_multiple_of(BLOCK) {
         add_grad_sums_blocked(x, dy, mean, inv_std, gate, sums)
@@ -224,20 +231,29 @@ pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate:
 fn add_grad_sums_blocked(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     let c = mean.len();
     let rows = x.len().min(dy.len()) / c;
-    let chunk = chunk_rows(c) * c;
+    // Chunks of whole groups.
+    let chunk = (chunk_rows(c) / GROUP).max(1) * GROUP * c;
     let chunks = x[..rows * c].chunks(chunk).zip(dy[..rows * c].chunks(chunk));
     for (x, dy) in chunks {
         for c0 in (0..c).step_by(BLOCK) {
             let (m, s, gb) = (block(mean, c0), block(inv_std, c0), gate_block(&gate, c0));
             let (mut dbeta, mut dgamma) = (sums_block(sums, c0), sums_block(sums, c + c0));
-            for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-                let xv = block(xr, c0);
-                let dz = gated_block(gb, xv, block(dr, c0));
+            for (xg, dg) in x.chunks(GROUP * c).zip(dy.chunks(GROUP * c)) {
+                // [even rows' dz, odd rows', even rows' dz * xhat, odd rows'].
+                let mut parts = [[0.0f32; BLOCK]; 4];
+                for (i, (xr, dr)) in xg.chunks_exact(c).zip(dg.chunks_exact(c)).enumerate() {
+                    let xv = block(xr, c0);
+                    let dz = gated_block(gb, xv, block(dr, c0));
+                    let odd = i % 2;
+                    for l in 0..BLOCK {
+                        let xhat = (xv[l] - m[l]) * s[l];
+                        parts[odd][l] += dz[l];
+                        parts[2 + odd][l] += dz[l] * xhat;
+                    }
+                }
                 for l in 0..BLOCK {
-                    let dz = dz[l];
-                    let xhat = (xv[l] - m[l]) * s[l];
-                    dbeta[l] += dz as f64;
-                    dgamma[l] += (dz * xhat) as f64;
+                    dbeta[l] += (parts[0][l] + parts[1][l]) as f64;
+                    dgamma[l] += (parts[2][l] + parts[3][l]) as f64;
                 }
             }
             sums[c0..c0 + BLOCK].copy_from_slice(&dbeta);
@@ -250,13 +266,20 @@ fn add_grad_sums_blocked(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], g
 #[multiversion(targets = "simd")]
 fn add_grad_sums_reference(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     let c = mean.len();
+    let rows = x.len().min(dy.len()) / c;
     let (dbeta, dgamma) = sums.split_at_mut(c);
-    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+    for (xg, dg) in x[..rows * c].chunks(GROUP * c).zip(dy[..rows * c].chunks(GROUP * c)) {
         for ch in 0..c {
-            let dz = gated(&gate, xr[ch], dr[ch], ch);
-            let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
-            dbeta[ch] += dz as f64;
-            dgamma[ch] += (dz * xhat) as f64;
+            // [even rows' dz, odd rows', even rows' dz * xhat, odd rows'].
+            let mut parts = [0.0f32; 4];
+            for (i, (xr, dr)) in xg.chunks_exact(c).zip(dg.chunks_exact(c)).enumerate() {
+                let dz = gated(&gate, xr[ch], dr[ch], ch);
+                let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+                parts[i % 2] += dz;
+                parts[2 + i % 2] += dz * xhat;
+            }
+            dbeta[ch] += (parts[0] + parts[1]) as f64;
+            dgamma[ch] += (parts[2] + parts[3]) as f64;
         }
     }
 }
