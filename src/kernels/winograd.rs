@@ -1301,23 +1301,12 @@ mod tests {
             let (first_out, t_out, row0) = (5, wino.tiles(s) - 7, 2);
             let (m, bias) = (values(POSITIONS * t_out * 32, 6), values(f, 7));
             let len = (s * 7 - row0) * 9 * f;
-            // Written, then added to what y holds: y + the written outputs.
-            let mut written = vec![0.0; len];
-            for (add, before) in [(false, vec![0.0; len]), (true, values(len, 9))] {
-                let (mut want, mut got) = (before.clone(), before.clone());
-                let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), add, row0 };
-                output_tiles_reference(&wide, &m, first_out, t_out, cols, &mut want);
+            check_output_tiles(
+                |cols, y| output_tiles_reference(&wide, &m, first_out, t_out, cols, y),
                 // SAFETY: as above.
-                unsafe { avx512::output_tiles(&wide, &m, first_out, t_out, cols, &mut got) };
-                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
-                assert!(want.iter().zip(&before).any(|(a, b)| a != b), "the tiles wrote outputs");
-                if add {
-                    let sums = written.iter().zip(&before).map(|(w, b)| w + b);
-                    assert!(sums.zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "added to y");
-                } else {
-                    written = want;
-                }
-            }
+                |cols, y| unsafe { avx512::output_tiles(&wide, &m, first_out, t_out, cols, y) },
+                (f, &bias, row0, len),
+            );
 
             let dz = values(s * 7 * 9 * f, 8);
             let (mut want, mut got) = (vec![0.0; POSITIONS * t * f], vec![1.0; POSITIONS * t * f]);
@@ -1325,6 +1314,32 @@ mod tests {
             // SAFETY: as above.
             unsafe { avx512::gradient_tiles(&wide, &dz, first, t, f, &mut got) };
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "gradient transform");
+        }
+    }
+
+    // An output transform's SIMD path against its plain code, bit for bit,
+    // into filters 16..48 of `f` with `bias`, outputs from row `row0` on
+    // (`len` values): written, then added to what y holds (y + the written).
+    #[cfg(target_arch = "x86_64")]
+    fn check_output_tiles(
+        plain: impl Fn(Columns, &mut [f32]),
+        simd: impl Fn(Columns, &mut [f32]),
+        (f, bias, row0, len): (usize, &[f32], usize, usize),
+    ) {
+        let mut written = vec![0.0; len];
+        for (add, before) in [(false, vec![0.0; len]), (true, values(len, 9))] {
+            let (mut want, mut got) = (before.clone(), before.clone());
+            let cols = Columns { f0: 16, fb: 32, f, bias: Some(bias), add, row0 };
+            plain(cols, &mut want);
+            simd(cols, &mut got);
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
+            assert!(want.iter().zip(&before).any(|(a, b)| a != b), "the tiles wrote outputs");
+            if add {
+                let sums = written.iter().zip(&before).map(|(w, b)| w + b);
+                assert!(sums.zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "added to y");
+            } else {
+                written = want;
+            }
         }
     }
 
@@ -1352,23 +1367,12 @@ mod tests {
             let (first_out, t_out, row0) = (3, wino.tiles(s) - 4, 4);
             let (m, bias) = (values(POSITIONS4 * t_out * 32, 6), values(f, 7));
             let len = (s * 7 - row0) * 10 * f;
-            // Written, then added to what y holds: y + the written outputs.
-            let mut written = vec![0.0; len];
-            for (add, before) in [(false, vec![0.0; len]), (true, values(len, 9))] {
-                let (mut want, mut got) = (before.clone(), before.clone());
-                let cols = Columns { f0: 16, fb: 32, f, bias: Some(&bias), add, row0 };
-                output_tiles4_lanes(&wide, &m, first_out, t_out, cols, &mut want);
+            check_output_tiles(
+                |cols, y| output_tiles4_lanes(&wide, &m, first_out, t_out, cols, y),
                 // SAFETY: as above.
-                unsafe { avx512::output_tiles4(&wide, &m, first_out, t_out, cols, &mut got) };
-                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "output transform");
-                assert!(want.iter().zip(&before).any(|(a, b)| a != b), "the tiles wrote outputs");
-                if add {
-                    let sums = written.iter().zip(&before).map(|(w, b)| w + b);
-                    assert!(sums.zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "added to y");
-                } else {
-                    written = want;
-                }
-            }
+                |cols, y| unsafe { avx512::output_tiles4(&wide, &m, first_out, t_out, cols, y) },
+                (f, &bias, row0, len),
+            );
 
             let dz = values(s * 7 * 10 * f, 8);
             let (mut want, mut got) = (vec![0.0; POSITIONS4 * t * f], vec![1.0; POSITIONS4 * t * f]);

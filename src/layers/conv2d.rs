@@ -254,12 +254,11 @@ impl Layer for Conv2D {
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode) {
         let op = self.op(params, mode);
         let (device, ws) = (device::current(), &mut self.ws);
-        self.moments_ready = match &mut self.moments[..] {
-            sums @ [_, ..] if mode == Mode::Train => device.conv2d_forward_moments(&op, x, y, n, ws, sums),
-            _ => {
-                device.conv2d_forward(&op, x, y, n, ws);
-                false
-            }
+        self.moments_ready = if mode == Mode::Train && !self.moments.is_empty() {
+            device.conv2d_forward_moments(&op, x, y, n, ws, &mut self.moments)
+        } else {
+            device.conv2d_forward(&op, x, y, n, ws);
+            false
         };
     }
 

@@ -1194,6 +1194,7 @@ fn depthwise_band<'a>(g: &Depthwise, x: &'a [f32], first: usize, rows: usize) ->
 // dz = dy * act'(y);  dW = sum over taps of x * dz;  db = sum dz;  dx = sum over taps of W * dz
 // Workspace: [dW parts, db parts].
 pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspace) {
+    debug_assert!(!pass.accumulate, "a depthwise convolution writes its input gradient (it does not add to one)");
     if op.act.needs_input() {
         let (co, g) = (op.g.out_channels(), op.g);
         through_kept_input(op.act, &mut pass.dy[..pass.n * g.oh * g.ow * co], ws);

@@ -79,6 +79,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
 //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
 // Workspace (narrow): [W^T, dz padded to WIDTH columns].
 pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
+    debug_assert!(!pass.accumulate, "a Dense writes its input gradient (it does not add to one)");
     if op.act.needs_input() {
         through_kept_input(op.act, &mut pass.dy[..pass.n * op.rows_per_sample * op.u], ws);
         return backward(&DenseOp { act: Activation::Linear, ..*op }, pass, ws);
