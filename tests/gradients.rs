@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_close, check_layer, check_layer_reseeded, spaced, uniform};
+use common::{assert_close, backward_into, check_layer, check_layer_reseeded, spaced, uniform};
 use keel::activations::Activation;
 use keel::layers::*;
 use keel::losses::{Loss, LossConfig};
@@ -128,41 +128,13 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
     conv.forward(&params, &x, &mut z, n, Mode::Train);
     pool.forward(&[], &z, &mut y, n, Mode::Train);
     let (mut dz, mut dx, mut grads) = (vec![0.0; conv_len], vec![0.0; x.len()], vec![0.0; params.len()]);
-    pool.backward(Backward {
-        params: &[],
-        x: &z,
-        y: &y,
-        dy: &mut dy.clone(),
-        dx: Some(&mut dz),
-        accumulate: false,
-        grads: &mut [],
-        n,
-    });
-    conv.backward(Backward {
-        params: &params,
-        x: &x,
-        y: &z,
-        dy: &mut dz,
-        dx: Some(&mut dx),
-        accumulate: false,
-        grads: &mut grads,
-        n,
-    });
+    backward_into(&mut pool, (&[], &z, &y), &mut dy.clone(), &mut dz, &mut [], n);
+    backward_into(&mut conv, (&params, &x, &z), &mut dz, &mut dx, &mut grads, n);
 
     let mut fused_y = vec![0.0; pooled_len];
     fused.forward(&params, &x, &mut fused_y, n, Mode::Train);
     let (mut fused_dx, mut fused_grads) = (vec![0.0; x.len()], vec![0.0; params.len()]);
-    let pass = Backward {
-        params: &params,
-        x: &x,
-        y: &fused_y,
-        dy: &mut dy.clone(),
-        dx: Some(&mut fused_dx),
-        accumulate: false,
-        grads: &mut fused_grads,
-        n,
-    };
-    fused.backward(pass);
+    backward_into(&mut fused, (&params, &x, &fused_y), &mut dy.clone(), &mut fused_dx, &mut fused_grads, n);
     // Both run Winograd's 4x4 tiles on larger shapes, whose transforms round
     // to a few 1e-5 of the largest value, summed in another order here.
     assert_close("fused output", &fused_y, &y, 5e-5);
@@ -398,16 +370,7 @@ fn dropout_backward_uses_the_forward_mask_and_inference_is_identity() {
     }
     let dy = uniform(&mut stream(9, 2), n * len, -1.0, 1.0);
     let mut dx = vec![0.0; n * len];
-    layer.backward(Backward {
-        params: &[],
-        x: &x,
-        y: &y,
-        dy: &mut dy.clone(),
-        dx: Some(&mut dx),
-        accumulate: false,
-        grads: &mut [],
-        n,
-    });
+    backward_into(&mut layer, (&[], &x, &y), &mut dy.clone(), &mut dx, &mut [], n);
     let want: Vec<f32> = dy.iter().zip(&mask).map(|(d, m)| d * m).collect();
     assert_close("dropout dx", &dx, &want, 1e-4);
     layer.forward(&[], &x, &mut y, n, Mode::Infer);
@@ -603,42 +566,14 @@ fn batch_normalization_with_a_fused_relu_matches_separate_layers() {
             bn.forward(&params, &x, &mut z, n, Mode::Train);
             relu.forward(&[], &z, &mut y, n, Mode::Train);
             let (mut dz, mut dx, mut grads) = (vec![0.0; len], vec![0.0; len], vec![0.0; params.len()]);
-            relu.backward(Backward {
-                params: &[],
-                x: &z,
-                y: &y,
-                dy: &mut dy.clone(),
-                dx: Some(&mut dz),
-                accumulate: false,
-                grads: &mut [],
-                n,
-            });
-            bn.backward(Backward {
-                params: &params,
-                x: &x,
-                y: &z,
-                dy: &mut dz,
-                dx: Some(&mut dx),
-                accumulate: false,
-                grads: &mut grads,
-                n,
-            });
+            backward_into(&mut relu, (&[], &z, &y), &mut dy.clone(), &mut dz, &mut [], n);
+            backward_into(&mut bn, (&params, &x, &z), &mut dz, &mut dx, &mut grads, n);
 
             let mut fused_y = vec![0.0; len];
             fused.forward(&params, &x, &mut fused_y, n, Mode::Train);
             let (mut fused_dx, mut fused_grads) = (vec![0.0; len], vec![0.0; params.len()]);
-            let (y_ref, dy_ref) = (&fused_y, &mut dy.clone());
-            let pass = Backward {
-                params: &params,
-                x: &x,
-                y: y_ref,
-                dy: dy_ref,
-                dx: Some(&mut fused_dx),
-                accumulate: false,
-                grads: &mut fused_grads,
-                n,
-            };
-            fused.backward(pass);
+            let values = (&params[..], &x[..], &fused_y[..]);
+            backward_into(&mut fused, values, &mut dy.clone(), &mut fused_dx, &mut fused_grads, n);
             let what = format!("{act} on {shape:?}");
             assert_eq!(fused_y, y, "{what}: outputs");
             let cut = y.iter().filter(|&&v| v <= 0.0 || v >= 6.0).count();
@@ -787,16 +722,7 @@ fn spatial_dropout_drops_whole_channels() {
     assert!((dropped as f32 / 300.0 - rate).abs() < 0.1, "dropped {dropped} of 300 channels");
     let dy = uniform(&mut stream(3, 2), n * 800, -1.0, 1.0);
     let mut dx = vec![0.0; n * 800];
-    layer.backward(Backward {
-        params: &[],
-        x: &x,
-        y: &y,
-        dy: &mut dy.clone(),
-        dx: Some(&mut dx),
-        accumulate: false,
-        grads: &mut [],
-        n,
-    });
+    backward_into(&mut layer, (&[], &x, &y), &mut dy.clone(), &mut dx, &mut [], n);
     let want: Vec<f32> = dy.iter().zip(y.iter().zip(&x)).map(|(d, (y, x))| d * y / x).collect();
     assert_close("spatial dropout dx", &dx, &want, 1e-3);
     layer.forward(&[], &x, &mut y, n, Mode::Infer);

@@ -27,6 +27,20 @@ pub fn assert_close(what: &str, analytic: &[f32], numeric: &[f32], tol: f32) {
     }
 }
 
+/// `layer`'s backward pass over `n` samples, from its parameters, input and
+/// output (`params`, `x`, `y`) and dL/dy (`dy`, scratch afterwards): dL/dx
+/// written into `dx` (not added to), dL/dparams into `grads`.
+pub fn backward_into<L: Layer + ?Sized>(
+    layer: &mut L,
+    (params, x, y): (&[f32], &[f32], &[f32]),
+    dy: &mut [f32],
+    dx: &mut [f32],
+    grads: &mut [f32],
+    n: usize,
+) {
+    layer.backward(Backward { params, x, y, dy, dx: Some(dx), accumulate: false, grads, n });
+}
+
 /// Checks a layer's backward pass against central differences of
 /// L = sum(r * forward(x)) for random r, for every parameter and input value.
 pub fn check_layer(layer: impl Layer, input_shape: &[usize], n: usize, x: Vec<f32>, seed: u64) {
@@ -65,16 +79,7 @@ pub fn check_layer_reseeded(
     let mut dy = r.clone();
     let mut dx = vec![0.0; in_len];
     let mut grads = vec![f32::NAN; params.len()];
-    layer.backward(Backward {
-        params: &params,
-        x: &x,
-        y: &y,
-        dy: &mut dy,
-        dx: Some(&mut dx),
-        accumulate: false,
-        grads: &mut grads,
-        n,
-    });
+    backward_into(&mut layer, (&params, &x, &y), &mut dy, &mut dx, &mut grads, n);
     if layer.accumulates_input_gradient() {
         // Added into a buffer that holds another reader's gradient: those
         // values plus the same input gradient, and the same weight gradients.
