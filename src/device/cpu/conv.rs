@@ -235,10 +235,9 @@ pub fn forward(
         let band = WINOGRAD_BAND_TILES.div_ceil(g.ow.div_ceil(w.tile_side()));
         (g.oh.div_ceil(w.tile_side()) >= 2 * band).then_some(band)
     });
-    // A padded sample for batches below one task (stride 1).
-    let padded_sample = match (wide, winograd) {
-        (_, Some(w)) if winograd_blocks => w.padded_len(1),
-        (Some(wide), _) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() => wide.padded_len(1),
+    // A padded sample for batches below one task (stride 1; Winograd's tiles read the input itself).
+    let padded_sample = match wide {
+        Some(wide) if n < SAMPLES_PER_TASK && !direct && !wide.pointwise() && winograd.is_none() => wide.padded_len(1),
         _ => 0,
     };
     // Unfolded by channel blocks: batch-1 inference with too few positions to split.
@@ -300,11 +299,9 @@ pub fn forward(
                 // Each task transforms its band of rows of tiles, and computes every output channel.
                 let rows = band * w.tile_side();
                 for (i, (ys, xs)) in samples.enumerate() {
-                    pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
-                    let xp = &*padded;
                     ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
                         with_scratch(w.scratch_len(), |scratch| {
-                            w.forward_rows(xp, u, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
+                            w.forward_rows(xs, u, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
                         });
                         fin.apply_after_bias(yb, i * conv_len + b * rows * g.ow * f, f);
                     });
@@ -315,12 +312,10 @@ pub fn forward(
             let p = g.positions();
             let block = thread_filters(f, tiles_packed);
             for (i, (ys, xs)) in samples.enumerate() {
-                pad_sample(w.wide(), xs, &mut padded[..w.padded_len(1)]);
-                let xp = &*padded;
                 blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
                     let filters = b * block..b * block + yb.len() / p;
                     with_scratch(w.scratch_len(), |scratch| {
-                        w.forward_filters(xp, u, 1, filters, fin.bias_inside(), scratch, yb);
+                        w.forward_filters(xs, u, 1, filters, fin.bias_inside(), scratch, yb);
                     });
                 });
                 let fin = Finish { bias: None, ..fin };
@@ -892,10 +887,10 @@ impl<'a> ConvKernel<'a> {
     /// (and, with filters not in blocks of 32, for its gradients through the padded layout).
     fn cols_len(&self, s: usize, input_grad: bool) -> usize {
         let (g, f) = (&self.g, self.f);
-        // Winograd's padded input and scratch (its own convolution's: the
-        // forward pass's, or in a backward pass the transposed one's).
-        let tiles = self.winograd.map_or(0, |(w, _)| w.padded_len(s) + w.scratch_len());
-        let weight_tiles = self.weight_tiles.map_or(0, |w| w.padded_len(s) + w.kernel_len() + w.scratch_len());
+        // Winograd's scratch (its own convolution's: the forward pass's, or
+        // in a backward pass the transposed one's).
+        let tiles = self.winograd.map_or(0, |(w, _)| w.scratch_len());
+        let weight_tiles = self.weight_tiles.map_or(0, |w| w.kernel_len() + w.scratch_len());
         let tiles = tiles.max(weight_tiles);
         if let Some(wide) = &self.wide {
             if wide.pointwise() {
@@ -961,37 +956,17 @@ impl<'a> ConvKernel<'a> {
         // samples right after their outputs are written, while they are in
         // cache; a group has enough positions that the kernel is read once for
         // many. With nothing to apply, the task is one group (fewer, fuller calls).
-        // Where a group's samples are first copied (Winograd's padded layout, or
-        // unfolded), no more than [`copy_group`]'s.
+        // Where a group's samples are first unfolded, no more than [`copy_group`]'s.
         let finish = if fin.applies_after_bias() { FINISH_POSITIONS.div_ceil(p).clamp(1, s.max(1)) } else { s.max(1) };
         let group = match &self.winograd {
-            Some((w, _)) if !w.wide().unpadded() => finish.min(copy_group(w.sample_len(), s)),
             None if self.wide.is_none() => finish.min(self.unfold_group(s)),
             _ => finish,
         };
         let groups = y[..s * p * f].chunks_mut(group * p * f).enumerate().map(|(i, ys)| (i * group, ys));
         if let Some((winograd, u)) = &self.winograd {
-            let in_place = winograd.wide().unpadded();
-            let (xp, scratch) = cols.split_at_mut(winograd.padded_len(if in_place { 1 } else { group }));
             for (first, ys) in groups {
                 let count = ys.len() / (p * f);
-                if in_place {
-                    // The samples read in place (their last tiles read on into the
-                    // next sample: only outputs that are not stored), but the last
-                    // one, from a copy with zeros after it.
-                    let inside = if first + count == s { count - 1 } else { count };
-                    let (yi, last) = ys.split_at_mut(inside * p * f);
-                    if inside > 0 {
-                        winograd.forward(&x[first * in_len..], *u, inside, fin.bias_inside(), scratch, yi);
-                    }
-                    if !last.is_empty() {
-                        winograd.pad(&x[(s - 1) * in_len..s * in_len], xp);
-                        winograd.forward(xp, *u, 1, fin.bias_inside(), scratch, last);
-                    }
-                } else {
-                    winograd.pad(&x[first * in_len..][..count * in_len], xp);
-                    winograd.forward(xp, *u, count, fin.bias_inside(), scratch, ys);
-                }
+                winograd.forward(&x[first * in_len..], *u, count, fin.bias_inside(), cols, ys);
                 fin.apply_after_bias(ys, at + first * p * f, f);
             }
         } else if let Some(wide) = self.wide.filter(Wide::pointwise) {
@@ -1055,7 +1030,7 @@ impl<'a> ConvKernel<'a> {
             // dw += G^T du G, du: the transformed kernel's gradient.
             let (du, cols) = cols.split_at_mut(w.kernel_len());
             du.fill(0.0);
-            self.tile_weight_grad(w, x, dz, du, db, cols);
+            w.weight_grad(x, dz, x.len() / in_len, cols, du, Some(db));
             return w.kernel_grad(du, dw);
         }
         add_rows(dz, f, db);
@@ -1084,24 +1059,6 @@ impl<'a> ConvKernel<'a> {
         }
     }
 
-    // du (16,C,F) += the transformed kernel's gradient from x (s,H,W,C) and dz (s,OH,OW,F),
-    // through Winograd's tiles `w` (the weight gradient's).
-    // Without padding, the samples but the last are read in place (see `forward`).
-    fn tile_weight_grad(&self, w: &Winograd, x: &[f32], dz: &[f32], du: &mut [f32], db: &mut [f32], cols: &mut [f32]) {
-        let in_len = self.g.h * self.g.w * self.g.c;
-        let s = x.len() / in_len;
-        if w.wide().unpadded() && s > 1 {
-            let (xp, scratch) = cols.split_at_mut(w.padded_len(1));
-            w.weight_grad(x, dz, s - 1, scratch, du, Some(&mut *db));
-            w.pad(&x[(s - 1) * in_len..], xp);
-            let dz_len = self.g.positions() * self.f;
-            return w.weight_grad(xp, &dz[(s - 1) * dz_len..], 1, scratch, du, Some(db));
-        }
-        let (xp, scratch) = cols.split_at_mut(w.padded_len(s));
-        w.pad(x, xp);
-        w.weight_grad(xp, dz, s, scratch, du, Some(db));
-    }
-
     // dx (s,H,W,C) = col2im(dz (s,OH,OW,F) . W^T) (a group of samples at a time),
     // or with `accumulate` dx += it.
     fn input_grad(&self, dz: &[f32], dx: &mut [f32], accumulate: bool, dcols: &mut [f32]) {
@@ -1110,12 +1067,10 @@ impl<'a> ConvKernel<'a> {
         let s = dx.len() / in_len;
         if let Some((winograd, u)) = &self.winograd {
             // The forward pass of the transposed convolution, with the kernel turned.
-            let (dzp, scratch) = dcols.split_at_mut(winograd.padded_len(s));
-            winograd.pad(dz, dzp);
             return if accumulate {
-                winograd.forward_adding(dzp, *u, s, scratch, dx)
+                winograd.forward_adding(dz, *u, s, dcols, dx)
             } else {
-                winograd.forward(dzp, *u, s, None, scratch, dx)
+                winograd.forward(dz, *u, s, None, dcols, dx)
             };
         }
         if self.wide.is_some_and(|w| w.pointwise()) {
