@@ -65,16 +65,6 @@ impl Wide {
         if s == 0 { 0 } else { (s - 1) * self.hp * self.wp + (self.g.oh - 1) * self.wp + self.g.ow }
     }
 
-    /// Pixels per padded row (W + Z).
-    pub fn row_pixels(&self) -> usize {
-        self.wp
-    }
-
-    /// The padded pixel where the window of output (`oy`, `ox`) of sample `s` starts.
-    pub fn pixel(&self, s: usize, oy: usize, ox: usize) -> usize {
-        s * self.hp * self.wp + oy * self.wp + ox
-    }
-
     /// The wide row of output position `p` (OY * OW + OX) of the first sample.
     pub fn row_of(&self, p: usize) -> usize {
         p / self.g.ow * self.wp + p % self.g.ow
@@ -94,12 +84,6 @@ impl Wide {
     /// output itself (1x1 windows without padding): no copies are needed.
     pub fn pointwise(&self) -> bool {
         (self.g.kh, self.g.kw, self.wp, self.hp) == (1, 1, self.g.w, self.g.h)
-    }
-
-    /// Whether the padded layout of a sample is the sample itself (a 'valid'
-    /// window: no padding), so that samples followed by others are read in place.
-    pub fn unpadded(&self) -> bool {
-        (self.lead, self.wp, self.hp) == (0, self.g.w, self.g.h)
     }
 
     /// x: (s,H,W,C) -> xp: the padded layout, zeros around (`padded_len(s)` values).
