@@ -232,11 +232,11 @@ fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
 }
 
 #[test]
-fn conv2d_pads_a_task_for_winograd_in_groups_like_sample_by_sample() {
-    // A 24x24x16 sample's padded layout (26x26x16) is large enough that the
-    // forward pass pads a task's samples for Winograd's tiles in groups of 12
-    // and a last one of 4 (the gradients, summed over many more positions
-    // than above, round further apart than the per-sample check allows).
+fn conv2d_reads_a_task_for_winograd_in_place_like_sample_by_sample() {
+    // A task of 16 24x24x16 samples, whose tiles read the input itself (zeros
+    // outside it, across the samples' borders), against the samples one by
+    // one, which take batch 1's paths (the gradients, summed over many more
+    // positions than above, round further apart than the per-sample check allows).
     let (input, n) = ([24, 24, 16], 16);
     let len = input.iter().product::<usize>();
     let mut conv = Conv2D::new(16, (3, 3)).padding(Padding::Same);
