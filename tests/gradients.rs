@@ -168,8 +168,9 @@ fn conv2d_stride_one_through_the_padded_layout() {
 /// AVX-512): the same outputs and gradients, to rounding, as the samples run
 /// one at a time (too few tiles for them: the padded layout's products, whose
 /// backward passes are checked against finite differences above). Even and
-/// odd output sides, several filter blocks; without padding ('valid'), the
-/// task's samples read in place but the last, whose last tiles read past it.
+/// odd output sides, several filter blocks; with and without padding, the
+/// tiles read the samples in place, zeros outside them (the input gradient's
+/// transposed window pads by 2 where the forward one has none).
 #[test]
 fn conv2d_over_a_task_of_samples_matches_sample_by_sample() {
     // The last two: 100 positions, so the forward pass finishes its outputs
