@@ -16,6 +16,19 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
 #[multiversion(targets = "simd")]
 pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>, cols: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
+    if reads_pixels(g) {
+        // A patch is one pixel: copied 16 values at a time (a call to memcpy
+        // per pixel costs more than the copy).
+        for (at, row) in positions.zip(cols.chunks_exact_mut(c)) {
+            let (iy, ix) = (at / g.ow * g.sh, at % g.ow * g.sw);
+            if iy >= g.h || ix >= g.w {
+                row.fill(0.0);
+                continue;
+            }
+            copy_pixel(&x[(iy * g.w + ix) * c..][..c], row);
+        }
+        return;
+    }
     let span = g.kw * c;
     let first = positions.start;
     for (oy, ox) in positions.map(|at| (at / g.ow, at % g.ow)) {
@@ -82,6 +95,51 @@ pub fn pad_rows(g: &Window, x: &[f32], rows: std::ops::Range<usize>, xp: &mut [f
     }
 }
 
+/// Whether the window is 1x1 without padding (strided or not): its unfolded
+/// patches are the input pixels it reads, one per output position, and its
+/// products those of a pointwise convolution over them.
+pub fn reads_pixels(g: &Window) -> bool {
+    (g.kh, g.kw, g.pt, g.pl) == (1, 1, 0, 0)
+}
+
+/// The adjoint of [`im2col`] for a window that [`reads_pixels`]: dx (H,W,C)
+/// = dcols (OH*OW, C) at the pixels the window reads and zeros elsewhere, or
+/// with `accumulate` dx += that (one pass over dx either way).
+pub fn col2im_pixels(g: &Window, dcols: &[f32], dx: &mut [f32], accumulate: bool) {
+    let c = g.c;
+    for (iy, row) in dx[..g.h * g.w * c].chunks_exact_mut(g.w * c).enumerate() {
+        if !accumulate {
+            row.fill(0.0);
+        }
+        let oy = iy / g.sh;
+        if iy % g.sh != 0 || oy >= g.oh {
+            continue;
+        }
+        let read = row.chunks_mut(g.sw * c).take(g.ow);
+        for (px, src) in read.zip(dcols[oy * g.ow * c..][..g.ow * c].chunks_exact(c)) {
+            if accumulate {
+                super::add_assign(&mut px[..c], src);
+            } else {
+                copy_pixel(src, &mut px[..c]);
+            }
+        }
+    }
+}
+
+/// dst = src (one pixel's C values), 16 values at a time: a call to memcpy
+/// per pixel costs more than the copy.
+#[inline(always)]
+fn copy_pixel(src: &[f32], dst: &mut [f32]) {
+    let (whole, rest) = dst.split_at_mut(dst.len() - dst.len() % 16);
+    for (d, s) in whole.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+        let v: [f32; 16] = s.try_into().expect("16 values");
+        d.copy_from_slice(&v);
+    }
+    for (d, s) in rest.iter_mut().zip(&src[whole.len()..]) {
+        *d = *s;
+    }
+}
+
 /// The adjoint of [`im2col`]: dx (H,W,C) += fold(dcols (OH*OW, KH*KW*C)).
 #[multiversion(targets = "simd")]
 pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
@@ -106,6 +164,63 @@ pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
                     super::add_assign(dst, src);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1x1 windows without padding, strided, over sides the strides divide and
+    /// sides they do not; channels with and without a partial block of 16.
+    fn pixel_windows() -> Vec<Window> {
+        let mut windows = Vec::new();
+        let sizes: [(usize, usize, usize, usize, usize); 4] =
+            [(6, 6, 16, 2, 2), (7, 5, 32, 2, 2), (5, 7, 3, 3, 2), (4, 9, 20, 1, 3)];
+        for (h, w, c, sh, sw) in sizes {
+            let (oh, ow) = (h.div_ceil(sh), w.div_ceil(sw));
+            windows.push(Window { h, w, c, kh: 1, kw: 1, sh, sw, dh: 1, dw: 1, pt: 0, pl: 0, oh, ow });
+        }
+        windows
+    }
+
+    #[test]
+    fn unfolding_a_1x1_window_gathers_the_pixels_it_reads() {
+        for g in pixel_windows() {
+            assert!(reads_pixels(&g));
+            let x: Vec<f32> = (0..g.h * g.w * g.c).map(|i| i as f32).collect();
+            let mut cols = vec![f32::NAN; g.positions() * g.c];
+            im2col(&g, &x, &mut cols);
+            for (oy, ox, ch) in
+                (0..g.oh).flat_map(|oy| (0..g.ow).flat_map(move |ox| (0..g.c).map(move |ch| (oy, ox, ch))))
+            {
+                let want = x[((oy * g.sh) * g.w + ox * g.sw) * g.c + ch];
+                assert_eq!(cols[(oy * g.ow + ox) * g.c + ch], want, "{g:?} at ({oy}, {ox}, {ch})");
+            }
+            // A band of positions, as the batch-1 path unfolds them.
+            let mut band = vec![f32::NAN; 3 * g.c];
+            im2col_positions(&g, &x, 2..5, &mut band);
+            assert_eq!(band, cols[2 * g.c..5 * g.c], "{g:?}: positions 2..5");
+        }
+    }
+
+    #[test]
+    fn folding_pixels_back_matches_the_general_fold() {
+        for g in pixel_windows() {
+            let len = g.h * g.w * g.c;
+            let dcols: Vec<f32> = (0..g.positions() * g.c).map(|i| (i as f32 * 0.37).sin()).collect();
+            let held: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            // Written: every value of dx, whatever it held.
+            let (mut written, mut general) = (vec![f32::NAN; len], vec![0.0; len]);
+            col2im_pixels(&g, &dcols, &mut written, false);
+            col2im_add(&g, &dcols, &mut general);
+            assert_eq!(written, general, "{g:?}: written");
+            // Added to what dx held.
+            let (mut added, mut general) = (held.clone(), held);
+            col2im_pixels(&g, &dcols, &mut added, true);
+            col2im_add(&g, &dcols, &mut general);
+            assert_eq!(added, general, "{g:?}: added");
         }
     }
 }
