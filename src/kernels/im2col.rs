@@ -25,7 +25,7 @@ pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>
                 row.fill(0.0);
                 continue;
             }
-            copy_pixel(&x[(iy * g.w + ix) * c..][..c], row);
+            copy_values(&x[(iy * g.w + ix) * c..][..c], row);
         }
         return;
     }
@@ -44,15 +44,7 @@ pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>
                 }
                 let line = &x[iy as usize * g.w * c..][..g.w * c];
                 if g.dw == 1 && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
-                    let src = &line[ix0 as usize * c..][..span];
-                    if span <= 16 {
-                        // A call to memcpy costs more than a few scalar moves.
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d = *s;
-                        }
-                    } else {
-                        dst.copy_from_slice(src);
-                    }
+                    copy_values(&line[ix0 as usize * c..][..span], dst);
                     continue;
                 }
                 for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
@@ -120,16 +112,17 @@ pub fn col2im_pixels(g: &Window, dcols: &[f32], dx: &mut [f32], accumulate: bool
             if accumulate {
                 super::add_assign(&mut px[..c], src);
             } else {
-                copy_pixel(src, &mut px[..c]);
+                copy_values(src, &mut px[..c]);
             }
         }
     }
 }
 
-/// dst = src (one pixel's C values), 16 values at a time: a call to memcpy
-/// per pixel costs more than the copy.
+/// dst = src, 16 values at a time: the runs that unfolding copies (a pixel's
+/// C values, a kernel row's KW*C) are short, and a call to memcpy for each
+/// costs more than the copy.
 #[inline(always)]
-fn copy_pixel(src: &[f32], dst: &mut [f32]) {
+fn copy_values(src: &[f32], dst: &mut [f32]) {
     let (whole, rest) = dst.split_at_mut(dst.len() - dst.len() % 16);
     for (d, s) in whole.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
         let v: [f32; 16] = s.try_into().expect("16 values");
@@ -144,6 +137,7 @@ fn copy_pixel(src: &[f32], dst: &mut [f32]) {
 #[multiversion(targets = "simd")]
 pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
+    let span = g.kw * c;
     for oy in 0..g.oh {
         for ox in 0..g.ow {
             let row = &dcols[(oy * g.ow + ox) * k..][..k];
@@ -152,6 +146,12 @@ pub fn col2im_add(g: &Window, dcols: &[f32], dx: &mut [f32]) {
             for ky in 0..g.kh {
                 let iy = iy0 + (ky * g.dh) as isize;
                 if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                if g.dw == 1 && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                    // The kernel row inside the input: one run of KW*C values.
+                    let dst = &mut dx[(iy as usize * g.w + ix0 as usize) * c..][..span];
+                    super::add_assign(dst, &row[ky * span..][..span]);
                     continue;
                 }
                 for kx in 0..g.kw {
@@ -202,6 +202,33 @@ mod tests {
             let mut band = vec![f32::NAN; 3 * g.c];
             im2col_positions(&g, &x, 2..5, &mut band);
             assert_eq!(band, cols[2 * g.c..5 * g.c], "{g:?}: positions 2..5");
+        }
+    }
+
+    /// Folding is the adjoint of unfolding: <im2col(x), d> = <x, col2im(d)>
+    /// for windows with padding, strides, dilation, and kernel rows inside the
+    /// input and hanging over its sides (integer values: the sums are exact).
+    #[test]
+    fn folding_is_the_adjoint_of_unfolding() {
+        #[rustfmt::skip]
+        let windows = [
+            // (h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow)
+            (9, 8, 16, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4),
+            (9, 8, 16, 3, 3, 2, 2, 1, 1, 0, 0, 4, 3),
+            (7, 7, 3, 3, 3, 1, 1, 1, 1, 1, 1, 7, 7),
+            (8, 9, 2, 3, 2, 1, 1, 2, 3, 0, 1, 4, 7),
+            (6, 10, 5, 2, 3, 2, 3, 1, 1, 1, 0, 4, 3),
+        ];
+        for (h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow) in windows {
+            let g = Window { h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow };
+            let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 7) % 9) as f32 - 4.0).collect();
+            let d: Vec<f32> = (0..g.positions() * g.patch_len()).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();
+            let mut cols = vec![f32::NAN; d.len()];
+            im2col(&g, &x, &mut cols);
+            let mut folded = vec![0.0; x.len()];
+            col2im_add(&g, &d, &mut folded);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a * b) as f64).sum::<f64>();
+            assert_eq!(dot(&cols, &d), dot(&x, &folded), "{g:?}");
         }
     }
 
