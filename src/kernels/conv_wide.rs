@@ -353,7 +353,8 @@ mod blocked {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C.
-        let Some(taps) = [24, 16, 12, 8, 6, 4].into_iter().find(|&t| t * vectors <= ACCUMULATORS && k % t == 0) else {
+        let Some(taps) = [24, 16, 12, 9, 8, 6, 4].into_iter().find(|&t| t * vectors <= ACCUMULATORS && k % t == 0)
+        else {
             return false;
         };
         #[cfg(target_arch = "x86_64")]
@@ -377,10 +378,12 @@ mod blocked {
                     (1, 24) => avx512::weight_grad::<1, 24>(&args, &runs, xp, dz, dw),
                     (1, 16) => avx512::weight_grad::<1, 16>(&args, &runs, xp, dz, dw),
                     (1, 12) => avx512::weight_grad::<1, 12>(&args, &runs, xp, dz, dw),
+                    (1, 9) => avx512::weight_grad::<1, 9>(&args, &runs, xp, dz, dw),
                     (1, 8) => avx512::weight_grad::<1, 8>(&args, &runs, xp, dz, dw),
                     (1, 6) => avx512::weight_grad::<1, 6>(&args, &runs, xp, dz, dw),
                     (1, 4) => avx512::weight_grad::<1, 4>(&args, &runs, xp, dz, dw),
                     (2, 12) => avx512::weight_grad::<2, 12>(&args, &runs, xp, dz, dw),
+                    (2, 9) => avx512::weight_grad::<2, 9>(&args, &runs, xp, dz, dw),
                     (2, 8) => avx512::weight_grad::<2, 8>(&args, &runs, xp, dz, dw),
                     (2, 6) => avx512::weight_grad::<2, 6>(&args, &runs, xp, dz, dw),
                     (2, 4) => avx512::weight_grad::<2, 4>(&args, &runs, xp, dz, dw),
@@ -591,8 +594,10 @@ mod tests {
             (7, 4, 3, 3, 1, false, 2, 1),
             (8, 8, 16, 1, 1, false, 8, 2),
             // 16 to 64 filters or channels: the register-blocked kernels where the CPU has AVX-512
-            // (taps per block 24, 12, 8 and 6; too few rows for a block; blocks of filters).
+            // (taps per block 24, 12, 9, 8 and 6; too few rows for a block; blocks of filters).
             (9, 9, 16, 3, 3, true, 16, 2),
+            (7, 6, 3, 3, 3, true, 16, 2),
+            (6, 5, 3, 3, 3, false, 32, 2),
             (6, 6, 2, 3, 3, true, 16, 2),
             (5, 7, 10, 3, 3, false, 16, 2),
             (5, 6, 4, 3, 3, true, 32, 2),
