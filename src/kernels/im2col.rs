@@ -17,8 +17,7 @@ pub fn im2col(g: &Window, x: &[f32], cols: &mut [f32]) {
 pub fn im2col_positions(g: &Window, x: &[f32], positions: std::ops::Range<usize>, cols: &mut [f32]) {
     let (c, k) = (g.c, g.patch_len());
     if reads_pixels(g) {
-        // A patch is one pixel: copied 16 values at a time (a call to memcpy
-        // per pixel costs more than the copy).
+        // A patch is one pixel.
         for (at, row) in positions.zip(cols.chunks_exact_mut(c)) {
             let (iy, ix) = (at / g.ow * g.sh, at % g.ow * g.sw);
             if iy >= g.h || ix >= g.w {
