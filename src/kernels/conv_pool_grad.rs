@@ -255,8 +255,8 @@ mod avx512 {
 
     /// [`super::avx2::conv_pool_weight_grad`] by blocks of 32 filters (two
     /// registers sharing each input value's broadcast) where F is a multiple
-    /// of 32, else of 16; where [`super::picks_winners`], through
-    /// [`Grads::select_block`]. Safety: AVX-512F; sizes, K <= MAX_TAPS and valid
+    /// of 32, else of 16; where [`super::picks_winners`], picking each filter's
+    /// winning input values ([`Grads::block`]). Safety: AVX-512F; sizes, K <= MAX_TAPS and valid
     /// padding checked by the caller.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -274,27 +274,26 @@ mod avx512 {
     ) {
         let k = conv.patch_len();
         let offsets: [usize; MAX_TAPS] = tap_offsets(conv);
-        let selects = super::picks_winners(conv, pool);
+        let picks = super::picks_winners(conv, pool);
         for pass in 0..k.div_ceil(TAPS) {
             let offsets: &[usize; TAPS] = offsets[pass * TAPS..][..TAPS].try_into().expect("TAPS offsets");
-            let taps = (k - pass * TAPS).min(TAPS);
+            let taps = (pass * TAPS, (k - pass * TAPS).min(TAPS));
             let grads = Grads { conv, pool, relu, x, dy, y, argmax, f };
-            let taps = (pass * TAPS, taps);
             // SAFETY: the caller's checks; each block's filters lie below f;
-            // `select_block` also needs the geometry `picks_winners` checks.
+            // picking, the geometry `picks_winners` checks.
             unsafe {
                 if f.is_multiple_of(32) {
                     for fb in (0..f).step_by(32) {
-                        match selects {
-                            true => grads.select_block::<2>(fb, offsets, taps, dw, db),
-                            false => grads.block::<2>(fb, offsets, taps, dw, db),
+                        match picks {
+                            true => grads.block::<2, true>(fb, offsets, taps, dw, db),
+                            false => grads.block::<2, false>(fb, offsets, taps, dw, db),
                         }
                     }
                 } else {
                     for fb in (0..f).step_by(16) {
-                        match selects {
-                            true => grads.select_block::<1>(fb, offsets, taps, dw, db),
-                            false => grads.block::<1>(fb, offsets, taps, dw, db),
+                        match picks {
+                            true => grads.block::<1, true>(fb, offsets, taps, dw, db),
+                            false => grads.block::<1, false>(fb, offsets, taps, dw, db),
                         }
                     }
                 }
@@ -316,13 +315,18 @@ mod avx512 {
 
     impl Grads<'_> {
         /// Adds the gradients of filters fb..fb + 16 V for the pass of taps
-        /// first_tap..first_tap + taps (and the bias's, on the first pass): every pooling window masks its
-        /// gradient vectors once per window position and adds them, times the
-        /// position's input values, to TAPS x V accumulators.
-        /// Safety: as [`conv_pool_weight_grad`], with fb + 16 V <= f.
+        /// first_tap..first_tap + taps (and the bias's, on the first pass) to TAPS x V
+        /// accumulators. Each pooling window's gradient vectors are masked once per
+        /// window position and added, times the position's input values; or, with
+        /// PICK, added once, times the values each filter's winning position reads,
+        /// picked per lane from a tap's two rows of two (one register each) by a
+        /// permute. The same terms in the same order either way (the masked ones
+        /// add exact zeros), so the same bits.
+        /// Safety: as [`conv_pool_weight_grad`], with fb + 16 V <= f; with PICK,
+        /// the geometry `picks_winners` checks.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn block<const V: usize>(
+        unsafe fn block<const V: usize, const PICK: bool>(
             &self,
             fb: usize,
             offsets: &[usize; TAPS],
@@ -332,6 +336,9 @@ mod avx512 {
         ) {
             let Grads { conv, pool, relu, x, dy, y, argmax, f } = *self;
             let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            // A winner's offset from its window's first position, in the
+            // convolution's output: 0, F (right), OW*F (below) or both.
+            let (right, below) = (_mm512_set1_epi32(f as i32), _mm512_set1_epi32((conv.ow * f) as i32));
             let mut acc = [[_mm512_setzero_ps(); V]; TAPS];
             let mut bias = [_mm512_setzero_ps(); V];
             for qy in 0..pool.oh {
@@ -353,6 +360,36 @@ mod avx512 {
                             }
                         }
                         bias[v] = _mm512_add_ps(bias[v], g[v]);
+                    }
+                    if PICK {
+                        // Per lane, the winner's value among a tap's two rows of
+                        // two: 0 or 1 in the upper row, 16 or 17 in the lower.
+                        let first = (2 * qy * conv.ow + 2 * qx) * f + fb;
+                        let select: [__m512i; V] = std::array::from_fn(|v| {
+                            let here = _mm512_add_epi32(_mm512_set1_epi32((first + 16 * v) as i32), lanes);
+                            let at = _mm512_sub_epi32(winners[v], here);
+                            let lower = _mm512_cmpge_epi32_mask(at, below);
+                            let across = _mm512_cmpeq_epi32_mask(_mm512_mask_sub_epi32(at, lower, at, below), right);
+                            let row = _mm512_maskz_mov_epi32(lower, _mm512_set1_epi32(16));
+                            _mm512_mask_add_epi32(row, across, row, _mm512_set1_epi32(1))
+                        });
+                        let corner = 2 * qy * conv.w + 2 * qx;
+                        for (a, &offset) in acc.iter_mut().zip(offsets) {
+                            // SAFETY: the window's two rows of two values from
+                            // corner + offset lie in x: valid padding, stride 1 and
+                            // whole pooling windows (`picks_winners`).
+                            let (upper, lower) = unsafe {
+                                let at = x.as_ptr().add(corner + offset);
+                                let pair = |p: *const f32| {
+                                    _mm512_zextps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(p as *const __m128i)))
+                                };
+                                (pair(at), pair(at.add(conv.w)))
+                            };
+                            for ((av, &gv), &sv) in a.iter_mut().zip(&g).zip(&select) {
+                                *av = _mm512_fmadd_ps(_mm512_permutex2var_ps(upper, sv, lower), gv, *av);
+                            }
+                        }
+                        continue;
                     }
                     for wy in 0..pool.kh {
                         let py = (qy * pool.sh + wy).wrapping_sub(pool.pt);
@@ -381,100 +418,6 @@ mod avx512 {
                     }
                 }
             }
-            // SAFETY: AVX-512F, as this function.
-            unsafe { Self::store(fb, (first_tap, taps), f, &acc, &bias, dw, db) };
-        }
-
-        /// [`Grads::block`] for one input channel, stride 1 and 2x2 pooling
-        /// windows 2 apart: each filter adds only its winning position's
-        /// input values, picked per lane from the window's two rows (one
-        /// register each, two values used) by a permute, where `block` adds
-        /// all four positions, three of them masked to zero. The same terms in
-        /// the same order (the masked ones add exact zeros), so the same bits.
-        /// Safety: as [`Grads::block`], with C = 1, stride 1 and such pooling windows.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        unsafe fn select_block<const V: usize>(
-            &self,
-            fb: usize,
-            offsets: &[usize; TAPS],
-            (first_tap, taps): (usize, usize),
-            dw: &mut [f32],
-            db: &mut [f32],
-        ) {
-            let Grads { conv, pool, relu, x, dy, y, argmax, f } = *self;
-            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            // A winner's offset from its window's first position, in the
-            // convolution's output: 0, F (right), OW*F (below) or both.
-            let (right, below) = (_mm512_set1_epi32(f as i32), _mm512_set1_epi32((conv.ow * f) as i32));
-            let mut acc = [[_mm512_setzero_ps(); V]; TAPS];
-            let mut bias = [_mm512_setzero_ps(); V];
-            for qy in 0..pool.oh {
-                for qx in 0..pool.ow {
-                    let q = (qy * pool.ow + qx) * f + fb;
-                    let first = (2 * qy * conv.ow + 2 * qx) * f + fb;
-                    let mut g = [_mm512_setzero_ps(); V];
-                    // Per lane, the winner's value among a tap's two rows of
-                    // two: 0 or 1 in the upper row, 16 or 17 in the lower.
-                    let mut select = [_mm512_setzero_si512(); V];
-                    for v in 0..V {
-                        // SAFETY: q + 16 V <= PH*PW*F, checked by the caller.
-                        let winners = unsafe {
-                            g[v] = _mm512_loadu_ps(dy.as_ptr().add(q + 16 * v));
-                            if relu {
-                                let out = _mm512_loadu_ps(y.as_ptr().add(q + 16 * v));
-                                g[v] = _mm512_maskz_mov_ps(
-                                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(out, _mm512_setzero_ps()),
-                                    g[v],
-                                );
-                            }
-                            _mm512_loadu_si512(argmax.as_ptr().add(q + 16 * v) as *const __m512i)
-                        };
-                        bias[v] = _mm512_add_ps(bias[v], g[v]);
-                        let at = _mm512_sub_epi32(
-                            winners,
-                            _mm512_add_epi32(_mm512_set1_epi32((first + 16 * v) as i32), lanes),
-                        );
-                        let lower = _mm512_cmpge_epi32_mask(at, below);
-                        let across = _mm512_cmpeq_epi32_mask(_mm512_mask_sub_epi32(at, lower, at, below), right);
-                        let row = _mm512_maskz_mov_epi32(lower, _mm512_set1_epi32(16));
-                        select[v] = _mm512_mask_add_epi32(row, across, row, _mm512_set1_epi32(1));
-                    }
-                    let corner = 2 * qy * conv.w + 2 * qx;
-                    for (a, &offset) in acc.iter_mut().zip(offsets) {
-                        // SAFETY: the window's two rows of two values from
-                        // corner + offset lie in x: valid padding, stride 1 and
-                        // whole pooling windows, checked by the caller.
-                        let (upper, lower) = unsafe {
-                            let at = x.as_ptr().add(corner + offset);
-                            let pair = |p: *const f32| {
-                                _mm512_zextps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(p as *const __m128i)))
-                            };
-                            (pair(at), pair(at.add(conv.w)))
-                        };
-                        for ((av, &gv), &sv) in a.iter_mut().zip(&g).zip(&select) {
-                            *av = _mm512_fmadd_ps(_mm512_permutex2var_ps(upper, sv, lower), gv, *av);
-                        }
-                    }
-                }
-            }
-            // SAFETY: AVX-512F, as this function.
-            unsafe { Self::store(fb, (first_tap, taps), f, &acc, &bias, dw, db) };
-        }
-
-        /// Adds a block's sums to dw (its taps' rows) and, on the first pass, db.
-        /// Safety: AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        unsafe fn store<const V: usize>(
-            fb: usize,
-            (first_tap, taps): (usize, usize),
-            f: usize,
-            acc: &[[__m512; V]; TAPS],
-            bias: &[__m512; V],
-            dw: &mut [f32],
-            db: &mut [f32],
-        ) {
             let add = |out: &mut [f32], sums: &[__m512; V]| {
                 let out = &mut out[..16 * V];
                 for (v, s) in sums.iter().enumerate() {
@@ -489,7 +432,7 @@ mod avx512 {
                 add(&mut dw[(first_tap + t) * f + fb..], a);
             }
             if first_tap == 0 {
-                add(&mut db[fb..], bias);
+                add(&mut db[fb..], &bias);
             }
         }
     }
