@@ -152,7 +152,7 @@ mod avx2 {
         let passes = k.div_ceil(TAPS);
         let offsets = tap_offsets(conv);
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let selects = super::picks_winners(conv, pool);
+        let picks = super::picks_winners(conv, pool);
         let (right, below) = (_mm256_set1_epi32(f as i32), _mm256_set1_epi32((conv.ow * f) as i32));
         let below_minus_one = _mm256_set1_epi32((conv.ow * f) as i32 - 1);
         for fb in (0..f).step_by(8) {
@@ -176,7 +176,7 @@ mod avx2 {
                             g = _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GT_OQ>(out, _mm256_setzero_ps()));
                         }
                         bias = _mm256_add_ps(bias, g);
-                        if selects {
+                        if picks {
                             // The winner among the window's four positions, as an index
                             // into a tap's four values (two rows of two): the
                             // winner's offset 0, F, OW*F or (OW+1)*F from the
