@@ -176,8 +176,11 @@ fn fused_conv_and_pooling_train_exactly_like_separate_layers() {
     for (a, b) in fused.iter().zip(&plain).chain(fused_probs.iter().zip(&plain_probs)) {
         assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
     }
+    // The fused backward adds its sums in another order: the weights agree to
+    // rounding, and so the losses (a probability one ulp apart moves a mean
+    // of 20 by a few 1e-9).
     for (a, b) in fused_val.iter().zip(&plain_val) {
-        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
     }
 }
 

@@ -169,6 +169,9 @@ pub struct DenseOp<'a> {
     pub kernel: &'a [f32],
     pub bias: Option<&'a [f32]>,
     pub act: Activation,
+    /// The weights' version (`Layer::set_weights_version`): the kernel's
+    /// prepared form is kept while it holds. None: prepared on every call.
+    pub version: Option<u64>,
 }
 
 /// y = act(conv(x, W) + b), optionally max-pooled in the same pass: Conv2D.

@@ -1,9 +1,12 @@
 //! Matrix products with a narrow side: a Dense layer with few units (a
 //! classifier head, 10 classes). Here a general matrix product spends its time
 //! packing, and its sums are blocked by the CPU's cache sizes; these kernels
-//! add in one fixed order (sequentially along the reduction), so results are
-//! the same on every AVX2 machine, and the reference model trains
-//! bit-identically across them.
+//! add in one fixed order, so results are the same on every machine (the
+//! SIMD kernels give the portable reference's bits), and the reference model
+//! trains bit-identically across them. The gradients' sums run sequentially
+//! along the reduction; the forward product's run along the input features
+//! in 16 interleaved partial sums ([`x_times_wt`]), so that its SIMD lanes
+//! hold input features rather than units (which fill 10 of 16 lanes).
 
 /// Columns of the padded layouts (the output gradient's in the weight
 /// gradient) and of the forward pass's sums: two AVX2 vectors. Layers with
@@ -15,33 +18,114 @@ pub fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
     super::pad_rows(a, cols, WIDTH, out);
 }
 
-// x: (R, D), w: (D, u) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j], d ascending.
-// The kernel is read where it lies, a row (u values) into a register's lanes.
-pub fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
+/// Partial sums per (row, unit) of [`x_times_wt`]: sum l adds the input
+/// features d with d % 16 == l.
+const PARTIALS: usize = 16;
+
+/// Rows whose partial sums the SIMD kernels keep while they pass over the
+/// input features tile by tile.
+#[cfg(target_arch = "x86_64")]
+const BLOCK_ROWS: usize = 16;
+
+/// Input features per tile: a tile of W^T (at most 16 x 512 values) stays in
+/// L1 while a block's rows pass over it.
+#[cfg(target_arch = "x86_64")]
+const TILE: usize = 512;
+
+// x: (R, D), wt: (u, D) (W transposed) -> y: (R, u);  y[r, j] = sum_d x[r, d] * w[d, j]:
+//   p[l] = sum over d % 16 == l of x[r, d] * wt[j, d], d ascending;  y[r, j] = combine(p).
+pub fn x_times_wt(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
     let rows = y.len() / u;
-    assert!(u <= WIDTH && x.len() >= rows * d && w.len() >= d * u);
+    assert!(u <= WIDTH && x.len() >= rows * d && wt.len() >= u * d);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F; sizes asserted above.
-        unsafe { avx512::x_times_w(x, w, d, u, y) };
+        unsafe { avx512::x_times_wt(x, wt, d, u, y) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA; sizes asserted above.
-        unsafe { avx2::x_times_w(x, w, d, u, y) };
+        unsafe { avx2::x_times_wt(x, wt, d, u, y) };
         return;
     }
-    x_times_w_scalar(x, w, d, u, y);
+    x_times_wt_scalar(x, wt, d, u, y);
 }
 
-/// Portable reference version of [`x_times_w`].
-pub fn x_times_w_scalar(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
+/// Portable reference version of [`x_times_wt`].
+pub fn x_times_wt_scalar(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
     for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(u)) {
-        yr.fill(0.0);
-        for (&xv, w) in xr.iter().zip(w.chunks_exact(u)) {
-            for (o, &wv) in yr.iter_mut().zip(w) {
-                *o = xv.mul_add(wv, *o);
+        for (j, o) in yr.iter_mut().enumerate() {
+            let mut p = [0.0f32; PARTIALS];
+            for (k, (&xv, &wv)) in xr.iter().zip(&wt[j * d..(j + 1) * d]).enumerate() {
+                p[k % PARTIALS] = xv.mul_add(wv, p[k % PARTIALS]);
+            }
+            *o = combine(&p);
+        }
+    }
+}
+
+/// A (row, unit)'s 16 partial sums added by halves: p[l] + p[l + 8], then
+/// the same over the 8 sums, the 4, the 2 (the order every path follows).
+fn combine(p: &[f32]) -> f32 {
+    let mut p: [f32; PARTIALS] = p.try_into().expect("16 partial sums");
+    let mut half = PARTIALS / 2;
+    while half > 0 {
+        for l in 0..half {
+            p[l] += p[l + half];
+        }
+        half /= 2;
+    }
+    p[0]
+}
+
+/// Where a SIMD kernel's register block of [`x_times_wt`] lies: rows
+/// r..r + R of x (the block's rows i..i + R), units j..j + U, input features
+/// `features` (a tile).
+#[cfg(target_arch = "x86_64")]
+struct TileAt {
+    r: usize,
+    i: usize,
+    j: usize,
+    features: std::ops::Range<usize>,
+}
+
+/// The SIMD kernels' schedule for [`x_times_wt`]: blocks of [`BLOCK_ROWS`]
+/// rows; in each, the tiles of input features in order, and in each tile
+/// register blocks of `rows` rows and `units` units (one row or unit at a
+/// time where fewer are left): `tile(at, whole_rows, whole_units, part)` adds
+/// the tile's products to the block's partial sums `part` ((row, unit, 16),
+/// zero at the block's start), which are then combined into y.
+#[cfg(target_arch = "x86_64")]
+fn by_tiles(
+    (d, u): (usize, usize),
+    (rows, units): (usize, usize),
+    y: &mut [f32],
+    mut tile: impl FnMut(&TileAt, bool, bool, &mut [f32]),
+) {
+    let mut part = [0.0f32; BLOCK_ROWS * WIDTH * PARTIALS];
+    let all = y.len() / u;
+    for r0 in (0..all).step_by(BLOCK_ROWS) {
+        let n = (all - r0).min(BLOCK_ROWS);
+        part.fill(0.0);
+        for k0 in (0..d).step_by(TILE) {
+            let features = k0..(k0 + TILE).min(d);
+            let mut i = 0;
+            while i < n {
+                let whole_rows = n - i >= rows;
+                let mut j = 0;
+                while j < u {
+                    let whole_units = u - j >= units;
+                    let at = TileAt { r: r0 + i, i, j, features: features.clone() };
+                    tile(&at, whole_rows, whole_units, &mut part);
+                    j += if whole_units { units } else { 1 };
+                }
+                i += if whole_rows { rows } else { 1 };
+            }
+        }
+        for (i, yr) in y[r0 * u..(r0 + n) * u].chunks_exact_mut(u).enumerate() {
+            for (j, o) in yr.iter_mut().enumerate() {
+                *o = combine(&part[(i * WIDTH + j) * PARTIALS..][..PARTIALS]);
             }
         }
     }
@@ -126,36 +210,92 @@ mod avx2 {
     use super::WIDTH;
     use std::arch::x86_64::*;
 
-    /// Rows handled together (independent FMA chains sharing weight loads).
-    const ROWS: usize = 4;
+    /// Rows and units of a register block of [`x_times_wt`] (2 x 2 pairs of
+    /// registers of partial sums: each load of x serves two units, each of
+    /// W^T two rows).
+    const ROWS: usize = 2;
+    const UNITS_FORWARD: usize = 2;
 
-    /// Each row of W loaded masked into two registers (lanes past u zero).
+    /// Register blocks over tiles of input features ([`super::by_tiles`]),
+    /// 16 features per step, a row's partial sums in two registers.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
-        let rows = y.len() / u;
-        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let masks = [u.min(8), u.saturating_sub(8)].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane));
-        let mut r = 0;
-        while r < rows {
-            let n = ROWS.min(rows - r);
-            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-            for k in 0..d {
-                // SAFETY: k < d and w holds d * u values, the masks keep the loads in row k;
-                // (r + i) * d + k < rows * d <= x.len().
-                unsafe {
-                    let w = w.as_ptr().add(k * u);
-                    let (w0, w1) = (_mm256_maskload_ps(w, masks[0]), _mm256_maskload_ps(w.add(8), masks[1]));
-                    for (i, a) in acc.iter_mut().enumerate().take(n) {
-                        let xv = _mm256_broadcast_ss(&*x.as_ptr().add((r + i) * d + k));
-                        a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
-                        a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
-                    }
+    pub unsafe fn x_times_wt(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
+        super::by_tiles((d, u), (ROWS, UNITS_FORWARD), y, |at, whole_rows, whole_units, part| {
+            // SAFETY: the schedule's rows lie in x and y, its units in wt, its features below d.
+            unsafe {
+                match (whole_rows, whole_units) {
+                    (true, true) => tile_sums::<ROWS, UNITS_FORWARD>(x, wt, d, at, part),
+                    (true, false) => tile_sums::<ROWS, 1>(x, wt, d, at, part),
+                    (false, true) => tile_sums::<1, UNITS_FORWARD>(x, wt, d, at, part),
+                    (false, false) => tile_sums::<1, 1>(x, wt, d, at, part),
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(n) {
-                store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
+        });
+    }
+
+    /// Adds rows at.r..+R times units at.j..+U over the tile's features to
+    /// their partial sums in `part`, in the reference's order (each partial
+    /// sum along its features ascending). Safety: those rows lie in x, the
+    /// units in wt (U x D), the features below d; part holds the block's sums.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile_sums<const R: usize, const U: usize>(
+        x: &[f32],
+        wt: &[f32],
+        d: usize,
+        at: &super::TileAt,
+        part: &mut [f32],
+    ) {
+        let sums = |i: usize, j: usize| ((at.i + i) * WIDTH + at.j + j) * super::PARTIALS;
+        let mut acc = [[[_mm256_setzero_ps(); 2]; U]; R];
+        let (start, end) = (at.features.start, at.features.end);
+        let full = start + (end - start) / 16 * 16;
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let tail = end - full;
+        let masks =
+            [tail.min(8), tail.saturating_sub(8)].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane));
+        // SAFETY: the contract; the masks keep the last step's loads below d.
+        unsafe {
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (j, aj) in a.iter_mut().enumerate() {
+                    let p = part.as_ptr().add(sums(i, j));
+                    *aj = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+                }
             }
-            r += n;
+            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((at.r + i) * d));
+            let ws: [*const f32; U] = std::array::from_fn(|j| wt.as_ptr().add((at.j + j) * d));
+            for k in (start..full).step_by(16) {
+                add_step(&mut acc, (&xs, &ws), |p, h| _mm256_loadu_ps(p.add(k + 8 * h)));
+            }
+            if full < end {
+                add_step(&mut acc, (&xs, &ws), |p, h| _mm256_maskload_ps(p.add(full + 8 * h), masks[h]));
+            }
+            for (i, a) in acc.iter().enumerate() {
+                for (j, aj) in a.iter().enumerate() {
+                    let p = part.as_mut_ptr().add(sums(i, j));
+                    _mm256_storeu_ps(p, aj[0]);
+                    _mm256_storeu_ps(p.add(8), aj[1]);
+                }
+            }
+        }
+    }
+
+    /// One step of 16 features: `load(row, h)` gives half h (8 values) of
+    /// the step's features of a row of x or W^T.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn add_step<const R: usize, const U: usize>(
+        acc: &mut [[[__m256; 2]; U]; R],
+        (xs, ws): (&[*const f32; R], &[*const f32; U]),
+        load: impl Fn(*const f32, usize) -> __m256,
+    ) {
+        let xv: [[__m256; 2]; R] = std::array::from_fn(|i| [load(xs[i], 0), load(xs[i], 1)]);
+        for (j, &w) in ws.iter().enumerate() {
+            let wv = [load(w, 0), load(w, 1)];
+            for (a, xr) in acc.iter_mut().zip(&xv) {
+                a[j][0] = _mm256_fmadd_ps(xr[0], wv[0], a[j][0]);
+                a[j][1] = _mm256_fmadd_ps(xr[1], wv[1], a[j][1]);
+            }
         }
     }
 
@@ -263,23 +403,10 @@ mod avx2 {
             }
         }
     }
-
-    /// The first `dst.len()` (at most 16) lanes of a pair of vectors.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn store(a: [__m256; 2], dst: &mut [f32]) {
-        let mut lanes = [0.0f32; WIDTH];
-        // SAFETY: `lanes` holds WIDTH = 16 values.
-        unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
-        }
-        dst.copy_from_slice(&lanes[..dst.len()]);
-    }
 }
 
 /// The kernels in registers of 16, each load shared by more sums: x . W with
-/// a padded row of W per register; the weight gradient with 32 input features
+/// 16 input features per register, 4 rows x 5 units at a time; the weight gradient with 32 input features
 /// per register pair, for 10 units at a time; the input gradient with 6 rows
 /// per load of W^T. Every sum runs in the reference's order, so every path
 /// gives the scalar reference's bits.
@@ -288,44 +415,81 @@ mod avx512 {
     use super::WIDTH;
     use std::arch::x86_64::*;
 
-    /// Rows sharing each load of W (16 sums in registers: a task's rows).
-    const ROWS: usize = 16;
+    /// Rows and units of a register block of [`x_times_wt`] (20 registers of
+    /// partial sums: each load of x serves 5 units, each of W^T 4 rows).
+    const ROWS: usize = 4;
+    const UNITS_FORWARD: usize = 5;
 
-    /// Blocks of [`ROWS`] rows, each load of W shared by them; leftover rows
-    /// go one at a time.
+    /// Register blocks over tiles of input features ([`super::by_tiles`]),
+    /// 16 features per step.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn x_times_w(x: &[f32], w: &[f32], d: usize, u: usize, y: &mut [f32]) {
-        super::by_row_blocks(y.len() / u, ROWS, |r, whole| {
-            // SAFETY: every call's rows lie below y's, and x holds them.
+    pub unsafe fn x_times_wt(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
+        super::by_tiles((d, u), (ROWS, UNITS_FORWARD), y, |at, whole_rows, whole_units, part| {
+            // SAFETY: the schedule's rows lie in x and y, its units in wt, its features below d.
             unsafe {
-                match whole {
-                    true => rows_times_w::<ROWS>(x, w, d, u, r, y),
-                    false => rows_times_w::<1>(x, w, d, u, r, y),
+                match (whole_rows, whole_units) {
+                    (true, true) => tile_sums::<ROWS, UNITS_FORWARD>(x, wt, d, at, part),
+                    (true, false) => tile_sums::<ROWS, 1>(x, wt, d, at, part),
+                    (false, true) => tile_sums::<1, UNITS_FORWARD>(x, wt, d, at, part),
+                    (false, false) => tile_sums::<1, 1>(x, wt, d, at, part),
                 }
             }
         });
     }
 
-    /// Rows r..r + R of y from those of x (its sums fully in registers), each
-    /// row of W loaded masked (lanes past u zero).
-    /// Safety: r + R rows lie within y and x; w holds d * u values.
+    /// [`super::avx2::tile_sums`] in registers of 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn rows_times_w<const R: usize>(x: &[f32], w: &[f32], d: usize, u: usize, r: usize, y: &mut [f32]) {
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mask = mask_of(u);
-        // SAFETY: the caller's contract; the mask keeps each load in row k of w.
+    unsafe fn tile_sums<const R: usize, const U: usize>(
+        x: &[f32],
+        wt: &[f32],
+        d: usize,
+        at: &super::TileAt,
+        part: &mut [f32],
+    ) {
+        let sums = |i: usize, j: usize| ((at.i + i) * WIDTH + at.j + j) * super::PARTIALS;
+        let mut acc = [[_mm512_setzero_ps(); U]; R];
+        let (start, end) = (at.features.start, at.features.end);
+        let full = start + (end - start) / 16 * 16;
+        // SAFETY: the contract; the mask keeps the last step's loads below d.
         unsafe {
-            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((r + i) * d));
-            for k in 0..d {
-                let w = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(k * u));
-                for i in 0..R {
-                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*xs[i].add(k)), w, acc[i]);
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm512_loadu_ps(part.as_ptr().add(sums(i, j)));
+                }
+            }
+            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((at.r + i) * d));
+            let ws: [*const f32; U] = std::array::from_fn(|j| wt.as_ptr().add((at.j + j) * d));
+            for k in (start..full).step_by(16) {
+                add_step(&mut acc, (&xs, &ws), |p| _mm512_loadu_ps(p.add(k)));
+            }
+            if full < end {
+                let m = mask_of(end - full);
+                add_step(&mut acc, (&xs, &ws), |p| _mm512_maskz_loadu_ps(m, p.add(full)));
+            }
+            for (i, a) in acc.iter().enumerate() {
+                for (j, &aj) in a.iter().enumerate() {
+                    _mm512_storeu_ps(part.as_mut_ptr().add(sums(i, j)), aj);
                 }
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            store(*a, &mut y[(r + i) * u..(r + i + 1) * u]);
+    }
+
+    /// One step of 16 features: `load(row)` gives the step's features of a
+    /// row of x or W^T.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn add_step<const R: usize, const U: usize>(
+        acc: &mut [[__m512; U]; R],
+        (xs, ws): (&[*const f32; R], &[*const f32; U]),
+        load: impl Fn(*const f32) -> __m512,
+    ) {
+        let xv: [__m512; R] = std::array::from_fn(|i| load(xs[i]));
+        for (j, &w) in ws.iter().enumerate() {
+            let wv = load(w);
+            for (a, &xr) in acc.iter_mut().zip(&xv) {
+                a[j] = _mm512_fmadd_ps(xr, wv, a[j]);
+            }
         }
     }
 
@@ -503,15 +667,6 @@ mod avx512 {
     fn mask_of(n: usize) -> __mmask16 {
         ((1u32 << n.min(16)) - 1) as __mmask16
     }
-
-    /// The first `dst.len()` (at most 16) lanes of `a`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn store(a: __m512, dst: &mut [f32]) {
-        assert!(dst.len() <= WIDTH);
-        // SAFETY: the mask keeps the store inside `dst`.
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), ((1u32 << dst.len()) - 1) as __mmask16, a) };
-    }
 }
 
 #[cfg(test)]
@@ -524,19 +679,26 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_exactly() {
-        // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH.
-        for (rows, d, u) in [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10), (21, 40, 10)] {
+        // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH;
+        // the forward product over several tiles of features, a last partial
+        // one, several blocks of rows, units past the last whole group.
+        let sizes = [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10), (21, 40, 10), (37, 1100, 10), (5, 530, 13)];
+        for (rows, d, u) in sizes {
             let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
             let (mut dzp, mut wt) = (vec![0.0; rows * WIDTH], vec![0.0; u * d]);
             pad_columns(&dz, u, &mut dzp);
             crate::kernels::transpose(&w, d, u, &mut wt);
 
             let (mut fast, mut reference) = (vec![0.0; rows * u], vec![0.0; rows * u]);
-            x_times_w(&x, &w, d, u, &mut fast);
-            x_times_w_scalar(&x, &w, d, u, &mut reference);
+            x_times_wt(&x, &wt, d, u, &mut fast);
+            x_times_wt_scalar(&x, &wt, d, u, &mut reference);
             assert_eq!(fast, reference);
-            let naive: f32 = (0..d).map(|k| x[k] * w[k * u]).sum();
-            assert!((fast[0] - naive).abs() < 1e-4);
+            for (r, j) in [(0, 0), (rows - 1, u - 1)] {
+                let terms = (0..d).map(|k| x[r * d + k] as f64 * w[k * u + j] as f64);
+                let (naive, size): (f64, f64) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                let got = fast[r * u + j] as f64;
+                assert!((got - naive).abs() <= 1e-6 * size, "row {r} unit {j}: {got} against {naive}");
+            }
 
             let (mut fast, mut reference) = (vec![0.0; (d - 2) * u], vec![0.0; (d - 2) * u]);
             xt_times_dz(&x, d, 2, &dzp, u, &mut fast);
@@ -558,12 +720,12 @@ mod tests {
                 let (mut y, mut gw, mut gx) = (vec![0.0; rows * u], vec![0.0; (d - 2) * u], vec![0.0; rows * d]);
                 // SAFETY: the CPU has AVX2 and FMA; the sizes are those of the calls above.
                 unsafe {
-                    avx2::x_times_w(&x, &w, d, u, &mut y);
+                    avx2::x_times_wt(&x, &wt, d, u, &mut y);
                     avx2::xt_times_dz(&x, d, 2, &dzp, u, &mut gw);
                     avx2::dz_times_wt(&dz, &wt, u, d, &mut gx);
                 }
                 let mut want = (vec![0.0; rows * u], vec![0.0; (d - 2) * u]);
-                x_times_w_scalar(&x, &w, d, u, &mut want.0);
+                x_times_wt_scalar(&x, &wt, d, u, &mut want.0);
                 xt_times_dz_scalar(&x, d, 2, &dzp, u, &mut want.1);
                 assert_eq!((y, gw, &gx), (want.0, want.1, &reference));
             }

@@ -46,7 +46,9 @@ pub struct Conv2D {
     pool: Option<Window>,
     /// What the device keeps between forward and backward.
     ws: Workspace,
-    /// The weights' version at inference (see `Layer::set_weights_version`).
+    /// The weights' version (see `Layer::set_weights_version`), kept only at
+    /// inference (in training the prepared forms would be built every step
+    /// and kept for none).
     version: Option<u64>,
     /// The per-channel sums of the output (sum y, then sum y^2) that
     /// training passes gather for the BatchNormalization after it (empty:

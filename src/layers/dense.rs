@@ -29,6 +29,8 @@ pub struct Dense {
     rows_per_sample: usize,
     /// What the device keeps between forward and backward.
     ws: Workspace,
+    /// The weights' version (see `Layer::set_weights_version`).
+    version: Option<u64>,
 }
 
 impl Dense {
@@ -45,6 +47,7 @@ impl Dense {
             features: 0,
             rows_per_sample: 0,
             ws: Workspace::default(),
+            version: None,
         }
     }
 
@@ -141,6 +144,10 @@ impl Layer for Dense {
         device::current().dense_forward(&op, x, y, n, &mut self.ws);
     }
 
+    fn set_weights_version(&mut self, version: Option<u64>) {
+        self.version = version;
+    }
+
     // Differentiates y = act(x . W + b):
     //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
     fn backward(&mut self, pass: Backward) {
@@ -165,6 +172,7 @@ impl Dense {
             kernel,
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },
+            version: self.version,
         }
     }
 }

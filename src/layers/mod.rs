@@ -435,9 +435,10 @@ pub trait Layer: Send {
     /// x: (n, input shape) -> y: (n, output shape).
     fn forward(&mut self, params: &[f32], x: &[f32], y: &mut [f32], n: usize, mode: Mode);
 
-    /// The version of the weights the next inference passes get (the model
-    /// renews it whenever they may change; None: unknown, as in training):
-    /// a layer may keep what it prepared from the same version.
+    /// The version of the weights the next passes get (the model renews it
+    /// whenever they may change, as every optimizer step does; None:
+    /// unknown): a layer may keep what it prepared from the same version, as
+    /// the Dense head's W^T from a training step's forward pass to its backward.
     fn set_weights_version(&mut self, _version: Option<u64>) {}
 
     /// [`Layer::forward`] with the layer's slice of the model's state buffer

@@ -149,6 +149,7 @@ impl SeparableConv2D {
             kernel: pointwise,
             bias: self.use_bias.then_some(bias),
             act,
+            version: None,
         };
         (dw, pw)
     }

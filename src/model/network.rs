@@ -387,7 +387,7 @@ impl Network {
     /// acts[input][..n] -> acts[output][..n]
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
         let Network { shapes, acts, params, state, ranges, state_ranges, affine, folds, residuals, version, .. } = self;
-        let version = (mode == Mode::Infer).then_some(*version);
+        let version = Some(*version);
         let (steps, inputs, storage) = match mode {
             Mode::Infer => (&self.infer_steps, &self.infer_inputs, &self.infer_storage),
             Mode::Train => (&self.train_steps, &self.inputs, &self.storage),

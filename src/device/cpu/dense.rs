@@ -3,7 +3,7 @@
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
-use crate::device::{DenseOp, WeightGrads, Workspace};
+use crate::device::{DenseOp, Prepared, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::{activation, narrow, sum_rows};
 use rayon::prelude::*;
@@ -29,6 +29,22 @@ const UNITS_PER_TASK: usize = 128;
 /// Whether the narrow kernels fit: at most one register of units.
 fn narrow(op: &DenseOp) -> bool {
     op.u <= narrow::WIDTH
+}
+
+/// The narrow kernels' form of the kernel (its tag in [`Prepared`]): W^T.
+const TRANSPOSED: u64 = 1;
+
+/// W (D, U) -> W^T (U, D), a row per unit over the threads (a column of W
+/// each), kept in `prepared` while the weights' version holds: a training
+/// step's forward and backward passes build it once, inference once per
+/// version of the weights.
+fn transposed<'a>(op: &DenseOp, prepared: &'a mut Prepared) -> &'a [f32] {
+    let (d, u, w) = (op.d, op.u, op.kernel);
+    prepared.get(op.version, TRANSPOSED, u * d, |wt| {
+        wt.par_chunks_mut(d).enumerate().for_each(|(j, row)| {
+            row.iter_mut().zip(w[j..].iter().step_by(u)).for_each(|(t, &v)| *t = v);
+        });
+    })
 }
 
 /// a (R, cols) -> out (R, narrow::WIDTH), zeros past `cols`: by tasks of rows.
@@ -65,9 +81,10 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         gather_blocks(blocks, rows, UNITS_PER_TASK, u, |r| r, y);
         return activation::forward(act, y, bias, u);
     }
+    let wt = if few_units { transposed(op, ws.with_prepared([], 0, 0).0) } else { &[] };
     y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
         if few_units {
-            narrow::x_times_w(xt, w, d, u, yt)
+            narrow::x_times_wt(xt, wt, d, u, yt)
         } else {
             matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false)
         }
@@ -77,7 +94,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
 
 // Differentiates y = act(x . W + b):
 //   dz = dy * act'(y);  dW = x^T . dz;  db = sum(dz);  dx = dz . W^T
-// Workspace (narrow): [W^T, dz padded to WIDTH columns].
+// Workspace (narrow): [dz padded to WIDTH columns], and W^T prepared.
 pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     debug_assert!(!pass.accumulate, "a Dense writes its input gradient (it does not add to one)");
     if op.act.needs_input() {
@@ -134,21 +151,65 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         }
         return;
     }
-    let [wt, dzp] = ws.f32s([u * d, rows * narrow::WIDTH]);
+    let (prepared, [dzp], _, _) = ws.with_prepared([rows * narrow::WIDTH], 0, 0);
     pad_columns(dz, u, dzp);
     let dzp = &*dzp;
     gw.par_chunks_mut(FEATURES_PER_TASK * u)
         .enumerate()
         .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
     if let Some(dx) = dx {
-        // W^T (U x D): a row per unit, over the threads (a column of W each).
-        wt.par_chunks_mut(d).enumerate().for_each(|(j, row)| {
-            row.iter_mut().zip(w[j..].iter().step_by(u)).for_each(|(t, &v)| *t = v);
-        });
-        let wt = &*wt;
+        // W^T as the forward pass built it (the same weights).
+        let wt = transposed(op, prepared);
         dx[..rows * d]
             .par_chunks_mut(task_rows * d)
             .zip(dz.par_chunks(task_rows * u))
             .for_each(|(dxt, dzt)| narrow::dz_times_wt(dzt, wt, u, d, dxt));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 29.0 - 0.5).collect()
+    }
+
+    /// One pass of the narrow kernels with `w` under `version` in `ws`: y, and dx and dW for dy.
+    fn pass(w: &[f32], version: Option<u64>, ws: &mut Workspace) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (n, d, u) = (5, 40, 10);
+        let op = DenseOp { d, u, rows_per_sample: 1, kernel: w, bias: None, act: Activation::Linear, version };
+        let x = values(n * d, 1);
+        let mut y = vec![0.0; n * u];
+        forward(&op, &x, &mut y, n, ws);
+        let (mut dy, mut dx, mut dw) = (values(n * u, 2), vec![0.0; n * d], vec![0.0; d * u]);
+        let grads = WeightGrads {
+            x: &x,
+            y: &y,
+            dy: &mut dy,
+            dx: Some(&mut dx),
+            accumulate: false,
+            kernel: &mut dw,
+            bias: None,
+            n,
+        };
+        backward(&op, grads, ws);
+        (y, dx, dw)
+    }
+
+    #[test]
+    fn the_kept_transpose_follows_the_weights_version() {
+        let (first, second) = (values(400, 3), values(400, 4));
+        let mut ws = Workspace::default();
+        let afresh = |w: &[f32]| pass(w, None, &mut Workspace::default());
+        assert_eq!(pass(&first, Some(1), &mut ws), afresh(&first));
+        // New weights under a new version: W^T built again for the forward
+        // pass, and the backward pass reads that one.
+        assert_eq!(pass(&second, Some(2), &mut ws), afresh(&second));
+        // The same version again: what it kept, which is W^T of `second`
+        // (the version is the caller's promise that the weights are unchanged).
+        let kept = pass(&first, Some(2), &mut ws);
+        assert_eq!((&kept.0, &kept.1), (&afresh(&second).0, &afresh(&second).1));
+        assert_ne!(kept.0, afresh(&first).0);
     }
 }
