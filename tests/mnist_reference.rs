@@ -8,7 +8,7 @@
 //! regression, not bad luck. The reference model's kernels add in a fixed
 //! order (no cache-dependent blocking), so this run, seed 42, is bit-identical
 //! on x86-64 CPUs with AVX2 and FMA (same libm), whatever the thread count: it
-//! gives 0.9798 there.
+//! gives 0.9797 there.
 
 use keel::model::Verbosity;
 use keel::prelude::*;
