@@ -205,6 +205,26 @@ fn by_row_blocks(rows: usize, block: usize, mut each: impl FnMut(usize, bool)) {
     (blocked..rows).for_each(|r| each(r, false));
 }
 
+/// A SIMD kernel's [`x_times_wt`]: [`by_tiles`] with its `tile::<R, U>`
+/// for whole register blocks of `rows` x `units`, and single rows or units
+/// where fewer are left.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tiled_forward {
+    ($tile:ident, $rows:ident, $units:ident, ($x:expr, $wt:expr, $d:expr, $u:expr), $y:expr) => {
+        super::by_tiles(($d, $u), ($rows, $units), $y, |at, whole_rows, whole_units, part| {
+            // SAFETY: the schedule's rows lie in x and y, its units in wt, its features below d.
+            unsafe {
+                match (whole_rows, whole_units) {
+                    (true, true) => $tile::<$rows, $units>($x, $wt, $d, at, part),
+                    (true, false) => $tile::<$rows, 1>($x, $wt, $d, at, part),
+                    (false, true) => $tile::<1, $units>($x, $wt, $d, at, part),
+                    (false, false) => $tile::<1, 1>($x, $wt, $d, at, part),
+                }
+            }
+        })
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::WIDTH;
@@ -220,17 +240,7 @@ mod avx2 {
     /// 16 features per step, a row's partial sums in two registers.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn x_times_wt(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
-        super::by_tiles((d, u), (ROWS, UNITS_FORWARD), y, |at, whole_rows, whole_units, part| {
-            // SAFETY: the schedule's rows lie in x and y, its units in wt, its features below d.
-            unsafe {
-                match (whole_rows, whole_units) {
-                    (true, true) => tile_sums::<ROWS, UNITS_FORWARD>(x, wt, d, at, part),
-                    (true, false) => tile_sums::<ROWS, 1>(x, wt, d, at, part),
-                    (false, true) => tile_sums::<1, UNITS_FORWARD>(x, wt, d, at, part),
-                    (false, false) => tile_sums::<1, 1>(x, wt, d, at, part),
-                }
-            }
-        });
+        tiled_forward!(tile_sums, ROWS, UNITS_FORWARD, (x, wt, d, u), y);
     }
 
     /// Adds rows at.r..+R times units at.j..+U over the tile's features to
@@ -424,17 +434,7 @@ mod avx512 {
     /// 16 features per step.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn x_times_wt(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32]) {
-        super::by_tiles((d, u), (ROWS, UNITS_FORWARD), y, |at, whole_rows, whole_units, part| {
-            // SAFETY: the schedule's rows lie in x and y, its units in wt, its features below d.
-            unsafe {
-                match (whole_rows, whole_units) {
-                    (true, true) => tile_sums::<ROWS, UNITS_FORWARD>(x, wt, d, at, part),
-                    (true, false) => tile_sums::<ROWS, 1>(x, wt, d, at, part),
-                    (false, true) => tile_sums::<1, UNITS_FORWARD>(x, wt, d, at, part),
-                    (false, false) => tile_sums::<1, 1>(x, wt, d, at, part),
-                }
-            }
-        });
+        tiled_forward!(tile_sums, ROWS, UNITS_FORWARD, (x, wt, d, u), y);
     }
 
     /// [`super::avx2::tile_sums`] in registers of 16.
