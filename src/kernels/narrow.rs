@@ -90,6 +90,39 @@ struct TileAt {
     features: std::ops::Range<usize>,
 }
 
+#[cfg(target_arch = "x86_64")]
+impl TileAt {
+    /// Where the partial sums of the block's row i + di and unit j + dj start in `part`.
+    fn sums(&self, di: usize, dj: usize) -> usize {
+        ((self.i + di) * WIDTH + self.j + dj) * PARTIALS
+    }
+
+    /// The block's rows of x (D values each) and units of W^T (D each), from
+    /// their first feature. Safety: rows r..r + R lie in x, units j..j + U in wt.
+    unsafe fn rows<const R: usize, const U: usize>(
+        &self,
+        x: &[f32],
+        wt: &[f32],
+        d: usize,
+    ) -> ([*const f32; R], [*const f32; U]) {
+        // SAFETY: the contract.
+        unsafe {
+            (
+                std::array::from_fn(|i| x.as_ptr().add((self.r + i) * d)),
+                std::array::from_fn(|j| wt.as_ptr().add((self.j + j) * d)),
+            )
+        }
+    }
+
+    /// The features in whole steps of 16, and where they end (a last step
+    /// up to the tile's end is partial).
+    fn whole_steps(&self) -> (std::iter::StepBy<std::ops::Range<usize>>, usize) {
+        let (start, end) = (self.features.start, self.features.end);
+        let full = start + (end - start) / 16 * 16;
+        ((start..full).step_by(16), full)
+    }
+}
+
 /// The SIMD kernels' schedule for [`x_times_wt`]: blocks of [`BLOCK_ROWS`]
 /// rows; in each, the tiles of input features in order, and in each tile
 /// register blocks of `rows` rows and `units` units (one row or unit at a
@@ -256,33 +289,30 @@ mod avx2 {
         at: &super::TileAt,
         part: &mut [f32],
     ) {
-        let sums = |i: usize, j: usize| ((at.i + i) * WIDTH + at.j + j) * super::PARTIALS;
         let mut acc = [[[_mm256_setzero_ps(); 2]; U]; R];
-        let (start, end) = (at.features.start, at.features.end);
-        let full = start + (end - start) / 16 * 16;
+        let (steps, full) = at.whole_steps();
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let tail = end - full;
+        let tail = at.features.end - full;
         let masks =
             [tail.min(8), tail.saturating_sub(8)].map(|n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane));
         // SAFETY: the contract; the masks keep the last step's loads below d.
         unsafe {
             for (i, a) in acc.iter_mut().enumerate() {
                 for (j, aj) in a.iter_mut().enumerate() {
-                    let p = part.as_ptr().add(sums(i, j));
+                    let p = part.as_ptr().add(at.sums(i, j));
                     *aj = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
                 }
             }
-            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((at.r + i) * d));
-            let ws: [*const f32; U] = std::array::from_fn(|j| wt.as_ptr().add((at.j + j) * d));
-            for k in (start..full).step_by(16) {
+            let (xs, ws) = at.rows::<R, U>(x, wt, d);
+            for k in steps {
                 add_step(&mut acc, (&xs, &ws), |p, h| _mm256_loadu_ps(p.add(k + 8 * h)));
             }
-            if full < end {
+            if tail > 0 {
                 add_step(&mut acc, (&xs, &ws), |p, h| _mm256_maskload_ps(p.add(full + 8 * h), masks[h]));
             }
             for (i, a) in acc.iter().enumerate() {
                 for (j, aj) in a.iter().enumerate() {
-                    let p = part.as_mut_ptr().add(sums(i, j));
+                    let p = part.as_mut_ptr().add(at.sums(i, j));
                     _mm256_storeu_ps(p, aj[0]);
                     _mm256_storeu_ps(p.add(8), aj[1]);
                 }
@@ -447,20 +477,18 @@ mod avx512 {
         at: &super::TileAt,
         part: &mut [f32],
     ) {
-        let sums = |i: usize, j: usize| ((at.i + i) * WIDTH + at.j + j) * super::PARTIALS;
         let mut acc = [[_mm512_setzero_ps(); U]; R];
-        let (start, end) = (at.features.start, at.features.end);
-        let full = start + (end - start) / 16 * 16;
+        let (steps, full) = at.whole_steps();
+        let end = at.features.end;
         // SAFETY: the contract; the mask keeps the last step's loads below d.
         unsafe {
             for (i, a) in acc.iter_mut().enumerate() {
                 for (j, aj) in a.iter_mut().enumerate() {
-                    *aj = _mm512_loadu_ps(part.as_ptr().add(sums(i, j)));
+                    *aj = _mm512_loadu_ps(part.as_ptr().add(at.sums(i, j)));
                 }
             }
-            let xs: [*const f32; R] = std::array::from_fn(|i| x.as_ptr().add((at.r + i) * d));
-            let ws: [*const f32; U] = std::array::from_fn(|j| wt.as_ptr().add((at.j + j) * d));
-            for k in (start..full).step_by(16) {
+            let (xs, ws) = at.rows::<R, U>(x, wt, d);
+            for k in steps {
                 add_step(&mut acc, (&xs, &ws), |p| _mm512_loadu_ps(p.add(k)));
             }
             if full < end {
@@ -469,7 +497,7 @@ mod avx512 {
             }
             for (i, a) in acc.iter().enumerate() {
                 for (j, &aj) in a.iter().enumerate() {
-                    _mm512_storeu_ps(part.as_mut_ptr().add(sums(i, j)), aj);
+                    _mm512_storeu_ps(part.as_mut_ptr().add(at.sums(i, j)), aj);
                 }
             }
         }
