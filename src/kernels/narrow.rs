@@ -8,9 +8,9 @@
 //! in 16 interleaved partial sums ([`x_times_wt`]), so that its SIMD lanes
 //! hold input features rather than units (which fill 10 of 16 lanes).
 
-/// Columns of the padded layouts (the output gradient's in the weight
-/// gradient) and of the forward pass's sums: two AVX2 vectors. Layers with
-/// more units use the general matrix product.
+/// The most units these kernels take (layers with more use the general
+/// matrix product), and the columns of the output gradient's padded layout
+/// in the weight gradient: two AVX2 vectors.
 pub const WIDTH: usize = 16;
 
 /// a: (rows, cols) -> out: (rows, WIDTH), zeros in the padding.

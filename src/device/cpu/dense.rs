@@ -1,5 +1,5 @@
 //! Dense: a matrix product over tasks of rows, or, for few units, the
-//! `narrow` kernels (the kernel padded to one SIMD register of columns).
+//! `narrow` kernels (fixed-order products for heads of at most 16 units).
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
