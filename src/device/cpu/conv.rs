@@ -841,6 +841,10 @@ impl<'a> ConvKernel<'a> {
     /// whole sample for its block of filters, and 4x4's dearer input
     /// transform, done by every thread, outweighs (ResNet-50 at batch 1).
     /// (ResNet-20 trains 1.13x faster; ResNet-50 at batch 32 infers 1.05x.)
+    /// The register-blocked kernel runs with AVX-512 or AVX2: on a CPU with
+    /// AVX2 alone (a 2-core AMD EPYC, Zen 3), Winograd's tiles made the
+    /// CIFAR-10 CNN's training step 1.6x faster at batch 32 and ResNet-20's
+    /// 1.4x, against unfolding and the padded layout's products.
     fn choose_winograd(
         g: &Window,
         f: usize,
