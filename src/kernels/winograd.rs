@@ -850,7 +850,8 @@ macro_rules! simd_transforms {
                 for r in 2..6 {
                     for q in 0..6 {
                         if let Some(at) = below.at(r, q).filter(|at| at + c <= len) {
-                            for c0 in (0..c).step_by(STEP) {
+                            // One request per cache line of 16 values.
+                            for c0 in (0..c).step_by(16) {
                                 _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(at + c0) as *const i8);
                             }
                         }
