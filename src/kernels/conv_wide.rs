@@ -140,7 +140,9 @@ impl Wide {
         rows: std::ops::Range<usize>,
         y_wide: &mut [f32],
     ) {
-        if blocked::forward(self, xp, kernel, f, filters.clone(), rows.clone(), y_wide) {
+        if blocked::isa()
+            .is_some_and(|isa| blocked::forward(isa, self, xp, kernel, f, filters.clone(), rows.clone(), y_wide))
+        {
             return;
         }
         let g = &self.g;
@@ -173,7 +175,7 @@ impl Wide {
     // dz_wide: (rows(s), F) with zeros at the dropped positions.
     pub fn weight_grad(&self, xp: &[f32], dz_wide: &[f32], f: usize, s: usize, dw: &mut [f32]) {
         let m = self.rows(s);
-        if blocked::weight_grad(self, xp, &dz_wide[..m * f], false, f, dw) {
+        if blocked::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, &dz_wide[..m * f], false, f, dw)) {
             return;
         }
         self.weight_products(xp, dz_wide, f, s, dw);
@@ -182,7 +184,7 @@ impl Wide {
     // [`Wide::weight_grad`] from the real outputs' gradient dz (s,OH,OW,F);
     // dz_wide: room for (rows(s), F), used where the register-blocked kernel does not apply.
     pub fn weight_grad_real(&self, xp: &[f32], dz: &[f32], f: usize, s: usize, dz_wide: &mut [f32], dw: &mut [f32]) {
-        if blocked::weight_grad(self, xp, dz, true, f, dw) {
+        if blocked::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, dz, true, f, dw)) {
             return;
         }
         self.expand(dz, f, dz_wide);
@@ -317,26 +319,11 @@ mod blocked {
         isa().is_some() && f.is_multiple_of(LANES) && (1..=MAX_VECTORS).contains(&(f / LANES))
     }
 
-    /// Runs [`Wide::forward_filters`] when this kernel applies (AVX-512 or AVX2, 16
-    /// to 64 filters, enough rows for one block); returns whether it did.
-    pub fn forward(
-        wide: &Wide,
-        xp: &[f32],
-        kernel: &[f32],
-        f: usize,
-        filters: Range<usize>,
-        rows: Range<usize>,
-        y_wide: &mut [f32],
-    ) -> bool {
-        match isa() {
-            Some(isa) => forward_with(isa, wide, xp, kernel, f, filters, rows, y_wide),
-            None => false,
-        }
-    }
-
-    /// [`forward`] with the instruction set `isa` (which the CPU must have).
+    /// Runs [`Wide::forward_filters`] with the instruction set `isa` (which
+    /// the CPU must have: [`isa`]) when this kernel applies (16 to 64
+    /// filters, enough rows for one block); returns whether it did.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_with(
+    pub fn forward(
         isa: Isa,
         wide: &Wide,
         xp: &[f32],
@@ -382,28 +369,12 @@ mod blocked {
         }
     }
 
-    /// Runs the weight gradient when this kernel applies (AVX-512 or AVX2
-    /// with FMA, 16 to 64 filters; for AVX-512, KW*C a multiple of 4 or
-    /// more); returns whether it did. `dz` is the wide (rows, F), zeros at
-    /// dropped rows, or with `real` only the real outputs (s,OH,OW,F), read
-    /// in place.
-    pub fn weight_grad(wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
-        match isa() {
-            Some(isa) => weight_grad_with(isa, wide, xp, dz, real, f, dw),
-            None => false,
-        }
-    }
-
-    /// [`weight_grad`] with the instruction set `isa` (which the CPU must have).
-    pub fn weight_grad_with(
-        isa: Isa,
-        wide: &Wide,
-        xp: &[f32],
-        dz: &[f32],
-        real: bool,
-        f: usize,
-        dw: &mut [f32],
-    ) -> bool {
+    /// Runs the weight gradient with the instruction set `isa` (which the CPU
+    /// must have: [`isa`]) when this kernel applies (16 to 64 filters; for
+    /// AVX-512, KW*C a multiple of 4 or more); returns whether it did. `dz`
+    /// is the wide (rows, F), zeros at dropped rows, or with `real` only the
+    /// real outputs (s,OH,OW,F), read in place.
+    pub fn weight_grad(isa: Isa, wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
         if !applies(f) || dz.is_empty() {
@@ -738,6 +709,36 @@ mod tests {
         }
     }
 
+    /// One case of the layout's tests: its input, kernel, padded input, and
+    /// the unfolding reference's forward output and weight gradient (from
+    /// the output gradient `dz`, added to 0.5).
+    struct Case {
+        x: Vec<f32>,
+        kernel: Vec<f32>,
+        xp: Vec<f32>,
+        want: Vec<f32>,
+        dz: Vec<f32>,
+        want_dw: Vec<f32>,
+    }
+
+    fn case(g: &Window, wide: &Wide, f: usize, s: usize) -> Case {
+        let (h, w, c) = (g.h, g.w, g.c);
+        let (x, kernel) = (values(s * h * w * c, 1), values(g.kh * g.kw * c * f, 2));
+        let (p, k) = (g.positions(), g.patch_len());
+        let mut cols = vec![0.0; s * p * k];
+        for (xs, cs) in x.chunks_exact(h * w * c).zip(cols.chunks_exact_mut(p * k)) {
+            im2col(g, xs, cs);
+        }
+        let mut want = vec![0.0; s * p * f];
+        matmul(MatRef::new(&cols, s * p, k), MatRef::new(&kernel, k, f), &mut want, false);
+        let mut xp = vec![f32::NAN; wide.padded_len(s)];
+        wide.pad(&x, &mut xp);
+        let dz = values(s * p * f, 3);
+        let mut want_dw = vec![0.5; k * f];
+        matmul(MatRef::new(&cols, s * p, k).t(), MatRef::new(&dz, s * p, f), &mut want_dw, true);
+        Case { x, kernel, xp, want, dz, want_dw }
+    }
+
     /// A sample padded band by band (as threads do it) equals it padded whole,
     /// with zeros past the layout where the buffer is longer.
     #[test]
@@ -793,17 +794,8 @@ mod tests {
             let g = window(h, w, c, kh, kw, same);
             let wide = Wide::of(&g).unwrap();
             let what = format!("{g:?} f={f} s={s}");
-            let (x, kernel) = (values(s * h * w * c, 1), values(kh * kw * c * f, 2));
+            let Case { x, kernel, xp, want, dz, want_dw } = case(&g, &wide, f, s);
             let (p, k) = (g.positions(), g.patch_len());
-            let mut cols = vec![0.0; s * p * k];
-            for (xs, cs) in x.chunks_exact(h * w * c).zip(cols.chunks_exact_mut(p * k)) {
-                im2col(&g, xs, cs);
-            }
-            let mut want = vec![0.0; s * p * f];
-            matmul(MatRef::new(&cols, s * p, k), MatRef::new(&kernel, k, f), &mut want, false);
-
-            let mut xp = vec![f32::NAN; wide.padded_len(s)];
-            wide.pad(&x, &mut xp);
             let mut y_wide = vec![f32::NAN; wide.rows(s) * f];
             wide.forward(&xp, &kernel, f, 0..wide.rows(s), &mut y_wide);
             let mut y = vec![0.0; s * p * f];
@@ -854,9 +846,6 @@ mod tests {
                 assert_eq!((xp.as_slice(), y_wide.as_slice()), (x.as_slice(), y.as_slice()), "{what}");
             }
 
-            let dz = values(s * p * f, 3);
-            let mut want_dw = vec![0.5; k * f];
-            matmul(MatRef::new(&cols, s * p, k).t(), MatRef::new(&dz, s * p, f), &mut want_dw, true);
             let mut dz_wide = vec![f32::NAN; wide.rows(s) * f];
             wide.expand(&dz, f, &mut dz_wide);
             let mut dw = vec![0.5; k * f];
@@ -919,44 +908,32 @@ mod tests {
                 let g = window(h, w, c, kh, kw, same);
                 let wide = Wide::of(&g).unwrap();
                 let what = format!("{isa:?} {g:?} f={f} s={s}");
-                let (x, kernel) = (values(s * h * w * c, 1), values(kh * kw * c * f, 2));
+                let Case { kernel, xp, want, dz, want_dw, .. } = case(&g, &wide, f, s);
                 let (p, k) = (g.positions(), g.patch_len());
-                let mut cols = vec![0.0; s * p * k];
-                for (xs, cs) in x.chunks_exact(h * w * c).zip(cols.chunks_exact_mut(p * k)) {
-                    im2col(&g, xs, cs);
-                }
-                let mut want = vec![0.0; s * p * f];
-                matmul(MatRef::new(&cols, s * p, k), MatRef::new(&kernel, k, f), &mut want, false);
-                let mut xp = vec![f32::NAN; wide.padded_len(s)];
-                wide.pad(&x, &mut xp);
-
                 let rows = wide.rows(s);
                 let mut y_wide = vec![f32::NAN; rows * f];
-                assert!(blocked::forward_with(isa, &wide, &xp, &kernel, f, 0..f, 0..rows, &mut y_wide), "{what}");
+                assert!(blocked::forward(isa, &wide, &xp, &kernel, f, 0..f, 0..rows, &mut y_wide), "{what}");
                 let mut y = vec![0.0; s * p * f];
                 wide.compact(&y_wide, f, None, false, &mut y);
                 assert_close(&format!("forward {what}"), &y, &want);
                 // The last 16 filters alone.
                 let mut block = vec![f32::NAN; rows * 16];
-                assert!(blocked::forward_with(isa, &wide, &xp, &kernel, f, f - 16..f, 0..rows, &mut block), "{what}");
+                assert!(blocked::forward(isa, &wide, &xp, &kernel, f, f - 16..f, 0..rows, &mut block), "{what}");
                 let mut y = vec![0.0; s * p * 16];
                 wide.compact(&block, 16, None, false, &mut y);
                 let want: Vec<f32> = want.chunks_exact(f).flat_map(|r| r[f - 16..].to_vec()).collect();
                 assert_close(&format!("filters {}.. {what}", f - 16), &y, &want);
 
-                let dz = values(s * p * f, 3);
-                let mut want_dw = vec![0.5; k * f];
-                matmul(MatRef::new(&cols, s * p, k).t(), MatRef::new(&dz, s * p, f), &mut want_dw, true);
                 let mut dz_wide = vec![f32::NAN; rows * f];
                 wide.expand(&dz, f, &mut dz_wide);
                 let mut dw = vec![0.5; k * f];
-                let ran = blocked::weight_grad_with(isa, &wide, &xp, &dz_wide, false, f, &mut dw);
+                let ran = blocked::weight_grad(isa, &wide, &xp, &dz_wide, false, f, &mut dw);
                 assert!(ran || isa == Isa::Avx512, "AVX2's kernel takes any KW*C: {what}");
                 if ran {
                     assert_close(&format!("weight gradient {what}"), &dw, &want_dw);
                 }
                 let mut dw = vec![0.5; k * f];
-                if blocked::weight_grad_with(isa, &wide, &xp, &dz, true, f, &mut dw) {
+                if blocked::weight_grad(isa, &wide, &xp, &dz, true, f, &mut dw) {
                     assert_close(&format!("weight gradient from real outputs {what}"), &dw, &want_dw);
                 }
             }
