@@ -300,18 +300,22 @@ mod blocked {
         Avx2,
     }
 
+    impl Isa {
+        /// Whether this CPU has the instruction set.
+        pub fn present(self) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            return match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            };
+            #[allow(unreachable_code)]
+            false
+        }
+    }
+
     /// The best of [`Isa`] this CPU has.
     pub fn isa() -> Option<Isa> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(Isa::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Some(Isa::Avx2);
-            }
-        }
-        None
+        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.present())
     }
 
     /// Whether `f` filters run here: AVX-512 or AVX2 with FMA, 16, 32, 48 or 64 of them.
@@ -319,9 +323,9 @@ mod blocked {
         isa().is_some() && f.is_multiple_of(LANES) && (1..=MAX_VECTORS).contains(&(f / LANES))
     }
 
-    /// Runs [`Wide::forward_filters`] with the instruction set `isa` (which
-    /// the CPU must have: [`isa`]) when this kernel applies (16 to 64
-    /// filters, enough rows for one block); returns whether it did.
+    /// Runs [`Wide::forward_filters`] with the instruction set `isa` when
+    /// this kernel applies (the CPU has it, 16 to 64 filters, enough rows
+    /// for one block); returns whether it did.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         isa: Isa,
@@ -334,7 +338,7 @@ mod blocked {
         y_wide: &mut [f32],
     ) -> bool {
         let (fb, vectors) = (filters.len(), filters.len() / LANES);
-        if !applies(fb) || rows.len() < ACCUMULATORS / vectors {
+        if !isa.present() || !applies(fb) || rows.len() < ACCUMULATORS / vectors {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -348,7 +352,7 @@ mod blocked {
             let args = Args { c: g.c, wp, kh: g.kh, k, f };
             let (xp, w, y) = (&xp[rows.start * g.c..], &kernel[filters.start..], &mut y_wide[..rows.len() * fb]);
             match isa {
-                // SAFETY: the caller's CPU has AVX-512F, and the lengths were checked above.
+                // SAFETY: the CPU has AVX-512F (`present`), and the lengths were checked above.
                 Isa::Avx512 => unsafe {
                     match vectors {
                         1 => avx512::forward::<1, 24>(&args, xp, w, y),
@@ -357,7 +361,7 @@ mod blocked {
                         _ => avx512::forward::<4, 6>(&args, xp, w, y),
                     }
                 },
-                // SAFETY: the caller's CPU has AVX2 and FMA, and the lengths were checked above.
+                // SAFETY: the CPU has AVX2 and FMA (`present`), and the lengths were checked above.
                 Isa::Avx2 => unsafe { avx2::forward(&args, xp, w, y, fb) },
             }
             true
@@ -369,15 +373,15 @@ mod blocked {
         }
     }
 
-    /// Runs the weight gradient with the instruction set `isa` (which the CPU
-    /// must have: [`isa`]) when this kernel applies (16 to 64 filters; for
-    /// AVX-512, KW*C a multiple of 4 or more); returns whether it did. `dz`
+    /// Runs the weight gradient with the instruction set `isa` when this
+    /// kernel applies (the CPU has it, 16 to 64 filters; for AVX-512, KW*C a
+    /// multiple of 4 or more); returns whether it did. `dz`
     /// is the wide (rows, F), zeros at dropped rows, or with `real` only the
     /// real outputs (s,OH,OW,F), read in place.
     pub fn weight_grad(isa: Isa, wide: &Wide, xp: &[f32], dz: &[f32], real: bool, f: usize, dw: &mut [f32]) -> bool {
         let g = &wide.g;
         let (k, vectors) = (g.kw * g.c, f / LANES);
-        if !applies(f) || dz.is_empty() {
+        if !isa.present() || !applies(f) || dz.is_empty() {
             return false;
         }
         // Taps per block: the most that fit the accumulators and divide KW*C
@@ -403,7 +407,7 @@ mod blocked {
             assert!(dw.len() >= g.kh * k * f, "kernel gradient too short");
             let args = Args { c: g.c, wp: wide.wp, kh: g.kh, k, f };
             match isa {
-                // SAFETY: the caller's CPU has AVX-512F, and the lengths were checked above.
+                // SAFETY: the CPU has AVX-512F (`present`), and the lengths were checked above.
                 Isa::Avx512 => unsafe {
                     // Every (vectors, taps) the search above can pick, exactly: a
                     // kernel with other taps per block would step past KW*C.
@@ -428,7 +432,7 @@ mod blocked {
                         _ => return false,
                     }
                 },
-                // SAFETY: the caller's CPU has AVX2 and FMA, and the lengths were checked above.
+                // SAFETY: the CPU has AVX2 and FMA (`present`), and the lengths were checked above.
                 Isa::Avx2 => unsafe {
                     match taps {
                         6 => avx2::weight_grad::<6>(&args, &runs, xp, dz, dw),
@@ -881,16 +885,7 @@ mod tests {
     #[test]
     fn register_blocked_kernels_match_the_products_on_every_instruction_set() {
         use blocked::Isa;
-        let mut isas = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                isas.push(Isa::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                isas.push(Isa::Avx2);
-            }
-        }
+        let isas = [Isa::Avx512, Isa::Avx2].into_iter().filter(|isa| isa.present());
         // (h, w, c, kh, kw, same, f, samples): 16 to 64 filters; KW*C with
         // each of AVX2's taps per block (6, 4, 3, 2, 1); pointwise windows.
         let cases = [
