@@ -370,22 +370,12 @@ fn gradient_tiles(g: &Window, k: usize, dz: &[f32], first: usize, t: usize, f: u
     assert!(dz.len() >= (s + 1) * g.oh * g.ow * f && m.len() >= (k + 2) * (k + 2) * t * f, "output gradient too short");
     assert!(f.is_multiple_of(LANES), "filters in 16s");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+    if let Some(simd) = simd_sets().next() {
+        // SAFETY: the CPU has the set, and the lengths were checked above.
         return unsafe {
             match k {
-                4 => avx512::gradient_tiles4(g, dz, first, t, f, m),
-                _ => avx512::gradient_tiles(g, dz, first, t, f, m),
-            }
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA; the same checks as above.
-        return unsafe {
-            match k {
-                4 => avx2::gradient_tiles4(g, dz, first, t, f, m),
-                _ => avx2::gradient_tiles(g, dz, first, t, f, m),
+                4 => (simd.gradient_tiles4)(g, dz, first, t, f, m),
+                _ => (simd.gradient_tiles)(g, dz, first, t, f, m),
             }
         };
     }
@@ -485,23 +475,13 @@ fn input_tiles(g: &Window, k: usize, x: &[f32], first: usize, t: usize, v: &mut 
     assert!(x.len() >= (s + 1) * g.h * g.w * c, "input too short");
     assert!(v.len() >= (k + 2) * (k + 2) * t * c && c.is_multiple_of(LANES), "transformed inputs too short");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; every patch's pixels inside the input
+    if let Some(simd) = simd_sets().next() {
+        // SAFETY: the CPU has the set; every patch's pixels inside the input
         // lie in x (checked above), and v holds ((k + 2)^2, t, C).
         return unsafe {
             match k {
-                4 => avx512::input_tiles4(g, x, first, t, v),
-                _ => avx512::input_tiles(g, x, first, t, v),
-            }
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA; the same checks as above.
-        return unsafe {
-            match k {
-                4 => avx2::input_tiles4(g, x, first, t, v),
-                _ => avx2::input_tiles(g, x, first, t, v),
+                4 => (simd.input_tiles4)(g, x, first, t, v),
+                _ => (simd.input_tiles)(g, x, first, t, v),
             }
         };
     }
@@ -586,22 +566,12 @@ fn output_tiles(g: &Window, k: usize, m: &[f32], first: usize, t: usize, cols: C
     assert!(m.len() >= (k + 2) * (k + 2) * t * fb && fb.is_multiple_of(LANES), "products too short");
     assert!(bias.is_none_or(|b| b.len() >= f), "bias too short");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, and the lengths were checked above.
+    if let Some(simd) = simd_sets().next() {
+        // SAFETY: the CPU has the set, and the lengths were checked above.
         return unsafe {
             match k {
-                4 => avx512::output_tiles4(g, m, first, t, cols, y),
-                _ => avx512::output_tiles(g, m, first, t, cols, y),
-            }
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA; the same checks as above.
-        return unsafe {
-            match k {
-                4 => avx2::output_tiles4(g, m, first, t, cols, y),
-                _ => avx2::output_tiles(g, m, first, t, cols, y),
+                4 => (simd.output_tiles4)(g, m, first, t, cols, y),
+                _ => (simd.output_tiles)(g, m, first, t, cols, y),
             }
         };
     }
@@ -1001,6 +971,52 @@ macro_rules! vector_ops {
             unsafe { $store(p, v) }
         }
     };
+}
+
+/// One instruction set's SIMD transforms ([`input_tiles`], [`output_tiles`],
+/// [`gradient_tiles`], of 2x2 and of 4x4 tiles). Each is unsafe: the CPU
+/// must have the set, and the lengths must pass the dispatching function's checks.
+#[cfg(target_arch = "x86_64")]
+struct Simd {
+    #[cfg_attr(not(test), allow(dead_code))]
+    name: &'static str,
+    input_tiles: unsafe fn(&Window, &[f32], usize, usize, &mut [f32]),
+    input_tiles4: unsafe fn(&Window, &[f32], usize, usize, &mut [f32]),
+    output_tiles: unsafe fn(&Window, &[f32], usize, usize, Columns, &mut [f32]),
+    output_tiles4: unsafe fn(&Window, &[f32], usize, usize, Columns, &mut [f32]),
+    gradient_tiles: unsafe fn(&Window, &[f32], usize, usize, usize, &mut [f32]),
+    gradient_tiles4: unsafe fn(&Window, &[f32], usize, usize, usize, &mut [f32]),
+}
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: Simd = Simd {
+    name: "AVX-512",
+    input_tiles: avx512::input_tiles,
+    input_tiles4: avx512::input_tiles4,
+    output_tiles: avx512::output_tiles,
+    output_tiles4: avx512::output_tiles4,
+    gradient_tiles: avx512::gradient_tiles,
+    gradient_tiles4: avx512::gradient_tiles4,
+};
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: Simd = Simd {
+    name: "AVX2",
+    input_tiles: avx2::input_tiles,
+    input_tiles4: avx2::input_tiles4,
+    output_tiles: avx2::output_tiles,
+    output_tiles4: avx2::output_tiles4,
+    gradient_tiles: avx2::gradient_tiles,
+    gradient_tiles4: avx2::gradient_tiles4,
+};
+
+/// The SIMD transforms of every instruction set this CPU has, the widest first.
+#[cfg(target_arch = "x86_64")]
+fn simd_sets() -> impl Iterator<Item = &'static Simd> {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    [(&AVX512, std::arch::is_x86_feature_detected!("avx512f")), (&AVX2, avx2)]
+        .into_iter()
+        .filter_map(|(simd, present)| present.then_some(simd))
 }
 
 /// The transforms with AVX-512F: 16 channels (or filters) per register.
@@ -1431,54 +1447,12 @@ mod tests {
         }
     }
 
-    /// One instruction set's SIMD transforms.
-    #[cfg(target_arch = "x86_64")]
-    struct Simd {
-        name: &'static str,
-        input_tiles: unsafe fn(&Window, &[f32], usize, usize, &mut [f32]),
-        input_tiles4: unsafe fn(&Window, &[f32], usize, usize, &mut [f32]),
-        output_tiles: unsafe fn(&Window, &[f32], usize, usize, Columns, &mut [f32]),
-        output_tiles4: unsafe fn(&Window, &[f32], usize, usize, Columns, &mut [f32]),
-        gradient_tiles: unsafe fn(&Window, &[f32], usize, usize, usize, &mut [f32]),
-        gradient_tiles4: unsafe fn(&Window, &[f32], usize, usize, usize, &mut [f32]),
-    }
-
-    /// The SIMD transforms of every instruction set this CPU runs (AVX2's
-    /// too where AVX-512 runs).
-    #[cfg(target_arch = "x86_64")]
-    fn simd_kernels() -> Vec<Simd> {
-        let mut all = Vec::new();
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            all.push(Simd {
-                name: "AVX-512",
-                input_tiles: avx512::input_tiles,
-                input_tiles4: avx512::input_tiles4,
-                output_tiles: avx512::output_tiles,
-                output_tiles4: avx512::output_tiles4,
-                gradient_tiles: avx512::gradient_tiles,
-                gradient_tiles4: avx512::gradient_tiles4,
-            });
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            all.push(Simd {
-                name: "AVX2",
-                input_tiles: avx2::input_tiles,
-                input_tiles4: avx2::input_tiles4,
-                output_tiles: avx2::output_tiles,
-                output_tiles4: avx2::output_tiles4,
-                gradient_tiles: avx2::gradient_tiles,
-                gradient_tiles4: avx2::gradient_tiles4,
-            });
-        }
-        all
-    }
-
     // The SIMD transforms against their plain references, bit for bit (the
     // same additions in the same order), over odd sides and partial blocks.
     #[test]
     fn simd_transforms_match_the_reference_exactly() {
         #[cfg(target_arch = "x86_64")]
-        for simd in simd_kernels() {
+        for simd in simd_sets() {
             let name = simd.name;
             let g = Window { h: 7, w: 9, c: 32, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, oh: 7, ow: 9 };
             let wide = Wide::of(&g).expect("stride 1");
@@ -1543,7 +1517,7 @@ mod tests {
     #[test]
     fn simd_transforms_of_4x4_tiles_match_the_plain_code_exactly() {
         #[cfg(target_arch = "x86_64")]
-        for simd in simd_kernels() {
+        for simd in simd_sets() {
             let name = simd.name;
             let g =
                 Window { h: 7, w: 10, c: 32, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, oh: 7, ow: 10 };
