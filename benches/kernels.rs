@@ -287,7 +287,7 @@ fn depthwise(c: &mut Criterion) {
 /// different copy each call, 256 MiB of them, as every layer's weights are
 /// read once per image).
 fn packed_product(c: &mut Criterion) {
-    use keel::kernels::matmul::MatRef;
+    use keel::kernels::matmul::{MatRef, matmul};
     use keel::kernels::packed::{Packed, matmul_packed, pack, packed_len};
     let mut group = c.benchmark_group("packed product, batch-1 shapes, 1 thread");
     for (m, k, n) in [(49, 512, 2048), (49, 4608, 512), (196, 256, 1024)] {
@@ -315,6 +315,14 @@ fn packed_product(c: &mut Criterion) {
             bench.iter(|| {
                 next = (next + 1) % copies;
                 matmul_packed(a, Packed::new(&packed[next], k, n), 0..k, 0..n, &mut out, n, false)
+            })
+        });
+        // The general product over the same shapes, packing the kernel as it goes.
+        let kernels: Vec<Vec<f32>> = (0..copies).map(|_| b.clone()).collect();
+        group.bench_function(format!("{shape}, kernel streamed, general product"), |bench| {
+            bench.iter(|| {
+                next = (next + 1) % copies;
+                matmul(a, MatRef::new(&kernels[next], k, n), &mut out, false)
             })
         });
     }

@@ -140,7 +140,7 @@ impl Wide {
         rows: std::ops::Range<usize>,
         y_wide: &mut [f32],
     ) {
-        if blocked::isa()
+        if super::isa()
             .is_some_and(|isa| blocked::forward(isa, self, xp, kernel, f, filters.clone(), rows.clone(), y_wide))
         {
             return;
@@ -175,7 +175,7 @@ impl Wide {
     // dz_wide: (rows(s), F) with zeros at the dropped positions.
     pub fn weight_grad(&self, xp: &[f32], dz_wide: &[f32], f: usize, s: usize, dw: &mut [f32]) {
         let m = self.rows(s);
-        if blocked::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, &dz_wide[..m * f], false, f, dw)) {
+        if super::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, &dz_wide[..m * f], false, f, dw)) {
             return;
         }
         self.weight_products(xp, dz_wide, f, s, dw);
@@ -184,7 +184,7 @@ impl Wide {
     // [`Wide::weight_grad`] from the real outputs' gradient dz (s,OH,OW,F);
     // dz_wide: room for (rows(s), F), used where the register-blocked kernel does not apply.
     pub fn weight_grad_real(&self, xp: &[f32], dz: &[f32], f: usize, s: usize, dz_wide: &mut [f32], dw: &mut [f32]) {
-        if blocked::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, dz, true, f, dw)) {
+        if super::isa().is_some_and(|isa| blocked::weight_grad(isa, self, xp, dz, true, f, dw)) {
             return;
         }
         self.expand(dz, f, dz_wide);
@@ -283,6 +283,7 @@ impl Wide {
 /// faster than with the tiles' products through the matrix products, at
 /// batch 128 8-33%.
 mod blocked {
+    use super::super::{Isa, isa};
     use super::Wide;
     use std::ops::Range;
 
@@ -292,31 +293,6 @@ mod blocked {
     const MAX_VECTORS: usize = 4;
     /// Accumulator registers per block of positions.
     const ACCUMULATORS: usize = 24;
-
-    /// The instruction set the kernels run with on this CPU, if any.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub enum Isa {
-        Avx512,
-        Avx2,
-    }
-
-    impl Isa {
-        /// Whether this CPU has the instruction set.
-        pub fn present(self) -> bool {
-            #[cfg(target_arch = "x86_64")]
-            return match self {
-                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-                Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
-            };
-            #[allow(unreachable_code)]
-            false
-        }
-    }
-
-    /// The best of [`Isa`] this CPU has.
-    pub fn isa() -> Option<Isa> {
-        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.present())
-    }
 
     /// Whether `f` filters run here: AVX-512 or AVX2 with FMA, 16, 32, 48 or 64 of them.
     pub fn applies(f: usize) -> bool {
@@ -884,8 +860,8 @@ mod tests {
     /// wide and the real output gradient.
     #[test]
     fn register_blocked_kernels_match_the_products_on_every_instruction_set() {
-        use blocked::Isa;
-        let isas = [Isa::Avx512, Isa::Avx2].into_iter().filter(|isa| isa.present());
+        use super::super::Isa;
+        let isas = Isa::present_sets();
         // (h, w, c, kh, kw, same, f, samples): 16 to 64 filters; KW*C with
         // each of AVX2's taps per block (6, 4, 3, 2, 1); pointwise windows.
         let cases = [

@@ -18,6 +18,41 @@ pub mod pool;
 pub mod resample;
 pub mod winograd;
 
+/// The SIMD instruction sets that the fast kernels are written for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isa {
+    /// AVX-512F: 16 lanes, 32 registers.
+    Avx512,
+    /// AVX2 with FMA: 8 lanes, 16 registers.
+    Avx2,
+}
+
+impl Isa {
+    /// Every set, the widest first.
+    pub const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+
+    /// Whether this CPU has the instruction set.
+    pub fn present(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return match self {
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+        };
+        #[allow(unreachable_code)]
+        false
+    }
+
+    /// The sets this CPU has, the widest first.
+    pub fn present_sets() -> impl Iterator<Item = Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.present())
+    }
+}
+
+/// The widest of [`Isa`] this CPU has, if any.
+pub fn isa() -> Option<Isa> {
+    Isa::present_sets().next()
+}
+
 /// `acc += part` elementwise: the ordered reduction of per-task partial sums.
 #[inline]
 pub fn add_assign(acc: &mut [f32], part: &[f32]) {

@@ -7,23 +7,20 @@
 //! image) against megabytes of weights, read from memory on every call: a
 //! general product packs them first (a pass over them before any
 //! multiply-add), where here they stream once, straight from the panels, and
-//! the next block is fetched while the current one is multiplied. The
-//! products' sums are those of [`matmul_packed_reference`], in the same order
-//! (fused multiply-adds in both).
+//! the next block is fetched while the current one is multiplied. Two
+//! kernels, AVX-512's (10 rows x a panel per block) and AVX2's (6 rows x half
+//! a panel); the products' sums are those of [`matmul_packed_reference`], in
+//! the same order (fused multiply-adds in all), so both give the same bits.
 
 use super::matmul::MatRef;
+use super::{Isa, isa};
 use std::ops::Range;
 
-/// Columns of `b` per panel: two AVX-512 vectors.
+/// Columns of `b` per panel: two AVX-512 vectors, four AVX2 ones.
 pub const PANEL: usize = 32;
 
-/// Rows of `a` per block of the AVX-512 kernel: its 2 x 10 sums in
-/// registers. Ten rows of a, read in place, stay clear of the 12-way L1's
-/// conflicts where `a`'s rows are 4 KiB apart (1024 or 2048 channels).
-const ROWS: usize = 10;
-
-/// Rows of `b` per block: a block of a panel (32 KiB) stays in L1 while every
-/// block of `a`'s rows multiplies it.
+/// Rows of `b` per block: a block of a panel (32 KiB; 16 KiB of lines for
+/// half a panel) stays in L1 while every block of `a`'s rows multiplies it.
 const DEPTH: usize = 256;
 
 /// Values of `b` (K, N) packed: `ceil(N / PANEL)` panels of K x [`PANEL`].
@@ -31,13 +28,10 @@ pub fn packed_len(k: usize, n: usize) -> usize {
     n.div_ceil(PANEL) * k * PANEL
 }
 
-/// Whether [`matmul_packed`] beats the general product on this CPU (AVX-512);
-/// elsewhere callers keep [`super::matmul::matmul`].
+/// Whether [`matmul_packed`] beats the general product on this CPU (AVX-512,
+/// or AVX2 with FMA); elsewhere callers keep [`super::matmul::matmul`].
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[allow(unreachable_code)]
-    false
+    isa().is_some()
 }
 
 /// b: (K, N) row-major -> packed: panels of [`PANEL`] columns, each (K, PANEL)
@@ -145,12 +139,32 @@ pub fn matmul_packed<'a>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let a = a.into();
+    matmul_packed_with(isa(), a.into(), b, rows, cols, c, ldc, accumulate)
+}
+
+/// [`matmul_packed`] with the given instruction set's kernel (the
+/// reference where there is none, or the CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+fn matmul_packed_with(
+    isa: Option<Isa>,
+    a: Runs,
+    b: Packed,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     #[cfg(target_arch = "x86_64")]
-    if available() {
+    if let Some(isa) = isa.filter(|isa| isa.present()) {
         let panels = check(&a, &b, &rows, &cols, c, ldc);
-        // SAFETY: the CPU has AVX-512F, and `check` bounded every operand.
-        return unsafe { avx512::matmul(a, b, rows, cols, panels, c, ldc, accumulate) };
+        // SAFETY: the CPU has the instruction set, and `check` bounded every operand.
+        return unsafe {
+            match isa {
+                Isa::Avx512 => avx512::matmul(a, b, rows, cols, panels, c, ldc, accumulate),
+                Isa::Avx2 => avx2::matmul(a, b, rows, cols, panels, c, ldc, accumulate),
+            }
+        };
     }
     matmul_packed_reference(a, b, rows, cols, c, ldc, accumulate)
 }
@@ -178,9 +192,14 @@ pub fn matmul_packed_reference<'a>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{DEPTH, PANEL, Packed, ROWS, Runs};
+    use super::{DEPTH, PANEL, Packed, Runs};
     use std::arch::x86_64::*;
     use std::ops::Range;
+
+    /// Rows of `a` per block: 2 x 10 sums in registers. Ten rows of a, read
+    /// in place, stay clear of the 12-way L1's conflicts where `a`'s rows are
+    /// 4 KiB apart (1024 or 2048 channels).
+    const ROWS: usize = 10;
 
     /// See [`super::matmul_packed`]: for each panel, blocks of [`DEPTH`] rows
     /// of b, and within one, blocks of [`ROWS`] rows of a.
@@ -309,6 +328,195 @@ mod avx512 {
     }
 }
 
+/// The product with AVX2 and FMA (16 registers of 8 lanes): a block keeps
+/// up to 6 rows of a x half a panel (16 columns) of sums in 12 registers.
+/// The depth blocks run outermost, so that a's block of rows (49 x 256
+/// values, 50 KiB, at ResNet-50's 7x7 stage) stays in L2 while every panel
+/// of b streams past it once: a 512 KiB L2 holds neither a's rows whole nor
+/// a panel's.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{DEPTH, PANEL, Packed, Runs};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Most rows of a per block: 6 x 2 sums in registers.
+    const ROWS: usize = 6;
+
+    /// See [`super::matmul_packed`]: for each block of [`DEPTH`] rows of b,
+    /// each panel, its two halves, and blocks of up to [`ROWS`] rows of a
+    /// (as even as they come: 49 rows are 9 blocks of 5 or 6).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul(
+        a: Runs,
+        b: Packed,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        panels: Range<usize>,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let (ap, lda, m) = (a.data.as_ptr(), a.ld, a.m);
+        let blocks = m.div_ceil(ROWS);
+        // A block of a panel's rows, and the next one, fetched to L2 while
+        // this one is multiplied: a share by each block of rows and half.
+        let bytes = DEPTH * PANEL * 4;
+        let share = bytes.div_ceil(2 * blocks.max(1));
+        for d in (0..rows.len()).step_by(DEPTH) {
+            let depth = DEPTH.min(rows.len() - d);
+            let load = accumulate || d > 0;
+            let step = share.div_ceil(depth);
+            for j in panels.clone() {
+                let first = j * PANEL - cols.start;
+                let width = PANEL.min(cols.end - j * PANEL);
+                let bp = b.data.as_ptr().wrapping_add((j * b.k + rows.start + d) * PANEL);
+                let next = if j + 1 < panels.end {
+                    bp.wrapping_add(b.k * PANEL)
+                } else {
+                    b.data.as_ptr().wrapping_add((panels.start * b.k + rows.start + d + DEPTH) * PANEL)
+                };
+                for half in 0..2 {
+                    let lanes = width.saturating_sub(half * 16).min(16);
+                    if lanes == 0 {
+                        continue;
+                    }
+                    let lanes = [lanes.min(8), lanes.saturating_sub(8)];
+                    let masks = [mask(lanes[0]), mask(lanes[1])];
+                    for q in 0..blocks {
+                        let (i, end) = (q * m / blocks, (q + 1) * m / blocks);
+                        let unit = q * 2 + half;
+                        let ahead = (next as *const i8).wrapping_add(unit * share);
+                        // SAFETY: rows i..end of a and c, and this block of the
+                        // panel, lie inside their slices (`super::check`); the
+                        // CPU has AVX2 and FMA.
+                        unsafe {
+                            let run = ap.add(i * lda + d / a.len * a.stride);
+                            let runs = (d % a.len, a.len, a.stride);
+                            let b = bp.add(half * 16);
+                            let block = Block { run, runs, lda, b, depth, lanes, masks, load, ahead, step };
+                            let cp = c.as_mut_ptr().add(i * ldc + first + half * 16);
+                            match end - i {
+                                6 => block.run::<6>(cp, ldc),
+                                5 => block.run::<5>(cp, ldc),
+                                4 => block.run::<4>(cp, ldc),
+                                3 => block.run::<3>(cp, ldc),
+                                2 => block.run::<2>(cp, ldc),
+                                _ => block.run::<1>(cp, ldc),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first `n` of 8 lanes, as a mask of loads and stores.
+    #[target_feature(enable = "avx2")]
+    fn mask(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The first `lanes` values at `c` (masked where fewer than 8: masked
+    /// accesses are slow on some CPUs, AMD's Zen 3 among them).
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(c: *const f32, lanes: usize, mask: __m256i) -> __m256 {
+        // SAFETY: the caller's `lanes` values at `c` lie inside c.
+        unsafe {
+            match lanes {
+                8 => _mm256_loadu_ps(c),
+                0 => _mm256_setzero_ps(),
+                _ => _mm256_maskload_ps(c, mask),
+            }
+        }
+    }
+
+    /// Writes the first `lanes` values of `v` to `c` (see [`load`]).
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(c: *mut f32, v: __m256, lanes: usize, mask: __m256i) {
+        // SAFETY: the caller's `lanes` values at `c` lie inside c.
+        unsafe {
+            match lanes {
+                8 => _mm256_storeu_ps(c, v),
+                0 => {}
+                _ => _mm256_maskstore_ps(c, mask, v),
+            }
+        }
+    }
+
+    /// R rows of a times `depth` rows of half a panel, into R x 16 values of c.
+    struct Block {
+        /// As in the AVX-512 kernel's block: row 0's run holding the
+        /// block's first value, and (its offset in it, the runs' length,
+        /// the distance between them).
+        run: *const f32,
+        runs: (usize, usize, usize),
+        lda: usize,
+        /// The half panel's first row: 16 values, rows [`PANEL`] apart.
+        b: *const f32,
+        depth: usize,
+        /// The columns of c written per register (8 but at a panel's end),
+        /// and their masks.
+        lanes: [usize; 2],
+        masks: [__m256i; 2],
+        /// Whether c holds sums to add to (else they start at zero).
+        load: bool,
+        /// Where this block's fetches ahead start, and the bytes between them.
+        ahead: *const i8,
+        step: usize,
+    }
+
+    impl Block {
+        // c[r][0..16] (+)= sum over t of a[r][t] * b[t][0..16], r < R
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<const R: usize>(&self, c: *mut f32, ldc: usize) {
+            // SAFETY: the caller passes R rows of a and c, and `depth` rows of
+            // half a panel, inside their slices; the CPU has AVX2 and FMA.
+            unsafe {
+                let [m0, m1] = self.masks;
+                let mut lo = [_mm256_setzero_ps(); R];
+                let mut hi = [_mm256_setzero_ps(); R];
+                if self.load {
+                    for r in 0..R {
+                        let c = c.add(r * ldc);
+                        lo[r] = load(c, self.lanes[0], m0);
+                        hi[r] = load(c.add(8), self.lanes[1], m1);
+                    }
+                }
+                let two = self.step > 64;
+                let (mut run, (mut off, len, stride)) = (self.run, self.runs);
+                let mut t = 0;
+                while t < self.depth {
+                    // The rest of this run.
+                    let (a, end) = (run.add(off), self.depth.min(t + len - off));
+                    for (u, t) in (t..end).enumerate() {
+                        let b = self.b.add(t * PANEL);
+                        // (A prefetch never faults.)
+                        let ahead = self.ahead.wrapping_add(t * self.step);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead);
+                        if two {
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+                        }
+                        let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
+                        for r in 0..R {
+                            let x = _mm256_broadcast_ss(&*a.add(r * self.lda + u));
+                            lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+                            hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+                        }
+                    }
+                    (t, run, off) = (end, run.wrapping_add(stride), 0);
+                }
+                for r in 0..R {
+                    let c = c.add(r * ldc);
+                    store(c, lo[r], self.lanes[0], m0);
+                    store(c.add(8), hi[r], self.lanes[1], m1);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,9 +542,9 @@ mod tests {
     }
 
     /// A strided convolution's patches read in place as runs (a run of KW*C
-    /// values per kernel row, from input rows padded by `pad_rows`): the
-    /// AVX-512 kernel equals the reference bit for bit, and both equal the
-    /// product over the unfolded patches up to rounding. 7x7 windows at
+    /// values per kernel row, from input rows padded by `pad_rows`): each
+    /// instruction set's kernel equals the reference bit for bit, and the
+    /// reference equals the product over the unfolded patches up to rounding. 7x7 windows at
     /// stride 2 over 3 channels (the runs' length below a depth block, a
     /// partial panel), 1x1 windows at stride 2 over 300 channels (one run
     /// across depth blocks), 3x3 windows at stride (2, 3) over 100 channels
@@ -370,19 +578,23 @@ mod tests {
             );
             for oy in 0..oh {
                 let runs = Runs::new(&xp[oy * sh * wp * c..], ow, sw * c, (k, k * c, wp * c));
-                let (mut got, mut want) = (vec![0.0; ow * f], vec![0.0; ow * f]);
-                matmul_packed(runs, p, 0..g.patch_len(), 0..f, &mut got, f, false);
+                let mut want = vec![0.0; ow * f];
                 matmul_packed_reference(runs, p, 0..g.patch_len(), 0..f, &mut want, f, false);
-                assert_eq!(got, want, "{k}x{k} windows over {c} channels, output row {oy}");
-                for (i, (a, b)) in got.iter().zip(&unfolded[oy * ow * f..]).enumerate() {
+                for (i, (a, b)) in want.iter().zip(&unfolded[oy * ow * f..]).enumerate() {
                     assert!((a - b).abs() < 1e-4, "{k}x{k} over {c}, row {oy}, value {i}: {a} against {b}");
+                }
+                for isa in Isa::present_sets() {
+                    let mut got = vec![0.0; ow * f];
+                    matmul_packed_with(Some(isa), runs, p, 0..g.patch_len(), 0..f, &mut got, f, false);
+                    assert_eq!(got, want, "{isa:?}: {k}x{k} windows over {c} channels, output row {oy}");
                 }
             }
         }
     }
 
-    /// The AVX-512 kernel equals the reference bit for bit, and both equal
-    /// the general product up to rounding: row blocks of 1 to 10 and past,
+    /// Each instruction set's kernel equals the reference bit for bit, and
+    /// the reference equals the general product up to rounding: row blocks
+    /// of 1 to 10 and past (AVX2: uneven blocks of up to 6),
     /// depths across a block of [`DEPTH`], partial panels, row and column
     /// ranges of b, rows of a read in place at a stride, accumulation.
     #[test]
@@ -393,6 +605,9 @@ mod tests {
             (23, 600, 96, 40..560, 32..96, true),
             (10, 17, 20, 0..17, 0..20, true),
             (49, 64, 160, 0..64, 64..144, false),
+            (13, 700, 75, 0..700, 0..75, false),
+            (5, 40, 59, 0..40, 32..59, true),
+            (49, 530, 84, 0..530, 0..84, false),
         ] {
             let (depth, width) = (rows.len(), cols.len());
             let lda = depth + 3;
@@ -403,16 +618,19 @@ mod tests {
             let p = Packed::new(&packed, k, n);
             let ldc = width + 5;
             let start = values(m * ldc, 4);
-            let (mut got, mut want, mut general) = (start.clone(), start.clone(), start.clone());
+            let (mut want, mut general) = (start.clone(), start.clone());
             let am = MatRef::with_ld(&a, m, depth, lda);
-            matmul_packed(am, p, rows.clone(), cols.clone(), &mut got, ldc, accumulate);
             matmul_packed_reference(am, p, rows.clone(), cols.clone(), &mut want, ldc, accumulate);
-            assert_eq!(got, want, "m {m} k {k} n {n}");
+            for isa in Isa::present_sets() {
+                let mut got = start.clone();
+                matmul_packed_with(Some(isa), am.into(), p, rows.clone(), cols.clone(), &mut got, ldc, accumulate);
+                assert_eq!(got, want, "{isa:?}: m {m} k {k} n {n}");
+            }
             let bm = MatRef::with_ld(&b[rows.start * n + cols.start..], depth, width, n);
             matmul_ld(am, bm, &mut general, ldc, accumulate);
             for i in 0..m {
                 for j in 0..ldc {
-                    let (x, y) = (got[i * ldc + j], general[i * ldc + j]);
+                    let (x, y) = (want[i * ldc + j], general[i * ldc + j]);
                     if j < width {
                         assert!((x - y).abs() < 1e-4, "m {m} k {k} n {n}: ({i}, {j}) {x} against {y}");
                     } else {

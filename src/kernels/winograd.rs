@@ -42,7 +42,7 @@
 use super::conv_wide::Wide;
 use super::matmul::MatRef;
 use super::packed::{self, PANEL, Packed, matmul_packed, packed_len};
-use super::{Window, add_rows};
+use super::{Isa, Window, add_rows};
 use multiversion::multiversion;
 use std::ops::Range;
 
@@ -1013,10 +1013,10 @@ const AVX2: Simd = Simd {
 /// The SIMD transforms of every instruction set this CPU has, the widest first.
 #[cfg(target_arch = "x86_64")]
 fn simd_sets() -> impl Iterator<Item = &'static Simd> {
-    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    [(&AVX512, std::arch::is_x86_feature_detected!("avx512f")), (&AVX2, avx2)]
-        .into_iter()
-        .filter_map(|(simd, present)| present.then_some(simd))
+    Isa::present_sets().map(|isa| match isa {
+        Isa::Avx512 => &AVX512,
+        Isa::Avx2 => &AVX2,
+    })
 }
 
 /// The transforms with AVX-512F: 16 channels (or filters) per register.
