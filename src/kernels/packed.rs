@@ -190,9 +190,65 @@ pub fn matmul_packed_reference<'a>(
     }
 }
 
+/// R rows of a times `depth` rows of a panel (AVX-512) or half a panel
+/// (AVX2), into R rows of c: what each kernel runs, `M` its masks of the
+/// columns of c present.
+#[cfg(target_arch = "x86_64")]
+struct Block<M> {
+    /// Row 0's run holding the block's first value, and (that value's
+    /// offset in it, the runs' length, the distance between them).
+    run: *const f32,
+    runs: (usize, usize, usize),
+    lda: usize,
+    /// The block's first row of b: its columns, rows [`PANEL`] apart.
+    b: *const f32,
+    depth: usize,
+    masks: [M; 2],
+    /// Whether c holds sums to add to (else they start at zero).
+    load: bool,
+    /// Where this block's fetches ahead start, and the bytes between them.
+    ahead: *const i8,
+    step: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<M> Block<M> {
+    /// The block's values of row 0 of a, piece by piece of its runs: where
+    /// each piece starts, and its values' places `t` in the block.
+    #[inline(always)]
+    fn pieces(&self) -> impl Iterator<Item = (*const f32, Range<usize>)> {
+        let ((len, stride), depth) = ((self.runs.1, self.runs.2), self.depth);
+        let mut at = (0, self.run, self.runs.0);
+        std::iter::from_fn(move || {
+            let (t, run, off) = at;
+            (t < depth).then(|| {
+                // The rest of this run.
+                let end = depth.min(t + len - off);
+                at = (end, run.wrapping_add(stride), 0);
+                (run.wrapping_add(off), t..end)
+            })
+        })
+    }
+
+    /// Asks for this block's share of the next block of b at value `t` (a
+    /// prefetch never faults).
+    #[inline(always)]
+    fn fetch_ahead(&self, t: usize) {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let ahead = self.ahead.wrapping_add(t * self.step);
+        // SAFETY: a prefetch is a hint, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T1>(ahead);
+            if self.step > 64 {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{DEPTH, PANEL, Packed, Runs};
+    use super::{Block, DEPTH, PANEL, Packed, Runs};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -263,24 +319,7 @@ mod avx512 {
         ((1u32 << n) - 1) as __mmask16
     }
 
-    /// R rows of a times `depth` rows of a panel, into R x 32 values of c.
-    struct Block {
-        /// Row 0's run holding the block's first value, and (that value's
-        /// offset in it, the runs' length, the distance between them).
-        run: *const f32,
-        runs: (usize, usize, usize),
-        lda: usize,
-        b: *const f32,
-        depth: usize,
-        masks: [__mmask16; 2],
-        /// Whether c holds sums to add to (else they start at zero).
-        load: bool,
-        /// Where this block's fetches ahead start, and the bytes between them.
-        ahead: *const i8,
-        step: usize,
-    }
-
-    impl Block {
+    impl Block<__mmask16> {
         // c[r][0..32] (+)= sum over t of a[r][t] * b[t][0..32], r < R
         #[target_feature(enable = "avx512f")]
         unsafe fn run<const R: usize>(&self, c: *mut f32, ldc: usize) {
@@ -296,20 +335,10 @@ mod avx512 {
                         hi[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
                     }
                 }
-                let two = self.step > 64;
-                let (mut run, (mut off, len, stride)) = (self.run, self.runs);
-                let mut t = 0;
-                while t < self.depth {
-                    // The rest of this run.
-                    let (a, end) = (run.add(off), self.depth.min(t + len - off));
-                    for (u, t) in (t..end).enumerate() {
+                for (a, ts) in self.pieces() {
+                    for (u, t) in ts.enumerate() {
+                        self.fetch_ahead(t);
                         let b = self.b.add(t * PANEL);
-                        // (A prefetch never faults.)
-                        let ahead = self.ahead.wrapping_add(t * self.step);
-                        _mm_prefetch::<_MM_HINT_T1>(ahead);
-                        if two {
-                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
-                        }
                         let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
                         for r in 0..R {
                             let x = _mm512_set1_ps(*a.add(r * self.lda + u));
@@ -317,7 +346,6 @@ mod avx512 {
                             hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
                         }
                     }
-                    (t, run, off) = (end, run.wrapping_add(stride), 0);
                 }
                 for r in 0..R {
                     _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
@@ -336,7 +364,7 @@ mod avx512 {
 /// a panel's.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{DEPTH, PANEL, Packed, Runs};
+    use super::{Block, DEPTH, PANEL, Packed, Runs};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -378,12 +406,12 @@ mod avx2 {
                     b.data.as_ptr().wrapping_add((panels.start * b.k + rows.start + d + DEPTH) * PANEL)
                 };
                 for half in 0..2 {
-                    let lanes = width.saturating_sub(half * 16).min(16);
-                    if lanes == 0 {
+                    // The half's columns present.
+                    let present = width.saturating_sub(half * 16).min(16);
+                    if present == 0 {
                         continue;
                     }
-                    let lanes = [lanes.min(8), lanes.saturating_sub(8)];
-                    let masks = [mask(lanes[0]), mask(lanes[1])];
+                    let masks = [lanes(present.min(8)), lanes(present.saturating_sub(8))];
                     for q in 0..blocks {
                         let (i, end) = (q * m / blocks, (q + 1) * m / blocks);
                         let unit = q * 2 + half;
@@ -395,7 +423,7 @@ mod avx2 {
                             let run = ap.add(i * lda + d / a.len * a.stride);
                             let runs = (d % a.len, a.len, a.stride);
                             let b = bp.add(half * 16);
-                            let block = Block { run, runs, lda, b, depth, lanes, masks, load, ahead, step };
+                            let block = Block { run, runs, lda, b, depth, masks, load, ahead, step };
                             let cp = c.as_mut_ptr().add(i * ldc + first + half * 16);
                             match end - i {
                                 6 => block.run::<6>(cp, ldc),
@@ -412,16 +440,16 @@ mod avx2 {
         }
     }
 
-    /// The first `n` of 8 lanes, as a mask of loads and stores.
+    /// The first `n` of 8 lanes, and their mask of loads and stores.
     #[target_feature(enable = "avx2")]
-    fn mask(n: usize) -> __m256i {
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    fn lanes(n: usize) -> (usize, __m256i) {
+        (n, _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
     }
 
     /// The first `lanes` values at `c` (masked where fewer than 8: masked
     /// accesses are slow on some CPUs, AMD's Zen 3 among them).
     #[target_feature(enable = "avx2")]
-    unsafe fn load(c: *const f32, lanes: usize, mask: __m256i) -> __m256 {
+    unsafe fn load(c: *const f32, (lanes, mask): (usize, __m256i)) -> __m256 {
         // SAFETY: the caller's `lanes` values at `c` lie inside c.
         unsafe {
             match lanes {
@@ -434,7 +462,7 @@ mod avx2 {
 
     /// Writes the first `lanes` values of `v` to `c` (see [`load`]).
     #[target_feature(enable = "avx2")]
-    unsafe fn store(c: *mut f32, v: __m256, lanes: usize, mask: __m256i) {
+    unsafe fn store(c: *mut f32, v: __m256, (lanes, mask): (usize, __m256i)) {
         // SAFETY: the caller's `lanes` values at `c` lie inside c.
         unsafe {
             match lanes {
@@ -445,29 +473,7 @@ mod avx2 {
         }
     }
 
-    /// R rows of a times `depth` rows of half a panel, into R x 16 values of c.
-    struct Block {
-        /// As in the AVX-512 kernel's block: row 0's run holding the
-        /// block's first value, and (its offset in it, the runs' length,
-        /// the distance between them).
-        run: *const f32,
-        runs: (usize, usize, usize),
-        lda: usize,
-        /// The half panel's first row: 16 values, rows [`PANEL`] apart.
-        b: *const f32,
-        depth: usize,
-        /// The columns of c written per register (8 but at a panel's end),
-        /// and their masks.
-        lanes: [usize; 2],
-        masks: [__m256i; 2],
-        /// Whether c holds sums to add to (else they start at zero).
-        load: bool,
-        /// Where this block's fetches ahead start, and the bytes between them.
-        ahead: *const i8,
-        step: usize,
-    }
-
-    impl Block {
+    impl Block<(usize, __m256i)> {
         // c[r][0..16] (+)= sum over t of a[r][t] * b[t][0..16], r < R
         #[target_feature(enable = "avx2,fma")]
         unsafe fn run<const R: usize>(&self, c: *mut f32, ldc: usize) {
@@ -480,24 +486,14 @@ mod avx2 {
                 if self.load {
                     for r in 0..R {
                         let c = c.add(r * ldc);
-                        lo[r] = load(c, self.lanes[0], m0);
-                        hi[r] = load(c.add(8), self.lanes[1], m1);
+                        lo[r] = load(c, m0);
+                        hi[r] = load(c.add(8), m1);
                     }
                 }
-                let two = self.step > 64;
-                let (mut run, (mut off, len, stride)) = (self.run, self.runs);
-                let mut t = 0;
-                while t < self.depth {
-                    // The rest of this run.
-                    let (a, end) = (run.add(off), self.depth.min(t + len - off));
-                    for (u, t) in (t..end).enumerate() {
+                for (a, ts) in self.pieces() {
+                    for (u, t) in ts.enumerate() {
+                        self.fetch_ahead(t);
                         let b = self.b.add(t * PANEL);
-                        // (A prefetch never faults.)
-                        let ahead = self.ahead.wrapping_add(t * self.step);
-                        _mm_prefetch::<_MM_HINT_T1>(ahead);
-                        if two {
-                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
-                        }
                         let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
                         for r in 0..R {
                             let x = _mm256_broadcast_ss(&*a.add(r * self.lda + u));
@@ -505,12 +501,11 @@ mod avx2 {
                             hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
                         }
                     }
-                    (t, run, off) = (end, run.wrapping_add(stride), 0);
                 }
                 for r in 0..R {
                     let c = c.add(r * ldc);
-                    store(c, lo[r], self.lanes[0], m0);
-                    store(c.add(8), hi[r], self.lanes[1], m1);
+                    store(c, lo[r], m0);
+                    store(c.add(8), hi[r], m1);
                 }
             }
         }
