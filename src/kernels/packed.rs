@@ -100,6 +100,15 @@ impl<'a> Runs<'a> {
         self.count * self.len
     }
 
+    /// Where row i's value t lies: the run holding it, and (its offset
+    /// in the run, the runs' length, the distance between them). A pointer
+    /// only: the caller reads it where `Runs::new` bounded the rows.
+    #[cfg(target_arch = "x86_64")]
+    fn from(&self, i: usize, t: usize) -> (*const f32, (usize, usize, usize)) {
+        let run = self.data.as_ptr().wrapping_add(i * self.ld + t / self.len * self.stride);
+        (run, (t % self.len, self.len, self.stride))
+    }
+
     /// Value t of row i.
     fn get(&self, i: usize, t: usize) -> f32 {
         self.data[i * self.ld + t / self.len * self.stride + t % self.len]
@@ -158,11 +167,12 @@ fn matmul_packed_with(
     #[cfg(target_arch = "x86_64")]
     if let Some(isa) = isa.filter(|isa| isa.present()) {
         let panels = check(&a, &b, &rows, &cols, c, ldc);
+        let product = Product { a, b, rows, cols, panels, ldc, accumulate };
         // SAFETY: the CPU has the instruction set, and `check` bounded every operand.
         return unsafe {
             match isa {
-                Isa::Avx512 => avx512::matmul(a, b, rows, cols, panels, c, ldc, accumulate),
-                Isa::Avx2 => avx2::matmul(a, b, rows, cols, panels, c, ldc, accumulate),
+                Isa::Avx512 => avx512::matmul(&product, c),
+                Isa::Avx2 => avx2::matmul(&product, c),
             }
         };
     }
@@ -188,6 +198,20 @@ pub fn matmul_packed_reference<'a>(
             *o = rows.clone().enumerate().fold(start, |s, (t, row)| a.get(i, t).mul_add(b.at(j, row)[lane], s));
         }
     }
+}
+
+/// The operands of `c = a * b[rows, cols]` (or `c += ...` when
+/// `accumulate`) that each kernel takes, checked: `panels` are those of
+/// `cols`, c's rows `ldc` apart.
+#[cfg(target_arch = "x86_64")]
+struct Product<'a> {
+    a: Runs<'a>,
+    b: Packed<'a>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    panels: Range<usize>,
+    ldc: usize,
+    accumulate: bool,
 }
 
 /// R rows of a times `depth` rows of a panel (AVX-512) or half a panel
@@ -248,9 +272,8 @@ impl<M> Block<M> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Block, DEPTH, PANEL, Packed, Runs};
+    use super::{Block, DEPTH, PANEL, Product};
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// Rows of `a` per block: 2 x 10 sums in registers. Ten rows of a, read
     /// in place, stay clear of the 12-way L1's conflicts where `a`'s rows are
@@ -260,18 +283,9 @@ mod avx512 {
     /// See [`super::matmul_packed`]: for each panel, blocks of [`DEPTH`] rows
     /// of b, and within one, blocks of [`ROWS`] rows of a.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul(
-        a: Runs,
-        b: Packed,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        panels: Range<usize>,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        let (ap, lda, m) = (a.data.as_ptr(), a.ld, a.m);
+    pub unsafe fn matmul(p: &Product, c: &mut [f32]) {
+        let Product { a, b, rows, cols, panels, ldc, accumulate } = p;
+        let (ldc, accumulate, lda, m) = (*ldc, *accumulate, a.ld, a.m);
         for j in panels.clone() {
             // The panel's columns in c, and the masks of those present.
             let first = j * PANEL - cols.start;
@@ -292,8 +306,7 @@ mod avx512 {
                     // SAFETY: rows i.. of a and c, and this block of the panel, lie
                     // inside their slices (`super::check`); the CPU has AVX-512F.
                     unsafe {
-                        let run = ap.add(i * lda + d / a.len * a.stride);
-                        let runs = (d % a.len, a.len, a.stride);
+                        let (run, runs) = a.from(i, d);
                         let block = Block { run, runs, lda, b: bp, depth, masks, load, ahead, step };
                         let cp = c.as_mut_ptr().add(i * ldc + first);
                         match ROWS.min(m - i) {
@@ -364,9 +377,8 @@ mod avx512 {
 /// a panel's.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Block, DEPTH, PANEL, Packed, Runs};
+    use super::{Block, DEPTH, PANEL, Product};
     use std::arch::x86_64::*;
-    use std::ops::Range;
 
     /// Most rows of a per block: 6 x 2 sums in registers.
     const ROWS: usize = 6;
@@ -375,18 +387,9 @@ mod avx2 {
     /// each panel, its two halves, and blocks of up to [`ROWS`] rows of a
     /// (as even as they come: 49 rows are 9 blocks of 5 or 6).
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul(
-        a: Runs,
-        b: Packed,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        panels: Range<usize>,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        let (ap, lda, m) = (a.data.as_ptr(), a.ld, a.m);
+    pub unsafe fn matmul(p: &Product, c: &mut [f32]) {
+        let Product { a, b, rows, cols, panels, ldc, accumulate } = p;
+        let (ldc, accumulate, lda, m) = (*ldc, *accumulate, a.ld, a.m);
         let blocks = m.div_ceil(ROWS);
         // A block of a panel's rows, and the next one, fetched to L2 while
         // this one is multiplied: a share by each block of rows and half.
@@ -420,8 +423,7 @@ mod avx2 {
                         // panel, lie inside their slices (`super::check`); the
                         // CPU has AVX2 and FMA.
                         unsafe {
-                            let run = ap.add(i * lda + d / a.len * a.stride);
-                            let runs = (d % a.len, a.len, a.stride);
+                            let (run, runs) = a.from(i, d);
                             let b = bp.add(half * 16);
                             let block = Block { run, runs, lda, b, depth, masks, load, ahead, step };
                             let cp = c.as_mut_ptr().add(i * ldc + first + half * 16);
