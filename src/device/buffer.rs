@@ -1,27 +1,34 @@
-//! Growable f32 buffers that start on a cache line.
+//! Growable buffers of f32 (or u32, f64) values that start on a cache line.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-/// Values per cache line (64 bytes; one AVX-512 register).
+/// Values per line: 16, one AVX-512 register of f32 or u32 (64 bytes; two lines of f64).
 const LINE: usize = 16;
 
-/// One cache line of values: the unit a [`Buffer`] grows by.
+/// One line of values: the unit a [`Buffer`] grows by.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([f32; LINE]);
+struct Line<T>([T; LINE]);
 
-/// A growable run of f32 values starting on a 64-byte boundary, so that a
-/// kernel's vector loads and stores of 16 values from a multiple of 16 never
-/// straddle two cache lines (the allocator's 16-byte alignment makes every
-/// such access touch two lines). Derefs to `[f32]`.
+impl<T> Line<T> {
+    /// Stops the build of a buffer whose lines would hold padding (values of
+    /// other than 4 or 8 bytes), which the slice over its lines relies on not.
+    const UNPADDED: () = assert!(size_of::<Line<T>>() == LINE * size_of::<T>(), "a line is LINE values, no padding");
+}
+
+/// A growable run of values starting on a 64-byte boundary, so that a
+/// kernel's vector loads and stores of 16 f32 (or u32) values from a multiple
+/// of 16 never straddle two cache lines (the allocator's 16-byte alignment
+/// makes every such access touch two lines, and a straddling 64-byte store
+/// costs several times an aligned one). Derefs to `[T]`.
 #[derive(Clone, Default)]
-pub struct Buffer {
-    lines: Vec<Line>,
+pub struct Buffer<T: Copy + Default = f32> {
+    lines: Vec<Line<T>>,
     len: usize,
 }
 
-impl Buffer {
+impl<T: Copy + Default> Buffer<T> {
     /// An empty buffer.
     pub const fn new() -> Self {
         Buffer { lines: Vec::new(), len: 0 }
@@ -30,15 +37,15 @@ impl Buffer {
     /// `len` zeros.
     pub fn zeros(len: usize) -> Self {
         let mut b = Buffer::new();
-        b.resize(len, 0.0);
+        b.resize(len, T::default());
         b
     }
 
     /// Sets the length to `len`, new values set to `value` (values below
     /// both lengths kept), as `Vec::resize`.
-    pub fn resize(&mut self, len: usize, value: f32) {
+    pub fn resize(&mut self, len: usize, value: T) {
         let old = self.len;
-        self.lines.resize(len.div_ceil(LINE), Line([0.0; LINE]));
+        self.lines.resize(len.div_ceil(LINE), Line([T::default(); LINE]));
         self.len = len;
         if len > old {
             self[old..].fill(value);
@@ -46,37 +53,40 @@ impl Buffer {
     }
 
     /// The values.
-    pub fn as_slice(&self) -> &[f32] {
+    pub fn as_slice(&self) -> &[T] {
         self
     }
 }
 
-impl From<&[f32]> for Buffer {
-    fn from(values: &[f32]) -> Self {
+impl<T: Copy + Default> From<&[T]> for Buffer<T> {
+    fn from(values: &[T]) -> Self {
         let mut b = Buffer::zeros(values.len());
         b.copy_from_slice(values);
         b
     }
 }
 
-impl Deref for Buffer {
-    type Target = [f32];
+impl<T: Copy + Default> Deref for Buffer<T> {
+    type Target = [T];
 
-    fn deref(&self) -> &[f32] {
-        // SAFETY: `Line` is `repr(C)` over `[f32; LINE]`, so the lines are
-        // LINE * lines.len() consecutive initialised f32s, and len <= that.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    fn deref(&self) -> &[T] {
+        let () = Line::<T>::UNPADDED;
+        // SAFETY: `Line` is `repr(C)` over `[T; LINE]` without padding (asserted:
+        // 16 values of 4 or 8 bytes fill one or two 64-byte alignments), so the
+        // lines are LINE * lines.len() consecutive initialised values, and len <= that.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), self.len) }
     }
 }
 
-impl DerefMut for Buffer {
-    fn deref_mut(&mut self) -> &mut [f32] {
+impl<T: Copy + Default> DerefMut for Buffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        let () = Line::<T>::UNPADDED;
         // SAFETY: as in `deref`, through the unique borrow of the lines.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), self.len) }
     }
 }
 
-impl fmt::Debug for Buffer {
+impl<T: Copy + Default> fmt::Debug for Buffer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Buffer({} values)", self.len)
     }
@@ -108,5 +118,12 @@ mod tests {
         let d = Buffer::from(&[3.0, 4.0][..]);
         assert_eq!(d.as_slice(), &[3.0, 4.0]);
         assert_eq!(d.as_ptr() as usize % 64, 0);
+        // Indices (a pooling's argmax) and wide sums start on a line too.
+        let mut u = Buffer::<u32>::zeros(1000);
+        assert_eq!((u.as_ptr() as usize % 64, u.len()), (0, 1000));
+        u.resize(2000, 9);
+        assert_eq!((u.as_ptr() as usize % 64, u[999], u[1000]), (0, 0, 9));
+        let w = Buffer::<f64>::zeros(33);
+        assert_eq!((w.as_ptr() as usize % 64, w.len()), (0, 33));
     }
 }

@@ -39,8 +39,8 @@ pub fn current() -> &'static dyn Device {
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
     f32s: Vec<Buffer>,
-    f64s: Vec<f64>,
-    u32s: Vec<u32>,
+    f64s: Buffer<f64>,
+    u32s: Buffer<u32>,
     prepared: Prepared,
 }
 
@@ -84,7 +84,7 @@ impl Prepared {
 /// `u32s` (contents kept); see [`Workspace::with_indices`].
 fn buffers<'a, const K: usize>(
     f32s: &'a mut Vec<Buffer>,
-    u32s: &'a mut Vec<u32>,
+    u32s: &'a mut Buffer<u32>,
     lens: [usize; K],
     indices: usize,
 ) -> ([&'a mut [f32]; K], &'a mut [u32]) {
