@@ -20,8 +20,7 @@ impl<T> Line<T> {
 /// A growable run of values starting on a 64-byte boundary, so that a
 /// kernel's vector loads and stores of 16 f32 (or u32) values from a multiple
 /// of 16 never straddle two cache lines (the allocator's 16-byte alignment
-/// makes every such access touch two lines, and a straddling 64-byte store
-/// costs several times an aligned one). Derefs to `[T]`.
+/// makes every such access touch two lines). Derefs to `[T]`.
 #[derive(Clone, Default)]
 pub struct Buffer<T: Copy + Default = f32> {
     lines: Vec<Line<T>>,
