@@ -126,37 +126,29 @@ mod peak {
         use std::hint::black_box;
         use std::time::Instant;
 
-        /// Caller checks AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        pub unsafe fn avx512() -> f64 {
-            let mut acc: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(black_box(i as f32 * 1e-3)));
-            let (b, c) = (_mm512_set1_ps(black_box(0.999_999)), _mm512_set1_ps(black_box(1e-7)));
-            let start = Instant::now();
-            for _ in 0..ROUNDS {
-                for a in &mut acc {
-                    *a = _mm512_fmadd_ps(*a, b, c);
+        /// `$name()`: the FLOP/s of CHAINS x ROUNDS multiply-adds on `$lanes`-lane
+        /// registers `$vector`, one function per instruction set (the caller
+        /// checks `$feature`).
+        macro_rules! fma_chains {
+            ($name:ident, $feature:literal, $vector:ty, $lanes:literal, $set1:ident, $fmadd:ident) => {
+                #[target_feature(enable = $feature)]
+                pub unsafe fn $name() -> f64 {
+                    let mut acc: [$vector; CHAINS] = std::array::from_fn(|i| $set1(black_box(i as f32 * 1e-3)));
+                    let (b, c) = ($set1(black_box(0.999_999)), $set1(black_box(1e-7)));
+                    let start = Instant::now();
+                    for _ in 0..ROUNDS {
+                        for a in &mut acc {
+                            *a = $fmadd(*a, b, c);
+                        }
+                    }
+                    let seconds = start.elapsed().as_secs_f64();
+                    black_box(acc);
+                    (ROUNDS * CHAINS * 2 * $lanes) as f64 / seconds
                 }
-            }
-            let seconds = start.elapsed().as_secs_f64();
-            black_box(acc);
-            (ROUNDS * CHAINS * 32) as f64 / seconds
+            };
         }
-
-        /// Caller checks AVX2 and FMA.
-        #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn avx2() -> f64 {
-            let mut acc: [__m256; CHAINS] = std::array::from_fn(|i| _mm256_set1_ps(black_box(i as f32 * 1e-3)));
-            let (b, c) = (_mm256_set1_ps(black_box(0.999_999)), _mm256_set1_ps(black_box(1e-7)));
-            let start = Instant::now();
-            for _ in 0..ROUNDS {
-                for a in &mut acc {
-                    *a = _mm256_fmadd_ps(*a, b, c);
-                }
-            }
-            let seconds = start.elapsed().as_secs_f64();
-            black_box(acc);
-            (ROUNDS * CHAINS * 16) as f64 / seconds
-        }
+        fma_chains!(avx512, "avx512f", __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps);
+        fma_chains!(avx2, "avx2,fma", __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps);
     }
 }
 
