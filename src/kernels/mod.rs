@@ -67,13 +67,24 @@ const TRANSPOSE_BLOCK: usize = 16;
 
 /// a: (rows, cols) -> t: (cols, rows), in blocks of rows and columns.
 pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
-    assert!(a.len() >= rows * cols && t.len() >= rows * cols);
+    transpose_ld(a, (rows, cols, cols), t, rows);
+}
+
+/// [`transpose`] between blocks of wider matrices: a (rows, cols) with rows
+/// `lda` apart -> t (cols, rows) with rows `ldt` apart; t's values past
+/// `rows` in each row are left as they are.
+pub fn transpose_ld(a: &[f32], (rows, cols, lda): (usize, usize, usize), t: &mut [f32], ldt: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(cols <= lda && rows <= ldt, "a row holds more than its stride");
+    assert!(a.len() >= (rows - 1) * lda + cols && t.len() >= (cols - 1) * ldt + rows, "transpose out of bounds");
     for r0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
         let r1 = (r0 + TRANSPOSE_BLOCK).min(rows);
         for c0 in (0..cols).step_by(TRANSPOSE_BLOCK) {
             for c in c0..(c0 + TRANSPOSE_BLOCK).min(cols) {
-                for (o, r) in t[c * rows..][r0..r1].iter_mut().zip(r0..r1) {
-                    *o = a[r * cols + c];
+                for (o, r) in t[c * ldt..][r0..r1].iter_mut().zip(r0..r1) {
+                    *o = a[r * lda + c];
                 }
             }
         }
@@ -275,6 +286,25 @@ mod tests {
             for c in 0..cols {
                 for r in 0..rows {
                     assert_eq!(t[c * rows + r], a[r * cols + c], "column {c}, row {r} of {rows}x{cols}");
+                }
+            }
+        }
+    }
+
+    /// A block of a wider matrix into a block of another: every value of
+    /// the block turned, every value outside it untouched.
+    #[test]
+    fn transposing_between_strided_blocks_touches_only_the_block() {
+        let (rows, cols, lda, ldt) = (19, 21, 30, 25);
+        let a: Vec<f32> = (0..rows * lda).map(|i| i as f32).collect();
+        let mut t = vec![f32::NAN; cols * ldt];
+        super::transpose_ld(&a[3..], (rows, cols, lda), &mut t, ldt);
+        for c in 0..cols {
+            for r in 0..ldt {
+                let got = t[c * ldt + r];
+                match r < rows {
+                    true => assert_eq!(got, a[3 + r * lda + c], "column {c}, row {r}"),
+                    false => assert!(got.is_nan(), "({c}, {r}) past the block was written"),
                 }
             }
         }

@@ -47,6 +47,17 @@ pub fn pack(b: &[f32], k: usize, n: usize, packed: &mut [f32]) {
     }
 }
 
+/// a: (N, K) row-major -> packed: a^T (K, N) as [`pack`] lays it out, each
+/// panel turned from [`PANEL`] rows of `a`.
+pub fn pack_transposed(a: &[f32], n: usize, k: usize, packed: &mut [f32]) {
+    assert!(a.len() >= n * k && packed.len() >= packed_len(k, n), "packed lengths");
+    for (j, panel) in packed[..packed_len(k, n)].chunks_exact_mut(k * PANEL).enumerate() {
+        let cols = PANEL.min(n - j * PANEL);
+        super::transpose_ld(&a[j * PANEL * k..], (cols, k, k), panel, PANEL);
+        panel.chunks_exact_mut(PANEL).for_each(|row| row[cols..].fill(0.0));
+    }
+}
+
 /// A matrix packed by [`pack`]: `k` rows, `n` columns.
 #[derive(Clone, Copy)]
 pub struct Packed<'a> {
@@ -536,6 +547,18 @@ mod tests {
                 assert_eq!(p.at(col / PANEL, row)[col % PANEL], want, "row {row} column {col}");
             }
         }
+    }
+
+    #[test]
+    fn packing_a_transpose_packs_the_transposed_matrix() {
+        let (n, k) = (37, 5);
+        let a = values(n * k, 7);
+        let mut t = vec![0.0; k * n];
+        crate::kernels::transpose(&a, n, k, &mut t);
+        let (mut want, mut got) = (vec![f32::NAN; packed_len(k, n)], vec![f32::NAN; packed_len(k, n)]);
+        pack(&t, k, n, &mut want);
+        pack_transposed(&a, n, k, &mut got);
+        assert_eq!(got, want);
     }
 
     /// A strided convolution's patches read in place as runs (a run of KW*C

@@ -5,7 +5,8 @@ use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kep
 use crate::activations::Activation;
 use crate::device::{DenseOp, Prepared, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
-use crate::kernels::{activation, narrow, sum_rows};
+use crate::kernels::packed::{self, Packed, matmul_packed, pack, pack_transposed, packed_len};
+use crate::kernels::{activation, narrow, sum_rows, transpose_ld};
 use rayon::prelude::*;
 
 /// Input features per task of the weight and input gradients (small enough
@@ -115,6 +116,9 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     if let Some(gb) = gb {
         sum_rows(dz, u, gb);
     }
+    if !narrow(op) && op.rows_per_sample == 1 && packed::available() {
+        return backward_packed(op, x, dz, gw, dx, rows, ws);
+    }
     if !narrow(op) {
         gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
             let first = t * FEATURES_PER_TASK;
@@ -167,6 +171,47 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     }
 }
 
+// dW = x^T . dz and dx = dz . W^T over a row per sample (a classifier's
+// hidden layer: a batch of rows against a kernel of megabytes) as products
+// against dz packed, dz (R, U) and dz^T (U, R) being small, by tasks of
+// input features: a task turns its columns of x (R, D) into rows of x^T,
+// multiplies them into its rows of dW, then writes its rows of
+// dx^T = W . dz^T (W's rows read in place) over them; dx is dx^T turned.
+// Workspace: [dz packed, dz^T packed, x^T then dx^T (D, R)].
+fn backward_packed(
+    op: &DenseOp,
+    x: &[f32],
+    dz: &[f32],
+    gw: &mut [f32],
+    dx: Option<&mut [f32]>,
+    rows: usize,
+    ws: &mut Workspace,
+) {
+    let (d, u, w) = (op.d, op.u, op.kernel);
+    let [dzp, dztp, turned] = ws.f32s([packed_len(rows, u), packed_len(u, rows), d * rows]);
+    rayon::join(|| pack(dz, rows, u, dzp), || pack_transposed(dz, rows, u, dztp));
+    let (dzp, dztp) = (Packed::new(dzp, rows, u), Packed::new(dztp, u, rows));
+    let wants_dx = dx.is_some();
+    gw[..d * u]
+        .par_chunks_mut(FEATURES_PER_TASK * u)
+        .zip(turned.par_chunks_mut(FEATURES_PER_TASK * rows))
+        .enumerate()
+        .for_each(|(t, (gwt, block))| {
+            let (first, width) = (t * FEATURES_PER_TASK, gwt.len() / u);
+            transpose_ld(&x[first..], (rows, width, d), block, rows);
+            matmul_packed(MatRef::new(block, width, rows), dzp, 0..rows, 0..u, gwt, u, false);
+            if wants_dx {
+                matmul_packed(MatRef::new(&w[first * u..], width, u), dztp, 0..u, 0..rows, block, rows, false);
+            }
+        });
+    if let Some(dx) = dx {
+        let (turned, task_rows) = (&*turned, task_rows(op));
+        dx[..rows * d].par_chunks_mut(task_rows * d).enumerate().for_each(|(t, dxt)| {
+            transpose_ld(&turned[t * task_rows..], (d, dxt.len() / d, rows), dxt, d);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +240,43 @@ mod tests {
         };
         backward(&op, grads, ws);
         (y, dx, dw)
+    }
+
+    /// The gradients of a hidden layer (beyond the narrow kernels; feature
+    /// tasks, units and rows each ending inside a block or panel) equal
+    /// their definitions up to rounding, and dx is written in full.
+    #[test]
+    fn a_hidden_layers_gradients_match_their_definitions() {
+        let (n, d, u) = (37, 300, 40);
+        let w = values(d * u, 5);
+        let op = DenseOp { d, u, rows_per_sample: 1, kernel: &w, bias: None, act: Activation::Linear, version: None };
+        let (x, y) = (values(n * d, 6), vec![0.0; n * u]);
+        let dz = values(n * u, 7);
+        let (mut dy, mut dx, mut dw) = (dz.clone(), vec![f32::NAN; n * d], vec![f32::NAN; d * u]);
+        let grads = WeightGrads {
+            x: &x,
+            y: &y,
+            dy: &mut dy,
+            dx: Some(&mut dx),
+            accumulate: false,
+            kernel: &mut dw,
+            bias: None,
+            n,
+        };
+        backward(&op, grads, &mut Workspace::default());
+        let close = |got: f32, want: f32| (got - want).abs() <= 1e-4 * (1.0 + want.abs());
+        for i in 0..d {
+            for j in 0..u {
+                let want: f32 = (0..n).map(|r| x[r * d + i] * dz[r * u + j]).sum();
+                assert!(close(dw[i * u + j], want), "dW[{i}, {j}]: {} against {want}", dw[i * u + j]);
+            }
+        }
+        for r in 0..n {
+            for i in 0..d {
+                let want: f32 = (0..u).map(|j| dz[r * u + j] * w[i * u + j]).sum();
+                assert!(close(dx[r * d + i], want), "dx[{r}, {i}]: {} against {want}", dx[r * d + i]);
+            }
+        }
     }
 
     #[test]
