@@ -22,7 +22,7 @@ const BINS: usize = 256;
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// A fitted tree, nodes in creation order (children after their parent).
-/// An internal node sends x to `left` when x[feature] <= threshold, else to
+/// An internal node sends x to `left` when `x[feature] <= threshold`, else to
 /// `right`; a leaf (feature -1) holds in `left` the row of `leaves`, its
 /// class fractions.
 #[derive(Clone, Debug, PartialEq)]

@@ -154,7 +154,7 @@ const PREFETCH_DEPTH: usize = 2;
 /// file names and labels are kept; `fit`, `evaluate` and `predict` decode the
 /// rows of each batch when they ask for them (in parallel), and the next
 /// batch is decoded on a background thread while the current one trains. At
-/// most [`PREFETCH_DEPTH`] batches are held decoded.
+/// most `PREFETCH_DEPTH` batches are held decoded.
 pub struct FolderStream {
     files: Arc<[PathBuf]>,
     shape: Vec<usize>,

@@ -271,9 +271,9 @@ pub struct ProductOp<'a> {
 /// Per-channel sums over a batch that BatchNormalization needs, in f64.
 #[derive(Clone, Copy, Debug)]
 pub enum ChannelSums<'a> {
-    /// sums[ch] = sum x, sums[c + ch] = sum x^2.
+    /// `sums[ch] = sum x`, `sums[c + ch] = sum x^2`.
     Moments,
-    /// sums[ch] = sum dz, sums[c + ch] = sum dz * (x - mean) * inv_std, with
+    /// `sums[ch] = sum dz`, `sums[c + ch] = sum dz * (x - mean) * inv_std`, with
     /// dz = dy through the fused activation's `gate` if any.
     Gradients { dy: &'a [f32], mean: &'a [f32], inv_std: &'a [f32], gate: Option<Gate<'a>> },
 }
@@ -351,8 +351,8 @@ pub trait Device: Send + Sync {
     /// dx = dy * f'(x) over `len` values.
     fn rectifier_backward(&self, f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize);
 
-    /// y = act(x * a[ch] + b[ch]) over `len` values, channels last (`a.len()` of them), in one pass;
-    /// with a residual (shaped as x), y = act((x * a[ch] + b[ch]) + residual).
+    /// `y = act(x * a[ch] + b[ch])` over `len` values, channels last (`a.len()` of them), in one pass;
+    /// with a residual (shaped as x), `y = act((x * a[ch] + b[ch]) + residual)`.
     fn scale_shift(
         &self,
         x: &[f32],
@@ -366,21 +366,21 @@ pub trait Device: Send + Sync {
     /// y += x over `len` values (a second contribution to a gradient).
     fn add_to(&self, x: &[f32], y: &mut [f32], len: usize);
 
-    /// y = act(xs[0] + xs[1] + ...), added in input order, over `len` values;
+    /// `y = act(xs[0] + xs[1] + ...)`, added in input order, over `len` values;
     /// `act` is elementwise (no softmax).
     fn add(&self, xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation);
 
-    /// y = xs[0] * xs[1] * ..., each input broadcast by its span.
+    /// `y = xs[0] * xs[1] * ...`, each input broadcast by its span.
     fn multiply_forward(&self, op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize);
 
     /// dx = dy * (the product of the other inputs), summed over positions for a per-channel input.
     fn multiply_backward(&self, op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize);
 
-    /// y = x where x > 0, alpha[map[i]] * x elsewhere (PReLU); `map` gives each
+    /// y = x where x > 0, `alpha[map[i]] * x` elsewhere (PReLU); `map` gives each
     /// of a sample's values its alpha.
     fn prelu_forward(&self, x: &[f32], alpha: &[f32], map: &[u32], y: &mut [f32], n: usize);
 
-    /// dx = dy where x > 0, alpha * dy elsewhere; dalpha[j] = sum of dy * x over x <= 0 mapped to j.
+    /// dx = dy where x > 0, alpha * dy elsewhere; `dalpha[j]` = sum of dy * x over x <= 0 mapped to j.
     #[allow(clippy::too_many_arguments)]
     fn prelu_backward(
         &self,
@@ -394,7 +394,7 @@ pub trait Device: Send + Sync {
         ws: &mut Workspace,
     );
 
-    /// xs[k]: (rows, widths[k]) -> y: (rows, sum widths), joined along the last axis.
+    /// `xs[k]`: (rows, `widths[k]`) -> y: (rows, sum widths), joined along the last axis.
     fn concat_forward(&self, xs: &[&[f32]], widths: &[usize], y: &mut [f32], rows: usize);
 
     /// dx = input `k`'s columns of dy (rows, sum widths).
@@ -456,13 +456,13 @@ pub trait Device: Send + Sync {
     /// [`Device::max_pool_forward`] without recording the argmax (inference).
     fn max_pool_values(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize);
 
-    /// dx[argmax[i]] += dy[i], zero elsewhere.
+    /// `dx[argmax[i]] += dy[i]`, zero elsewhere.
     fn max_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut Workspace);
 
     /// x: (N,H,W,C) -> y: (N,OH,OW,C), the mean of each window.
     fn avg_pool_forward(&self, g: &Window, x: &[f32], y: &mut [f32], n: usize);
 
-    /// dx[i] = sum over the windows w covering i of dy[w] / |w|.
+    /// `dx[i]` = sum over the windows w covering i of `dy[w] / |w|`.
     fn avg_pool_backward(&self, g: &Window, dy: &[f32], dx: &mut [f32], n: usize);
 
     /// x: (N, P, C) -> y: (N, C), the mean (or, with `max`, the maximum; argmax saved in `ws`) over P positions.
@@ -478,7 +478,7 @@ pub trait Device: Send + Sync {
         ws: &mut Workspace,
     );
 
-    /// Mean: dx = dy / P everywhere; max: dx[argmax] = dy, zero elsewhere.
+    /// Mean: dx = dy / P everywhere; max: `dx[argmax] = dy`, zero elsewhere.
     #[allow(clippy::too_many_arguments)]
     fn global_pool_backward(
         &self,

@@ -13,7 +13,7 @@
 //! prints progress; writing files is left to the caller (the CLI writes
 //! from rank 0 only).
 //!
-//! With the `mpi` feature, [`Mpi`] is the communicator of processes started
+//! With the `mpi` feature, `Mpi` is the communicator of processes started
 //! by `mpirun` (Open MPI or any MPI the `mpi` crate builds against).
 
 #[cfg(feature = "mpi")]

@@ -28,7 +28,7 @@ fn sums_block(v: &[f64], at: usize) -> [f64; BLOCK] {
     v[at..at + BLOCK].try_into().unwrap()
 }
 
-/// sums[ch] += sum over rows of x[row, ch] and sums[c + ch] += sum of x[row, ch]^2:
+/// `sums[ch] += sum over rows of x[row, ch]` and `sums[c + ch] += sum of x[row, ch]^2`:
 /// the batch's mean and variance in one pass (var = E[x^2] - mean^2, in f64).
 pub fn add_moments(x: &[f32], c: usize, sums: &mut [f64]) {
     if c.is_multiple_of(BLOCK) { add_moments_blocked(x, c, sums) } else { add_moments_reference(x, c, sums) }
@@ -216,9 +216,9 @@ fn gated_block(gate: GateBlock, x: &[f32; BLOCK], dy: &[f32; BLOCK]) -> [f32; BL
 /// added together into the f64 totals.
 const GROUP: usize = 8;
 
-/// sums[ch] += sum dz and sums[c + ch] += sum dz * xhat, with xhat = (x - mean) * inv_std
+/// `sums[ch] += sum dz` and `sums[c + ch] += sum dz * xhat`, with xhat = (x - mean) * inv_std
 /// and dz = dy through `gate` if any: the gradients of beta and gamma. By
-/// groups of [`GROUP`] rows from the first.
+/// groups of `GROUP` rows from the first.
 pub fn add_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], gate: Option<Gate>, sums: &mut [f64]) {
     if mean.len().is_multiple_of(BLOCK) {
         add_grad_sums_blocked(x, dy, mean, inv_std, gate, sums)

@@ -374,7 +374,7 @@ mod avx2 {
     }
 
     /// Output channels fb..fb+32 of P pixels whose windows lie inside the
-    /// input, starting at x[corners[p]]: one tight loop over the taps.
+    /// input, starting at `x[corners[p]]`: one tight loop over the taps.
     /// Safety: `corners[p] + offsets[t]` must index `x` and `w` must hold
     /// `(offsets.len() - 1) * fp + 32` values.
     #[target_feature(enable = "avx2,fma")]
@@ -703,7 +703,7 @@ mod avx512 {
     }
 
     /// V registers of output channels of P pixels whose windows lie inside
-    /// the input, starting at x[corners[p]]: one tight loop over the taps.
+    /// the input, starting at `x[corners[p]]`: one tight loop over the taps.
     /// Safety: `corners[p] + offsets[t]` must index `x` and `w` must hold
     /// `(offsets.len() - 1) * fp + 16 * V` values.
     #[target_feature(enable = "avx512f")]

@@ -249,7 +249,7 @@ impl Wide {
         Wide::of(&t).expect("the transpose of a stride-1 convolution is one")
     }
 
-    /// kernel (KH,KW,C,F) -> turned (KH,KW,F,C): turned[a][b][j][i] = kernel[KH-1-a][KW-1-b][i][j].
+    /// kernel (KH,KW,C,F) -> turned (KH,KW,F,C): `turned[a][b][j][i] = kernel[KH-1-a][KW-1-b][i][j]`.
     pub fn turn_kernel(&self, kernel: &[f32], f: usize, turned: &mut [f32]) {
         let g = &self.g;
         let c = g.c;

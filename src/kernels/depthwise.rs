@@ -96,7 +96,7 @@ const CHANNEL_BLOCKS: [usize; 3] = [64, 16, 1];
 /// over its taps and are written once; the sums are [`forward_reference`]'s,
 /// in the same order (fused multiply-adds in both). With AVX-512, the pixels
 /// whose taps all lie inside the image's columns go by blocks along their
-/// row ([`avx512::forward`]), the others one at a time.
+/// row (`avx512::forward`), the others one at a time.
 pub fn forward(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     if g.m == 1 {
         let (inputs, outputs) = (g.h * g.w * g.c, g.oh * g.ow * g.c);

@@ -106,7 +106,7 @@ pub fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
-/// out[i] = table[bytes[i]]: byte images to floats, through their value table.
+/// `out[i] = table[bytes[i]]`: byte images to floats, through their value table.
 pub fn look_up(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
     assert_eq!(bytes.len(), out.len());
     #[cfg(target_arch = "x86_64")]

@@ -65,7 +65,7 @@ pub fn x_times_wt_scalar(x: &[f32], wt: &[f32], d: usize, u: usize, y: &mut [f32
     }
 }
 
-/// A (row, unit)'s 16 partial sums added by halves: p[l] + p[l + 8], then
+/// A (row, unit)'s 16 partial sums added by halves: `p[l] + p[l + 8]`, then
 /// the same over the 8 sums, the 4, the 2 (the order every path follows).
 fn combine(p: &[f32]) -> f32 {
     let mut p: [f32; PARTIALS] = p.try_into().expect("16 partial sums");
@@ -467,7 +467,7 @@ mod avx512 {
         tiled_forward!(tile_sums, ROWS, UNITS_FORWARD, (x, wt, d, u), y);
     }
 
-    /// [`super::avx2::tile_sums`] in registers of 16.
+    /// `avx2::tile_sums` in registers of 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn tile_sums<const R: usize, const U: usize>(

@@ -7,7 +7,7 @@ use super::activation::derivative_from_output;
 use super::{Window, add_assign, add_rows};
 use crate::activations::Activation;
 
-/// x: (H,W,C) -> y: (OH,OW,C); argmax[i] is the flat index in x of y[i],
+/// x: (H,W,C) -> y: (OH,OW,C); `argmax[i]` is the flat index in x of `y[i]`,
 /// the first maximum in window order as TensorFlow picks it. Window positions
 /// in the padding are skipped (they never win).
 pub fn max_pool_forward(g: &Window, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
@@ -117,7 +117,7 @@ mod avx2 {
     }
 }
 
-/// dy: (OH,OW,C) -> dx: (H,W,C). Differentiates `y[i] = x[argmax[i]]`: dx[argmax[i]] += dy[i].
+/// dy: (OH,OW,C) -> dx: (H,W,C). Differentiates `y[i] = x[argmax[i]]`: `dx[argmax[i]] += dy[i]`.
 #[multiversion(targets = "simd")]
 pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
     dx.fill(0.0);
@@ -127,7 +127,7 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
 }
 
 /// The same scatter through an elementwise activation, for a pooling fused
-/// into the layer before it: dz[argmax[i]] += dy[i] * act'(y[i]), from zero.
+/// into the layer before it: `dz[argmax[i]] += dy[i] * act'(y[i])`, from zero.
 #[multiversion(targets = "simd")]
 pub fn max_pool_backward_through(act: Activation, dy: &[f32], y: &[f32], argmax: &[u32], dz: &mut [f32]) {
     dz.fill(0.0);

@@ -19,7 +19,7 @@
 //! with the direct sum to about 1e-4 of the largest value over hundreds of
 //! channels, where F(2x2)'s agree to 1e-5.
 //!
-//! The patches are read from the input itself ([`Patch`]): a pixel outside
+//! The patches are read from the input itself (`Patch`): a pixel outside
 //! it (the padding) reads as zero. Where an output side is odd (in F(4x4):
 //! not a multiple of 4), the last tile of each row (or column) has outputs too
 //! many, which are not stored (and whose gradients are zero); its patch
@@ -1124,7 +1124,7 @@ const G4: [[f32; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// u[r * 6 + q] = sum over taps (a, b) of G[r][a] G[q][b] g[a][b]: the
+/// `u[r * 6 + q] = sum over taps (a, b) of G[r][a] G[q][b] g[a][b]`: the
 /// kernel transform's weights, one row of 9 per transformed value.
 fn kernel_weights4() -> [[f32; 9]; POSITIONS4] {
     std::array::from_fn(|k| std::array::from_fn(|ab| G4[k / 6][ab / 3] * G4[k % 6][ab % 3]))

@@ -458,7 +458,7 @@ pub trait Layer: Send {
         false
     }
 
-    /// Several inputs xs[k]: (n, input k's shape) -> y: (n, output shape).
+    /// Several inputs `xs[k]`: (n, input k's shape) -> y: (n, output shape).
     fn forward_inputs(&mut self, params: &[f32], xs: &[&[f32]], y: &mut [f32], n: usize, mode: Mode) {
         self.forward(params, xs[0], y, n, mode)
     }

@@ -57,9 +57,9 @@ type GradientPass<'a> = dyn FnMut(&mut [f32], Option<&mut [f32]>, bool) + 'a;
 pub(crate) type Inputs = SmallVec<[usize; 2]>;
 
 pub(crate) struct Network {
-    /// shapes[v]: the per-sample shape of value v.
+    /// `shapes[v]`: the per-sample shape of value v.
     pub shapes: Vec<Vec<usize>>,
-    /// Node k's trainable weights are params[ranges[k]], its state state[state_ranges[k]].
+    /// Node k's trainable weights are `params[ranges[k]]`, its state `state[state_ranges[k]]`.
     pub ranges: Vec<Range<usize>>,
     pub state_ranges: Vec<Range<usize>>,
     /// Read through [`Network::params`]; written only through the accessors
@@ -80,11 +80,11 @@ pub(crate) struct Network {
     acts: Vec<Buffer>,
     /// Gradients dL/d(values), by slot; see `slots`.
     deltas: Vec<Buffer>,
-    /// storage[v]: the buffer holding value v; at inference infer_storage[v]
+    /// `storage[v]`: the buffer holding value v; at inference `infer_storage[v]`
     /// (buffers of dead values serve later ones).
     storage: Vec<usize>,
     infer_storage: Vec<usize>,
-    /// slots[s]: the gradient slot of value buffer s (none for the model's input).
+    /// `slots[s]`: the gradient slot of value buffer s (none for the model's input).
     slots: Vec<Option<usize>>,
     /// Values per sample each gradient slot holds.
     slot_lens: Vec<usize>,
@@ -93,18 +93,18 @@ pub(crate) struct Network {
     /// What each node does in a training forward pass, where a layer applies
     /// the Add after it (`train_residuals`) at that one's turn and is skipped at its own.
     train_steps: Vec<Step>,
-    /// train_residuals[a]: the node that runs at Add node a's turn in
+    /// `train_residuals[a]`: the node that runs at Add node a's turn in
     /// training, writing a's output, and a's other input value.
     train_residuals: Vec<Option<(usize, usize)>>,
-    /// moments[k]: the node whose gathered output moments node k takes in training.
+    /// `moments[k]`: the node whose gathered output moments node k takes in training.
     moments: Vec<Option<usize>>,
     /// What each node does at inference, where convolutions apply the
     /// BatchNormalization after them (`folds`) and pad their own input
     /// (`infer_inputs`), and those layers are skipped.
     infer_steps: Vec<Step>,
-    /// folds[k]: the node whose inference map node k applies.
+    /// `folds[k]`: the node whose inference map node k applies.
     folds: Vec<Option<usize>>,
-    /// residuals[k]: the Add after that map that node k applies too, and its other input value.
+    /// `residuals[k]`: the Add after that map that node k applies too, and its other input value.
     residuals: Vec<Option<(usize, usize)>>,
     /// The scale and shift of a folded map.
     affine: Buffer,
@@ -134,18 +134,18 @@ pub(crate) struct Fusion {
     pub pools: Vec<Option<usize>>,
     pub aliases: Vec<bool>,
     pub folds: Vec<Option<usize>>,
-    /// residuals[k] = (a, r): the Add node a after node folds[k] that node k
+    /// `residuals[k]` = (a, r): the Add node a after node `folds[k]` that node k
     /// applies at inference too, adding value r (computed before node k).
     pub residuals: Vec<Option<(usize, usize)>>,
-    /// unpadded[k]: the ZeroPadding2D node whose input convolution k reads at inference.
+    /// `unpadded[k]`: the ZeroPadding2D node whose input convolution k reads at inference.
     pub unpadded: Vec<Option<usize>>,
-    /// train_residuals[a] = (j, r): in training, node j (the Add node a's
+    /// `train_residuals[a]` = (j, r): in training, node j (the Add node a's
     /// input, a's only) runs at a's turn and applies a as it writes, adding
     /// value r, a's other input ([`crate::layers::Layer::forward_residual`]).
     pub train_residuals: Vec<Option<(usize, usize)>>,
-    /// passed[k]: node k passes its one input on unchanged at inference (skipped there).
+    /// `passed[k]`: node k passes its one input on unchanged at inference (skipped there).
     pub passed: Vec<bool>,
-    /// moments[k] = j: in training node k takes its input's per-channel
+    /// `moments[k]` = j: in training node k takes its input's per-channel
     /// moments from node j, which gathers them as it writes that input
     /// ([`crate::layers::Layer::take_input_moments`]).
     pub moments: Vec<Option<usize>>,
@@ -384,7 +384,7 @@ impl Network {
         Ok(())
     }
 
-    /// acts[input][..n] -> acts[output][..n]
+    /// `acts[input][..n]` -> `acts[output][..n]`
     pub fn forward(&mut self, nodes: &mut [Node], n: usize, mode: Mode) {
         let Network { shapes, acts, params, state, ranges, state_ranges, affine, folds, residuals, version, .. } = self;
         let version = Some(*version);
@@ -479,7 +479,7 @@ impl Network {
         }
     }
 
-    /// deltas[output][..n] -> grads (and the deltas of every hidden value on the way).
+    /// `deltas[output][..n]` -> grads (and the deltas of every hidden value on the way).
     pub fn backward(&mut self, nodes: &mut [Node], n: usize) {
         let Network {
             shapes,

@@ -8,7 +8,7 @@ pub(super) struct Row {
     pub class: &'static str,
     pub shape: Vec<usize>,
     pub params: usize,
-    /// Functional models: the values this layer reads ("conv2d[0][0]"), one a line.
+    /// Functional models: the values this layer reads (`"conv2d[0][0]"`), one a line.
     pub connected: Option<Vec<String>>,
 }
 

@@ -37,8 +37,8 @@ pub enum LearningRateSchedule {
         #[serde(default)]
         staircase: bool,
     },
-    /// `values[0]` while step <= boundaries[0], `values[i]` while
-    /// boundaries[i-1] < step <= boundaries[i], `values[last]` after.
+    /// `values[0]` while `step <= boundaries[0]`, `values[i]` while
+    /// `boundaries[i-1] < step <= boundaries[i]`, `values[last]` after.
     PiecewiseConstantDecay { boundaries: Vec<u64>, values: Vec<f32> },
 }
 

@@ -120,7 +120,7 @@ impl Device for Cpu {
     }
 
     /// The pool's other threads look for work without pause until the guard
-    /// drops (or they have found none for [`IDLE_LIMIT`]), instead of going
+    /// drops (or they have found none for `IDLE_LIMIT`), instead of going
     /// to sleep between operations: a sleeping thread takes tens of
     /// microseconds to wake (more in a virtual machine), paid at every
     /// operation that follows a serial stretch of the model's loop (a step
