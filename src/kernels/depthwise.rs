@@ -286,9 +286,178 @@ pub fn forward_reference(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<
     });
 }
 
-/// dz: (OH,OW,C*M) -> dW (KH,KW,C,M) and db (C*M), added to.
-#[multiversion(targets = "simd")]
+/// dz: (OH,OW,C*M) -> dW (KH,KW,C,M) and db (C*M), added to. With one
+/// filter per channel and a 3x3 or 5x5 kernel, a block of channels' every
+/// tap sums in registers over the whole sample ([`weight_grad_by_taps`]),
+/// where the reference adds each product into dW in memory; the same sums
+/// in the same order, so the same bits.
 pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    if by_taps(g) {
+        let (taps, c) = (g.kh * g.kw, g.c);
+        assert!(x.len() >= g.h * g.w * c && dz.len() >= g.oh * g.ow * c, "depthwise lengths");
+        assert!(dw.len() >= taps * c && db.len() >= c, "depthwise gradient lengths");
+        return weight_grad_by_taps(g, x, dz, dw, db);
+    }
+    weight_grad_reference(g, x, dz, dw, db)
+}
+
+/// dz: (OH,OW,C*M) -> dx: (H,W,C), written. With one filter per channel and
+/// a 3x3 or 5x5 kernel, each input pixel gathers its taps' terms in
+/// registers ([`input_grad_by_taps`]), where the reference scatters each
+/// product into dx in memory; the same terms in the same order (by output
+/// pixel), so the same bits.
+pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
+    if by_taps(g) {
+        let c = g.c;
+        assert!(dz.len() >= g.oh * g.ow * c && dx.len() >= g.h * g.w * c, "depthwise lengths");
+        assert!(kernel.len() >= g.kh * g.kw * c, "depthwise kernel length");
+        return input_grad_by_taps(g, dz, kernel, dx);
+    }
+    input_grad_reference(g, dz, kernel, dx)
+}
+
+/// Whether the register-blocked gradients apply: one filter per channel, a
+/// kernel of 3x3 or 5x5 taps (compiled for each), and a nonzero dilation.
+fn by_taps(g: &Depthwise) -> bool {
+    g.m == 1 && matches!((g.kh, g.kw), (3, 3) | (5, 5)) && g.dh > 0 && g.dw > 0
+}
+
+#[multiversion(targets = "simd")]
+fn weight_grad_by_taps(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    match (g.kh, g.kw) {
+        (3, 3) => by_channel_blocks(g.c, |c0, lanes| match lanes {
+            16 => weight_grad_block::<3, 3, 16>(g, x, dz, dw, db, c0),
+            8 => weight_grad_block::<3, 3, 8>(g, x, dz, dw, db, c0),
+            _ => weight_grad_block::<3, 3, 1>(g, x, dz, dw, db, c0),
+        }),
+        _ => by_channel_blocks(g.c, |c0, lanes| match lanes {
+            16 => weight_grad_block::<5, 5, 16>(g, x, dz, dw, db, c0),
+            8 => weight_grad_block::<5, 5, 8>(g, x, dz, dw, db, c0),
+            _ => weight_grad_block::<5, 5, 1>(g, x, dz, dw, db, c0),
+        }),
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn input_grad_by_taps(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
+    match (g.kh, g.kw) {
+        (3, 3) => by_channel_blocks(g.c, |c0, lanes| match lanes {
+            16 => input_grad_block::<3, 3, 16>(g, dz, kernel, dx, c0),
+            8 => input_grad_block::<3, 3, 8>(g, dz, kernel, dx, c0),
+            _ => input_grad_block::<3, 3, 1>(g, dz, kernel, dx, c0),
+        }),
+        _ => by_channel_blocks(g.c, |c0, lanes| match lanes {
+            16 => input_grad_block::<5, 5, 16>(g, dz, kernel, dx, c0),
+            8 => input_grad_block::<5, 5, 8>(g, dz, kernel, dx, c0),
+            _ => input_grad_block::<5, 5, 1>(g, dz, kernel, dx, c0),
+        }),
+    }
+}
+
+/// Calls `block(first channel, channels)` over `c` channels: blocks of 16,
+/// then of 8, then single channels.
+#[inline(always)]
+fn by_channel_blocks(c: usize, mut block: impl FnMut(usize, usize)) {
+    let mut c0 = 0;
+    for lanes in [16, 8, 1] {
+        while c0 + lanes <= c {
+            block(c0, lanes);
+            c0 += lanes;
+        }
+    }
+}
+
+/// Channels c0..c0 + L of [`weight_grad`] (M = 1) over the whole sample: each
+/// tap's L sums (and the bias's) start from dW's (db's) values and take the
+/// output pixels' terms in order, in registers.
+#[inline(always)]
+fn weight_grad_block<const KH: usize, const KW: usize, const L: usize>(
+    g: &Depthwise,
+    x: &[f32],
+    dz: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    c0: usize,
+) {
+    let c = g.c;
+    let mut sums: [[[f32; L]; KW]; KH] =
+        std::array::from_fn(|ky| std::array::from_fn(|kx| lanes(&dw[(ky * KW + kx) * c + c0..])));
+    let mut bias: [f32; L] = lanes(&db[c0..]);
+    let inside = g.inside_columns();
+    for oy in 0..g.oh {
+        let rows: [Option<usize>; KH] = std::array::from_fn(|ky| g.tap_row(oy, ky));
+        for ox in 0..g.ow {
+            let d: [f32; L] = lanes(&dz[(oy * g.ow + ox) * c + c0..]);
+            bias.iter_mut().zip(&d).for_each(|(b, &d)| *b += d);
+            let columns: [Option<usize>; KW] = match inside.contains(&ox) {
+                true => std::array::from_fn(|kx| Some(ox * g.sw + kx * g.dw - g.pl)),
+                false => std::array::from_fn(|kx| g.tap_column(ox, kx)),
+            };
+            for (row, &iy) in sums.iter_mut().zip(&rows) {
+                let Some(iy) = iy else { continue };
+                for (tap, &ix) in row.iter_mut().zip(&columns) {
+                    let Some(ix) = ix else { continue };
+                    let xs: [f32; L] = lanes(&x[(iy * g.w + ix) * c + c0..]);
+                    tap.iter_mut().zip(xs.iter().zip(&d)).for_each(|(s, (&x, &d))| *s += x * d);
+                }
+            }
+        }
+    }
+    for (ky, row) in sums.iter().enumerate() {
+        for (kx, tap) in row.iter().enumerate() {
+            dw[(ky * KW + kx) * c + c0..][..L].copy_from_slice(tap);
+        }
+    }
+    db[c0..c0 + L].copy_from_slice(&bias);
+}
+
+/// Channels c0..c0 + L of [`input_grad`] (M = 1): each input pixel's L sums
+/// take, from zero, the terms of the output pixels that read it, in the
+/// output pixels' order (taps from the last to the first), in registers.
+#[inline(always)]
+fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
+    g: &Depthwise,
+    dz: &[f32],
+    kernel: &[f32],
+    dx: &mut [f32],
+    c0: usize,
+) {
+    let c = g.c;
+    let weights: [[[f32; L]; KW]; KH] =
+        std::array::from_fn(|ky| std::array::from_fn(|kx| lanes(&kernel[(ky * KW + kx) * c + c0..])));
+    // The output row (column) whose tap `k` reads input row (column) `i`, if any.
+    let reader = |i: usize, k: usize, (pad, dilation, stride, outputs): (usize, usize, usize, usize)| {
+        let at = (i + pad).checked_sub(k * dilation)?;
+        (at % stride == 0 && at / stride < outputs).then_some(at / stride)
+    };
+    for iy in 0..g.h {
+        let rows: [Option<usize>; KH] = std::array::from_fn(|ky| reader(iy, ky, (g.pt, g.dh, g.sh, g.oh)));
+        for ix in 0..g.w {
+            let columns: [Option<usize>; KW] = std::array::from_fn(|kx| reader(ix, kx, (g.pl, g.dw, g.sw, g.ow)));
+            let mut sums = [0.0f32; L];
+            for (row, &oy) in weights.iter().zip(&rows).rev() {
+                let Some(oy) = oy else { continue };
+                for (w, &ox) in row.iter().zip(&columns).rev() {
+                    let Some(ox) = ox else { continue };
+                    let d: [f32; L] = lanes(&dz[(oy * g.ow + ox) * c + c0..]);
+                    sums.iter_mut().zip(w.iter().zip(&d)).for_each(|(s, (&w, &d))| *s += w * d);
+                }
+            }
+            dx[(iy * g.w + ix) * c + c0..][..L].copy_from_slice(&sums);
+        }
+    }
+}
+
+/// The first L values of `v`.
+#[inline(always)]
+fn lanes<const L: usize>(v: &[f32]) -> [f32; L] {
+    v[..L].try_into().expect("L values")
+}
+
+/// [`weight_grad`] tap by tap over the whole output: the reference of the
+/// register-blocked path, and the path for depth multipliers above 1.
+#[multiversion(targets = "simd")]
+pub fn weight_grad_reference(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
     let (c, m, co) = (g.c, g.m, g.out_channels());
     for d in dz.chunks_exact(co) {
         for (b, &v) in db.iter_mut().zip(d) {
@@ -305,9 +474,10 @@ pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mu
     });
 }
 
-/// dz: (OH,OW,C*M) -> dx: (H,W,C), written.
+/// [`input_grad`] tap by tap over the whole output: the reference of the
+/// register-blocked path, and the path for depth multipliers above 1.
 #[multiversion(targets = "simd")]
-pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
+pub fn input_grad_reference(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
     let (c, m, co) = (g.c, g.m, g.out_channels());
     dx.fill(0.0);
     g.each_tap(|o, i, t| {
@@ -388,6 +558,44 @@ mod tests {
                 forward(&g, &x, &kernel, bias, &mut got);
                 assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{h}x{w}x{c} {k}x{k}/{s}");
             }
+        }
+    }
+
+    // The register-blocked gradients against the tap-by-tap references, bit
+    // for bit: blocks of 16, 8 and single channels, 3x3 and 5x5 kernels,
+    // strides, padding on every side (more than the kernel reaches: pixels
+    // no output reads), dilation, a kernel wider than the image; and dW, db
+    // added to (not written), dx written.
+    #[test]
+    fn gradients_by_taps_match_the_references_exactly() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
+        };
+        for (h, w, c, k, s, d, pad) in [
+            (9, 7, 40, 3, 1, 1, 1),
+            (8, 8, 27, 3, 2, 1, 1),
+            (10, 9, 24, 5, 1, 2, 4),
+            (6, 5, 16, 3, 2, 1, 0),
+            (7, 6, 8, 5, 2, 1, 2),
+            (4, 4, 19, 5, 1, 1, 1),
+            (3, 5, 3, 3, 3, 2, 2),
+        ] {
+            let span = d * (k - 1) + 1;
+            let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
+            let g = Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow };
+            assert!(by_taps(&g));
+            let (x, kernel, dz) = (values(h * w * c, 1), values(k * k * c, 2), values(oh * ow * c, 3));
+            let (dw0, db0) = (values(k * k * c, 4), values(c, 5));
+            let ((mut dw, mut db), (mut want_dw, mut want_db)) = ((dw0.clone(), db0.clone()), (dw0, db0));
+            weight_grad(&g, &x, &dz, &mut dw, &mut db);
+            weight_grad_reference(&g, &x, &dz, &mut want_dw, &mut want_db);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            let shape = format!("{h}x{w}x{c} {k}x{k}/{s} dilation {d} padding {pad}");
+            assert!(same(&dw, &want_dw) && same(&db, &want_db), "weight gradient, {shape}");
+            let (mut dx, mut want_dx) = (vec![f32::NAN; h * w * c], vec![f32::NAN; h * w * c]);
+            input_grad(&g, &dz, &kernel, &mut dx);
+            input_grad_reference(&g, &dz, &kernel, &mut want_dx);
+            assert!(same(&dx, &want_dx), "input gradient, {shape}");
         }
     }
 }
