@@ -751,14 +751,21 @@ mod avx512 {
 
     /// [`super::conv_weight_grad`] with the C channels of a tap (C = the input's,
     /// up to 4) summed together, sharing each load of the output gradient; per
-    /// tap and block of 32 filters the sums over output positions run as the
-    /// AVX2 kernel's do (even and odd positions apart). Needs F a multiple of 32.
+    /// tap and block of 16 V filters the sums over output positions run as the
+    /// AVX2 kernel's do (even and odd positions apart). Needs F a multiple of 16 V.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn conv_weight_grad<const C: usize>(g: &Window, x: &[f32], dz: &[f32], f: usize, dw: &mut [f32]) {
+    pub unsafe fn conv_weight_grad<const C: usize, const V: usize>(
+        g: &Window,
+        x: &[f32],
+        dz: &[f32],
+        f: usize,
+        dw: &mut [f32],
+    ) {
         assert_eq!(g.c, C);
-        let load = |d: &[f32]| -> [__m512; 2] {
-            let d = &d[..BLOCK];
-            // SAFETY: `d` holds BLOCK = 32 values.
+        assert!(f.is_multiple_of(16 * V), "filters in blocks of 16 V");
+        let load = |d: &[f32]| -> [__m512; V] {
+            let d = &d[..16 * V];
+            // SAFETY: `d` holds 16 V values.
             unsafe { std::array::from_fn(|j| _mm512_loadu_ps(d.as_ptr().add(16 * j))) }
         };
         for ky in 0..g.kh {
@@ -766,9 +773,9 @@ mod avx512 {
             for kx in 0..g.kw {
                 let (ox_lo, ox_hi) = valid_range(g.ow, g.sw, kx, g.pl, g.w);
                 let t = (ky * g.kw + kx) * C;
-                for fb in (0..f).step_by(BLOCK) {
-                    let mut even = [[_mm512_setzero_ps(); 2]; C];
-                    let mut odd = [[_mm512_setzero_ps(); 2]; C];
+                for fb in (0..f).step_by(16 * V) {
+                    let mut even = [[_mm512_setzero_ps(); V]; C];
+                    let mut odd = [[_mm512_setzero_ps(); V]; C];
                     for oy in oy_lo..oy_hi {
                         // The input pixel under tap (ky, kx) of output (oy, ox), inside by the valid ranges.
                         let row = (oy * g.sh + ky - g.pt) * g.w;
@@ -780,7 +787,7 @@ mod avx512 {
                             let (d0, d1) = (load(&dz[drow + ox * f..]), load(&dz[drow + (ox + 1) * f..]));
                             for ci in 0..C {
                                 let (v0, v1) = (_mm512_set1_ps(x0[ci]), _mm512_set1_ps(x1[ci]));
-                                for j in 0..2 {
+                                for j in 0..V {
                                     even[ci][j] = _mm512_fmadd_ps(v0, d0[j], even[ci][j]);
                                     odd[ci][j] = _mm512_fmadd_ps(v1, d1[j], odd[ci][j]);
                                 }
@@ -792,18 +799,18 @@ mod avx512 {
                             let d0 = load(&dz[drow + ox * f..]);
                             for ci in 0..C {
                                 let v0 = _mm512_set1_ps(x0[ci]);
-                                for j in 0..2 {
+                                for j in 0..V {
                                     even[ci][j] = _mm512_fmadd_ps(v0, d0[j], even[ci][j]);
                                 }
                             }
                         }
                     }
                     for ci in 0..C {
-                        let out = &mut dw[(t + ci) * f + fb..][..BLOCK];
+                        let out = &mut dw[(t + ci) * f + fb..][..16 * V];
                         let old = load(out);
-                        for j in 0..2 {
+                        for j in 0..V {
                             let sum = _mm512_add_ps(old[j], _mm512_add_ps(even[ci][j], odd[ci][j]));
-                            // SAFETY: `out` holds BLOCK = 32 values.
+                            // SAFETY: `out` holds 16 V values.
                             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), sum) };
                         }
                     }
@@ -813,7 +820,9 @@ mod avx512 {
     }
 }
 
-/// Whether [`conv_weight_grad`] has a SIMD path for `f` filters (else it runs the scalar reference).
+/// Whether [`conv_weight_grad`] has a SIMD path for `f` filters over any
+/// number of channels (else, beyond AVX-512's paths for up to 4 channels, it
+/// runs the scalar reference).
 pub fn fast_weight_grad(f: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     if f.is_multiple_of(BLOCK)
@@ -829,21 +838,33 @@ pub fn fast_weight_grad(f: usize) -> bool {
 pub fn conv_weight_grad(g: &Window, x: &[f32], dz: &[f32], f: usize, dw: &mut [f32]) {
     assert!(x.len() >= g.h * g.w * g.c && dz.len() >= g.positions() * f && dw.len() >= g.patch_len() * f);
     #[cfg(target_arch = "x86_64")]
-    if f.is_multiple_of(BLOCK)
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has AVX2 and FMA (checked above), and AVX-512F for the others.
-        unsafe {
-            match g.c {
-                1 if avx512::available() => avx512::conv_weight_grad::<1>(g, x, dz, f, dw),
-                2 if avx512::available() => avx512::conv_weight_grad::<2>(g, x, dz, f, dw),
-                3 if avx512::available() => avx512::conv_weight_grad::<3>(g, x, dz, f, dw),
-                4 if avx512::available() => avx512::conv_weight_grad::<4>(g, x, dz, f, dw),
-                _ => avx2::conv_weight_grad(g, x, dz, f, dw),
+        // With AVX-512, up to 4 channels, by blocks of 32 filters or of 16 (a
+        // MobileNet's first convolution: 3 -> 16 at alpha 0.35).
+        if (1..=4).contains(&g.c) && f.is_multiple_of(16) && avx512::available() {
+            // SAFETY: the CPU has AVX-512F; C matches g.c, F is in blocks of 16 V.
+            unsafe {
+                match (g.c, f.is_multiple_of(32)) {
+                    (1, true) => avx512::conv_weight_grad::<1, 2>(g, x, dz, f, dw),
+                    (2, true) => avx512::conv_weight_grad::<2, 2>(g, x, dz, f, dw),
+                    (3, true) => avx512::conv_weight_grad::<3, 2>(g, x, dz, f, dw),
+                    (_, true) => avx512::conv_weight_grad::<4, 2>(g, x, dz, f, dw),
+                    (1, false) => avx512::conv_weight_grad::<1, 1>(g, x, dz, f, dw),
+                    (2, false) => avx512::conv_weight_grad::<2, 1>(g, x, dz, f, dw),
+                    (3, false) => avx512::conv_weight_grad::<3, 1>(g, x, dz, f, dw),
+                    (_, false) => avx512::conv_weight_grad::<4, 1>(g, x, dz, f, dw),
+                }
             }
+            return;
         }
-        return;
+        if f.is_multiple_of(BLOCK)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { avx2::conv_weight_grad(g, x, dz, f, dw) };
+            return;
+        }
     }
     conv_weight_grad_scalar(g, x, dz, f, dw);
 }
@@ -944,7 +965,14 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_weight_gradients_agree() {
-        let cases = [(9, 9, 1, 3, 1, 0, 7, 7, 32), (8, 7, 3, 3, 2, 1, 4, 4, 64), (7, 6, 2, 2, 1, 0, 6, 5, 8)];
+        let cases = [
+            (9, 9, 1, 3, 1, 0, 7, 7, 32),
+            (8, 7, 3, 3, 2, 1, 4, 4, 64),
+            (7, 6, 2, 2, 1, 0, 6, 5, 8),
+            (9, 9, 3, 3, 2, 1, 5, 5, 16),
+            (9, 8, 1, 3, 1, 1, 9, 8, 48),
+            (6, 7, 4, 3, 1, 0, 4, 5, 16),
+        ];
         for (h, w, c, k, s, pad, oh, ow, f) in cases {
             let g = Window { h, w, c, kh: k, kw: k, sh: s, sw: s, dh: 1, dw: 1, pt: pad, pl: pad, oh, ow };
             let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5).collect();
