@@ -7,6 +7,7 @@ Rows (--rows, default all):
   cifar10_cnn    Keras' classic CIFAR-10 CNN (RMSprop 1e-4), batch 32
   cifar10_cnn128 the same at batch 128
   resnet20       ResNet-20 v1 (the Keras CIFAR-10 ResNet example's resnet_v1, depth 20), Adam, batch 128
+  mobilenet_v2   MobileNetV2 (alpha 0.35, 32x32x3, 10 classes: Keras applications' architecture), Adam, batch 128
 
 MNIST is read from DATA_DIR/mnist (the IDX files). No CIFAR-10 download is
 needed: the script writes CIFAR-shaped binary files (10,000 training and
@@ -36,6 +37,7 @@ ROWS = {
     "cifar10_cnn": ("cifar10_cnn.toml", "cifar10", 32, "Keras' CIFAR-10 CNN, batch 32"),
     "cifar10_cnn128": ("cifar10_cnn.toml", "cifar10", 128, "Keras' CIFAR-10 CNN, batch 128"),
     "resnet20": ("resnet20.toml", "cifar10", 128, "ResNet-20 v1, batch 128"),
+    "mobilenet_v2": ("mobilenet_v2_cifar.toml", "cifar10", 128, "MobileNetV2 (alpha 0.35, 32x32), batch 128"),
 }
 
 
@@ -102,6 +104,9 @@ def keras_model(row, keras, layers):
             layers.Flatten(), layers.Dense(512, activation="relu"), layers.Dropout(0.5),
             layers.Dense(10, activation="softmax"),
         ]), keras.optimizers.RMSprop(learning_rate=1e-4), 1_250_858
+    if row == "mobilenet_v2":
+        return keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
+                                              classes=10), "adam", 423_018
 
     def conv_bn(x, filters, kernel=3, strides=1, activation="relu", bn=True):
         x = layers.Conv2D(filters, kernel, strides=strides, padding="same", kernel_initializer="he_normal",
@@ -186,8 +191,14 @@ def pytorch_model(row, torch, nn):
 
     he = nn.init.kaiming_normal_
 
-    def bn(c):  # Keras' defaults: momentum 0.99, epsilon 1e-3
-        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+    def bn(c, momentum=0.99):  # Keras' defaults: momentum 0.99, epsilon 1e-3
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=1 - momentum)
+
+    if row == "mobilenet_v2":
+        model = pytorch_mobilenet_v2(nn, bn, dense)
+        trainable = sum(p.numel() for p in model.parameters())
+        assert trainable == 408_938, trainable  # Keras': 423,018 less the moving means and variances
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7), []
 
     class Block(nn.Module):
         def __init__(self, cin, cout, s):
@@ -209,6 +220,45 @@ def pytorch_model(row, torch, nn):
                           dense(64, 10, init=he))
     kernels = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     return model, torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7), kernels
+
+
+def make_divisible(v, divisor=8):
+    """Keras applications' channel rounding (as examples/models/mobilenet_v2.py)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def pytorch_mobilenet_v2(nn, bn, dense, alpha=0.35, classes=10):
+    """Keras applications' MobileNetV2 for 32x32x3: ReLU6, BatchNormalization momentum 0.999, convolutions
+    without biases, Glorot-uniform kernels. Stride-2 convolutions pad 1 on every side where Keras pads
+    0 before and 1 after: the same shapes and work."""
+    def conv_bn(cin, cout, k=1, s=1, groups=1, relu6=True):
+        c = nn.Conv2d(cin, cout, k, s, padding=k // 2, groups=groups, bias=False)
+        nn.init.xavier_uniform_(c.weight)
+        return nn.Sequential(c, bn(cout, 0.999), *([nn.ReLU6()] if relu6 else []))
+
+    class Inverted(nn.Module):
+        def __init__(self, cin, cout, stride, expansion):
+            super().__init__()
+            mid = cin * expansion
+            expand = [conv_bn(cin, mid)] if expansion != 1 else []
+            self.body = nn.Sequential(*expand, conv_bn(mid, mid, 3, stride, groups=mid), conv_bn(mid, cout, relu6=False))
+            self.residual = cin == cout and stride == 1
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    blocks = [(16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6), (64, 1, 6),
+              (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6),
+              (320, 1, 6)]
+    cin = make_divisible(32 * alpha)
+    layers = [conv_bn(3, cin, 3, 2)]
+    for filters, stride, expansion in blocks:
+        cout = make_divisible(int(filters * alpha))
+        layers.append(Inverted(cin, cout, stride, expansion))
+        cin = cout
+    layers += [conv_bn(cin, 1280), nn.AdaptiveAvgPool2d(1), nn.Flatten(), dense(1280, classes)]
+    return nn.Sequential(*layers)
 
 
 def pytorch_run(row, data_dir, epochs, threads):
