@@ -2,8 +2,9 @@
 //! 32 -> 64 convolution of the bigger CNN, and ResNet-20's stride-1
 //! convolutions both ways (unfolded, padded layout), on a batch of 128 through the layer
 //! interface the model uses (rayon over the batch, all threads; `RAYON_NUM_THREADS`
-//! to change), and batch-1 inference's packed product at ResNet-50's shapes
-//! on one thread. Compute-bound kernels report GFLOP/s as criterion's throughput
+//! to change); MobileNetV2's depthwise convolutions forward and backward
+//! (register-blocked and tap by tap, one sample) and batch-1 inference's
+//! packed product at ResNet-50's shapes, on one thread. Compute-bound kernels report GFLOP/s as criterion's throughput
 //! ("Gelem/s" = GFLOP/s, counting multiply and add as 2); memory-bound ones bytes/s.
 //! The machine's peak, measured (`print_peak`), is printed first, for comparison.
 
@@ -297,11 +298,11 @@ fn conv_stride1(c: &mut Criterion) {
     group.finish();
 }
 
-/// DepthwiseConv2D's forward pass over one sample at MobileNetV2's shapes
-/// (3x3, same padding), one thread: the register-blocked path against the
-/// tap-by-tap reference.
+/// DepthwiseConv2D's forward pass and gradients over one sample at
+/// MobileNetV2's shapes (3x3, same padding), one thread: the register-blocked
+/// paths against the tap-by-tap references.
 fn depthwise(c: &mut Criterion) {
-    use keel::kernels::depthwise::{Depthwise, forward, forward_reference};
+    use keel::kernels::depthwise::*;
     let mut group = c.benchmark_group("depthwise_conv2d 3x3, 1 sample, 1 thread");
     for (side, ch, stride) in [(112, 96, 2), (56, 144, 1), (14, 384, 1), (7, 960, 1)] {
         let out = side / stride;
@@ -324,8 +325,9 @@ fn depthwise(c: &mut Criterion) {
         };
         let mut rng = stream(3, 0);
         let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-        let (x, w, bias) = (values(side * side * ch), values(9 * ch), values(ch));
-        let mut y = vec![0.0; out * out * ch];
+        let (x, w, bias, dz) = (values(side * side * ch), values(9 * ch), values(ch), values(out * out * ch));
+        let (mut y, mut dx) = (vec![0.0; out * out * ch], vec![0.0; side * side * ch]);
+        let (mut dw, mut db) = (vec![0.0; 9 * ch], vec![0.0; ch]);
         group.throughput(Throughput::Elements((2 * out * out * ch * 9) as u64));
         let shape = format!("{side}x{side}x{ch}/{stride}");
         group.bench_function(format!("forward {shape}, register-blocked"), |b| {
@@ -333,6 +335,18 @@ fn depthwise(c: &mut Criterion) {
         });
         group.bench_function(format!("forward {shape}, tap by tap"), |b| {
             b.iter(|| forward_reference(&g, black_box(&x), &w, Some(&bias), &mut y))
+        });
+        group.bench_function(format!("weight gradient {shape}, by taps"), |b| {
+            b.iter(|| weight_grad(&g, black_box(&x), &dz, &mut dw, &mut db))
+        });
+        group.bench_function(format!("weight gradient {shape}, tap by tap"), |b| {
+            b.iter(|| weight_grad_reference(&g, black_box(&x), &dz, &mut dw, &mut db))
+        });
+        group.bench_function(format!("input gradient {shape}, by taps"), |b| {
+            b.iter(|| input_grad(&g, black_box(&dz), &w, &mut dx))
+        });
+        group.bench_function(format!("input gradient {shape}, tap by tap"), |b| {
+            b.iter(|| input_grad_reference(&g, black_box(&dz), &w, &mut dx))
         });
     }
     group.finish();

@@ -1,5 +1,7 @@
 //! Dense: a matrix product over tasks of rows, or, for few units, the
-//! `narrow` kernels (fixed-order products for heads of at most 16 units).
+//! `narrow` kernels (fixed-order products for heads of at most 16 units); a
+//! hidden layer's gradients as products against its output gradient packed
+//! (`backward_packed`).
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
