@@ -530,15 +530,24 @@ mod tests {
         }
     }
 
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
+    }
+
+    /// An H x W x C input under a K x K kernel (one filter per channel),
+    /// stride, dilation and padding the same both ways.
+    fn square(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, pad: usize) -> Depthwise {
+        let span = d * (k - 1) + 1;
+        let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
+        Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow }
+    }
+
     // The register-blocked forward pass against the tap-by-tap reference, bit
     // for bit: blocks of 64, 16 and single channels, rows of 8, 4, 2 and 1
     // pixels, strides, padding on every side, dilation, a kernel wider than
     // the image, with and without a bias.
     #[test]
     fn forward_by_pixels_matches_the_reference_exactly() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
-        };
         for (h, w, c, k, s, d, pad) in [
             (9, 7, 144, 3, 1, 1, 1),
             (8, 8, 37, 3, 2, 1, 1),
@@ -548,9 +557,8 @@ mod tests {
             (4, 13, 33, 3, 1, 1, 1),
             (4, 4, 16, 5, 1, 1, 1),
         ] {
-            let span = d * (k - 1) + 1;
-            let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
-            let g = Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow };
+            let g = square(h, w, c, k, s, d, pad);
+            let (oh, ow) = (g.oh, g.ow);
             let (x, kernel, bias) = (values(h * w * c, 1), values(k * k * c, 2), values(c, 3));
             for bias in [Some(&bias[..]), None] {
                 let (mut want, mut got) = (vec![f32::NAN; oh * ow * c], vec![f32::NAN; oh * ow * c]);
@@ -568,9 +576,6 @@ mod tests {
     // added to (not written), dx written.
     #[test]
     fn gradients_by_taps_match_the_references_exactly() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
-        };
         for (h, w, c, k, s, d, pad) in [
             (9, 7, 40, 3, 1, 1, 1),
             (8, 8, 27, 3, 2, 1, 1),
@@ -580,9 +585,8 @@ mod tests {
             (4, 4, 19, 5, 1, 1, 1),
             (3, 5, 3, 3, 3, 2, 2),
         ] {
-            let span = d * (k - 1) + 1;
-            let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
-            let g = Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow };
+            let g = square(h, w, c, k, s, d, pad);
+            let (oh, ow) = (g.oh, g.ow);
             assert!(by_taps(&g));
             let (x, kernel, dz) = (values(h * w * c, 1), values(k * k * c, 2), values(oh * ow * c, 3));
             let (dw0, db0) = (values(k * k * c, 4), values(c, 5));

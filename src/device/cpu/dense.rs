@@ -222,6 +222,23 @@ mod tests {
         (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 29.0 - 0.5).collect()
     }
 
+    /// dx and dW of `op` over n rows x, its output y, for dy (both written
+    /// over NaNs, so that a value left unwritten shows).
+    fn gradients(
+        op: &DenseOp,
+        x: &[f32],
+        y: &[f32],
+        mut dy: Vec<f32>,
+        n: usize,
+        ws: &mut Workspace,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (mut dx, mut dw) = (vec![f32::NAN; n * op.d], vec![f32::NAN; op.d * op.u]);
+        let grads =
+            WeightGrads { x, y, dy: &mut dy, dx: Some(&mut dx), accumulate: false, kernel: &mut dw, bias: None, n };
+        backward(op, grads, ws);
+        (dx, dw)
+    }
+
     /// One pass of the narrow kernels with `w` under `version` in `ws`: y, and dx and dW for dy.
     fn pass(w: &[f32], version: Option<u64>, ws: &mut Workspace) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (n, d, u) = (5, 40, 10);
@@ -229,18 +246,7 @@ mod tests {
         let x = values(n * d, 1);
         let mut y = vec![0.0; n * u];
         forward(&op, &x, &mut y, n, ws);
-        let (mut dy, mut dx, mut dw) = (values(n * u, 2), vec![0.0; n * d], vec![0.0; d * u]);
-        let grads = WeightGrads {
-            x: &x,
-            y: &y,
-            dy: &mut dy,
-            dx: Some(&mut dx),
-            accumulate: false,
-            kernel: &mut dw,
-            bias: None,
-            n,
-        };
-        backward(&op, grads, ws);
+        let (dx, dw) = gradients(&op, &x, &y, values(n * u, 2), n, ws);
         (y, dx, dw)
     }
 
@@ -254,18 +260,7 @@ mod tests {
         let op = DenseOp { d, u, rows_per_sample: 1, kernel: &w, bias: None, act: Activation::Linear, version: None };
         let (x, y) = (values(n * d, 6), vec![0.0; n * u]);
         let dz = values(n * u, 7);
-        let (mut dy, mut dx, mut dw) = (dz.clone(), vec![f32::NAN; n * d], vec![f32::NAN; d * u]);
-        let grads = WeightGrads {
-            x: &x,
-            y: &y,
-            dy: &mut dy,
-            dx: Some(&mut dx),
-            accumulate: false,
-            kernel: &mut dw,
-            bias: None,
-            n,
-        };
-        backward(&op, grads, &mut Workspace::default());
+        let (dx, dw) = gradients(&op, &x, &y, dz.clone(), n, &mut Workspace::default());
         let close = |got: f32, want: f32| (got - want).abs() <= 1e-4 * (1.0 + want.abs());
         for i in 0..d {
             for j in 0..u {
