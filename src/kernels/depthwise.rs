@@ -288,7 +288,7 @@ pub fn forward_reference(g: &Depthwise, x: &[f32], kernel: &[f32], bias: Option<
 
 /// dz: (OH,OW,C*M) -> dW (KH,KW,C,M) and db (C*M), added to. With one
 /// filter per channel and a 3x3 or 5x5 kernel, a block of channels' every
-/// tap sums in registers over the whole sample ([`weight_grad_by_taps`]),
+/// tap sums in registers over the whole sample (`weight_grad_by_taps`),
 /// where the reference adds each product into dW in memory; the same sums
 /// in the same order, so the same bits.
 pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
@@ -303,7 +303,7 @@ pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mu
 
 /// dz: (OH,OW,C*M) -> dx: (H,W,C), written. With one filter per channel and
 /// a 3x3 or 5x5 kernel, each input pixel gathers its taps' terms in
-/// registers ([`input_grad_by_taps`]), where the reference scatters each
+/// registers (`input_grad_by_taps`), where the reference scatters each
 /// product into dx in memory; the same terms in the same order (by output
 /// pixel), so the same bits.
 pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
