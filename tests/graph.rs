@@ -555,10 +555,11 @@ fn dropout_passes_its_input_on_at_inference_with_the_same_predictions() {
 
 #[test]
 fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
-    // At inference a Conv2D or DepthwiseConv2D applies the BatchNormalization that
-    // is its only consumer (and the activation fused into it) as it writes: the
-    // direct kernels (3 channels), the padded layout in bands and whole, unfolded
-    // patches by blocks of channels (batch 1) and whole, depthwise, 1x1. Not folded:
+    // At inference a Conv2D, DepthwiseConv2D or SeparableConv2D applies the
+    // BatchNormalization that is its only consumer (and the activation fused
+    // into it) as it writes: the direct kernels (3 channels), the padded layout
+    // in bands and whole, unfolded patches by blocks of channels (batch 1) and
+    // whole, depthwise, separable (the map folded into its pointwise kernel), 1x1. Not folded:
     // a convolution read twice, one with an activation of its own. Predictions
     // must agree with the model run layer by layer, at batch 20 and batch 1.
     let make = |fuse: bool| {
@@ -571,6 +572,8 @@ fn convolutions_apply_the_batch_normalization_after_them_at_inference() {
         let x = Conv2D::new(130, (3, 3)).strides((2, 2)).padding(Padding::Same).apply(&x).unwrap();
         let x = ReLU::new().max_value(6.0).apply(&bn().apply(&x).unwrap()).unwrap();
         let x = DepthwiseConv2D::new((3, 3)).padding(Padding::Same).apply(&x).unwrap();
+        let x = ReLU::new().apply(&bn().apply(&x).unwrap()).unwrap();
+        let x = SeparableConv2D::new(24, (3, 3)).padding(Padding::Same).apply(&x).unwrap();
         let x = ReLU::new().apply(&bn().apply(&x).unwrap()).unwrap();
         let y = Conv2D::new(16, (1, 1)).apply(&x).unwrap();
         let y = bn().apply(&y).unwrap();
@@ -613,7 +616,7 @@ fn convolutions_add_the_residual_after_their_batch_normalization_at_inference() 
     // direct kernels (3 channels), Winograd's tiles, the padded layout in bands,
     // 1x1 in groups of samples, strided windows' patches (7x7, 3x3, 1x1 at
     // stride 2) unfolded whole and, below a task of samples, read in place in
-    // bands of rows, grouped and depthwise convolutions. Not fused: an Add
+    // bands of rows, grouped, depthwise and separable convolutions. Not fused: an Add
     // whose other input is computed after the convolution, one of three inputs.
     // Predictions must agree with the model run layer by layer, at batch 20,
     // 3 and 1.
@@ -644,6 +647,7 @@ fn convolutions_add_the_residual_after_their_batch_normalization_at_inference() 
         let x = add(&[&x, &d]);
         let g = bn(&Conv2D::new(64, (3, 3)).padding(Padding::Same).groups(4).apply(&x).unwrap());
         let x = relu(&add(&[&g, &x]));
+        let x = add(&[&bn(&SeparableConv2D::new(64, (3, 3)).padding(Padding::Same).apply(&x).unwrap()), &x]);
         let main = bn(&conv(64, 3, 1, &x));
         let x = add(&[&main, &conv(64, 1, 1, &x)]);
         let x = add(&[&bn(&conv(64, 1, 1, &x)), &x, &x]);

@@ -40,6 +40,9 @@ pub struct SeparableConv2D {
     mid: Vec<f32>,
     dmid: Vec<f32>,
     ws: (Workspace, Workspace),
+    /// At inference with the BatchNormalization after it folded in: the
+    /// pointwise kernel times the map's scale, column by column.
+    folded: Vec<f32>,
 }
 
 impl SeparableConv2D {
@@ -61,6 +64,7 @@ impl SeparableConv2D {
             mid: Vec::new(),
             dmid: Vec::new(),
             ws: (Workspace::default(), Workspace::default()),
+            folded: Vec::new(),
         }
     }
 
@@ -224,6 +228,41 @@ impl Layer for SeparableConv2D {
 
     fn defer_output_activation(&mut self, deferred: bool) {
         self.deferred = deferred;
+    }
+
+    fn folds_affine(&self) -> bool {
+        self.activation == Activation::Linear && !self.deferred
+    }
+
+    // y = act(depthwise(x) . (P * scale) + (b * scale + shift)): the
+    // BatchNormalization after it, at inference, folded into the pointwise
+    // kernel (rewritten per call: C*M x F values against the product's
+    // N*OH*OW times as many multiply-adds).
+    fn forward_affine(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        (scale, shift, residual): (&[f32], &mut [f32], Option<&[f32]>),
+        act: Activation,
+    ) {
+        let (dw, pw) = self.ops(params);
+        super::fold_bias(pw.bias, scale, shift);
+        self.folded.resize(pw.d * pw.u, 0.0);
+        for (folded, row) in self.folded.chunks_exact_mut(pw.u).zip(pw.kernel.chunks_exact(pw.u)) {
+            folded.iter_mut().zip(row.iter().zip(scale)).for_each(|(f, (w, s))| *f = w * s);
+        }
+        let device = device::current();
+        device.depthwise_forward(&dw, x, &mut self.mid, n, &mut self.ws.0);
+        let applied = if residual.is_some() { Activation::Linear } else { act };
+        let pw = DenseOp { kernel: &self.folded, bias: Some(shift), act: applied, ..pw };
+        device.dense_forward(&pw, &self.mid, y, n, &mut self.ws.1);
+        if let Some(residual) = residual {
+            let len = n * pw.rows_per_sample * pw.u;
+            crate::kernels::add_assign(&mut y[..len], &residual[..len]);
+            device.activation_forward(act, &mut y[..len], pw.u);
+        }
     }
 
     // x: (N,H,W,C) -> mid: (N,OH,OW,C*M) = depthwise(x) -> y: (N,OH,OW,F) = act(mid . P + b)
