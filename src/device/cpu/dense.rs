@@ -250,28 +250,33 @@ mod tests {
         (y, dx, dw)
     }
 
-    /// The gradients of a hidden layer (beyond the narrow kernels; feature
-    /// tasks, units and rows each ending inside a block or panel) equal
-    /// their definitions up to rounding, and dx is written in full.
+    /// The gradients of a hidden layer (beyond the narrow kernels) equal
+    /// their definitions up to rounding, and dx is written in full: feature
+    /// tasks, units and rows each ending inside a block or a panel, one row
+    /// (a batch of one), one feature task, the fewest units past the narrow
+    /// kernels' (17); one workspace for all, as a model's layer keeps one.
     #[test]
     fn a_hidden_layers_gradients_match_their_definitions() {
-        let (n, d, u) = (37, 300, 40);
-        let w = values(d * u, 5);
-        let op = DenseOp { d, u, rows_per_sample: 1, kernel: &w, bias: None, act: Activation::Linear, version: None };
-        let (x, y) = (values(n * d, 6), vec![0.0; n * u]);
-        let dz = values(n * u, 7);
-        let (dx, dw) = gradients(&op, &x, &y, dz.clone(), n, &mut Workspace::default());
-        let close = |got: f32, want: f32| (got - want).abs() <= 1e-4 * (1.0 + want.abs());
-        for i in 0..d {
-            for j in 0..u {
-                let want: f32 = (0..n).map(|r| x[r * d + i] * dz[r * u + j]).sum();
-                assert!(close(dw[i * u + j], want), "dW[{i}, {j}]: {} against {want}", dw[i * u + j]);
-            }
-        }
-        for r in 0..n {
+        let mut ws = Workspace::default();
+        for (n, d, u) in [(37, 300, 40), (1, 20, 17), (3, 129, 33), (64, 128, 96)] {
+            let w = values(d * u, 5);
+            let op =
+                DenseOp { d, u, rows_per_sample: 1, kernel: &w, bias: None, act: Activation::Linear, version: None };
+            let (x, y) = (values(n * d, 6), vec![0.0; n * u]);
+            let dz = values(n * u, 7);
+            let (dx, dw) = gradients(&op, &x, &y, dz.clone(), n, &mut ws);
+            let close = |got: f32, want: f32| (got - want).abs() <= 1e-4 * (1.0 + want.abs());
             for i in 0..d {
-                let want: f32 = (0..u).map(|j| dz[r * u + j] * w[i * u + j]).sum();
-                assert!(close(dx[r * d + i], want), "dx[{r}, {i}]: {} against {want}", dx[r * d + i]);
+                for j in 0..u {
+                    let want: f32 = (0..n).map(|r| x[r * d + i] * dz[r * u + j]).sum();
+                    assert!(close(dw[i * u + j], want), "{n}x{d}x{u}: dW[{i}, {j}] {} against {want}", dw[i * u + j]);
+                }
+            }
+            for r in 0..n {
+                for i in 0..d {
+                    let want: f32 = (0..u).map(|j| dz[r * u + j] * w[i * u + j]).sum();
+                    assert!(close(dx[r * d + i], want), "{n}x{d}x{u}: dx[{r}, {i}] {} against {want}", dx[r * d + i]);
+                }
             }
         }
     }
