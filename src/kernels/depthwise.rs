@@ -4,6 +4,7 @@
 //! with strides, padding and dilation.
 
 use multiversion::multiversion;
+use std::ops::Range;
 
 /// The geometry of a depthwise convolution over one sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,17 +309,26 @@ pub fn weight_grad(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mu
 /// pixel), so the same bits.
 pub fn input_grad(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
     if by_taps(g) {
-        let c = g.c;
-        assert!(dz.len() >= g.oh * g.ow * c && dx.len() >= g.h * g.w * c, "depthwise lengths");
-        assert!(kernel.len() >= g.kh * g.kw * c, "depthwise kernel length");
-        return input_grad_by_taps(g, dz, kernel, dx);
+        return input_grad_rows(g, dz, kernel, dx, 0..g.h);
     }
     input_grad_reference(g, dz, kernel, dx)
 }
 
+/// Input rows `rows` of [`input_grad`] by taps (`by_taps(g)` must hold):
+/// dx holds those rows only, (rows, W, C), written; dz is the whole
+/// sample's. Each pixel's sum is the same as over the whole image, so a
+/// sample split into bands of rows gives the same bits.
+pub fn input_grad_rows(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32], rows: Range<usize>) {
+    let c = g.c;
+    assert!(by_taps(g), "the input gradient by rows needs one filter per channel and a 3x3 or 5x5 kernel");
+    assert!(rows.end <= g.h && dz.len() >= g.oh * g.ow * c && dx.len() >= rows.len() * g.w * c, "depthwise lengths");
+    assert!(kernel.len() >= g.kh * g.kw * c, "depthwise kernel length");
+    input_grad_by_taps(g, dz, kernel, dx, rows)
+}
+
 /// Whether the register-blocked gradients apply: one filter per channel, a
 /// kernel of 3x3 or 5x5 taps (compiled for each), and a nonzero dilation.
-fn by_taps(g: &Depthwise) -> bool {
+pub fn by_taps(g: &Depthwise) -> bool {
     g.m == 1 && matches!((g.kh, g.kw), (3, 3) | (5, 5)) && g.dh > 0 && g.dw > 0
 }
 
@@ -339,17 +349,17 @@ fn weight_grad_by_taps(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db:
 }
 
 #[multiversion(targets = "simd")]
-fn input_grad_by_taps(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32]) {
+fn input_grad_by_taps(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32], rows: Range<usize>) {
     match (g.kh, g.kw) {
         (3, 3) => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => input_grad_block::<3, 3, 16>(g, dz, kernel, dx, c0),
-            8 => input_grad_block::<3, 3, 8>(g, dz, kernel, dx, c0),
-            _ => input_grad_block::<3, 3, 1>(g, dz, kernel, dx, c0),
+            16 => input_grad_block::<3, 3, 16>(g, dz, kernel, dx, c0, rows.clone()),
+            8 => input_grad_block::<3, 3, 8>(g, dz, kernel, dx, c0, rows.clone()),
+            _ => input_grad_block::<3, 3, 1>(g, dz, kernel, dx, c0, rows.clone()),
         }),
         _ => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => input_grad_block::<5, 5, 16>(g, dz, kernel, dx, c0),
-            8 => input_grad_block::<5, 5, 8>(g, dz, kernel, dx, c0),
-            _ => input_grad_block::<5, 5, 1>(g, dz, kernel, dx, c0),
+            16 => input_grad_block::<5, 5, 16>(g, dz, kernel, dx, c0, rows.clone()),
+            8 => input_grad_block::<5, 5, 8>(g, dz, kernel, dx, c0, rows.clone()),
+            _ => input_grad_block::<5, 5, 1>(g, dz, kernel, dx, c0, rows.clone()),
         }),
     }
 }
@@ -411,9 +421,10 @@ fn weight_grad_block<const KH: usize, const KW: usize, const L: usize>(
     db[c0..c0 + L].copy_from_slice(&bias);
 }
 
-/// Channels c0..c0 + L of [`input_grad`] (M = 1): each input pixel's L sums
-/// take, from zero, the terms of the output pixels that read it, in the
-/// output pixels' order (taps from the last to the first), in registers.
+/// Channels c0..c0 + L of input rows `rows` of [`input_grad`] (M = 1; dx
+/// holds those rows): each input pixel's L sums take, from zero, the terms
+/// of the output pixels that read it, in the output pixels' order (taps
+/// from the last to the first), in registers.
 #[inline(always)]
 fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
     g: &Depthwise,
@@ -421,6 +432,7 @@ fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
     kernel: &[f32],
     dx: &mut [f32],
     c0: usize,
+    rows: Range<usize>,
 ) {
     let c = g.c;
     let weights: [[[f32; L]; KW]; KH] =
@@ -430,7 +442,8 @@ fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
         let at = (i + pad).checked_sub(k * dilation)?;
         (at % stride == 0 && at / stride < outputs).then_some(at / stride)
     };
-    for iy in 0..g.h {
+    let first = rows.start;
+    for iy in rows {
         let rows: [Option<usize>; KH] = std::array::from_fn(|ky| reader(iy, ky, (g.pt, g.dh, g.sh, g.oh)));
         for ix in 0..g.w {
             let columns: [Option<usize>; KW] = std::array::from_fn(|kx| reader(ix, kx, (g.pl, g.dw, g.sw, g.ow)));
@@ -443,7 +456,7 @@ fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
                     sums.iter_mut().zip(w.iter().zip(&d)).for_each(|(s, (&w, &d))| *s += w * d);
                 }
             }
-            dx[(iy * g.w + ix) * c + c0..][..L].copy_from_slice(&sums);
+            dx[((iy - first) * g.w + ix) * c + c0..][..L].copy_from_slice(&sums);
         }
     }
 }
@@ -600,6 +613,12 @@ mod tests {
             input_grad(&g, &dz, &kernel, &mut dx);
             input_grad_reference(&g, &dz, &kernel, &mut want_dx);
             assert!(same(&dx, &want_dx), "input gradient, {shape}");
+            // By bands of input rows (a row, then two, then the rest), each written over NaNs.
+            let mut banded = vec![f32::NAN; h * w * c];
+            for rows in [0..1, 1..3, 3..h] {
+                input_grad_rows(&g, &dz, &kernel, &mut banded[rows.start * w * c..], rows);
+            }
+            assert!(same(&banded, &want_dx), "input gradient by bands of rows, {shape}");
         }
     }
 }

@@ -532,13 +532,16 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     let WeightGrads { x, y, dy, dx, accumulate, kernel: gw, bias: gb, n } = pass;
     let (g, f, act) = (op.g, op.filters, op.act);
     let k = g.patch_len();
-    let tasks = task_count(n);
+    // Tasks of whole tasks' worth of samples, or of single samples below
+    // one (a large image at a small batch), so that every thread has work.
+    let per_task = if n < SAMPLES_PER_TASK { 1 } else { SAMPLES_PER_TASK };
+    let tasks = n.div_ceil(per_task);
     let pooled_len = op.pool.map_or(0, |p| p.positions() * p.c);
     let direct = padded_len(op) > 0;
     let wide = ConvKernel::choose_wide(op, direct);
     // The input gradient through Winograd's tiles: the transposed convolution's,
     // with the kernel turned, then transformed.
-    let winograd = ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), true, false).filter(|_| dx.is_some());
+    let winograd = ConvKernel::choose_winograd(&g, f, n, n.min(per_task), true, false).filter(|_| dx.is_some());
     let turned_len = winograd.map_or(0, |w| k * f + w.kernel_len());
     let ([dw_parts, db_parts, wp, turned], argmax) =
         ws.with_indices([tasks * k * f, tasks * f, padded_len(op), turned_len], n * pooled_len);
@@ -553,16 +556,16 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
     // The weight gradient through the forward pass's tiles (their products
     // through the register-blocked kernel: up to 64 filters).
     conv.weight_tiles =
-        ConvKernel::choose_winograd(&g, f, n, n.min(SAMPLES_PER_TASK), false, false).filter(|_| Wide::blocked(f));
+        ConvKernel::choose_winograd(&g, f, n, n.min(per_task), false, false).filter(|_| Wide::blocked(f));
     let (in_len, conv_len) = (g.h * g.w * g.c, g.positions() * f);
     let parts = dw_parts.par_chunks_mut(k * f).zip(db_parts.par_chunks_mut(f));
-    let xs = x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len);
+    let xs = x[..n * in_len].par_chunks(per_task * in_len);
     let dx = dx.map(|dx| &mut dx[..n * in_len]);
     match &op.pool {
         None => {
             dy[..n * conv_len]
-                .par_chunks_mut(SAMPLES_PER_TASK * conv_len)
-                .zip(y[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
+                .par_chunks_mut(per_task * conv_len)
+                .zip(y[..n * conv_len].par_chunks(per_task * conv_len))
                 .zip(xs)
                 .zip(parts)
                 .for_each(|(((dz, yt), xt), (dw, db))| {
@@ -574,18 +577,18 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                     });
                 });
             if let Some(dx) = dx {
-                dx.par_chunks_mut(SAMPLES_PER_TASK * in_len)
-                    .zip(dy[..n * conv_len].par_chunks(SAMPLES_PER_TASK * conv_len))
-                    .for_each(|(dxt, dz)| {
+                dx.par_chunks_mut(per_task * in_len).zip(dy[..n * conv_len].par_chunks(per_task * conv_len)).for_each(
+                    |(dxt, dz)| {
                         let s = dxt.len() / in_len;
                         with_scratch(conv.cols_len(s, true), |dcols| conv.input_grad(dz, dxt, accumulate, dcols));
-                    });
+                    },
+                );
             }
         }
         Some(pool) => {
-            let chunk = SAMPLES_PER_TASK * pooled_len;
+            let chunk = per_task * pooled_len;
             let dx_tasks = match dx {
-                Some(dx) => Either::Left(dx.par_chunks_mut(SAMPLES_PER_TASK * in_len).map(Some)),
+                Some(dx) => Either::Left(dx.par_chunks_mut(per_task * in_len).map(Some)),
                 None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
             };
             dy[..n * pooled_len]
@@ -1195,6 +1198,13 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
     let co = g.out_channels();
     let k = g.kh * g.kw * co;
     let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
+    if n < SAMPLES_PER_TASK && depthwise::by_taps(&g) {
+        return depthwise_backward_by_bands(
+            op,
+            WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, accumulate: false },
+            ws,
+        );
+    }
     let tasks = task_count(n);
     let [dw_parts, db_parts] = ws.f32s([tasks * k, tasks * co]);
     dy[..n * out_len]
@@ -1224,5 +1234,118 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
     sum_rows(dw_parts, k, gw);
     if let Some(gb) = gb {
         sum_rows(db_parts, co, gb);
+    }
+}
+
+// [`depthwise_backward`] for fewer samples than a task (a large image at a
+// small batch), one filter per channel, 3x3 or 5x5: each sample splits into
+// bands (enough for a task's worth of bands in all; the count depends on
+// the batch and the shape, never on the threads). dW and db are partial
+// sums per band of output rows, added in band order; dx is by bands of
+// input rows, each pixel's sum the same as over the whole sample.
+// Workspace: [dW parts, db parts].
+fn depthwise_backward_by_bands(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspace) {
+    let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, .. } = pass;
+    let g = op.g;
+    let co = g.out_channels();
+    let k = g.kh * g.kw * co;
+    let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
+    let bands = SAMPLES_PER_TASK.div_ceil(n);
+    let (out_rows, in_rows) = (g.oh.div_ceil(bands), g.h.div_ceil(bands));
+    let parts = g.oh.div_ceil(out_rows);
+    let [dw_parts, db_parts] = ws.f32s([n * parts * k, n * parts * co]);
+    let band_len = out_rows * g.ow * co;
+    dy[..n * out_len]
+        .par_chunks_mut(out_len)
+        .zip(y[..n * out_len].par_chunks(out_len))
+        .zip(x[..n * in_len].par_chunks(in_len))
+        .zip(dw_parts.par_chunks_mut(parts * k).zip(db_parts.par_chunks_mut(parts * co)))
+        .for_each(|(((dzs, ys), xs), (dws, dbs))| {
+            dzs.par_chunks_mut(band_len)
+                .zip(ys.par_chunks(band_len))
+                .zip(dws.par_chunks_mut(k).zip(dbs.par_chunks_mut(co)))
+                .enumerate()
+                .for_each(|(b, ((dz, yb), (dw, db)))| {
+                    activation::backward(op.act, yb, dz, co);
+                    let (band, xb) = depthwise_band(&g, xs, b * out_rows, dz.len() / (g.ow * co));
+                    dw.fill(0.0);
+                    db.fill(0.0);
+                    depthwise::weight_grad(&band, xb, dz, dw, db);
+                });
+        });
+    if let Some(dx) = dx {
+        let dy = &*dy;
+        dx[..n * in_len].par_chunks_mut(in_len).zip(dy[..n * out_len].par_chunks(out_len)).for_each(|(dxs, dzs)| {
+            dxs.par_chunks_mut(in_rows * g.w * g.c).enumerate().for_each(|(b, dxb)| {
+                let first = b * in_rows;
+                depthwise::input_grad_rows(&g, dzs, op.kernel, dxb, first..first + dxb.len() / (g.w * g.c));
+            });
+        });
+    }
+    sum_rows(dw_parts, k, gw);
+    if let Some(gb) = gb {
+        sum_rows(db_parts, co, gb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
+    }
+
+    // Below a task of samples, the depthwise gradients by bands of rows
+    // against the tap-by-tap references sample by sample: dx bit for bit
+    // (each pixel's sum is the same), dW and db up to the order of the bands'
+    // partial sums; strides 1 and 2, bands ending inside the image.
+    #[test]
+    fn depthwise_gradients_by_bands_match_the_references() {
+        for (n, size, c, s) in [(3, 9, 24, 1), (1, 7, 17, 2), (5, 12, 16, 1)] {
+            let out = (size + 2 - 3) / s + 1;
+            let g = Depthwise {
+                h: size,
+                w: size,
+                c,
+                kh: 3,
+                kw: 3,
+                m: 1,
+                sh: s,
+                sw: s,
+                dh: 1,
+                dw: 1,
+                pt: 1,
+                pl: 1,
+                oh: out,
+                ow: out,
+            };
+            let (in_len, out_len, k) = (size * size * c, out * out * c, 9 * c);
+            let (x, kernel, dz) = (values(n * in_len, 1), values(k, 2), values(n * out_len, 3));
+            let op = DepthwiseOp { g, kernel: &kernel, bias: None, act: Activation::Linear, affine: None };
+            let (mut dx, mut gw, mut gb) = (vec![f32::NAN; n * in_len], vec![f32::NAN; k], vec![f32::NAN; c]);
+            let mut dy = dz.clone();
+            let pass = WeightGrads {
+                x: &x,
+                y: &dz,
+                dy: &mut dy,
+                dx: Some(&mut dx),
+                accumulate: false,
+                kernel: &mut gw,
+                bias: Some(&mut gb),
+                n,
+            };
+            depthwise_backward(&op, pass, &mut Workspace::default());
+            let (mut want_dw, mut want_db, mut want_dx) = (vec![0.0; k], vec![0.0; c], vec![0.0; n * in_len]);
+            for i in 0..n {
+                let (xs, dzs) = (&x[i * in_len..][..in_len], &dz[i * out_len..][..out_len]);
+                depthwise::weight_grad_reference(&g, xs, dzs, &mut want_dw, &mut want_db);
+                depthwise::input_grad_reference(&g, dzs, &kernel, &mut want_dx[i * in_len..][..in_len]);
+            }
+            let shape = format!("{n} x {size}x{size}x{c} stride {s}");
+            assert!(dx.iter().zip(&want_dx).all(|(a, b)| a.to_bits() == b.to_bits()), "dx, {shape}");
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+            assert!(close(&gw, &want_dw) && close(&gb, &want_db), "dW and db, {shape}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Pooling over tasks of samples.
+//! Pooling, a task per sample (or, for the global poolings, per task of
+//! samples: a row of channels each).
 
 use super::SAMPLES_PER_TASK;
 use crate::device::Workspace;
@@ -10,20 +11,15 @@ use crate::kernels::pool::{
 use rayon::prelude::*;
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window, argmax recorded in ws
+// (a task per sample: each is computed on its own)
 pub fn max_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Workspace) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
     let argmax = ws.u32s(n * out_len);
     y[..n * out_len]
-        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-        .zip(argmax.par_chunks_mut(SAMPLES_PER_TASK * out_len))
-        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-        .for_each(|((yt, at), xt)| {
-            for ((ys, a), xs) in
-                yt.chunks_exact_mut(out_len).zip(at.chunks_exact_mut(out_len)).zip(xt.chunks_exact(in_len))
-            {
-                max_pool_forward(g, xs, ys, a);
-            }
-        });
+        .par_chunks_mut(out_len)
+        .zip(argmax.par_chunks_mut(out_len))
+        .zip(x[..n * in_len].par_chunks(in_len))
+        .for_each(|((ys, a), xs)| max_pool_forward(g, xs, ys, a));
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window
@@ -41,47 +37,33 @@ pub fn max_values(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
     });
 }
 
-// Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]
+// Differentiates y[i] = x[argmax[i]]:  dx[argmax[i]] += dy[i]  (a task per sample)
 pub fn max_backward(g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut Workspace) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
     let argmax = &*ws.u32s(n * out_len);
     dx[..n * in_len]
-        .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-        .zip(argmax.par_chunks(SAMPLES_PER_TASK * out_len))
-        .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-        .for_each(|((dxt, at), dyt)| {
-            for ((dxs, a), dys) in
-                dxt.chunks_exact_mut(in_len).zip(at.chunks_exact(out_len)).zip(dyt.chunks_exact(out_len))
-            {
-                max_pool_backward(dys, a, dxs);
-            }
-        });
+        .par_chunks_mut(in_len)
+        .zip(argmax.par_chunks(out_len))
+        .zip(dy[..n * out_len].par_chunks(out_len))
+        .for_each(|((dxs, a), dys)| max_pool_backward(dys, a, dxs));
 }
 
-// x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs
+// x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs  (a task per sample)
 pub fn avg_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
     y[..n * out_len]
-        .par_chunks_mut(SAMPLES_PER_TASK * out_len)
-        .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-        .for_each(|(yt, xt)| {
-            for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
-                avg_pool_forward(g, xs, ys);
-            }
-        });
+        .par_chunks_mut(out_len)
+        .zip(x[..n * in_len].par_chunks(in_len))
+        .for_each(|(ys, xs)| avg_pool_forward(g, xs, ys));
 }
 
-// dx[i] = sum over windows w covering i of dy[w] / |w|
+// dx[i] = sum over windows w covering i of dy[w] / |w|  (a task per sample)
 pub fn avg_backward(g: &Window, dy: &[f32], dx: &mut [f32], n: usize) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
     dx[..n * in_len]
-        .par_chunks_mut(SAMPLES_PER_TASK * in_len)
-        .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-        .for_each(|(dxt, dyt)| {
-            for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)) {
-                avg_pool_backward(g, dys, dxs);
-            }
-        });
+        .par_chunks_mut(in_len)
+        .zip(dy[..n * out_len].par_chunks(out_len))
+        .for_each(|(dxs, dys)| avg_pool_backward(g, dys, dxs));
 }
 
 // x: (N,P,C) -> y: (N,C), mean or max (argmax in ws)
