@@ -122,11 +122,22 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         return backward_packed(op, x, dz, gw, dx, rows, ws);
     }
     if !narrow(op) {
-        gw.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, gwt)| {
-            let first = t * FEATURES_PER_TASK;
-            let xt = MatRef::with_ld(&x[first..], rows, gwt.len() / u, d);
-            matmul(xt.t(), MatRef::new(dz, rows, u), gwt, false);
+        // dW = x^T . dz by tiles of features x units, block-major in
+        // `tiles` (a block of features' blocks of units one after another),
+        // then gathered into dW.
+        let [tiles] = ws.f32s([d * u]);
+        tiles.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, block)| {
+            let (first, width) = (t * FEATURES_PER_TASK, block.len() / u);
+            let xt = MatRef::with_ld(&x[first..], rows, width, d).t();
+            block.par_chunks_mut(width * UNITS_PER_TASK).enumerate().for_each(|(b, tile)| {
+                let dzb = MatRef::with_ld(&dz[b * UNITS_PER_TASK..], rows, tile.len() / width, u);
+                matmul(xt, dzb, tile, false);
+            });
         });
+        let tiles = &*tiles;
+        gw.par_chunks_mut(FEATURES_PER_TASK * u)
+            .zip(tiles.par_chunks(FEATURES_PER_TASK * u))
+            .for_each(|(gwt, block)| gather_blocks(block, gwt.len() / u, UNITS_PER_TASK, u, |r| r, gwt));
         match dx {
             // dx = dz . W^T by tasks of rows, each reading W (one block of
             // features: small) transposed in place.
@@ -232,7 +243,7 @@ mod tests {
         n: usize,
         ws: &mut Workspace,
     ) -> (Vec<f32>, Vec<f32>) {
-        let (mut dx, mut dw) = (vec![f32::NAN; n * op.d], vec![f32::NAN; op.d * op.u]);
+        let (mut dx, mut dw) = (vec![f32::NAN; n * op.rows_per_sample * op.d], vec![f32::NAN; op.d * op.u]);
         let grads =
             WeightGrads { x, y, dy: &mut dy, dx: Some(&mut dx), accumulate: false, kernel: &mut dw, bias: None, n };
         backward(op, grads, ws);
@@ -254,17 +265,22 @@ mod tests {
     /// their definitions up to rounding, and dx is written in full: feature
     /// tasks, units and rows each ending inside a block or a panel, one row
     /// (a batch of one), one feature task, the fewest units past the narrow
-    /// kernels' (17); one workspace for all, as a model's layer keeps one.
+    /// kernels' (17); and over several rows per sample (a pointwise
+    /// convolution: dW by tiles of features and units, each ending inside a
+    /// block); one workspace for all, as a model's layer keeps one.
     #[test]
     fn a_hidden_layers_gradients_match_their_definitions() {
         let mut ws = Workspace::default();
-        for (n, d, u) in [(37, 300, 40), (1, 20, 17), (3, 129, 33), (64, 128, 96)] {
+        for (samples, rows_per_sample, d, u) in
+            [(37, 1, 300, 40), (1, 1, 20, 17), (3, 1, 129, 33), (64, 1, 128, 96), (2, 3, 200, 150), (1, 40, 64, 300)]
+        {
             let w = values(d * u, 5);
-            let op =
-                DenseOp { d, u, rows_per_sample: 1, kernel: &w, bias: None, act: Activation::Linear, version: None };
+            let act = Activation::Linear;
+            let op = DenseOp { d, u, rows_per_sample, kernel: &w, bias: None, act, version: None };
+            let n = samples * rows_per_sample;
             let (x, y) = (values(n * d, 6), vec![0.0; n * u]);
             let dz = values(n * u, 7);
-            let (dx, dw) = gradients(&op, &x, &y, dz.clone(), n, &mut ws);
+            let (dx, dw) = gradients(&op, &x, &y, dz.clone(), samples, &mut ws);
             let close = |got: f32, want: f32| (got - want).abs() <= 1e-4 * (1.0 + want.abs());
             for i in 0..d {
                 for j in 0..u {
