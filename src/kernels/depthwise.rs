@@ -334,52 +334,87 @@ pub fn by_taps(g: &Depthwise) -> bool {
 
 #[multiversion(targets = "simd")]
 fn weight_grad_by_taps(g: &Depthwise, x: &[f32], dz: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    // An output row's dz, and the sh input rows it moves the taps by.
+    let rows = band_rows(g, (g.ow + g.sh * g.w) * g.c);
     match (g.kh, g.kw) {
-        (3, 3) => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => weight_grad_block::<3, 3, 16>(g, x, dz, dw, db, c0),
-            8 => weight_grad_block::<3, 3, 8>(g, x, dz, dw, db, c0),
-            _ => weight_grad_block::<3, 3, 1>(g, x, dz, dw, db, c0),
+        (3, 3) => by_bands_and_channel_blocks(0..g.oh, rows, g.c, |band, c0, lanes| match lanes {
+            16 => weight_grad_block::<3, 3, 16>(g, x, dz, dw, db, c0, band),
+            8 => weight_grad_block::<3, 3, 8>(g, x, dz, dw, db, c0, band),
+            _ => weight_grad_block::<3, 3, 1>(g, x, dz, dw, db, c0, band),
         }),
-        _ => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => weight_grad_block::<5, 5, 16>(g, x, dz, dw, db, c0),
-            8 => weight_grad_block::<5, 5, 8>(g, x, dz, dw, db, c0),
-            _ => weight_grad_block::<5, 5, 1>(g, x, dz, dw, db, c0),
+        _ => by_bands_and_channel_blocks(0..g.oh, rows, g.c, |band, c0, lanes| match lanes {
+            16 => weight_grad_block::<5, 5, 16>(g, x, dz, dw, db, c0, band),
+            8 => weight_grad_block::<5, 5, 8>(g, x, dz, dw, db, c0, band),
+            _ => weight_grad_block::<5, 5, 1>(g, x, dz, dw, db, c0, band),
         }),
     }
 }
 
 #[multiversion(targets = "simd")]
 fn input_grad_by_taps(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut [f32], rows: Range<usize>) {
+    // An input row's dx, and the dz rows that read it (one in sh).
+    let (first, band) = (rows.start, band_rows(g, (g.w + g.ow.div_ceil(g.sh)) * g.c));
     match (g.kh, g.kw) {
-        (3, 3) => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => input_grad_block::<3, 3, 16>(g, dz, kernel, dx, c0, rows.clone()),
-            8 => input_grad_block::<3, 3, 8>(g, dz, kernel, dx, c0, rows.clone()),
-            _ => input_grad_block::<3, 3, 1>(g, dz, kernel, dx, c0, rows.clone()),
+        (3, 3) => by_bands_and_channel_blocks(rows, band, g.c, |rows, c0, lanes| match lanes {
+            16 => input_grad_block::<3, 3, 16>(g, dz, kernel, dx, c0, first, rows),
+            8 => input_grad_block::<3, 3, 8>(g, dz, kernel, dx, c0, first, rows),
+            _ => input_grad_block::<3, 3, 1>(g, dz, kernel, dx, c0, first, rows),
         }),
-        _ => by_channel_blocks(g.c, |c0, lanes| match lanes {
-            16 => input_grad_block::<5, 5, 16>(g, dz, kernel, dx, c0, rows.clone()),
-            8 => input_grad_block::<5, 5, 8>(g, dz, kernel, dx, c0, rows.clone()),
-            _ => input_grad_block::<5, 5, 1>(g, dz, kernel, dx, c0, rows.clone()),
+        _ => by_bands_and_channel_blocks(rows, band, g.c, |rows, c0, lanes| match lanes {
+            16 => input_grad_block::<5, 5, 16>(g, dz, kernel, dx, c0, first, rows),
+            8 => input_grad_block::<5, 5, 8>(g, dz, kernel, dx, c0, first, rows),
+            _ => input_grad_block::<5, 5, 1>(g, dz, kernel, dx, c0, first, rows),
         }),
     }
 }
 
-/// Calls `block(first channel, channels)` over `c` channels: blocks of 16,
-/// then of 8, then single channels.
+/// Values of a sample (input and output) that the gradients take through
+/// every block of channels at once (1 MiB: within L2); a larger sample goes
+/// by bands of rows of [`BAND_VALUES`], each through every block of
+/// channels before the next, so that the image is read from memory once,
+/// not once per block of channels (each pixel's 16 channels a kilobyte or
+/// more from the next pixel's).
+const SAMPLE_VALUES: usize = 1 << 18;
+
+/// Values of a band of rows, with the rows its taps read (512 KiB).
+const BAND_VALUES: usize = 1 << 17;
+
+/// Rows per band of a sample of `g` whose rows span `row_values` values
+/// each (with what each reads): all of them where the sample fits
+/// [`SAMPLE_VALUES`].
+fn band_rows(g: &Depthwise, row_values: usize) -> usize {
+    if (g.h * g.w + g.oh * g.ow) * g.c <= SAMPLE_VALUES {
+        return g.h.max(g.oh);
+    }
+    (BAND_VALUES / row_values.max(1)).max(1)
+}
+
+/// Calls `block(rows of the band, first channel, channels)` over `rows` in
+/// bands of `band` rows, each band over `c` channels: blocks of 16, then of
+/// 8, then single channels.
 #[inline(always)]
-fn by_channel_blocks(c: usize, mut block: impl FnMut(usize, usize)) {
-    let mut c0 = 0;
-    for lanes in [16, 8, 1] {
-        while c0 + lanes <= c {
-            block(c0, lanes);
-            c0 += lanes;
+fn by_bands_and_channel_blocks(
+    rows: Range<usize>,
+    band: usize,
+    c: usize,
+    mut block: impl FnMut(Range<usize>, usize, usize),
+) {
+    for start in rows.clone().step_by(band) {
+        let band = start..(start + band).min(rows.end);
+        let mut c0 = 0;
+        for lanes in [16, 8, 1] {
+            while c0 + lanes <= c {
+                block(band.clone(), c0, lanes);
+                c0 += lanes;
+            }
         }
     }
 }
 
-/// Channels c0..c0 + L of [`weight_grad`] (M = 1) over the whole sample: each
-/// tap's L sums (and the bias's) start from dW's (db's) values and take the
-/// output pixels' terms in order, in registers.
+/// Channels c0..c0 + L of [`weight_grad`] (M = 1) over output rows `rows`:
+/// each tap's L sums (and the bias's) start from dW's (db's) values and
+/// take the output pixels' terms in order, in registers. Bands of rows in
+/// order give the same sums as the whole sample at once.
 #[inline(always)]
 fn weight_grad_block<const KH: usize, const KW: usize, const L: usize>(
     g: &Depthwise,
@@ -388,13 +423,14 @@ fn weight_grad_block<const KH: usize, const KW: usize, const L: usize>(
     dw: &mut [f32],
     db: &mut [f32],
     c0: usize,
+    rows: Range<usize>,
 ) {
     let c = g.c;
     let mut sums: [[[f32; L]; KW]; KH] =
         std::array::from_fn(|ky| std::array::from_fn(|kx| lanes(&dw[(ky * KW + kx) * c + c0..])));
     let mut bias: [f32; L] = lanes(&db[c0..]);
     let inside = g.inside_columns();
-    for oy in 0..g.oh {
+    for oy in rows {
         let rows: [Option<usize>; KH] = std::array::from_fn(|ky| g.tap_row(oy, ky));
         for ox in 0..g.ow {
             let d: [f32; L] = lanes(&dz[(oy * g.ow + ox) * c + c0..]);
@@ -422,16 +458,18 @@ fn weight_grad_block<const KH: usize, const KW: usize, const L: usize>(
 }
 
 /// Channels c0..c0 + L of input rows `rows` of [`input_grad`] (M = 1; dx
-/// holds those rows): each input pixel's L sums take, from zero, the terms
-/// of the output pixels that read it, in the output pixels' order (taps
-/// from the last to the first), in registers.
+/// holds rows from `first` on): each input pixel's L sums take, from zero,
+/// the terms of the output pixels that read it, in the output pixels' order
+/// (taps from the last to the first), in registers.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
     g: &Depthwise,
     dz: &[f32],
     kernel: &[f32],
     dx: &mut [f32],
     c0: usize,
+    first: usize,
     rows: Range<usize>,
 ) {
     let c = g.c;
@@ -442,7 +480,6 @@ fn input_grad_block<const KH: usize, const KW: usize, const L: usize>(
         let at = (i + pad).checked_sub(k * dilation)?;
         (at % stride == 0 && at / stride < outputs).then_some(at / stride)
     };
-    let first = rows.start;
     for iy in rows {
         let rows: [Option<usize>; KH] = std::array::from_fn(|ky| reader(iy, ky, (g.pt, g.dh, g.sh, g.oh)));
         for ix in 0..g.w {
@@ -585,11 +622,15 @@ mod tests {
     // The register-blocked gradients against the tap-by-tap references, bit
     // for bit: blocks of 16, 8 and single channels, 3x3 and 5x5 kernels,
     // strides, padding on every side (more than the kernel reaches: pixels
-    // no output reads), dilation, a kernel wider than the image; and dW, db
-    // added to (not written), dx written.
+    // no output reads), dilation, a kernel wider than the image, samples
+    // larger than SAMPLE_VALUES (by bands of rows, the last one short); and
+    // dW, db added to (not written), dx written.
     #[test]
     fn gradients_by_taps_match_the_references_exactly() {
         for (h, w, c, k, s, d, pad) in [
+            (40, 40, 96, 3, 1, 1, 1),
+            (64, 60, 72, 3, 2, 1, 1),
+            (44, 40, 80, 5, 1, 1, 2),
             (9, 7, 40, 3, 1, 1, 1),
             (8, 8, 27, 3, 2, 1, 1),
             (10, 9, 24, 5, 1, 2, 4),
