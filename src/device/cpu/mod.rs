@@ -1,9 +1,12 @@
 //! The CPU device: rayon over fixed tasks, the kernels of `kernels/`.
 //!
 //! Work is split over the batch in fixed tasks of [`SAMPLES_PER_TASK`] samples
-//! (elementwise passes: fixed chunks of [`CHUNK`] values), never by thread
-//! count, and partial sums (weight gradients, batch statistics) are added in
-//! task order, so results are bit-identical whatever the number of threads.
+//! (elementwise passes: fixed chunks of [`CHUNK`] values; a batch under one
+//! task, a large image at a small batch, within its samples: bands of rows,
+//! blocks of output channels or of pixels, or a few samples a task), never by
+//! thread count, and partial sums (weight gradients, batch statistics) are
+//! added in task order, so results are bit-identical whatever the number of
+//! threads.
 
 mod conv;
 mod dense;
