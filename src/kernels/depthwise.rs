@@ -541,7 +541,7 @@ pub fn input_grad_reference(g: &Depthwise, dz: &[f32], kernel: &[f32], dx: &mut 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // The pixels and kernel rows the AVX-512 path reads without checks:
@@ -580,13 +580,14 @@ mod tests {
         }
     }
 
-    fn values(n: usize, seed: usize) -> Vec<f32> {
+    /// n values in -1..1, a different run for each seed.
+    pub(crate) fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
     }
 
     /// An H x W x C input under a K x K kernel (one filter per channel),
     /// stride, dilation and padding the same both ways.
-    fn square(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, pad: usize) -> Depthwise {
+    pub(crate) fn square(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, pad: usize) -> Depthwise {
         let span = d * (k - 1) + 1;
         let (oh, ow) = ((h + 2 * pad - span) / s + 1, (w + 2 * pad - span) / s + 1);
         Depthwise { h, w, c, kh: k, kw: k, m: 1, sh: s, sw: s, dh: d, dw: d, pt: pad, pl: pad, oh, ow }

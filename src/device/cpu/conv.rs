@@ -1293,10 +1293,7 @@ fn depthwise_backward_by_bands(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Wor
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0).collect()
-    }
+    use crate::kernels::depthwise::tests::{square, values};
 
     // Below a task of samples, the depthwise gradients by bands of rows
     // against the tap-by-tap references sample by sample: dx bit for bit
@@ -1305,23 +1302,8 @@ mod tests {
     #[test]
     fn depthwise_gradients_by_bands_match_the_references() {
         for (n, size, c, s) in [(3, 9, 24, 1), (1, 7, 17, 2), (5, 12, 16, 1)] {
-            let out = (size + 2 - 3) / s + 1;
-            let g = Depthwise {
-                h: size,
-                w: size,
-                c,
-                kh: 3,
-                kw: 3,
-                m: 1,
-                sh: s,
-                sw: s,
-                dh: 1,
-                dw: 1,
-                pt: 1,
-                pl: 1,
-                oh: out,
-                ow: out,
-            };
+            let g = square(size, size, c, 3, s, 1, 1);
+            let out = g.oh;
             let (in_len, out_len, k) = (size * size * c, out * out * c, 9 * c);
             let (x, kernel, dz) = (values(n * in_len, 1), values(k, 2), values(n * out_len, 3));
             let op = DepthwiseOp { g, kernel: &kernel, bias: None, act: Activation::Linear, affine: None };
