@@ -1195,18 +1195,14 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
         through_kept_input(op.act, &mut pass.dy[..pass.n * g.oh * g.ow * co], ws);
         return depthwise_backward(&DepthwiseOp { act: Activation::Linear, ..*op }, pass, ws);
     }
+    if pass.n < SAMPLES_PER_TASK && depthwise::by_taps(&op.g) {
+        return depthwise_backward_by_bands(op, pass, ws);
+    }
     let WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, .. } = pass;
     let g = op.g;
     let co = g.out_channels();
     let k = g.kh * g.kw * co;
     let (in_len, out_len) = (g.h * g.w * g.c, g.oh * g.ow * co);
-    if n < SAMPLES_PER_TASK && depthwise::by_taps(&g) {
-        return depthwise_backward_by_bands(
-            op,
-            WeightGrads { x, y, dy, dx, kernel: gw, bias: gb, n, accumulate: false },
-            ws,
-        );
-    }
     let tasks = task_count(n);
     let [dw_parts, db_parts] = ws.f32s([tasks * k, tasks * co]);
     dy[..n * out_len]
