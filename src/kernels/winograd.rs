@@ -434,6 +434,23 @@ fn tile(g: &Window, m: usize, i: usize) -> (usize, usize, usize) {
     (i / per_sample, m * (r / across), m * (r % across))
 }
 
+/// Tiles first..first + t of k x k outputs, in order, as [`tile`] gives
+/// each, stepping from one to the next rather than dividing for each.
+fn tiles(g: &Window, k: usize, first: usize, t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (right, bottom) = (k * g.ow.div_ceil(k), k * g.oh.div_ceil(k));
+    let mut next = tile(g, k, first);
+    (0..t).map(move |_| {
+        let here = next;
+        let (s, oy, ox) = here;
+        next = match (ox + k < right, oy + k < bottom) {
+            (true, _) => (s, oy, ox + k),
+            (false, true) => (s, oy + k, 0),
+            (false, false) => (s + 1, 0, 0),
+        };
+        here
+    })
+}
+
 /// Where the (k + 2)^2 patch under a tile of k x k outputs lies in the input
 /// x (s,H,W,C): its pixel (r, q) is input pixel (oy + r - PT, ox + q - PL) of
 /// the tile's sample, and reads as zeros outside the input (the padding, and
@@ -453,9 +470,24 @@ struct Patch {
 impl Patch {
     /// The patch of tile `i` (over the samples) of k x k outputs.
     fn of(g: &Window, k: usize, i: usize) -> Patch {
-        let (s, oy, ox) = tile(g, k, i);
+        Patch::under(g, tile(g, k, i))
+    }
+
+    /// The patch under the tile at (sample, top row, left column) of the output.
+    #[inline(always)]
+    fn under(g: &Window, (s, oy, ox): (usize, usize, usize)) -> Patch {
         let (top, left) = (oy.wrapping_sub(g.pt), ox.wrapping_sub(g.pl));
         Patch { sample: s * g.h * g.w * g.c, top, left, h: g.h, w: g.w, c: g.c }
+    }
+
+    /// The offset in x of pixel (0, 0)'s channels where the whole k x k patch
+    /// (k = 6: F(4x4)'s) lies inside the input, None where any of it is outside.
+    #[inline(always)]
+    fn inside(&self) -> Option<usize> {
+        const SIDE: usize = 6;
+        let fits = |first: usize, side: usize| side.checked_sub(SIDE).is_some_and(|last| first <= last);
+        (fits(self.top, self.h) && fits(self.left, self.w))
+            .then(|| self.sample + (self.top * self.w + self.left) * self.c)
     }
 
     /// The offset in x of pixel (r, q)'s channels, None where it lies outside the input.
@@ -643,8 +675,8 @@ macro_rules! simd_transforms {
         pub unsafe fn input_tiles(g: &Window, x: &[f32], first: usize, t: usize, v: &mut [f32]) {
             let c = g.c;
             let (x, out) = (x.as_ptr(), v.as_mut_ptr());
-            for i in 0..t {
-                let patch = Patch::of(g, 2, first + i);
+            for (i, at) in tiles(g, 2, first, t).enumerate() {
+                let patch = Patch::under(g, at);
                 for c0 in (0..c).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks.
                     unsafe {
@@ -675,8 +707,7 @@ macro_rules! simd_transforms {
         #[target_feature(enable = $feature)]
         pub unsafe fn gradient_tiles(g: &Window, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
             let (dp, out) = (dz.as_ptr(), m.as_mut_ptr());
-            for i in 0..t {
-                let (s, oy, ox) = tile(g, 2, first + i);
+            for (i, (s, oy, ox)) in tiles(g, 2, first, t).enumerate() {
                 for j0 in (0..f).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks (outputs past the sides are not read).
                     unsafe {
@@ -715,8 +746,7 @@ macro_rules! simd_transforms {
         pub unsafe fn output_tiles(g: &Window, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
             let (g, Columns { f0, fb, f, bias, add, row0 }) = (g, cols);
             let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
-            for i in 0..t {
-                let (s, oy, ox) = tile(g, 2, first + i);
+            for (i, (s, oy, ox)) in tiles(g, 2, first, t).enumerate() {
                 for j0 in (0..fb).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks.
                     unsafe {
@@ -770,27 +800,51 @@ macro_rules! simd_transforms {
         // operations and order, a register of lanes.
         #[target_feature(enable = $feature)]
         #[inline]
-        fn input6([d0, d1, d2, d3, d4, d5]: [V; 6]) -> [V; 6] {
+        fn input6(d: [V; 6]) -> [V; 6] {
+            let ([first, _], [r1, r2], [r3, r4], [last, _]) =
+                (input6_rows::<0>(d), input6_rows::<1>(d), input6_rows::<3>(d), input6_rows::<5>(d));
+            [first, r1, r2, r3, r4, last]
+        }
+
+        // input6's results R (R = 0 or 5: [R, unused]) or R and R + 1 (R = 1 or
+        // 3), which share their terms.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn input6_rows<const R: usize>([d0, d1, d2, d3, d4, d5]: [V; 6]) -> [V; 2] {
             let (two, four, five) = (vset1(2.0), vset1(4.0), vset1(5.0));
-            let (a, b) = (vfnmadd(four, d2, d4), vfnmadd(four, d1, d3));
-            let (c, e) = (vsub(d4, d2), vmul(two, vsub(d3, d1)));
-            [
-                vfmadd(four, d0, vfnmadd(five, d2, d4)),
-                vadd(a, b),
-                vsub(a, b),
-                vadd(c, e),
-                vsub(c, e),
-                vfmadd(four, d1, vfnmadd(five, d3, d5)),
-            ]
+            match R {
+                0 => [vfmadd(four, d0, vfnmadd(five, d2, d4)), vzero()],
+                1 => {
+                    let (a, b) = (vfnmadd(four, d2, d4), vfnmadd(four, d1, d3));
+                    [vadd(a, b), vsub(a, b)]
+                }
+                3 => {
+                    let (c, e) = (vsub(d4, d2), vmul(two, vsub(d3, d1)));
+                    [vadd(c, e), vsub(c, e)]
+                }
+                _ => [vfmadd(four, d1, vfnmadd(five, d3, d5)), vzero()],
+            }
         }
 
         #[target_feature(enable = $feature)]
         #[inline]
-        fn output6([m0, m1, m2, m3, m4, m5]: [V; 6]) -> [V; 4] {
+        fn output6(m: [V; 6]) -> [V; 4] {
+            let ([r0, r2], [r1, r3]) = (output6_rows::<0>(m), output6_rows::<1>(m));
+            [r0, r1, r2, r3]
+        }
+
+        // output6's results R and R + 2 (R = 0 or 1), which share their terms.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn output6_rows<const R: usize>([m0, m1, m2, m3, m4, m5]: [V; 6]) -> [V; 2] {
             let (two, four, eight) = (vset1(2.0), vset1(4.0), vset1(8.0));
-            let (s12, d12) = (vadd(m1, m2), vsub(m1, m2));
-            let (s34, d34) = (vadd(m3, m4), vsub(m3, m4));
-            [vadd(vadd(m0, s12), s34), vfmadd(two, d34, d12), vfmadd(four, s34, s12), vadd(vfmadd(eight, d34, d12), m5)]
+            if R == 0 {
+                let (s12, s34) = (vadd(m1, m2), vadd(m3, m4));
+                [vadd(vadd(m0, s12), s34), vfmadd(four, s34, s12)]
+            } else {
+                let (d12, d34) = (vsub(m1, m2), vsub(m3, m4));
+                [vfmadd(two, d34, d12), vadd(vfmadd(eight, d34, d12), m5)]
+            }
         }
 
         #[target_feature(enable = $feature)]
@@ -809,8 +863,9 @@ macro_rules! simd_transforms {
         pub unsafe fn input_tiles4(g: &Window, x: &[f32], first: usize, t: usize, v: &mut [f32]) {
             let c = g.c;
             let (len, x, out) = (x.len(), x.as_ptr(), v.as_mut_ptr());
-            for i in 0..t {
-                let patch = Patch::of(g, 4, first + i);
+            let (row, stride) = (g.w * c, t * c);
+            for (i, at) in tiles(g, 4, first, t).enumerate() {
+                let patch = Patch::under(g, at);
                 // Asks for the pixels that the tile below reads and this one does
                 // not (its patch's last 4 rows; none past the sample's last row):
                 // the tiles read short rows of pixels, a few hundred bytes each,
@@ -827,18 +882,63 @@ macro_rules! simd_transforms {
                         }
                     }
                 }
-                for c0 in (0..c).step_by(STEP) {
-                    // SAFETY: in bounds by the caller's checks.
-                    unsafe {
-                        // Columns of the patch (B^T d, column q at bd[q]), then its rows (. B).
-                        let bd: [[V; 6]; 6] = std::array::from_fn(|q| input6(column(&patch, x, q, c0)));
-                        let rows = (0..6).map(|r| input6(std::array::from_fn(|q| bd[q][r])));
-                        for (r, row) in rows.enumerate() {
-                            for (q, o) in row.into_iter().enumerate() {
-                                vstore(out.add(((6 * r + q) * t + i) * c + c0), o);
-                            }
+                // SAFETY (both arms): in bounds by the caller's checks; a patch
+                // wholly inside the input reads its pixels at fixed offsets.
+                let tile_out = unsafe { out.add(i * c) };
+                match patch.inside() {
+                    Some(at) => {
+                        let p = unsafe { x.add(at) };
+                        for c0 in (0..c).step_by(STEP) {
+                            let d = |r: usize, q: usize| unsafe { vload(p.add(r * row + q * c + c0)) };
+                            unsafe { transform_patch4(d, tile_out.add(c0), stride) };
                         }
                     }
+                    None => {
+                        for c0 in (0..c).step_by(STEP) {
+                            let d = |r: usize, q: usize| {
+                                patch.at(r, q).map_or(vzero(), |at| unsafe { vload(x.add(at + c0)) })
+                            };
+                            unsafe { transform_patch4(d, tile_out.add(c0), stride) };
+                        }
+                    }
+                }
+            }
+        }
+
+        // One register of a 6x6 patch's channels, pixel (r, q) = d(r, q) -> B^T d B,
+        // value (r, q) at out[(6 r + q) * stride]: input_tiles4_lanes' operations
+        // in the same order. The columns' transforms (B^T d) are taken a row
+        // of results at a time, in the rows that input6 computes together
+        // ((0), (1, 2), (3, 4), (5)), each row then turned (. B) and stored:
+        // a dozen values live at a time where the whole patch's 36 spilled.
+        // Safety: the module's instruction set, and 36 rows of STEP values at out's stride.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn transform_patch4(d: impl Fn(usize, usize) -> V, out: *mut f32, stride: usize) {
+            // SAFETY (all four): the caller's.
+            unsafe {
+                patch_rows4::<0, 1>(&d, out, stride);
+                patch_rows4::<1, 2>(&d, out, stride);
+                patch_rows4::<3, 2>(&d, out, stride);
+                patch_rows4::<5, 1>(&d, out, stride);
+            }
+        }
+
+        // transform_patch4's rows R..R + N.
+        // Safety: the module's instruction set, and 36 rows of STEP values at out's stride.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn patch_rows4<const R: usize, const N: usize>(
+            d: &impl Fn(usize, usize) -> V,
+            out: *mut f32,
+            stride: usize,
+        ) {
+            let bd: [[V; 2]; 6] = std::array::from_fn(|q| input6_rows::<R>(std::array::from_fn(|r| d(r, q))));
+            for k in 0..N {
+                let row = input6(std::array::from_fn(|q| bd[q][k]));
+                for (q, o) in row.into_iter().enumerate() {
+                    // SAFETY: the caller's.
+                    unsafe { vstore(out.add((6 * (R + k) + q) * stride), o) };
                 }
             }
         }
@@ -848,30 +948,67 @@ macro_rules! simd_transforms {
         #[target_feature(enable = $feature)]
         pub unsafe fn output_tiles4(g: &Window, m: &[f32], first: usize, t: usize, cols: Columns, y: &mut [f32]) {
             let (g, Columns { f0, fb, f, bias, add, row0 }) = (g, cols);
-            let (mp, yp) = (m.as_ptr(), y.as_mut_ptr());
-            for i in 0..t {
-                let (s, oy, ox) = tile(g, 4, first + i);
+            let (mp, yp, stride) = (m.as_ptr(), y.as_mut_ptr(), t * fb);
+            for (i, (s, oy, ox)) in tiles(g, 4, first, t).enumerate() {
                 let (rows, across) = ((g.oh - oy).min(4), (g.ow - ox).min(4));
                 for j0 in (0..fb).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks.
                     unsafe {
-                        let at = |p: usize| mp.add((p * t + i) * fb + j0);
+                        let tile = Tile4 { m: mp.add(i * fb + j0), stride, rows, across, add };
                         let b = bias.map_or(vzero(), |b| vload(b.as_ptr().add(f0 + j0)));
-                        let mut am = [vzero(); 24];
-                        for q in 0..6 {
-                            let column = output6(std::array::from_fn(|r| vload(at(6 * r + q))));
-                            for (r, value) in column.into_iter().enumerate() {
-                                am[6 * r + q] = value;
-                            }
-                        }
-                        for r in 0..rows {
-                            let row = output6(std::array::from_fn(|q| am[6 * r + q]));
-                            for (q, o) in row.into_iter().enumerate().take(across) {
-                                let at = ((s * g.oh + oy + r - row0) * g.ow + ox + q) * f + f0 + j0;
-                                store(yp.add(at), vadd(o, b), add);
-                            }
+                        let corner = yp.add(((s * g.oh + oy - row0) * g.ow + ox) * f + f0 + j0);
+                        let y = |r: usize, q: usize| corner.add((r * g.ow + q) * f);
+                        if (rows, across) == (4, 4) {
+                            output_rows4::<0, true>(&tile, b, &y);
+                            output_rows4::<1, true>(&tile, b, &y);
+                        } else {
+                            output_rows4::<0, false>(&tile, b, &y);
+                            output_rows4::<1, false>(&tile, b, &y);
                         }
                     }
+                }
+            }
+        }
+
+        // One register of filters of a tile's products: position p at m[p * stride];
+        // its outputs inside the output's rows and columns are stored (added with `add`).
+        struct Tile4 {
+            m: *const f32,
+            stride: usize,
+            rows: usize,
+            across: usize,
+            add: bool,
+        }
+
+        // Output rows R and R + 2 of a tile (A^T m A, + b), output (r, q) at y(r, q):
+        // output_tiles4_lanes' operations in the same order, the columns'
+        // transforms (A^T m) taken a pair of rows at a time (those output6
+        // computes together), so that a dozen values are live where the
+        // whole tile's 24 spilled. With WHOLE, all 4x4 outputs are stored.
+        // Safety: the module's instruction set, 36 registers at the tile's stride,
+        // and y's outputs in bounds.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn output_rows4<const R: usize, const WHOLE: bool>(
+            tile: &Tile4,
+            b: V,
+            y: impl Fn(usize, usize) -> *mut f32,
+        ) {
+            // SAFETY: the caller's.
+            let am: [[V; 2]; 6] = std::array::from_fn(|q| {
+                output6_rows::<R>(std::array::from_fn(|r| unsafe { vload(tile.m.add((6 * r + q) * tile.stride)) }))
+            });
+            for (k, r) in [R, R + 2].into_iter().enumerate() {
+                if !WHOLE && r >= tile.rows {
+                    break;
+                }
+                let row = output6(std::array::from_fn(|q| am[q][k]));
+                for (q, o) in row.into_iter().enumerate() {
+                    if !WHOLE && q >= tile.across {
+                        break;
+                    }
+                    // SAFETY: the caller's.
+                    unsafe { store(y(r, q), vadd(o, b), tile.add) };
                 }
             }
         }
@@ -881,8 +1018,7 @@ macro_rules! simd_transforms {
         #[target_feature(enable = $feature)]
         pub unsafe fn gradient_tiles4(g: &Window, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
             let (dp, out) = (dz.as_ptr(), m.as_mut_ptr());
-            for i in 0..t {
-                let (s, oy, ox) = tile(g, 4, first + i);
+            for (i, (s, oy, ox)) in tiles(g, 4, first, t).enumerate() {
                 for j0 in (0..f).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks (outputs past the sides are not read).
                     unsafe {
@@ -1022,7 +1158,7 @@ fn simd_sets() -> impl Iterator<Item = &'static Simd> {
 /// The transforms with AVX-512F: 16 channels (or filters) per register.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Columns, POSITIONS, Patch, tile};
+    use super::{Columns, POSITIONS, Patch, tiles};
     use crate::kernels::Window;
     use std::arch::x86_64::*;
 
@@ -1046,7 +1182,7 @@ mod avx512 {
 /// The transforms with AVX2 and FMA: 8 channels (or filters) per register.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Columns, POSITIONS, Patch, tile};
+    use super::{Columns, POSITIONS, Patch, tiles};
     use crate::kernels::Window;
     use std::arch::x86_64::*;
 
@@ -1519,12 +1655,14 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         for simd in simd_sets() {
             let name = simd.name;
-            let g =
-                Window { h: 7, w: 10, c: 32, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, oh: 7, ow: 10 };
+            // 4x4 tiles, the last of each row and column short; four patches
+            // of each sample wholly inside the input (read at fixed offsets).
+            let (h, w) = (14, 13);
+            let g = Window { h, w, c: 32, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 1, pl: 1, oh: h, ow: w };
             let wide = Wide::of(&g).expect("stride 1");
             let (f, s) = (48, 3);
             let wino = Winograd::with_tiles(&wide, f, 4).expect("applies");
-            let x = values(s * 7 * 10 * 32, 5);
+            let x = values(s * h * w * 32, 5);
             let (first, t) = (2, wino.tiles(s) - 3);
             let (mut want, mut got) = (vec![0.0; POSITIONS4 * t * g.c], vec![1.0; POSITIONS4 * t * g.c]);
             input_tiles4_lanes(&g, &x, first, t, &mut want);
@@ -1533,9 +1671,9 @@ mod tests {
             assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} input transform");
 
             // From the second row of tiles on, into outputs that start at its first row.
-            let (first_out, t_out, row0) = (3, wino.tiles(s) - 4, 4);
+            let (first_out, t_out, row0) = (5, wino.tiles(s) - 6, 4);
             let (m, bias) = (values(POSITIONS4 * t_out * 32, 6), values(f, 7));
-            let len = (s * 7 - row0) * 10 * f;
+            let len = (s * h - row0) * w * f;
             check_output_tiles(
                 |cols, y| output_tiles4_lanes(&g, &m, first_out, t_out, cols, y),
                 // SAFETY: as above.
@@ -1543,7 +1681,7 @@ mod tests {
                 (f, &bias, row0, len),
             );
 
-            let dz = values(s * 7 * 10 * f, 8);
+            let dz = values(s * h * w * f, 8);
             let (mut want, mut got) = (vec![0.0; POSITIONS4 * t * f], vec![1.0; POSITIONS4 * t * f]);
             gradient_tiles4_lanes(&g, &dz, first, t, f, &mut want);
             // SAFETY: as above.
