@@ -326,3 +326,31 @@ fn bad_recipes_in_model_files_are_clear_errors() {
         assert!(err.contains(want), "{optimizer} / {loss}: {err}");
     }
 }
+
+/// The rules run over whole chunks of parameters in the CPU's widest vectors:
+/// each value must come out as it does alone (the scalar loop), bit for bit.
+#[test]
+fn vector_updates_match_each_value_updated_alone() {
+    let n = 1000;
+    let values = |seed: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0)).collect() };
+    let cases: [(&str, fn() -> Box<dyn Optimizer>); 4] = [
+        ("adam", || Box::new(Adam::default())),
+        ("nadam", || from_name("nadam", None).unwrap()),
+        ("rmsprop", || Box::new(RMSprop::new(0.01))),
+        ("rmsprop with momentum", || Box::new(RMSprop::new(0.01).momentum(0.5))),
+    ];
+    let (start, grads) = (values(0.5), [values(0.0), values(1.0), values(2.0)]);
+    for (name, make) in cases {
+        let (mut all, mut params) = (make(), start.clone());
+        for g in &grads {
+            all.step(&mut params, g);
+        }
+        for (i, got) in params.iter().enumerate() {
+            let (mut one, mut p) = (make(), [start[i]]);
+            for g in &grads {
+                one.step(&mut p, &[g[i]]);
+            }
+            assert_eq!(got.to_bits(), p[0].to_bits(), "{name}: value {i}");
+        }
+    }
+}
