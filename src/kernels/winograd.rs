@@ -849,12 +849,31 @@ macro_rules! simd_transforms {
 
         #[target_feature(enable = $feature)]
         #[inline]
-        fn gradient6([d0, d1, d2, d3]: [V; 4]) -> [V; 6] {
+        fn gradient6(d: [V; 4]) -> [V; 6] {
+            let ([first, _], [r1, r2], [r3, r4], [last, _]) =
+                (gradient6_rows::<0>(d), gradient6_rows::<1>(d), gradient6_rows::<3>(d), gradient6_rows::<5>(d));
+            [first, r1, r2, r3, r4, last]
+        }
+
+        // gradient6's results as input6_rows gives input6's: R (R = 0 or 5:
+        // [R, unused]) or R and R + 1 (R = 1 or 3), which share their terms.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn gradient6_rows<const R: usize>([d0, d1, d2, d3]: [V; 4]) -> [V; 2] {
             let (two, four, eight) = (vset1(2.0), vset1(4.0), vset1(8.0));
-            let (s02, s13) = (vadd(d0, d2), vadd(d1, d3));
-            let e02 = vfmadd(four, d2, d0);
-            let e13 = vfmadd(eight, d3, vmul(two, d1));
-            [d0, vadd(s02, s13), vsub(s02, s13), vadd(e02, e13), vsub(e02, e13), d3]
+            match R {
+                0 => [d0, vzero()],
+                1 => {
+                    let (s02, s13) = (vadd(d0, d2), vadd(d1, d3));
+                    [vadd(s02, s13), vsub(s02, s13)]
+                }
+                3 => {
+                    let e02 = vfmadd(four, d2, d0);
+                    let e13 = vfmadd(eight, d3, vmul(two, d1));
+                    [vadd(e02, e13), vsub(e02, e13)]
+                }
+                _ => [d3, vzero()],
+            }
         }
 
         // input_tiles4_lanes' operations in the same order, a register of channels.
@@ -1017,33 +1036,61 @@ macro_rules! simd_transforms {
         // Safety: the module's instruction set, and the lengths the caller checked.
         #[target_feature(enable = $feature)]
         pub unsafe fn gradient_tiles4(g: &Window, dz: &[f32], first: usize, t: usize, f: usize, m: &mut [f32]) {
-            let (dp, out) = (dz.as_ptr(), m.as_mut_ptr());
+            let (dp, out, stride) = (dz.as_ptr(), m.as_mut_ptr(), t * f);
             for (i, (s, oy, ox)) in tiles(g, 4, first, t).enumerate() {
+                let whole = oy + 4 <= g.oh && ox + 4 <= g.ow;
                 for j0 in (0..f).step_by(STEP) {
                     // SAFETY: in bounds by the caller's checks (outputs past the sides are not read).
                     unsafe {
-                        let d = |k: usize| {
-                            let (y, x) = (oy + k / 4, ox + k % 4);
-                            if y < g.oh && x < g.ow {
-                                vload(dp.add(((s * g.oh + y) * g.ow + x) * f + j0))
-                            } else {
-                                vzero()
-                            }
-                        };
-                        let mut ad = [vzero(); 24];
-                        for q in 0..4 {
-                            let column = gradient6(std::array::from_fn(|r| d(4 * r + q)));
-                            for (r, value) in column.into_iter().enumerate() {
-                                ad[4 * r + q] = value;
-                            }
-                        }
-                        for r in 0..6 {
-                            let row = gradient6(std::array::from_fn(|q| ad[4 * r + q]));
-                            for (q, o) in row.into_iter().enumerate() {
-                                vstore(out.add(((6 * r + q) * t + i) * f + j0), o);
-                            }
+                        let (corner, tile_out) = (dp.add(((s * g.oh + oy) * g.ow + ox) * f + j0), out.add(i * f + j0));
+                        let at = |r: usize, q: usize| corner.add((r * g.ow + q) * f);
+                        if whole {
+                            gradient_patch4(|r, q| vload(at(r, q)), tile_out, stride);
+                        } else {
+                            let inside = |r: usize, q: usize| oy + r < g.oh && ox + q < g.ow;
+                            gradient_patch4(
+                                |r, q| if inside(r, q) { vload(at(r, q)) } else { vzero() },
+                                tile_out,
+                                stride,
+                            );
                         }
                     }
+                }
+            }
+        }
+
+        // One register of filters of a tile's 4x4 output gradients, (r, q) = d(r, q)
+        // -> A d A^T, value (r, q) at out[(6 r + q) * stride]: gradient_tiles4_lanes'
+        // operations in the same order, the columns' transforms taken in the
+        // groups of rows that gradient6 computes together (as transform_patch4).
+        // Safety: the module's instruction set, and 36 rows of STEP values at out's stride.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn gradient_patch4(d: impl Fn(usize, usize) -> V, out: *mut f32, stride: usize) {
+            // SAFETY (all four): the caller's.
+            unsafe {
+                gradient_rows4::<0, 1>(&d, out, stride);
+                gradient_rows4::<1, 2>(&d, out, stride);
+                gradient_rows4::<3, 2>(&d, out, stride);
+                gradient_rows4::<5, 1>(&d, out, stride);
+            }
+        }
+
+        // gradient_patch4's rows R..R + N.
+        // Safety: as gradient_patch4's.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn gradient_rows4<const R: usize, const N: usize>(
+            d: &impl Fn(usize, usize) -> V,
+            out: *mut f32,
+            stride: usize,
+        ) {
+            let ad: [[V; 2]; 4] = std::array::from_fn(|q| gradient6_rows::<R>(std::array::from_fn(|r| d(r, q))));
+            for k in 0..N {
+                let row = gradient6(std::array::from_fn(|q| ad[q][k]));
+                for (q, o) in row.into_iter().enumerate() {
+                    // SAFETY: the caller's.
+                    unsafe { vstore(out.add((6 * (R + k) + q) * stride), o) };
                 }
             }
         }
