@@ -332,8 +332,9 @@ fn bad_recipes_in_model_files_are_clear_errors() {
 #[test]
 fn vector_updates_match_each_value_updated_alone() {
     let n = 1000;
-    let values = |seed: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0)).collect() };
-    let cases: [(&str, fn() -> Box<dyn Optimizer>); 4] = [
+    let values = |seed: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 2.0).collect() };
+    type Make = fn() -> Box<dyn Optimizer>;
+    let cases: [(&str, Make); 4] = [
         ("adam", || Box::new(Adam::default())),
         ("nadam", || from_name("nadam", None).unwrap()),
         ("rmsprop", || Box::new(RMSprop::new(0.01))),
