@@ -934,28 +934,32 @@ macro_rules! simd_transforms {
         #[target_feature(enable = $feature)]
         #[inline]
         unsafe fn transform_patch4(d: impl Fn(usize, usize) -> V, out: *mut f32, stride: usize) {
+            let row = |v| input6(v);
             // SAFETY (all four): the caller's.
             unsafe {
-                patch_rows4::<0, 1>(&d, out, stride);
-                patch_rows4::<1, 2>(&d, out, stride);
-                patch_rows4::<3, 2>(&d, out, stride);
-                patch_rows4::<5, 1>(&d, out, stride);
+                rows6::<6, 0, 1>(&d, |v| input6_rows::<0>(v), row, out, stride);
+                rows6::<6, 1, 2>(&d, |v| input6_rows::<1>(v), row, out, stride);
+                rows6::<6, 3, 2>(&d, |v| input6_rows::<3>(v), row, out, stride);
+                rows6::<6, 5, 1>(&d, |v| input6_rows::<5>(v), row, out, stride);
             }
         }
 
-        // transform_patch4's rows R..R + N.
+        // Rows R..R + N of a 6x6 transform of K x K values (d(r, q)): `column`
+        // gives those rows of each column's 1-D transform, `row` turns each
+        // row of those; value (r, q) stored at out[(6 r + q) * stride].
         // Safety: the module's instruction set, and 36 rows of STEP values at out's stride.
         #[target_feature(enable = $feature)]
         #[inline]
-        unsafe fn patch_rows4<const R: usize, const N: usize>(
+        unsafe fn rows6<const K: usize, const R: usize, const N: usize>(
             d: &impl Fn(usize, usize) -> V,
+            column: impl Fn([V; K]) -> [V; 2],
+            row: impl Fn([V; K]) -> [V; 6],
             out: *mut f32,
             stride: usize,
         ) {
-            let bd: [[V; 2]; 6] = std::array::from_fn(|q| input6_rows::<R>(std::array::from_fn(|r| d(r, q))));
+            let columns: [[V; 2]; K] = std::array::from_fn(|q| column(std::array::from_fn(|r| d(r, q))));
             for k in 0..N {
-                let row = input6(std::array::from_fn(|q| bd[q][k]));
-                for (q, o) in row.into_iter().enumerate() {
+                for (q, o) in row(std::array::from_fn(|q| columns[q][k])).into_iter().enumerate() {
                     // SAFETY: the caller's.
                     unsafe { vstore(out.add((6 * (R + k) + q) * stride), o) };
                 }
@@ -1067,31 +1071,13 @@ macro_rules! simd_transforms {
         #[target_feature(enable = $feature)]
         #[inline]
         unsafe fn gradient_patch4(d: impl Fn(usize, usize) -> V, out: *mut f32, stride: usize) {
+            let row = |v| gradient6(v);
             // SAFETY (all four): the caller's.
             unsafe {
-                gradient_rows4::<0, 1>(&d, out, stride);
-                gradient_rows4::<1, 2>(&d, out, stride);
-                gradient_rows4::<3, 2>(&d, out, stride);
-                gradient_rows4::<5, 1>(&d, out, stride);
-            }
-        }
-
-        // gradient_patch4's rows R..R + N.
-        // Safety: as gradient_patch4's.
-        #[target_feature(enable = $feature)]
-        #[inline]
-        unsafe fn gradient_rows4<const R: usize, const N: usize>(
-            d: &impl Fn(usize, usize) -> V,
-            out: *mut f32,
-            stride: usize,
-        ) {
-            let ad: [[V; 2]; 4] = std::array::from_fn(|q| gradient6_rows::<R>(std::array::from_fn(|r| d(r, q))));
-            for k in 0..N {
-                let row = gradient6(std::array::from_fn(|q| ad[q][k]));
-                for (q, o) in row.into_iter().enumerate() {
-                    // SAFETY: the caller's.
-                    unsafe { vstore(out.add((6 * (R + k) + q) * stride), o) };
-                }
+                rows6::<4, 0, 1>(&d, |v| gradient6_rows::<0>(v), row, out, stride);
+                rows6::<4, 1, 2>(&d, |v| gradient6_rows::<1>(v), row, out, stride);
+                rows6::<4, 3, 2>(&d, |v| gradient6_rows::<3>(v), row, out, stride);
+                rows6::<4, 5, 1>(&d, |v| gradient6_rows::<5>(v), row, out, stride);
             }
         }
     };
