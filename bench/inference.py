@@ -13,8 +13,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 
 
-def timed(fn, runs):
-    fn()  # warm-up
+def timed(fn, runs, warmup=1):
+    """Median seconds of `runs` calls of `fn` after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()

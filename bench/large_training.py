@@ -8,11 +8,12 @@ trainable parameter counts asserted equal to Keras'.
     cargo build --release && python bench/large_training.py [--models resnet50,mobilenet_v2,xception_small]
         [--batch 8] [--threads 2] [--runs 5]
 """
-import argparse, json, multiprocessing, os, statistics, subprocess, time
+import argparse, json, multiprocessing, os, subprocess
 
 import numpy as np
 
-from training import pytorch_mobilenet_v2  # bench/ is on the path
+from inference import timed  # bench/ is on the path
+from training import pytorch_mobilenet_v2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -69,19 +70,7 @@ def keras_step(name, batch, threads, runs):
         model.compile(keras.optimizers.Adam(), "categorical_crossentropy")
         x = rng.random((batch, 224, 224, 3), dtype=np.float32)
         y = np.eye(1000, dtype=np.float32)[np.arange(batch) % 1000]
-    return median_step(lambda: model.train_on_batch(x, y), runs)
-
-
-def median_step(step, runs):
-    """Median seconds of `runs` calls of `step` after two warm-up calls."""
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed(lambda: model.train_on_batch(x, y), runs, warmup=2)
 
 
 def pytorch_resnet50(torch, nn):
@@ -167,7 +156,7 @@ def pytorch_step(name, batch, threads, runs):
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-    return median_step(step, runs)
+    return timed(step, runs, warmup=2)
 
 
 def main():
