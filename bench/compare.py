@@ -11,7 +11,8 @@ import argparse, json, os, statistics, subprocess, sys, tempfile
 # keel's peak RSS comes from wait4 on its process; the Python peers report their own.
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KEEL = os.path.join(HERE, "..", "target", "release", "keel")
+# The keel binary every bench script runs: KEEL_BIN, or this checkout's release build.
+KEEL = os.environ.get("KEEL_BIN", os.path.join(HERE, "..", "target", "release", "keel"))
 
 
 def run(cmd, env=None):

@@ -1,13 +1,17 @@
 """ImageNet-size inference, side by side: keel, onnxruntime running keel's own
-ONNX export of the same network and weights, and Keras (keras.applications,
-random weights), on the same number of threads: batch 1 latency (ms) and
-batch 32 throughput (images/s), median of several runs.
+ONNX export of the same network and weights, PyTorch (eager, inference mode) and
+Keras (keras.applications), random weights, on the same number of threads:
+batch 1 latency (ms) and batch 32 throughput (images/s), median of several runs.
+PyTorch's networks are large_training.py's (Keras' layers, parameter counts
+asserted equal to Keras'); each peer runs in a process of its own.
 
     cargo build --release && python bench/inference.py [--models resnet50,mobilenet_v2] [--threads 2] [--runs 5]
 """
-import argparse, json, os, statistics, subprocess, tempfile, time
+import argparse, json, multiprocessing, os, statistics, subprocess, tempfile, time
 
 import numpy as np
+
+from compare import KEEL  # bench/ is on the path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -23,9 +27,6 @@ def timed(fn, runs, warmup=1):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-KEEL = os.path.join(ROOT, "target", "release", "keel")
 
 
 def keel(name, threads, runs, onnx_path):
@@ -67,6 +68,56 @@ def keras_model(name, threads, runs):
     return results[0] * 1000, 32 / results[1]
 
 
+def pytorch_model(name, threads, runs):
+    import torch
+    from torch import nn
+    from large_training import pytorch_resnet50
+    from training import pytorch_mobilenet_v2
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if name == "resnet50":
+        model, params = pytorch_resnet50(torch, nn), 25_636_712
+    else:
+        def bn(c, momentum=0.99):
+            return nn.BatchNorm2d(c, eps=1e-3, momentum=1 - momentum)
+        model, params = pytorch_mobilenet_v2(nn, bn, nn.Linear, alpha=1.0, classes=1000), 3_538_984
+    # All parameters (BatchNormalization's moving statistics are buffers in PyTorch, weights in Keras).
+    count = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert count == params, f"{name}: {count} parameters, Keras' {params}"
+    model.eval()
+    results = []
+    for batch in (1, 32):
+        x = torch.from_numpy(np.random.default_rng(0).random((batch, 3, 224, 224), dtype=np.float32))
+        with torch.inference_mode():
+            results.append(timed(lambda: model(x), runs))
+    return results[0] * 1000, 32 / results[1]
+
+
+def peer(fn, name, threads, runs):
+    """fn(name, threads, runs) in a process of its own (TensorFlow and PyTorch do not
+    share one); None where its framework is not installed."""
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(fn, (name, threads, runs))
+    except ImportError:
+        return None
+
+
+def run(name, threads, runs):
+    """{system: (batch-1 ms, batch-32 images/s)} for `name`: keel, onnxruntime on keel's
+    export, and those of PyTorch and Keras that are installed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.onnx")
+        rows = {"keel": keel(name, threads, runs, path)}
+        rows["onnxruntime (keel's ONNX)"] = onnxruntime(path, threads, runs)
+    for system, fn in (("PyTorch", pytorch_model), ("Keras 3 / TensorFlow", keras_model)):
+        result = peer(fn, name, threads, runs)
+        if result is not None:
+            rows[system] = result
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet50,mobilenet_v2")
@@ -75,15 +126,7 @@ def main():
     args = parser.parse_args()
     print(f"{'model':14} {'system':26} {'batch 1 (ms)':>13} {'batch 32 (images/s)':>20}")
     for name in args.models.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"{name}.onnx")
-            rows = [("keel", keel(name, args.threads, args.runs, path)),
-                    ("onnxruntime (keel's ONNX)", onnxruntime(path, args.threads, args.runs))]
-        try:
-            rows.append(("Keras 3 / TensorFlow", keras_model(name, args.threads, args.runs)))
-        except ImportError:
-            pass
-        for system, (ms, ips) in rows:
+        for system, (ms, ips) in run(name, args.threads, args.runs).items():
             print(f"{name:14} {system:26} {ms:>13.1f} {ips:>20.1f}")
 
 

@@ -12,12 +12,12 @@ import argparse, json, multiprocessing, os, subprocess
 
 import numpy as np
 
-from inference import timed  # bench/ is on the path
+from compare import KEEL  # bench/ is on the path
+from inference import timed
 from training import pytorch_mobilenet_v2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
-KEEL = os.environ.get("KEEL_BIN", os.path.join(ROOT, "target", "release", "keel"))
 
 
 def keel(name, batch, threads, runs):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of keel, Keras and PyTorch on the reference workflow
-# (the environment also serves bench/training.py, inference.py, large_training.py, optimizer_steps.py,
-# metrics_vs_sklearn.py, baselines.py and serve.py).
+# (the environment also serves bench/speed.py, every speed row in one table, and training.py,
+# inference.py, large_training.py, optimizer_steps.py, metrics_vs_sklearn.py, baselines.py and serve.py).
 # Installs the peers into a virtual environment outside the source tree
 # (KEEL_BENCH_VENV, default ~/.cache/keel/bench-venv), builds keel in release,
 # then runs bench/compare.py. Extra arguments go to compare.py, e.g.

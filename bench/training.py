@@ -25,10 +25,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from compare import keel_train  # noqa: E402
+from compare import KEEL, keel_train  # noqa: E402
 from keras_reference import find, read_idx  # noqa: E402
 
-KEEL = os.environ.get("KEEL_BIN", os.path.join(HERE, "..", "target", "release", "keel"))
 MODELS = os.path.join(HERE, "..", "examples", "models")
 
 # row: (keel model file, dataset, batch size, title)
@@ -311,6 +310,21 @@ def keel_run(row, data_dir, epochs, threads):
             "train_accuracy": m["history"][-1]["accuracy"], "test_accuracy": m["test_accuracy"], "peak_rss_mb": rss}
 
 
+def run(system, row, data_dir, cifar_dir, epochs, threads):
+    """One run of `row` by `system` (keel, keras or pytorch; a peer in a process of its own):
+    its epochs' seconds, train and test accuracy, and peak RSS. MNIST rows read data_dir,
+    the others the CIFAR-shaped files in cifar_dir (written by write_cifar)."""
+    data_dir = data_dir if ROWS[row][1] == "mnist" else cifar_dir
+    if system == "keel":
+        return keel_run(row, data_dir, epochs, threads)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, __file__, "--worker", system, row, data_dir, str(epochs), str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"{system} failed on {row}:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         system, row, data_dir, epochs, threads = sys.argv[2:7]
@@ -332,23 +346,11 @@ def main():
         if row not in ROWS:
             sys.exit(f"unknown row {row!r}: choose from {', '.join(ROWS)}")
     write_cifar(args.cifar_dir)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TF_CPP_MIN_LOG_LEVEL="2")
-
-    def run(system, row):
-        data_dir = args.data_dir if ROWS[row][1] == "mnist" else args.cifar_dir
-        if system == "keel":
-            return keel_run(row, data_dir, args.epochs, args.threads)
-        cmd = [sys.executable, __file__, "--worker", system, row, data_dir, str(args.epochs), str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            sys.exit(f"{system} failed on {row}:\n{proc.stderr[-2000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
     results = {(row, s): [] for row in rows for s in systems}
     for r in range(args.rounds):
         for row in rows:
             for s in systems:
-                res = run(s, row)
+                res = run(s, row, args.data_dir, args.cifar_dir, args.epochs, args.threads)
                 results[row, s].append(res)
                 print(f"round {r + 1} {row} {s}: {json.dumps(res)}", file=sys.stderr)
     print(f"Training, {args.threads} thread(s), {args.epochs} epochs, median of {args.rounds} round(s); "
