@@ -25,7 +25,8 @@ def run(cmd, env=None):
 
 def keel_train(keel, args):
     """Runs `keel train --quiet ARGS --metrics-out FILE` (stdout discarded); returns its
-    metrics JSON and its peak RSS in MB (from wait4 on its process)."""
+    metrics JSON and its peak RSS in MB (from wait4 on its process; a forked process's peak
+    starts at its parent's resident memory, so callers keep other frameworks out of theirs)."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "m.json")
         pid = os.fork()

@@ -94,27 +94,29 @@ def pytorch_model(name, threads, runs):
     return results[0] * 1000, 32 / results[1]
 
 
-def peer(fn, name, threads, runs):
-    """fn(name, threads, runs) in a process of its own (TensorFlow and PyTorch do not
-    share one); None where its framework is not installed."""
+def peer(fn, *args):
+    """fn(*args) in a process of its own: TensorFlow and PyTorch do not share one, and the
+    caller stays small (a process it forks, such as keel's in training.py, starts with the
+    caller's resident memory in its peak RSS). None where the framework is not installed."""
     try:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(fn, (name, threads, runs))
+            return pool.apply(fn, args)
     except ImportError:
         return None
 
 
 def run(name, threads, runs):
-    """{system: (batch-1 ms, batch-32 images/s)} for `name`: keel, onnxruntime on keel's
-    export, and those of PyTorch and Keras that are installed."""
+    """{system: (batch-1 ms, batch-32 images/s)} for `name`: keel, and those of onnxruntime
+    (on keel's export), PyTorch and Keras that are installed."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{name}.onnx")
         rows = {"keel": keel(name, threads, runs, path)}
-        rows["onnxruntime (keel's ONNX)"] = onnxruntime(path, threads, runs)
-    for system, fn in (("PyTorch", pytorch_model), ("Keras 3 / TensorFlow", keras_model)):
-        result = peer(fn, name, threads, runs)
-        if result is not None:
-            rows[system] = result
+        peers = [("onnxruntime (keel's ONNX)", onnxruntime, path), ("PyTorch", pytorch_model, name),
+                 ("Keras 3 / TensorFlow", keras_model, name)]
+        for system, fn, what in peers:
+            result = peer(fn, what, threads, runs)
+            if result is not None:
+                rows[system] = result
     return rows
 
 

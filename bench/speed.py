@@ -80,7 +80,8 @@ def main():
     if "training" in parts:
         training.write_cifar(args.cifar_dir)
 
-    # Each round: every part, every row, every system.
+    # Each round: every part, every row, every system (keys: "reference", training's rows,
+    # "inference MODEL").
     results = {}
     for r in range(args.rounds):
         found = {}
@@ -92,7 +93,7 @@ def main():
         if "inference" in parts:
             for name in INFERENCE_MODELS:
                 systems = inference.run(name, args.threads, args.runs)
-                found[name] = {INFERENCE_NAMES[s]: v for s, v in systems.items()}
+                found["inference " + name] = {INFERENCE_NAMES[s]: v for s, v in systems.items()}
         for key, value in found.items():
             results.setdefault(key, []).append(value)
             print(f"round {r + 1} {key}: {json.dumps(value)}", file=sys.stderr)
@@ -129,8 +130,8 @@ def main():
             fastest = min((s for s in (KERAS, TORCH) if s in m), key=lambda s: m[s][0])
             line(training.ROWS[row][3], "s/epoch", m, True, (fastest, 2))
     for name, title in INFERENCE_MODELS.items():
-        if name in results:
-            rounds = results[name]
+        if "inference " + name in results:
+            rounds = results["inference " + name]
             m1 = median_of([{s: (v[0],) for s, v in r.items()} for r in rounds])
             m32 = median_of([{s: (v[1],) for s, v in r.items()} for r in rounds])
             line(f"{title} 224x224, batch 1", "ms", m1, True, (ORT, 1), memory=False)
