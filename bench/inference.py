@@ -2,8 +2,8 @@
 ONNX export of the same network and weights, PyTorch (eager, inference mode) and
 Keras (keras.applications), random weights, on the same number of threads:
 batch 1 latency (ms) and batch 32 throughput (images/s), median of several runs.
-PyTorch's networks are large_training.py's (Keras' layers, parameter counts
-asserted equal to Keras'); each peer runs in a process of its own.
+PyTorch's networks are large_training.py's (Keras' layers, trainable parameter
+counts asserted equal to Keras'); each peer runs in a process of its own.
 
     cargo build --release && python bench/inference.py [--models resnet50,mobilenet_v2] [--threads 2] [--runs 5]
 """
@@ -71,20 +71,12 @@ def keras_model(name, threads, runs):
 def pytorch_model(name, threads, runs):
     import torch
     from torch import nn
-    from large_training import pytorch_resnet50
-    from training import pytorch_mobilenet_v2
+    from large_training import pytorch_imagenet
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    if name == "resnet50":
-        model, params = pytorch_resnet50(torch, nn), 25_636_712
-    else:
-        def bn(c, momentum=0.99):
-            return nn.BatchNorm2d(c, eps=1e-3, momentum=1 - momentum)
-        model, params = pytorch_mobilenet_v2(nn, bn, nn.Linear, alpha=1.0, classes=1000), 3_538_984
-    # All parameters (BatchNormalization's moving statistics are buffers in PyTorch, weights in Keras).
-    count = sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
-    assert count == params, f"{name}: {count} parameters, Keras' {params}"
+    model, trainable = pytorch_imagenet(torch, nn, name)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == trainable, f"{name}: {count} trainable parameters, Keras' {trainable}"
     model.eval()
     results = []
     for batch in (1, 32):

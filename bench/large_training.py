@@ -98,6 +98,17 @@ def pytorch_resnet50(torch, nn):
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000))
 
 
+def pytorch_imagenet(torch, nn, name):
+    """Keras applications' ResNet50 or MobileNetV2 (alpha 1.0) for PyTorch, 1000 classes, and
+    Keras' count of its trainable parameters."""
+    if name == "resnet50":
+        return pytorch_resnet50(torch, nn), 25_583_592
+
+    def bn(c, momentum=0.99):
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=1 - momentum)
+    return pytorch_mobilenet_v2(nn, bn, nn.Linear, alpha=1.0, classes=1000), 3_504_872
+
+
 def pytorch_xception_small(torch, nn):
     """xception_small() for PyTorch: SeparableConv2D as a depthwise convolution without a bias
     and a pointwise one with it; one logit."""
@@ -138,12 +149,7 @@ def pytorch_step(name, batch, threads, runs):
         y = torch.from_numpy((np.arange(batch) % 2).astype(np.float32).reshape(batch, 1))
         loss_fn = nn.BCEWithLogitsLoss()
     else:
-        if name == "resnet50":
-            model, trainable = pytorch_resnet50(torch, nn), 25_583_592
-        else:
-            def bn(c, momentum=0.99):
-                return nn.BatchNorm2d(c, eps=1e-3, momentum=1 - momentum)
-            model, trainable = pytorch_mobilenet_v2(nn, bn, nn.Linear, alpha=1.0, classes=1000), 3_504_872
+        model, trainable = pytorch_imagenet(torch, nn, name)
         x = torch.from_numpy(rng.random((batch, 3, 224, 224), dtype=np.float32))
         y = torch.from_numpy(np.arange(batch) % 1000)
         loss_fn = nn.CrossEntropyLoss()
