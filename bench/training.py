@@ -19,13 +19,13 @@ Usage: python bench/training.py DATA_DIR [--rows resnet20,...] [--epochs 2] [--r
        [--systems keel,keras,pytorch] [--cifar-dir DIR]
        python bench/training.py --worker keras|pytorch ROW DATA_DIR EPOCHS THREADS   (one run; prints JSON)
 """
-import argparse, json, os, resource, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, resource, statistics, sys, tempfile, time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from compare import KEEL, keel_train  # noqa: E402
+from compare import KEEL, keel_train, run as run_command  # noqa: E402
 from keras_reference import find, read_idx  # noqa: E402
 
 MODELS = os.path.join(HERE, "..", "examples", "models")
@@ -319,10 +319,7 @@ def run(system, row, data_dir, cifar_dir, epochs, threads):
         return keel_run(row, data_dir, epochs, threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, __file__, "--worker", system, row, data_dir, str(epochs), str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{system} failed on {row}:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(run_command(cmd, env).strip().splitlines()[-1])
 
 
 def main():
