@@ -1071,6 +1071,26 @@ mod tests {
                 }
                 assert_eq!((y, a), (y2, a2), "{h}x{w}x{c}");
             }
+            // Ties and NaNs: a zero kernel makes every window's four outputs its
+            // bias (the first pixel wins), except where a NaN input reaches them
+            // (0 x NaN).
+            let (g, mut x, mut wp, f) = wide_case((12, 14, 1, 3, 1, 0, 32));
+            wp[..g.patch_len() * padded_filters(f)].fill(0.0);
+            (x[20], x[75]) = (f32::NAN, f32::NAN);
+            let pool = Window { h: g.oh, w: g.ow, c: f, kh: 2, kw: 2, sh: 2, sw: 2, oh: g.oh / 2, ow: g.ow / 2, ..g };
+            for relu in [false, true] {
+                let len = pool.positions() * f;
+                let (mut y, mut a, mut y2, mut a2) = (vec![0.0; len], vec![0; len], vec![0.0; len], vec![0; len]);
+                // SAFETY: as above.
+                unsafe {
+                    avx512::conv_relu_pool2x2(&g, &pool, &x, &wp, f, relu, &mut y, &mut a);
+                    avx2::conv_relu_pool2x2(&g, &pool, &x, &wp, f, relu, &mut y2, &mut a2);
+                }
+                // (A NaN wins only as a window's first pixel, and the ReLU maps it to 0.)
+                assert!(y.iter().any(|v| v.is_nan()) != relu && y.iter().any(|v| !v.is_nan()), "both kinds of window");
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!((bits(&y), a), (bits(&y2), a2), "ties and NaNs, relu {relu}");
+            }
         }
     }
 
