@@ -131,13 +131,15 @@ mod avx2 {
         offsets
     }
 
-    /// Where F is a power of two, a winner's index (its position in the
-    /// convolution's output times F, plus its filter) shifted right by the
-    /// returned count is its position; less the window's first position that is
-    /// 0, 1, OW or OW + 1, whose last bits (L lanes: 3 or 4 bits) index the
-    /// returned table of the tap's four values' indices 0 to 3, where those four
-    /// differ in those bits. Three operations a vector where the decoding of
-    /// the winner's offset from the window's first index takes seven or more.
+    /// How to find a winner from its position, for registers of L lanes. A
+    /// winner's index is its position in the convolution's output times F, plus
+    /// its filter; where F is a power of two, the index shifted right by the
+    /// returned count is that position. Less the window's first position, it is
+    /// 0, 1, OW or OW + 1, and its last log2(L) bits index the returned table,
+    /// which maps those four to 0 to 3 (the winner's place among a tap's four
+    /// values). None where F is not a power of two or the four share their last
+    /// bits (the kernels then decode the winner's offset from the window's first
+    /// index). Three operations a vector instead of seven or more.
     pub fn by_position<const L: usize>(conv: &Window, f: usize) -> (Option<__m128i>, [i32; L]) {
         let mut corners = [0i32; L];
         let (lower, last) = (conv.ow % L, (conv.ow + 1) % L);
@@ -533,9 +535,10 @@ mod tests {
         // (H, W, C, kernel, conv stride, F, pool size, pool stride): 2x2 pools, an odd
         // output (27 -> 13, last row unpooled), one channel with 16 filters and 25 taps (3
         // passes), RGB with 27 taps, overlapping 3x3/2 pools. One channel, the winners
-        // found by their positions (`by_position`) or decoded from their indices: OW = 16,
-        // 15 and 17 (both kernels decode; 17 with F = 48, not a power of two), OW = 9
-        // (AVX-512 by position, AVX2 decodes), OW = 10, 26, 27, 28 (both by position).
+        // found by their positions (`by_position`) or decoded from their indices: OW = 15,
+        // 16 and 17 (both kernels decode; 17 with F = 48, not a power of two), OW = 9
+        // (AVX-512 by position, AVX2 decodes), OW = 10, 12, 26 and 28 (both by position),
+        // 27 (AVX2 alone, F = 8).
         let cases = [
             (28, 28, 1, 3, 1, 32, 2, 2),
             (29, 29, 1, 3, 1, 8, 2, 2),
