@@ -443,6 +443,18 @@ fn loss_and_optimizer(c: &mut Criterion) {
     group.bench_function("softmax cross-entropy 128x10 (samples/s)", |b| {
         b.iter(|| Loss::CategoricalCrossentropy.compute(black_box(&logits), &targets, &mut grad, 10, true))
     });
+    // A batch of MNIST-sized byte images to floats, a row at a time as `fit` gathers them.
+    let table = keel::kernels::ByteTable::new(std::array::from_fn(|b| b as f32 / 255.0));
+    let bytes: Vec<u8> = (0..BATCH * 784).map(|_| rng.random_range(0..=255)).collect();
+    let mut floats = vec![0.0; BATCH * 784];
+    group.throughput(Throughput::Elements((BATCH * 784) as u64));
+    group.bench_function("byte images to floats 128x784 (values/s)", |b| {
+        b.iter(|| {
+            for (row, out) in black_box(&bytes).chunks_exact(784).zip(floats.chunks_exact_mut(784)) {
+                table.look_up(row, out);
+            }
+        })
+    });
     let mut params: Vec<f32> = (0..54_410).map(|_| rng.random_range(-0.1..0.1)).collect();
     let grads: Vec<f32> = (0..54_410).map(|_| rng.random_range(-0.01..0.01)).collect();
     let mut adam = Adam::default();

@@ -163,8 +163,8 @@ impl Tensor {
         match &self.data {
             Data::F32(v) => gather_from(v, row, indices, out, |src, dst| dst.copy_from_slice(src)),
             Data::U8 { bytes, values } => {
-                let table: [f32; 256] = values.map(|v| v as f32);
-                gather_from(bytes, row, indices, out, |src, dst| kernels::look_up(&table, src, dst));
+                let table = kernels::ByteTable::new(values.map(|v| v as f32));
+                gather_from(bytes, row, indices, out, |src, dst| table.look_up(src, dst));
             }
         }
     }
