@@ -172,7 +172,7 @@ unsafe fn look_up_gather(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
 }
 
 /// [`ByteTable::look_up`] 64 bytes at a time, by byte permutes instead of
-/// gathers (which this kind of core runs a lane at a time): each plane's byte
+/// gathers (about 21 cycles for 16 values on a Zen 4 core): each plane's byte
 /// of the 64 values is picked from its 256 by two two-register permutes (the
 /// lower and upper 128 entries) and bit 7, then the four planes are
 /// interleaved into 64 floats. The bytes are first reordered so that the
