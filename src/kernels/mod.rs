@@ -129,6 +129,8 @@ impl ByteTable {
     /// `out[i] = values[bytes[i]]`: byte images to floats.
     pub fn look_up(&self, bytes: &[u8], out: &mut [f32]) {
         assert_eq!(bytes.len(), out.len());
+        // Whole blocks of 64 by byte permutes where the CPU has VBMI, the rest (all
+        // of it without VBMI) by the gather (every VBMI CPU has AVX-512F), else the loop.
         #[cfg(target_arch = "x86_64")]
         {
             let mut done = 0;
