@@ -166,6 +166,34 @@ fn conv(c: &mut Criterion) {
     pooling.build(&[26, 26, 32]).expect("valid shape");
     let mut fused = Bench::new(first(), &[28, 28, 1], pooling.max_pool_window());
     group.bench_function("forward+relu+maxpool 28x28x1->32", |b| b.iter(|| fused.forward()));
+    // The two fused kernels themselves, sample by sample on this thread: the
+    // direct sums, and Winograd's F(2, 3) along rows (the one the layer takes).
+    {
+        use keel::kernels::{conv_direct, conv_pool_winograd};
+        let g = Window { h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 0, pl: 0, oh: 26, ow: 26 };
+        let pool = Window { h: 26, w: 26, c: 32, kh: 2, kw: 2, sh: 2, sw: 2, oh: 13, ow: 13, ..g };
+        let mut rng = stream(3, 0);
+        let x: Vec<f32> = (0..BATCH * 784).map(|_| rng.random_range(0.0..1.0)).collect();
+        let kernel: Vec<f32> = (0..9 * 32).map(|_| rng.random_range(-0.3..0.3)).collect();
+        let mut wp = vec![0.0; conv_direct::padded_len(9, 32)];
+        conv_direct::pad_filters(&kernel, Some(&[0.01; 32]), 32, &mut wp);
+        let (mut y, mut a) = (vec![0.0; 13 * 13 * 32], vec![0; 13 * 13 * 32]);
+        let mut planes = vec![0.0; conv_pool_winograd::planes_len(&g)];
+        group.bench_function("forward+relu+maxpool 28x28x1->32, direct kernel, 1 thread", |b| {
+            b.iter(|| {
+                for xs in black_box(&x).chunks_exact(784) {
+                    conv_direct::conv_relu_pool2x2(&g, &pool, xs, &wp, 32, true, &mut y, &mut a);
+                }
+            })
+        });
+        group.bench_function("forward+relu+maxpool 28x28x1->32, winograd F(2,3) rows, 1 thread", |b| {
+            b.iter(|| {
+                for xs in black_box(&x).chunks_exact(784) {
+                    conv_pool_winograd::conv_relu_pool2x2(&g, &pool, xs, &wp, 32, true, &mut planes, &mut y, &mut a);
+                }
+            })
+        });
+    }
     fused.forward();
     let dy = fused.dy.clone();
     group.bench_function("weight gradient (through the pool) 28x28x1->32", |b| {

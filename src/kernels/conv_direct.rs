@@ -103,6 +103,8 @@ pub fn conv_forward_scalar(g: &Window, x: &[f32], wp: &[f32], f: usize, relu: bo
 /// index of its largest biased sum, where the layers apart keep its first
 /// pixel: the gradient through a zero is zero either way. Covers valid convolutions with F a multiple of 32 on AVX2; returns
 /// false (doing nothing) otherwise, and the caller computes the steps apart.
+/// (The CPU device tries [`super::conv_pool_winograd`] first: 3x3 kernels at
+/// stride 1 across, over 1 to 4 channels, with fewer multiply-adds.)
 #[allow(clippy::too_many_arguments)]
 pub fn conv_relu_pool2x2(
     g: &Window,

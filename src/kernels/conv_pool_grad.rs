@@ -1,5 +1,6 @@
 //! Weight and bias gradients of a convolution with its max-pooling fused in
-//! (see `conv_direct::conv_relu_pool2x2`), straight from the pooled gradients.
+//! (see `conv_direct::conv_relu_pool2x2` and `conv_pool_winograd`), straight
+//! from the pooled gradients.
 //! Each pooled value's gradient reaches only its argmax position, so the
 //! convolution-sized gradient dz (4x the pooled values for 2x2 windows, three
 //! quarters zeros) is never written nor read back: a block of 8 filters'

@@ -8,6 +8,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod conv_direct;
 pub mod conv_pool_grad;
+pub mod conv_pool_winograd;
 pub mod conv_wide;
 pub mod depthwise;
 pub mod im2col;

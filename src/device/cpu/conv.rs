@@ -10,7 +10,6 @@ use super::{
 use crate::activations::Activation;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::add_assign;
-use crate::kernels::conv_direct;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
 use crate::kernels::conv_wide::Wide;
 use crate::kernels::depthwise::{self, Depthwise};
@@ -22,6 +21,7 @@ use crate::kernels::packed::{self, PANEL, Packed, Runs, matmul_packed, pack, pac
 use crate::kernels::pool::{max_pool_backward_through, max_pool_forward};
 use crate::kernels::winograd::{Transformed, Winograd};
 use crate::kernels::{self, Window, activation, add_rows, batch_norm, sum_rows};
+use crate::kernels::{conv_direct, conv_pool_winograd};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -495,7 +495,7 @@ pub fn forward(
                     let samples = xg.chunks_exact(in_len).zip(yg.chunks_exact_mut(pooled_len));
                     if conv.direct {
                         for ((xs, ys), a) in samples.zip(ag.chunks_exact_mut(pooled_len)) {
-                            if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act) {
+                            if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act, z) {
                                 conv.forward(xs, &mut z[..conv_len], cols, fin, 0);
                                 max_pool_forward(&pg, &z[..conv_len], ys, a);
                             }
@@ -1014,7 +1014,9 @@ impl<'a> ConvKernel<'a> {
     }
 
     /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one
-    /// sample in registers, where the direct kernels cover the shapes; false otherwise.
+    /// sample in registers, where the direct kernels cover the shapes (by
+    /// Winograd's F(2, 3) along rows where they can, `scratch` holding the
+    /// transformed input); false otherwise.
     fn forward_relu_pool2x2(
         &self,
         pool: &Window,
@@ -1022,13 +1024,17 @@ impl<'a> ConvKernel<'a> {
         y: &mut [f32],
         argmax: &mut [u32],
         act: Activation,
+        scratch: &mut [f32],
     ) -> bool {
         let relu = match act {
             Activation::Relu => true,
             Activation::Linear => false,
             _ => return false,
         };
-        self.direct && conv_direct::conv_relu_pool2x2(&self.g, pool, x, self.wp, self.f, relu, y, argmax)
+        let (g, wp, f) = (&self.g, self.wp, self.f);
+        self.direct
+            && (conv_pool_winograd::conv_relu_pool2x2(g, pool, x, wp, f, relu, scratch, y, argmax)
+                || conv_direct::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax))
     }
 
     // dw (K,F) += conv_weight_grad(x (s,H,W,C), dz (s,OH,OW,F)) = im2col(x)^T . dz
