@@ -208,6 +208,30 @@ pub fn conv_relu_pool2x2_scalar(
     }
 }
 
+/// `transformed_taps` for one instruction set (vector type and intrinsics):
+/// U, as [`transform_taps`], of each (kernel row, channel) for the filters
+/// first.. of one register. Safety: wp must hold 9C rows of fp values and a
+/// register's filters from `first`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! transformed_taps {
+    ($feature:literal, $v:ty, $load:ident, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {
+        #[target_feature(enable = $feature)]
+        unsafe fn transformed_taps<const C: usize>(wp: &[f32], fp: usize, first: usize) -> [[$v; 4]; 3 * MAX] {
+            let mut u = [[$set1(0.0); 4]; 3 * MAX];
+            let half = $set1(0.5);
+            for (t, u) in u.iter_mut().enumerate().take(3 * C) {
+                let (ky, ch) = (t / C, t % C);
+                // SAFETY: in bounds by this function's contract.
+                let w = |kx: usize| unsafe { $load(wp.as_ptr().add(((ky * 3 + kx) * C + ch) * fp + first)) };
+                let (g0, g1, g2) = (w(0), w(1), w(2));
+                let s = $add(g0, g2);
+                *u = [g0, $mul($add(s, g1), half), $mul($sub(s, g1), half), g2];
+            }
+            u
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BLOCK, COLS, Window, at_column, padded_filters};
@@ -317,22 +341,7 @@ mod avx2 {
         planes
     }
 
-    /// U for filters first..first+8 of each (kernel row, channel), as `super::transform_taps`.
-    /// Safety: wp must hold 9C rows of fp values and first + 8 <= fp.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn transformed_taps<const C: usize>(wp: &[f32], fp: usize, first: usize) -> [[__m256; 4]; 3 * MAX] {
-        let mut u = [[_mm256_setzero_ps(); 4]; 3 * MAX];
-        let half = _mm256_set1_ps(0.5);
-        for (t, u) in u.iter_mut().enumerate().take(3 * C) {
-            let (ky, ch) = (t / C, t % C);
-            // SAFETY: in bounds by this function's contract.
-            let w = |kx: usize| unsafe { _mm256_loadu_ps(wp.as_ptr().add(((ky * 3 + kx) * C + ch) * fp + first)) };
-            let (g0, g1, g2) = (w(0), w(1), w(2));
-            let s = _mm256_add_ps(g0, g2);
-            *u = [g0, _mm256_mul_ps(_mm256_add_ps(s, g1), half), _mm256_mul_ps(_mm256_sub_ps(s, g1), half), g2];
-        }
-        u
-    }
+    transformed_taps!("avx2,fma", __m256, _mm256_loadu_ps, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
 
     const MAX: usize = super::MAX_CHANNELS;
 }
@@ -485,22 +494,15 @@ mod avx512 {
         planes
     }
 
-    /// U for filters first..first+16 of each (kernel row, channel), as `super::transform_taps`.
-    /// Safety: wp must hold 9C rows of fp values and first + 16 <= fp.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn transformed_taps<const C: usize>(wp: &[f32], fp: usize, first: usize) -> [[__m512; 4]; 3 * MAX] {
-        let mut u = [[_mm512_setzero_ps(); 4]; 3 * MAX];
-        let half = _mm512_set1_ps(0.5);
-        for (t, u) in u.iter_mut().enumerate().take(3 * C) {
-            let (ky, ch) = (t / C, t % C);
-            // SAFETY: in bounds by this function's contract.
-            let w = |kx: usize| unsafe { _mm512_loadu_ps(wp.as_ptr().add(((ky * 3 + kx) * C + ch) * fp + first)) };
-            let (g0, g1, g2) = (w(0), w(1), w(2));
-            let s = _mm512_add_ps(g0, g2);
-            *u = [g0, _mm512_mul_ps(_mm512_add_ps(s, g1), half), _mm512_mul_ps(_mm512_sub_ps(s, g1), half), g2];
-        }
-        u
-    }
+    transformed_taps!(
+        "avx512f,avx2,fma",
+        __m512,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        _mm512_mul_ps
+    );
 
     const MAX: usize = super::MAX_CHANNELS;
 }
