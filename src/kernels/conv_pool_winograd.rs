@@ -132,13 +132,19 @@ fn transform_rows<'a>(g: &Window, x: &[f32], planes: &'a mut [f32]) -> &'a [f32]
     let (c, l) = (g.c, (g.w - 3) * g.c);
     let planes = &mut planes[..planes_len(g)];
     for (row, out) in x.chunks_exact(g.w * c).zip(planes.chunks_exact_mut(row_len(g))) {
-        for i in 0..l {
-            let (d0, d1, d2, d3) = (row[i], row[i + c], row[i + 2 * c], row[i + 3 * c]);
-            let out = &mut out[at_column(i)..];
-            (out[0], out[COLS], out[2 * COLS], out[3 * COLS]) = (d0 - d2, d1 + d2, d2 - d1, d1 - d3);
-        }
+        transform_columns(row, c, 0..l, out);
     }
     planes
+}
+
+// Columns-channels `cols` of one row's [`transform_rows`], one value at a time
+// (the whole row here, the last ones after the AVX2 path's 8 at a time).
+fn transform_columns(row: &[f32], c: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+    for i in cols {
+        let (d0, d1, d2, d3) = (row[i], row[i + c], row[i + 2 * c], row[i + 3 * c]);
+        let out = &mut out[at_column(i)..];
+        (out[0], out[COLS], out[2 * COLS], out[3 * COLS]) = (d0 - d2, d1 + d2, d2 - d1, d1 - d3);
+    }
 }
 
 // g: the three taps of a kernel row -> U = (g0, (g0 + g2 + g1) / 2, (g0 + g2 - g1) / 2, g2)
@@ -167,19 +173,17 @@ pub fn conv_relu_pool2x2_scalar(
     let planes = transform_rows(g, x, planes);
     let bias = &wp[9 * c * fp..];
     for fi in 0..f {
-        let u: Vec<[f32; 4]> = (0..3 * c)
-            .map(|t| {
-                let (ky, ch) = (t / c, t % c);
-                let w = |kx: usize| wp[((ky * 3 + kx) * c + ch) * fp + fi];
-                transform_taps(w(0), w(1), w(2))
-            })
-            .collect();
+        let u: [[f32; 4]; 3 * MAX_CHANNELS] = std::array::from_fn(|t| {
+            let (ky, ch) = (t / c, t % c);
+            let w = |kx: usize| if t < 3 * c { wp[((ky * 3 + kx) * c + ch) * fp + fi] } else { 0.0 };
+            transform_taps(w(0), w(1), w(2))
+        });
         for py in 0..pool.oh {
             for px in 0..pool.ow {
                 let (oy, ox) = (2 * py, 2 * px);
                 // m[r][j]: row r of the window.
                 let mut m = [[0.0, bias[fi], 0.0, 0.0f32]; 2];
-                for (t, u) in u.iter().enumerate() {
+                for (t, u) in u[..3 * c].iter().enumerate() {
                     let (ky, ch) = (t / c, t % c);
                     for (r, m) in m.iter_mut().enumerate() {
                         let iy = (oy + r) * g.sh + ky * g.dh;
@@ -332,11 +336,7 @@ mod avx2 {
                 }
                 i += 8;
             }
-            for i in i..l {
-                let (d0, d1, d2, d3) = (row[i], row[i + C], row[i + 2 * C], row[i + 3 * C]);
-                let out = &mut out[at_column(i)..];
-                (out[0], out[COLS], out[2 * COLS], out[3 * COLS]) = (d0 - d2, d1 + d2, d2 - d1, d1 - d3);
-            }
+            super::transform_columns(row, C, i..l, out);
         }
         planes
     }
