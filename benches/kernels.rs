@@ -189,7 +189,16 @@ fn conv(c: &mut Criterion) {
         group.bench_function("forward+relu+maxpool 28x28x1->32, winograd F(2,3) rows, 1 thread", |b| {
             b.iter(|| {
                 for xs in black_box(&x).chunks_exact(784) {
-                    conv_pool_winograd::conv_relu_pool2x2(&g, &pool, xs, &wp, 32, true, &mut planes, &mut y, &mut a);
+                    let winners = Some(&mut a[..]);
+                    conv_pool_winograd::conv_relu_pool2x2(&g, &pool, xs, &wp, 32, true, &mut planes, &mut y, winners);
+                }
+            })
+        });
+        // At inference: no winners to find.
+        group.bench_function("forward+relu+maxpool 28x28x1->32, winograd F(2,3) rows, no winners, 1 thread", |b| {
+            b.iter(|| {
+                for xs in black_box(&x).chunks_exact(784) {
+                    conv_pool_winograd::conv_relu_pool2x2(&g, &pool, xs, &wp, 32, true, &mut planes, &mut y, None);
                 }
             })
         });

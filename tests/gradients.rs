@@ -175,6 +175,11 @@ fn check_fusion_matches_separate_layers(conv: Conv2D, pool: MaxPooling2D, input:
     assert_close("fused output", &fused_y, &y, 5e-5);
     assert_close("fused params", &fused_grads, &grads, 5e-5);
     assert_close("fused input", &fused_dx, &dx, 5e-5);
+    // At inference the fused layer keeps no winners: the same output, bit for bit.
+    let mut inferred = vec![f32::NAN; pooled_len];
+    fused.forward(&params, &x, &mut inferred, n, Mode::Infer);
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&inferred), bits(&fused_y), "the fused output at inference");
 }
 
 /// Stride-1 convolutions on images large enough for the padded-layout path

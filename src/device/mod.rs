@@ -188,6 +188,10 @@ pub struct ConvOp<'a> {
     pub act: Activation,
     /// A max pooling over the activated output, fused into the convolution.
     pub pool: Option<Window>,
+    /// With a pool: whether the forward pass keeps each pooled value's
+    /// winner for the backward pass (training); kernels that can skip
+    /// finding them do where it does not (inference).
+    pub winners: bool,
     /// At inference, the BatchNormalization after the layer folded in (no pool then).
     pub affine: Option<Affine<'a>>,
     /// At inference, the weights' version (see [`Prepared`]): the same

@@ -317,6 +317,7 @@ impl Conv2D {
             bias: self.use_bias.then_some(bias),
             act: if self.deferred { Activation::Linear } else { self.activation },
             pool: self.pool,
+            winners: mode == Mode::Train,
             affine: None,
             version: self.version.filter(|_| mode == Mode::Infer),
         }

@@ -495,7 +495,7 @@ pub fn forward(
                     let samples = xg.chunks_exact(in_len).zip(yg.chunks_exact_mut(pooled_len));
                     if conv.direct {
                         for ((xs, ys), a) in samples.zip(ag.chunks_exact_mut(pooled_len)) {
-                            if !conv.forward_relu_pool2x2(&pg, xs, ys, a, fin.act, z) {
+                            if !conv.forward_relu_pool2x2(&pg, xs, ys, (a, op.winners), fin.act, z) {
                                 conv.forward(xs, &mut z[..conv_len], cols, fin, 0);
                                 max_pool_forward(&pg, &z[..conv_len], ys, a);
                             }
@@ -1016,13 +1016,14 @@ impl<'a> ConvKernel<'a> {
     /// The whole of conv, bias, ReLU (or no activation) and 2x2 pooling of one
     /// sample in registers, where the direct kernels cover the shapes (by
     /// Winograd's F(2, 3) along rows where they can, `scratch` holding the
-    /// transformed input); false otherwise.
+    /// transformed input, and the winners in `argmax` only where `winners`
+    /// asks for them); false otherwise.
     fn forward_relu_pool2x2(
         &self,
         pool: &Window,
         x: &[f32],
         y: &mut [f32],
-        argmax: &mut [u32],
+        (argmax, winners): (&mut [u32], bool),
         act: Activation,
         scratch: &mut [f32],
     ) -> bool {
@@ -1032,8 +1033,9 @@ impl<'a> ConvKernel<'a> {
             _ => return false,
         };
         let (g, wp, f) = (&self.g, self.wp, self.f);
+        let kept = winners.then_some(&mut *argmax);
         self.direct
-            && (conv_pool_winograd::conv_relu_pool2x2(g, pool, x, wp, f, relu, scratch, y, argmax)
+            && (conv_pool_winograd::conv_relu_pool2x2(g, pool, x, wp, f, relu, scratch, y, kept)
                 || conv_direct::conv_relu_pool2x2(g, pool, x, wp, f, relu, y, argmax))
     }
 
