@@ -587,9 +587,8 @@ mod tests {
         Avx2,
     }
 
-    /// `conv_relu_pool2x2` of `case_`'s shapes by `path`; false where the CPU
+    /// `conv_relu_pool2x2` over the shapes by `path`; false where the CPU
     /// cannot run it.
-    #[allow(clippy::too_many_arguments)]
     fn run(
         path: Path,
         (g, pool, x, wp): (&Window, &Window, &[f32], &[f32]),
