@@ -97,24 +97,46 @@ pub fn conv_relu_pool2x2(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if covers(g, pool, f) && planes.len() >= planes_len(g) && avx2::available() {
-        check_sizes(g, pool, x, wp, f, planes, y, argmax.as_deref());
-        // SAFETY: the CPU has AVX2 and FMA (and AVX-512F for the first); sizes are checked above.
-        unsafe {
-            match (avx512::available(), g.c) {
-                (true, 1) => avx512::conv_relu_pool2x2::<1>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (true, 2) => avx512::conv_relu_pool2x2::<2>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (true, 3) => avx512::conv_relu_pool2x2::<3>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (true, _) => avx512::conv_relu_pool2x2::<4>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (false, 1) => avx2::conv_relu_pool2x2::<1>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (false, 2) => avx2::conv_relu_pool2x2::<2>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (false, 3) => avx2::conv_relu_pool2x2::<3>(g, pool, x, wp, f, relu, planes, y, argmax),
-                (false, _) => avx2::conv_relu_pool2x2::<4>(g, pool, x, wp, f, relu, planes, y, argmax),
-            }
-        }
+        simd(avx512::available(), g, pool, x, wp, f, relu, planes, y, argmax);
         return true;
     }
     let _ = (g, pool, x, wp, f, relu, planes, y, argmax);
     false
+}
+
+/// [`conv_relu_pool2x2`] by its AVX-512 path (`avx512`) or its AVX2 path,
+/// monomorphized per channel count. Panics unless the shapes are covered and
+/// the slices hold them; the CPU must have AVX2 and FMA (and AVX-512F for the
+/// first path), which callers check.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn simd(
+    avx512: bool,
+    g: &Window,
+    pool: &Window,
+    x: &[f32],
+    wp: &[f32],
+    f: usize,
+    relu: bool,
+    planes: &mut [f32],
+    y: &mut [f32],
+    argmax: Option<&mut [u32]>,
+) {
+    check_sizes(g, pool, x, wp, f, planes, y, argmax.as_deref());
+    // SAFETY: the CPU has AVX2 and FMA (and AVX-512F for the first), as the contract says;
+    // sizes are checked above.
+    unsafe {
+        match (avx512, g.c) {
+            (true, 1) => avx512::conv_relu_pool2x2::<1>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (true, 2) => avx512::conv_relu_pool2x2::<2>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (true, 3) => avx512::conv_relu_pool2x2::<3>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (true, _) => avx512::conv_relu_pool2x2::<4>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (false, 1) => avx2::conv_relu_pool2x2::<1>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (false, 2) => avx2::conv_relu_pool2x2::<2>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (false, 3) => avx2::conv_relu_pool2x2::<3>(g, pool, x, wp, f, relu, planes, y, argmax),
+            (false, _) => avx2::conv_relu_pool2x2::<4>(g, pool, x, wp, f, relu, planes, y, argmax),
+        }
+    }
 }
 
 /// Panics unless every slice holds what the shapes need (callers of the SIMD paths rely on it).
@@ -601,18 +623,7 @@ mod tests {
             Path::Scalar => conv_relu_pool2x2_scalar(g, pool, x, wp, f, relu, planes, y, a),
             Path::Dispatched => return conv_relu_pool2x2(g, pool, x, wp, f, relu, planes, y, a),
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 if avx2::available() => {
-                check_sizes(g, pool, x, wp, f, planes, y, a.as_deref());
-                // SAFETY: the CPU has AVX2 and FMA; the sizes are checked above.
-                unsafe {
-                    match g.c {
-                        1 => avx2::conv_relu_pool2x2::<1>(g, pool, x, wp, f, relu, planes, y, a),
-                        2 => avx2::conv_relu_pool2x2::<2>(g, pool, x, wp, f, relu, planes, y, a),
-                        3 => avx2::conv_relu_pool2x2::<3>(g, pool, x, wp, f, relu, planes, y, a),
-                        _ => avx2::conv_relu_pool2x2::<4>(g, pool, x, wp, f, relu, planes, y, a),
-                    }
-                }
-            }
+            Path::Avx2 if avx2::available() => simd(false, g, pool, x, wp, f, relu, planes, y, a),
             Path::Avx2 => return false,
         }
         true
