@@ -465,7 +465,7 @@ mod avx512 {
         down: __m512i,
     }
 
-    /// The sums M of pooled pixel (py, px), filters first..first+16: m[r][j], row r of its window.
+    /// The sums M of pooled pixel (py, px), filters first..first+16: `m[r][j]`, row r of its window.
     /// Safety: as [`conv_relu_pool2x2`], with (py, px) a pooled pixel.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
