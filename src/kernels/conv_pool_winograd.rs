@@ -424,7 +424,7 @@ mod avx512 {
         let planes = transform_rows::<C>(g, x, planes);
         let out = Out { f, relu, right: _mm512_set1_epi32(f as i32), down: _mm512_set1_epi32((g.ow * f) as i32) };
         for first in (0..f).step_by(BLOCK / 2) {
-            // SAFETY (here and in `pooled`): the caller checked the sizes (`check_sizes`),
+            // SAFETY (here and in `products` and `reduce`): the caller checked the sizes (`check_sizes`),
             // which bound every row, column and filter read or written.
             let u = unsafe { transformed_taps::<C>(wp, fp, first) };
             let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(first)) };
