@@ -346,6 +346,13 @@ mod avx512 {
         }
     }
 
+    /// How far ahead, in pooled pixels, [`Grads::block`] asks for the values it
+    /// streams (three arrays of a batch's pooled size, read once, from beyond
+    /// L2): on an Intel Xeon (AVX-512, 2 MB of L2 a core) the weight gradient
+    /// of the reference model's batch, one thread, 4-8% less in each of five
+    /// alternating pairs (552-582 -> 512-561 µs; 8 pixels ahead and 64 alike).
+    const PREFETCH_PIXELS: usize = 24;
+
     /// The forward pass's values that the gradients read.
     struct Grads<'a> {
         conv: &'a Window,
@@ -392,6 +399,17 @@ mod avx512 {
             for qy in 0..pool.oh {
                 for qx in 0..pool.ow {
                     let q = (qy * pool.ow + qx) * f + fb;
+                    // The gradients, winners and outputs PREFETCH_PIXELS pooled
+                    // pixels on (past the sample's end: the next sample's, which
+                    // the caller's loop reads next; a prefetch never faults).
+                    for v in 0..V {
+                        let ahead = q + PREFETCH_PIXELS * f + 16 * v;
+                        _mm_prefetch::<_MM_HINT_T0>(dy.as_ptr().wrapping_add(ahead) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(argmax.as_ptr().wrapping_add(ahead) as *const i8);
+                        if relu {
+                            _mm_prefetch::<_MM_HINT_T0>(y.as_ptr().wrapping_add(ahead) as *const i8);
+                        }
+                    }
                     let mut g = [_mm512_setzero_ps(); V];
                     let mut winners = [_mm512_setzero_si512(); V];
                     for v in 0..V {
