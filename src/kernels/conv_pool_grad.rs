@@ -349,8 +349,8 @@ mod avx512 {
     /// How far ahead, in pooled pixels, [`Grads::block`] asks for the values it
     /// streams (three arrays of a batch's pooled size, read once, from beyond
     /// L2): on an Intel Xeon (AVX-512, 2 MB of L2 a core) the weight gradient
-    /// of the reference model's batch, one thread, 4-8% less in each of five
-    /// alternating pairs (552-582 -> 512-561 µs; 8 pixels ahead and 64 alike).
+    /// of the reference model's batch, one thread, 1-8% less in each of seven
+    /// alternating pairs (547-582 -> 512-561 µs; 8 pixels ahead and 64 alike).
     const PREFETCH_PIXELS: usize = 24;
 
     /// The forward pass's values that the gradients read.
