@@ -400,8 +400,10 @@ mod avx512 {
                 for qx in 0..pool.ow {
                     let q = (qy * pool.ow + qx) * f + fb;
                     // The gradients, winners and outputs PREFETCH_PIXELS pooled
-                    // pixels on (past the sample's end: the next sample's, which
-                    // the caller's loop reads next; a prefetch never faults).
+                    // pixels on. Past the sample's end they are the next sample's,
+                    // read next where one block of filters and one pass of taps
+                    // cover a sample (the reference model's 32 filters, 9 taps);
+                    // a prefetch never faults.
                     for v in 0..V {
                         let ahead = q + PREFETCH_PIXELS * f + 16 * v;
                         _mm_prefetch::<_MM_HINT_T0>(dy.as_ptr().wrapping_add(ahead) as *const i8);
