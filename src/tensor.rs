@@ -5,6 +5,7 @@
 //! divides the table (in f64, as numpy does, so the values match Keras bit for
 //! bit), and bytes become f32 per batch, when the model gathers rows.
 
+use crate::device::ForEachTask;
 use crate::error::{Error, Result};
 use crate::kernels;
 use rayon::prelude::*;
@@ -232,7 +233,7 @@ fn gather_from<T: Sync>(
     const AHEAD: usize = 4;
     let rows_per_task = (16 * 1024 / row).max(1);
     let row_of = |i: usize| &src[i * row..(i + 1) * row];
-    out.par_chunks_mut(rows_per_task * row).zip(indices.par_chunks(rows_per_task)).for_each(|(out, indices)| {
+    out.par_chunks_mut(rows_per_task * row).zip(indices.par_chunks(rows_per_task)).for_each_task(|(out, indices)| {
         indices.iter().take(AHEAD).for_each(|&i| kernels::prefetch(row_of(i)));
         for (k, (dst, &i)) in out.chunks_exact_mut(row).zip(indices).enumerate() {
             if let Some(&next) = indices.get(k + AHEAD) {

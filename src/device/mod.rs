@@ -19,6 +19,7 @@ mod cpu;
 
 pub use buffer::Buffer;
 pub use cpu::Cpu;
+pub(crate) use cpu::team::ForEachTask;
 
 use crate::activations::Activation;
 use crate::kernels::Window;

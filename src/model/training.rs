@@ -184,6 +184,10 @@ impl Model {
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
             let mut metric_sums = vec![0.0f64; scratch.metric_sums.len()];
             let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
+            // The pool stays warm from batch to batch (through the callbacks
+            // between them, which a held thread waits out, idle, for at most
+            // a fraction of a millisecond); each batch holds it again.
+            let epoch_warm = crate::device::current().stay_warm();
             for (step, batch) in batches.iter().enumerate() {
                 // This rank's part of the global batch, and where it starts in the epoch.
                 let part = distributed::shard(batch.len(), rank, ranks);
@@ -202,7 +206,6 @@ impl Model {
                     self.net.as_mut().expect("prepared models are built").empty_pass(&mut self.nodes, &synced);
                     collective_errors(&mut self.nodes)?;
                 }
-                // The pool stays warm through the step's operations, not through the callbacks.
                 let warm = crate::device::current().stay_warm();
                 let mut loss = self.run_batch(x, y, local, batch.len(), Mode::Train, &mut scratch, weights)?;
                 if let Some(comm) = &comm {
@@ -249,6 +252,7 @@ impl Model {
                 let val: Vec<usize> = (n_train..n).collect();
                 logs.extend(self.evaluate_indices(x, y, &val, capacity, &mut scratch)?.to_logs("val_"));
             }
+            drop(epoch_warm);
             progress.finish(&logs);
             self.epochs_trained += 1;
             let log = EpochLog { epoch: self.epochs_trained, logs, seconds: started.elapsed().as_secs_f64() };
@@ -291,6 +295,8 @@ impl Model {
         let mut out = vec![0.0f32; x.rows() * out_len];
         let indices: Vec<usize> = (0..x.rows()).collect();
         let chunks: Vec<&[usize]> = indices.chunks(batch).collect();
+        // Warm from batch to batch, and again within each (see `fit`).
+        let _all_warm = crate::device::current().stay_warm();
         for (k, (chunk, dst)) in chunks.iter().zip(out.chunks_mut(batch * out_len)).enumerate() {
             let n = chunk.len();
             if let Some(next) = chunks.get(k + 1) {
@@ -360,6 +366,8 @@ impl Model {
         let comm = self.group();
         let mine = comm.as_ref().map_or(0..indices.len(), |c| distributed::shard(indices.len(), c.rank(), c.size()));
         let chunks: Vec<&[usize]> = indices[mine].chunks(batch).collect();
+        // Warm from batch to batch, and again within each (see `fit`).
+        let _all_warm = crate::device::current().stay_warm();
         for (k, chunk) in chunks.iter().enumerate() {
             if let Some(next) = chunks.get(k + 1) {
                 x.prefetch(next);

@@ -1,5 +1,6 @@
 use super::{CHUNK, LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State};
 use super::{base_builders, optimizer_fields};
+use crate::device::ForEachTask;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -95,7 +96,7 @@ impl Optimizer for Adagrad {
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
                 .zip(accumulator[r.clone()].par_chunks_mut(CHUNK))
-                .for_each(|((p, g), a)| {
+                .for_each_task(|((p, g), a)| {
                     for ((p, &g), a) in p.iter_mut().zip(g).zip(a) {
                         *a += g * g;
                         *p -= lr * g / (*a + eps).sqrt();

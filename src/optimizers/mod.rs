@@ -16,6 +16,7 @@ pub use rmsprop::RMSprop;
 pub use schedules::{LearningRate, LearningRateSchedule};
 pub use sgd::SGD;
 
+use crate::device::ForEachTask;
 use crate::error::{Error, Result};
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -493,7 +494,7 @@ fn update_each(
             .par_chunks_mut(CHUNK)
             .zip(grads[r.clone()].par_chunks(CHUNK))
             .zip(a[r.clone()].par_chunks_mut(CHUNK).zip(b[r.clone()].par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (a, b))| update_chunk(p, g, a, b, &update));
+            .for_each_task(|((p, g), (a, b))| update_chunk(p, g, a, b, &update));
     }
 }
 

@@ -1,5 +1,6 @@
 use super::{CHUNK, LearningRate, Optimizer, OptimizerBase, OptimizerConfig, State, ensure_len};
 use super::{base_builders, optimizer_fields};
+use crate::device::ForEachTask;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -106,7 +107,7 @@ impl Optimizer for SGD {
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
                 .zip(velocity[r.clone()].par_chunks_mut(CHUNK))
-                .for_each(|((p, g), m)| {
+                .for_each_task(|((p, g), m)| {
                     for ((p, &g), m) in p.iter_mut().zip(g).zip(m) {
                         *m = mu * *m - lr * g;
                         *p += if nesterov { mu * *m - lr * g } else { *m };

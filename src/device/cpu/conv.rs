@@ -8,6 +8,7 @@ use super::{
     SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, norm, task_count, through_kept_input, with_scratch,
 };
 use crate::activations::Activation;
+use crate::device::cpu::team::ForEachTask;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::add_assign;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;
@@ -159,7 +160,7 @@ fn gather_finishing(
     at: usize,
 ) {
     let rows = (ys.len() / f).div_ceil(GATHER_BANDS).max(1);
-    ys.par_chunks_mut(rows * f).enumerate().for_each(|(b, yb)| {
+    ys.par_chunks_mut(rows * f).enumerate().for_each_task(|(b, yb)| {
         gather_blocks(blocks, m, block, f, |r| row_of(b * rows + r), yb);
         fin.apply(yb, at + b * rows * f, f);
     });
@@ -301,7 +302,7 @@ pub fn forward(
                 // Each task transforms its band of rows of tiles, and computes every output channel.
                 let rows = band * w.tile_side();
                 for (i, (ys, xs)) in samples.enumerate() {
-                    ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                    ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each_task(|(b, yb)| {
                         with_scratch(w.scratch_len(), |scratch| {
                             w.forward_rows(xs, u, b * band..(b + 1) * band, fin.bias_inside(), scratch, yb);
                         });
@@ -314,7 +315,7 @@ pub fn forward(
             let p = g.positions();
             let block = thread_filters(f, tiles_packed);
             for (i, (ys, xs)) in samples.enumerate() {
-                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
+                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each_task(|(b, yb)| {
                     let filters = b * block..b * block + yb.len() / p;
                     with_scratch(w.scratch_len(), |scratch| {
                         w.forward_filters(xs, u, 1, filters, fin.bias_inside(), scratch, yb);
@@ -344,7 +345,7 @@ pub fn forward(
                 if by_filters {
                     let all = wide.band(0, g.oh);
                     let m = all.len();
-                    blocks[..m * f].par_chunks_mut(m * block).enumerate().for_each(|(b, yb)| {
+                    blocks[..m * f].par_chunks_mut(m * block).enumerate().for_each_task(|(b, yb)| {
                         let filters = b * block..(b * block + yb.len() / m);
                         match packed {
                             Some(p) => wide.forward_packed(xp, p, filters, all.clone(), yb),
@@ -354,7 +355,7 @@ pub fn forward(
                     gather_finishing(blocks, (m, block, f), |r| wide.row_of(r), ys, fin, i * conv_len);
                     continue;
                 }
-                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each_task(|(b, yb)| {
                     let band = wide.band(b * rows, yb.len() / (g.ow * f));
                     if let (Some(p), true) = (packed, wide.pointwise()) {
                         // 1x1 windows: the wide rows are the output's, written in place.
@@ -377,7 +378,7 @@ pub fn forward(
             // One task's worth of samples: split each sample's output rows into bands.
             let rows = band_rows(g.oh, g.ow);
             for (ys, xs) in y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len)) {
-                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each_task(|(b, yb)| {
                     let band = b * rows..b * rows + yb.len() / (g.ow * f);
                     conv.forward_direct(xs, band, yb, fin.act);
                 });
@@ -393,12 +394,12 @@ pub fn forward(
             // (A sample's patches, up to megabytes, are unfolded on every thread.)
             let per_task = p.div_ceil(rayon::current_num_threads());
             for (i, (ys, xs)) in samples.enumerate() {
-                cols[..p * k].par_chunks_mut(per_task * k).enumerate().for_each(|(t, ct)| {
+                cols[..p * k].par_chunks_mut(per_task * k).enumerate().for_each_task(|(t, ct)| {
                     let first = t * per_task;
                     im2col_positions(&g, xs, first..first + ct.len() / k, ct);
                 });
                 let cols = &*cols;
-                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each(|(b, yb)| {
+                blocks[..p * f].par_chunks_mut(p * block).enumerate().for_each_task(|(b, yb)| {
                     let (filters, a) = (b * block..b * block + yb.len() / p, MatRef::new(cols, p, k));
                     match packed {
                         Some(w) => matmul_packed(a, w, 0..k, filters.clone(), yb, filters.len(), false),
@@ -419,7 +420,7 @@ pub fn forward(
             let row_len = if inside { g.w * g.c } else { padded_width(&g) * g.c };
             let samples = y[..n * conv_len].chunks_exact_mut(conv_len).zip(x[..n * in_len].chunks_exact(in_len));
             for (i, (ys, xs)) in samples.enumerate() {
-                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each(|(b, yb)| {
+                ys.par_chunks_mut(rows * g.ow * f).enumerate().for_each_task(|(b, yb)| {
                     let (first, count) = (b * rows * g.sh, yb.len() / (g.ow * f));
                     let reads = (count - 1) * g.sh + g.kh;
                     let products = |xb: &[f32], yb: &mut [f32]| {
@@ -444,9 +445,9 @@ pub fn forward(
         if n < SAMPLES_PER_TASK && !direct {
             // One task's worth of samples: split each sample's output positions instead.
             let samples = y[..n * conv_len].par_chunks_mut(conv_len).zip(x[..n * in_len].par_chunks(in_len));
-            samples.enumerate().for_each(|(i, (ys, xs))| {
+            samples.enumerate().for_each_task(|(i, (ys, xs))| {
                 let per_task = g.positions().div_ceil(bands(g.positions()));
-                ys.par_chunks_mut(per_task * f).enumerate().for_each(|(t, yt)| {
+                ys.par_chunks_mut(per_task * f).enumerate().for_each_task(|(t, yt)| {
                     let (first, count) = (t * per_task, yt.len() / f);
                     with_scratch(count * k, |cols| {
                         im2col_positions(&g, xs, first..first + count, cols);
@@ -468,7 +469,7 @@ pub fn forward(
         } else {
             Either::Right((0..task_count(n)).into_par_iter().map(|_| None))
         };
-        tasks.zip(task_parts).for_each(|((t, (yt, xt)), part)| {
+        tasks.zip(task_parts).for_each_task(|((t, (yt, xt)), part)| {
             let at = t * SAMPLES_PER_TASK * conv_len;
             with_scratch(conv.forward_cols_len(xt.len() / in_len), |cols| conv.forward(xt, yt, cols, fin, at));
             if let Some(part) = part {
@@ -485,7 +486,7 @@ pub fn forward(
         .par_chunks_mut(SAMPLES_PER_TASK * pooled_len)
         .zip(argmax.par_chunks_mut(SAMPLES_PER_TASK * pooled_len))
         .zip(xs)
-        .for_each(|((yt, at), xt)| {
+        .for_each_task(|((yt, at), xt)| {
             // A group of samples at a time (`pool_group`), its outputs pooled while in cache.
             let group = pool_group(conv_len).min(xt.len() / in_len);
             with_scratch(group * conv_len + conv.forward_cols_len(group), |buf| {
@@ -570,7 +571,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                 .zip(y[..n * conv_len].par_chunks(per_task * conv_len))
                 .zip(xs)
                 .zip(parts)
-                .for_each(|(((dz, yt), xt), (dw, db))| {
+                .for_each_task(|(((dz, yt), xt), (dw, db))| {
                     activation::backward(act, yt, dz, f);
                     dw.fill(0.0);
                     db.fill(0.0);
@@ -579,12 +580,12 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                     });
                 });
             if let Some(dx) = dx {
-                dx.par_chunks_mut(per_task * in_len).zip(dy[..n * conv_len].par_chunks(per_task * conv_len)).for_each(
-                    |(dxt, dz)| {
+                dx.par_chunks_mut(per_task * in_len)
+                    .zip(dy[..n * conv_len].par_chunks(per_task * conv_len))
+                    .for_each_task(|(dxt, dz)| {
                         let s = dxt.len() / in_len;
                         with_scratch(conv.cols_len(s, true), |dcols| conv.input_grad(dz, dxt, accumulate, dcols));
-                    },
-                );
+                    });
             }
         }
         Some(pool) => {
@@ -600,7 +601,7 @@ pub fn backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
                 .zip(xs)
                 .zip(parts)
                 .zip(dx_tasks)
-                .for_each(|(((((dyt, yt), at), xt), (dw, db)), dxt)| {
+                .for_each_task(|(((((dyt, yt), at), xt), (dw, db)), dxt)| {
                     dw.fill(0.0);
                     db.fill(0.0);
                     if dxt.is_none() && conv.direct {
@@ -643,7 +644,7 @@ fn pad_sample(wide: &Wide, xs: &[f32], xp: &mut [f32]) {
     let (lead, rows) = xp.split_at_mut(wide.lead_len());
     lead.fill(0.0);
     let band_rows = (rows.len().div_ceil(wide.row_len())).div_ceil(rayon::current_num_threads()).max(1);
-    rows.par_chunks_mut(band_rows * wide.row_len()).enumerate().for_each(|(b, band)| {
+    rows.par_chunks_mut(band_rows * wide.row_len()).enumerate().for_each_task(|(b, band)| {
         wide.pad_rows(xs, b * band_rows, band);
     });
 }
@@ -701,7 +702,7 @@ fn grouped_forward(op: &ConvOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Wor
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .enumerate()
-        .for_each(|(t, (yt, xt))| {
+        .for_each_task(|(t, (yt, xt))| {
             let s = xt.len() / in_len;
             let (xg_len, cols_len) = gr.scratch(s);
             with_scratch(xg_len + cols_len, |buf| {
@@ -742,7 +743,7 @@ fn grouped_backward(op: &ConvOp, pass: WeightGrads, ws: &mut Workspace) {
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .zip(dw_parts.par_chunks_mut(kl * f).zip(db_parts.par_chunks_mut(f)))
         .zip(dx_tasks)
-        .for_each(|((((dz, yt), xt), (dw, db)), dxt)| {
+        .for_each_task(|((((dz, yt), xt), (dw, db)), dxt)| {
             activation::backward(act, yt, dz, f);
             sum_rows(dz, f, db);
             let s = xt.len() / in_len;
@@ -1164,8 +1165,8 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         // rows, at least 4 (there is no split by channels to fall back on).
         let rows = g.oh.div_ceil(bands(g.oh * g.ow).max(4)).max(1);
         let samples = y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len));
-        return samples.enumerate().for_each(|(i, (ys, xs))| {
-            ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each(|(b, yb)| {
+        return samples.enumerate().for_each_task(|(i, (ys, xs))| {
+            ys.par_chunks_mut(rows * g.ow * co).enumerate().for_each_task(|(b, yb)| {
                 let (band, xb) = depthwise_band(&g, xs, b * rows, yb.len() / (g.ow * co));
                 depthwise::forward(&band, xb, op.kernel, fin.bias_inside(), yb);
                 fin.apply_after_bias(yb, i * out_len + b * rows * g.ow * co, co);
@@ -1176,7 +1177,7 @@ pub fn depthwise_forward(op: &DepthwiseOp, x: &[f32], y: &mut [f32], n: usize, w
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .enumerate()
-        .for_each(|(t, (yt, xt))| {
+        .for_each_task(|(t, (yt, xt))| {
             for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
                 depthwise::forward(&g, xs, op.kernel, fin.bias_inside(), ys);
             }
@@ -1218,7 +1219,7 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
         .zip(y[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .zip(dw_parts.par_chunks_mut(k).zip(db_parts.par_chunks_mut(co)))
-        .for_each(|(((dz, yt), xt), (dw, db))| {
+        .for_each_task(|(((dz, yt), xt), (dw, db))| {
             activation::backward(op.act, yt, dz, co);
             dw.fill(0.0);
             db.fill(0.0);
@@ -1230,7 +1231,7 @@ pub fn depthwise_backward(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Workspac
         dx[..n * in_len]
             .par_chunks_mut(SAMPLES_PER_TASK * in_len)
             .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-            .for_each(|(dxt, dzt)| {
+            .for_each_task(|(dxt, dzt)| {
                 for (dxs, dzs) in dxt.chunks_exact_mut(in_len).zip(dzt.chunks_exact(out_len)) {
                     depthwise::input_grad(&g, dzs, op.kernel, dxs);
                 }
@@ -1266,12 +1267,12 @@ fn depthwise_backward_by_bands(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Wor
         .zip(y[..n * out_len].par_chunks(out_len))
         .zip(x[..n * in_len].par_chunks(in_len))
         .zip(dw_parts.par_chunks_mut(parts * k).zip(db_parts.par_chunks_mut(parts * co)))
-        .for_each(|(((dzs, ys), xs), (dws, dbs))| {
+        .for_each_task(|(((dzs, ys), xs), (dws, dbs))| {
             dzs.par_chunks_mut(band_len)
                 .zip(ys.par_chunks(band_len))
                 .zip(dws.par_chunks_mut(k).zip(dbs.par_chunks_mut(co)))
                 .enumerate()
-                .for_each(|(b, ((dz, yb), (dw, db)))| {
+                .for_each_task(|(b, ((dz, yb), (dw, db)))| {
                     activation::backward(op.act, yb, dz, co);
                     let (band, xb) = depthwise_band(&g, xs, b * out_rows, dz.len() / (g.ow * co));
                     dw.fill(0.0);
@@ -1281,12 +1282,14 @@ fn depthwise_backward_by_bands(op: &DepthwiseOp, pass: WeightGrads, ws: &mut Wor
         });
     if let Some(dx) = dx {
         let dy = &*dy;
-        dx[..n * in_len].par_chunks_mut(in_len).zip(dy[..n * out_len].par_chunks(out_len)).for_each(|(dxs, dzs)| {
-            dxs.par_chunks_mut(in_rows * g.w * g.c).enumerate().for_each(|(b, dxb)| {
-                let first = b * in_rows;
-                depthwise::input_grad_rows(&g, dzs, op.kernel, dxb, first..first + dxb.len() / (g.w * g.c));
-            });
-        });
+        dx[..n * in_len].par_chunks_mut(in_len).zip(dy[..n * out_len].par_chunks(out_len)).for_each_task(
+            |(dxs, dzs)| {
+                dxs.par_chunks_mut(in_rows * g.w * g.c).enumerate().for_each_task(|(b, dxb)| {
+                    let first = b * in_rows;
+                    depthwise::input_grad_rows(&g, dzs, op.kernel, dxb, first..first + dxb.len() / (g.w * g.c));
+                });
+            },
+        );
     }
     sum_rows(dw_parts, k, gw);
     if let Some(gb) = gb {

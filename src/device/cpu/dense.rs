@@ -5,6 +5,7 @@
 
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
+use crate::device::cpu::team::ForEachTask;
 use crate::device::{DenseOp, Prepared, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::packed::{self, Packed, matmul_packed, pack, pack_transposed, packed_len};
@@ -44,7 +45,7 @@ const TRANSPOSED: u64 = 1;
 fn transposed<'a>(op: &DenseOp, prepared: &'a mut Prepared) -> &'a [f32] {
     let (d, u, w) = (op.d, op.u, op.kernel);
     prepared.get(op.version, TRANSPOSED, u * d, |wt| {
-        wt.par_chunks_mut(d).enumerate().for_each(|(j, row)| {
+        wt.par_chunks_mut(d).enumerate().for_each_task(|(j, row)| {
             row.iter_mut().zip(w[j..].iter().step_by(u)).for_each(|(t, &v)| *t = v);
         });
     })
@@ -55,7 +56,7 @@ fn pad_columns(a: &[f32], cols: usize, out: &mut [f32]) {
     let rows = out.len() / narrow::WIDTH;
     out.par_chunks_mut(ROWS_PER_TASK * narrow::WIDTH)
         .zip(a[..rows * cols].par_chunks(ROWS_PER_TASK * cols))
-        .for_each(|(out, a)| narrow::pad_columns(a, cols, out));
+        .for_each_task(|(out, a)| narrow::pad_columns(a, cols, out));
 }
 
 // x: (R, D) -> y: (R, U) with R = N * rows_per_sample;  y = act(x . W + b)
@@ -76,7 +77,7 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         // reading all of x but only its columns of the kernel, where each
         // task of rows would pack the whole kernel.
         let [blocks] = ws.f32s([rows * u]);
-        blocks.par_chunks_mut(rows * UNITS_PER_TASK).enumerate().for_each(|(b, yb)| {
+        blocks.par_chunks_mut(rows * UNITS_PER_TASK).enumerate().for_each_task(|(b, yb)| {
             let w = MatRef::with_ld(&w[b * UNITS_PER_TASK..], d, yb.len() / rows, u);
             matmul(MatRef::new(&x[..rows * d], rows, d), w, yb, false);
         });
@@ -85,14 +86,16 @@ pub fn forward(op: &DenseOp, x: &[f32], y: &mut [f32], n: usize, ws: &mut Worksp
         return activation::forward(act, y, bias, u);
     }
     let wt = if few_units { transposed(op, ws.with_prepared([], 0, 0).0) } else { &[] };
-    y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each(|(yt, xt)| {
-        if few_units {
-            narrow::x_times_wt(xt, wt, d, u, yt)
-        } else {
-            matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false)
-        }
-        activation::forward(act, yt, bias, u);
-    });
+    y[..rows * u].par_chunks_mut(task_rows * u).zip(x[..rows * d].par_chunks(task_rows * d)).for_each_task(
+        |(yt, xt)| {
+            if few_units {
+                narrow::x_times_wt(xt, wt, d, u, yt)
+            } else {
+                matmul(MatRef::new(xt, xt.len() / d, d), MatRef::new(w, d, u), yt, false)
+            }
+            activation::forward(act, yt, bias, u);
+        },
+    );
 }
 
 // Differentiates y = act(x . W + b):
@@ -112,7 +115,7 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     let act = op.act;
     dz.par_chunks_mut(task_rows * u)
         .zip(y[..rows * u].par_chunks(task_rows * u))
-        .for_each(|(dzt, yt)| activation::backward(act, yt, dzt, u));
+        .for_each_task(|(dzt, yt)| activation::backward(act, yt, dzt, u));
     let dz = &*dz;
     let w = op.kernel;
     if let Some(gb) = gb {
@@ -126,10 +129,10 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         // `tiles` (a block of features' blocks of units one after another),
         // then gathered into dW.
         let [tiles] = ws.f32s([d * u]);
-        tiles.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each(|(t, block)| {
+        tiles.par_chunks_mut(FEATURES_PER_TASK * u).enumerate().for_each_task(|(t, block)| {
             let (first, width) = (t * FEATURES_PER_TASK, block.len() / u);
             let xt = MatRef::with_ld(&x[first..], rows, width, d).t();
-            block.par_chunks_mut(width * UNITS_PER_TASK).enumerate().for_each(|(b, tile)| {
+            block.par_chunks_mut(width * UNITS_PER_TASK).enumerate().for_each_task(|(b, tile)| {
                 let dzb = MatRef::with_ld(&dz[b * UNITS_PER_TASK..], rows, tile.len() / width, u);
                 matmul(xt, dzb, tile, false);
             });
@@ -137,7 +140,7 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
         let tiles = &*tiles;
         gw.par_chunks_mut(FEATURES_PER_TASK * u)
             .zip(tiles.par_chunks(FEATURES_PER_TASK * u))
-            .for_each(|(gwt, block)| gather_blocks(block, gwt.len() / u, UNITS_PER_TASK, u, |r| r, gwt));
+            .for_each_task(|(gwt, block)| gather_blocks(block, gwt.len() / u, UNITS_PER_TASK, u, |r| r, gwt));
         match dx {
             // dx = dz . W^T by tasks of rows, each reading W (one block of
             // features: small) transposed in place.
@@ -146,23 +149,22 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
                 dx[..rows * d]
                     .par_chunks_mut(task_rows * d)
                     .zip(dz.par_chunks(task_rows * u))
-                    .for_each(|(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), wt, dxt, false));
+                    .for_each_task(|(dxt, dzt)| matmul(MatRef::new(dzt, dzt.len() / u, u), wt, dxt, false));
             }
             // dx = dz . W^T a block of input features at a time: each task reads
             // (packs) only its rows of W, seen transposed, and writes its block
             // of columns, block-major; the blocks are then gathered into dx.
             Some(dx) => {
                 let [blocks] = ws.f32s([rows * d]);
-                blocks.par_chunks_mut(rows * FEATURES_PER_TASK).enumerate().for_each(|(t, dxb)| {
+                blocks.par_chunks_mut(rows * FEATURES_PER_TASK).enumerate().for_each_task(|(t, dxb)| {
                     let (first, width) = (t * FEATURES_PER_TASK, dxb.len() / rows);
                     let wb = MatRef::new(&w[first * u..(first + width) * u], width, u);
                     matmul(MatRef::new(dz, rows, u), wb.t(), dxb, false);
                 });
                 let blocks = &*blocks;
-                dx[..rows * d]
-                    .par_chunks_mut(task_rows * d)
-                    .enumerate()
-                    .for_each(|(t, dxt)| gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| t * task_rows + r, dxt));
+                dx[..rows * d].par_chunks_mut(task_rows * d).enumerate().for_each_task(|(t, dxt)| {
+                    gather_blocks(blocks, rows, FEATURES_PER_TASK, d, |r| t * task_rows + r, dxt)
+                });
             }
             None => {}
         }
@@ -173,14 +175,14 @@ pub fn backward(op: &DenseOp, pass: WeightGrads, ws: &mut Workspace) {
     let dzp = &*dzp;
     gw.par_chunks_mut(FEATURES_PER_TASK * u)
         .enumerate()
-        .for_each(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
+        .for_each_task(|(t, gwt)| narrow::xt_times_dz(x, d, t * FEATURES_PER_TASK, dzp, u, gwt));
     if let Some(dx) = dx {
         // W^T as the forward pass built it (the same weights).
         let wt = transposed(op, prepared);
         dx[..rows * d]
             .par_chunks_mut(task_rows * d)
             .zip(dz.par_chunks(task_rows * u))
-            .for_each(|(dxt, dzt)| narrow::dz_times_wt(dzt, wt, u, d, dxt));
+            .for_each_task(|(dxt, dzt)| narrow::dz_times_wt(dzt, wt, u, d, dxt));
     }
 }
 
@@ -209,7 +211,7 @@ fn backward_packed(
         .par_chunks_mut(FEATURES_PER_TASK * u)
         .zip(turned.par_chunks_mut(FEATURES_PER_TASK * rows))
         .enumerate()
-        .for_each(|(t, (gwt, block))| {
+        .for_each_task(|(t, (gwt, block))| {
             let (first, width) = (t * FEATURES_PER_TASK, gwt.len() / u);
             transpose_ld(&x[first..], (rows, width, d), block, rows);
             matmul_packed(MatRef::new(block, width, rows), dzp, 0..rows, 0..u, gwt, u, false);
@@ -219,7 +221,7 @@ fn backward_packed(
         });
     if let Some(dx) = dx {
         let (turned, task_rows) = (&*turned, task_rows(op));
-        dx[..rows * d].par_chunks_mut(task_rows * d).enumerate().for_each(|(t, dxt)| {
+        dx[..rows * d].par_chunks_mut(task_rows * d).enumerate().for_each_task(|(t, dxt)| {
             transpose_ld(&turned[t * task_rows..], (d, dxt.len() / d, rows), dxt, d);
         });
     }

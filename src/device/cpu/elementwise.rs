@@ -4,6 +4,7 @@
 
 use super::{CHUNK, SAMPLES_PER_TASK, task_count, with_scratch};
 use crate::activations::Activation;
+use crate::device::cpu::team::ForEachTask;
 use crate::device::{Pad2D, ProductOp, ResampleOp, Span, Workspace};
 use crate::kernels::activation::{self, Rectifier};
 use crate::kernels::batch_norm;
@@ -16,7 +17,7 @@ fn rows_chunk(width: usize) -> usize {
 }
 
 pub fn copy(x: &[f32], y: &mut [f32], len: usize) {
-    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| y.copy_from_slice(x));
+    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each_task(|(y, x)| y.copy_from_slice(x));
 }
 
 // z: (rows, width) -> act(z), in place
@@ -24,7 +25,7 @@ pub fn activation_forward(act: Activation, z: &mut [f32], width: usize) {
     if act == Activation::Linear {
         return;
     }
-    z.par_chunks_mut(rows_chunk(width)).for_each(|z| activation::forward(act, z, None, width));
+    z.par_chunks_mut(rows_chunk(width)).for_each_task(|z| activation::forward(act, z, None, width));
 }
 
 // dy -> dy * act'(z), from y
@@ -33,17 +34,19 @@ pub fn activation_backward(act: Activation, y: &[f32], dy: &mut [f32], width: us
         return;
     }
     let chunk = rows_chunk(width);
-    dy.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(d, y)| activation::backward(act, y, d, width));
+    dy.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each_task(|(d, y)| activation::backward(act, y, d, width));
 }
 
 // dy -> dy * act'(z), from z
 pub fn activation_backward_from_input(act: Activation, z: &[f32], dy: &mut [f32]) {
-    dy.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(d, z)| activation::backward_from_input(act, z, d));
+    dy.par_chunks_mut(CHUNK)
+        .zip(z.par_chunks(CHUNK))
+        .for_each_task(|(d, z)| activation::backward_from_input(act, z, d));
 }
 
 // y = f(x)
 pub fn rectifier_forward(f: Rectifier, x: &[f32], y: &mut [f32], len: usize) {
-    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| {
+    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each_task(|(y, x)| {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = f.value(x);
         }
@@ -52,7 +55,7 @@ pub fn rectifier_forward(f: Rectifier, x: &[f32], y: &mut [f32], len: usize) {
 
 // dx = dy * f'(x)
 pub fn rectifier_backward(f: Rectifier, x: &[f32], dy: &[f32], dx: &mut [f32], len: usize) {
-    dx[..len].par_chunks_mut(CHUNK).zip(dy[..len].par_chunks(CHUNK)).zip(x[..len].par_chunks(CHUNK)).for_each(
+    dx[..len].par_chunks_mut(CHUNK).zip(dy[..len].par_chunks(CHUNK)).zip(x[..len].par_chunks(CHUNK)).for_each_task(
         |((dx, dy), x)| {
             for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
                 *dx = dy * f.derivative(x);
@@ -71,7 +74,7 @@ pub fn scale_shift(
     len: usize,
 ) {
     let chunk = rows_chunk(a.len());
-    y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).enumerate().for_each(|(i, (y, x))| {
+    y[..len].par_chunks_mut(chunk).zip(x[..len].par_chunks(chunk)).enumerate().for_each_task(|(i, (y, x))| {
         let residual = residual.map(|r| &r[i * chunk..][..y.len()]);
         batch_norm::scale_shift(x, a, b, residual, act, y);
         if !batch_norm::applies(act) {
@@ -82,12 +85,15 @@ pub fn scale_shift(
 
 // y += x over len values
 pub fn add_to(x: &[f32], y: &mut [f32], len: usize) {
-    y[..len].par_chunks_mut(CHUNK).zip(x[..len].par_chunks(CHUNK)).for_each(|(y, x)| crate::kernels::add_assign(y, x));
+    y[..len]
+        .par_chunks_mut(CHUNK)
+        .zip(x[..len].par_chunks(CHUNK))
+        .for_each_task(|(y, x)| crate::kernels::add_assign(y, x));
 }
 
 // y = act(sum_k xs[k]), in input order, a chunk at a time while it is in cache (act elementwise)
 pub fn add(xs: &[&[f32]], y: &mut [f32], len: usize, act: Activation) {
-    y[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(t, yt)| {
+    y[..len].par_chunks_mut(CHUNK).enumerate().for_each_task(|(t, yt)| {
         let at = t * CHUNK;
         yt.copy_from_slice(&xs[0][at..at + yt.len()]);
         for x in &xs[1..] {
@@ -127,7 +133,7 @@ fn multiply_in(y: &mut [f32], x: &[f32], span: Span, s: usize, c: usize, first: 
 // xs[k]: spans of (N, S) -> y: (N, S);  y = prod_k xs[k], in input order
 pub fn multiply_forward(op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize) {
     let len = op.sample_len;
-    y[..n * len].par_chunks_mut(SAMPLES_PER_TASK * len).enumerate().for_each(|(t, yt)| {
+    y[..n * len].par_chunks_mut(SAMPLES_PER_TASK * len).enumerate().for_each_task(|(t, yt)| {
         for (i, ys) in yt.chunks_exact_mut(len).enumerate() {
             let s = t * SAMPLES_PER_TASK + i;
             for (j, (x, &span)) in xs.iter().zip(op.spans).enumerate() {
@@ -141,7 +147,7 @@ pub fn multiply_forward(op: &ProductOp, xs: &[&[f32]], y: &mut [f32], n: usize) 
 pub fn multiply_backward(op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx: &mut [f32], n: usize) {
     let (len, c) = (op.sample_len, op.c);
     let dx_len = if op.spans[k] == Span::Full { len } else { c };
-    dx[..n * dx_len].par_chunks_mut(SAMPLES_PER_TASK * dx_len).enumerate().for_each(|(t, dxt)| {
+    dx[..n * dx_len].par_chunks_mut(SAMPLES_PER_TASK * dx_len).enumerate().for_each_task(|(t, dxt)| {
         with_scratch(len, |g| {
             for (i, dxs) in dxt.chunks_exact_mut(dx_len).enumerate() {
                 let s = t * SAMPLES_PER_TASK + i;
@@ -164,7 +170,7 @@ pub fn multiply_backward(op: &ProductOp, k: usize, xs: &[&[f32]], dy: &[f32], dx
 pub fn prelu_forward(x: &[f32], alpha: &[f32], map: &[u32], y: &mut [f32], n: usize) {
     let len = map.len();
     let task = SAMPLES_PER_TASK * len;
-    y[..n * len].par_chunks_mut(task).zip(x[..n * len].par_chunks(task)).for_each(|(yt, xt)| {
+    y[..n * len].par_chunks_mut(task).zip(x[..n * len].par_chunks(task)).for_each_task(|(yt, xt)| {
         for (ys, xs) in yt.chunks_exact_mut(len).zip(xt.chunks_exact(len)) {
             for ((y, &x), &m) in ys.iter_mut().zip(xs).zip(map) {
                 *y = if x > 0.0 { x } else { alpha[m as usize] * x };
@@ -190,7 +196,7 @@ pub fn prelu_backward(
     let [parts] = ws.f32s([task_count(n) * a]);
     let task = SAMPLES_PER_TASK * len;
     let (x, dy) = (&x[..n * len], &dy[..n * len]);
-    parts.par_chunks_mut(a).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each(|(part, (xt, dyt))| {
+    parts.par_chunks_mut(a).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each_task(|(part, (xt, dyt))| {
         part.fill(0.0);
         for (xs, dys) in xt.chunks_exact(len).zip(dyt.chunks_exact(len)) {
             for ((&x, &d), &m) in xs.iter().zip(dys).zip(map) {
@@ -202,7 +208,7 @@ pub fn prelu_backward(
     });
     crate::kernels::sum_rows(parts, a, dalpha);
     if let Some(dx) = dx {
-        dx[..n * len].par_chunks_mut(task).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each(
+        dx[..n * len].par_chunks_mut(task).zip(x.par_chunks(task).zip(dy.par_chunks(task))).for_each_task(
             |(dxt, (xt, dyt))| {
                 for ((dxs, xs), dys) in dxt.chunks_exact_mut(len).zip(xt.chunks_exact(len)).zip(dyt.chunks_exact(len)) {
                     for (((dx, &x), &d), &m) in dxs.iter_mut().zip(xs).zip(dys).zip(map) {
@@ -217,7 +223,7 @@ pub fn prelu_backward(
 // xs[k]: (R, C_k) -> y: (R, sum C_k)
 pub fn concat_forward(xs: &[&[f32]], widths: &[usize], y: &mut [f32], rows: usize) {
     let width: usize = widths.iter().sum();
-    y[..rows * width].par_chunks_mut(width).enumerate().for_each(|(r, row)| {
+    y[..rows * width].par_chunks_mut(width).enumerate().for_each_task(|(r, row)| {
         let mut at = 0;
         for (x, &w) in xs.iter().zip(widths) {
             row[at..at + w].copy_from_slice(&x[r * w..][..w]);
@@ -233,7 +239,7 @@ pub fn concat_backward(k: usize, widths: &[usize], dy: &[f32], dx: &mut [f32], r
     dx[..rows * w]
         .par_chunks_mut(w)
         .zip(dy[..rows * width].par_chunks(width))
-        .for_each(|(d, g)| d.copy_from_slice(&g[at..at + w]));
+        .for_each_task(|(d, g)| d.copy_from_slice(&g[at..at + w]));
 }
 
 /// For each input row of a sample: its offset in the input and in the padded output.
@@ -248,7 +254,7 @@ pub fn pad2d_forward(p: &Pad2D, x: &[f32], y: &mut [f32], n: usize) {
     let (oh, ow) = p.out_hw();
     let (in_len, out_len, row) = (p.h * p.w * p.c, oh * ow * p.c, p.w * p.c);
     if n < SAMPLES_PER_TASK {
-        return y[..n * out_len].par_chunks_mut(ow * p.c).enumerate().for_each(|(r, out)| {
+        return y[..n * out_len].par_chunks_mut(ow * p.c).enumerate().for_each_task(|(r, out)| {
             let (s, oy) = (r / oh, r % oh);
             out.fill(0.0);
             if let Some(iy) = oy.checked_sub(p.top).filter(|&iy| iy < p.h) {
@@ -259,7 +265,7 @@ pub fn pad2d_forward(p: &Pad2D, x: &[f32], y: &mut [f32], n: usize) {
     y[..n * out_len]
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
-        .for_each(|(yt, xt)| {
+        .for_each_task(|(yt, xt)| {
             for (ys, xs) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)) {
                 ys.fill(0.0);
                 for (src, dst) in pad_rows(p) {
@@ -276,7 +282,7 @@ pub fn pad2d_backward(p: &Pad2D, dy: &[f32], dx: &mut [f32], n: usize) {
     dx[..n * in_len]
         .par_chunks_mut(SAMPLES_PER_TASK * in_len)
         .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
-        .for_each(|(dxt, dyt)| {
+        .for_each_task(|(dxt, dyt)| {
             for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)) {
                 for (src, dst) in pad_rows(p) {
                     dxs[src..src + row].copy_from_slice(&dys[dst..dst + row]);
@@ -293,7 +299,7 @@ pub fn resample_forward(op: &ResampleOp, x: &[f32], y: &mut [f32], n: usize) {
         .par_chunks_mut(SAMPLES_PER_TASK * out_len)
         .zip(x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len))
         .zip(op.taps[..n * per].par_chunks(SAMPLES_PER_TASK * per))
-        .for_each(|((yt, xt), tt)| {
+        .for_each_task(|((yt, xt), tt)| {
             for ((ys, xs), ts) in yt.chunks_exact_mut(out_len).zip(xt.chunks_exact(in_len)).zip(tt.chunks_exact(per)) {
                 tap_forward(ts, xs, ys, c);
             }
@@ -308,7 +314,7 @@ pub fn resample_backward(op: &ResampleOp, dy: &[f32], dx: &mut [f32], n: usize) 
         .par_chunks_mut(SAMPLES_PER_TASK * in_len)
         .zip(dy[..n * out_len].par_chunks(SAMPLES_PER_TASK * out_len))
         .zip(op.taps[..n * per].par_chunks(SAMPLES_PER_TASK * per))
-        .for_each(|((dxt, dyt), tt)| {
+        .for_each_task(|((dxt, dyt), tt)| {
             for ((dxs, dys), ts) in
                 dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(out_len)).zip(tt.chunks_exact(per))
             {

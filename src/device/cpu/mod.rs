@@ -1,4 +1,5 @@
-//! The CPU device: rayon over fixed tasks, the kernels of `kernels/`.
+//! The CPU device: rayon over fixed tasks (under a hold, `team` runs the
+//! same tasks over the held threads), the kernels of `kernels/`.
 //!
 //! Work is split over the batch in fixed tasks of [`SAMPLES_PER_TASK`] samples
 //! (elementwise passes: fixed chunks of [`CHUNK`] values; a batch under one
@@ -13,6 +14,7 @@ mod dense;
 mod elementwise;
 mod norm;
 mod pool;
+pub(crate) mod team;
 
 use super::{
     Buffer, ChannelSums, ConvOp, DenseOp, DepthwiseOp, Device, Pad2D, ProductOp, ResampleOp, Warm, WeightGrads,
@@ -108,6 +110,9 @@ static RELEASED: AtomicUsize = AtomicUsize::new(0);
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
 static HOLDS: AtomicUsize = AtomicUsize::new(0);
 
+/// Threads asked to look for work that have not started to yet.
+static STARTING: AtomicUsize = AtomicUsize::new(0);
+
 /// How long a held thread looks for work and finds none before it returns to
 /// the pool (to sleep) anyway. rayon may run the holding job on a thread
 /// that is itself waiting inside a join, when a hold starts while another
@@ -116,6 +121,33 @@ static HOLDS: AtomicUsize = AtomicUsize::new(0);
 /// hold's owner waits on that join. Long enough to span the serial
 /// stretches inside a batch, far shorter than a batch of any real model.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
+
+/// Puts the pool's threads but the caller's to looking for work until the
+/// hold numbered `hold` is released (or they find none for `IDLE_LIMIT`).
+fn spin(caller: usize, hold: usize) {
+    STARTING.fetch_add(rayon::current_num_threads() - 1, Ordering::AcqRel);
+    rayon::spawn_broadcast(move |thread| {
+        if thread.index() == caller {
+            return;
+        }
+        SPINNING.fetch_add(1, Ordering::AcqRel);
+        STARTING.fetch_sub(1, Ordering::AcqRel);
+        HOLDS.fetch_add(1, Ordering::AcqRel);
+        let mut idle_since: Option<Instant> = None;
+        let mut last = 0;
+        while RELEASED.load(Ordering::Acquire) == hold {
+            // Runs the caller's operation's tasks or any job the pool has, else spins.
+            if team::help(thread.index(), &mut last) || rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle_since = None;
+            } else if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
+                break;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        SPINNING.fetch_sub(1, Ordering::AcqRel);
+    });
+}
 
 impl Device for Cpu {
     fn name(&self) -> &'static str {
@@ -127,37 +159,29 @@ impl Device for Cpu {
     /// to sleep between operations: a sleeping thread takes tens of
     /// microseconds to wake (more in a virtual machine), paid at every
     /// operation that follows a serial stretch of the model's loop (a step
-    /// of the reference model has several). Only from within the pool,
+    /// of the reference model has several). Operations under the hold run
+    /// their tasks over these threads (`team`). Only from within the pool,
     /// whose caller's thread stays free for the serial work; from outside
-    /// it (tests, a caller without a pool) nothing is held.
+    /// it (tests, a caller without a pool) nothing is held. A hold asked
+    /// for within the caller's own (a batch's within its epoch's) holds the
+    /// threads again where they had stopped, idle past `IDLE_LIMIT`.
     fn stay_warm(&self) -> Warm {
         let Some(caller) = rayon::current_thread_index().filter(|_| rayon::current_num_threads() > 1) else {
             return Warm::cold();
         };
+        if team::leading() {
+            if SPINNING.load(Ordering::Acquire) + STARTING.load(Ordering::Acquire) == 0 {
+                spin(caller, RELEASED.load(Ordering::Acquire));
+            }
+            return Warm::cold();
+        }
         if HELD.swap(true, Ordering::AcqRel) {
             return Warm::cold();
         }
-        let hold = RELEASED.load(Ordering::Acquire);
-        rayon::spawn_broadcast(move |thread| {
-            if thread.index() == caller {
-                return;
-            }
-            SPINNING.fetch_add(1, Ordering::AcqRel);
-            HOLDS.fetch_add(1, Ordering::AcqRel);
-            let mut idle_since: Option<Instant> = None;
-            while RELEASED.load(Ordering::Acquire) == hold {
-                // Runs any job the pool has (the caller's operations), else spins.
-                if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                    idle_since = None;
-                } else if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
-                    break;
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            SPINNING.fetch_sub(1, Ordering::AcqRel);
-        });
+        team::set_leading(true);
+        spin(caller, RELEASED.load(Ordering::Acquire));
         Warm::until(|| {
+            team::set_leading(false);
             RELEASED.fetch_add(1, Ordering::AcqRel);
             HELD.store(false, Ordering::Release);
         })

@@ -1,6 +1,7 @@
 //! BatchNormalization's reductions and input gradient.
 
 use super::{CHUNK, SAMPLES_PER_TASK};
+use crate::device::cpu::team::ForEachTask;
 use crate::device::{ChannelSums, Workspace};
 use crate::kernels::batch_norm::{self, InputGrad};
 use rayon::prelude::*;
@@ -28,7 +29,7 @@ pub fn channel_sums(
     let x = &x[..len];
     let parts = ws.f64s(len.div_ceil(task) * width);
     parts.fill(0.0);
-    parts.par_chunks_mut(width).zip(x.par_chunks(task)).enumerate().for_each(|(t, (part, xt))| match what {
+    parts.par_chunks_mut(width).zip(x.par_chunks(task)).enumerate().for_each_task(|(t, (part, xt))| match what {
         ChannelSums::Moments => batch_norm::add_moments(xt, c, part),
         ChannelSums::Gradients { dy, mean, inv_std, gate } => {
             batch_norm::add_grad_sums(xt, &dy[t * task..][..xt.len()], mean, inv_std, gate, part)
@@ -57,7 +58,7 @@ pub fn input_grad(grad: &InputGrad, x: &[f32], dy: &[f32], dx: &mut [f32], len: 
         .par_chunks_mut(chunk)
         .zip(x[..len].par_chunks(chunk))
         .zip(dy[..len].par_chunks(chunk))
-        .for_each(|((dxt, xt), dyt)| grad.write(xt, dyt, dxt));
+        .for_each_task(|((dxt, xt), dyt)| grad.write(xt, dyt, dxt));
 }
 
 #[cfg(test)]

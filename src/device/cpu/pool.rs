@@ -3,6 +3,7 @@
 
 use super::SAMPLES_PER_TASK;
 use crate::device::Workspace;
+use crate::device::cpu::team::ForEachTask;
 use crate::kernels::Window;
 use crate::kernels::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_backward, global_avg_forward, global_max_forward,
@@ -19,7 +20,7 @@ pub fn max_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Work
         .par_chunks_mut(out_len)
         .zip(argmax.par_chunks_mut(out_len))
         .zip(x[..n * in_len].par_chunks(in_len))
-        .for_each(|((ys, a), xs)| max_pool_forward(g, xs, ys, a));
+        .for_each_task(|((ys, a), xs)| max_pool_forward(g, xs, ys, a));
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = max over each window
@@ -27,12 +28,12 @@ pub fn max_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize, ws: &mut Work
 pub fn max_values(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
     let (in_len, out_len) = (g.h * g.w * g.c, g.positions() * g.c);
     if n < SAMPLES_PER_TASK {
-        return y[..n * out_len].par_chunks_mut(g.ow * g.c).enumerate().for_each(|(r, row)| {
+        return y[..n * out_len].par_chunks_mut(g.ow * g.c).enumerate().for_each_task(|(r, row)| {
             let (s, oy) = (r / g.oh, r % g.oh);
             max_pool_values(g, &x[s * in_len..][..in_len], oy..oy + 1, row);
         });
     }
-    y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len)).for_each(|(ys, xs)| {
+    y[..n * out_len].par_chunks_mut(out_len).zip(x[..n * in_len].par_chunks(in_len)).for_each_task(|(ys, xs)| {
         max_pool_values(g, xs, 0..g.oh, ys);
     });
 }
@@ -45,7 +46,7 @@ pub fn max_backward(g: &Window, dy: &[f32], dx: &mut [f32], n: usize, ws: &mut W
         .par_chunks_mut(in_len)
         .zip(argmax.par_chunks(out_len))
         .zip(dy[..n * out_len].par_chunks(out_len))
-        .for_each(|((dxs, a), dys)| max_pool_backward(dys, a, dxs));
+        .for_each_task(|((dxs, a), dys)| max_pool_backward(dys, a, dxs));
 }
 
 // x: (N,H,W,C) -> y: (N,OH,OW,C);  y = mean of each window's inputs  (a task per sample)
@@ -54,7 +55,7 @@ pub fn avg_forward(g: &Window, x: &[f32], y: &mut [f32], n: usize) {
     y[..n * out_len]
         .par_chunks_mut(out_len)
         .zip(x[..n * in_len].par_chunks(in_len))
-        .for_each(|(ys, xs)| avg_pool_forward(g, xs, ys));
+        .for_each_task(|(ys, xs)| avg_pool_forward(g, xs, ys));
 }
 
 // dx[i] = sum over windows w covering i of dy[w] / |w|  (a task per sample)
@@ -63,7 +64,7 @@ pub fn avg_backward(g: &Window, dy: &[f32], dx: &mut [f32], n: usize) {
     dx[..n * in_len]
         .par_chunks_mut(in_len)
         .zip(dy[..n * out_len].par_chunks(out_len))
-        .for_each(|(dxs, dys)| avg_pool_backward(g, dys, dxs));
+        .for_each_task(|(dxs, dys)| avg_pool_backward(g, dys, dxs));
 }
 
 // x: (N,P,C) -> y: (N,C), mean or max (argmax in ws)
@@ -72,14 +73,14 @@ pub fn global_forward(max: bool, positions: usize, c: usize, x: &[f32], y: &mut 
     let (xt, yt) =
         (x[..n * in_len].par_chunks(SAMPLES_PER_TASK * in_len), y[..n * c].par_chunks_mut(SAMPLES_PER_TASK * c));
     if !max {
-        return xt.zip(yt).for_each(|(xt, yt)| {
+        return xt.zip(yt).for_each_task(|(xt, yt)| {
             for (xs, ys) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(c)) {
                 global_avg_forward(xs, ys);
             }
         });
     }
     let argmax = ws.u32s(n * c).par_chunks_mut(SAMPLES_PER_TASK * c);
-    xt.zip(yt).zip(argmax).for_each(|((xt, yt), at)| {
+    xt.zip(yt).zip(argmax).for_each_task(|((xt, yt), at)| {
         for ((xs, ys), a) in xt.chunks_exact(in_len).zip(yt.chunks_exact_mut(c)).zip(at.chunks_exact_mut(c)) {
             global_max_forward(xs, ys, a);
         }
@@ -100,14 +101,14 @@ pub fn global_backward(
     let dxt = dx[..n * in_len].par_chunks_mut(SAMPLES_PER_TASK * in_len);
     let dyt = dy[..n * c].par_chunks(SAMPLES_PER_TASK * c);
     if !max {
-        return dxt.zip(dyt).for_each(|(dxt, dyt)| {
+        return dxt.zip(dyt).for_each_task(|(dxt, dyt)| {
             for (dxs, dys) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(c)) {
                 global_avg_backward(dys, dxs);
             }
         });
     }
     let argmax = &*ws.u32s(n * c);
-    dxt.zip(dyt).zip(argmax.par_chunks(SAMPLES_PER_TASK * c)).for_each(|((dxt, dyt), at)| {
+    dxt.zip(dyt).zip(argmax.par_chunks(SAMPLES_PER_TASK * c)).for_each_task(|((dxt, dyt), at)| {
         for ((dxs, dys), a) in dxt.chunks_exact_mut(in_len).zip(dyt.chunks_exact(c)).zip(at.chunks_exact(c)) {
             max_pool_backward(dys, a, dxs);
         }

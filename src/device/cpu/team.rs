@@ -1,0 +1,332 @@
+//! An operation's tasks over a held pool, with no thread put to sleep.
+//!
+//! Under a [`Device::stay_warm`](crate::device::Device::stay_warm) hold the
+//! pool's other threads spin, looking for work. A rayon join still puts the
+//! caller to sleep when it waits more than a few microseconds for the task
+//! another thread took (the last of an operation's), and a sleeping thread
+//! takes tens of microseconds to wake, more in a virtual machine: on a
+//! 2-vCPU guest that cost a fifth of the reference model's step. Here the
+//! caller publishes the operation's tasks instead; the held threads and the
+//! caller take them, each from its own run of tasks first and then from the
+//! others', and the caller waits for the last one spinning.
+//!
+//! [`for_each`] (or [`ForEachTask::for_each_task`]) takes any of rayon's indexed parallel iterators (chunks,
+//! zips, enumerations) and runs each item once, as rayon's `for_each` would;
+//! outside a hold, within another operation's task, or with no thread held,
+//! it is rayon's `for_each`. Which thread runs an item never changes what
+//! the item computes, so results stay bit-identical.
+
+use rayon::iter::plumbing::{Producer, ProducerCallback};
+use rayon::prelude::*;
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The most pieces an operation is split into (its items grouped evenly).
+const MAX_PIECES: usize = 64;
+
+/// The most runs of pieces (one a thread, threads past this share).
+const MAX_RUNS: usize = 16;
+
+/// The operation in flight, published by the leading thread; null when none.
+static JOB: AtomicPtr<Published> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Threads inside a published operation now (the leader excepted): the
+/// leader returns only once this is zero and the operation unpublished.
+static HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Operations published so far: a helper takes part in each once.
+static PUBLISHED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Whether this thread holds the pool warm (it leads operations).
+    static LEADS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
+/// What a helper needs: the operation's number, and how to take part.
+struct Published {
+    number: usize,
+    job: *const (),
+    work: unsafe fn(*const (), usize),
+}
+
+/// One operation: its pieces, and a claim counter per run of them.
+struct Job<'f, P, F> {
+    pieces: [UnsafeCell<Option<P>>; MAX_PIECES],
+    /// Run r covers pieces `bounds[r]..bounds[r + 1]`; `next[r]` is its next unclaimed piece.
+    next: [Padded; MAX_RUNS],
+    bounds: [usize; MAX_RUNS + 1],
+    runs: usize,
+    f: &'f F,
+}
+
+// A piece is taken (and its producer moved out) only by the one thread whose
+// claim returned its index; the rest of the job is read-only or atomic.
+unsafe impl<P: Send, F: Sync> Sync for Job<'_, P, F> {}
+
+impl<P: Producer, F: Fn(P::Item) + Sync> Job<'_, P, F> {
+    /// Runs pieces until none is left: this thread's run first (`index`
+    /// chooses it), then each following run's.
+    fn work(&self, index: usize) {
+        for k in 0..self.runs {
+            let r = (index + k) % self.runs;
+            loop {
+                let i = self.next[r].0.fetch_add(1, Ordering::Relaxed);
+                if i >= self.bounds[r + 1] {
+                    break;
+                }
+                // SAFETY: the claim above returned `i` to this thread only.
+                let piece = unsafe { (*self.pieces[i].get()).take() };
+                piece.expect("each piece is claimed once").into_iter().for_each(self.f);
+            }
+        }
+    }
+}
+
+/// `Job::work` for a helper, through the type-erased pointer of [`Published`].
+///
+/// # Safety
+/// `job` points to a live `Job<P, F>`.
+unsafe fn work<P: Producer, F: Fn(P::Item) + Sync>(job: *const (), index: usize) {
+    unsafe { &*(job as *const Job<P, F>) }.work(index)
+}
+
+/// Runs `f` on every item of `iter`, once each, as `iter.for_each(f)` does;
+/// over the held threads where this thread holds the pool warm.
+pub fn for_each<I, F>(iter: I, f: F)
+where
+    I: IndexedParallelIterator,
+    F: Fn(I::Item) + Sync + Send,
+{
+    if iter.len() < 2 || !leads() {
+        return iter.for_each(f);
+    }
+    let len = iter.len();
+    iter.with_producer(Split { f: &f, len })
+}
+
+/// [`for_each`] as a method of rayon's indexed parallel iterators.
+pub trait ForEachTask: IndexedParallelIterator {
+    /// Runs `f` on every item, once each, over the held threads where this
+    /// thread holds the pool warm (else rayon's `for_each`).
+    fn for_each_task<F: Fn(Self::Item) + Sync + Send>(self, f: F) {
+        for_each(self, f)
+    }
+}
+
+impl<I: IndexedParallelIterator> ForEachTask for I {}
+
+/// Whether this thread leads: it holds the pool warm, a thread is held, and
+/// no operation of its own is in flight (a task's inner loops run rayon's way).
+fn leads() -> bool {
+    LEADS.get() && super::SPINNING.load(Ordering::Acquire) > 0 && JOB.load(Ordering::Relaxed).is_null()
+}
+
+/// Whether this thread holds the pool warm.
+pub(super) fn leading() -> bool {
+    LEADS.get()
+}
+
+/// Marks this thread as the one that leads operations (or no longer).
+pub(super) fn set_leading(leading: bool) {
+    LEADS.set(leading);
+}
+
+/// The callback that receives the iterator's producer.
+struct Split<'f, F> {
+    f: &'f F,
+    len: usize,
+}
+
+impl<T, F: Fn(T) + Sync> ProducerCallback<T> for Split<'_, F> {
+    type Output = ();
+
+    fn callback<P: Producer<Item = T>>(self, producer: P) {
+        let pieces = self.len.min(MAX_PIECES);
+        let threads = rayon::current_num_threads();
+        let runs = threads.min(pieces).min(MAX_RUNS);
+        let mut job = Job {
+            pieces: std::array::from_fn(|_| UnsafeCell::new(None)),
+            next: std::array::from_fn(|_| Padded(AtomicUsize::new(0))),
+            bounds: [pieces; MAX_RUNS + 1],
+            runs,
+            f: self.f,
+        };
+        // Pieces of len / pieces items (the first len % pieces one more).
+        let mut rest = Some(producer);
+        for i in 0..pieces {
+            let size = self.len / pieces + usize::from(i < self.len % pieces);
+            let (piece, after) = rest.take().expect("split in order").split_at(size);
+            *job.pieces[i].get_mut() = Some(piece);
+            rest = Some(after);
+        }
+        for r in 0..runs {
+            job.bounds[r] = r * pieces / runs;
+            job.next[r].0.store(job.bounds[r], Ordering::Relaxed);
+        }
+        let number = PUBLISHED.fetch_add(1, Ordering::Relaxed) + 1;
+        let published = Published { number, job: &job as *const Job<P, F> as *const (), work: work::<P, F> };
+        let _unpublish = Unpublish;
+        JOB.store(&published as *const Published as *mut Published, Ordering::SeqCst);
+        job.work(rayon::current_thread_index().unwrap_or(0));
+    }
+}
+
+/// Ends the published operation (also on a panic in the leader's share):
+/// no helper enters it after this, and the leader waits for those inside.
+struct Unpublish;
+
+impl Drop for Unpublish {
+    fn drop(&mut self) {
+        JOB.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while HELPERS.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// A held thread's turn: takes part in the published operation if there is
+/// one it has not (`last` is the number of the last it took part in).
+/// Whether it did.
+pub(super) fn help(index: usize, last: &mut usize) -> bool {
+    if JOB.load(Ordering::Relaxed).is_null() || PUBLISHED.load(Ordering::Relaxed) == *last {
+        return false;
+    }
+    HELPERS.fetch_add(1, Ordering::SeqCst);
+    let _leave = Leave;
+    // The leader, having unpublished, waits for HELPERS to drop to zero: a
+    // job seen here stays alive until `_leave` drops.
+    let published = JOB.load(Ordering::SeqCst);
+    if published.is_null() {
+        return false;
+    }
+    // SAFETY: as above, `published` and its job outlive this call.
+    let Published { number, job, work } = unsafe { &*published };
+    if *number == *last {
+        return false;
+    }
+    *last = *number;
+    unsafe { work(*job, index) };
+    true
+}
+
+/// Leaves the operation (also when a task panics, so the leader never waits forever).
+struct Leave;
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        HELPERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::device::cpu::Cpu;
+    use std::time::{Duration, Instant};
+
+    /// A hold, taken again until no other test's is active.
+    fn hold() -> crate::device::Warm {
+        let start = Instant::now();
+        loop {
+            let warm = Cpu.stay_warm();
+            if warm.0.is_some() || start.elapsed() > Duration::from_secs(60) {
+                return warm;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Under the caller's hold, its held threads put to work again (they
+    /// stop when idle, as a busy test machine can make them); whether one
+    /// is spinning now.
+    fn rewarm() -> bool {
+        drop(Cpu.stay_warm());
+        let start = Instant::now();
+        while super::super::SPINNING.load(Ordering::Acquire) == 0 && start.elapsed() < Duration::from_secs(1) {
+            std::thread::yield_now();
+        }
+        leads()
+    }
+
+    /// Under a hold every item runs once, whichever thread runs it, for
+    /// fewer items than pieces, more, and one; an operation inside a task
+    /// runs rayon's way; and the held thread takes part.
+    #[test]
+    fn every_item_runs_once_over_the_held_threads() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let warm = hold();
+            assert!(warm.0.is_some(), "no hold within a pool of two");
+            let (leader, mut helped) = (rayon::current_thread_index(), false);
+            for len in [1, 2, 3, 63, 64, 65, 1000] {
+                rewarm();
+                let mut y = vec![0u64; len * 7];
+                let x: Vec<u64> = (0..len as u64 * 7).collect();
+                let by = AtomicUsize::new(usize::MAX);
+                for_each(y.par_chunks_mut(7).zip(x.par_chunks(7)).enumerate(), |(i, (y, x))| {
+                    if rayon::current_thread_index() != leader {
+                        by.store(i, Ordering::Relaxed);
+                    }
+                    // An inner operation, as a task with bands of its own runs.
+                    for_each(y.par_iter_mut().zip(x), |(y, &x)| *y += x * x + i as u64);
+                });
+                let want: Vec<u64> = (0..len as u64 * 7).map(|v| v * v + v / 7).collect();
+                assert_eq!(y, want, "{len} items");
+                helped |= by.load(Ordering::Relaxed) != usize::MAX;
+                assert!(JOB.load(Ordering::SeqCst).is_null() && HELPERS.load(Ordering::SeqCst) == 0);
+            }
+            // Held threads spin: one of many operations is shared.
+            for _ in 0..1000 {
+                if helped {
+                    break;
+                }
+                if !rewarm() {
+                    continue;
+                }
+                let by = AtomicUsize::new(0);
+                let mut y = vec![0u8; 64];
+                for_each(y.par_iter_mut(), |_| {
+                    if rayon::current_thread_index() != leader {
+                        by.store(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_micros(20));
+                });
+                helped = by.load(Ordering::Relaxed) != 0;
+            }
+            assert!(helped, "the held thread never took part");
+            drop(warm);
+            assert!(!leads(), "led after the hold dropped");
+        });
+    }
+
+    /// A panic in the leader's share reaches the caller once every helper
+    /// has left, and the next operation runs.
+    #[test]
+    fn a_panicking_task_unpublishes_the_operation() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let _warm = hold();
+            rewarm();
+            let caught = std::panic::catch_unwind(|| {
+                let (mut y, leader) = (vec![0u8; 64], rayon::current_thread_index());
+                for_each(y.par_iter_mut(), |y| {
+                    *y = 1;
+                    // Only here: a panic on a held thread aborts, as any in a rayon spawn does.
+                    if rayon::current_thread_index() == leader {
+                        panic!("a task of the leader's");
+                    }
+                });
+            });
+            assert!(caught.is_err(), "the panic was lost");
+            assert!(JOB.load(Ordering::SeqCst).is_null() && HELPERS.load(Ordering::SeqCst) == 0);
+            let mut y = vec![0u8; 64];
+            for_each(y.par_iter_mut(), |y| *y = 2);
+            assert!(y.iter().all(|&v| v == 2));
+        });
+    }
+}
