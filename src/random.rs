@@ -69,10 +69,11 @@ impl BatchDraws {
     /// vectorize); each gives two values (24-bit uniforms, as `random::<f32>()`).
     /// Samples are drawn in parallel.
     pub fn fill_masks(&self, masks: &mut [f32], per: usize, rate: f32, keep: f32) {
+        use crate::device::ForEachTask;
         use rayon::prelude::*;
         // u / 2^24 < rate  <=>  u < ceil(rate * 2^24), for integers u.
         let below = (rate as f64 * (1u64 << 24) as f64).ceil() as u64;
-        masks.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, mask)| {
+        masks.par_chunks_mut(per.max(1)).enumerate().for_each_task(|(i, mask)| {
             let key = stream_key(self.key, self.first + i as u64);
             fill_mask(mask, key, below, keep);
         });

@@ -356,7 +356,7 @@ pub(crate) use moment_builders;
 /// Runs `f` on every value of `variables`, in parallel chunks.
 fn for_each_value(values: &mut [f32], variables: &[Range<usize>], f: impl Fn(&mut f32) + Sync) {
     for r in variables {
-        values[r.clone()].par_chunks_mut(CHUNK).for_each(|chunk| chunk.iter_mut().for_each(&f));
+        values[r.clone()].par_chunks_mut(CHUNK).for_each_task(|chunk| chunk.iter_mut().for_each(&f));
     }
 }
 

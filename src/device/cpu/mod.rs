@@ -411,8 +411,8 @@ mod tests {
     /// Within a pool the hold puts the other thread to looking for work,
     /// where it runs the caller's jobs; the thread gives up once idle for a
     /// while even while held (what bounds a hold nested in a join), and
-    /// when the guard drops. A hold within a hold, or outside any pool,
-    /// holds nothing.
+    /// when the guard drops. A hold within a hold holds nothing more than
+    /// the stopped threads again; outside any pool, nothing.
     #[test]
     fn staying_warm_runs_the_callers_work_and_ends_by_itself() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -425,6 +425,10 @@ mod tests {
             assert_eq!(sum, (0..10_000u64).map(|i| i * i).sum::<u64>());
             assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > entered), "the other thread was never held");
             assert!(within_a_minute(|| SPINNING.load(Ordering::Acquire) == 0), "an idle thread stayed held");
+            // A batch's hold within its epoch's holds the stopped thread again.
+            let held = HOLDS.load(Ordering::Acquire);
+            assert!(Cpu.stay_warm().0.is_none(), "a batch's hold within the epoch's is a hold of its own");
+            assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > held), "the stopped thread was not held again");
             drop(warm);
             let _again = hold();
             assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > entered + 1), "a second hold held nothing");
