@@ -178,10 +178,10 @@ impl Device for Cpu {
         if HELD.swap(true, Ordering::AcqRel) {
             return Warm::cold();
         }
-        team::set_leading(true);
+        team::lead();
         spin(caller, RELEASED.load(Ordering::Acquire));
         Warm::until(|| {
-            team::set_leading(false);
+            team::end_lead();
             RELEASED.fetch_add(1, Ordering::AcqRel);
             HELD.store(false, Ordering::Release);
         })
