@@ -397,7 +397,7 @@ mod tests {
     }
 
     /// A hold, taken again until no other test's is active.
-    fn hold() -> Warm {
+    pub(super) fn hold() -> Warm {
         let start = Instant::now();
         loop {
             let warm = Cpu.stay_warm();

@@ -244,19 +244,8 @@ mod tests {
     use super::*;
     use crate::device::Device;
     use crate::device::cpu::Cpu;
+    use crate::device::cpu::tests::hold;
     use std::time::{Duration, Instant};
-
-    /// A hold, taken again until no other test's is active.
-    fn hold() -> crate::device::Warm {
-        let start = Instant::now();
-        loop {
-            let warm = Cpu.stay_warm();
-            if warm.0.is_some() || start.elapsed() > Duration::from_secs(60) {
-                return warm;
-            }
-            std::thread::yield_now();
-        }
-    }
 
     /// Under the caller's hold, its held threads put to work again (they
     /// stop when idle, as a busy test machine can make them); whether one
