@@ -226,6 +226,7 @@ pub(super) fn help(index: usize, last: &mut usize) -> bool {
         return false;
     }
     *last = *number;
+    // SAFETY: the leader published `work` instantiated for the type `job` points to.
     unsafe { work(*job, index) };
     true
 }
