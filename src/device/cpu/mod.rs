@@ -24,7 +24,7 @@ use crate::activations::Activation;
 use crate::kernels::Window;
 use crate::kernels::activation::Rectifier;
 use crate::kernels::batch_norm::InputGrad;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Samples per parallel task.
@@ -96,11 +96,6 @@ fn gather_blocks(blocks: &[f32], m: usize, block: usize, cols: usize, row_of: im
 /// The CPU, with rayon's global thread pool (`keel::set_threads`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
-
-/// Whether a [`Device::stay_warm`] hold is active in this process. One at a
-/// time: a hold asked for within another (a nested loop) or beside it (a
-/// second caller) holds nothing more.
-static HELD: AtomicBool = AtomicBool::new(false);
 
 /// Holds released so far: a held thread stops once it changes.
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
@@ -175,15 +170,14 @@ impl Device for Cpu {
             }
             return Warm::cold();
         }
-        if HELD.swap(true, Ordering::AcqRel) {
+        if !team::try_lead() {
             return Warm::cold();
         }
-        team::lead();
         spin(caller, RELEASED.load(Ordering::Acquire));
         Warm::until(|| {
-            team::end_lead();
+            // Held threads stop before another hold can begin (and count from the new number).
             RELEASED.fetch_add(1, Ordering::AcqRel);
-            HELD.store(false, Ordering::Release);
+            team::end_lead();
         })
     }
 

@@ -41,7 +41,9 @@ static HELPERS: AtomicUsize = AtomicUsize::new(0);
 /// Operations published so far: a helper takes part in each once.
 static PUBLISHED: AtomicUsize = AtomicUsize::new(0);
 
-/// The thread that holds the pool warm and leads operations (its [`me`]); 0 when none.
+/// The thread that holds the pool warm and leads operations (its [`me`]); 0
+/// when none. One hold at a time in the process: a hold asked for beside
+/// another (a second caller) holds nothing.
 static LEADER: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -142,9 +144,10 @@ pub(super) fn leading() -> bool {
     LEADER.load(Ordering::Acquire) == me()
 }
 
-/// Makes this thread the one that leads operations (from its hold's start).
-pub(super) fn lead() {
-    LEADER.store(me(), Ordering::Release);
+/// Makes this thread the one that leads operations, where no thread does
+/// (a hold starts); whether it does now.
+pub(super) fn try_lead() -> bool {
+    LEADER.compare_exchange(0, me(), Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
 /// No thread leads (the hold ended, on whichever thread dropped it).
