@@ -4,11 +4,11 @@
 //! otherwise, or at batch 1 the packed product reading the patches in place;
 //! optionally with the max pooling after it fused in) and DepthwiseConv2D.
 
+use super::team::ForEachTask;
 use super::{
     SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, norm, task_count, through_kept_input, with_scratch,
 };
 use crate::activations::Activation;
-use crate::device::cpu::team::ForEachTask;
 use crate::device::{Affine, ConvOp, DepthwiseOp, WeightGrads, Workspace};
 use crate::kernels::add_assign;
 use crate::kernels::conv_pool_grad::conv_pool_weight_grad;

@@ -3,9 +3,9 @@
 //! hidden layer's gradients as products against its output gradient packed
 //! (`backward_packed`).
 
+use super::team::ForEachTask;
 use super::{SAMPLES_PER_TASK, activate_keeping_input, gather_blocks, through_kept_input};
 use crate::activations::Activation;
-use crate::device::cpu::team::ForEachTask;
 use crate::device::{DenseOp, Prepared, WeightGrads, Workspace};
 use crate::kernels::matmul::{MatRef, matmul};
 use crate::kernels::packed::{self, Packed, matmul_packed, pack, pack_transposed, packed_len};

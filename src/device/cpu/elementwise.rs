@@ -2,9 +2,9 @@
 //! resampling. Split in fixed chunks (or tasks of samples), so any thread
 //! count gives the same result.
 
+use super::team::ForEachTask;
 use super::{CHUNK, SAMPLES_PER_TASK, task_count, with_scratch};
 use crate::activations::Activation;
-use crate::device::cpu::team::ForEachTask;
 use crate::device::{Pad2D, ProductOp, ResampleOp, Span, Workspace};
 use crate::kernels::activation::{self, Rectifier};
 use crate::kernels::batch_norm;

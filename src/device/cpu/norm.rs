@@ -1,7 +1,7 @@
 //! BatchNormalization's reductions and input gradient.
 
+use super::team::ForEachTask;
 use super::{CHUNK, SAMPLES_PER_TASK};
-use crate::device::cpu::team::ForEachTask;
 use crate::device::{ChannelSums, Workspace};
 use crate::kernels::batch_norm::{self, InputGrad};
 use rayon::prelude::*;

@@ -2,8 +2,8 @@
 //! samples: a row of channels each).
 
 use super::SAMPLES_PER_TASK;
+use super::team::ForEachTask;
 use crate::device::Workspace;
-use crate::device::cpu::team::ForEachTask;
 use crate::kernels::Window;
 use crate::kernels::pool::{
     avg_pool_backward, avg_pool_forward, global_avg_backward, global_avg_forward, global_max_forward,
