@@ -379,7 +379,7 @@ impl Device for Cpu {
 mod tests {
     use super::*;
     use rayon::prelude::*;
-    use std::sync::mpsc;
+    use std::sync::{Mutex, MutexGuard, mpsc};
 
     /// Waits (at most a minute) for `done`; whether it came.
     fn within_a_minute(done: impl Fn() -> bool) -> bool {
@@ -390,16 +390,11 @@ mod tests {
         done()
     }
 
-    /// A hold, taken again until no other test's is active.
-    pub(super) fn hold() -> Warm {
-        let start = Instant::now();
-        loop {
-            let warm = Cpu.stay_warm();
-            if warm.0.is_some() || start.elapsed() > Duration::from_secs(60) {
-                return warm;
-            }
-            std::thread::yield_now();
-        }
+    /// Serialises the tests that hold the pool warm: there is one hold in the
+    /// process, and a test that found another test's would hold nothing.
+    pub(super) fn one_hold_at_a_time() -> MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Within a pool the hold puts the other thread to looking for work,
@@ -409,10 +404,11 @@ mod tests {
     /// the stopped threads again; outside any pool, nothing.
     #[test]
     fn staying_warm_runs_the_callers_work_and_ends_by_itself() {
+        let _serial = one_hold_at_a_time();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
             let entered = HOLDS.load(Ordering::Acquire);
-            let warm = hold();
+            let warm = Cpu.stay_warm();
             assert!(warm.0.is_some(), "no hold within a pool of two");
             assert!(Cpu.stay_warm().0.is_none(), "a hold within a hold held threads again");
             let sum: u64 = (0..10_000u32).into_par_iter().with_max_len(100).map(|i| i as u64 * i as u64).sum();
@@ -424,7 +420,7 @@ mod tests {
             assert!(Cpu.stay_warm().0.is_none(), "a batch's hold within the epoch's is a hold of its own");
             assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > held), "the stopped thread was not held again");
             drop(warm);
-            let _again = hold();
+            let _again = Cpu.stay_warm();
             assert!(within_a_minute(|| HOLDS.load(Ordering::Acquire) > entered + 1), "a second hold held nothing");
         });
         assert!(
@@ -453,6 +449,7 @@ mod tests {
     /// rayon runs inside one of their joins must not stall them for good.
     #[test]
     fn holds_beside_background_joins_finish() {
+        let _serial = one_hold_at_a_time();
         let (done, finished) = mpsc::channel();
         std::thread::spawn(move || {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();

@@ -133,10 +133,12 @@ pub trait ForEachTask: IndexedParallelIterator {
 
 impl<I: IndexedParallelIterator> ForEachTask for I {}
 
-/// Whether this thread leads: it holds the pool warm, a thread is held, and
-/// no operation of its own is in flight (a task's inner loops run rayon's way).
+/// Whether this thread leads: it holds the pool warm, a thread is held (or
+/// on its way: it takes part in what is published by then), and no
+/// operation of its own is in flight (a task's inner loops run rayon's way).
 fn leads() -> bool {
-    leading() && super::SPINNING.load(Ordering::Acquire) > 0 && JOB.load(Ordering::Relaxed).is_null()
+    let held = super::SPINNING.load(Ordering::Acquire) + super::STARTING.load(Ordering::Acquire);
+    leading() && held > 0 && JOB.load(Ordering::Relaxed).is_null()
 }
 
 /// Whether this thread holds the pool warm.
@@ -248,19 +250,23 @@ mod tests {
     use super::*;
     use crate::device::Device;
     use crate::device::cpu::Cpu;
-    use crate::device::cpu::tests::hold;
+    use crate::device::cpu::tests::one_hold_at_a_time;
+    use std::sync::atomic::AtomicBool;
     use std::time::{Duration, Instant};
 
     /// Under the caller's hold, its held threads put to work again (they
-    /// stop when idle, as a busy test machine can make them); whether one
-    /// is spinning now.
+    /// stop when idle, as a busy test machine can make them); whether this
+    /// thread leads operations now (tries for at most ten seconds).
     fn rewarm() -> bool {
-        drop(Cpu.stay_warm());
         let start = Instant::now();
-        while super::super::SPINNING.load(Ordering::Acquire) == 0 && start.elapsed() < Duration::from_secs(1) {
+        while start.elapsed() < Duration::from_secs(10) {
+            drop(Cpu.stay_warm());
+            if leads() {
+                return true;
+            }
             std::thread::yield_now();
         }
-        leads()
+        false
     }
 
     /// Under a hold every item runs once, whichever thread runs it, for
@@ -268,47 +274,45 @@ mod tests {
     /// runs rayon's way; and the held thread takes part.
     #[test]
     fn every_item_runs_once_over_the_held_threads() {
+        let _serial = one_hold_at_a_time();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
-            let warm = hold();
+            let warm = Cpu.stay_warm();
             assert!(warm.0.is_some(), "no hold within a pool of two");
-            let (leader, mut helped) = (rayon::current_thread_index(), false);
+            let leader = rayon::current_thread_index();
             for len in [1, 2, 3, 63, 64, 65, 1000] {
-                rewarm();
+                assert!(rewarm(), "no thread held");
                 let mut y = vec![0u64; len * 7];
                 let x: Vec<u64> = (0..len as u64 * 7).collect();
-                let by = AtomicUsize::new(usize::MAX);
                 for_each(y.par_chunks_mut(7).zip(x.par_chunks(7)).enumerate(), |(i, (y, x))| {
-                    if rayon::current_thread_index() != leader {
-                        by.store(i, Ordering::Relaxed);
-                    }
                     // An inner operation, as a task with bands of its own runs.
                     for_each(y.par_iter_mut().zip(x), |(y, &x)| *y += x * x + i as u64);
                 });
                 let want: Vec<u64> = (0..len as u64 * 7).map(|v| v * v + v / 7).collect();
                 assert_eq!(y, want, "{len} items");
-                helped |= by.load(Ordering::Relaxed) != usize::MAX;
                 assert!(JOB.load(Ordering::SeqCst).is_null() && HELPERS.load(Ordering::SeqCst) == 0);
             }
-            // Held threads spin: one of many operations is shared.
-            for _ in 0..1000 {
-                if helped {
-                    break;
-                }
-                if !rewarm() {
-                    continue;
-                }
-                let by = AtomicUsize::new(0);
+            // The held thread takes part in a published operation: the
+            // leader's first task waits (a while) for it to take a task.
+            let (start, mut helped) = (Instant::now(), false);
+            while !helped && start.elapsed() < Duration::from_secs(30) {
+                assert!(rewarm(), "no thread held");
+                let (by, waited) = (AtomicBool::new(false), AtomicBool::new(false));
                 let mut y = vec![0u8; 64];
                 for_each(y.par_iter_mut(), |_| {
+                    let published = !JOB.load(Ordering::SeqCst).is_null();
                     if rayon::current_thread_index() != leader {
-                        by.store(1, Ordering::Relaxed);
+                        by.fetch_or(published, Ordering::SeqCst);
+                    } else if !waited.swap(true, Ordering::SeqCst) {
+                        let wait = Instant::now();
+                        while !by.load(Ordering::SeqCst) && wait.elapsed() < Duration::from_millis(100) {
+                            std::thread::yield_now();
+                        }
                     }
-                    std::thread::sleep(Duration::from_micros(20));
                 });
-                helped = by.load(Ordering::Relaxed) != 0;
+                helped = by.load(Ordering::SeqCst);
             }
-            assert!(helped, "the held thread never took part");
+            assert!(helped, "the held thread never took part in a published operation");
             drop(warm);
             assert!(!leads(), "led after the hold dropped");
         });
@@ -318,35 +322,46 @@ mod tests {
     /// that thread takes the next hold as a hold of its own.
     #[test]
     fn a_hold_dropped_elsewhere_ends_the_lead() {
+        let _serial = one_hold_at_a_time();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
-            let warm = hold();
+            let warm = Cpu.stay_warm();
             assert!(warm.0.is_some() && leading(), "no hold within a pool of two");
             std::thread::spawn(move || drop(warm)).join().unwrap();
             assert!(!leading(), "still led after the hold dropped on another thread");
-            assert!(hold().0.is_some(), "no hold of its own after");
+            assert!(Cpu.stay_warm().0.is_some(), "no hold of its own after");
         });
     }
 
-    /// A panic in the leader's share reaches the caller once every helper
-    /// has left, and the next operation runs.
+    /// A panic in the leader's share of a published operation reaches the
+    /// caller once every helper has left, and the next operation runs.
     #[test]
     fn a_panicking_task_unpublishes_the_operation() {
+        let _serial = one_hold_at_a_time();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
-            let _warm = hold();
-            rewarm();
+            let _warm = Cpu.stay_warm();
+            assert!(rewarm(), "no thread held");
+            let (published, began) = (AtomicBool::new(false), AtomicBool::new(false));
             let caught = std::panic::catch_unwind(|| {
                 let (mut y, leader) = (vec![0u8; 64], rayon::current_thread_index());
                 for_each(y.par_iter_mut(), |y| {
                     *y = 1;
+                    published.fetch_or(!JOB.load(Ordering::SeqCst).is_null(), Ordering::SeqCst);
                     // Only here: a panic on a held thread aborts, as any in a rayon spawn does.
                     if rayon::current_thread_index() == leader {
+                        began.store(true, Ordering::SeqCst);
                         panic!("a task of the leader's");
+                    }
+                    // A helper leaves the leader a task (a while), however the threads are scheduled.
+                    let wait = Instant::now();
+                    while !began.load(Ordering::SeqCst) && wait.elapsed() < Duration::from_secs(1) {
+                        std::thread::yield_now();
                     }
                 });
             });
             assert!(caught.is_err(), "the panic was lost");
+            assert!(published.load(Ordering::SeqCst), "the operation ran rayon's way");
             assert!(JOB.load(Ordering::SeqCst).is_null() && HELPERS.load(Ordering::SeqCst) == 0);
             let mut y = vec![0u8; 64];
             for_each(y.par_iter_mut(), |y| *y = 2);
