@@ -229,13 +229,21 @@ pub fn dz_times_wt_scalar(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [
     }
 }
 
-/// Calls `each(r, true)` at the first row of each whole block of `block`
-/// rows, then `each(r, false)` for each row after the last whole block.
+/// The SIMD kernels' schedule for [`dz_times_wt`]: tiles of [`TILE`] input
+/// features in order (W^T's tile stays in L1 while the rows pass over it),
+/// in each blocks of `block` rows (fewer where fewer are left):
+/// `each(r, rows, features)`.
 #[cfg(target_arch = "x86_64")]
-fn by_row_blocks(rows: usize, block: usize, mut each: impl FnMut(usize, bool)) {
-    let blocked = rows - rows % block;
-    (0..blocked).step_by(block).for_each(|r| each(r, true));
-    (blocked..rows).for_each(|r| each(r, false));
+fn by_tiles_of_rows(rows: usize, d: usize, block: usize, mut each: impl FnMut(usize, usize, std::ops::Range<usize>)) {
+    for start in (0..d).step_by(TILE) {
+        let features = start..(start + TILE).min(d);
+        let mut r = 0;
+        while r < rows {
+            let n = (rows - r).min(block);
+            each(r, n, features.clone());
+            r += n;
+        }
+    }
 }
 
 /// A SIMD kernel's [`x_times_wt`]: [`by_tiles`] with its `tile::<R, U>`
@@ -389,28 +397,37 @@ mod avx2 {
     const GRADIENT_ROWS: usize = 2;
 
     /// Blocks of 32 outputs of 2 rows at a time (8 chains) sharing each load
-    /// of W^T; the outputs past the last whole block one by one.
+    /// of W^T, over tiles of input features ([`super::by_tiles_of_rows`]);
+    /// the outputs past a tile's last whole block one by one.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
-        super::by_row_blocks(dx.len() / d, GRADIENT_ROWS, |r, whole| {
-            // SAFETY: every call's rows lie below dx's.
+        super::by_tiles_of_rows(dx.len() / d, d, GRADIENT_ROWS, |r, rows, features| {
+            // SAFETY: every call's rows lie below dx's, its features below d.
             unsafe {
-                if whole {
-                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx)
+                if rows == GRADIENT_ROWS {
+                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, features, dx)
                 } else {
-                    output_blocks::<1>(dz, wt, u, d, r, dx)
+                    output_blocks::<1>(dz, wt, u, d, r, features, dx)
                 }
             }
         });
     }
 
-    /// Rows r..r + R of dx. Safety: r + R rows lie in dz (U values each) and
-    /// dx (D each), wt holds U x D.
+    /// Rows r..r + R of dx over `features`. Safety: r + R rows lie in dz (U
+    /// values each) and dx (D each), wt holds U x D, the features lie below d.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn output_blocks<const R: usize>(dz: &[f32], wt: &[f32], u: usize, d: usize, r: usize, dx: &mut [f32]) {
-        let full = d - d % 32;
-        for i in (0..full).step_by(32) {
+    unsafe fn output_blocks<const R: usize>(
+        dz: &[f32],
+        wt: &[f32],
+        u: usize,
+        d: usize,
+        r: usize,
+        features: std::ops::Range<usize>,
+        dx: &mut [f32],
+    ) {
+        let full = features.start + (features.end - features.start) / 32 * 32;
+        for i in (features.start..full).step_by(32) {
             let mut acc = [[_mm256_setzero_ps(); 4]; R];
             for j in 0..u {
                 // SAFETY: j * d + i + 32 <= u * d <= wt.len(); (r + k) * u + j < (r + R) * u <= dz.len().
@@ -434,7 +451,8 @@ mod avx2 {
         }
         for k in 0..R {
             let g = &dz[(r + k) * u..(r + k + 1) * u];
-            for (o, i) in dx[(r + k) * d..(r + k + 1) * d].iter_mut().zip(0..).skip(full) {
+            let out = &mut dx[(r + k) * d..(r + k + 1) * d];
+            for (o, i) in out[full..features.end].iter_mut().zip(full..) {
                 let mut acc = 0.0f32;
                 for (j, &gj) in g.iter().enumerate() {
                     acc = gj.mul_add(wt[j * d + i], acc);
@@ -613,35 +631,47 @@ mod avx512 {
     /// Rows of the input gradient sharing each load of W^T.
     const GRADIENT_ROWS: usize = 6;
 
-    /// Blocks of 64 outputs of 6 rows at a time (24 chains), each load of W^T
-    /// shared by the 6 rows: W^T (U x D) is read once per 6 rows rather than
-    /// once per row. Leftover rows go one at a time.
+    /// Blocks of 64 outputs of 6 rows at a time (24 chains) sharing each load
+    /// of W^T, over tiles of input features ([`super::by_tiles_of_rows`]);
+    /// fewer rows where fewer are left.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
-        super::by_row_blocks(dx.len() / d, GRADIENT_ROWS, |r, whole| {
-            // SAFETY: every call's rows lie below dx's.
+        super::by_tiles_of_rows(dx.len() / d, d, GRADIENT_ROWS, |r, rows, features| {
+            // SAFETY: every call's rows lie below dx's, its features below d.
             unsafe {
-                if whole {
-                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, dx)
-                } else {
-                    output_blocks::<1>(dz, wt, u, d, r, dx)
+                match rows {
+                    GRADIENT_ROWS => output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, features, dx),
+                    5 => output_blocks::<5>(dz, wt, u, d, r, features, dx),
+                    4 => output_blocks::<4>(dz, wt, u, d, r, features, dx),
+                    3 => output_blocks::<3>(dz, wt, u, d, r, features, dx),
+                    2 => output_blocks::<2>(dz, wt, u, d, r, features, dx),
+                    _ => output_blocks::<1>(dz, wt, u, d, r, features, dx),
                 }
             }
         });
     }
 
-    /// Rows r..r + R of dx, in blocks of 64 outputs (the last masked).
-    /// Safety: r + R rows lie in dz (U values each) and dx (D each), wt holds U x D.
+    /// Rows r..r + R of dx over `features`, in blocks of 64 outputs (the last
+    /// masked). Safety: r + R rows lie in dz (U values each) and dx (D each),
+    /// wt holds U x D, the features lie below d.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn output_blocks<const R: usize>(dz: &[f32], wt: &[f32], u: usize, d: usize, r: usize, dx: &mut [f32]) {
-        let full = d - d % 64;
-        // SAFETY: as the contract; each block's lanes lie below d.
+    unsafe fn output_blocks<const R: usize>(
+        dz: &[f32],
+        wt: &[f32],
+        u: usize,
+        d: usize,
+        r: usize,
+        features: std::ops::Range<usize>,
+        dx: &mut [f32],
+    ) {
+        let full = features.start + (features.end - features.start) / 64 * 64;
+        // SAFETY: as the contract; each block's lanes lie below the features' end.
         unsafe {
-            for i in (0..full).step_by(64) {
+            for i in (features.start..full).step_by(64) {
                 output_block::<R, 4>(dz, wt, u, d, (r, i), 64, dx);
             }
-            let lanes = d - full;
+            let lanes = features.end - full;
             match lanes.div_ceil(16) {
                 0 => {}
                 1 => output_block::<R, 1>(dz, wt, u, d, (r, full), lanes, dx),
@@ -707,10 +737,20 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_exactly() {
-        // Odd sizes: partial row groups, partial 32- and 64-blocks, u < WIDTH;
+        // Odd sizes: partial row groups (each size the AVX-512 input gradient
+        // takes), partial 32- and 64-blocks, u < WIDTH;
         // the forward product over several tiles of features, a last partial
         // one, several blocks of rows, units past the last whole group.
-        let sizes = [(7, 75, 10), (16, 40, 16), (3, 33, 1), (9, 150, 10), (21, 40, 10), (37, 1100, 10), (5, 530, 13)];
+        let sizes = [
+            (7, 75, 10),
+            (16, 40, 16),
+            (3, 33, 1),
+            (9, 150, 10),
+            (21, 40, 10),
+            (37, 1100, 10),
+            (5, 530, 13),
+            (8, 600, 10),
+        ];
         for (rows, d, u) in sizes {
             let (x, w, dz) = (values(rows * d, 1), values(d * u, 2), values(rows * u, 3));
             let (mut dzp, mut wt) = (vec![0.0; rows * WIDTH], vec![0.0; u * d]);
