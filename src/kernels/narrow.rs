@@ -246,6 +246,16 @@ fn by_tiles_of_rows(rows: usize, d: usize, block: usize, mut each: impl FnMut(us
     }
 }
 
+/// What the SIMD kernels of [`dz_times_wt`] read: dz (rows, u) and W^T (u, d).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct InputGrad<'a> {
+    dz: &'a [f32],
+    wt: &'a [f32],
+    u: usize,
+    d: usize,
+}
+
 /// A SIMD kernel's [`x_times_wt`]: [`by_tiles`] with its `tile::<R, U>`
 /// for whole register blocks of `rows` x `units`, and single rows or units
 /// where fewer are left.
@@ -401,13 +411,14 @@ mod avx2 {
     /// the outputs past a tile's last whole block one by one.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+        let g = super::InputGrad { dz, wt, u, d };
         super::by_tiles_of_rows(dx.len() / d, d, GRADIENT_ROWS, |r, rows, features| {
             // SAFETY: every call's rows lie below dx's, its features below d.
             unsafe {
                 if rows == GRADIENT_ROWS {
-                    output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, features, dx)
+                    output_blocks::<GRADIENT_ROWS>(g, r, features, dx)
                 } else {
-                    output_blocks::<1>(dz, wt, u, d, r, features, dx)
+                    output_blocks::<1>(g, r, features, dx)
                 }
             }
         });
@@ -418,14 +429,12 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn output_blocks<const R: usize>(
-        dz: &[f32],
-        wt: &[f32],
-        u: usize,
-        d: usize,
+        g: super::InputGrad,
         r: usize,
         features: std::ops::Range<usize>,
         dx: &mut [f32],
     ) {
+        let super::InputGrad { dz, wt, u, d } = g;
         let full = features.start + (features.end - features.start) / 32 * 32;
         for i in (features.start..full).step_by(32) {
             let mut acc = [[_mm256_setzero_ps(); 4]; R];
@@ -636,16 +645,17 @@ mod avx512 {
     /// fewer rows where fewer are left.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dz_times_wt(dz: &[f32], wt: &[f32], u: usize, d: usize, dx: &mut [f32]) {
+        let g = super::InputGrad { dz, wt, u, d };
         super::by_tiles_of_rows(dx.len() / d, d, GRADIENT_ROWS, |r, rows, features| {
             // SAFETY: every call's rows lie below dx's, its features below d.
             unsafe {
                 match rows {
-                    GRADIENT_ROWS => output_blocks::<GRADIENT_ROWS>(dz, wt, u, d, r, features, dx),
-                    5 => output_blocks::<5>(dz, wt, u, d, r, features, dx),
-                    4 => output_blocks::<4>(dz, wt, u, d, r, features, dx),
-                    3 => output_blocks::<3>(dz, wt, u, d, r, features, dx),
-                    2 => output_blocks::<2>(dz, wt, u, d, r, features, dx),
-                    _ => output_blocks::<1>(dz, wt, u, d, r, features, dx),
+                    GRADIENT_ROWS => output_blocks::<GRADIENT_ROWS>(g, r, features, dx),
+                    5 => output_blocks::<5>(g, r, features, dx),
+                    4 => output_blocks::<4>(g, r, features, dx),
+                    3 => output_blocks::<3>(g, r, features, dx),
+                    2 => output_blocks::<2>(g, r, features, dx),
+                    _ => output_blocks::<1>(g, r, features, dx),
                 }
             }
         });
@@ -657,10 +667,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn output_blocks<const R: usize>(
-        dz: &[f32],
-        wt: &[f32],
-        u: usize,
-        d: usize,
+        g: super::InputGrad,
         r: usize,
         features: std::ops::Range<usize>,
         dx: &mut [f32],
@@ -669,33 +676,30 @@ mod avx512 {
         // SAFETY: as the contract; each block's lanes lie below the features' end.
         unsafe {
             for i in (features.start..full).step_by(64) {
-                output_block::<R, 4>(dz, wt, u, d, (r, i), 64, dx);
+                output_block::<R, 4>(g, (r, i), 64, dx);
             }
             let lanes = features.end - full;
             match lanes.div_ceil(16) {
                 0 => {}
-                1 => output_block::<R, 1>(dz, wt, u, d, (r, full), lanes, dx),
-                2 => output_block::<R, 2>(dz, wt, u, d, (r, full), lanes, dx),
-                3 => output_block::<R, 3>(dz, wt, u, d, (r, full), lanes, dx),
-                _ => output_block::<R, 4>(dz, wt, u, d, (r, full), lanes, dx),
+                1 => output_block::<R, 1>(g, (r, full), lanes, dx),
+                2 => output_block::<R, 2>(g, (r, full), lanes, dx),
+                3 => output_block::<R, 3>(g, (r, full), lanes, dx),
+                _ => output_block::<R, 4>(g, (r, full), lanes, dx),
             }
         }
     }
 
     /// dx[r..r + R, i..i + lanes] in R x V registers (lanes <= 16 V), the sums
     /// over j in order. Safety: as [`output_blocks`], with i + lanes <= d.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn output_block<const R: usize, const V: usize>(
-        dz: &[f32],
-        wt: &[f32],
-        u: usize,
-        d: usize,
+        g: super::InputGrad,
         (r, i): (usize, usize),
         lanes: usize,
         dx: &mut [f32],
     ) {
+        let super::InputGrad { dz, wt, u, d } = g;
         let mask = |q: usize| mask_of(lanes.saturating_sub(16 * q));
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for j in 0..u {
