@@ -18,7 +18,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// A huge page's size: allocations from this size up are placed on huge pages.
 const HUGE: usize = 2 << 20;
 
-/// The system allocator, with allocations of 2 MB or more on 2 MB
+/// The system allocator, with allocations of [`HUGE`] bytes or more on 2 MB
 /// boundaries, rounded up to whole huge pages and advised to use them.
 pub struct HugePages;
 
