@@ -16,12 +16,10 @@
 
 mod buffer;
 mod cpu;
-mod huge_pages;
 
 pub use buffer::Buffer;
 pub use cpu::Cpu;
 pub(crate) use cpu::team::ForEachTask;
-pub use huge_pages::HugePages;
 
 use crate::activations::Activation;
 use crate::kernels::Window;
