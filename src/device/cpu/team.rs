@@ -269,16 +269,23 @@ mod tests {
         false
     }
 
+    /// Runs `test` in a pool of two under a hold of its own (one such test at a time).
+    fn under_a_hold(test: impl FnOnce(crate::device::Warm) + Send) {
+        let _serial = one_hold_at_a_time();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            let warm = Cpu.stay_warm();
+            assert!(warm.0.is_some() && leading(), "no hold within a pool of two");
+            test(warm)
+        });
+    }
+
     /// Under a hold every item runs once, whichever thread runs it, for
     /// fewer items than pieces, more, and one; an operation inside a task
     /// runs rayon's way; and the held thread takes part.
     #[test]
     fn every_item_runs_once_over_the_held_threads() {
-        let _serial = one_hold_at_a_time();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        pool.install(|| {
-            let warm = Cpu.stay_warm();
-            assert!(warm.0.is_some(), "no hold within a pool of two");
+        under_a_hold(|warm| {
             let leader = rayon::current_thread_index();
             for len in [1, 2, 3, 63, 64, 65, 1000] {
                 assert!(rewarm(), "no thread held");
@@ -322,11 +329,7 @@ mod tests {
     /// that thread takes the next hold as a hold of its own.
     #[test]
     fn a_hold_dropped_elsewhere_ends_the_lead() {
-        let _serial = one_hold_at_a_time();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        pool.install(|| {
-            let warm = Cpu.stay_warm();
-            assert!(warm.0.is_some() && leading(), "no hold within a pool of two");
+        under_a_hold(|warm| {
             std::thread::spawn(move || drop(warm)).join().unwrap();
             assert!(!leading(), "still led after the hold dropped on another thread");
             assert!(Cpu.stay_warm().0.is_some(), "no hold of its own after");
@@ -337,10 +340,7 @@ mod tests {
     /// caller once every helper has left, and the next operation runs.
     #[test]
     fn a_panicking_task_unpublishes_the_operation() {
-        let _serial = one_hold_at_a_time();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        pool.install(|| {
-            let _warm = Cpu.stay_warm();
+        under_a_hold(|_warm| {
             assert!(rewarm(), "no thread held");
             let (published, began) = (AtomicBool::new(false), AtomicBool::new(false));
             let caught = std::panic::catch_unwind(|| {
