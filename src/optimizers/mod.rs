@@ -353,9 +353,21 @@ macro_rules! moment_builders {
 }
 pub(crate) use moment_builders;
 
+/// The `variables` with each run of adjacent ones joined into one range: the
+/// elementwise passes below go over a run in one parallel loop (one wake of
+/// the threads, not one per variable; a layer's kernel and bias are adjacent).
+fn runs(mut variables: &[Range<usize>]) -> impl Iterator<Item = Range<usize>> + '_ {
+    std::iter::from_fn(move || {
+        let (first, rest) = variables.split_first()?;
+        let joined = rest.iter().zip(variables).take_while(|(r, before)| r.start == before.end).count();
+        variables = &rest[joined..];
+        Some(first.start..rest[..joined].last().map_or(first.end, |r| r.end))
+    })
+}
+
 /// Runs `f` on every value of `variables`, in parallel chunks.
 fn for_each_value(values: &mut [f32], variables: &[Range<usize>], f: impl Fn(&mut f32) + Sync) {
-    for r in variables {
+    for r in runs(variables) {
         values[r.clone()].par_chunks_mut(CHUNK).for_each_task(|chunk| chunk.iter_mut().for_each(&f));
     }
 }
@@ -492,7 +504,7 @@ fn update_each(
     variables: &[Range<usize>],
     update: impl Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
 ) {
-    for r in variables {
+    for r in runs(variables) {
         params[r.clone()]
             .par_chunks_mut(CHUNK)
             .zip(grads[r.clone()].par_chunks(CHUNK))
@@ -520,5 +532,17 @@ fn update_chunk<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
 fn ensure_len(slot: &mut Vec<f32>, len: usize) {
     if slot.len() != len {
         *slot = vec![0.0; len];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn adjacent_variables_join_into_runs() {
+        let runs = |v: &[std::ops::Range<usize>]| super::runs(v).collect::<Vec<_>>();
+        assert_eq!(runs(&[0..3, 3..5, 7..9, 9..10, 12..13]), [0..5, 7..10, 12..13]);
+        assert_eq!(runs(std::slice::from_ref(&(4..6))), vec![4..6]);
+        assert_eq!(runs(&[0..2, 5..6, 6..8]), [0..2, 5..8]);
+        assert!(runs(&[]).is_empty());
     }
 }
