@@ -189,6 +189,15 @@ impl LossConfig {
         self.loss.target_width(width)
     }
 
+    /// Whether a batch's loss is, bit for bit, the sum in order (from zero)
+    /// of [`LossConfig::compute_over`] over each row alone, each row's
+    /// gradient its own: then rows may be computed apart, in parallel, and
+    /// their losses added in order after. Mean squared error adds a batch's
+    /// squares before dividing by the width, so it is not.
+    pub fn sums_by_rows(&self) -> bool {
+        !matches!(self.loss, Loss::MeanSquaredError)
+    }
+
     /// See [`Loss::compute`]; `fused`: the outputs are logits of an activation the loss applies.
     pub fn compute(&self, out: &[f32], target: &[f32], grad: &mut [f32], width: usize, fused: bool) -> f64 {
         self.compute_over(out, target, grad, width, fused, out.len() / width)
@@ -275,5 +284,45 @@ impl<'de> Deserialize<'de> for LossConfig {
             }
         }
         deserializer.deserialize_any(LossVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Loss, LossConfig};
+
+    #[test]
+    fn the_losses_said_to_sum_by_rows_do_so_bit_for_bit() {
+        let (rows, width) = (7, 5);
+        let out: Vec<f32> = (0..rows * width).map(|i| ((i * 37 % 23) as f32 / 23.0) * 0.9 + 0.05).collect();
+        let one_hot: Vec<f32> = (0..rows * width).map(|i| (i % width == (i / width) % width) as u8 as f32).collect();
+        let classes: Vec<f32> = (0..rows).map(|r| (r % width) as f32).collect();
+        for loss in [Loss::CategoricalCrossentropy, Loss::SparseCategoricalCrossentropy, Loss::BinaryCrossentropy] {
+            for (from_logits, label_smoothing) in [(false, 0.0), (true, 0.0), (true, 0.1)] {
+                let smoothing = if loss == Loss::SparseCategoricalCrossentropy { 0.0 } else { label_smoothing };
+                let config = LossConfig { loss, from_logits, label_smoothing: smoothing };
+                assert!(config.sums_by_rows());
+                let targets = if loss == Loss::SparseCategoricalCrossentropy { &classes } else { &one_hot };
+                let tw = targets.len() / rows;
+                let mut whole_grad = vec![0.0; out.len()];
+                let whole = config.compute_over(&out, targets, &mut whole_grad, width, false, 11);
+                let mut row_grad = vec![0.0; out.len()];
+                let by_rows = (0..rows).fold(0.0f64, |sum, r| {
+                    let o = &out[r * width..][..width];
+                    sum + config.compute_over(
+                        o,
+                        &targets[r * tw..][..tw],
+                        &mut row_grad[r * width..][..width],
+                        width,
+                        false,
+                        11,
+                    )
+                });
+                assert_eq!(whole.to_bits(), by_rows.to_bits(), "{loss:?} from_logits={from_logits}");
+                assert_eq!(whole_grad, row_grad);
+            }
+        }
+        let mse = LossConfig { loss: Loss::MeanSquaredError, from_logits: false, label_smoothing: 0.0 };
+        assert!(!mse.sums_by_rows());
     }
 }

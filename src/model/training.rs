@@ -5,7 +5,9 @@ use super::functional::Model;
 use super::history::{EpochLog, Evaluation, History, Logs};
 use super::progress::{Progress, Verbosity};
 use super::summary::shape_str;
+use crate::activations::Activation;
 use crate::callbacks::{Callback, Control, FitParams};
+use crate::device::ForEachTask;
 use crate::distributed::{self, Communicator};
 use crate::error::{Error, Result};
 use crate::kernels::activation;
@@ -14,6 +16,8 @@ use crate::losses::{Loss, LossConfig};
 use crate::random::{self, BatchDraws, streams};
 use crate::tensor::{Samples, Tensor};
 use rand::seq::SliceRandom;
+use rayon::iter::Either;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,6 +87,8 @@ const DEFAULT_INFERENCE_BATCH: usize = 128;
 struct BatchScratch {
     targets: Vec<f32>,
     probs: Vec<f32>,
+    /// Each output row's loss, added in order after ([`LossRows`]).
+    row_losses: Vec<f64>,
     metric_sums: Vec<f64>,
     /// [loss, metric sums...] of a batch, to sum over ranks.
     batch_sums: Vec<f64>,
@@ -347,6 +353,7 @@ impl Model {
         Ok(BatchScratch {
             targets: vec![0.0; batch * target_len],
             probs: vec![0.0; batch * net.output_len()],
+            row_losses: vec![0.0; batch * net.output_len() / width.max(1)],
             metric_sums: vec![0.0; metrics],
             batch_sums: vec![0.0; 1 + metrics],
         })
@@ -445,16 +452,24 @@ impl Model {
         let from_logits = compiled.head.is_some();
         let delta = &mut delta[..n * out_len];
         let mean_rows = batch_total * (out_len / width);
+        let head = compiled.head.or(compiled.loss.logits_activation());
+        let probs = &mut scratch.probs[..n * out_len];
         let loss = match class_weight {
+            None if compiled.loss.sums_by_rows() => {
+                let row_losses = &mut scratch.row_losses[..n * out_len / width];
+                let rows = LossRows { out, targets, width, fused: from_logits, mean_rows };
+                rows.compute(compiled.loss, delta, head.map(|act| (act, &mut *probs)), row_losses)
+            }
             None => compiled.loss.compute_over(out, targets, delta, width, from_logits, mean_rows),
             Some(weights) => {
                 let batch = (n, batch_total);
                 weighted_loss(compiled.loss, weights, out, targets, delta, width, from_logits, batch)
             }
         };
-        let probs = match compiled.head.or(compiled.loss.logits_activation()) {
+        let probs = match head {
+            // Computed with the loss where it sums by rows.
+            Some(_) if class_weight.is_none() && compiled.loss.sums_by_rows() => &*probs,
             Some(head) => {
-                let probs = &mut scratch.probs[..n * out_len];
                 probs.copy_from_slice(out);
                 activation::forward(head, probs, None, width);
                 &*probs
@@ -639,6 +654,59 @@ fn collective_errors(nodes: &mut [super::functional::Node]) -> Result<()> {
     match nodes.iter_mut().find_map(|n| n.layer.take_error()) {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Output rows per task of [`LossRows::compute`] (a fixed split: the same
+/// tasks on any number of threads, though here none changes a result).
+const LOSS_ROWS_PER_TASK: usize = 32;
+
+/// A batch's outputs and targets, for a loss that sums by rows
+/// ([`LossConfig::sums_by_rows`]).
+struct LossRows<'a> {
+    out: &'a [f32],
+    targets: &'a [f32],
+    width: usize,
+    fused: bool,
+    mean_rows: usize,
+}
+
+impl LossRows<'_> {
+    /// The loss of every row of `out` (rows of `width`) against `targets`,
+    /// its gradient into `delta` and, for a head activation, the
+    /// probabilities into its buffer: by tasks of rows over the threads,
+    /// each row's loss kept in `row_losses` and the rows' losses added in
+    /// order after (the sum, bit for bit, that one pass over the rows makes).
+    fn compute(
+        &self,
+        loss: LossConfig,
+        delta: &mut [f32],
+        probs: Option<(Activation, &mut [f32])>,
+        row_losses: &mut [f64],
+    ) -> f64 {
+        let LossRows { out, targets, width, fused, mean_rows } = *self;
+        let target_width = targets.len() / row_losses.len().max(1);
+        let per_task = LOSS_ROWS_PER_TASK * width;
+        let (head, probs) = match probs {
+            Some((head, probs)) => (Some(head), Either::Left(probs.par_chunks_mut(per_task).map(Some))),
+            None => (None, Either::Right((0..out.len().div_ceil(per_task)).into_par_iter().map(|_| None))),
+        };
+        out.par_chunks(per_task)
+            .zip(targets.par_chunks(LOSS_ROWS_PER_TASK * target_width))
+            .zip(delta.par_chunks_mut(per_task))
+            .zip(row_losses.par_chunks_mut(LOSS_ROWS_PER_TASK))
+            .zip(probs)
+            .for_each_task(|((((o, t), d), l), p)| {
+                let rows = o.chunks_exact(width).zip(t.chunks_exact(target_width)).zip(d.chunks_exact_mut(width));
+                for (((o, t), d), l) in rows.zip(l) {
+                    *l = loss.compute_over(o, t, d, width, fused, mean_rows);
+                }
+                if let (Some(head), Some(p)) = (head, p) {
+                    p.copy_from_slice(o);
+                    activation::forward(head, p, None, width);
+                }
+            });
+        row_losses.iter().fold(0.0, |sum, l| sum + l)
     }
 }
 
