@@ -454,8 +454,10 @@ impl Model {
         let mean_rows = batch_total * (out_len / width);
         let head = compiled.head.or(compiled.loss.logits_activation());
         let probs = &mut scratch.probs[..n * out_len];
+        // By tasks of rows, the probabilities with the loss, where the loss sums by rows.
+        let by_rows = class_weight.is_none() && compiled.loss.sums_by_rows();
         let loss = match class_weight {
-            None if compiled.loss.sums_by_rows() => {
+            _ if by_rows => {
                 let row_losses = &mut scratch.row_losses[..n * out_len / width];
                 let rows = LossRows { out, targets, width, fused: from_logits, mean_rows };
                 rows.compute(compiled.loss, delta, head.map(|act| (act, &mut *probs)), row_losses)
@@ -467,8 +469,7 @@ impl Model {
             }
         };
         let probs = match head {
-            // Computed with the loss where it sums by rows.
-            Some(_) if class_weight.is_none() && compiled.loss.sums_by_rows() => &*probs,
+            Some(_) if by_rows => &*probs,
             Some(head) => {
                 probs.copy_from_slice(out);
                 activation::forward(head, probs, None, width);
