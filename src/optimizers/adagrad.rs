@@ -91,7 +91,7 @@ impl Optimizer for Adagrad {
         if accumulator.len() != params.len() {
             *accumulator = vec![self.initial_accumulator_value; params.len()];
         }
-        for r in variables {
+        for r in super::runs(variables) {
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))

@@ -353,10 +353,10 @@ macro_rules! moment_builders {
 }
 pub(crate) use moment_builders;
 
-/// The `variables` with each run of adjacent ones joined into one range: the
-/// elementwise passes below go over a run in one parallel loop (one wake of
-/// the threads, not one per variable; a layer's kernel and bias are adjacent).
-fn runs(mut variables: &[Range<usize>]) -> impl Iterator<Item = Range<usize>> + '_ {
+/// The `variables` with each run of adjacent ones joined into one range: every
+/// optimizer's elementwise passes go over a run in one parallel loop (one wake
+/// of the threads, not one per variable; a layer's kernel and bias are adjacent).
+pub(super) fn runs(mut variables: &[Range<usize>]) -> impl Iterator<Item = Range<usize>> + '_ {
     std::iter::from_fn(move || {
         let (first, rest) = variables.split_first()?;
         let joined = rest.iter().zip(variables).take_while(|(r, before)| r.start == before.end).count();

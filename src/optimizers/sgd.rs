@@ -93,16 +93,16 @@ impl Optimizer for SGD {
         let velocity = &mut self.state.slots[0];
         if mu == 0.0 {
             ensure_len(velocity, 0);
-            for r in variables {
+            for r in super::runs(variables) {
                 params[r.clone()]
                     .par_chunks_mut(CHUNK)
                     .zip(grads[r.clone()].par_chunks(CHUNK))
-                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g));
+                    .for_each_task(|(p, g)| p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g));
             }
             return;
         }
         ensure_len(velocity, params.len());
-        for r in variables {
+        for r in super::runs(variables) {
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
